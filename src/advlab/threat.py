@@ -1,0 +1,209 @@
+"""The threat model: norm, budget, input bounds and targeting, with distance and projection.
+
+Every attack projects and clips through :class:`ThreatModel`; nothing else in advlab
+implements a projection. Perturbation norms are computed per example over all of its
+elements (for images, L0 counts changed elements: pixels × channels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+
+from advlab._checks import check_bounds, check_choice, check_nonneg
+
+Norm = Literal["linf", "l2", "l1", "l0"]
+NORMS: tuple[str, ...] = get_args(Norm)
+
+_BISECT_STEPS = 40
+
+
+def distance(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-example distance between ``x`` and ``x_adv`` in ``norm`` (shape N)."""
+    check_choice("norm", norm, NORMS)
+    d = (x_adv - x).flatten(1)
+    if norm == "linf":
+        return d.abs().amax(dim=1)
+    if norm == "l2":
+        return d.norm(p=2, dim=1)
+    if norm == "l1":
+        return d.abs().sum(dim=1)
+    return (d != 0).sum(dim=1).to(x.dtype)
+
+
+def _lower_upper(x: torch.Tensor, bounds: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box for the perturbation d = x_adv - x, flattened per example (contains 0)."""
+    lo, hi = bounds
+    xf = x.flatten(1)
+    return lo - xf, hi - xf
+
+
+def _bisect_scale(
+    fn: object, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> torch.Tensor:
+    """Find per-example t in [lo, hi] with fn(t) <= target, fn decreasing; returns feasible t."""
+    for _ in range(_BISECT_STEPS):
+        mid = (lo + hi) / 2
+        too_big = fn(mid) > target  # type: ignore[operator]
+        lo = torch.where(too_big, mid, lo)
+        hi = torch.where(too_big, hi, mid)
+    return hi
+
+
+def project_l1(d: torch.Tensor, eps: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Exact Euclidean projection of flat ``d`` onto {‖d‖₁ ≤ eps} ∩ [low, high] (0 ∈ box).
+
+    The solution is soft-thresholding by a per-example λ ≥ 0 followed by clipping to the box;
+    λ is found by bisection on the (monotone, piecewise-linear) L1 norm of that map.
+    """
+    box = torch.where(d >= 0, high, -low)  # largest allowed |d_i| in the direction of d_i
+    mag = d.abs()
+
+    def norm_at(lam: torch.Tensor) -> torch.Tensor:
+        return torch.minimum((mag - lam[:, None]).clamp_min(0), box).sum(dim=1)
+
+    clipped = d.clamp(low, high)
+    inside = clipped.abs().sum(dim=1) <= eps
+    if bool(inside.all()):
+        return clipped
+    zero = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
+    lam = _bisect_scale(norm_at, torch.full_like(zero, eps), zero, mag.amax(dim=1))
+    out = d.sign() * torch.minimum((mag - lam[:, None]).clamp_min(0), box)
+    return torch.where(inside[:, None], clipped, out)
+
+
+def project_l2(d: torch.Tensor, eps: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Exact Euclidean projection of flat ``d`` onto {‖d‖₂ ≤ eps} ∩ [low, high] (0 ∈ box).
+
+    By the KKT conditions the solution is clip(d / (1 + μ), low, high) for one μ ≥ 0 per
+    example; μ is found by bisection on the scale s = 1 / (1 + μ) ∈ [0, 1].
+    """
+    clipped = d.clamp(low, high)
+    inside = clipped.norm(dim=1) <= eps
+    if bool(inside.all()):
+        return clipped
+
+    def norm_at(s: torch.Tensor) -> torch.Tensor:
+        return (d * s[:, None]).clamp(low, high).norm(dim=1)
+
+    # norm_at is increasing in s; bisect on t = 1 - s so the helper sees a decreasing function.
+    zero = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
+    t = _bisect_scale(lambda t: norm_at(1 - t), torch.full_like(zero, eps), zero, zero + 1)
+    out = (d * (1 - t)[:, None]).clamp(low, high)
+    return torch.where(inside[:, None], clipped, out)
+
+
+def project_l0(d: torch.Tensor, k: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Exact projection of flat ``d`` onto {at most k non-zeros} ∩ [low, high] (0 ∈ box)."""
+    clipped = d.clamp(low, high)
+    if k >= d.shape[1]:
+        return clipped
+    if k <= 0:
+        return torch.zeros_like(d)
+    gain = d.square() - (d - clipped).square()  # saving in squared error from keeping entry i
+    idx = gain.topk(k, dim=1).indices
+    mask = torch.zeros_like(d, dtype=torch.bool).scatter_(1, idx, True)
+    return torch.where(mask, clipped, torch.zeros_like(d))
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What the attacker may do: a norm, a budget ε, input bounds and whether it is targeted.
+
+    Args:
+        norm: One of ``"linf"``, ``"l2"``, ``"l1"``, ``"l0"``. For ``"l0"`` the budget is the
+            number of input elements that may change.
+        eps: The budget ε ≥ 0 (``float("inf")`` for unbounded, minimal-perturbation attacks).
+        bounds: The valid input range (lo, hi); x_adv always lies inside it.
+        targeted: Whether the attack aims at given target classes instead of any wrong class.
+
+    Example:
+        >>> import torch
+        >>> tm = ThreatModel("linf", 0.1)
+        >>> x = torch.full((2, 1, 2, 2), 0.95)
+        >>> tm.project(x, x + 0.5).max().item()
+        1.0
+        >>> tm.distance(x, tm.project(x, x - 0.5)).tolist()
+        [0.10000002384185791, 0.10000002384185791]
+    """
+
+    norm: Norm
+    eps: float
+    bounds: tuple[float, float] = (0.0, 1.0)
+    targeted: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("norm", self.norm, NORMS)
+        check_nonneg("eps", self.eps)
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "bounds", check_bounds("bounds", self.bounds))
+
+    @property
+    def bounded(self) -> bool:
+        """Whether ε is finite (a fixed-budget threat model)."""
+        return self.eps != float("inf")
+
+    def with_eps(self, eps: float) -> ThreatModel:
+        """A copy with another budget."""
+        return ThreatModel(self.norm, eps, self.bounds, self.targeted)
+
+    def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Per-example distance in this threat model's norm."""
+        return distance(x, x_adv, self.norm)
+
+    def clip(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """Clip to the input bounds only."""
+        return x_adv.clamp(*self.bounds)
+
+    def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Exact Euclidean projection of ``x_adv`` onto the ε-ball around ``x`` ∩ the bounds.
+
+        For L0 it keeps the ⌊ε⌋ changes that reduce squared error the most.
+        """
+        if not self.bounded:
+            return self.clip(x_adv)
+        low, high = _lower_upper(x, self.bounds)
+        d = (x_adv - x).flatten(1)
+        if self.norm == "linf":
+            d = d.clamp(-self.eps, self.eps).clamp(low, high)
+        elif self.norm == "l2":
+            d = project_l2(d, self.eps, low, high)
+        elif self.norm == "l1":
+            d = project_l1(d, self.eps, low, high)
+        else:
+            d = project_l0(d, int(self.eps), low, high)
+        # x + d is inside the bounds mathematically; clamp guards against float rounding.
+        return (x + d.view_as(x)).clamp(*self.bounds)
+
+    def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random point of the ε-ball around ``x`` ∩ the bounds (uniform in the ball, then clipped).
+
+        Draws on the CPU from ``generator`` and moves to ``x.device``, so results do not depend
+        on the device's random stream.
+        """
+        if not self.bounded:
+            raise ValueError("random_init: needs a finite eps, got inf")
+        n, dim = x.shape[0], x[0].numel()
+        if self.norm == "linf":
+            d = (torch.rand(n, dim, generator=generator) * 2 - 1) * self.eps
+        elif self.norm == "l2":
+            g = torch.randn(n, dim, generator=generator)
+            g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            r = torch.rand(n, 1, generator=generator) ** (1.0 / dim)
+            d = g * r * self.eps
+        elif self.norm == "l1":
+            # Uniform in the L1 ball: exponential spacings with one slack coordinate.
+            e = -torch.log(torch.rand(n, dim + 1, generator=generator).clamp_min(1e-12))
+            sign = torch.randint(0, 2, (n, dim), generator=generator) * 2 - 1
+            d = sign * e[:, :dim] / e.sum(dim=1, keepdim=True) * self.eps
+        else:
+            k = min(int(self.eps), dim)
+            order = torch.rand(n, dim, generator=generator).argsort(dim=1)
+            mask = torch.zeros(n, dim, dtype=torch.bool).scatter_(1, order[:, :k], True)
+            lo, hi = self.bounds
+            vals = torch.rand(n, dim, generator=generator) * (hi - lo) + lo
+            d = torch.where(mask, vals - x.detach().cpu().flatten(1), torch.zeros(n, dim))
+        d = d.to(device=x.device, dtype=x.dtype)
+        return self.project(x, x + d.view_as(x))

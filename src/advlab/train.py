@@ -1,0 +1,173 @@
+"""One training loop. Defenses (adversarial training and others) plug in through ``step_fn``.
+
+Training is deterministic under a seed on one machine: model initialisation and shuffling draw
+from a seeded RNG inside ``torch.random.fork_rng`` (the caller's global RNG state is restored
+afterwards), and the data order comes from an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from advlab._checks import check_positive_int
+from advlab._version import __version__
+from advlab.evaluate.metrics import clean_accuracy
+
+# step_fn(model, xb, yb, generator) -> (loss to minimise, logits on the clean batch for accuracy)
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def standard_step(
+    model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain cross-entropy on the clean batch."""
+    logits = model(xb)
+    return F.cross_entropy(logits, yb), logits
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the training loop."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    schedule: str = "cosine"  # "cosine" or "constant"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model: nn.Module
+    acc1: float
+    acc5: float
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def fit(
+    model: nn.Module,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    test_data: tuple[torch.Tensor, torch.Tensor] | None,
+    config: TrainConfig,
+    *,
+    step_fn: StepFn = standard_step,
+    progress: bool = True,
+    init_seed: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place with Adam and the given step function.
+
+    Args:
+        model: The network (its parameters are trained in place).
+        train_data: ``(x, y)`` training tensors.
+        test_data: ``(x, y)`` evaluated at the end (Acc@1, Acc@5), or ``None``.
+        config: Epochs, batch size, learning rate, seed, schedule.
+        step_fn: Computes the loss of one batch; adversarial training replaces it.
+        progress: Show a progress bar with loss and accuracy.
+        init_seed: Whether the seeded RNG also re-initialises the model's parameters (set it to
+            False when fine-tuning an already trained model).
+
+    Returns:
+        The trained model with its test accuracy, wall time and per-epoch history.
+    """
+    check_positive_int("epochs", config.epochs)
+    check_positive_int("batch_size", config.batch_size)
+    x, y = train_data
+    n = len(x)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    start = time.perf_counter()
+    history: list[dict[str, float]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if init_seed:
+            for m in model.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        model.requires_grad_(True)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        sched: torch.optim.lr_scheduler.LRScheduler | None = None
+        if config.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=config.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
+            )
+        gen = torch.Generator().manual_seed(config.seed)
+        bar = tqdm(total=total, disable=not progress, desc="train", unit="batch", dynamic_ncols=True)
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=gen)
+            run_loss = run_correct = seen = 0.0
+            for i in range(steps_per_epoch):
+                idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+                xb, yb = x[idx], y[idx]
+                loss, logits = step_fn(model, xb, yb, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                run_loss += float(loss.detach()) * len(idx)
+                run_correct += float((logits.argmax(1) == yb).sum())
+                seen += len(idx)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss / seen:.4f}", acc=f"{run_correct / seen:.4f}")
+            history.append({"epoch": epoch + 1, "loss": run_loss / seen, "acc": run_correct / seen})
+        bar.close()
+    model.eval()
+    model.requires_grad_(False)
+    acc1 = acc5 = float("nan")
+    if test_data is not None:
+        acc1, acc5 = clean_accuracy(model, *test_data)
+    return TrainResult(model, acc1, acc5, time.perf_counter() - start, history)
+
+
+def command_line() -> str:
+    """The command that launched this process, for checkpoint metadata."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("advlab", "__main__.py")):
+        argv[0] = "advlab"
+    return shlex.join(argv)
+
+
+def checkpoint_meta(
+    architecture: str,
+    arch_kwargs: dict[str, Any],
+    dataset: str,
+    result: TrainResult,
+    config: TrainConfig,
+    command: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The metadata block written with a trained checkpoint."""
+    return {
+        "architecture": architecture,
+        "arch_kwargs": arch_kwargs,
+        "dataset": dataset,
+        "bounds": [0.0, 1.0],
+        "acc1": round(result.acc1, 6),
+        "acc5": round(result.acc5, 6),
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "train_seconds": round(result.seconds, 1),
+        "command": command,
+        "advlab_version": __version__,
+        "torch_version": torch.__version__,
+        **extra,
+    }

@@ -1,0 +1,31 @@
+"""Shared fixtures: small trained models on the tiny digits dataset, trained once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.data import load_dataset
+from advlab.models import create_model
+from advlab.train import TrainConfig, fit
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(x_train, y_train, x_test, y_test) of scikit-learn's 8×8 digits."""
+    xtr, ytr = load_dataset("digits", "train")
+    xte, yte = load_dataset("digits", "test")
+    return xtr, ytr, xte, yte
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(digits):
+    """An MLP trained on digits (test Acc@1 about 0.97), frozen, in eval mode."""
+    xtr, ytr, xte, yte = digits
+    model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=64, mean=0.3, std=0.4)
+    result = fit(model, (xtr, ytr), (xte, yte), TrainConfig(epochs=30, batch_size=64, lr=3e-3, seed=0),
+                 progress=False)
+    assert result.acc1 > 0.93, result.acc1
+    return model
