@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from advlab._checks import check_positive_int
 from advlab._version import __version__
-from advlab.evaluate.metrics import clean_accuracy
+from advlab.evaluation.metrics import clean_accuracy
 
 # step_fn(model, xb, yb, generator) -> (loss to minimise, logits on the clean batch for accuracy)
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]

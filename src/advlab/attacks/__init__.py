@@ -1,0 +1,28 @@
+"""Attacks, one module per family, imported explicitly here so the registry is complete.
+
+``get_attack(name)`` returns an :class:`AttackInfo` (callable); ``list_attacks("pgd*")`` lists names.
+"""
+
+from advlab.attacks.base import (
+    AttackInfo,
+    AttackResult,
+    choose_targets,
+    get_attack,
+    is_adversarial,
+    list_attacks,
+    loss_grad,
+    margin_loss,
+    register_attack,
+)
+
+__all__ = [
+    "AttackInfo",
+    "AttackResult",
+    "choose_targets",
+    "get_attack",
+    "is_adversarial",
+    "list_attacks",
+    "loss_grad",
+    "margin_loss",
+    "register_attack",
+]

@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics, the runner over (model × attack × ε), the results store."""
