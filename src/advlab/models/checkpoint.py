@@ -90,6 +90,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[s
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -120,12 +121,19 @@ def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
     model.load_state_dict(state)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text atomically."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
 
 

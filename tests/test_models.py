@@ -1,0 +1,194 @@
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import advlab
+from advlab.evaluation.metrics import clean_accuracy
+from advlab.models import (
+    CheckpointError,
+    create_model,
+    list_pretrained,
+    load_model,
+    read_metadata,
+    save_checkpoint,
+    tensor_digest,
+)
+from advlab.train import TrainConfig, fit
+
+META = {"architecture": "mlp", "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 16},
+        "dataset": "digits", "bounds": [0.0, 1.0], "acc1": 0.5, "acc5": 0.9, "seed": 0,
+        "command": "test", "advlab_version": advlab.__version__}
+
+
+def small():
+    return create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=16)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = small()
+    save_checkpoint(m, tmp_path / "m.safetensors", META)
+    back = load_model(tmp_path / "m.safetensors")
+    assert tensor_digest(back) == tensor_digest(m)
+    assert not back.training
+    assert all(not p.requires_grad for p in back.parameters())
+    assert back.advlab_meta["dataset"] == "digits"
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(back(x), m.eval()(x))
+
+
+def test_refuses_pickle_without_unpickling(tmp_path):
+    # A pickle that would create a file if it were ever unpickled.
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_model(tmp_path / "evil.safetensors")
+    assert not marker.exists()
+
+
+def test_refuses_torch_save_file(tmp_path):
+    torch.save(small().state_dict(), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="pickle / torch.save"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_refuses_foreign_safetensors(tmp_path):
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="foreign"):
+        load_model(tmp_path / "foreign.safetensors")
+
+
+def test_refuses_metadata_architecture_mismatch(tmp_path):
+    m = small()
+    meta = dict(META, architecture="lenet", arch_kwargs={"in_shape": [1, 28, 28], "num_classes": 10})
+    save_checkpoint(m, tmp_path / "m.safetensors", meta)
+    with pytest.raises(CheckpointError, match="does not match its architecture"):
+        load_model(tmp_path / "m.safetensors")
+    meta = dict(META, arch_kwargs={"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 32})
+    save_checkpoint(m, tmp_path / "m2.safetensors", meta)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_model(tmp_path / "m2.safetensors")
+
+
+def test_refuses_garbage_and_missing(tmp_path):
+    (tmp_path / "g.safetensors").write_bytes(b"hello world, not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_model(tmp_path / "g.safetensors")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_unknown_model_name_suggests():
+    with pytest.raises(ValueError, match=r"did you mean 'lenet-mnist'"):
+        load_model("lenet-mnst")
+    with pytest.raises(ValueError, match=r"create_model\('lenet'\)"):
+        load_model("lenet")
+    with pytest.raises(ValueError, match=r"unknown architecture 'lenett'.*did you mean 'lenet'"):
+        create_model("lenett")
+
+
+def test_atomic_save_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    first = small()
+    save_checkpoint(first, path, META)
+
+    def dies(*args, **kwargs):
+        with open(args[1], "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("advlab.models.checkpoint.save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(small(), path, META)
+    assert tensor_digest(load_model(path)) == tensor_digest(first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_training_is_deterministic_under_seed(digits):
+    xtr, ytr, xte, yte = digits
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, seed=7)
+    digests = []
+    for _ in range(2):
+        m = create_model("lenet", in_shape=(1, 16, 16), num_classes=10)
+        up = torch.nn.functional.interpolate(xtr, size=16)
+        fit(m, (up, ytr), None, cfg, progress=False)
+        digests.append(tensor_digest(m))
+    assert digests[0] == digests[1]
+    m = create_model("lenet", in_shape=(1, 16, 16), num_classes=10)
+    fit(m, (torch.nn.functional.interpolate(xtr, size=16), ytr), None,
+        TrainConfig(epochs=2, batch_size=64, lr=3e-3, seed=8), progress=False)
+    assert tensor_digest(m) != digests[0]
+
+
+def test_fit_restores_global_rng(digits):
+    xtr, ytr, _, _ = digits
+    model = small()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(model, (xtr, ytr), None, TrainConfig(epochs=1, seed=0), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("name", ["lenet-mnist", "googlenet-mnist"])
+def test_shipped_model_accuracy(name):
+    if name not in list_pretrained():
+        pytest.fail(f"{name} is not shipped in src/advlab/weights/")
+    x, y = advlab.load_dataset("mnist", "test")
+    model = load_model(name)
+    acc1, acc5 = clean_accuracy(model, x, y)
+    meta = model.advlab_meta
+    assert acc1 == pytest.approx(meta["acc1"], abs=1e-6)  # the model card's figure is the true one
+    assert acc1 >= (0.985 if name == "lenet-mnist" else 0.99)
+    if name == "lenet-mnist":
+        assert acc5 >= 0.999
+    assert meta["command"].startswith("advlab train")
+
+
+def test_cli_models_lists_shipped():
+    out = subprocess.run([sys.executable, "-m", "advlab", "models"], capture_output=True, text=True, check=True)
+    assert "lenet-mnist" in out.stdout and "googlenet" in out.stdout
+
+
+def test_cli_bad_input_one_line_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "lenett", "--dataset", "digits",
+                          "--out", str(tmp_path / "x.safetensors")], capture_output=True, text=True)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean 'lenet'" in lines[0]
+
+
+def test_cli_train_digits_writes_checkpoint(tmp_path):
+    path = tmp_path / "mlp.safetensors"
+    subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "mlp", "--dataset", "digits",
+                    "--epochs", "2", "--seed", "0", "--no-progress", "--out", str(path)],
+                   capture_output=True, text=True, check=True)
+    meta = read_metadata(path)
+    assert meta["command"].startswith("advlab train --model mlp")
+    assert meta["acc1"] > 0.8 and meta["seed"] == 0 and meta["advlab_version"] == advlab.__version__
+    assert json.loads(json.dumps(meta)) == meta
+
+
+@pytest.mark.slow
+def test_one_epoch_lenet_mnist_fast_accurate_deterministic(tmp_path):
+    import time
+
+    digests = []
+    for i in range(2):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "lenet", "--epochs", "1",
+                        "--seed", "0", "--no-progress", "--out", str(tmp_path / f"{i}.safetensors")],
+                       check=True, capture_output=True)
+        assert time.perf_counter() - t0 < 120
+        assert read_metadata(tmp_path / f"{i}.safetensors")["acc1"] >= 0.97
+        digests.append(tensor_digest(load_model(tmp_path / f"{i}.safetensors")))
+    assert digests[0] == digests[1]
