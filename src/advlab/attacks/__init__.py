@@ -26,3 +26,6 @@ __all__ = [
     "margin_loss",
     "register_attack",
 ]
+
+# Black-box attacks (issue 5).
+from advlab.attacks import square  # noqa: F401
