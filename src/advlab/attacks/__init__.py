@@ -28,4 +28,4 @@ __all__ = [
 ]
 
 # Black-box attacks (issue 5).
-from advlab.attacks import square  # noqa: F401
+from advlab.attacks import hopskipjump, square  # noqa: F401
