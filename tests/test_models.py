@@ -79,6 +79,14 @@ def test_refuses_metadata_architecture_mismatch(tmp_path):
         load_model(tmp_path / "m2.safetensors")
 
 
+def test_header_length_starting_with_0x80_is_not_mistaken_for_pickle(tmp_path):
+    # mlp-mnist's header length happens to start with byte 0x80, like a pickle's opcode
+    from advlab.models import resolve_checkpoint
+
+    assert resolve_checkpoint("mlp-mnist").read_bytes()[:1] == b"\x80"
+    assert load_model("mlp-mnist").advlab_meta["architecture"] == "mlp"
+
+
 def test_refuses_garbage_and_missing(tmp_path):
     (tmp_path / "g.safetensors").write_bytes(b"hello world, not a checkpoint")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
@@ -139,7 +147,7 @@ def test_fit_restores_global_rng(digits):
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("name", ["lenet-mnist", "googlenet-mnist"])
+@pytest.mark.parametrize("name", ["lenet-mnist", "googlenet-mnist", "mlp-mnist"])
 def test_shipped_model_accuracy(name):
     if name not in list_pretrained():
         pytest.fail(f"{name} is not shipped in src/advlab/weights/")
@@ -148,7 +156,7 @@ def test_shipped_model_accuracy(name):
     acc1, acc5 = clean_accuracy(model, x, y)
     meta = model.advlab_meta
     assert acc1 == pytest.approx(meta["acc1"], abs=1e-6)  # the model card's figure is the true one
-    assert acc1 >= (0.985 if name == "lenet-mnist" else 0.99)
+    assert acc1 >= {"lenet-mnist": 0.985, "googlenet-mnist": 0.99, "mlp-mnist": 0.98}[name]
     if name == "lenet-mnist":
         assert acc5 >= 0.999
     assert meta["command"].startswith("advlab train")

@@ -36,14 +36,15 @@ def _sniff(path: Path) -> None:
         head = f.read(9)
     if len(head) < 9:
         raise CheckpointError(f"checkpoint: {path} is too short to be a safetensors file")
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    (n,) = struct.unpack("<Q", head[:8])
+    if head[8:9] == b"{" and 8 + n <= path.stat().st_size:
+        return
+    if (head[:1] == b"\x80" and head[1] in range(2, 6)) or head[:2] == b"PK":
         raise CheckpointError(
             f"checkpoint: {path} looks like a pickle / torch.save file; advlab loads only "
             "safetensors checkpoints and never unpickles a file"
         )
-    (n,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or n > path.stat().st_size:
-        raise CheckpointError(f"checkpoint: {path} is not a safetensors file")
+    raise CheckpointError(f"checkpoint: {path} is not a safetensors file")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
