@@ -57,6 +57,8 @@ class BlackBox:
             ``"numpy"`` to pass a float32 numpy array.
         batch_size: Largest number of rows passed to ``fn`` in one call (``None``: no limit).
         max_queries: Default per-example query budget of sessions (``None``: unlimited).
+        name: A display name (default: the callable's name).
+        meta: Free-form facts about the model (e.g. its clean accuracy), kept for reports.
 
     Attributes:
         total_queries: Rows sent to ``fn`` over this object's lifetime.
@@ -71,6 +73,8 @@ class BlackBox:
         input_format: InputFormat = "torch",
         batch_size: int | None = None,
         max_queries: int | None = None,
+        name: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn: expected a callable predict function, got {type(fn).__name__}")
@@ -85,6 +89,8 @@ class BlackBox:
         self.input_format: InputFormat = input_format
         self.batch_size = batch_size
         self.max_queries = max_queries
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.meta: dict[str, Any] = dict(meta or {})
         self.total_queries = 0
         self.calls = 0
 
@@ -94,8 +100,7 @@ class BlackBox:
         return self.output != "labels"
 
     def __repr__(self) -> str:
-        name = getattr(self.fn, "__name__", type(self.fn).__name__)
-        return f"BlackBox({name}, output={self.output!r}, total_queries={self.total_queries})"
+        return f"BlackBox({self.name}, output={self.output!r}, total_queries={self.total_queries})"
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         """One call of ``fn`` on ``x``, converted to a torch tensor on ``x.device``."""
