@@ -1,0 +1,195 @@
+"""Black-box and transfer acceptance runs (issue 5) on the shipped lenet-mnist.
+
+    python benchmarks/blackbox.py square       # Square L∞ ε=0.3, 5 000 queries, first 1 000 images
+    python benchmarks/blackbox.py square-l2    # Square L2 ε=2, 5 000 queries, first 1 000 images
+    python benchmarks/blackbox.py hsj          # HopSkipJump L2, 5 000 queries, first 200 images,
+                                               # median L2 next to DeepFool's and CW's
+    python benchmarks/blackbox.py substitute   # Papernot substitute, 6 400 label queries
+    python benchmarks/blackbox.py matrix       # transferability matrix (advlab transfer)
+    python benchmarks/blackbox.py all
+
+Each part prints its figures and writes benchmarks/results/blackbox-<part>.json (the matrix
+also writes transfer.{md,json,png,html} to benchmarks/results/transfer/). Seeds are fixed, so
+the figures are reproducible on one machine; timings are wall-clock on 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import advlab
+from advlab.attacks import get_attack, list_attacks
+from advlab.blackbox import BlackBox
+from advlab.cli import main as cli_main
+from advlab.threat import ThreatModel
+from advlab.train import TrainConfig
+from advlab.transfer import seed_set, substitute_attack, train_substitute
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SEED = 0
+
+
+def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = advlab.load_dataset("mnist", "test")
+    return x[:n], y[:n]
+
+
+def _acc(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)]) == y
+
+
+def _save(part: str, record: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"part": part, "torch": torch.__version__, "machine": platform.machine(),
+              "threads": torch.get_num_threads(), **record}
+    (RESULTS / f"blackbox-{part}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+def _run_batched(name: str, model, x, y, threat, batch: int, **params):
+    gen = torch.Generator().manual_seed(SEED)
+    out = [get_attack(name)(model, x[i : i + batch], y[i : i + batch], threat, generator=gen,
+                            **params) for i in range(0, len(x), batch)]
+    x_adv = torch.cat([r.x_adv for r in out])
+    success = torch.cat([r.success for r in out])
+    queries = torch.cat([r.queries for r in out]) if out[0].queries is not None else None
+    return x_adv, success, queries
+
+
+def part_square(norm: str = "linf", eps: float = 0.3, n: int = 1000) -> None:
+    model = advlab.load_model("lenet-mnist")
+    x, y = _data(n)
+    threat = ThreatModel(norm, eps)
+    t0 = time.perf_counter()
+    x_adv, success, queries = _run_batched("square", model, x, y, threat, 500, max_queries=5000)
+    seconds = time.perf_counter() - t0
+    fooled = ~_acc(model, x_adv, y)
+    q = queries[success].double()
+    _save("square" if norm == "linf" else f"square-{norm}", {
+        "attack": "square", "model": "lenet-mnist", "norm": norm, "eps": eps, "n": n,
+        "max_queries": 5000, "seed": SEED,
+        "clean_acc1": float(_acc(model, x, y).float().mean()),
+        "acc1_under_attack": float((~fooled).float().mean()),
+        "success_rate": float(success.float().mean()),
+        "success_agrees_with_model": bool(torch.equal(success, fooled)),
+        "mean_queries_successful": float(q.mean()),
+        "median_queries_successful": float(q.median()),
+        "max_dist": float(threat.distance(x, x_adv).max()),
+        "seconds": round(seconds, 1),
+    })
+
+
+def part_hsj(n: int = 200) -> None:
+    model = advlab.load_model("lenet-mnist")
+    x, y = _data(n)
+    inf = ThreatModel("l2", float("inf"))
+    correct = _acc(model, x, y)
+    record: dict = {"model": "lenet-mnist", "n": n, "norm": "l2", "seed": SEED,
+                    "clean_correct": int(correct.sum())}
+    runs = [("hopskipjump", {"max_queries": 5000})]
+    runs += [(a, {}) for a in ("deepfool", "cw") if a in list_attacks()]
+    for name, params in runs:
+        t0 = time.perf_counter()
+        x_adv, success, queries = _run_batched(name, model, x, y, inf, 200, **params)
+        seconds = time.perf_counter() - t0
+        fooled = ~_acc(model, x_adv, y)
+        d = inf.distance(x, x_adv)
+        keep = correct & fooled  # successful on images the model got right (distance > 0)
+        record[name] = {
+            "params": params,
+            "success_rate": float(fooled.float().mean()),
+            "success_reported_agrees": bool(torch.equal(success, fooled)),
+            "success_rate_clean_correct": float(fooled[correct].float().mean()),
+            "median_l2_successful": float(d[keep].median()),
+            "mean_l2_successful": float(d[keep].mean()),
+            "max_queries_used": int(queries.max()) if queries is not None else None,
+            "mean_queries": float(queries.double().mean()) if queries is not None else None,
+            "seconds": round(seconds, 1),
+        }
+    missing = [a for a in ("deepfool", "cw") if a not in list_attacks()]
+    if missing:
+        record["not_registered"] = missing
+    _save("hsj", record)
+
+
+def part_substitute(arch: str = "lenet", per_class: int = 10, rounds: int = 6) -> None:
+    target_model = advlab.load_model("lenet-mnist")
+    calls = {"rows": 0}
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:  # labels only, counting its own rows
+        calls["rows"] += len(batch)
+        with torch.no_grad():
+            return target_model(batch).argmax(1)
+
+    target = BlackBox(predict, output="labels", name="lenet-mnist")
+    x, y = advlab.load_dataset("mnist", "test")
+    pool_x, pool_y = x[5000:], y[5000:]  # the attacker's seed images: disjoint from the first 1000
+    seed = pool_x[seed_set(pool_x, pool_y, per_class)]
+    xe, ye = x[:1000], y[:1000]
+    t0 = time.perf_counter()
+    res = train_substitute(target, seed, arch=arch, rounds=rounds, max_queries=6400,
+                           config=TrainConfig(epochs=10, batch_size=32, lr=2e-3, seed=SEED))
+    train_seconds = time.perf_counter() - t0
+    attacker_rows = calls["rows"]
+    record: dict = {
+        "target": "lenet-mnist", "substitute_arch": arch, "seed_images": len(seed),
+        "rounds": rounds, "lambda": 0.1, "tau": 3, "label_queries": res.queries,
+        "label_queries_counted_by_target": attacker_rows, "history": res.history,
+        "train_seconds": round(train_seconds, 1), "n_eval": len(xe), "eps": 0.3,
+    }
+    threat = ThreatModel("linf", 0.3)
+    for attack, params in (("fgsm", {}), ("pgd", {})):
+        if attack not in list_attacks():
+            record.setdefault("not_registered", []).append(attack)
+            continue
+        out = substitute_attack(res.model, target, xe, ye, threat, attack=attack, seed=SEED,
+                                **params)
+        record[attack] = {
+            "transfer_success": out.success, "target_acc_clean": out.target_acc_clean,
+            "target_acc_adv": out.target_acc_adv, "substitute_agreement": out.agreement,
+        }
+    _save("substitute", record)
+
+
+def part_matrix(n: int = 1000) -> None:
+    out = RESULTS / "transfer"
+    models = "lenet-mnist,googlenet-mnist,mlp-mnist,lenet-mnist-half-a,lenet-mnist-half-b," \
+             "sklearn-logreg"
+    argv = ["transfer", "--models", models, "--attack", "pgd", "--eps", "0.3", "--n", str(n),
+            "--seed", str(SEED), "--out", str(out)]
+    t0 = time.perf_counter()
+    code = cli_main(argv)
+    _save("matrix", {"command": "advlab " + " ".join(argv), "exit_code": code,
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "matrix": json.loads((out / "transfer.json").read_text())})
+
+
+PARTS = {
+    "square": part_square,
+    "square-l2": lambda: part_square("l2", 2.0),
+    "hsj": part_hsj,
+    "substitute": part_substitute,
+    "matrix": part_matrix,
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("part", choices=[*PARTS, "all"])
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for name, fn in PARTS.items():
+        if args.part in (name, "all"):
+            fn()
+
+
+if __name__ == "__main__":
+    main()
