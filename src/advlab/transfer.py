@@ -84,12 +84,16 @@ class SubstituteResult:
         train_size: Final size of the substitute's training set.
         history: Per round: ``round``, ``size`` (training points), ``queries`` (cumulative) and
             ``agreement`` (substitute vs target labels on ``eval_x``, if given).
+        x_train: The final training set (seed points and their augmentations).
+        y_train: The target's labels for ``x_train``.
     """
 
     model: nn.Module
     queries: int
     train_size: int
     history: list[dict[str, float]] = field(default_factory=list)
+    x_train: torch.Tensor | None = None
+    y_train: torch.Tensor | None = None
 
 
 def seed_set(x: torch.Tensor, y: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -103,12 +107,16 @@ def jacobian_augment(
     substitute: Model, x: torch.Tensor, labels: torch.Tensor, lam: float,
     bounds: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
-    """New points x + λ·sign(∇ₓ F_label(x)) (clipped to ``bounds``): Jacobian augmentation."""
+    """New points x + λ·sign(∇ₓ F_label(x)) (clipped to ``bounds``): Jacobian augmentation.
 
-    def logit_of(logits: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-        return logits.gather(1, lab[:, None]).squeeze(1)
+    F is the substitute's softmax output; its gradient has the sign of ∇ₓ log F_label(x), the
+    gradient of the log-softmax, which is what is computed.
+    """
 
-    _, grad, _ = loss_grad(substitute, x, labels, logit_of)
+    def log_prob_of(logits: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        return logits.log_softmax(dim=1).gather(1, lab[:, None]).squeeze(1)
+
+    _, grad, _ = loss_grad(substitute, x, labels, log_prob_of)
     return (x + lam * grad.sign()).clamp(*bounds)
 
 
@@ -125,6 +133,7 @@ def train_substitute(
     num_classes: int = 10,
     bounds: tuple[float, float] = (0.0, 1.0),
     max_queries: int | None = None,
+    min_steps: int = 500,
 ) -> SubstituteResult:
     """Train a substitute of a labels-only target by Jacobian-based dataset augmentation.
 
@@ -143,6 +152,8 @@ def train_substitute(
         lam: Augmentation step λ.
         tau: Rounds between sign flips of λ.
         config: Training of the substitute at every round (from scratch, seeded).
+        min_steps: Train each round for at least this many gradient steps (more epochs on
+            the small early sets, which ``config.epochs`` alone would leave under-trained).
         eval_x: Held-out inputs on which the substitute's agreement with the target is
             reported per round (these evaluation queries are not counted as the attacker's).
         num_classes: Number of classes of the target.
@@ -181,7 +192,9 @@ def train_substitute(
     model: nn.Module = create_model(arch, in_shape=shape, num_classes=num_classes)
     for rho in range(rounds + 1):
         model = create_model(arch, in_shape=shape, num_classes=num_classes)
-        cfg = TrainConfig(**{**asdict(config), "seed": config.seed + rho})
+        steps_per_epoch = math.ceil(len(xs) / config.batch_size)
+        epochs = max(config.epochs, math.ceil(min_steps / steps_per_epoch))
+        cfg = TrainConfig(**{**asdict(config), "seed": config.seed + rho, "epochs": epochs})
         fit(model, (xs, ys), None, cfg, progress=False)
         row: dict[str, float] = {
             "round": rho, "size": len(xs), "queries": spent,
@@ -199,7 +212,7 @@ def train_substitute(
                            for i in range(0, len(xs), 1000)])
         new_y = label(new_x)
         xs, ys = torch.cat([xs, new_x]), torch.cat([ys, new_y])
-    return SubstituteResult(model, spent, len(xs), history)
+    return SubstituteResult(model, spent, len(xs), history, xs, ys)
 
 
 @dataclass
