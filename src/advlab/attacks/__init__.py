@@ -27,5 +27,8 @@ __all__ = [
     "register_attack",
 ]
 
+# White-box attacks (issue 3).
+from advlab.attacks import gradient  # noqa: F401
+
 # Black-box attacks (issue 5).
 from advlab.attacks import hopskipjump, square  # noqa: F401
