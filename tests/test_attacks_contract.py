@@ -1,0 +1,201 @@
+"""The contract every registered attack keeps, driven by the registry.
+
+A new attack gets all of these checks by being registered: no new test code. What it must
+achieve depends on its metadata: fixed-budget white-box and score-based attacks must bring the
+digits MLP's Acc@1 down by a stated margin inside the budget; minimal-perturbation attacks must
+succeed on nearly every example; baselines (noise, semantic) are reference points with no
+fooling requirement (their own behaviour is tested in test_attacks_known.py).
+"""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advlab import ThreatModel
+from advlab.attacks import choose_targets, get_attack, is_adversarial, list_attacks
+
+ATTACKS = list_attacks()
+# The budget each norm is tested at on the 8×8 digits in [0, 1].
+EPS = {"linf": 0.3, "l2": 2.0, "l1": 8.0, "l0": 12.0}
+FIXED_BUDGET_MAX_ACC = 0.25  # clean Acc@1 of the digits MLP is about 0.97
+MINIMAL_MIN_SUCCESS = 0.9
+TOL = 1e-5
+N = 48
+
+
+def norm_of(info):
+    return next(n for n in ("linf", "l2", "l1", "l0") if n in info.norms)
+
+
+def threat_for(info, norm=None, targeted=False, bounded=None):
+    norm = norm or norm_of(info)
+    if bounded is None:
+        bounded = not info.minimal
+    return ThreatModel(norm, EPS[norm] if bounded else float("inf"), targeted=targeted)
+
+
+def run(info, model, x, y, threat, seed=0, **kw):
+    return info(model, x, y, threat, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+class AnyShapeNet(nn.Module):
+    """A fixed random classifier that takes any N×C×H×W batch (for shape properties)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.lin = nn.Linear(16, 10)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(10, 16, generator=g))
+            self.lin.bias.zero_()
+
+    def forward(self, x):
+        return self.lin(nn.functional.adaptive_avg_pool2d(x.mean(1, keepdim=True), 4).flatten(1) * 4)
+
+
+@pytest.fixture(scope="module")
+def batch(digits):
+    _, _, xte, yte = digits
+    return xte[:N], yte[:N]
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_fools_a_trained_model_within_budget(name, digits_mlp, batch):
+    info = get_attack(name)
+    x, y = batch
+    threat = threat_for(info)
+    res = run(info, digits_mlp, x, y, threat)
+    with torch.no_grad():
+        logits = digits_mlp(res.x_adv)
+    # honest success flags: they agree with the model's own prediction on x_adv
+    assert torch.equal(res.success, is_adversarial(logits, y, None))
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
+    assert res.success.shape == (N,) and res.success.dtype == torch.bool
+    if res.queries is not None:
+        assert res.queries.shape == (N,) and bool((res.queries >= 0).all())
+    acc = float((logits.argmax(1) == y).float().mean())
+    if info.kind == "baseline":
+        return
+    if info.minimal:
+        assert float(res.success.float().mean()) >= MINIMAL_MIN_SUCCESS, name
+    else:
+        assert acc <= FIXED_BUDGET_MAX_ACC, (name, acc)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(4, 9), seed=st.integers(0, 2**16),
+       eps_scale=st.floats(0.05, 1.0))
+def test_stays_in_bounds_and_ball(name, n, c, h, seed, eps_scale):
+    info = get_attack(name)
+    model = AnyShapeNet().eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, c, h, h, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    norm = norm_of(info)
+    eps = EPS[norm] * eps_scale
+    if norm == "l0":
+        eps = float(max(1, int(eps)))
+    threat = ThreatModel(norm, eps, bounds=(0.0, 1.0))
+    res = run(info, model, x, y, threat, seed=seed, **small_budget(info))
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    if info.bounded or info.minimal:
+        # minimal attacks given a finite eps project their answer into the ball
+        assert bool((threat.distance(x, res.x_adv) <= eps * (1 + TOL) + TOL).all()), name
+
+
+def small_budget(info):
+    """Cheaper settings for the many-shapes property test, from the attack's own parameters."""
+    out = {}
+    for key, small in (("steps", 5), ("max_queries", 200), ("binary_search_steps", 2)):
+        if key in info.defaults:
+            out[key] = small
+    return out
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_deterministic_under_seed(name, digits_mlp, batch):
+    info = get_attack(name)
+    x, y = batch[0][:12], batch[1][:12]
+    threat = threat_for(info)
+    a = run(info, digits_mlp, x, y, threat, seed=5, **small_budget(info))
+    b = run(info, digits_mlp, x, y, threat, seed=5, **small_budget(info))
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert torch.equal(a.success, b.success)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_leaves_model_and_input_untouched(name, mode, digits_mlp, batch):
+    info = get_attack(name)
+    model = copy.deepcopy(digits_mlp)
+    if mode == "train":  # a live model: trainable parameters, training mode
+        model.requires_grad_(True).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    x, y = batch[0][:8].clone(), batch[1][:8].clone()
+    x0, y0 = x.clone(), y.clone()
+    run(info, model, x, y, threat_for(info), **small_budget(info))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert model.training == (mode == "train")
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS if get_attack(n).targeted])
+def test_targeted_mode_hits_targets(name, digits_mlp, batch):
+    info = get_attack(name)
+    x, y = batch
+    threat = threat_for(info, targeted=True)
+    target = choose_targets(digits_mlp, x, y, "random", generator=torch.Generator().manual_seed(1))
+    assert not bool((target == y).any())
+    res = run(info, digits_mlp, x, y, threat, target=target)
+    with torch.no_grad():
+        pred = digits_mlp(res.x_adv).argmax(1)
+    assert torch.equal(res.success, pred == target)
+    if info.kind != "baseline":
+        assert float(res.success.float().mean()) >= 0.5, name
+
+
+def one_line_error(fn, match):
+    with pytest.raises((ValueError, TypeError), match=match) as e:
+        fn()
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_bad_inputs_raise_one_line_errors(name, digits_mlp, batch):
+    info = get_attack(name)
+    x, y = batch[0][:4], batch[1][:4]
+    threat = threat_for(info)
+
+    def call(xx=x, yy=y, tt=threat, **kw):
+        return lambda: info(digits_mlp, xx, yy, tt, **kw)
+
+    one_line_error(lambda: ThreatModel(norm_of(info), -0.1), r"eps: expected a number >= 0")
+    one_line_error(lambda: ThreatModel("l7", 0.1), r"norm: expected one of")
+    xn = x.clone()
+    xn[0, 0, 0, 0] = float("nan")
+    one_line_error(call(xx=xn), r"x: contains NaN")
+    one_line_error(call(xx=x + 2.0), r"x: values must lie in the bounds")
+    one_line_error(call(yy=y[:2]), r"y: expected shape \(4,\)")
+    one_line_error(call(yy=y.float()), r"y: expected integer labels")
+    unsupported = [n for n in ("linf", "l2", "l1", "l0") if n not in info.norms]
+    if unsupported:
+        one_line_error(call(tt=ThreatModel(unsupported[0], 1.0)), rf"threat.norm: {name} supports")
+    targeted = ThreatModel(threat.norm, threat.eps, targeted=True)
+    if info.targeted:
+        one_line_error(call(tt=targeted), r"target: targeted threat model needs target labels")
+    else:
+        one_line_error(call(tt=targeted), r"has no targeted mode")
+
+
+def test_unknown_attack_suggests_close_names():
+    with pytest.raises(ValueError, match=r"unknown attack 'pgdd'.*did you mean 'pgd'"):
+        get_attack("pgdd")
+    assert "pgd" in list_attacks("pg*")
