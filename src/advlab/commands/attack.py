@@ -1,0 +1,128 @@
+"""``advlab attacks`` (list the registry) and ``advlab attack`` (attack the first n test images)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from advlab.attacks import choose_targets, get_attack, list_attacks
+from advlab.data import load_dataset
+from advlab.evaluation.metrics import acc_at_k, predict_logits
+from advlab.models import load_model
+from advlab.threat import NORMS, ThreatModel
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``attacks`` and ``attack`` sub-commands."""
+    p = sub.add_parser("attacks", help="list registered attacks (wildcards allowed)")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("attack", help="attack the first n test images and save x_adv and a PNG grid")
+    p.add_argument("--model", default="lenet-mnist", help="pretrained name or checkpoint path")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--attack", required=True)
+    p.add_argument("--norm", default=None, choices=NORMS, help="default: the attack's first norm")
+    p.add_argument("--eps", type=float, default=None, help="budget (default 0.3 L∞ / 2.0 L2; inf for minimal attacks)")
+    p.add_argument("--targeted", choices=("random", "least-likely"), default=None)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="attack parameter (JSON value), e.g. --param steps=40 --param step_size=0.01")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_attack)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the registry."""
+    print(f"{'name':<14} {'kind':<15} {'norms':<16} {'targeted':<9} {'minimal':<8} paper")
+    for name in list_attacks(args.pattern):
+        a = get_attack(name)
+        print(f"{name:<14} {a.kind:<15} {','.join(a.norms):<16} {a.targeted!s:<9} {a.minimal!s:<8} "
+              f"{a.paper.split(',')[0]}")
+    return 0
+
+
+def _params(items: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    """Attack, report Acc@1/Acc@5 and success, save x_adv (safetensors) and a PNG grid."""
+    from safetensors.torch import save_file
+
+    info = get_attack(args.attack)
+    model = load_model(args.model)
+    dataset = args.dataset or model.advlab_meta["dataset"]
+    x, y = load_dataset(dataset, "test", root=args.data_dir)
+    x, y = x[: args.n], y[: args.n]
+    norm = args.norm or info.norms[0]
+    eps = args.eps
+    if eps is None:
+        eps = float("inf") if info.minimal else {"linf": 0.3, "l2": 2.0, "l1": 10.0, "l0": 20.0}[norm]
+    threat = ThreatModel(norm, eps, targeted=args.targeted is not None)
+    gen = torch.Generator().manual_seed(args.seed)
+    target = choose_targets(model, x, y, args.targeted, generator=gen) if args.targeted else None
+    t0 = time.perf_counter()
+    res = info(model, x, y, threat, target=target, generator=gen, **_params(args.param))
+    seconds = time.perf_counter() - t0
+    logits = predict_logits(model, res.x_adv)
+    clean = predict_logits(model, x)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"x_adv": res.x_adv.contiguous(), "y": y, "success": res.success},
+              str(out / "x_adv.safetensors"))
+    summary = {
+        "attack": info.name, "model": args.model, "norm": norm, "eps": eps, "n": len(y),
+        "targeted": args.targeted, "acc1_clean": acc_at_k(clean, y, 1), "acc5_clean": acc_at_k(clean, y, 5),
+        "acc1_adv": acc_at_k(logits, y, 1), "acc5_adv": acc_at_k(logits, y, 5),
+        "success_rate": float(res.success.float().mean()), "seconds": seconds, "seed": args.seed,
+    }
+    if target is not None:
+        summary["target_hit_rate"] = float((logits.argmax(1) == target).float().mean())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _grid(x, res.x_adv, y, clean.argmax(1), logits.argmax(1), out / "grid.png")
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out / 'x_adv.safetensors'}, {out / 'grid.png'}, {out / 'summary.json'}")
+    return 0
+
+
+def _grid(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
+          pred_adv: torch.Tensor, path: Path, k: int = 8) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = min(k, len(x))
+    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 5.2), squeeze=False)
+    delta = x_adv - x
+    for i in range(k):
+        scale = float(delta[i].abs().max()) or 1.0
+        panels = [
+            (x[i], f"y={int(y[i])} pred={int(pred[i])}", (0, 1)),
+            (delta[i] / (2 * scale) + 0.5, f"δ ×{0.5 / scale:.1f}", (0, 1)),
+            (x_adv[i], f"adv pred={int(pred_adv[i])}", (0, 1)),
+        ]
+        for row, (img, title, lim) in enumerate(panels):
+            ax = axes[row][i]
+            ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=lim[0], vmax=lim[1])
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

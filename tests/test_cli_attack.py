@@ -1,0 +1,40 @@
+import json
+import subprocess
+import sys
+
+from safetensors.torch import load_file
+
+from advlab.models import save_checkpoint
+
+
+def test_attack_command_saves_adversarials_and_grid(tmp_path, digits_mlp):
+    ckpt = tmp_path / "mlp.safetensors"
+    save_checkpoint(digits_mlp, ckpt, {
+        "architecture": "mlp", "dataset": "digits", "bounds": [0.0, 1.0],
+        "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64, "mean": 0.3, "std": 0.4},
+    })
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "advlab", "attack", "--model", str(ckpt), "--attack", "pgd", "--eps", "0.3",
+         "--n", "40", "--out", str(out), "--param", "steps=20"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "grid.png" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    saved = load_file(str(out / "x_adv.safetensors"))
+    assert saved["x_adv"].shape == (40, 1, 8, 8)
+    assert summary["acc1_adv"] < 0.3 < summary["acc1_clean"]
+    assert (out / "grid.png").stat().st_size > 1000
+
+
+def test_attacks_command_lists_registry():
+    out = subprocess.run([sys.executable, "-m", "advlab", "attacks", "p*"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pgd" in out and "fgsm" not in out
+
+
+def test_attack_command_unknown_attack_one_line():
+    proc = subprocess.run([sys.executable, "-m", "advlab", "attack", "--attack", "deepfoo", "--out", "/tmp/x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "did you mean 'deepfool'" in proc.stderr
