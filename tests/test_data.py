@@ -95,7 +95,7 @@ def test_bad_split():
 
 def test_digits():
     xtr, ytr = load_dataset("digits", "train")
-    xte, yte = load_dataset("digits", "test")
+    xte, _ = load_dataset("digits", "test")
     assert xtr.shape == (1437, 1, 8, 8) and xte.shape == (360, 1, 8, 8)
     assert 0.0 <= float(xtr.min()) and float(xtr.max()) <= 1.0
     assert set(ytr.tolist()) == set(range(10))

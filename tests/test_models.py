@@ -57,7 +57,7 @@ def test_refuses_pickle_without_unpickling(tmp_path):
 
 def test_refuses_torch_save_file(tmp_path):
     torch.save(small().state_dict(), tmp_path / "m.pt")
-    with pytest.raises(CheckpointError, match="pickle / torch.save"):
+    with pytest.raises(CheckpointError, match=r"pickle / torch\.save"):
         load_model(tmp_path / "m.pt")
 
 
@@ -122,7 +122,7 @@ def test_atomic_save_keeps_previous_file(tmp_path, monkeypatch):
 
 
 def test_training_is_deterministic_under_seed(digits):
-    xtr, ytr, xte, yte = digits
+    xtr, ytr, _, _ = digits
     cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, seed=7)
     digests = []
     for _ in range(2):

@@ -1,4 +1,4 @@
-"""The ``advlab`` command: ``advlab models``, ``advlab train``, ``advlab attack``, ``advlab evaluate`` …"""
+"""The ``advlab`` command: ``advlab models``, ``advlab train``, ``advlab attack``, ``advlab evaluate``."""
 
 from __future__ import annotations
 

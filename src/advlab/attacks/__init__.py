@@ -28,7 +28,5 @@ __all__ = [
 ]
 
 # White-box attacks (issue 3).
-from advlab.attacks import baselines, cw, deepfool, gradient  # noqa: F401
-
 # Black-box attacks (issue 5).
-from advlab.attacks import hopskipjump, square  # noqa: F401
+from advlab.attacks import baselines, cw, deepfool, gradient, hopskipjump, square  # noqa: F401  # noqa: F401

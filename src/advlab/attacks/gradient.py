@@ -43,7 +43,7 @@ def steepest_step(grad: torch.Tensor, norm: str, size: float, sparsity: float = 
     if norm == "l2":
         step = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
     else:
-        k = max(1, int(round(sparsity * g.shape[1])))
+        k = max(1, round(sparsity * g.shape[1]))
         idx = g.abs().topk(k, dim=1).indices
         step = torch.zeros_like(g).scatter_(1, idx, g.gather(1, idx).sign()) / k
     return (size * step).view_as(grad)
@@ -128,7 +128,10 @@ def _common(
 
 _PAPER_FGSM = "Goodfellow, Shlens, Szegedy 2015, Explaining and Harnessing Adversarial Examples, https://arxiv.org/abs/1412.6572"
 _PAPER_BIM = "Kurakin, Goodfellow, Bengio 2017, Adversarial examples in the physical world, https://arxiv.org/abs/1607.02533"
-_PAPER_PGD = "Madry, Makelov, Schmidt, Tsipras, Vladu 2018, Towards Deep Learning Models Resistant to Adversarial Attacks, https://arxiv.org/abs/1706.06083"
+_PAPER_PGD = (
+    "Madry, Makelov, Schmidt, Tsipras, Vladu 2018, Towards Deep Learning Models Resistant to "
+    "Adversarial Attacks, https://arxiv.org/abs/1706.06083"
+)
 
 
 @register_attack(
