@@ -95,8 +95,10 @@ class Row:
 
 @dataclass(frozen=True)
 class Job:
-    """One attack run over all batches: an attack at a norm and a budget (inf for minimal, None for
-    attacks that ignore the budget)."""
+    """One attack run over all batches, at a norm and a budget.
+
+    The budget is inf for minimal-perturbation attacks and None for attacks that ignore it.
+    """
 
     attack: str
     norm: str
@@ -110,8 +112,10 @@ class Job:
 
 
 def plan_jobs(attacks: Sequence[str], norm: str, eps: Sequence[float]) -> list[Job]:
-    """The jobs for a sweep; an attack without ``norm`` runs at its first norm with that norm's
-    default sweep."""
+    """The jobs of a sweep.
+
+    An attack that does not support ``norm`` runs at its first norm with that norm's default sweep.
+    """
     jobs = []
     for name in attacks:
         info = get_attack(name)
@@ -187,8 +191,11 @@ def eps_label(row: Row) -> str:
 
 
 def format_table(rows: Sequence[Row], markdown: bool) -> str:
-    """The table: Attack | Dataset | ε (norm) | Acc@1 w/ | Acc@5 w/ | Acc@1 w/o | Acc@5 w/o | success |
-    median L0/L1/L2/L∞ | queries | time."""
+    """The robustness table as text or Markdown.
+
+    Columns: Attack | Dataset | ε (norm) | Acc@1 w/ | Acc@5 w/ | Acc@1 w/o | Acc@5 w/o | success |
+    median L0/L1/L2/L∞ | queries | time.
+    """
     head = ["Attack", "Dataset", "ε (norm)", "Acc@1 w/", "Acc@5 w/", "Acc@1 w/o", "Acc@5 w/o", "success",
             "med L0", "med L1", "med L2", "med L∞", "queries", "time (s)"]
     body = []
@@ -219,7 +226,9 @@ def _resolve_model(model: nn.Module | str) -> tuple[nn.Module, str]:
     return model, type(model).__name__
 
 
-def _resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _resolve_data(
+    data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     if isinstance(data, str):
         from advlab.data import load_dataset
 
@@ -272,6 +281,7 @@ def evaluate(
     model_name: str | None = None,
     data_dir: str | None = None,
     command: str | None = None,
+    examples_per_job: int = N_EXAMPLES,
 ) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
@@ -293,6 +303,8 @@ def evaluate(
         model_name: Name recorded in the rows (default: the name/path given or the class name).
         data_dir: Directory of IDX files for MNIST (default: the offline copy).
         command: The command line, recorded with the results.
+        examples_per_job: How many (x, x_adv) pairs of each attack run the store keeps (from the
+            first batch) for the report's figures; pass ``n`` to keep every adversarial example.
 
     Returns:
         An :class:`Evaluation` with one row per (attack, ε) and a ``worst-case`` row per ε.
@@ -318,10 +330,12 @@ def evaluate(
     for k in params:
         get_attack(k)
     jobs = plan_jobs(attacks, norm, sweep)
-    config = {
+    config: dict[str, Any] = {
         "model": model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": batch_size,
         "seed": seed, "attacks": attacks, "norm": norm, "eps": list(sweep), "bounds": list(bounds),
         "params": params,
+        # the parameters each attack actually runs with, so a change of advlab's defaults is noticed
+        "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
     }
     tmp = None
     if out is None:
@@ -347,7 +361,7 @@ def evaluate(
         env = environment()
         store.set_meta("environment", env)
         store.set_meta("command", command)
-        _run(net, x, y, bounds, jobs, params, config, store, progress)
+        _run(net, x, y, bounds, jobs, params, config, store, progress, examples_per_job)
         rows = compute_rows(store, config)
     finally:
         store.close()
@@ -358,7 +372,8 @@ def evaluate(
 
 
 def _run(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float], jobs: list[Job],
-         params: dict[str, dict[str, Any]], config: dict[str, Any], store: Store, progress: bool) -> None:
+         params: dict[str, dict[str, Any]], config: dict[str, Any], store: Store, progress: bool,
+         keep: int) -> None:
     n, bs = len(y), config["batch_size"]
     nb = math.ceil(n / bs)
     if not store.has_clean(n):
@@ -391,9 +406,8 @@ def _run(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, 
             "conf": logits.softmax(dim=1).amax(dim=1).tolist(),
             **{k: v.tolist() for k, v in norms.items()}, "queries": queries,
         }
-        examples = []
-        if b == 0:
-            examples = [(i, xb[i].numpy(), res.x_adv[i].detach().numpy()) for i in range(min(N_EXAMPLES, len(yb)))]
+        examples = [(i, x[i].numpy(), res.x_adv[i - sl.start].detach().numpy())
+                    for i in range(sl.start, min(sl.stop, keep))]
         store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
         bar.update(1)
     bar.close()

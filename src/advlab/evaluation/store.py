@@ -132,7 +132,8 @@ class Store:
 
     def seconds(self, job: str) -> float:
         """Total wall time of a job's stored batches."""
-        return float(self.db.execute("SELECT COALESCE(SUM(seconds), 0) FROM batches WHERE job = ?", (job,)).fetchone()[0])
+        row = self.db.execute("SELECT COALESCE(SUM(seconds), 0) FROM batches WHERE job = ?", (job,)).fetchone()
+        return float(row[0])
 
     def examples(self, job: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Stored (index, x, x_adv) examples of a job, for figures."""
@@ -141,5 +142,7 @@ class Store:
             "SELECT idx, shape, x, x_adv FROM examples WHERE job = ? ORDER BY idx", (job,)
         ):
             s = tuple(json.loads(shape))
-            out.append((idx, np.frombuffer(x, dtype=np.float32).reshape(s), np.frombuffer(xa, dtype=np.float32).reshape(s)))
+            out.append(
+                (idx, np.frombuffer(x, dtype=np.float32).reshape(s), np.frombuffer(xa, dtype=np.float32).reshape(s))
+            )
         return out

@@ -130,7 +130,8 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
             seen.add(job.attack)
             ex = store.examples(job.key)
             if ex:
-                label = job.attack if job.eps is None else f"{job.attack} at {'minimal' if job.eps == math.inf else job.eps} ({job.norm})"
+                budget = "minimal" if job.eps == math.inf else job.eps
+                label = job.attack if job.eps is None else f"{job.attack} at {budget} ({job.norm})"
                 figures.append((f"triplet_{job.attack}", f"{label}: original | perturbation | adversarial",
                                 triplet_figure(ex[:4], clean, store.outcomes(job.key), label)))
     finally:

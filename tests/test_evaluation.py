@@ -1,0 +1,202 @@
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import advlab
+from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, evaluate
+from advlab.evaluation.store import Store
+from advlab.models import save_checkpoint
+from advlab.report import render_report
+
+ATTACKS = ["noise", "semantic", "fgsm", "pgd", "deepfool"]
+EPS = [0.1, 0.3]
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    _, _, x, y = digits
+    return x[:60], y[:60]
+
+
+def run(model, data, out, **kw):
+    kw = {"attacks": ATTACKS, "eps": EPS, "batch_size": 20, "progress": False, **kw}
+    return evaluate(model, data, kw.pop("attacks"), kw.pop("eps"), out=out, model_name="digits-mlp", **kw)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_rows_follow_the_contract(tmp_path, digits_mlp, data):
+    ev = run(digits_mlp, data, tmp_path)
+    ev.save(tmp_path)
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert all(tuple(r) == CONTRACT_KEYS for r in records)
+    names = [(r["attack"], r["eps"]) for r in records]
+    # fixed-budget attacks once per eps, minimal ones scored at every eps, semantic once, worst case per eps
+    assert names == [("noise", 0.1), ("noise", 0.3), ("semantic", None), ("fgsm", 0.1), ("fgsm", 0.3),
+                     ("pgd", 0.1), ("pgd", 0.3), ("deepfool", 0.1), ("deepfool", 0.3),
+                     ("worst-case", 0.1), ("worst-case", 0.3)]
+    by = {(r["attack"], r["eps"]): r for r in records}
+    assert by[("pgd", 0.3)]["acc1_adv"] <= by[("fgsm", 0.3)]["acc1_adv"] <= by[("noise", 0.3)]["acc1_adv"]
+    assert by[("deepfool", 0.1)]["acc1_adv"] >= by[("deepfool", 0.3)]["acc1_adv"]
+    for e in EPS:
+        worst = by[("worst-case", e)]["acc1_adv"]
+        assert worst <= min(by[(a, e)]["acc1_adv"] for a in ("noise", "fgsm", "pgd", "deepfool"))
+    assert all(r["median_linf"] is None or r["median_linf"] <= r["eps"] + 1e-6
+               for r in records if r["eps"] is not None and r["attack"] != "worst-case")
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(CONTRACT_KEYS) and len(csv_lines) == len(records) + 1
+    assert "| pgd |" in ev.to_markdown()
+
+
+def test_numbers_match_an_independent_recomputation(tmp_path, digits_mlp, data):
+    """Recompute every row from the stored adversarial examples with numpy."""
+    x, y = data
+    ev = run(digits_mlp, data, tmp_path, attacks=["fgsm", "pgd", "deepfool"], examples_per_job=len(y))
+    store = Store(tmp_path / "results.sqlite")
+    with torch.no_grad():
+        clean = digits_mlp(x).numpy()
+    yn = y.numpy()
+    clean_ok = clean.argmax(1) == yn
+    for row in ev.rows:
+        if row.attack == "worst-case":
+            continue
+        key = f"{row.attack}|linf|{(math.inf if row.attack == 'deepfool' else row.eps)!r}"
+        ex = store.examples(key)
+        assert [i for i, _, _ in ex] == list(range(len(y)))
+        xa = np.stack([a for _, _, a in ex])
+        assert np.array_equal(np.stack([c for _, c, _ in ex]), x.numpy())
+        with torch.no_grad():
+            logits = digits_mlp(torch.from_numpy(xa)).numpy()
+        d = np.abs(xa - x.numpy()).reshape(len(y), -1).max(1)
+        fooled = logits.argmax(1) != yn
+        if row.attack == "deepfool":  # minimal: counts at eps only within the budget
+            fooled &= d <= row.eps * (1 + 1e-6) + 1e-7
+        top1 = np.where(fooled, False, clean_ok) if row.attack == "deepfool" else logits.argmax(1) == yn
+        assert row.acc1_adv == pytest.approx(top1.mean())
+        top5_adv = (np.argsort(-logits, 1)[:, :5] == yn[:, None]).any(1)
+        top5_clean = (np.argsort(-clean, 1)[:, :5] == yn[:, None]).any(1)
+        top5 = np.where(fooled, top5_adv, top5_clean) if row.attack == "deepfool" else top5_adv
+        assert row.acc5_adv == pytest.approx(top5.mean())
+        broken = fooled & clean_ok
+        assert row.success_rate == pytest.approx(broken.sum() / clean_ok.sum())
+        if broken.any():
+            assert row.median_linf == pytest.approx(float(torch.from_numpy(d[broken]).median()), rel=1e-5)
+    store.close()
+
+
+def test_resume_after_a_crash_loses_nothing_and_recomputes_nothing(tmp_path, digits_mlp, data, monkeypatch):
+    full = run(digits_mlp, data, tmp_path / "a")
+    calls = {"n": 0}
+    real = Store.put_batch
+
+    def crashing(self, *a, **kw):
+        real(self, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # killed right after the 5th batch was stored
+
+    monkeypatch.setattr(Store, "put_batch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run(digits_mlp, data, tmp_path / "b")
+    monkeypatch.setattr(Store, "put_batch", real)
+    counted = {"n": 0}
+
+    def counting(self, *a, **kw):
+        counted["n"] += 1
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(Store, "put_batch", counting)
+    resumed = run(digits_mlp, data, tmp_path / "b")
+    jobs = 2 + 1 + 2 + 2 + 1  # noise×2, semantic, fgsm×2, pgd×2, deepfool
+    assert counted["n"] == jobs * 3 - 5
+    assert without_seconds(resumed.to_records()) == without_seconds(full.to_records())
+
+
+def test_refuses_a_directory_with_another_configuration(tmp_path, digits_mlp, data):
+    run(digits_mlp, data, tmp_path, attacks=["fgsm"])
+    with pytest.raises(ConfigMismatchError, match=r"different configuration \(differs in attacks"):
+        run(digits_mlp, data, tmp_path, attacks=["pgd"])
+    assert Store(tmp_path / "results.sqlite").done_batches("fgsm|linf|0.1") == {0, 1, 2}  # nothing lost
+    ev = run(digits_mlp, data, tmp_path, attacks=["pgd"], force=True)
+    assert {r.attack for r in ev.rows} == {"pgd", "worst-case"}
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"attacks": ["pgdd"]}, r"unknown attack 'pgdd' \(did you mean 'pgd'"),
+    ({"eps": [1.5]}, r"eps: 1.5 is outside the bounds' range for linf"),
+    ({"eps": [-0.1]}, r"eps: expected numbers >= 0"),
+])
+def test_bad_input_one_line_errors(tmp_path, digits_mlp, data, kwargs, match):
+    with pytest.raises(ValueError, match=match) as e:
+        run(digits_mlp, data, tmp_path, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_evaluate_config_report_and_browser(tmp_path, digits_mlp):
+    ckpt = tmp_path / "mlp.safetensors"
+    save_checkpoint(digits_mlp, ckpt, {
+        "architecture": "mlp", "dataset": "digits", "bounds": [0.0, 1.0],
+        "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64, "mean": 0.3, "std": 0.4},
+    })
+    cfg = tmp_path / "eval.toml"
+    cfg.write_text(f'model = "{ckpt}"\ndataset = "digits"\nattacks = ["fgsm", "semantic", "deepfool"]\n'
+                   'eps = [0.1, 0.2]\nn = 40\nbatch_size = 20\n')
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "advlab", "evaluate", "--config", str(cfg), "--eps", "0.1,0.3", "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "worst-case" in proc.stdout
+    records = json.loads((out / "results.json").read_text())
+    assert sorted({r["eps"] for r in records if r["eps"] is not None}) == [0.1, 0.3]  # the flag overrides
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["n"] == 40 and saved["environment"]["torch"] == torch.__version__
+    # the report is rendered from the store alone
+    for f in ("report.html", "report.md", "results.json"):
+        (out / f).unlink()
+    shutil.rmtree(out / "figures")
+    subprocess.run([sys.executable, "-m", "advlab", "report", str(out)], check=True, capture_output=True)
+    page = (out / "report.html").read_text()
+    assert page.count("<img") == 2 + 3  # accuracy curves, norm histograms, a triplet per attack
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "advlab", "evaluate", "--config", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "unknown key(s) colour" in proc.stderr and proc.stderr.count("\n") == 1
+    check_in_browser(out / "report.html", attacks=3 + 1 + 1 + 2)  # fgsm×2, semantic, deepfool×2, worst×2
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=5000", "--dump-dom"]
+
+
+def check_in_browser(page, attacks):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no headless chromium on this machine (.ci/run installs Debian's chromium); "
+                    "the browser check of report.html was not run")
+    profile = page.parent / "chromium-profile"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    import re
+
+    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert m, "the page's load handler did not run"
+    loaded, total = int(m.group(1)), int(m.group(2))
+    assert total == 5 and loaded == total
+    body = dom.split('<table id="results">')[1].split("</table>")[0]
+    assert body.count("<tr>") == 1 + attacks  # header + one row per (attack, eps)
+
+
+def test_python_api_example():
+    ev = advlab.evaluate("lenet-mnist", "mnist", ["fgsm"], [0.1], n=50, progress=False)
+    assert [(r.attack, r.eps, r.n) for r in ev.rows] == [("fgsm", 0.1, 50), ("worst-case", 0.1, 50)]
+    assert ev.rows[0].acc1_clean >= 0.98
