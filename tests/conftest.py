@@ -31,3 +31,16 @@ def digits_mlp(digits):
                  progress=False)
     assert result.acc1 > 0.93, result.acc1
     return model
+
+
+@pytest.fixture
+def digits_ckpt(tmp_path, digits_mlp):
+    """The digits MLP saved as an advlab checkpoint (for CLI tests)."""
+    from advlab.models import save_checkpoint
+
+    path = tmp_path / "digits-mlp.safetensors"
+    save_checkpoint(digits_mlp, path, {
+        "architecture": "mlp", "dataset": "digits", "bounds": [0.0, 1.0],
+        "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64, "mean": 0.3, "std": 0.4},
+    })
+    return path

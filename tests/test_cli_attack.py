@@ -4,15 +4,9 @@ import sys
 
 from safetensors.torch import load_file
 
-from advlab.models import save_checkpoint
 
-
-def test_attack_command_saves_adversarials_and_grid(tmp_path, digits_mlp):
-    ckpt = tmp_path / "mlp.safetensors"
-    save_checkpoint(digits_mlp, ckpt, {
-        "architecture": "mlp", "dataset": "digits", "bounds": [0.0, 1.0],
-        "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64, "mean": 0.3, "std": 0.4},
-    })
+def test_attack_command_saves_adversarials_and_grid(tmp_path, digits_ckpt):
+    ckpt = digits_ckpt
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "advlab", "attack", "--model", str(ckpt), "--attack", "pgd", "--eps", "0.3",

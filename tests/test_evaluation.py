@@ -11,8 +11,6 @@ import torch
 import advlab
 from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, evaluate
 from advlab.evaluation.store import Store
-from advlab.models import save_checkpoint
-from advlab.report import render_report
 
 ATTACKS = ["noise", "semantic", "fgsm", "pgd", "deepfool"]
 EPS = [0.1, 0.3]
@@ -140,12 +138,8 @@ def test_bad_input_one_line_errors(tmp_path, digits_mlp, data, kwargs, match):
     assert "\n" not in str(e.value)
 
 
-def test_cli_evaluate_config_report_and_browser(tmp_path, digits_mlp):
-    ckpt = tmp_path / "mlp.safetensors"
-    save_checkpoint(digits_mlp, ckpt, {
-        "architecture": "mlp", "dataset": "digits", "bounds": [0.0, 1.0],
-        "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64, "mean": 0.3, "std": 0.4},
-    })
+def test_cli_evaluate_config_report_and_browser(tmp_path, digits_ckpt):
+    ckpt = digits_ckpt
     cfg = tmp_path / "eval.toml"
     cfg.write_text(f'model = "{ckpt}"\ndataset = "digits"\nattacks = ["fgsm", "semantic", "deepfool"]\n'
                    'eps = [0.1, 0.2]\nn = 40\nbatch_size = 20\n')

@@ -135,6 +135,12 @@ def list_attacks(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern.lower()))
 
 
+def reject_unknown(name: str, unused: dict[str, Any]) -> None:
+    """Raise a one-line TypeError for parameters an attack does not take."""
+    if unused:
+        raise TypeError(f"{name}: unexpected parameter(s) {', '.join(sorted(unused))}")
+
+
 def validate(
     info_name: str,
     norms: tuple[str, ...],

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from advlab._checks import check_nonneg
-from advlab.attacks.base import AttackResult, is_adversarial, register_attack, validate
+from advlab.attacks.base import AttackResult, is_adversarial, register_attack, reject_unknown, validate
 from advlab.threat import NORMS, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -44,8 +44,7 @@ def noise(
     L∞, ε/√d for L2 and ε/d for L1 (noise of the budget's scale); with ε = inf it must be given.
     Untargeted. Cost: 1 forward pass (to score).
     """
-    if unused:
-        raise TypeError(f"noise: unexpected parameter(s) {', '.join(sorted(unused))}")
+    reject_unknown("noise", unused)
     y, _ = validate("noise", ("linf", "l2", "l1"), x, y, threat, target, supports_targeted=False)
     d = x[0].numel()
     if sigma is None:
@@ -79,8 +78,7 @@ def semantic(
     person, but its L∞ distance is up to the whole range, so it ignores ε (``bounded=False``).
     Untargeted, black-box, deterministic. Cost: 1 forward pass (to score).
     """
-    if unused:
-        raise TypeError(f"semantic: unexpected parameter(s) {', '.join(sorted(unused))}")
+    reject_unknown("semantic", unused)
     y, _ = validate("semantic", NORMS, x, y, threat, target, supports_targeted=False)
     lo, hi = threat.bounds
     return _score(model, (lo + hi) - x.detach(), y)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from advlab._checks import check_nonneg, check_positive_int
-from advlab.attacks.base import AttackResult, is_adversarial, register_attack, validate
+from advlab.attacks.base import AttackResult, is_adversarial, register_attack, reject_unknown, validate
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -59,8 +59,7 @@ def cw(
     white-box. Cost: at most binary_search_steps × steps forward + backward passes; a round stops
     early once no example's objective has improved for steps/10 iterations (``abort_early``).
     """
-    if unused:
-        raise TypeError(f"cw: unexpected parameter(s) {', '.join(sorted(unused))}")
+    reject_unknown("cw", unused)
     y, target = validate("cw", ("l2",), x, y, threat, target, supports_targeted=True)
     check_positive_int("steps", steps)
     check_positive_int("binary_search_steps", binary_search_steps)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from advlab._checks import check_nonneg, check_positive_int
-from advlab.attacks.base import AttackResult, register_attack, validate
+from advlab.attacks.base import AttackResult, register_attack, reject_unknown, validate
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -71,8 +71,7 @@ def deepfool(
     the ball and re-scored). Untargeted, white-box. Cost per iteration on the examples still
     active: 1 forward + (candidates−1) backward passes; at most ``steps`` iterations.
     """
-    if unused:
-        raise TypeError(f"deepfool: unexpected parameter(s) {', '.join(sorted(unused))}")
+    reject_unknown("deepfool", unused)
     y, _ = validate("deepfool", ("l2", "linf"), x, y, threat, target, supports_targeted=False)
     check_positive_int("steps", steps)
     check_nonneg("overshoot", overshoot)

@@ -22,6 +22,7 @@ from advlab.attacks.base import (
     loss_grad,
     margin_loss,
     register_attack,
+    reject_unknown,
     validate,
 )
 from advlab.threat import ThreatModel
@@ -165,17 +166,12 @@ def fgsm(
         >>> bool(((r.x_adv - x).abs() <= 0.1 + 1e-6).all())
         True
     """
-    _reject_unknown("fgsm", unused)
+    reject_unknown("fgsm", unused)
     y, target = _common("fgsm", model, x, y, threat, target)
     return iterative_gradient(
         model, x, y, threat, target=target, steps=1, step_size=threat.eps, random_start=False,
         loss=loss, l1_sparsity=1.0, generator=generator, grad_fn=grad_fn,
     )
-
-
-def _reject_unknown(name: str, unused: dict[str, Any]) -> None:
-    if unused:
-        raise TypeError(f"{name}: unexpected parameter(s) {', '.join(sorted(unused))}")
 
 
 def _step_size(step_size: float | None, eps: float, steps: int) -> float:
@@ -209,7 +205,7 @@ def bim(
     targeted or not; white-box. ``step_size`` defaults to 2.5·ε/steps. Cost: ``steps`` forward +
     backward passes, plus 1 forward to score (fewer with ``early_stop``).
     """
-    _reject_unknown("bim", unused)
+    reject_unknown("bim", unused)
     y, target = _common("bim", model, x, y, threat, target)
     check_positive_int("steps", steps)
     return iterative_gradient(
@@ -250,7 +246,7 @@ def pgd(
     ``early_stop`` freezes examples once fooled (identical robust accuracy, less work). Cost per
     restart: ``steps`` forward + backward passes, plus 1 forward to score.
     """
-    _reject_unknown("pgd", unused)
+    reject_unknown("pgd", unused)
     y, target = _common("pgd", model, x, y, threat, target)
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
