@@ -57,7 +57,8 @@ def cw(
     successful perturbation found (the clean image where none was). Minimal-perturbation (L2
     only): with a finite ε the result is projected into the ball and re-scored. Targeted or not;
     white-box. Cost: at most binary_search_steps × steps forward + backward passes; a round stops
-    early once no example's objective has improved for steps/10 iterations (``abort_early``).
+    early for each example whose objective has not improved for steps/10 iterations
+    (``abort_early``).
     """
     reject_unknown("cw", unused)
     y, target = validate("cw", ("l2",), x, y, threat, target, supports_targeted=True)
@@ -92,34 +93,38 @@ def cw(
         v = torch.zeros_like(w)
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
         prev = torch.full((n,), math.inf, device=x.device)
+        # Examples whose objective stopped improving leave the active set (per-example early abort).
+        active = torch.arange(n, device=x.device)
         for t in range(1, steps + 1):
-            wr = w.detach().requires_grad_(True)
+            wr = w[active].detach().requires_grad_(True)
+            xs, c_a = x[active], const[active]
             with torch.enable_grad():
                 xa = to_x(wr)
                 logits = model(xa)
-                l2sq = (xa - x).flatten(1).square().sum(dim=1)
-                f = _f6(logits, labels, targeted, kappa)
-                obj = l2sq + const * f
+                l2sq = (xa - xs).flatten(1).square().sum(dim=1)
+                f = _f6(logits, labels[active], targeted, kappa)
+                obj = l2sq + c_a * f
                 (grad,) = torch.autograd.grad(obj.sum(), wr)
             with torch.no_grad():
-                adv = is_adversarial(logits, y, target)
+                adv = is_adversarial(logits, y[active], None if target is None else target[active])
                 if kappa > 0:
                     adv = adv & (f <= -kappa + 1e-6)
                 l2 = l2sq.detach().sqrt()
-                better = adv & (l2 < best_l2)
-                best_l2 = torch.where(better, l2, best_l2)
-                best_x[better] = xa.detach()[better]
-                found |= adv
-                m.mul_(b1).add_(grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                mhat = m / (1 - b1**t)
-                vhat = v / (1 - b2**t)
-                w = w - lr * mhat / (vhat.sqrt() + adam_eps)
+                better = adv & (l2 < best_l2[active])
+                best_l2[active[better]] = l2[better]
+                best_x[active[better]] = xa.detach()[better]
+                found[active[adv]] = True
+                ma = m[active].mul_(b1).add_(grad, alpha=1 - b1)
+                va = v[active].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                m[active], v[active] = ma, va
+                w[active] = wr.detach() - lr * (ma / (1 - b1**t)) / ((va / (1 - b2**t)).sqrt() + adam_eps)
                 if abort_early and t % check_every == 0:
                     cur = obj.detach()
-                    if bool((cur > prev * 0.9999).all()):
+                    stalled = cur > prev[active] * 0.9999
+                    prev[active] = cur
+                    active = active[~stalled]
+                    if len(active) == 0:
                         break
-                    prev = cur
         # Binary search on c, per example.
         upper = torch.where(found, torch.minimum(upper, const), upper)
         lower = torch.where(found, lower, torch.maximum(lower, const))
