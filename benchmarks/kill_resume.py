@@ -26,7 +26,7 @@ from _doc import environment, write_section
 
 def command(out: Path, n: int) -> list[str]:
     return [sys.executable, "-m", "advlab", "evaluate", "--n", str(n), "--batch-size", "100", "--out", str(out),
-            "--no-progress"]
+            "--no-progress", "--threads", "1"]
 
 
 def main() -> None:
