@@ -41,7 +41,8 @@ def main() -> None:
     clean_seconds = time.perf_counter() - t0
     kills = []
     for _ in range(3):
-        delay = rng.uniform(0.1, 0.8) * clean_seconds
+        # each kill lands within the first third of a full run, so three kills all interrupt real work
+        delay = rng.uniform(0.05, 0.3) * clean_seconds
         proc = subprocess.Popen(command(work / "killed", args.n), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(timeout=delay)
@@ -59,7 +60,7 @@ def main() -> None:
     lines = [
         "## Kill and resume (issue 4)",
         "",
-        f"`python benchmarks/kill_resume.py --n {args.n}` — `advlab evaluate --n {args.n} --batch-size 100` with the "
+        f"`python benchmarks/kill_resume.py --n {args.n}` — `advlab evaluate --n {args.n} --batch-size 100 --threads 1` with the "
         f"default attacks, killed with SIGKILL three times at random moments ({'; '.join(kills)}), then "
         f"re-run to completion. {environment()}.",
         "",
