@@ -71,16 +71,20 @@ def part_square(norm: str = "linf", eps: float = 0.3, n: int = 1000) -> None:
     x_adv, success, queries = _run_batched("square", model, x, y, threat, 500, max_queries=5000)
     seconds = time.perf_counter() - t0
     fooled = ~_acc(model, x_adv, y)
+    correct = _acc(model, x, y)
     q = queries[success].double()
     _save("square" if norm == "linf" else f"square-{norm}", {
         "attack": "square", "model": "lenet-mnist", "norm": norm, "eps": eps, "n": n,
         "max_queries": 5000, "seed": SEED,
-        "clean_acc1": float(_acc(model, x, y).float().mean()),
+        "clean_acc1": float(correct.float().mean()),
         "acc1_under_attack": float((~fooled).float().mean()),
         "success_rate": float(success.float().mean()),
         "success_agrees_with_model": bool(torch.equal(success, fooled)),
         "mean_queries_successful": float(q.mean()),
         "median_queries_successful": float(q.median()),
+        "mean_queries_successful_clean_correct": float(queries[success & correct].double().mean()),
+        "median_queries_successful_clean_correct": float(
+            queries[success & correct].double().median()),
         "max_dist": float(threat.distance(x, x_adv).max()),
         "seconds": round(seconds, 1),
     })

@@ -300,3 +300,31 @@ def test_registered_as_black_box():
     assert set(sq.norms) == set(hsj.norms) == {"linf", "l2"}
     assert "arxiv.org/abs/1912.00049" in sq.paper
     assert "arxiv.org/abs/1904.02144" in hsj.paper
+
+
+# ---------------------------------------------------------------------------------------------
+# Acceptance on the shipped lenet-mnist (slow; figures in docs/benchmarks.md)
+
+
+@pytest.mark.slow
+def test_square_linf_acceptance_lenet_mnist():
+    torch.set_num_threads(2)
+    model = advlab.load_model("lenet-mnist")
+    x, y = advlab.load_dataset("mnist", "test")
+    x, y = x[:1000], y[:1000]
+    res = get_attack("square")(model, x, y, advlab.ThreatModel("linf", 0.3), generator=gen(),
+                               max_queries=5000)
+    assert float((~verify_adversarial(model, res.x_adv, y)).float().mean()) <= 0.05
+    assert int(res.queries.max()) <= 5000
+
+
+@pytest.mark.slow
+def test_hopskipjump_l2_acceptance_lenet_mnist():
+    torch.set_num_threads(2)
+    model = advlab.load_model("lenet-mnist")
+    x, y = advlab.load_dataset("mnist", "test")
+    x, y = x[:200], y[:200]
+    res = get_attack("hopskipjump")(model, x, y, advlab.ThreatModel("l2", float("inf")),
+                                    generator=gen(), max_queries=5000)
+    assert int(res.queries.max()) <= 5000
+    assert float(verify_adversarial(model, res.x_adv, y).float().mean()) >= 0.95
