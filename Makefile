@@ -19,5 +19,5 @@ lint:
 	$(PYTHON) -m mypy
 
 peers:  ## peer libraries for benchmarks (torchattacks without its deps: it would pull torchvision)
-	$(PYTHON) -m pip install --quiet '.[peers]'
+	$(PYTHON) -m pip install --quiet -e '.[peers]'
 	$(PYTHON) -m pip install --quiet --no-deps torchattacks==3.5.1

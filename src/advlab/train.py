@@ -1,4 +1,4 @@
-"""One training loop. Defenses (adversarial training and others) plug in through ``step_fn``.
+"""One training loop. Training defenses plug in as a :class:`TrainingDefense` (see advlab.defenses).
 
 Training is deterministic under a seed on one machine: model initialisation and shuffling draw
 from a seeded RNG inside ``torch.random.fork_rng`` (the caller's global RNG state is restored
@@ -11,7 +11,6 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,16 +23,41 @@ from advlab._checks import check_positive_int
 from advlab._version import __version__
 from advlab.evaluation.metrics import clean_accuracy
 
-# step_fn(model, xb, yb, generator) -> (loss to minimise, logits on the clean batch for accuracy)
-StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
+@dataclass
+class TrainingDefense:
+    """Base class: plain cross-entropy, no data change, no weight hook.
 
-def standard_step(
-    model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain cross-entropy on the clean batch."""
-    logits = model(xb)
-    return F.cross_entropy(logits, yb), logits
+    Subclasses override :meth:`step` (the loss of one batch), :meth:`prepare_data` (the training
+    set) and :meth:`after_step` (the weights after each optimiser step).
+    """
+
+    name: str = "none"
+
+    def step(
+        self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator, progress: float,
+        index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss to minimise on one batch and the logits of the clean batch (for training accuracy).
+
+        ``progress`` is the fraction of training done (0 at the first step, → 1 at the last);
+        ``index`` holds the batch's row numbers in the (prepared) training set.
+        """
+        logits = model(xb)
+        return F.cross_entropy(logits, yb), logits
+
+    def prepare_data(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training set this defense trains on (default: unchanged)."""
+        return x, y
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimiser step (default: nothing)."""
+
+    def options(self) -> dict[str, Any]:
+        """The defense's settings, for checkpoint metadata."""
+        return {k: v for k, v in self.__dict__.items() if k != "name" and not k.startswith("_")}
 
 
 @dataclass
@@ -66,7 +90,7 @@ def fit(
     test_data: tuple[torch.Tensor, torch.Tensor] | None,
     config: TrainConfig,
     *,
-    step_fn: StepFn = standard_step,
+    defense: TrainingDefense | None = None,
     progress: bool = True,
     init_seed: bool = True,
 ) -> TrainResult:
@@ -77,7 +101,8 @@ def fit(
         train_data: ``(x, y)`` training tensors.
         test_data: ``(x, y)`` evaluated at the end (Acc@1, Acc@5), or ``None``.
         config: Epochs, batch size, learning rate, seed, schedule.
-        step_fn: Computes the loss of one batch; adversarial training replaces it.
+        defense: What one batch contributes to the loss, the training set, and a hook after each
+            optimiser step (see :mod:`advlab.defenses`); ``None`` is plain cross-entropy.
         progress: Show a progress bar with loss and accuracy.
         init_seed: Whether the seeded RNG also re-initialises the model's parameters (set it to
             False when fine-tuning an already trained model).
@@ -87,7 +112,9 @@ def fit(
     """
     check_positive_int("epochs", config.epochs)
     check_positive_int("batch_size", config.batch_size)
+    defense = defense if defense is not None else TrainingDefense()
     x, y = train_data
+    x, y = defense.prepare_data(x, y, torch.Generator().manual_seed(config.seed + 7919))
     n = len(x)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = config.epochs * steps_per_epoch
@@ -109,16 +136,19 @@ def fit(
             )
         gen = torch.Generator().manual_seed(config.seed)
         bar = tqdm(total=total, disable=not progress, desc="train", unit="batch", dynamic_ncols=True)
+        it = 0
         for epoch in range(config.epochs):
             order = torch.randperm(n, generator=gen)
             run_loss = run_correct = seen = 0.0
             for i in range(steps_per_epoch):
                 idx = order[i * config.batch_size : (i + 1) * config.batch_size]
                 xb, yb = x[idx], y[idx]
-                loss, logits = step_fn(model, xb, yb, gen)
+                loss, logits = defense.step(model, xb, yb, gen, it / total, idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                defense.after_step(model)
+                it += 1
                 if sched is not None:
                     sched.step()
                 run_loss += float(loss.detach()) * len(idx)

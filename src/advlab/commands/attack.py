@@ -48,12 +48,13 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _params(items: list[str]) -> dict[str, object]:
+def parse_options(items: list[str], flag: str = "--param") -> dict[str, object]:
+    """``["steps=40", "loss=ce"]`` → ``{"steps": 40, "loss": "ce"}`` (values parsed as JSON where they are)."""
     out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--param: expected KEY=VALUE, got {item!r}")
+            raise ValueError(f"{flag}: expected KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -78,7 +79,7 @@ def run_attack(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     target = choose_targets(model, x, y, args.targeted, generator=gen) if args.targeted else None
     t0 = time.perf_counter()
-    res = info(model, x, y, threat, target=target, generator=gen, **_params(args.param))
+    res = info(model, x, y, threat, target=target, generator=gen, **parse_options(args.param))
     seconds = time.perf_counter() - t0
     logits = predict_logits(model, res.x_adv)
     clean = predict_logits(model, x)

@@ -7,8 +7,10 @@ import time
 
 import torch
 
+from advlab.commands.attack import parse_options
 from advlab.data import dataset_info, load_dataset
-from advlab.models import create_model, save_checkpoint
+from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
+from advlab.models import create_model, load_model, save_checkpoint
 from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
 
 
@@ -23,9 +25,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--defense", default="none",
+                   help="training defense: none, adversarial, pgd, fast, trades, negative, parseval, gradnorm, "
+                        "distill (see `advlab defenses`)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="defense option (JSON value), e.g. -o eps=0.3 -o steps=10 -o attack=pgd")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint (name or path) instead of a fresh initialisation")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--name", default=None, help="model name recorded in the metadata (default: from --out)")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+    d = sub.add_parser("defenses", help="list the training defenses and their options")
+    d.set_defaults(func=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print every training defense with its options and defaults."""
+    for name in list_training_defenses():
+        probe = DEFENSES[name]()
+        opts = ", ".join(f"{k}={v!r}" for k, v in probe.options().items())
+        doc = (type(probe).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<12} {doc}\n{'':<12} options: {opts or '-'}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,14 +59,37 @@ def run(args: argparse.Namespace) -> int:
     train = load_dataset(args.dataset, "train", root=args.data_dir)
     test = load_dataset(args.dataset, "test", root=args.data_dir)
     arch_kwargs = {"in_shape": list(info.shape), "num_classes": info.num_classes}
-    model = create_model(args.model, **arch_kwargs)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    options = parse_options(args.option, "-o/--option")
+    defense = make_training_defense(args.defense, **options)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         schedule=args.schedule)
+    if args.init:
+        model = load_model(args.init)
+        if model.advlab_meta["architecture"] != args.model:
+            raise ValueError(f"--init: {args.init} is a {model.advlab_meta['architecture']!r}, not {args.model!r}")
+    else:
+        model = create_model(args.model, **arch_kwargs)
     t0 = time.perf_counter()
-    result = fit(model, train, test, config, progress=not args.no_progress)
-    meta = checkpoint_meta(args.model, arch_kwargs, args.dataset, result, config, command_line())
+    extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
+    if args.init:
+        extra["init"] = args.init
+    if args.defense == "distill":
+        temperature = float(options.get("temperature", 100.0))
+        teacher = create_model(args.model, **arch_kwargs)
+        result, teacher_result = distill(teacher, model, train, test, config, temperature=temperature,
+                                         progress=not args.no_progress)
+        assert teacher_result is not None
+        extra["teacher_acc1"] = round(teacher_result.acc1, 6)
+        extra["teacher_train_seconds"] = round(teacher_result.seconds, 1)
+    else:
+        result = fit(model, train, test, config, defense=defense, progress=not args.no_progress,
+                     init_seed=not args.init)
+    if args.name:
+        extra["name"] = args.name
+    meta = checkpoint_meta(args.model, arch_kwargs, args.dataset, result, config, command_line(), **extra)
     save_checkpoint(result.model, args.out, meta)
     print(
-        f"{args.model} on {args.dataset}: test Acc@1 {result.acc1:.4f}  Acc@5 {result.acc5:.4f}  "
+        f"{args.model} ({args.defense}) on {args.dataset}: test Acc@1 {result.acc1:.4f}  Acc@5 {result.acc5:.4f}  "
         f"({time.perf_counter() - t0:.1f} s) -> {args.out}"
     )
     return 0
