@@ -10,6 +10,7 @@ import torch
 from advlab.commands.attack import parse_options
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
+from advlab.defenses.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
 from advlab.models import create_model, load_model, save_checkpoint
 from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
 
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--defense", default="none",
                    help="training defense: none, adversarial, pgd, fast, trades, negative, parseval, gradnorm, "
-                        "distill (see `advlab defenses`)")
+                        "distill (see `advlab defenses`); or an input transformation to train behind, e.g. "
+                        "thermometer:16")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="defense option (JSON value), e.g. -o eps=0.3 -o steps=10 -o attack=pgd")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
@@ -60,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     test = load_dataset(args.dataset, "test", root=args.data_dir)
     arch_kwargs = {"in_shape": list(info.shape), "num_classes": info.num_classes}
     options = parse_options(args.option, "-o/--option")
-    defense = make_training_defense(args.defense, **options)
+    wrapper = None
+    if args.defense.split(":")[0] in TRANSFORMS:  # train the network behind an input transformation
+        wrapper = parse_defense(args.defense)
+        if isinstance(wrapper, Thermometer):
+            arch_kwargs["in_shape"] = [info.shape[0] * wrapper.levels, *info.shape[1:]]
+    defense = make_training_defense("none" if wrapper is not None else args.defense, **options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          schedule=args.schedule)
     if args.init:
@@ -69,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--init: {args.init} is a {model.advlab_meta['architecture']!r}, not {args.model!r}")
     else:
         model = create_model(args.model, **arch_kwargs)
+    if wrapper is not None:
+        model = Defended(model, wrapper)
     t0 = time.perf_counter()
     extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
     if args.init:
@@ -86,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
                      init_seed=not args.init)
     if args.name:
         extra["name"] = args.name
+    net = result.model
+    if isinstance(net, Defended):
+        extra["wrapper"] = net.defense_spec
+        net = net.model
     meta = checkpoint_meta(args.model, arch_kwargs, args.dataset, result, config, command_line(), **extra)
-    save_checkpoint(result.model, args.out, meta)
+    save_checkpoint(net, args.out, meta)
     print(
         f"{args.model} ({args.defense}) on {args.dataset}: test Acc@1 {result.acc1:.4f}  Acc@5 {result.acc5:.4f}  "
         f"({time.perf_counter() - t0:.1f} s) -> {args.out}"

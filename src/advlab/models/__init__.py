@@ -24,7 +24,7 @@ from advlab.models.checkpoint import (
     save_checkpoint,
     tensor_digest,
 )
-from advlab.models.nets import MLP, LeNet5, Normalize, SmallGoogLeNet
+from advlab.models.nets import MLP, LeNet5, Normalize, SmallCNN, SmallGoogLeNet
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ register_model("googlenet", "small Inception-style net for 28×28 (Szegedy et al
     SmallGoogLeNet
 )
 register_model("mlp", "2 hidden layers of 256 ReLU units, 269k parameters")(MLP)
+register_model("cnn", "small strided CNN conv32-conv64-128 (adversarial-training size), 436k parameters")(SmallCNN)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -126,6 +127,10 @@ def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> 
     except TypeError as e:
         raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} does not take ({e})") from None
     load_state(path, model)
+    if meta.get("wrapper"):  # a network trained behind an input transformation (thermometer encoding)
+        from advlab.defenses.wrappers import Defended, parse_defense
+
+        model = Defended(model, parse_defense(meta["wrapper"]))
     model.eval()
     if freeze:
         model.requires_grad_(False)
@@ -135,6 +140,6 @@ def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> 
 
 __all__ = [
     "ARCHITECTURES", "MLP", "WEIGHTS_DIR", "ArchInfo", "CheckpointError", "LeNet5", "Normalize",
-    "SmallGoogLeNet", "create_model", "list_models", "list_pretrained", "load_model",
+    "SmallCNN", "SmallGoogLeNet", "create_model", "list_models", "list_pretrained", "load_model",
     "read_metadata", "register_model", "resolve_checkpoint", "save_checkpoint", "tensor_digest",
 ]
