@@ -27,6 +27,5 @@ __all__ = [
     "register_attack",
 ]
 
-# White-box attacks (issue 3).
-# Black-box attacks (issue 5).
-from advlab.attacks import baselines, cw, deepfool, gradient, hopskipjump, square  # noqa: F401  # noqa: F401
+# White-box (issue 3), black-box (issue 5), APGD and its ensemble (issue 7).
+from advlab.attacks import adaptive, apgd, baselines, cw, deepfool, gradient, hopskipjump, square  # noqa: F401

@@ -1,0 +1,122 @@
+"""Adaptive attacks: EOT and BPDA through the one gradient seam, and the adaptive PGD built on them.
+
+Athalye, Carlini, Wagner, "Obfuscated gradients give a false sense of security", ICML 2018,
+https://arxiv.org/abs/1802.00420:
+
+* **BPDA** (Backward Pass Differentiable Approximation): where a defense's preprocessing has no
+  useful gradient (rounding, JPEG, thermometer encoding), run it forward and differentiate a
+  stand-in backward (identity by default). A model offers this as ``model.bpda(x)`` (see
+  :class:`advlab.defenses.wrappers.Defended`).
+* **EOT** (Expectation over Transformation, Athalye et al. 2018, https://arxiv.org/abs/1707.07397):
+  where a forward pass is random, average the gradient over ``samples`` draws.
+
+:func:`eot_bpda` builds a ``grad_fn`` for any white-box attack (``pgd(..., grad_fn=eot_bpda(10))``).
+``pgd-adaptive`` is PGD with the margin (CW) loss on the logits — unaffected by a saturated
+softmax, the masking of defensive distillation — through BPDA and EOT where the model declares
+it needs them (``model.differentiable is False``, ``model.randomized is True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from advlab._checks import check_positive_int
+from advlab.attacks.base import AttackResult, GradFn, LossFn, loss_grad, register_attack, reject_unknown
+from advlab.attacks.gradient import GRADIENT_NORMS, _common, _step_size, iterative_gradient
+from advlab.threat import ThreatModel
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+PAPER = (
+    "Athalye, Carlini, Wagner 2018, Obfuscated Gradients Give a False Sense of Security: "
+    "Circumventing Defenses to Adversarial Examples, https://arxiv.org/abs/1802.00420"
+)
+DEFAULT_EOT_SAMPLES = 10
+
+
+def needs_eot(model: Any) -> bool:
+    """Whether the model declares a random forward pass."""
+    return bool(getattr(model, "randomized", False))
+
+
+def needs_bpda(model: Any) -> bool:
+    """Whether the model declares a non-differentiable forward pass and offers ``bpda``."""
+    return not getattr(model, "differentiable", True) and callable(getattr(model, "bpda", None))
+
+
+def eot_bpda(samples: int = 1, bpda: bool = True) -> GradFn:
+    """A gradient seam averaging ``samples`` draws (EOT), through ``model.bpda`` where it exists (BPDA).
+
+    The loss, gradient and logits returned are the means over the draws.
+    """
+    check_positive_int("samples", samples)
+
+    def grad_fn(model: Model, x: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
+        forward = model.bpda if bpda and needs_bpda(model) else model  # type: ignore[attr-defined]
+        loss, grad, logits = loss_grad(forward, x, labels, loss_fn)
+        for _ in range(samples - 1):
+            lo, g, z = loss_grad(forward, x, labels, loss_fn)
+            loss, grad, logits = loss + lo, grad + g, logits + z
+        return loss / samples, grad / samples, logits / samples
+
+    return grad_fn
+
+
+def adaptive_grad_fn(model: Any, eot_samples: int | None = None, bpda: bool | None = None) -> GradFn:
+    """The seam an adaptive attacker uses against ``model``: EOT if it is random, BPDA if it must."""
+    samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if needs_eot(model) else 1)
+    return eot_bpda(samples, needs_bpda(model) if bpda is None else bpda)
+
+
+def describe_adaptive(model: Any, eot_samples: int | None = None, bpda: bool | None = None) -> str:
+    """A short label of what the adaptive attack does against ``model``, e.g. ``"margin+BPDA+EOT×10"``."""
+    parts = ["margin"]
+    if (needs_bpda(model) if bpda is None else bpda) and needs_bpda(model):
+        parts.append("BPDA")
+    samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if needs_eot(model) else 1)
+    if samples > 1:
+        parts.append(f"EOT×{samples}")
+    return "+".join(parts)
+
+
+@register_attack(
+    "pgd-adaptive", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=PAPER,
+    defaults={"steps": 100, "restarts": 1, "loss": "margin", "eot_samples": None, "bpda": None},
+)
+def pgd_adaptive(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    steps: int = 100,
+    step_size: float | None = None,
+    restarts: int = 1,
+    loss: str = "margin",
+    eot_samples: int | None = None,
+    bpda: bool | None = None,
+    early_stop: bool = False,
+    **unused: Any,
+) -> AttackResult:
+    """PGD with the margin loss through BPDA and EOT as the model requires (Athalye et al. 2018).
+
+    ``eot_samples`` defaults to 10 for a model with ``randomized = True`` and 1 otherwise;
+    ``bpda`` defaults to True where the model is non-differentiable and offers ``bpda``. On an
+    ordinary model this is PGD with the CW margin loss. Cost: ``steps`` × ``eot_samples``
+    forward and backward passes per restart.
+    """
+    reject_unknown("pgd-adaptive", unused)
+    y, target = _common("pgd-adaptive", model, x, y, threat, target)
+    check_positive_int("steps", steps)
+    check_positive_int("restarts", restarts)
+    return iterative_gradient(
+        model, x, y, threat, target=target, steps=steps, step_size=_step_size(step_size, threat.eps, steps),
+        random_start=True, restarts=restarts, early_stop=early_stop, loss=loss, generator=generator,
+        grad_fn=adaptive_grad_fn(model, eot_samples, bpda),
+    )
