@@ -11,13 +11,15 @@ from typing import Any
 import tomllib
 import torch
 
+from advlab.defenses.wrappers import wrap_defense
 from advlab.evaluation.runner import DEFAULT_ATTACKS, environment, evaluate
+from advlab.models import load_model
 from advlab.report import render_report
 from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags).
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params")
+               "threads", "params", "defense", "checks")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", default=None, help="TOML file with the same keys; flags override it")
     p.add_argument("--out", default=None, help="output directory (default runs/evaluate-MODEL)")
     p.add_argument("--force", action="store_true", help="replace results of a different configuration in --out")
+    p.add_argument("--defense", default=None,
+                   help="evaluate the model behind an input-transformation defense, e.g. bitdepth:3, resize:22, "
+                        "jpeg:75, median:3, gaussian:1")
+    p.add_argument("--checks", default=None, action=argparse.BooleanOptionalAction,
+                   help="gradient-masking checks and the adaptive attack when one fires (default on)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -73,7 +80,8 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML config, then the flags."""
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": list(DEFAULT_ATTACKS), "eps": None, "norm": "linf", "n": None,
-                           "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {}}
+                           "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
+                           "defense": None, "checks": True}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -86,7 +94,8 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as e:
         raise ValueError(f"--eps: {e}") from None
     if cfg["out"] is None:
-        cfg["out"] = f"runs/evaluate-{Path(str(cfg['model'])).stem}"
+        suffix = f"-{str(cfg['defense']).replace(':', '')}" if cfg["defense"] else ""
+        cfg["out"] = f"runs/evaluate-{Path(str(cfg['model'])).stem}{suffix}"
     return cfg
 
 
@@ -95,11 +104,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cfg = effective_config(args)
     torch.set_num_threads(int(cfg["threads"]))
     t0 = time.perf_counter()
+    model: Any = cfg["model"]
+    name = str(cfg["model"])
+    if cfg["defense"]:
+        model = wrap_defense(load_model(name), str(cfg["defense"]))
+        name = f"{name}+{cfg['defense']}"
     ev = evaluate(
-        cfg["model"], cfg["dataset"], cfg["attacks"], cfg["eps"], norm=cfg["norm"], n=cfg["n"],
+        model, cfg["dataset"], cfg["attacks"], cfg["eps"], norm=cfg["norm"], n=cfg["n"],
         batch_size=cfg["batch_size"], seed=cfg["seed"], out=cfg["out"], params=cfg["params"],
         progress=not args.no_progress, force=args.force,
-        model_name=str(cfg["model"]), data_dir=cfg["data_dir"], command=command_line(),
+        model_name=name, data_dir=cfg["data_dir"], command=command_line(), checks=bool(cfg["checks"]),
     )
     out = Path(cfg["out"])
     ev.save(out)

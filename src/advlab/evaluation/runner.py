@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from advlab._checks import check_choice, check_positive_int
 from advlab._version import __version__
 from advlab.attacks import AttackInfo, get_attack
+from advlab.evaluation.checks import run_checks
 from advlab.evaluation.metrics import (
     mean_or_none,
     median_or_none,
@@ -54,7 +55,11 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "cw": {"steps": 100, "binary_search_steps": 5, "lr": 0.1},
     "square": {"max_queries": 1000},
     "hopskipjump": {"max_queries": 1000},
+    "apgd-ensemble": {"square_queries": 1000},
 }
+ADAPTIVE = "pgd-adaptive"  # what evaluate adds when a gradient-masking check fires
+# white-box gradient attacks whose numbers a gradient-masking warning puts in doubt
+MASKABLE = ("fgsm", "bim", "pgd", "apgd", "apgd-t", "apgd-ensemble", "deepfool", "cw")
 LINF_STEP = 0.01  # BIM/PGD step for L∞ (the classic 40 × 0.01 schedule); other norms: 2.5·ε/steps
 CONTRACT_KEYS = (
     "attack", "dataset", "model", "norm", "eps", "n", "acc1_adv", "acc5_adv", "acc1_clean", "acc5_clean",
@@ -86,6 +91,7 @@ class Row:
     seconds: float
     seed: int
     warnings: list[str] = field(default_factory=list)
+    strongest: str | None = None  # worst-case rows: the attack with the lowest Acc@1 at this ε
 
     def as_dict(self) -> dict[str, Any]:
         """The contract keys only."""
@@ -157,6 +163,7 @@ class Evaluation:
     config: dict[str, Any]
     store_path: Path | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_records(self) -> list[dict[str, Any]]:
         """Rows as dicts with exactly the contract keys."""
@@ -179,6 +186,8 @@ class Evaluation:
             w = csv.DictWriter(f, fieldnames=list(CONTRACT_KEYS))
             w.writeheader()
             w.writerows(records)
+        if self.checks:
+            (d / "checks.json").write_text(json.dumps(self.checks, indent=2) + "\n")
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -200,11 +209,15 @@ def format_table(rows: Sequence[Row], markdown: bool) -> str:
             "med L0", "med L1", "med L2", "med L∞", "queries", "time (s)"]
     body = []
     for r in rows:
-        name = r.attack + (" ⚠" if r.warnings else "")
+        name = r.attack + (f" [{r.strongest}]" if r.strongest else "") + (" ⚠" if r.warnings else "")
         body.append([name, r.dataset, eps_label(r), _fmt(r.acc1_adv), _fmt(r.acc5_adv), _fmt(r.acc1_clean),
                      _fmt(r.acc5_clean), _fmt(r.success_rate), _fmt(r.median_l0, 0), _fmt(r.median_l1, 2),
                      _fmt(r.median_l2), _fmt(r.median_linf), _fmt(r.mean_queries, 0), _fmt(r.seconds, 1)])
-    notes = [f"⚠ {r.attack} at {eps_label(r)}: {w}" for r in rows for w in r.warnings]
+    flagged: dict[str, list[str]] = {}
+    for r in rows:
+        for w in r.warnings:
+            flagged.setdefault(w, []).append(f"{r.attack} at {eps_label(r)}")
+    notes = [f"⚠ {w} — affects {', '.join(where)}" for w, where in flagged.items()]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(b) + " |" for b in body]
@@ -282,6 +295,8 @@ def evaluate(
     data_dir: str | None = None,
     command: str | None = None,
     examples_per_job: int = N_EXAMPLES,
+    checks: bool = True,
+    check_n: int = 200,
 ) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
@@ -305,6 +320,10 @@ def evaluate(
         command: The command line, recorded with the results.
         examples_per_job: How many (x, x_adv) pairs of each attack run the store keeps (from the
             first batch) for the report's figures; pass ``n`` to keep every adversarial example.
+        checks: Run the gradient-masking checks (:mod:`advlab.evaluation.checks`) on ``check_n``
+            correctly classified inputs at the largest ε; if one fires, also run ``pgd-adaptive``
+            (margin loss, BPDA, EOT as the model needs) over the whole sweep and mark the rows.
+        check_n: Subset size of the checks.
 
     Returns:
         An :class:`Evaluation` with one row per (attack, ε) and a ``worst-case`` row per ε.
@@ -333,7 +352,7 @@ def evaluate(
     config: dict[str, Any] = {
         "model": model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": batch_size,
         "seed": seed, "attacks": attacks, "norm": norm, "eps": list(sweep), "bounds": list(bounds),
-        "params": params,
+        "params": params, "checks": bool(checks) and norm in ("linf", "l2"),
         # the parameters each attack actually runs with, so a change of advlab's defaults is noticed
         "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
     }
@@ -362,13 +381,31 @@ def evaluate(
         store.set_meta("environment", env)
         store.set_meta("command", command)
         _run(net, x, y, bounds, jobs, params, config, store, progress, examples_per_job)
+        if config["checks"]:
+            _run_checks(net, x, y, bounds, sweep, params, config, store, progress, examples_per_job, check_n)
         rows = compute_rows(store, config)
+        check_results = store.get_meta("checks") or []
     finally:
         store.close()
-    ev = Evaluation(rows, config, None if tmp else store_dir / "results.sqlite", env)
+    ev = Evaluation(rows, config, None if tmp else store_dir / "results.sqlite", env, check_results)
     if tmp is not None:
         tmp.cleanup()
     return ev
+
+
+def _run_checks(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float],
+                sweep: tuple[float, ...], params: dict[str, dict[str, Any]], config: dict[str, Any], store: Store,
+                progress: bool, keep: int, check_n: int) -> None:
+    """The gradient-masking checks (once; stored), then the adaptive attack if any fired."""
+    results = store.get_meta("checks")
+    if results is None:
+        found = run_checks(net, x, y, config["norm"], max(sweep), bounds=bounds, n=check_n, seed=config["seed"])
+        results = [{**r.as_dict(), "message": r.message} for r in found]
+        store.set_meta("checks", results)
+    fired = [r for r in results if r["fired"]]
+    if fired and ADAPTIVE not in config["attacks"]:
+        store.set_meta("adaptive", [ADAPTIVE])
+        _run(net, x, y, bounds, plan_jobs([ADAPTIVE], config["norm"], sweep), params, config, store, progress, keep)
 
 
 def _run(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float], jobs: list[Job],
@@ -421,6 +458,8 @@ def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
     acc5_clean = float(clean["top5"].double().mean())
     n_correct = int(clean["top1"].sum())
     jobs = plan_jobs(config["attacks"], config["norm"], config["eps"])
+    jobs += plan_jobs(store.get_meta("adaptive") or [], config["norm"], config["eps"])
+    fired = [c["message"] for c in (store.get_meta("checks") or []) if c["fired"]]
     rows: list[Row] = []
     worst: dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = {}
 
@@ -444,7 +483,10 @@ def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
             scored_eps = e if job.eps == math.inf else None
             broken, top1, top5 = outcome_at_eps(o["adv"], dist, scored_eps, o["top1"], o["top5"],
                                                 clean["top1"], clean["top5"])
-            rows.append(make(job.attack, job.norm, e, broken, top1, top5, o, seconds))
+            row = make(job.attack, job.norm, e, broken, top1, top5, o, seconds)
+            if fired and job.attack in MASKABLE and e == max(config["eps"]) and job.norm == config["norm"]:
+                row.warnings = list(fired)
+            rows.append(row)
             if e is not None and job.norm == config["norm"]:
                 prev = worst.get(e)
                 if prev is None:
@@ -453,5 +495,9 @@ def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
                     worst[e] = (prev[0] | broken, prev[1] & top1, prev[2] & top5, prev[3] + seconds)
     for e in sorted(worst):
         broken, top1, top5, seconds = worst[e]
-        rows.append(make("worst-case", config["norm"], e, broken, top1, top5, None, seconds))
+        row = make("worst-case", config["norm"], e, broken, top1, top5, None, seconds)
+        at_e = [r for r in rows if r.eps == e and r.norm == config["norm"]]
+        if at_e:
+            row.strongest = min(at_e, key=lambda r: r.acc1_adv).attack
+        rows.append(row)
     return rows
