@@ -68,7 +68,7 @@ def checkpoints(steps: int) -> list[int]:
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p if q <= 1})
+    return sorted({math.ceil(round(q * steps, 6)) for q in p if q <= 1})
 
 
 def _step(grad: torch.Tensor, norm: str) -> torch.Tensor:
