@@ -117,6 +117,8 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
         env = store.get_meta("environment") or {}
         command = store.get_meta("command")
         rows = compute_rows(store, config)
+        checks = store.get_meta("checks") or []
+        adaptive = store.get_meta("adaptive") or []
         clean = store.clean()
         figures: list[tuple[str, str, bytes]] = [
             ("accuracy_vs_eps", "Acc@1 under attack against ε (ε = 0 is the clean accuracy)", accuracy_figure(rows)),
@@ -124,7 +126,9 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
              norm_histograms(store, config)),
         ]
         seen = set()
-        for job in plan_jobs(config["attacks"], config["norm"], config["eps"])[::-1]:
+        all_jobs = plan_jobs(config["attacks"], config["norm"], config["eps"])
+        all_jobs += plan_jobs(adaptive, config["norm"], config["eps"])
+        for job in all_jobs[::-1]:
             if job.attack in seen:
                 continue
             seen.add(job.attack)
@@ -154,11 +158,22 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
         "and are scored at every ε. `worst-case` counts an example as broken if any bounded attack broke it.",
         "", format_table(rows, markdown=True), "",
     ]
+    if checks:
+        fired = [c for c in checks if c["fired"]]
+        md += ["## Gradient-masking checks", "",
+               (f"{len(fired)} of {len(checks)} checks fired; the adaptive attack (pgd-adaptive) was run and the "
+                "worst-case rows name the strongest attack." if fired else
+                f"None of the {len(checks)} checks fired."),
+               "See docs/warnings.md for what each check means and what to do.", "",
+               "| code | check | fired | measured |", "|---|---|---|---|"]
+        md += [f"| {c['code']} | {c['name']} | {'⚠ yes' if c['fired'] else 'no'} | {c['detail']} |" for c in checks]
+        md.append("")
     md += [f"## {cap}\n\n![{name}](figures/{name}.png)\n" for name, cap, _ in figures]
     (d / "report.md").write_text("\n".join(md))
     table_rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            r.attack, r.dataset, eps_label(r), f"{r.acc1_adv:.3f}", f"{r.acc5_adv:.3f}", f"{r.acc1_clean:.3f}",
+            r.attack + (f" [{r.strongest}]" if r.strongest else ""), r.dataset, eps_label(r), f"{r.acc1_adv:.3f}",
+            f"{r.acc5_adv:.3f}", f"{r.acc1_clean:.3f}",
             f"{r.acc5_clean:.3f}", f"{r.success_rate:.3f}", _f(r.median_l0, 0), _f(r.median_l1, 2),
             _f(r.median_l2), _f(r.median_linf), _f(r.mean_queries, 0), f"{r.seconds:.1f}",
             "; ".join(r.warnings))) + "</tr>"
@@ -168,6 +183,16 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(cap)}</figcaption></figure>"
         for name, cap, png in figures
+    )
+    check_rows = "".join(
+        f"<tr><td>{html.escape(c['code'])}</td><td>{html.escape(c['name'])}</td>"
+        f"<td>{'⚠ yes' if c['fired'] else 'no'}</td><td>{html.escape(c['detail'])}</td></tr>" for c in checks
+    )
+    check_html = (
+        "<h2>Gradient-masking checks</h2><table id=\"checks\"><thead><tr><th>code</th><th>check</th><th>fired</th>"
+        f"<th>measured</th></tr></thead><tbody>{check_rows}</tbody></table>"
+        "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) runs and the worst-case "
+        "rows name the strongest attack.</p>" if checks else ""
     )
     heads = ["Attack", "Dataset", "ε (norm)", "Acc@1 w/", "Acc@5 w/", "Acc@1 w/o", "Acc@5 w/o", "success",
              "med L0", "med L1", "med L2", "med L∞", "queries", "time (s)", "warnings"]
@@ -186,6 +211,7 @@ td:first-child{{text-align:left}}figure{{display:inline-block;margin:1em}}figcap
 <p>Acc@1/Acc@5 w/ = under attack, w/o = clean; success = share of correctly classified examples the attack
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
+{check_html}
 {imgs}
 <script>
 window.addEventListener("load", function () {{
