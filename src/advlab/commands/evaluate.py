@@ -12,14 +12,14 @@ import tomllib
 import torch
 
 from advlab.defenses.wrappers import wrap_defense
-from advlab.evaluation.runner import DEFAULT_ATTACKS, environment, evaluate
+from advlab.evaluation.runner import DEFAULT_ATTACKS, environment, evaluate, format_comparison
 from advlab.models import load_model
 from advlab.report import render_report
 from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags).
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params", "defense", "checks")
+               "threads", "params", "defense", "checks", "baseline")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "jpeg:75, median:3, gaussian:1")
     p.add_argument("--checks", default=None, action=argparse.BooleanOptionalAction,
                    help="gradient-masking checks and the adaptive attack when one fires (default on)")
+    p.add_argument("--baseline", default=None,
+                   help="also evaluate this model (e.g. the undefended lenet-mnist) with the same settings and show "
+                        "its rows next to the model's")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -81,7 +84,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": list(DEFAULT_ATTACKS), "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
-                           "defense": None, "checks": True}
+                           "defense": None, "checks": True, "baseline": None}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -117,11 +120,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     out = Path(cfg["out"])
     ev.save(out)
+    if cfg["baseline"]:
+        base_dir = out / "baseline"
+        base = evaluate(
+            str(cfg["baseline"]), cfg["dataset"], cfg["attacks"], cfg["eps"], norm=cfg["norm"], n=cfg["n"],
+            batch_size=cfg["batch_size"], seed=cfg["seed"], out=base_dir, params=cfg["params"],
+            progress=not args.no_progress, force=args.force, model_name=str(cfg["baseline"]),
+            data_dir=cfg["data_dir"], command=command_line(), checks=bool(cfg["checks"]),
+        )
+        base.save(base_dir)
     (out / "config.json").write_text(json.dumps(
         {"config": cfg, "evaluation": ev.config, "environment": environment(), "command": command_line()},
         indent=2) + "\n")
     md, html = render_report(out)
-    print(ev)
+    if cfg["baseline"]:
+        print(format_comparison(ev.rows, base.rows))
+    else:
+        print(ev)
     print(f"\n{len(ev.rows)} rows in {time.perf_counter() - t0:.1f} s → {out / 'results.json'}, {md}, {html}")
     return 0
 

@@ -199,18 +199,20 @@ def eps_label(row: Row) -> str:
     return f"— ({row.norm}, unbounded)" if row.eps is None else f"{row.eps:g} ({row.norm})"
 
 
-def format_table(rows: Sequence[Row], markdown: bool) -> str:
+def format_table(rows: Sequence[Row], markdown: bool, show_model: bool = False) -> str:
     """The robustness table as text or Markdown.
 
     Columns: Attack | Dataset | ε (norm) | Acc@1 w/ | Acc@5 w/ | Acc@1 w/o | Acc@5 w/o | success |
     median L0/L1/L2/L∞ | queries | time.
     """
-    head = ["Attack", "Dataset", "ε (norm)", "Acc@1 w/", "Acc@5 w/", "Acc@1 w/o", "Acc@5 w/o", "success",
-            "med L0", "med L1", "med L2", "med L∞", "queries", "time (s)"]
+    head = ["Model"] * show_model + [
+        "Attack", "Dataset", "ε (norm)", "Acc@1 w/", "Acc@5 w/", "Acc@1 w/o", "Acc@5 w/o", "success", "med L0",
+        "med L1", "med L2", "med L∞", "queries", "time (s)"]
     body = []
     for r in rows:
         name = r.attack + (f" [{r.strongest}]" if r.strongest else "") + (" ⚠" if r.warnings else "")
-        body.append([name, r.dataset, eps_label(r), _fmt(r.acc1_adv), _fmt(r.acc5_adv), _fmt(r.acc1_clean),
+        body.append([r.model] * show_model + [
+                     name, r.dataset, eps_label(r), _fmt(r.acc1_adv), _fmt(r.acc5_adv), _fmt(r.acc1_clean),
                      _fmt(r.acc5_clean), _fmt(r.success_rate), _fmt(r.median_l0, 0), _fmt(r.median_l1, 2),
                      _fmt(r.median_l2), _fmt(r.median_linf), _fmt(r.mean_queries, 0), _fmt(r.seconds, 1)])
     flagged: dict[str, list[str]] = {}
@@ -227,6 +229,19 @@ def format_table(rows: Sequence[Row], markdown: bool) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines + notes)
+
+
+def format_comparison(rows: Sequence[Row], baseline: Sequence[Row], markdown: bool = False) -> str:
+    """The table with each of ``baseline``'s rows right after the model's row of the same (attack, norm, ε)."""
+    key = lambda r: (r.attack, r.norm, r.eps)  # noqa: E731
+    base = {key(r): r for r in baseline}
+    merged: list[Row] = []
+    for r in rows:
+        merged.append(r)
+        if key(r) in base:
+            merged.append(base.pop(key(r)))
+    merged += list(base.values())
+    return format_table(merged, markdown, show_model=True)
 
 
 def _resolve_model(model: nn.Module | str) -> tuple[nn.Module, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from advlab.evaluation.runner import Row, compute_rows, eps_label, format_table, plan_jobs
+from advlab.evaluation.runner import Row, compute_rows, eps_label, format_comparison, format_table, plan_jobs
 from advlab.evaluation.store import Store
 
 
@@ -158,6 +158,19 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
         "and are scored at every ε. `worst-case` counts an example as broken if any bounded attack broke it.",
         "", format_table(rows, markdown=True), "",
     ]
+    base_store = d / "baseline" / "results.sqlite"
+    if base_store.exists():
+        bs = Store(base_store)
+        try:
+            bconfig = bs.get_config()
+            base_rows = compute_rows(bs, bconfig) if bconfig else []
+        finally:
+            bs.close()
+        if base_rows:
+            md += [f"## Next to the baseline {base_rows[0].model}", "",
+                   "Each row of the model is followed by the baseline's row with the same attack and ε "
+                   "(`--baseline`; the baseline's own report is in `baseline/`).", "",
+                   format_comparison(rows, base_rows, markdown=True), ""]
     if checks:
         fired = [c for c in checks if c["fired"]]
         md += ["## Gradient-masking checks", "",
