@@ -188,3 +188,28 @@ def test_evaluate_on_an_honest_model_adds_nothing(digits, digits_mlp):
     assert {r.attack for r in ev.rows} == {"pgd", "worst-case"}
     assert all(not r.warnings for r in ev.rows)
     assert ev.checks and not any(c["fired"] for c in ev.checks)
+
+
+def test_cli_evaluate_defense_with_baseline(tmp_path, digits_ckpt):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "ev"
+    r = subprocess.run([sys.executable, "-m", "advlab", "evaluate", "--model", str(digits_ckpt), "--dataset", "digits",
+                        "--defense", "bitdepth:2", "--baseline", str(digits_ckpt), "--attacks", "pgd", "--eps", "0.15",
+                        "--n", "80", "--threads", "1", "--no-progress", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "+bitdepth:2" in r.stdout and "pgd-adaptive" in r.stdout
+    checks = json.loads((out / "checks.json").read_text())
+    assert any(c["fired"] for c in checks)
+    report = (out / "report.md").read_text()
+    assert "## Gradient-masking checks" in report and "## Next to the baseline" in report
+    base_checks = json.loads((out / "baseline" / "checks.json").read_text()) if (out / "baseline" / "checks.json").exists() \
+        else []
+    assert not any(c["fired"] for c in base_checks)
+    bad = subprocess.run([sys.executable, "-m", "advlab", "evaluate", "--model", str(digits_ckpt), "--dataset", "digits",
+                          "--defense", "bitdeph:2", "--n", "10", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "did you mean 'bitdepth'" in bad.stderr and "Traceback" not in bad.stderr
