@@ -42,7 +42,8 @@ def _robust_acc(model, x, y, attack: str, eps: float, batch: int = 500, **params
                                  generator=gen, **params)
         outs.append(res.x_adv)
     x_adv = torch.cat(outs)
-    assert float((x_adv - x).abs().max()) <= eps + 1e-6 and float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    if float((x_adv - x).abs().max()) > eps + 1e-6 or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+        raise RuntimeError(f"{attack}: x_adv outside the ε-ball or the bounds")
     return float((predict_logits(model, x_adv).argmax(1) == y).float().mean()), time.perf_counter() - t0
 
 
