@@ -189,3 +189,24 @@ def test_cli_train_defense_and_fine_tune(tmp_path):
     assert r.returncode != 0 and "KEY=VALUE" in r.stderr and "Traceback" not in r.stderr
     r = _cli("defenses")
     assert r.returncode == 0 and "trades" in r.stdout and "beta" in r.stdout
+
+
+def test_shipped_robust_model_is_robust_and_documented():
+    from advlab import load_dataset
+
+    model = load_model("cnn-mnist-robust")
+    meta = model.advlab_meta
+    assert meta["command"].startswith("advlab train") and meta["defense"]["name"] == "pgd"
+    x, y = load_dataset("mnist", "test")
+    acc1, _ = clean_accuracy(model, x, y)
+    assert acc1 == pytest.approx(meta["acc1"], abs=1e-6)
+    assert acc1 >= 0.98
+    xs, ys = x[:200], y[:200]
+    threat = ThreatModel("linf", 0.3)
+    res = get_attack("pgd")(model, xs, ys, threat, steps=40, step_size=0.01, generator=torch.Generator().manual_seed(0))
+    robust = float((model(res.x_adv).argmax(1) == ys).float().mean())
+    plain = load_model("lenet-mnist")
+    res_plain = get_attack("pgd")(plain, xs, ys, threat, steps=40, step_size=0.01,
+                                  generator=torch.Generator().manual_seed(0))
+    assert robust >= 0.85, robust
+    assert float((plain(res_plain.x_adv).argmax(1) == ys).float().mean()) <= 0.05
