@@ -96,17 +96,37 @@ def iterative_gradient(
         x_adv = threat.random_init(xs, generator) if random_start else xs.clone()
         done = torch.zeros(len(todo), dtype=torch.bool, device=x.device)
         active = torch.arange(len(todo), device=x.device)
+        if threat.norm == "linf":
+            # the L∞ ball ∩ box is a per-pixel interval: compute it once, clamp into it each step
+            lower = (xs - threat.eps).clamp_min(threat.bounds[0])
+            upper = (xs + threat.eps).clamp_max(threat.bounds[1])
+        every = True  # no example frozen yet: work on whole tensors, no gathers or scatters
         for _ in range(steps):
-            _, grad, logits = grad_fn(model, x_adv[active], ls[active], objective)
+            if every:
+                _, grad, logits = grad_fn(model, x_adv, ls, objective)
+            else:
+                _, grad, logits = grad_fn(model, x_adv[active], ls[active], objective)
             if early_stop:
                 hit = is_adversarial(logits, ys[active], None if ts is None else ts[active])
-                done[active[hit]] = True
-                keep = ~hit
-                active, grad = active[keep], grad[keep]
-                if len(active) == 0:
-                    break
+                if bool(hit.any()):
+                    done[active[hit]] = True
+                    keep = ~hit
+                    active, grad = active[keep], grad[keep]
+                    every = False
+                    if len(active) == 0:
+                        break
+            if threat.norm == "linf":
+                if every:
+                    x_adv = torch.max(torch.min(x_adv.add_(grad.sign_(), alpha=step_size), upper), lower)
+                else:
+                    moved = x_adv[active].add_(grad.sign_(), alpha=step_size)
+                    x_adv[active] = torch.max(torch.min(moved, upper[active]), lower[active])
+                continue
             step = steepest_step(grad, threat.norm, step_size, l1_sparsity)
-            x_adv[active] = threat.project(xs[active], x_adv[active] + step)
+            if every:
+                x_adv = threat.project(xs, x_adv + step)
+            else:
+                x_adv[active] = threat.project(xs[active], x_adv[active] + step)
         rest = (~done).nonzero().squeeze(1)
         if len(rest):
             with torch.no_grad():
