@@ -269,6 +269,31 @@ CASES: list[Case] = [
 ]
 
 
+# Cases run on the adversarially trained model (--robust-model): the strongest-attack comparison.
+ROBUST_CASES: list[Case] = [
+    Case(
+        "pgd", "PGD L∞ ε=0.3, 40×0.01", "linf", 0.3,
+        "as above, on the robust model",
+        {
+            "advlab": advlab_runner("pgd", "linf", 0.3, **PGD),
+            "torchattacks": ta_runner(lambda m: _ta().PGD(m, eps=0.3, alpha=0.01, steps=40, random_start=True)),
+        },
+        grad_steps=40,
+    ),
+    Case(
+        "autoattack", "AutoAttack-standard vs APGD ensemble, L∞ ε=0.3", "linf", 0.3,
+        "torchattacks AutoAttack(version='standard'): APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square "
+        "(5000 queries); advlab apgd-ensemble: APGD-CE (100 steps), APGD-T (9 targets, 100 steps), Square "
+        "(5000 queries), each on the examples still robust",
+        {
+            "advlab": advlab_runner("apgd-ensemble", "linf", 0.3, steps=100, n_targets=9, square_queries=5000),
+            "torchattacks": ta_runner(lambda m: _ta().AutoAttack(m, norm="Linf", eps=0.3, version="standard",
+                                                                 n_classes=10, seed=SEED)),
+        },
+    ),
+]
+
+
 # ---- scoring -----------------------------------------------------------------------------------
 
 def score(model, case: Case, x, y, x_adv) -> dict:
@@ -328,7 +353,7 @@ def available(lib: str) -> str | None:
         return None
 
 
-def run(args) -> dict:
+def run(args, case_list: list[Case] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     x_all, y_all = advlab.load_dataset("mnist", "test")
     x_all, y_all = x_all[: args.n], y_all[: args.n]
@@ -337,7 +362,7 @@ def run(args) -> dict:
         nb_classes = model(x_all[:1]).shape[1]
     ctx = Ctx(model, tuple(x_all.shape[1:]), nb_classes, len(x_all))
     versions = {lib: available(lib) for lib in LIBRARIES}
-    cases = [c for c in CASES if not args.only or c.key in args.only]
+    cases = [c for c in (case_list or CASES) if not args.only or c.key in args.only]
     jobs = []  # (case, lib, n, runner)
     skipped = []
     for case in cases:
@@ -582,6 +607,7 @@ def report(res: dict, targets: list[tuple[str, bool]]) -> str:
         "",
     ]
     lines += [f"- {c.label}: {res['settings'][c.key]}" for c in CASES if c.key in res["settings"]]
+    rob = res.get("robust")
     lines += ["", *table(res), "", "Agreement:", ""]
     lines += [f"- {s}" for s in agreement(res)]
     lines += ["", "Speed targets:", ""]
@@ -589,6 +615,20 @@ def report(res: dict, targets: list[tuple[str, bool]]) -> str:
     obs = observations(res)
     if obs:
         lines += ["", "Observations:", ""] + [f"- {s}" for s in obs]
+    if rob:
+        lines += ["", f"### On the adversarially trained `{rob['model']}` (first {rob['n']} images, "
+                  f"{rob['repeats']} repeat(s))", "", "Matched settings:", ""]
+        lines += [f"- {c.label}: {rob['settings'][c.key]}" for c in ROBUST_CASES if c.key in rob["settings"]]
+        lines += ["", *table(rob), ""]
+        a, t = _get(rob, "autoattack", "advlab"), _get(rob, "autoattack", "torchattacks")
+        if a and t:
+            lines.append(f"- Robust accuracy: advlab APGD ensemble {a['acc1']:.3f} vs torchattacks AutoAttack "
+                         f"{t['acc1']:.3f} ({100 * (a['acc1'] - t['acc1']):+.1f} points); advlab is "
+                         f"{_per_image(t) / _per_image(a):.2f}× faster per image.")
+        p40 = _get(rob, "pgd", "advlab")
+        if a and p40:
+            lines.append(f"- The ensemble's robust accuracy {a['acc1']:.3f} is "
+                         f"{'≤' if a['acc1'] <= p40['acc1'] else '>'} PGD-40's {p40['acc1']:.3f} on the same images.")
     return "\n".join(lines)
 
 
@@ -615,6 +655,9 @@ def main() -> None:
     ap.add_argument("--model", default="lenet-mnist", help="any name or checkpoint advlab.load_model takes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", type=lambda s: s.split(","), default=None, help="comma-separated case keys")
+    ap.add_argument("--robust-model", default="cnn-mnist-robust",
+                    help="also run the robust-model cases (PGD, AutoAttack vs apgd-ensemble) on it; 'none' to skip")
+    ap.add_argument("--robust-n", type=int, default=200, help="images for the robust-model cases")
     ap.add_argument("--quick", action="store_true", help="100 images, 1 repeat, nothing written (development)")
     ap.add_argument("--from-json", action="store_true",
                     help=f"rerun nothing: rewrite the docs section from {RESULTS.relative_to(RESULTS.parents[2])}")
@@ -622,6 +665,10 @@ def main() -> None:
     if args.quick:
         args.n, args.repeats = min(args.n, 100), 1
     res = json.loads(RESULTS.read_text(), object_hook=_nan) if args.from_json else run(args)
+    if not args.from_json and args.robust_model != "none":
+        rargs = argparse.Namespace(**{**vars(args), "model": args.robust_model, "n": min(args.n, args.robust_n),
+                                      "repeats": 1})
+        res["robust"] = run(rargs, ROBUST_CASES)
     targets = [t for t in (f(res) for f in TARGETS) if t is not None]
     res["agreement"] = agreement(res)
     res["targets"] = [{"target": s, "pass": ok} for s, ok in targets]
