@@ -36,6 +36,7 @@ from advlab.attacks.base import (
     reject_unknown,
     validate,
 )
+from advlab.attacks.gradient import steepest_step
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -69,13 +70,6 @@ def checkpoints(steps: int) -> list[int]:
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     return sorted({math.ceil(round(q * steps, 6)) for q in p if q <= 1})
-
-
-def _step(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return grad.sign()
-    g = grad.flatten(1)
-    return (g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(grad)
 
 
 def _bshape(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -122,7 +116,7 @@ def apgd_core(
             break
         xa, xp, ga = x_cur[active], x_prev[active], grad[active]
         step_size = _bshape(eta[active], xa)
-        z = threat.project(x[active], xa + step_size * _step(ga, threat.norm))
+        z = threat.project(x[active], xa + step_size * steepest_step(ga, threat.norm, 1.0))
         if k > 0:
             z = threat.project(x[active], xa + alpha * (z - xa) + (1 - alpha) * (xa - xp))
         x_prev[active] = xa

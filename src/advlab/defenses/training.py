@@ -38,6 +38,7 @@ from torch import nn
 from advlab._checks import check_nonneg, check_positive_int, suggest
 from advlab.attacks import get_attack
 from advlab.attacks.base import loss_grad
+from advlab.attacks.gradient import steepest_step
 from advlab.threat import ThreatModel
 from advlab.train import TrainConfig, TrainingDefense, TrainResult, fit
 
@@ -147,11 +148,7 @@ class FastAdversarialTraining(AdversarialTraining):
             _, grad, _ = loss_grad(model, x0, yb)
         finally:
             model.train(was)
-        if self.norm == "linf":
-            step = grad.sign()
-        else:
-            step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-        return threat.project(xb, x0 + self.alpha * eps * step).detach()
+        return threat.project(xb, x0 + steepest_step(grad, self.norm, self.alpha * eps)).detach()
 
 
 @dataclass
@@ -187,11 +184,7 @@ class Trades(AdversarialTraining):
             x_adv = threat.project(xb, xb + 0.001 * noise)
             for _ in range(self.steps):
                 _, grad, _ = loss_grad(model, x_adv, p_clean, kl)
-                if self.norm == "linf":
-                    step = grad.sign()
-                else:
-                    step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-                x_adv = threat.project(xb, x_adv + alpha * step)
+                x_adv = threat.project(xb, x_adv + steepest_step(grad, self.norm, alpha))
         finally:
             model.train(was)
         return x_adv.detach()
