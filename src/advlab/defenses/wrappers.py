@@ -18,8 +18,8 @@ Transforms: random resize + pad (Xie et al. 2018, https://arxiv.org/abs/1711.019
 reduction (Xu, Evans, Qi 2018, https://arxiv.org/abs/1704.01155), median and Gaussian smoothing,
 JPEG compression (Dziugaite et al. 2016; Guo et al. 2018, https://arxiv.org/abs/1711.00117) and
 thermometer encoding (Buckman et al. 2018, https://openreview.net/forum?id=S18Su--CW), which
-needs a network trained on the encoding (``advlab train --defense thermometer``... see
-:func:`thermometer_model`).
+needs a network trained on the encoding (``advlab train --model lenet --defense thermometer:16``;
+``load_model`` re-wraps such a checkpoint).
 """
 
 from __future__ import annotations
