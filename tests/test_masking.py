@@ -213,3 +213,24 @@ def test_cli_evaluate_defense_with_baseline(tmp_path, digits_ckpt):
                           "--defense", "bitdeph:2", "--n", "10", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "did you mean 'bitdepth'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_trains_a_thermometer_network_and_load_model_rewraps_it(tmp_path):
+    import subprocess
+    import sys
+
+    from advlab.models import load_model
+
+    out = tmp_path / "thermo.safetensors"
+    r = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "mlp", "--dataset", "digits", "--defense",
+                        "thermometer:4", "--epochs", "2", "--threads", "1", "--no-progress", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    model = load_model(str(out))
+    assert isinstance(model, Defended) and isinstance(model.transform, Thermometer)
+    assert model.advlab_meta["wrapper"] == "thermometer:4" and model.differentiable is False
+    from advlab import load_dataset
+
+    x, y = load_dataset("digits", "test")
+    assert _acc(model, x, y) == pytest.approx(model.advlab_meta["acc1"], abs=1e-6)
+    assert _acc(model, x, y) > 0.85
