@@ -66,18 +66,21 @@ def eot_bpda(samples: int = 1, bpda: bool = True) -> GradFn:
     return grad_fn
 
 
+def _eot_samples(model: Any, eot_samples: int | None) -> int:
+    return eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if needs_eot(model) else 1)
+
+
 def adaptive_grad_fn(model: Any, eot_samples: int | None = None, bpda: bool | None = None) -> GradFn:
     """The seam an adaptive attacker uses against ``model``: EOT if it is random, BPDA if it must."""
-    samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if needs_eot(model) else 1)
-    return eot_bpda(samples, needs_bpda(model) if bpda is None else bpda)
+    return eot_bpda(_eot_samples(model, eot_samples), bpda is not False)
 
 
 def describe_adaptive(model: Any, eot_samples: int | None = None, bpda: bool | None = None) -> str:
     """A short label of what the adaptive attack does against ``model``, e.g. ``"margin+BPDA+EOT×10"``."""
     parts = ["margin"]
-    if (needs_bpda(model) if bpda is None else bpda) and needs_bpda(model):
+    if bpda is not False and needs_bpda(model):
         parts.append("BPDA")
-    samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if needs_eot(model) else 1)
+    samples = _eot_samples(model, eot_samples)
     if samples > 1:
         parts.append(f"EOT×{samples}")
     return "+".join(parts)

@@ -27,7 +27,8 @@ schedule and the determinism are train.py's, shared by every defense.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,11 +51,15 @@ def _frac(arg: str, value: float) -> float:
     return value
 
 
-def _crafting_mode(model: nn.Module) -> bool:
-    """Put the model in eval mode for crafting (BatchNorm statistics frozen); return the old mode."""
+@contextmanager
+def _crafting_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode while crafting (BatchNorm statistics frozen); the previous mode afterwards."""
     was = model.training
     model.eval()
-    return was
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 @dataclass
@@ -92,6 +97,10 @@ class AdversarialTraining(TrainingDefense):
             return self.eps
         return self.eps * min(1.0, progress / self.eps_warmup)
 
+    def step_size(self, eps: float) -> float:
+        """The step of the iterative attacks at budget ε: ``rel_step``·ε (default 2.5·ε/steps)."""
+        return (self.rel_step if self.rel_step is not None else 2.5 / self.steps) * eps
+
     def craft(
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator, progress: float
     ) -> torch.Tensor:
@@ -102,13 +111,9 @@ class AdversarialTraining(TrainingDefense):
         params = dict(self.attack_params)
         if self.attack in ("pgd", "bim"):
             params.setdefault("steps", self.steps)
-            rel = self.rel_step if self.rel_step is not None else 2.5 / self.steps
-            params.setdefault("step_size", rel * eps)
-        was = _crafting_mode(model)
-        try:
+            params.setdefault("step_size", self.step_size(eps))
+        with _crafting_mode(model):
             res = self._info(model, xb, yb, ThreatModel(self.norm, eps), generator=generator, **params)
-        finally:
-            model.train(was)
         return res.x_adv.detach()
 
     def step(  # noqa: D102
@@ -128,27 +133,20 @@ class AdversarialTraining(TrainingDefense):
 
 @dataclass
 class FastAdversarialTraining(AdversarialTraining):
-    """Fast adversarial training (Wong et al. 2020): FGSM from a uniform random start, step α·ε."""
+    """Fast adversarial training (Wong et al. 2020): FGSM from a uniform random start, step α·ε.
+
+    That is the registered PGD with one step of α·ε from its random start, so it crafts through it.
+    """
 
     name: str = "fast"
-    attack: str = "fgsm"
+    attack: str = "pgd"
+    steps: int = 1
     clean_weight: float = 0.0
     alpha: float = 1.25
 
-    def craft(  # noqa: D102
-        self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator, progress: float
-    ) -> torch.Tensor:
-        eps = self.eps_at(progress)
-        if eps == 0:
-            return xb
-        threat = ThreatModel(self.norm, eps)
-        was = _crafting_mode(model)
-        try:
-            x0 = threat.random_init(xb, generator)
-            _, grad, _ = loss_grad(model, x0, yb)
-        finally:
-            model.train(was)
-        return threat.project(xb, x0 + steepest_step(grad, self.norm, self.alpha * eps)).detach()
+    def __post_init__(self) -> None:
+        self.rel_step = self.alpha
+        super().__post_init__()
 
 
 @dataclass
@@ -171,9 +169,8 @@ class Trades(AdversarialTraining):
         if eps == 0:
             return xb
         threat = ThreatModel(self.norm, eps)
-        alpha = (self.rel_step if self.rel_step is not None else 2.5 / self.steps) * eps
-        was = _crafting_mode(model)
-        try:
+        alpha = self.step_size(eps)
+        with _crafting_mode(model):
             with torch.no_grad():
                 p_clean = F.softmax(model(xb), dim=1)
 
@@ -185,8 +182,6 @@ class Trades(AdversarialTraining):
             for _ in range(self.steps):
                 _, grad, _ = loss_grad(model, x_adv, p_clean, kl)
                 x_adv = threat.project(xb, x_adv + steepest_step(grad, self.norm, alpha))
-        finally:
-            model.train(was)
         return x_adv.detach()
 
     def step(  # noqa: D102

@@ -214,8 +214,7 @@ class Defended(nn.Module):
 
     def surrogate(self) -> nn.Module:
         """The model behind the transform where it takes raw images (for transfer checks), else self."""
-        return self.model if isinstance(self.transform, (BitDepth, MedianSmoothing, GaussianSmoothing, JPEG,
-                                                         RandomResizePad)) else self
+        return self if isinstance(self.transform, Thermometer) else self.model
 
 
 TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
