@@ -8,13 +8,16 @@ through :func:`loss_grad`, the one seam where adaptive estimators (EOT, BPDA) pl
 
 from __future__ import annotations
 
+import copy
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from advlab._checks import check_choice, check_images, check_labels, suggest
 from advlab.threat import ThreatModel
@@ -85,12 +88,29 @@ class AttackInfo:
     paper: str
     defaults: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> AttackResult:
-        """Run the attack."""
-        return self.fn(*args, **kwargs)
+    def __call__(self, model: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> AttackResult:
+        """Run the attack on :func:`fast_view` of the model (see :func:`fast_views` to turn it off)."""
+        if _FAST_VIEWS[-1] and isinstance(x, torch.Tensor) and x.dim() > 1 and len(x):
+            model = fast_view(model, x[:2].detach())
+        return self.fn(model, x, *args, **kwargs)
 
 
 _REGISTRY: dict[str, AttackInfo] = {}
+_FAST_VIEWS = [True]
+
+
+@contextmanager
+def fast_views(enabled: bool = True) -> Iterator[None]:
+    """Within the block, registered attacks run on :func:`fast_view` of the model, or not.
+
+    On by default; ``with fast_views(False): ...`` attacks the model exactly as given (for
+    measuring what the view gains, or to rule it out while debugging).
+    """
+    _FAST_VIEWS.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _FAST_VIEWS.pop()
 
 
 def register_attack(
@@ -256,3 +276,63 @@ def loss_grad(
         loss = loss_fn(logits, labels)
         (grad,) = torch.autograd.grad(loss.sum(), xr)
     return loss.detach(), grad.detach(), logits.detach()
+
+
+def fast_view(model: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor) -> Callable[
+    [torch.Tensor], torch.Tensor
+]:
+    """The same network, set up for attacking it: a view of ``model`` that computes faster on the CPU.
+
+    The view is a shallow copy of the module tree whose parameters are detached (so autograd
+    keeps nothing for weight gradients an attack never asks for) and whose 4-D CPU weights are
+    in ``channels_last`` layout (convolutions then take PyTorch's oneDNN path: LeNet-5's
+    forward+backward on 1 000 MNIST images runs about 2.5× faster on 2 cores). The model itself is
+    not touched: not its parameters, their layout or ``requires_grad``, not its mode; buffers,
+    hooks, methods and attributes (``bpda``, ``randomized``, ...) are shared with it.
+
+    The view is checked on ``probe`` (a couple of the attacked images): if copying fails, the
+    view raises (e.g. a ``.view`` call that needs contiguous features) or its logits differ from
+    the model's beyond float32 rounding, the model itself is returned. Randomised models
+    (``randomized = True``) and anything that is not an ``nn.Module`` are returned unchanged, as
+    is a view.
+    """
+    if (
+        not isinstance(model, nn.Module)
+        or isinstance(model, torch.jit.ScriptModule)
+        or getattr(model, "_advlab_view", False)
+        or getattr(model, "randomized", False)
+    ):
+        return model
+    try:
+        view = _copy_tree(model, {})
+        with torch.no_grad():
+            want, got = model(probe), view(probe)
+        close = want.shape == got.shape and torch.allclose(
+            got, want, rtol=1e-3, atol=1e-4 * (1.0 + float(want.abs().max()))
+        )
+    except Exception:  # any failure means: attack the model as it is
+        return model
+    return view if close else model
+
+
+def _copy_tree(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """Shallow-copy ``module`` and its submodules, swapping each parameter for a detached tensor."""
+    if id(module) in memo:
+        return memo[id(module)]
+    new = copy.copy(module)
+    memo[id(module)] = new
+    params: dict[str, torch.Tensor | None] = {}
+    for name, p in module._parameters.items():
+        if p is not None and id(p) not in memo:
+            t = p.detach()
+            if t.dim() == 4 and t.device.type == "cpu":
+                # explicit strides: .contiguous() would keep a 1-input-channel weight as it is
+                t = torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+            memo[id(p)] = t
+        params[name] = None if p is None else memo[id(p)]
+    new.__dict__["_parameters"] = params
+    new.__dict__["_modules"] = {
+        name: None if m is None else _copy_tree(m, memo) for name, m in module._modules.items()
+    }
+    new.__dict__["_advlab_view"] = True
+    return new
