@@ -64,8 +64,8 @@ def deepfool(
 
     Moosavi-Dezfooli et al. 2016 (https://arxiv.org/abs/1511.04599). At each iteration, for the
     ``candidates-1`` most likely wrong classes k, f_k = Z_k − Z_y and w_k = ∇f_k; the step goes to
-    the closest hyperplane: L2 r = (|f_k|+10⁻⁴)/‖w_k‖₂² · w_k, L∞ r = (|f_k|+10⁻⁴)/‖w_k‖₁ ·
-    sign(w_k). The accumulated perturbation is scaled by (1 + ``overshoot``) and clipped to the
+    the closest hyperplane, 10⁻⁴ past it: with d_k = |f_k|/‖w_k‖ (‖·‖₂ for L2, ‖·‖₁ for L∞), L2
+    r = (d_k+10⁻⁴) · w_k/‖w_k‖₂, L∞ r = (d_k+10⁻⁴) · sign(w_k). The accumulated perturbation is scaled by (1 + ``overshoot``) and clipped to the
     bounds. Examples stop as soon as they are misclassified. Minimal-perturbation (run it with
     ε = inf and read success at any ε from the norm; with a finite ε the result is projected into
     the ball and re-scored). Untargeted, white-box. Cost per iteration on the examples still
@@ -103,11 +103,13 @@ def deepfool(
         dist = f.abs() / wnorm.clamp_min(1e-12)
         best = dist.argmin(dim=1)
         idx = torch.arange(len(active), device=x.device)
-        w_best, f_best, n_best = w[idx, best], f[idx, best].abs(), wnorm[idx, best].clamp_min(1e-12)
+        w_best, d_best, n_best = w[idx, best], dist[idx, best], wnorm[idx, best].clamp_min(1e-12)
+        # the distance to the hyperplane plus 1e-4 (in input units, as the reference implementation
+        # does), so each step lands just past the boundary, not on it
         if threat.norm == "l2":
-            r = ((f_best + 1e-4) / n_best.square()).view(view) * w_best
+            r = ((d_best + 1e-4) / n_best).view(view) * w_best
         else:
-            r = ((f_best + 1e-4) / n_best).view(view) * w_best.sign()
+            r = (d_best + 1e-4).view(view) * w_best.sign()
         r_tot[active] += r
         x_adv[active] = threat.clip(x[active] + (1 + overshoot) * r_tot[active])
     if threat.bounded:
