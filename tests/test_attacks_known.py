@@ -48,7 +48,7 @@ def test_deepfool_l2_step_is_distance_to_hyperplane(overshoot):
     model = linear_binary(w, b)
     res = get_attack("deepfool")(model, x, torch.tensor([1]), ThreatModel("l2", float("inf")),
                                  overshoot=overshoot)
-    expected = (0.3 + 1e-4) / float(w.norm()) * (1 + overshoot)
+    expected = (0.3 / float(w.norm()) + 1e-4) * (1 + overshoot)  # distance + 1e-4, overshot
     assert float((res.x_adv - x).norm()) == pytest.approx(expected, rel=1e-4)
     # the step is along -w
     d = (res.x_adv - x).flatten()
@@ -63,7 +63,7 @@ def test_deepfool_linf_step_on_linear_model():
     model = linear_binary(w, b)
     res = get_attack("deepfool")(model, x, torch.tensor([1]), ThreatModel("linf", float("inf")),
                                  overshoot=0.0)
-    expected = (0.1 + 1e-4) / float(w.abs().sum())
+    expected = 0.1 / float(w.abs().sum()) + 1e-4
     assert float((res.x_adv - x).abs().max()) == pytest.approx(expected, rel=1e-4)
 
 
