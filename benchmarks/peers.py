@@ -239,7 +239,7 @@ CASES: list[Case] = [
     Case(
         "cw", "CW-L2", "l2", INF,
         "100 iterations, learning rate 0.1, 1 binary-search step (torchattacks has no binary search), "
-        "initial const c=1, κ=0; early abort as each library does it (advlab per example, torchattacks and "
+        "initial const c=1, κ=0; early abort as each library does it (advlab, torchattacks and "
         "Foolbox per batch, ART none). advlab, torchattacks, Foolbox: Adam in tanh space; ART: gradient "
         "descent with a line search on the step (0.1 is its initial step)",
         {
