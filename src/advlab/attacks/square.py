@@ -139,11 +139,13 @@ def _propose_linf(
     top, left = _corners(n, s, h, w, g)
     mask = _window_mask(top, left, s, h, w, xa.device)
     vals = _signs((n, c, 1, 1), g).to(xa) * threat.eps
-    new = threat.project(xa, torch.where(mask, xa + vals, best))
+    # ``best`` is inside the ball; the square's x ± ε is too, once clipped to the bounds.
+    lo, hi = threat.bounds
+    new = torch.where(mask, (xa + vals).clamp_(lo, hi), best)
     # A square that changes nothing wastes a query: flip its sign instead.
     same = (new == best).flatten(1).all(dim=1)
     if bool(same.any()):
-        flipped = threat.project(xa, torch.where(mask, xa - vals, best))
+        flipped = torch.where(mask, (xa - vals).clamp_(lo, hi), best)
         new = torch.where(same[:, None, None, None], flipped, new)
     return new
 
@@ -266,20 +268,25 @@ def square(
         done = margin < 0
     propose = _propose_linf if threat.norm == "linf" else _propose_l2
     it = 0
-    while True:
-        active = (~done.cpu()) & (session.remaining > 0)
-        if not bool(active.any()):
-            break
-        a = active.nonzero().squeeze(1)
+    # The examples still searching, kept as compact tensors; they are written back and
+    # re-gathered only when the set shrinks (an example fooled or out of queries).
+    a = ((~done.cpu()) & (session.remaining > 0)).nonzero().squeeze(1)
+    while len(a):
         ad = a.to(dev)
-        p = square_fraction(p_init, it, max_queries)
-        cand = propose(x[ad], best[ad], threat, p, generator)
-        m_new = _margin(session.scores(cand, a), y[ad], _sub(target, ad))
-        better = m_new < margin[ad]
-        best[ad] = torch.where(better[:, None, None, None], cand, best[ad])
-        margin[ad] = torch.where(better, m_new, margin[ad])
-        done = margin < 0
-        it += 1
+        xs, bs, ms, ys, ts = x[ad], best[ad], margin[ad], y[ad], _sub(target, ad)
+        while True:
+            cand = propose(xs, bs, threat, square_fraction(p_init, it, max_queries), generator)
+            m_new = _margin(session.scores(cand, a), ys, ts)
+            it += 1
+            better = m_new < ms
+            bs = torch.where(better[:, None, None, None], cand, bs)
+            ms = torch.where(better, m_new, ms)
+            left = (ms >= 0).cpu() & (session.remaining[a] > 0)
+            if not bool(left.all()):
+                break
+        best[ad], margin[ad] = bs, ms
+        a = a[left]
+    done = margin < 0
     return AttackResult(best, done.cpu(), session.queries.clone())
 
 
