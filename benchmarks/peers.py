@@ -463,7 +463,7 @@ def run(args, case_list: list[Case] | None = None) -> dict:
         if case.grad_steps:
             row["floor_efficiency"] = n * case.grad_steps / t / floor_ips
             if lib == "advlab":  # against the same pass as advlab runs it
-                row["view_floor_efficiency"] = row["floor_efficiency"] * floor_s / view_floor_s
+                row["view_floor_efficiency"] = row["floor_efficiency"] * view_floor_s / floor_s
         rows.append(row)
     by = {(r["case"], r["library"]): r for r in rows}
     for row in rows:  # advlab ÷ peer speed, per image (n may differ)

@@ -65,11 +65,12 @@ def deepfool(
     Moosavi-Dezfooli et al. 2016 (https://arxiv.org/abs/1511.04599). At each iteration, for the
     ``candidates-1`` most likely wrong classes k, f_k = Z_k − Z_y and w_k = ∇f_k; the step goes to
     the closest hyperplane, 10⁻⁴ past it: with d_k = |f_k|/‖w_k‖ (‖·‖₂ for L2, ‖·‖₁ for L∞), L2
-    r = (d_k+10⁻⁴) · w_k/‖w_k‖₂, L∞ r = (d_k+10⁻⁴) · sign(w_k). The accumulated perturbation is scaled by (1 + ``overshoot``) and clipped to the
-    bounds. Examples stop as soon as they are misclassified. Minimal-perturbation (run it with
-    ε = inf and read success at any ε from the norm; with a finite ε the result is projected into
-    the ball and re-scored). Untargeted, white-box. Cost per iteration on the examples still
-    active: 1 forward + (candidates−1) backward passes; at most ``steps`` iterations.
+    r = (d_k+10⁻⁴) · w_k/‖w_k‖₂, L∞ r = (d_k+10⁻⁴) · sign(w_k). The accumulated perturbation
+    is scaled by (1 + ``overshoot``) and clipped to the bounds. Examples stop as soon as they
+    are misclassified. Minimal-perturbation (run it with ε = inf and read success at any ε from
+    the norm; with a finite ε the result is projected into the ball and re-scored). Untargeted,
+    white-box. Cost per iteration on the examples still active: 1 forward + (candidates−1)
+    backward passes; at most ``steps`` iterations.
     """
     reject_unknown("deepfool", unused)
     y, _ = validate("deepfool", ("l2", "linf"), x, y, threat, target, supports_targeted=False)
