@@ -64,7 +64,7 @@ def test_a_model_the_view_cannot_run_is_attacked_as_it_is():
     assert ((r.x_adv - x).abs() <= 0.1 + 1e-6).all()
 
 
-def test_randomised_and_non_module_models_are_returned_unchanged():
+def test_randomised_training_and_non_module_models_are_returned_unchanged():
     x, _ = _mnist(4)
     model = advlab.load_model("lenet-mnist")
     randomized = Defended(model, RandomResizePad(24, seed=0))
@@ -74,6 +74,8 @@ def test_randomised_and_non_module_models_are_returned_unchanged():
         return model(t)
 
     assert fast_view(predict, x[:2]) is predict
+    training = advlab.load_model("lenet-mnist").train()
+    assert fast_view(training, x[:2]) is training
 
 
 @settings(max_examples=10, deadline=None)

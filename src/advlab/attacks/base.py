@@ -293,14 +293,16 @@ def fast_view(model: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor
     The view is checked on ``probe`` (a couple of the attacked images): if copying fails, the
     view raises (e.g. a ``.view`` call that needs contiguous features) or its logits differ from
     the model's beyond float32 rounding, the model itself is returned. Randomised models
-    (``randomized = True``) and anything that is not an ``nn.Module`` are returned unchanged, as
-    is a view.
+    (``randomized = True``), models with a submodule in training mode (dropout is random, and a
+    probe would move BatchNorm statistics) and anything that is not an ``nn.Module`` are returned
+    unchanged, as is a view.
     """
     if (
         not isinstance(model, nn.Module)
         or isinstance(model, torch.jit.ScriptModule)
         or getattr(model, "_advlab_view", False)
         or getattr(model, "randomized", False)
+        or any(m.training for m in model.modules())
     ):
         return model
     try:
