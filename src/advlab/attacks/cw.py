@@ -68,7 +68,7 @@ def cw(
     check_nonneg("initial_const", initial_const)
     check_nonneg("kappa", kappa)
     targeted = target is not None
-    labels = target if targeted else y
+    labels = y if target is None else target
     x = x.detach()
     n = len(x)
     lo, hi = threat.bounds

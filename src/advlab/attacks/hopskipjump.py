@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from advlab._checks import check_nonneg, check_positive_int
-from advlab.attacks.base import AttackResult, register_attack, validate
+from advlab.attacks.base import AttackResult, register_attack, reject_unknown, validate
 from advlab.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
 
@@ -166,6 +166,7 @@ def hopskipjump(
     gamma: float = 1.0,
     init_tries: int = 100,
     starting_points: torch.Tensor | None = None,
+    **unused: Any,
 ) -> AttackResult:
     """HopSkipJump: walk along the decision boundary using label queries only.
 
@@ -194,11 +195,13 @@ def hopskipjump(
         gamma: Bisection tolerance factor γ.
         init_tries: Uniform-noise draws tried per example to find an adversarial start.
         starting_points: Adversarial starting points (same shape as ``x``), optional.
+        **unused: Any other keyword is rejected with a one-line TypeError.
 
     Returns:
         ``AttackResult``: the closest adversarial point found per example (``x`` itself where
         no adversarial start was found, with ``success`` False) and its query count.
     """
+    reject_unknown("hopskipjump", unused)
     y, target = validate(
         "hopskipjump", ("l2", "linf"), x, y, threat, target, supports_targeted=True
     )

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from advlab._checks import check_positive_int
-from advlab.attacks.base import AttackResult, register_attack, validate
+from advlab.attacks.base import AttackResult, register_attack, reject_unknown, validate
 from advlab.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
 
@@ -211,6 +211,7 @@ def square(
     generator: torch.Generator | None = None,
     max_queries: int = 5000,
     p_init: float | None = None,
+    **unused: Any,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates at the ε-ball's surface.
 
@@ -230,10 +231,12 @@ def square(
         generator: Source of randomness (drawn on the CPU).
         max_queries: Per-example query budget (≥ 2).
         p_init: Initial fraction of pixels changed by a square (default 0.05 for L∞, 0.1 for L2).
+        **unused: Any other keyword is rejected with a one-line TypeError.
 
     Returns:
         ``AttackResult`` with the best point found per example and its query count.
     """
+    reject_unknown("square", unused)
     y, target = validate("square", ("linf", "l2"), x, y, threat, target, supports_targeted=True)
     check_positive_int("max_queries", max_queries)
     if max_queries < 2:

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -13,7 +14,7 @@ from advlab.attacks import choose_targets, get_attack, list_attacks
 from advlab.data import load_dataset
 from advlab.evaluation.metrics import acc_at_k, predict_logits
 from advlab.models import load_model
-from advlab.threat import NORMS, ThreatModel
+from advlab.threat import NORMS, Norm, ThreatModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,9 +49,9 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_options(items: list[str], flag: str = "--param") -> dict[str, object]:
+def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
     """``["steps=40", "loss=ce"]`` → ``{"steps": 40, "loss": "ce"}`` (values parsed as JSON where they are)."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -68,14 +69,15 @@ def run_attack(args: argparse.Namespace) -> int:
 
     info = get_attack(args.attack)
     model = load_model(args.model)
-    dataset = args.dataset or model.advlab_meta["dataset"]
+    meta: dict[str, Any] = getattr(model, "advlab_meta", {})
+    dataset = args.dataset or meta["dataset"]
     x, y = load_dataset(dataset, "test", root=args.data_dir)
     x, y = x[: args.n], y[: args.n]
     norm = args.norm or info.norms[0]
     eps = args.eps
     if eps is None:
         eps = float("inf") if info.minimal else {"linf": 0.3, "l2": 2.0, "l1": 10.0, "l0": 20.0}[norm]
-    threat = ThreatModel(norm, eps, targeted=args.targeted is not None)
+    threat = ThreatModel(cast(Norm, norm), eps, targeted=args.targeted is not None)
     gen = torch.Generator().manual_seed(args.seed)
     target = choose_targets(model, x, y, args.targeted, generator=gen) if args.targeted else None
     t0 = time.perf_counter()

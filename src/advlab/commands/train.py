@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
                          schedule=args.schedule)
     if args.init:
         model = load_model(args.init)
-        if model.advlab_meta["architecture"] != args.model:
-            raise ValueError(f"--init: {args.init} is a {model.advlab_meta['architecture']!r}, not {args.model!r}")
+        arch = getattr(model, "advlab_meta", {}).get("architecture")
+        if arch != args.model:
+            raise ValueError(f"--init: {args.init} is a {arch!r}, not {args.model!r}")
     else:
         model = create_model(args.model, **arch_kwargs)
     if wrapper is not None:

@@ -56,7 +56,7 @@ def _reconstruct() -> Any:
     try:
         from numpy._core.multiarray import _reconstruct as rec  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct as rec
+        from numpy.core.multiarray import _reconstruct as rec  # type: ignore[no-redef]
     return rec
 
 

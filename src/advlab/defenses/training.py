@@ -40,7 +40,7 @@ from advlab._checks import check_nonneg, check_positive_int, suggest
 from advlab.attacks import get_attack
 from advlab.attacks.base import loss_grad
 from advlab.attacks.gradient import steepest_step
-from advlab.threat import ThreatModel
+from advlab.threat import Norm, ThreatModel
 from advlab.train import TrainConfig, TrainingDefense, TrainResult, fit
 
 
@@ -74,7 +74,7 @@ class AdversarialTraining(TrainingDefense):
 
     name: str = "adversarial"
     attack: str = "fgsm"
-    norm: str = "linf"
+    norm: Norm = "linf"
     eps: float = 0.3
     clean_weight: float = 0.5
     eps_warmup: float = 0.0
@@ -218,9 +218,9 @@ class NegativeImages(TrainingDefense):
         return torch.cat([x, 1.0 - x[idx]]), torch.cat([y, y[idx]])
 
 
-def parseval_layers(model: nn.Module) -> list[nn.Module]:
+def parseval_layers(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
     """The layers Parseval regularisation constrains: every Linear and Conv2d except the last Linear."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    layers: list[nn.Linear | nn.Conv2d] = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     return layers[:-1] if layers and isinstance(layers[-1], nn.Linear) else layers
 
 

@@ -109,6 +109,8 @@ class MedianSmoothing(Transform):
 class GaussianSmoothing(Transform):
     """Gaussian blur with standard deviation ``sigma`` pixels (differentiable)."""
 
+    kernel: torch.Tensor
+
     def __init__(self, sigma: float = 1.0) -> None:
         super().__init__()
         if float(sigma) <= 0:

@@ -22,7 +22,7 @@ from advlab.attacks import get_attack
 from advlab.attacks.adaptive import needs_bpda, needs_eot
 from advlab.attacks.base import ce_loss, loss_grad
 from advlab.attacks.gradient import steepest_step
-from advlab.threat import ThreatModel
+from advlab.threat import Norm, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -75,7 +75,7 @@ def run_checks(
     model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
-    norm: str,
+    norm: Norm,
     eps: float,
     *,
     bounds: tuple[float, float] = (0.0, 1.0),

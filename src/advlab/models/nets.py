@@ -9,6 +9,9 @@ from torch import nn
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std as a layer, so that ε stays in pixel units."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: float, std: float) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
