@@ -730,6 +730,8 @@ def main() -> None:
     ap.add_argument("--robust-model", default="cnn-mnist-robust",
                     help="also run the robust-model cases (PGD, AutoAttack vs apgd-ensemble) on it; 'none' to skip")
     ap.add_argument("--robust-n", type=int, default=200, help="images for the robust-model cases")
+    ap.add_argument("--robust-repeats", type=int, default=None,
+                    help="timing repeats for the robust-model cases (default: --repeats)")
     ap.add_argument("--quick", action="store_true", help="100 images, 1 repeat, nothing written (development)")
     ap.add_argument("--from-json", action="store_true",
                     help=f"rerun nothing: rewrite the docs section from {RESULTS.relative_to(RESULTS.parents[2])}")
@@ -740,7 +742,7 @@ def main() -> None:
     res = json.loads(RESULTS.read_text(), object_hook=_nan) if args.from_json else run(args)
     if not args.from_json and args.robust_model != "none":
         rargs = argparse.Namespace(**{**vars(args), "model": args.robust_model, "n": min(args.n, args.robust_n),
-                                      "repeats": 1})
+                                      "repeats": args.robust_repeats or args.repeats})
         res["robust"] = run(rargs, ROBUST_CASES)
     if not args.from_json:
         res["end_to_end_seconds"] = time.perf_counter() - t_start
