@@ -22,5 +22,5 @@ peers:  ## peer libraries for benchmarks (torchattacks without its deps: it woul
 	$(PYTHON) -m pip install --quiet -e '.[peers]'
 	$(PYTHON) -m pip install --quiet --no-deps torchattacks==3.5.1
 
-bench-peers:  ## advlab vs torchattacks, Foolbox, ART (needs `make peers`; about 9 min on 2 cores)
+bench-peers:  ## advlab vs torchattacks, Foolbox, ART (needs `make peers`; about 15 min on 2 cores)
 	$(PYTHON) benchmarks/peers.py
