@@ -13,6 +13,8 @@ import advlab
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nEvery section is written by the script named in it; rerun the command to reproduce.\n"
+DEFENSES_DOC = DOC.parent / "defenses.md"
+DEFENSES_HEADER = "# Training defenses: measured\n\nEach section is written by the script named in it.\n"
 
 
 def environment() -> str:
@@ -24,10 +26,18 @@ def environment() -> str:
     )
 
 
-def write_section(key: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- key:start -->`` and ``<!-- key:end -->``."""
-    text = DOC.read_text() if DOC.exists() else HEADER
+def write_section(key: str, body: str, doc: Path = DOC, header: str = HEADER) -> None:
+    """Replace (or append) the section between ``<!-- key:start -->`` and ``<!-- key:end -->`` of ``doc``.
+
+    ``header`` starts the file when it does not exist yet.
+    """
+    text = doc.read_text() if doc.exists() else header
     block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    doc.write_text(text)
+
+
+def write_defenses_section(key: str, body: str) -> None:
+    """:func:`write_section` into docs/defenses.md (the robust-training and masking measurements)."""
+    write_section(key, body, DEFENSES_DOC, DEFENSES_HEADER)

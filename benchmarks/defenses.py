@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import environment
+from _doc import environment, write_defenses_section
 
 import advlab
 from advlab.attacks import get_attack
@@ -33,20 +33,8 @@ from advlab.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DOC = ROOT / "docs" / "defenses.md"
 FIGURES = ROOT / "docs" / "figures"
 SEED = 0
-
-
-def _write_doc_section(key: str, body: str) -> None:
-    import re
-
-    head = "# Training defenses: measured\n\nEach section is written by `python benchmarks/defenses.py PART`.\n"
-    text = DOC.read_text() if DOC.exists() else head
-    block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
-    pattern = re.compile(rf"<!-- {key}:start -->.*?<!-- {key}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
 
 
 def _save(part: str, record: dict) -> None:
@@ -120,7 +108,7 @@ def part_negative(epochs: int) -> None:
              "|---|---|---|---|---|"]
     table += [f"| {r['mode']} | {r['negatives']} | {r['acc1_regular']:.4f} | {r['acc1_negative']:.4f} | {r['seconds']} |"
               for r in rows]
-    _write_doc_section("negative", "\n".join([
+    write_defenses_section("negative", "\n".join([
         "## Negative-image training", "",
         f"`python benchmarks/defenses.py negative --epochs {epochs}` · {environment()}", "",
         f"From scratch: LeNet-5, {epochs} epochs, Adam 2e-3. Fine-tuned: the shipped lenet-mnist, 1 epoch, Adam 5e-4.",
@@ -166,7 +154,7 @@ def part_distill(epochs: int, temperature: float = 100.0, n: int = 1000) -> None
     for name, r in record["models"].items():
         lines.append(f"| {name} | {r['clean']:.3f} | {r['fgsm@0.3']:.3f} | {r['pgd40@0.3']:.3f} | "
                      f"{r['cw_success']:.3f} | {r['cw_median_l2']:.3f} |")
-    _write_doc_section("distill", "\n".join([
+    write_defenses_section("distill", "\n".join([
         "## Defensive distillation", "",
         f"`python benchmarks/defenses.py distill --epochs {epochs}` · {environment()}", "",
         f"Teacher and student LeNet-5 at T = {temperature:g}, {epochs} epochs each ({record['seconds']} s); "
@@ -209,7 +197,7 @@ def part_parseval(epochs: int, beta: float = 0.003, n: int = 1000) -> None:
         lines.append(f"| {name} | {r['clean_acc1']:.4f} | {', '.join(f'{s:.2f}' for s in r['spectral_norms'])} | "
                      f"{r['fgsm@0.1']:.3f} | {r['fgsm@0.2']:.3f} | {r['pgd40@0.1']:.3f} | {r['pgd40@0.2']:.3f} | "
                      f"{r['deepfool_median_l2']:.3f} |")
-    _write_doc_section("parseval", "\n".join([
+    write_defenses_section("parseval", "\n".join([
         "## Parseval regularisation", "",
         f"`python benchmarks/defenses.py parseval --epochs {epochs}` · {environment()}", "",
         f"LeNet-5, {epochs} epochs, same seed, with and without the Parseval retraction (β = {beta:g}) on every layer "

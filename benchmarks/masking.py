@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import environment
+from _doc import environment, write_defenses_section
 
 import advlab
 from advlab.attacks import get_attack
@@ -36,7 +35,6 @@ from advlab.models import create_model
 from advlab.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "defenses.md"
 SEED = 0
 
 
@@ -49,15 +47,6 @@ def _attack(model, x, y, name, eps, **params) -> float:
     outs = [get_attack(name)(model, x[i : i + 250], y[i : i + 250], advlab.ThreatModel("linf", eps), generator=gen,
                              **params).x_adv for i in range(0, len(x), 250)]
     return _acc(model, torch.cat(outs), y)
-
-
-def _write_section(key: str, body: str) -> None:
-    head = "# Training defenses: measured\n\nEach section is written by the script named in it.\n"
-    text = DOC.read_text() if DOC.exists() else head
-    block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
-    pattern = re.compile(rf"<!-- {key}:start -->.*?<!-- {key}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
 
 
 def _distilled(path: str | None, epochs: int) -> torch.nn.Module:
@@ -127,7 +116,7 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['clean']:.3f} | {r['pgd40']:.3f} | {r['adaptive']:.3f} "
                      f"({r['adaptive_label']}) | {undef['adaptive']:.3f} | {r['adaptive'] - undef['adaptive']:+.3f} | "
                      f"{', '.join(r['fired']) or 'none'} |")
-    _write_section("masking", "\n".join([
+    write_defenses_section("masking", "\n".join([
         "## Masked defenses: naive vs adaptive attack", "",
         f"`python benchmarks/masking.py --n {args.n} --epochs {args.epochs}` · {environment()}", "",
         f"First {args.n} MNIST test images, L∞ ε = {args.eps}. Naive: PGD-40, step 0.01, cross-entropy, random "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,14 +21,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import environment
+from _doc import environment, write_defenses_section
 
 import advlab
 from advlab.attacks import get_attack
 from advlab.evaluation.metrics import clean_accuracy, predict_logits
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "defenses.md"
 SEED = 0
 
 
@@ -45,14 +43,6 @@ def _robust_acc(model, x, y, attack: str, eps: float, batch: int = 500, **params
     if float((x_adv - x).abs().max()) > eps + 1e-6 or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
         raise RuntimeError(f"{attack}: x_adv outside the ε-ball or the bounds")
     return float((predict_logits(model, x_adv).argmax(1) == y).float().mean()), time.perf_counter() - t0
-
-
-def _write_section(key: str, body: str) -> None:
-    text = DOC.read_text()
-    block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
-    pattern = re.compile(rf"<!-- {key}:start -->.*?<!-- {key}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -88,7 +78,7 @@ def main() -> None:
         model, xs, ys, "apgd-ensemble", args.eps, batch=250, square_queries=5000)
     print("ensemble", rec["subset_ensemble"], "vs pgd40", rec["subset_pgd40"], flush=True)
     (ROOT / "benchmarks" / "results" / "robust.json").write_text(json.dumps(rec, indent=2) + "\n")
-    _write_section("robust", "\n".join([
+    write_defenses_section("robust", "\n".join([
         f"## The shipped robust model: `{args.model}`", "",
         f"`python benchmarks/robust.py --model {args.model}` · {environment()}", "",
         f"Trained by `{meta.get('command')}` in {meta.get('train_seconds')} s (wall time on the shared 2-core "
