@@ -157,6 +157,16 @@ class ThreatModel:
         """Clip to the input bounds only."""
         return x_adv.clamp(*self.bounds)
 
+    def linf_interval(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For L∞, the per-element interval [max(x − ε, lo), min(x + ε, hi)] the ε-ball ∩ bounds is.
+
+        Clamping into it is :meth:`project`; an iterative attack computes it once and clamps each
+        step (``torch.max(torch.min(x_adv, upper), lower)``) instead of re-deriving it.
+        """
+        if self.norm != "linf":
+            raise ValueError(f"linf_interval: the ball is a per-element interval only for linf, not {self.norm!r}")
+        return (x - self.eps).clamp_min(self.bounds[0]), (x + self.eps).clamp_max(self.bounds[1])
+
     def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Exact Euclidean projection of ``x_adv`` onto the ε-ball around ``x`` ∩ the bounds.
 

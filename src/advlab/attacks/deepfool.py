@@ -104,11 +104,11 @@ def deepfool(
         dist = f.abs() / wnorm.clamp_min(1e-12)
         best = dist.argmin(dim=1)
         idx = torch.arange(len(active), device=x.device)
-        w_best, d_best, n_best = w[idx, best], dist[idx, best], wnorm[idx, best].clamp_min(1e-12)
+        w_best, d_best = w[idx, best], dist[idx, best]
         # the distance to the hyperplane plus 1e-4 (in input units, as the reference implementation
         # does), so each step lands just past the boundary, not on it
         if threat.norm == "l2":
-            r = ((d_best + 1e-4) / n_best).view(view) * w_best
+            r = ((d_best + 1e-4) / wnorm[idx, best].clamp_min(1e-12)).view(view) * w_best
         else:
             r = (d_best + 1e-4).view(view) * w_best.sign()
         r_tot[active] += r

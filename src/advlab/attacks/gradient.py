@@ -98,8 +98,7 @@ def iterative_gradient(
         active = torch.arange(len(todo), device=x.device)
         if threat.norm == "linf":
             # the L∞ ball ∩ box is a per-pixel interval: compute it once, clamp into it each step
-            lower = (xs - threat.eps).clamp_min(threat.bounds[0])
-            upper = (xs + threat.eps).clamp_max(threat.bounds[1])
+            lower, upper = threat.linf_interval(xs)
         every = True  # no example frozen yet: work on whole tensors, no gathers or scatters
         for _ in range(steps):
             if every:
