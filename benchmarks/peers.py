@@ -267,7 +267,7 @@ CASES: list[Case] = [
             "torchattacks": ta_runner(lambda m: _ta().CW(m, c=1.0, kappa=0.0, steps=100, lr=0.1)),
             "foolbox": fb_runner(lambda: _fb().L2CarliniWagnerAttack(
                 binary_search_steps=1, steps=100, stepsize=0.1, confidence=0.0, initial_const=1.0,
-                abort_early=True), None),
+                early_stop=True), None),
             "art": art_runner(lambda c, b: _art().CarliniL2Method(
                 c, confidence=0.0, learning_rate=0.1, binary_search_steps=1, max_iter=100, initial_const=1.0,
                 batch_size=b, verbose=False)),
@@ -317,7 +317,7 @@ ROBUST_CASES: list[Case] = [
         "torchattacks' default of 10 iterations each, then Square (5000 queries); advlab apgd-ensemble with the "
         "same 10 iterations: APGD-CE, APGD-T (9 targets), Square (5000 queries), each on the examples still robust",
         {
-            "advlab": advlab_runner("apgd-ensemble", "linf", 0.3, steps=10, n_targets=9, square_queries=5000),
+            "advlab": advlab_runner("apgd-ensemble", "linf", 0.3, steps=10, candidates=10, max_queries=5000),
             "torchattacks": ta_runner(lambda m: _ta().AutoAttack(m, norm="Linf", eps=0.3, version="standard",
                                                                  n_classes=10, seed=SEED)),
         },
@@ -328,7 +328,7 @@ ROBUST_CASES: list[Case] = [
         "built from torchattacks' parts: MultiAttack of APGD-CE, APGD-T (9 targets), FAB-T (9 targets), all "
         "with steps=100, and Square (5000 queries); advlab apgd-ensemble with steps=100",
         {
-            "advlab": advlab_runner("apgd-ensemble", "linf", 0.3, steps=100, n_targets=9, square_queries=5000),
+            "advlab": advlab_runner("apgd-ensemble", "linf", 0.3, steps=100, candidates=10, max_queries=5000),
             "torchattacks": ta_runner(_ta_autoattack_100),
         },
     ),

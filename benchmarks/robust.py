@@ -75,7 +75,7 @@ def main() -> None:
     rec["subset_n"] = m
     rec["subset_pgd40"], _ = _robust_acc(model, xs, ys, "pgd", args.eps, **pgd)
     rec["subset_ensemble"], rec["subset_ensemble_seconds"] = _robust_acc(
-        model, xs, ys, "apgd-ensemble", args.eps, batch=250, square_queries=5000)
+        model, xs, ys, "apgd-ensemble", args.eps, batch=250, max_queries=5000)
     print("ensemble", rec["subset_ensemble"], "vs pgd40", rec["subset_pgd40"], flush=True)
     (ROOT / "benchmarks" / "results" / "robust.json").write_text(json.dumps(rec, indent=2) + "\n")
     write_defenses_section("robust", "\n".join([

@@ -201,3 +201,77 @@ def test_unknown_attack_suggests_close_names():
     with pytest.raises(ValueError, match=r"unknown attack 'pgdd'.*did you mean 'pgd'"):
         get_attack("pgdd")
     assert "pgd" in list_attacks("pg*")
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_parameters_come_from_the_signature_and_are_range_checked(name, digits_mlp, batch):
+    info = get_attack(name)
+    x, y = batch[0][:4], batch[1][:4]
+    threat = threat_for(info)
+    for key, (default, _) in info.parameters.items():
+        assert info.defaults[key] == default
+    for key, bad, match in (("steps", 0, r"steps: expected an integer >= 1, got 0"),
+                            ("steps", 2.5, r"steps: expected an integer, got float"),
+                            ("max_queries", -3, r"max_queries: expected an integer >= \d, got -3"),
+                            ("loss", "cee", r"loss: expected one of 'ce', 'margin', 'dlr', got 'cee' \(did you mean 'ce'")):
+        if key in info.parameters:
+            one_line_error(lambda k=key, v=bad: info(digits_mlp, x, y, threat, **{k: v}), match)
+    if info.parameters:
+        first = next(iter(info.parameters))
+        misspelt = first[:-1] + ("x" if first[-1] != "x" else "y")
+        with pytest.raises(TypeError, match=rf"^{name}: unexpected parameter\(s\) {misspelt} \(did you mean '{first}'"):
+            info(digits_mlp, x, y, threat, **{misspelt: info.defaults[first]})
+
+
+def test_direct_call_and_registry_call_are_one_path(digits_mlp, batch):
+    """`from advlab.attacks import pgd` checks the same contract and gives bit-identical results."""
+    from advlab.attacks import pgd
+
+    x, y = batch
+    threat = ThreatModel("linf", 0.2)
+    a = pgd(digits_mlp, x, y, threat, steps=5, generator=torch.Generator().manual_seed(3))
+    b = get_attack("pgd")(digits_mlp, x, y, threat, steps=5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+    assert pgd.__name__ == "pgd" and "Madry" in (pgd.__doc__ or "")
+    one_line_error(lambda: pgd(digits_mlp, x + 2, y, threat), r"x: values must lie in the bounds")
+    with pytest.raises(TypeError, match=r"^pgd: unexpected parameter\(s\) stpes \(did you mean 'steps'"):
+        pgd(digits_mlp, x, y, threat, stpes=5)
+
+
+@pytest.mark.parametrize(("name", "old", "new", "value", "expected"), [
+    ("cw", "abort_early", "early_stop", False, False),
+    ("apgd-t", "n_targets", "candidates", 2, 3),
+    ("apgd-ensemble", "n_targets", "candidates", 2, 3),
+    ("apgd-ensemble", "square_queries", "max_queries", 50, 50),
+])
+def test_renamed_parameters_still_work_with_a_deprecation_warning(name, old, new, value, expected):
+    info = get_attack(name)
+    with pytest.warns(DeprecationWarning, match=rf"{name}: '{old}' is deprecated, use '{new}'"):
+        bound = info.bind({old: value})
+    assert bound == {new: expected}
+
+
+def test_white_box_attacks_refuse_a_black_box_and_tasks_check_labels(digits_mlp, batch):
+    from advlab.attacks.registry import TASKS, AttackInfo, AttackResult, register_task
+    from advlab.blackbox import BlackBox
+
+    x, y = batch[0][:4], batch[1][:4]
+    box = BlackBox(digits_mlp, output="logits")
+    one_line_error(lambda: get_attack("pgd")(box, x, y, ThreatModel("linf", 0.1)), r"model: pgd is white-box")
+    assert float(get_attack("square")(box, x, y, ThreatModel("linf", 0.3), max_queries=20).success.float().mean()) >= 0
+
+    def masks(arg, labels, images):  # a per-pixel task: one label map per image
+        if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0], *images.shape[2:]):
+            raise ValueError(f"{arg}: expected label maps of shape {(images.shape[0], *images.shape[2:])}")
+        return labels.long()
+
+    if "toy-maps" not in TASKS:
+        register_task("toy-maps", masks)
+
+    def ident(model, x, y, threat, *, target=None, generator=None):
+        return AttackResult(x.clone(), torch.zeros(len(x), dtype=torch.bool))
+
+    info = AttackInfo("toy", ident, "baseline", ("linf",), False, "fixed", False, "", task="toy-maps")
+    maps = torch.zeros(4, 8, 8, dtype=torch.long)
+    assert torch.equal(info(digits_mlp, x, maps, ThreatModel("linf", 0.1)).x_adv, x)
+    one_line_error(lambda: info(digits_mlp, x, y, ThreatModel("linf", 0.1)), r"y: expected label maps")

@@ -112,7 +112,7 @@ def test_negative_count_adds_exactly_that_many_images(digits):
 
 
 def test_parseval_lowers_the_largest_singular_value(digits, plain):
-    model, res = _train(digits, make_training_defense("parseval", beta=0.01))
+    model, res = _train(digits, make_training_defense("parseval", retraction=0.01))
     assert res.acc1 > 0.85
     before, after = spectral_norms(plain), spectral_norms(model)
     assert all(a < b for a, b in zip(after, before, strict=True)), (before, after)
@@ -120,11 +120,11 @@ def test_parseval_lowers_the_largest_singular_value(digits, plain):
 
 
 def test_gradient_penalty_widens_margins(digits, plain):
-    # measured: PGD Acc@1 0.14 -> 0.40 and DeepFool median L2 0.51 -> 0.63 at lam=1 (λ=10 costs
+    # measured: PGD Acc@1 0.14 -> 0.40 and DeepFool median L2 0.51 -> 0.63 at beta=1 (λ=10 costs
     # too much clean accuracy on this tiny net). The mean input-gradient norm itself does not
     # fall: the penalised model is less confident, so its cross-entropy is larger everywhere.
     _, _, xte, yte = digits
-    model, res = _train(digits, make_training_defense("gradnorm", lam=1.0))
+    model, res = _train(digits, make_training_defense("gradnorm", beta=1.0))
     assert res.acc1 > 0.9
     assert _pgd_acc(model, xte, yte) > _pgd_acc(plain, xte, yte) + 0.15
 
@@ -210,3 +210,14 @@ def test_shipped_robust_model_is_robust_and_documented():
                                   generator=torch.Generator().manual_seed(0))
     assert robust >= 0.85, robust
     assert float((plain(res_plain.x_adv).argmax(1) == ys).float().mean()) <= 0.05
+
+
+@pytest.mark.parametrize(("name", "old", "new", "value"), [
+    ("parseval", "beta", "retraction", 0.01), ("gradnorm", "lam", "beta", 2.0),
+    ("fast", "alpha", "rel_step_size", 1.0), ("pgd", "rel_step", "rel_step_size", 0.2),
+])
+def test_renamed_options_still_work_with_a_deprecation_warning(name, old, new, value):
+    with pytest.warns(DeprecationWarning, match=rf"'{old}' is deprecated, use '{new}'"):
+        defense = make_training_defense(name, **{old: value})
+    assert getattr(defense, new) == value
+    assert old not in defense.options() or old == new

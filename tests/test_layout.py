@@ -33,7 +33,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("commands", ("advlab.commands", "advlab.cli", "advlab.__main__")),
 ]
 # Old import paths kept working for one release (each warns on import); they may import anything.
-ALIASES = {"advlab.blackbox", "advlab.sklearn_models", "advlab.transfer", "advlab.evaluation.runner",
+ALIASES = {"advlab.attacks.base", "advlab.blackbox", "advlab.sklearn_models", "advlab.transfer", "advlab.evaluation.runner",
            "advlab.evaluation.store", "advlab.evaluation.metrics"}
 TOP = len(ROOMS)  # the package itself (the public API surface) and the aliases
 

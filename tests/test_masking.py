@@ -111,7 +111,7 @@ def test_apgd_is_at_least_as_strong_as_pgd_and_the_ensemble_strongest(digits, di
     x, y = x[:150], y[:150]
     pgd, _ = _attack_acc(digits_mlp, x, y, "pgd", eps=0.08, steps=40)
     apgd, res = _attack_acc(digits_mlp, x, y, "apgd", eps=0.08)
-    ens, eres = _attack_acc(digits_mlp, x, y, "apgd-ensemble", eps=0.08, square_queries=300)
+    ens, eres = _attack_acc(digits_mlp, x, y, "apgd-ensemble", eps=0.08, max_queries=300)
     assert apgd <= pgd + 0.01, (apgd, pgd)
     assert ens <= apgd, (ens, apgd)
     for r in (res, eres):

@@ -6,9 +6,13 @@ argument, what was expected and what was got. Never ``assert`` on user input.
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import math
+import types
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import torch
 
@@ -91,3 +95,113 @@ def check_labels(arg: str, y: object, n: int, num_classes: int | None = None) ->
             f"{arg}: labels must be in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]"
         )
     return y.long()
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range for a parameter, read from its annotation (``Annotated[int, Range(1)]``).
+
+    Args:
+        low: Smallest allowed value (``None``: no lower bound).
+        high: Largest allowed value (``None``: no upper bound).
+        open_low: Whether ``low`` itself is excluded.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``">= 1"`` or ``"in (0, 1]"``."""
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}" if self.low is not None else "any"
+        left = "(" if self.open_low else "["
+        return f"in {left}{self.low:g}, {self.high:g}]"
+
+    def check(self, arg: str, value: float, noun: str) -> None:
+        """Raise a one-line ValueError when ``value`` lies outside the range."""
+        low_bad = self.low is not None and (value <= self.low if self.open_low else value < self.low)
+        if low_bad or (self.high is not None and value > self.high):
+            raise ValueError(f"{arg}: expected {noun} {self.describe()}, got {value!r}")
+
+
+PositiveInt = Annotated[int, Range(1)]
+NonNegInt = Annotated[int, Range(0)]
+NonNegFloat = Annotated[float, Range(0.0)]
+PositiveFloat = Annotated[float, Range(0.0, open_low=True)]
+Fraction = Annotated[float, Range(0.0, 1.0, open_low=True)]
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Annotated:
+        return _describe(get_args(hint)[0])
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(h) for h in get_args(hint))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(hint))
+    names = {type(None): "None", int: "an integer", float: "a number", bool: "True or False", str: "a string",
+             collections.abc.Callable: "a callable"}
+    if hint in names:
+        return names[hint]
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_param(arg: str, hint: Any, value: Any) -> None:
+    """Check ``value`` against a parameter's type annotation: type, ``Literal`` choices, ``Range``.
+
+    Understands ``int``, ``float``, ``bool``, ``str``, classes, callables, ``X | None``,
+    ``Literal[...]`` and ``Annotated[..., Range(...)]``; anything else (``Any``) passes.
+    Raises a one-line ``TypeError`` (wrong type) or ``ValueError`` (wrong value).
+    """
+    origin = get_origin(hint)
+    if origin is Annotated:
+        base, *extras = get_args(hint)
+        check_param(arg, base, value)
+        noun = "an integer" if base is int else "a number"
+        for extra in extras:
+            if isinstance(extra, Range):
+                extra.check(arg, value, noun)
+        return
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return
+        errors: list[Exception] = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                check_param(arg, option, value)
+                return
+            except (TypeError, ValueError) as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise TypeError(f"{arg}: expected {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ValueError(
+                f"{arg}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+                f"{suggest(str(value), [str(c) for c in choices])}"
+            )
+        return
+    _check_plain(arg, hint, origin, value)
+
+
+def _check_plain(arg: str, hint: Any, origin: Any, value: Any) -> None:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and math.isnan(value):
+            raise ValueError(f"{arg}: expected a number, got nan")
+    elif origin is collections.abc.Callable or hint is collections.abc.Callable:
+        ok = callable(value)
+    elif isinstance(hint, type):
+        ok = isinstance(value, hint)
+    else:
+        return
+    if not ok:
+        raise TypeError(f"{arg}: expected {_describe(hint)}, got {type(value).__name__} {value!r}"[:200])

@@ -15,7 +15,7 @@ import torch
 from advlab._checks import check_bounds, check_choice, check_nonneg
 
 Norm = Literal["linf", "l2", "l1", "l0"]
-NORMS: tuple[str, ...] = get_args(Norm)
+NORMS: tuple[Norm, ...] = get_args(Norm)
 
 _BISECT_STEPS = 40
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from advlab._checks import check_choice, check_nonneg, check_positive_int
 from advlab.attacks import get_attack
-from advlab.attacks.base import loss_grad
+from advlab.attacks.losses import loss_grad
 from advlab.blackbox import BlackBox, as_blackbox
 from advlab.data import dataset_info, load_dataset
 from advlab.models import create_model

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from advlab._checks import check_positive_int
-from advlab.attacks.base import AttackResult, GradFn, LossFn, loss_grad, register_attack, reject_unknown
-from advlab.attacks.gradient import GRADIENT_NORMS, _common, _step_size, iterative_gradient
+from advlab._checks import NonNegFloat, PositiveInt, check_positive_int
+from advlab.attacks.gradient import GRADIENT_NORMS, default_step_size, iterative_gradient
+from advlab.attacks.losses import GradFn, Loss, LossFn, loss_grad
+from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -86,10 +87,7 @@ def describe_adaptive(model: Any, eot_samples: int | None = None, bpda: bool | N
     return "+".join(parts)
 
 
-@register_attack(
-    "pgd-adaptive", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=PAPER,
-    defaults={"steps": 100, "restarts": 1, "loss": "margin", "eot_samples": None, "bpda": None},
-)
+@register_attack("pgd-adaptive", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=PAPER, adaptive=True)
 def pgd_adaptive(
     model: Model,
     x: torch.Tensor,
@@ -98,14 +96,13 @@ def pgd_adaptive(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    steps: int = 100,
-    step_size: float | None = None,
-    restarts: int = 1,
-    loss: str = "margin",
-    eot_samples: int | None = None,
+    steps: PositiveInt = 100,
+    step_size: NonNegFloat | None = None,
+    restarts: PositiveInt = 1,
+    loss: Loss = "margin",
+    eot_samples: PositiveInt | None = None,
     bpda: bool | None = None,
     early_stop: bool = False,
-    **unused: Any,
 ) -> AttackResult:
     """PGD with the margin loss through BPDA and EOT as the model requires (Athalye et al. 2018).
 
@@ -114,12 +111,8 @@ def pgd_adaptive(
     ordinary model this is PGD with the CW margin loss. Cost: ``steps`` × ``eot_samples``
     forward and backward passes per restart.
     """
-    reject_unknown("pgd-adaptive", unused)
-    y, target = _common("pgd-adaptive", model, x, y, threat, target)
-    check_positive_int("steps", steps)
-    check_positive_int("restarts", restarts)
     return iterative_gradient(
-        model, x, y, threat, target=target, steps=steps, step_size=_step_size(step_size, threat.eps, steps),
+        model, x, y, threat, target=target, steps=steps, step_size=default_step_size(step_size, threat.eps, steps),
         random_start=True, restarts=restarts, early_stop=early_stop, loss=loss, generator=generator,
         grad_fn=adaptive_grad_fn(model, eot_samples, bpda),
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from advlab._checks import check_nonneg
-from advlab.attacks.base import AttackResult, is_adversarial, register_attack, reject_unknown, validate
+from advlab._checks import NonNegFloat
+from advlab.attacks.losses import is_adversarial
+from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import NORMS, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -22,9 +22,8 @@ def _score(model: Model, x_adv: torch.Tensor, y: torch.Tensor) -> AttackResult:
 
 
 @register_attack(
-    "noise", kind="baseline", norms=("linf", "l2", "l1"), targeted=False, needs_grad=False,
+    "noise", kind="baseline", norms=("linf", "l2", "l1"), targeted=False, needs_grad=False, finite_eps=False,
     paper="Gaussian noise baseline (e.g. Rauber et al. 2017, Foolbox, https://arxiv.org/abs/1707.04131)",
-    defaults={"sigma": None},
 )
 def noise(
     model: Model,
@@ -34,8 +33,7 @@ def noise(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sigma: float | None = None,
-    **unused: Any,
+    sigma: NonNegFloat | None = None,
 ) -> AttackResult:
     """Additive Gaussian noise σ·N(0, 1), clipped to the bounds and projected into the ε-ball.
 
@@ -44,21 +42,18 @@ def noise(
     L∞, ε/√d for L2 and ε/d for L1 (noise of the budget's scale); with ε = inf it must be given.
     Untargeted. Cost: 1 forward pass (to score).
     """
-    reject_unknown("noise", unused)
-    y, _ = validate("noise", ("linf", "l2", "l1"), x, y, threat, target, supports_targeted=False)
     d = x[0].numel()
     if sigma is None:
         if not threat.bounded:
             raise ValueError("sigma: needed when threat.eps is inf")
         sigma = {"linf": threat.eps, "l2": threat.eps / math.sqrt(d), "l1": threat.eps / d}[threat.norm]
-    sigma = check_nonneg("sigma", sigma)
     z = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
     x_adv = threat.project(x, x + sigma * z)
     return _score(model, x_adv, y)
 
 
 @register_attack(
-    "semantic", kind="baseline", norms=NORMS, targeted=False, bounded=False, needs_grad=False,
+    "semantic", kind="baseline", norms=NORMS, targeted=False, budget="unbounded", needs_grad=False,
     paper="Hosseini, Xiao, Jaiswal, Poovendran 2017, On the Limitation of Convolutional Neural "
     "Networks in Recognizing Negative Images, https://arxiv.org/abs/1703.06857",
 )
@@ -70,15 +65,12 @@ def semantic(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    **unused: Any,
 ) -> AttackResult:
     """The negative image: every pixel reflected inside the bounds, lo + hi − x (1 − x on [0, 1]).
 
     Hosseini et al. 2017 (https://arxiv.org/abs/1703.06857). The image keeps its meaning for a
-    person, but its L∞ distance is up to the whole range, so it ignores ε (``bounded=False``).
+    person, but its L∞ distance is up to the whole range, so it ignores ε (``budget="unbounded"``).
     Untargeted, black-box, deterministic. Cost: 1 forward pass (to score).
     """
-    reject_unknown("semantic", unused)
-    y, _ = validate("semantic", NORMS, x, y, threat, target, supports_targeted=False)
     lo, hi = threat.bounds
     return _score(model, (lo + hi) - x.detach(), y)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
 import torch
 
-from advlab._checks import check_nonneg, check_positive_int
-from advlab.attacks.base import AttackResult, register_attack, reject_unknown, validate
+from advlab._checks import NonNegFloat, PositiveInt, Range
+from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -43,10 +43,7 @@ def _class_gradients(
     return logits.detach(), f.detach(), torch.stack(grads, dim=1)  # N×k×C×H×W
 
 
-@register_attack(
-    "deepfool", kind="white-box", norms=("l2", "linf"), targeted=False, minimal=True, paper=PAPER,
-    defaults={"steps": 50, "overshoot": 0.02, "candidates": 10},
-)
+@register_attack("deepfool", kind="white-box", norms=("l2", "linf"), targeted=False, budget="minimal", paper=PAPER)
 def deepfool(
     model: Model,
     x: torch.Tensor,
@@ -55,10 +52,9 @@ def deepfool(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    steps: int = 50,
-    overshoot: float = 0.02,
-    candidates: int = 10,
-    **unused: Any,
+    steps: PositiveInt = 50,
+    overshoot: NonNegFloat = 0.02,
+    candidates: Annotated[int, Range(2)] = 10,
 ) -> AttackResult:
     """DeepFool: step to the nearest boundary of the locally linearised classifier, repeat.
 
@@ -69,54 +65,49 @@ def deepfool(
     is scaled by (1 + ``overshoot``) and clipped to the bounds. Examples stop as soon as they
     are misclassified. Minimal-perturbation (run it with ε = inf and read success at any ε from
     the norm; with a finite ε the result is projected into the ball and re-scored). Untargeted,
-    white-box. Cost per iteration on the examples still active: 1 forward + (candidates−1)
-    backward passes; at most ``steps`` iterations.
+    white-box. ``candidates`` counts the classes considered, the true one included (as Foolbox's).
+    Cost per iteration on the examples still active: 1 forward + (candidates−1) backward passes;
+    at most ``steps`` iterations.
     """
-    reject_unknown("deepfool", unused)
-    y, _ = validate("deepfool", ("l2", "linf"), x, y, threat, target, supports_targeted=False)
-    check_positive_int("steps", steps)
-    check_nonneg("overshoot", overshoot)
-    check_positive_int("candidates", candidates)
-    if candidates < 2:
-        raise ValueError(f"candidates: expected an integer >= 2, got {candidates}")
     x = x.detach()
-    n = len(x)
     r_tot = torch.zeros_like(x)
     x_adv = x.clone()
-    success = torch.zeros(n, dtype=torch.bool, device=x.device)
-    active = torch.arange(n, device=x.device)
-    view = (-1,) + (1,) * (x.dim() - 1)
+    success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    active = torch.arange(len(x), device=x.device)
     for it in range(steps + 1):
-        logits, f, w = _class_gradients(model, x_adv[active], y[active], candidates) if it < steps else (
-            _forward(model, x_adv[active]), None, None
-        )
+        if it == steps:  # out of iterations: score the last iterate
+            logits, f, w = _forward(model, x_adv[active]), None, None
+        else:
+            logits, f, w = _class_gradients(model, x_adv[active], y[active], candidates)
         fooled = logits.argmax(dim=1) != y[active]
         success[active[fooled]] = True
         active = active[~fooled]
         if len(active) == 0 or f is None or w is None:
             break
-        f, w = f[~fooled], w[~fooled]
-        wf = w.flatten(2)
-        if threat.norm == "l2":
-            wnorm = wf.norm(dim=2)
-        else:
-            wnorm = wf.abs().sum(dim=2)
-        dist = f.abs() / wnorm.clamp_min(1e-12)
-        best = dist.argmin(dim=1)
-        idx = torch.arange(len(active), device=x.device)
-        w_best, d_best = w[idx, best], dist[idx, best]
-        # the distance to the hyperplane plus 1e-4 (in input units, as the reference implementation
-        # does), so each step lands just past the boundary, not on it
-        if threat.norm == "l2":
-            r = ((d_best + 1e-4) / wnorm[idx, best].clamp_min(1e-12)).view(view) * w_best
-        else:
-            r = (d_best + 1e-4).view(view) * w_best.sign()
-        r_tot[active] += r
+        r_tot[active] += _step_to_boundary(f[~fooled], w[~fooled], threat.norm)
         x_adv[active] = threat.clip(x[active] + (1 + overshoot) * r_tot[active])
     if threat.bounded:
         x_adv = threat.project(x, x_adv)
         success = _forward(model, x_adv).argmax(dim=1) != y
     return AttackResult(x_adv, success)
+
+
+def _step_to_boundary(f: torch.Tensor, w: torch.Tensor, norm: str) -> torch.Tensor:
+    """The step to the closest linearised boundary among the candidates, 10⁻⁴ (input units) past it.
+
+    The reference implementation adds 10⁻⁴ to the distance in input units, so each step lands
+    just past the boundary, not on it.
+    """
+    wf = w.flatten(2)
+    wnorm = wf.norm(dim=2) if norm == "l2" else wf.abs().sum(dim=2)
+    dist = f.abs() / wnorm.clamp_min(1e-12)
+    best = dist.argmin(dim=1)
+    idx = torch.arange(len(f), device=f.device)
+    w_best, d_best = w[idx, best], dist[idx, best]
+    view = (-1,) + (1,) * (w_best.dim() - 1)
+    if norm == "l2":
+        return ((d_best + 1e-4) / wnorm[idx, best].clamp_min(1e-12)).view(view) * w_best
+    return (d_best + 1e-4).view(view) * w_best.sign()
 
 
 def _forward(model: Model, x: torch.Tensor) -> torch.Tensor:

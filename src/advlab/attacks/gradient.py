@@ -1,7 +1,7 @@
 """FGSM, BIM and PGD: one iterative-gradient loop with per-norm steepest-ascent steps.
 
 Every step takes exactly one forward and one backward pass through ``grad_fn`` (the gradient
-seam of :mod:`advlab.attacks.base`), reuses the logits of that pass to tell which examples are
+seam of :mod:`advlab.attacks.losses`), reuses the logits of that pass to tell which examples are
 already adversarial, and projects through :meth:`ThreatModel.project`. A final forward pass
 scores the last iterate.
 """
@@ -9,26 +9,17 @@ scores the last iterate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from advlab._checks import check_nonneg, check_positive_int
-from advlab.attacks.base import (
-    AttackResult,
-    GradFn,
-    ce_loss,
-    is_adversarial,
-    loss_grad,
-    margin_loss,
-    register_attack,
-    reject_unknown,
-    validate,
-)
-from advlab.threat import ThreatModel
+from advlab._checks import Fraction, NonNegFloat, PositiveInt
+from advlab.attacks.losses import GradFn, Loss, LossFn, loss_grad, objective, success_on_rows
+from advlab.attacks.registry import AttackResult, register_attack
+from advlab.threat import Norm, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-GRADIENT_NORMS = ("linf", "l2", "l1")
+Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+GRADIENT_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1")
 
 
 def steepest_step(grad: torch.Tensor, norm: str, size: float, sparsity: float = 0.01) -> torch.Tensor:
@@ -50,13 +41,9 @@ def steepest_step(grad: torch.Tensor, norm: str, size: float, sparsity: float = 
     return (size * step).view_as(grad)
 
 
-def _objective(loss: str, targeted: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The per-example quantity the attack ascends: CE or margin, towards/away from labels."""
-    if loss == "ce":
-        return (lambda z, t: -ce_loss(z, t)) if targeted else ce_loss
-    if loss == "margin":
-        return (lambda z, t: margin_loss(z, t)) if not targeted else (lambda z, t: -margin_loss(z, t))
-    raise ValueError(f"loss: expected 'ce' or 'margin', got {loss!r}")
+def default_step_size(step_size: float | None, eps: float, steps: int) -> float:
+    """The step of BIM/PGD: as given, else 2.5·ε/steps (Madry et al.)."""
+    return 2.5 * eps / steps if step_size is None else step_size
 
 
 def iterative_gradient(
@@ -71,7 +58,7 @@ def iterative_gradient(
     random_start: bool,
     restarts: int = 1,
     early_stop: bool = False,
-    loss: str = "ce",
+    loss: Loss = "ce",
     l1_sparsity: float = 0.01,
     generator: torch.Generator | None = None,
     grad_fn: GradFn = loss_grad,
@@ -82,8 +69,8 @@ def iterative_gradient(
     classifies as the target) — the same robust accuracy for less work. Each restart attacks
     only the examples no earlier restart has broken.
     """
-    labels = target if target is not None else y
-    objective = _objective(loss, target is not None)
+    run = _Run(model, threat, objective(loss, y, target), success_on_rows(y, target), steps, step_size,
+               early_stop, l1_sparsity, grad_fn)
     x = x.detach()
     x_best = x.clone()
     success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -91,37 +78,48 @@ def iterative_gradient(
         todo = (~success).nonzero().squeeze(1)
         if len(todo) == 0:
             break
-        xs, ls = x[todo], labels[todo]
-        ys, ts = y[todo], (target[todo] if target is not None else None)
+        xs = x[todo]
         x_adv = threat.random_init(xs, generator) if random_start else xs.clone()
-        done = torch.zeros(len(todo), dtype=torch.bool, device=x.device)
-        active = torch.arange(len(todo), device=x.device)
-        if threat.norm == "linf":
-            # the L∞ ball ∩ box is a per-pixel interval: compute it once, clamp into it each step
-            lower, upper = threat.linf_interval(xs)
+        x_adv, done = run(xs, x_adv, todo)
+        # Keep this restart's iterate where it succeeded, or where nothing has succeeded yet.
+        x_best[todo] = x_adv
+        success[todo] = done
+    return AttackResult(x_best, success)
+
+
+class _Run:
+    """One restart of the loop over the examples ``rows`` of the batch."""
+
+    def __init__(self, model: Model, threat: ThreatModel, obj: LossFn, hits: Success, steps: int, step_size: float,
+                 early_stop: bool, l1_sparsity: float, grad_fn: GradFn) -> None:
+        self.model, self.threat, self.obj, self.hits, self.grad_fn = model, threat, obj, hits, grad_fn
+        self.steps, self.step_size, self.early_stop, self.l1_sparsity = steps, step_size, early_stop, l1_sparsity
+
+    def __call__(self, xs: torch.Tensor, x_adv: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Iterate from ``x_adv``; returns the last iterate and which examples it fools."""
+        threat = self.threat
+        done = torch.zeros(len(rows), dtype=torch.bool, device=xs.device)
+        active = torch.arange(len(rows), device=xs.device)
+        # the L∞ ball ∩ box is a per-pixel interval: compute it once, clamp into it each step
+        lower, upper = threat.linf_interval(xs) if threat.norm == "linf" else (xs, xs)
         every = True  # no example frozen yet: work on whole tensors, no gathers or scatters
-        for _ in range(steps):
-            if every:
-                _, grad, logits = grad_fn(model, x_adv, ls, objective)
-            else:
-                _, grad, logits = grad_fn(model, x_adv[active], ls[active], objective)
-            if early_stop:
-                hit = is_adversarial(logits, ys[active], None if ts is None else ts[active])
+        for _ in range(self.steps):
+            _, grad, logits = self.grad_fn(self.model, x_adv if every else x_adv[active], rows[active], self.obj)
+            if self.early_stop:
+                hit = self.hits(logits, rows[active])
                 if bool(hit.any()):
                     done[active[hit]] = True
-                    keep = ~hit
-                    active, grad = active[keep], grad[keep]
-                    every = False
+                    active, grad, every = active[~hit], grad[~hit], False
                     if len(active) == 0:
                         break
             if threat.norm == "linf":
                 if every:
-                    x_adv = torch.max(torch.min(x_adv.add_(grad.sign_(), alpha=step_size), upper), lower)
+                    x_adv = torch.max(torch.min(x_adv.add_(grad.sign_(), alpha=self.step_size), upper), lower)
                 else:
-                    moved = x_adv[active].add_(grad.sign_(), alpha=step_size)
+                    moved = x_adv[active].add_(grad.sign_(), alpha=self.step_size)
                     x_adv[active] = torch.max(torch.min(moved, upper[active]), lower[active])
                 continue
-            step = steepest_step(grad, threat.norm, step_size, l1_sparsity)
+            step = steepest_step(grad, threat.norm, self.step_size, self.l1_sparsity)
             if every:
                 x_adv = threat.project(xs, x_adv + step)
             else:
@@ -129,21 +127,9 @@ def iterative_gradient(
         rest = (~done).nonzero().squeeze(1)
         if len(rest):
             with torch.no_grad():
-                logits = model(x_adv[rest])
-            done[rest] = is_adversarial(logits, ys[rest], None if ts is None else ts[rest])
-        # Keep this restart's iterate where it succeeded, or where nothing has succeeded yet.
-        x_best[todo] = x_adv
-        success[todo] = done
-    return AttackResult(x_best, success)
-
-
-def _common(
-    name: str, model: Model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-    target: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if not threat.bounded:
-        raise ValueError(f"threat.eps: {name} is a fixed-budget attack and needs a finite eps, got inf")
-    return validate(name, GRADIENT_NORMS, x, y, threat, target, supports_targeted=True)
+                logits = self.model(x_adv[rest])
+            done[rest] = self.hits(logits, rows[rest])
+        return x_adv, done
 
 
 _PAPER_FGSM = "Goodfellow, Shlens, Szegedy 2015, Explaining and Harnessing Adversarial Examples, https://arxiv.org/abs/1412.6572"
@@ -154,10 +140,7 @@ _PAPER_PGD = (
 )
 
 
-@register_attack(
-    "fgsm", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=_PAPER_FGSM,
-    defaults={"loss": "ce"},
-)
+@register_attack("fgsm", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=_PAPER_FGSM)
 def fgsm(
     model: Model,
     x: torch.Tensor,
@@ -166,9 +149,8 @@ def fgsm(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    loss: str = "ce",
+    loss: Loss = "ce",
     grad_fn: GradFn = loss_grad,
-    **unused: Any,
 ) -> AttackResult:
     """Fast Gradient Sign Method: one step of size ε along the loss gradient's steepest direction.
 
@@ -178,31 +160,20 @@ def fgsm(
 
     Example:
         >>> import torch, advlab
-        >>> from advlab.attacks import get_attack
+        >>> from advlab.attacks import fgsm
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
         >>> x, y = torch.full((3, 1, 2, 2), 0.5), torch.tensor([0, 1, 0])
-        >>> r = get_attack("fgsm")(model, x, y, advlab.ThreatModel("linf", 0.1))
+        >>> r = fgsm(model, x, y, advlab.ThreatModel("linf", 0.1))
         >>> bool(((r.x_adv - x).abs() <= 0.1 + 1e-6).all())
         True
     """
-    reject_unknown("fgsm", unused)
-    y, target = _common("fgsm", model, x, y, threat, target)
     return iterative_gradient(
         model, x, y, threat, target=target, steps=1, step_size=threat.eps, random_start=False,
         loss=loss, l1_sparsity=1.0, generator=generator, grad_fn=grad_fn,
     )
 
 
-def _step_size(step_size: float | None, eps: float, steps: int) -> float:
-    if step_size is None:
-        return 2.5 * eps / steps
-    return check_nonneg("step_size", step_size)
-
-
-@register_attack(
-    "bim", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=_PAPER_BIM,
-    defaults={"steps": 10, "step_size": None, "loss": "ce"},
-)
+@register_attack("bim", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=_PAPER_BIM)
 def bim(
     model: Model,
     x: torch.Tensor,
@@ -211,12 +182,11 @@ def bim(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    steps: int = 10,
-    step_size: float | None = None,
+    steps: PositiveInt = 10,
+    step_size: NonNegFloat | None = None,
     early_stop: bool = False,
-    loss: str = "ce",
+    loss: Loss = "ce",
     grad_fn: GradFn = loss_grad,
-    **unused: Any,
 ) -> AttackResult:
     """Basic Iterative Method: iterated FGSM steps of size α, projected after every step.
 
@@ -224,20 +194,13 @@ def bim(
     targeted or not; white-box. ``step_size`` defaults to 2.5·ε/steps. Cost: ``steps`` forward +
     backward passes, plus 1 forward to score (fewer with ``early_stop``).
     """
-    reject_unknown("bim", unused)
-    y, target = _common("bim", model, x, y, threat, target)
-    check_positive_int("steps", steps)
     return iterative_gradient(
-        model, x, y, threat, target=target, steps=steps,
-        step_size=_step_size(step_size, threat.eps, steps), random_start=False,
-        early_stop=early_stop, loss=loss, generator=generator, grad_fn=grad_fn,
+        model, x, y, threat, target=target, steps=steps, step_size=default_step_size(step_size, threat.eps, steps),
+        random_start=False, early_stop=early_stop, loss=loss, generator=generator, grad_fn=grad_fn,
     )
 
 
-@register_attack(
-    "pgd", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=_PAPER_PGD,
-    defaults={"steps": 40, "step_size": None, "restarts": 1, "loss": "ce"},
-)
+@register_attack("pgd", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=_PAPER_PGD)
 def pgd(
     model: Model,
     x: torch.Tensor,
@@ -246,15 +209,14 @@ def pgd(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    steps: int = 40,
-    step_size: float | None = None,
-    restarts: int = 1,
+    steps: PositiveInt = 40,
+    step_size: NonNegFloat | None = None,
+    restarts: PositiveInt = 1,
     random_start: bool = True,
     early_stop: bool = False,
-    loss: str = "ce",
-    l1_sparsity: float = 0.01,
+    loss: Loss = "ce",
+    l1_sparsity: Fraction = 0.01,
     grad_fn: GradFn = loss_grad,
-    **unused: Any,
 ) -> AttackResult:
     """Projected Gradient Descent: random start in the ε-ball, then projected steepest-ascent steps.
 
@@ -265,13 +227,8 @@ def pgd(
     ``early_stop`` freezes examples once fooled (identical robust accuracy, less work). Cost per
     restart: ``steps`` forward + backward passes, plus 1 forward to score.
     """
-    reject_unknown("pgd", unused)
-    y, target = _common("pgd", model, x, y, threat, target)
-    check_positive_int("steps", steps)
-    check_positive_int("restarts", restarts)
     return iterative_gradient(
-        model, x, y, threat, target=target, steps=steps,
-        step_size=_step_size(step_size, threat.eps, steps), random_start=random_start,
-        restarts=restarts, early_stop=early_stop, loss=loss, l1_sparsity=l1_sparsity,
+        model, x, y, threat, target=target, steps=steps, step_size=default_step_size(step_size, threat.eps, steps),
+        random_start=random_start, restarts=restarts, early_stop=early_stop, loss=loss, l1_sparsity=l1_sparsity,
         generator=generator, grad_fn=grad_fn,
     )

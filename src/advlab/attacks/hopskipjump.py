@@ -7,12 +7,13 @@ IEEE S&P 2020, https://arxiv.org/abs/1904.02144.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from advlab._checks import check_nonneg, check_positive_int
-from advlab.attacks.base import AttackResult, register_attack, reject_unknown, validate
+from advlab._checks import NonNegInt, PositiveFloat, PositiveInt
+from advlab.attacks.registry import AttackResult, register_attack
 from advlab.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
 
@@ -141,16 +142,8 @@ def _estimate_direction(
     return grad.view(n, *shape)
 
 
-@register_attack(
-    "hopskipjump",
-    kind="decision-based",
-    norms=("l2", "linf"),
-    targeted=True,
-    minimal=True,
-    needs_grad=False,
-    paper=PAPER,
-    defaults={"max_queries": 5000, "steps": 100, "init_evals": 100, "max_evals": 10000},
-)
+@register_attack("hopskipjump", kind="decision-based", norms=("l2", "linf"), targeted=True, budget="minimal",
+                 needs_grad=False, paper=PAPER)
 def hopskipjump(
     model: Any,
     x: torch.Tensor,
@@ -159,21 +152,20 @@ def hopskipjump(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    max_queries: int = 5000,
-    steps: int = 100,
-    init_evals: int = 100,
-    max_evals: int = 10000,
-    gamma: float = 1.0,
-    init_tries: int = 100,
+    max_queries: PositiveInt = 5000,
+    steps: PositiveInt = 100,
+    init_evals: PositiveInt = 100,
+    max_evals: PositiveInt = 10000,
+    gamma: PositiveFloat = 1.0,
+    init_tries: NonNegInt = 100,
     starting_points: torch.Tensor | None = None,
-    **unused: Any,
 ) -> AttackResult:
     """HopSkipJump: walk along the decision boundary using label queries only.
 
     Chen et al. 2020, https://arxiv.org/abs/1904.02144. Norms: L2 and L∞. Targeted (give
     ``starting_points`` of the target classes, else uniform noise is tried) or untargeted.
     Black-box, decision-based: needs only predicted labels, from a
-    :class:`~advlab.blackbox.BlackBox` (``output="labels"`` or scores) or a torch model.
+    :class:`~advlab.models.blackbox.BlackBox` (``output="labels"`` or scores) or a torch model.
     Minimal-perturbation: with ``threat.eps = inf`` it shrinks the perturbation until the budget
     is spent; with a finite ε an example stops as soon as it is within ε, and x_adv is
     projected into the ε-ball (``success`` then means "adversarial within ε"). Cost per
@@ -182,7 +174,7 @@ def hopskipjump(
     step size; at most ``max_queries`` per example in all.
 
     Args:
-        model: A torch model or a :class:`~advlab.blackbox.BlackBox` (labels suffice).
+        model: A torch model or a :class:`~advlab.models.blackbox.BlackBox` (labels suffice).
         x: Clean batch inside ``threat.bounds``.
         y: True labels.
         threat: L2 or L∞ threat model (ε may be inf).
@@ -195,98 +187,110 @@ def hopskipjump(
         gamma: Bisection tolerance factor γ.
         init_tries: Uniform-noise draws tried per example to find an adversarial start.
         starting_points: Adversarial starting points (same shape as ``x``), optional.
-        **unused: Any other keyword is rejected with a one-line TypeError.
 
     Returns:
         ``AttackResult``: the closest adversarial point found per example (``x`` itself where
         no adversarial start was found, with ``success`` False) and its query count.
     """
-    reject_unknown("hopskipjump", unused)
-    y, target = validate(
-        "hopskipjump", ("l2", "linf"), x, y, threat, target, supports_targeted=True
-    )
-    for name, val in (("max_queries", max_queries), ("steps", steps),
-                      ("init_evals", init_evals), ("max_evals", max_evals)):
-        check_positive_int(name, val)
-    check_nonneg("gamma", gamma)
-    if gamma == 0:
-        raise ValueError("gamma: expected a number > 0, got 0")
-    if not isinstance(init_tries, int) or init_tries < 0:
-        raise ValueError(f"init_tries: expected an integer >= 0, got {init_tries!r}")
-    if starting_points is not None and (
-        not isinstance(starting_points, torch.Tensor) or starting_points.shape != x.shape
-    ):
+    if starting_points is not None and starting_points.shape != x.shape:
         raise ValueError(f"starting_points: expected a tensor of shape {tuple(x.shape)}")
-    box = as_blackbox(model)
     x = x.detach()
-    dev, n, norm = x.device, x.shape[0], threat.norm
-    y, target = y.to(dev), None if target is None else target.to(dev)
-    lo, hi = threat.bounds
-    dim = x[0].numel()
-    theta = gamma / (dim * math.sqrt(dim)) if norm == "l2" else gamma / dim**2
-    session = box.session(n, max_queries)
-    oracle = _Oracle(session, y, target)
-    everyone = torch.arange(n)
-
-    # 1. The clean point, then an adversarial start per example.
-    found = oracle(x, everyone)
-    clean_adv = found.clone()  # already misclassified: x_adv = x, distance 0
-    x_adv = x.clone()
-    if starting_points is not None:
-        sp = threat.clip(starting_points.detach().to(x))
-        need = (~found).cpu() & (session.remaining > 0)
-        if bool(need.any()):
-            i = need.nonzero().squeeze(1)
-            ok = oracle(sp[i.to(dev)], i)
-            x_adv[i.to(dev)[ok]] = sp[i.to(dev)[ok]]
-            found[i.to(dev)] |= ok
-    for _ in range(init_tries):
-        need = (~found).cpu() & (session.remaining > 0)
-        if not bool(need.any()):
-            break
-        noise = (torch.rand(x.shape, generator=generator) * (hi - lo) + lo).to(x)
-        i = need.nonzero().squeeze(1)
-        idd = i.to(dev)
-        ok = oracle(noise[idd], i)
-        x_adv[idd[ok]] = noise[idd[ok]]
-        found[idd] |= ok
-
-    def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return threat.distance(a, b)
-
-    def within(d: torch.Tensor) -> torch.Tensor:
-        return d <= threat.eps if threat.bounded else torch.zeros_like(d, dtype=torch.bool)
-
-    # 2. Onto the boundary.
+    y, target = y.to(x.device), None if target is None else target.to(x.device)
+    session = as_blackbox(model).session(x.shape[0], max_queries)
+    walk = _Walk(_Oracle(session, y, target), x, threat, gamma, generator)
+    found, clean_adv, x_adv = walk.start(starting_points, init_tries)
     live = (found & ~clean_adv).cpu()
-    if bool(live.any()):
+    if bool(live.any()):  # onto the boundary
         i = live.nonzero().squeeze(1)
-        idd = i.to(dev)
-        x_adv[idd] = _binary_search(oracle, i, x[idd], x_adv[idd], norm, theta)
-    d_cur = dist(x, x_adv)
-    done = (~found) | clean_adv | within(d_cur)
-    bisect_cost = math.ceil(math.log2(1 / theta)) + 1
+        x_adv[i.to(x.device)] = _binary_search(walk.oracle, i, x[i.to(x.device)], x_adv[i.to(x.device)],
+                                               threat.norm, walk.theta)
+    walk.iterate(x_adv, (~found) | clean_adv, steps, init_evals, max_evals)
+    success = found.clone()
+    if threat.bounded:
+        success &= walk.within(threat.distance(x, x_adv))
+        x_adv = threat.project(x, x_adv)
+    x_adv = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
+    return AttackResult(x_adv, success.cpu(), session.queries.clone())
 
-    # 3. Iterate: estimate the boundary normal, step along it, bisect back to the boundary.
-    for t in range(1, steps + 1):
-        remaining = session.remaining
-        budget = remaining - bisect_cost - 2
-        active = (~done).cpu() & (budget > 0)
-        if not bool(active.any()):
-            break
-        i = active.nonzero().squeeze(1)
-        idd = i.to(dev)
-        xa, xb, d_i = x[idd], x_adv[idd], d_cur[idd]
-        evals = budget[i].clamp(max=min(int(init_evals * math.sqrt(t)), max_evals))
-        if t == 1:
-            delta = torch.full_like(d_i, 0.1 * (hi - lo))
-        else:
-            delta = (math.sqrt(dim) if norm == "l2" else dim) * theta * d_i
-        delta = delta.clamp_min(1e-12)
-        grad = _estimate_direction(oracle, i, xb, evals, delta, norm, threat.bounds, generator)
-        update = grad if norm == "l2" else grad.sign()
-        # Geometric step-size search from dist / sqrt(t): halve until the step stays adversarial.
-        step = d_i / math.sqrt(t)
+
+@dataclass
+class _Walk:
+    """The attack's fixed context: the oracle, the clean batch, the threat model, θ and the generator."""
+
+    oracle: _Oracle
+    x: torch.Tensor
+    threat: ThreatModel
+    gamma: float
+    generator: torch.Generator | None
+
+    def __post_init__(self) -> None:
+        self.dim = self.x[0].numel()
+        d = self.dim
+        self.theta = self.gamma / (d * math.sqrt(d)) if self.threat.norm == "l2" else self.gamma / d**2
+        self.bisect_cost = math.ceil(math.log2(1 / self.theta)) + 1
+
+    def within(self, d: torch.Tensor) -> torch.Tensor:
+        """Whether distances are inside the budget (never, for ε = inf)."""
+        return d <= self.threat.eps if self.threat.bounded else torch.zeros_like(d, dtype=torch.bool)
+
+    def start(self, starting_points: torch.Tensor | None, init_tries: int) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
+        """Query the clean points, then find an adversarial start per example: (found, clean_adv, x_adv)."""
+        x, oracle, session = self.x, self.oracle, self.oracle.session
+        dev = x.device
+        found = oracle(x, torch.arange(x.shape[0]))
+        clean_adv = found.clone()  # already misclassified: x_adv = x, distance 0
+        x_adv = x.clone()
+        tries = [self.threat.clip(starting_points.detach().to(x))] if starting_points is not None else []
+        lo, hi = self.threat.bounds
+        for k in range(len(tries) + init_tries):
+            need = (~found).cpu() & (session.remaining > 0)
+            if not bool(need.any()):
+                break
+            if k < len(tries):
+                cand = tries[k]
+            else:
+                cand = (torch.rand(x.shape, generator=self.generator) * (hi - lo) + lo).to(x)
+            i = need.nonzero().squeeze(1)
+            idd = i.to(dev)
+            ok = oracle(cand[idd], i)
+            x_adv[idd[ok]] = cand[idd[ok]]
+            found[idd] |= ok
+        return found, clean_adv, x_adv
+
+    def iterate(self, x_adv: torch.Tensor, done: torch.Tensor, steps: int, init_evals: int, max_evals: int) -> None:
+        """Estimate the boundary normal, step along it, bisect back; in place on ``x_adv``."""
+        threat, session, dev = self.threat, self.oracle.session, self.x.device
+        d_cur = threat.distance(self.x, x_adv)
+        done = done | self.within(d_cur)
+        lo, hi = threat.bounds
+        for t in range(1, steps + 1):
+            budget = session.remaining - self.bisect_cost - 2
+            active = (~done).cpu() & (budget > 0)
+            if not bool(active.any()):
+                break
+            i = active.nonzero().squeeze(1)
+            idd = i.to(dev)
+            xa, xb, d_i = self.x[idd], x_adv[idd], d_cur[idd]
+            evals = budget[i].clamp(max=min(int(init_evals * math.sqrt(t)), max_evals))
+            if t == 1:
+                delta = torch.full_like(d_i, 0.1 * (hi - lo))
+            else:
+                delta = (math.sqrt(self.dim) if threat.norm == "l2" else self.dim) * self.theta * d_i
+            grad = _estimate_direction(self.oracle, i, xb, evals, delta.clamp_min(1e-12), threat.norm, threat.bounds,
+                                       self.generator)
+            cand, moved = self._jump(i, xa, xb, grad if threat.norm == "l2" else grad.sign(), d_i / math.sqrt(t))
+            better = moved & (threat.distance(xa, cand) < d_i)
+            x_adv[idd] = torch.where(better.view(-1, *([1] * (self.x.dim() - 1))), cand, xb)
+            d_cur[idd] = threat.distance(xa, x_adv[idd])
+            done[idd] = self.within(d_cur[idd])
+
+    def _jump(self, i: torch.Tensor, xa: torch.Tensor, xb: torch.Tensor, update: torch.Tensor,
+              step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Geometric step-size search (halve until the step stays adversarial), then bisect back to the boundary."""
+        session, dev = self.oracle.session, xb.device
+        lo, hi = self.threat.bounds
         cand = xb.clone()
         pending = torch.ones(len(i), dtype=torch.bool, device=dev)
         for _ in range(_MAX_HALVINGS):
@@ -295,26 +299,16 @@ def hopskipjump(
                 break
             a = ask.nonzero().squeeze(1)
             ad = a.to(dev)
-            trial = (xb[ad] + step[ad].view(-1, *([1] * (x.dim() - 1))) * update[ad]).clamp(lo, hi)
-            ok = oracle(trial, i[a])
+            trial = (xb[ad] + step[ad].view(-1, *([1] * (xb.dim() - 1))) * update[ad]).clamp(lo, hi)
+            ok = self.oracle(trial, i[a])
             cand[ad[ok]] = trial[ok]
             pending[ad[ok]] = False
             step[ad[~ok]] /= 2
         moved = ~pending
         if bool(moved.any()):
             m = moved.nonzero().squeeze(1)
-            cand[m] = _binary_search(oracle, i[m.cpu()], xa[m], cand[m], norm, theta)
-        better = moved & (dist(xa, cand) < d_i)
-        x_adv[idd] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), cand, xb)
-        d_cur[idd] = dist(xa, x_adv[idd])
-        done[idd] = within(d_cur[idd])
-
-    success = found.clone()
-    if threat.bounded:
-        success &= within(dist(x, x_adv))
-        x_adv = threat.project(x, x_adv)
-    x_adv = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
-    return AttackResult(x_adv, success.cpu(), session.queries.clone())
+            cand[m] = _binary_search(self.oracle, i[m.cpu()], xa[m], cand[m], self.threat.norm, self.theta)
+        return cand, moved
 
 
 __all__ = ["hopskipjump"]

@@ -7,12 +7,12 @@ adversarial attack via random search", ECCV 2020, https://arxiv.org/abs/1912.000
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
-from advlab._checks import check_positive_int
-from advlab.attacks.base import AttackResult, register_attack, reject_unknown, validate
+from advlab._checks import Fraction, Range
+from advlab.attacks.registry import AttackResult, register_attack
 from advlab.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
 
@@ -192,15 +192,7 @@ def _propose_l2(
     return threat.project(xa, xa + new_delta * scale[:, None, None, None])
 
 
-@register_attack(
-    "square",
-    kind="score-based",
-    norms=("linf", "l2"),
-    targeted=True,
-    needs_grad=False,
-    paper=PAPER,
-    defaults={"max_queries": 5000, "p_init": None},
-)
+@register_attack("square", kind="score-based", norms=("linf", "l2"), targeted=True, needs_grad=False, paper=PAPER)
 def square(
     model: Any,
     x: torch.Tensor,
@@ -209,21 +201,20 @@ def square(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    max_queries: int = 5000,
-    p_init: float | None = None,
-    **unused: Any,
+    max_queries: Annotated[int, Range(2)] = 5000,
+    p_init: Fraction | None = None,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates at the ε-ball's surface.
 
     Andriushchenko et al. 2020, https://arxiv.org/abs/1912.00049. Norms: L∞ (squares set to
     x ± ε) and L2 (pseudo-Gaussian bumps, mass moved between two squares). Targeted or
     untargeted. Black-box, score-based: needs only scores (logits or probabilities) from a
-    :class:`~advlab.blackbox.BlackBox` or a torch model, never gradients. Cost: one query for the
-    clean input, one for the initialisation, then one per iteration per example still not
+    :class:`~advlab.models.blackbox.BlackBox` or a torch model, never gradients. Cost: one query
+    for the clean input, one for the initialisation, then one per iteration per example still not
     fooled, at most ``max_queries`` per example; an example stops as soon as it is fooled.
 
     Args:
-        model: A torch model (logits) or a :class:`~advlab.blackbox.BlackBox` with scores.
+        model: A torch model (logits) or a :class:`~advlab.models.blackbox.BlackBox` with scores.
         x: Clean batch N×C×H×W inside ``threat.bounds``.
         y: True labels.
         threat: L∞ or L2 threat model with finite ε.
@@ -231,33 +222,25 @@ def square(
         generator: Source of randomness (drawn on the CPU).
         max_queries: Per-example query budget (≥ 2).
         p_init: Initial fraction of pixels changed by a square (default 0.05 for L∞, 0.1 for L2).
-        **unused: Any other keyword is rejected with a one-line TypeError.
 
     Returns:
         ``AttackResult`` with the best point found per example and its query count.
     """
-    reject_unknown("square", unused)
-    y, target = validate("square", ("linf", "l2"), x, y, threat, target, supports_targeted=True)
-    check_positive_int("max_queries", max_queries)
-    if max_queries < 2:
-        raise ValueError(f"max_queries: square needs at least 2 queries, got {max_queries}")
-    if not threat.bounded:
-        raise ValueError("threat.eps: square is a fixed-budget attack and needs a finite eps")
     if x.dim() != 4:
         raise ValueError(f"x: square needs images N×C×H×W, got shape {tuple(x.shape)}")
     if p_init is None:
         p_init = 0.05 if threat.norm == "linf" else 0.1
-    if not 0.0 < p_init <= 1.0:
-        raise ValueError(f"p_init: expected a fraction in (0, 1], got {p_init}")
-    box = as_blackbox(model)
-    if not box.has_scores:
-        raise ValueError("model: square is score-based; got a labels-only BlackBox")
-
     x = x.detach()
-    dev = x.device
-    y, target = y.to(dev), None if target is None else target.to(dev)
-    n = x.shape[0]
-    session: QuerySession = box.session(n, max_queries)
+    y, target = y.to(x.device), None if target is None else target.to(x.device)
+    session: QuerySession = as_blackbox(model).session(x.shape[0], max_queries)
+    best, margin = _start(session, x, y, target, threat, generator)
+    _search(session, x, y, target, threat, best, margin, p_init, max_queries, generator)
+    return AttackResult(best, (margin < 0).cpu(), session.queries.clone())
+
+
+def _start(session: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+           threat: ThreatModel, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query the clean batch, then the initialisation (stripes or bumps) where it is not yet fooled."""
     margin = _margin(session.scores(x), y, target)
     best = x.clone()
     done = margin < 0
@@ -268,14 +251,22 @@ def square(
         m_init = _margin(session.scores(init[todo], todo), y[todo], _sub(target, todo))
         best[todo] = init[todo]
         margin[todo] = m_init
-        done = margin < 0
+    return best, margin
+
+
+def _search(session: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+            threat: ThreatModel, best: torch.Tensor, margin: torch.Tensor, p_init: float, max_queries: int,
+            generator: torch.Generator | None) -> None:
+    """Random search, in place on ``best`` and ``margin``, until fooled or out of queries.
+
+    The examples still searching are kept as compact tensors; they are written back and
+    re-gathered only when the set shrinks (an example fooled or out of queries).
+    """
     propose = _propose_linf if threat.norm == "linf" else _propose_l2
     it = 0
-    # The examples still searching, kept as compact tensors; they are written back and
-    # re-gathered only when the set shrinks (an example fooled or out of queries).
-    a = ((~done.cpu()) & (session.remaining > 0)).nonzero().squeeze(1)
+    a = ((margin >= 0).cpu() & (session.remaining > 0)).nonzero().squeeze(1)
     while len(a):
-        ad = a.to(dev)
+        ad = a.to(x.device)
         xs, bs, ms, ys, ts = x[ad], best[ad], margin[ad], y[ad], _sub(target, ad)
         while True:
             cand = propose(xs, bs, threat, square_fraction(p_init, it, max_queries), generator)
@@ -289,8 +280,6 @@ def square(
                 break
         best[ad], margin[ad] = bs, ms
         a = a[left]
-    done = margin < 0
-    return AttackResult(best, done.cpu(), session.queries.clone())
 
 
 def _sub(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from advlab._checks import check_choice, check_positive_int
 from advlab._version import __version__
-from advlab.attacks import AttackInfo, get_attack
+from advlab.attacks import AttackInfo, get_attack, list_attacks
 from advlab.evaluation.checks import run_checks
 from advlab.evaluation.metrics import (
     mean_or_none,
@@ -47,6 +47,7 @@ DEFAULT_EPS: dict[str, tuple[float, ...]] = {
     "l1": (5.0, 10.0, 15.0),
     "l0": (5.0, 10.0, 20.0),
 }
+LINF_STEP = 0.01  # BIM/PGD step for L∞ (the classic 40 × 0.01 schedule); other norms: 2.5·ε/steps
 # Budgets advlab evaluate uses by default (documented in docs/evaluation.md); user params override.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "bim": {"steps": 40, "early_stop": True},
@@ -55,12 +56,15 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "cw": {"steps": 100, "binary_search_steps": 5, "lr": 0.1},
     "square": {"max_queries": 1000},
     "hopskipjump": {"max_queries": 1000},
-    "apgd-ensemble": {"square_queries": 1000},
+    "apgd-ensemble": {"max_queries": 1000},
 }
-ADAPTIVE = "pgd-adaptive"  # what evaluate adds when a gradient-masking check fires
-# white-box gradient attacks whose numbers a gradient-masking warning puts in doubt
-MASKABLE = ("fgsm", "bim", "pgd", "apgd", "apgd-t", "apgd-ensemble", "deepfool", "cw")
-LINF_STEP = 0.01  # BIM/PGD step for L∞ (the classic 40 × 0.01 schedule); other norms: 2.5·ε/steps
+# ... and per (attack, norm): the classic 40 × 0.01 L∞ schedule of BIM/PGD (other norms: 2.5·ε/steps)
+DEFAULT_NORM_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
+    ("bim", "linf"): {"step_size": LINF_STEP},
+    ("pgd", "linf"): {"step_size": LINF_STEP},
+}
+# what evaluate adds when a gradient-masking check fires: the attack registered as adaptive
+ADAPTIVE = next(name for name in list_attacks() if get_attack(name).adaptive)
 CONTRACT_KEYS = (
     "attack", "dataset", "model", "norm", "eps", "n", "acc1_adv", "acc5_adv", "acc1_clean", "acc5_clean",
     "success_rate", "median_l0", "median_l1", "median_l2", "median_linf", "mean_queries", "seconds", "seed",
@@ -138,11 +142,8 @@ def plan_jobs(attacks: Sequence[str], norm: str, eps: Sequence[float]) -> list[J
 
 def attack_params(info: AttackInfo, job: Job, user: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The parameters an attack runs with in the evaluation."""
-    params = dict(DEFAULT_PARAMS.get(info.name, {}))
-    if info.name in ("bim", "pgd") and job.norm == "linf":
-        params["step_size"] = LINF_STEP
-    params.update(user.get(info.name, {}))
-    return params
+    return {**DEFAULT_PARAMS.get(info.name, {}), **DEFAULT_NORM_PARAMS.get((info.name, job.norm), {}),
+            **user.get(info.name, {})}
 
 
 def batch_seed(seed: int, job_key: str, batch: int) -> int:
@@ -499,7 +500,7 @@ def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
             broken, top1, top5 = outcome_at_eps(o["adv"], dist, scored_eps, o["top1"], o["top5"],
                                                 clean["top1"], clean["top5"])
             row = make(job.attack, job.norm, e, broken, top1, top5, o, seconds)
-            if fired and job.attack in MASKABLE and e == max(config["eps"]) and job.norm == config["norm"]:
+            if fired and get_attack(job.attack).maskable and e == max(config["eps"]) and job.norm == config["norm"]:
                 row.warnings = list(fired)
             rows.append(row)
             if e is not None and job.norm == config["norm"]:
