@@ -118,7 +118,7 @@ def test_import_graph_has_no_cycle():
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                cycle = stack[stack.index(t):] + [t]
+                cycle = [*stack[stack.index(t):], t]
                 raise AssertionError("import cycle: " + " → ".join(cycle))
             if t not in state:
                 visit(t)

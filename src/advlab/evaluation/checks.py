@@ -20,8 +20,8 @@ import torch
 
 from advlab.attacks import get_attack
 from advlab.attacks.adaptive import needs_bpda, needs_eot
-from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.attacks.gradient import steepest_step
+from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.threat import Norm, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
