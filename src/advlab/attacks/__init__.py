@@ -15,6 +15,7 @@ from advlab.attacks.fastview import fast_view, fast_views
 from advlab.attacks.gradient import bim, fgsm, pgd
 from advlab.attacks.hopskipjump import hopskipjump
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
+from advlab.attacks.mifgsm import mi_fgsm
 from advlab.attacks.registry import (
     AttackInfo,
     AttackResult,
@@ -45,6 +46,7 @@ __all__ = [
     "list_attacks",
     "loss_grad",
     "margin_loss",
+    "mi_fgsm",
     "noise",
     "pgd",
     "pgd_adaptive",
