@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from advlab._checks import check_positive_int
 from advlab._version import __version__
-from advlab.evaluation.metrics import clean_accuracy
+from advlab.metrics import clean_accuracy
 
 
 @dataclass

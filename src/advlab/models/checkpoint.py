@@ -9,17 +9,18 @@ advlab metadata (a foreign one), and metadata whose architecture does not match 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from advlab._io import atomic_path
 
 FORMAT = "advlab-checkpoint/1"
 _META_KEY = "advlab"
@@ -87,15 +88,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[s
     if missing:
         raise ValueError(f"meta: missing keys {', '.join(missing)}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
@@ -122,26 +116,8 @@ def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
     model.load_state_dict(state)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write text atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
 def tensor_digest(model: nn.Module) -> str:
     """A SHA-256 over the model's state, for comparing weights bit for bit."""
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -149,7 +125,4 @@ def tensor_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-__all__ = [
-    "FORMAT", "CheckpointError", "atomic_write_text", "load_state", "read_metadata",
-    "save_checkpoint", "tensor_digest", "torch",
-]
+__all__ = ["FORMAT", "CheckpointError", "load_state", "read_metadata", "save_checkpoint", "tensor_digest"]
