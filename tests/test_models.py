@@ -1,5 +1,8 @@
+import importlib
 import json
+import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -8,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 import advlab
-from advlab.evaluation.metrics import clean_accuracy
+from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.metrics import clean_accuracy
 from advlab.models import (
     CheckpointError,
     create_model,
@@ -104,6 +108,33 @@ def test_unknown_model_name_suggests():
         create_model("lenett")
 
 
+def test_unknown_model_name_suggests_sklearn_targets_too():
+    with pytest.raises(ValueError, match=r"did you mean 'sklearn-logreg-digits'.*scikit-learn: sklearn-logreg"):
+        load_model("sklearn-logreg-digit")
+    with pytest.raises(ValueError, match=r"did you mean 'lenet-mnist'.*scikit-learn: sklearn-logreg"):
+        load_model("lenet-mnst")
+
+
+def test_atomic_writes(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "first ε\n")
+    assert path.read_text(encoding="utf-8") == "first ε\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    atomic_write_bytes(path, b"second")
+    assert path.read_bytes() == b"second"
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("advlab._io.os.replace", dies)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"third")
+    assert path.read_bytes() == b"second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]  # no temporary file left behind
+
+
 def test_atomic_save_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     first = small()
@@ -147,6 +178,21 @@ def test_fit_restores_global_rng(digits):
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    ("advlab.blackbox", "advlab.models.blackbox"),
+    ("advlab.sklearn_models", "advlab.models.sklearn"),
+    ("advlab.evaluation.metrics", "advlab.metrics"),
+])
+def test_old_module_paths_warn_and_give_the_same_objects(old, new, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=re.escape(f"{old} is deprecated: import from {new}")):
+        alias = importlib.import_module(old)
+    module = importlib.import_module(new)
+    assert alias.__all__
+    for name in alias.__all__:
+        assert getattr(alias, name) is getattr(module, name), name
+
+
 @pytest.mark.parametrize("name", ["lenet-mnist", "googlenet-mnist", "mlp-mnist"])
 def test_shipped_model_accuracy(name):
     if name not in list_pretrained():
@@ -165,6 +211,7 @@ def test_shipped_model_accuracy(name):
 def test_cli_models_lists_shipped():
     out = subprocess.run([sys.executable, "-m", "advlab", "models"], capture_output=True, text=True, check=True)
     assert "lenet-mnist" in out.stdout and "googlenet" in out.stdout
+    assert "sklearn-logreg " in out.stdout and "sklearn-logreg-digits" in out.stdout
 
 
 def test_cli_bad_input_one_line_error(tmp_path):

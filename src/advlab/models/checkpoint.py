@@ -49,7 +49,20 @@ def _sniff(path: Path) -> None:
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The advlab metadata of a checkpoint, validated (no tensors are read)."""
+    """The advlab metadata of a checkpoint, validated (no tensors are read).
+
+    Args:
+        path: A checkpoint file.
+
+    Returns:
+        The metadata dictionary (``format``, ``architecture``, ``arch_kwargs``, ``dataset``,
+        ``bounds`` and whatever else training recorded).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: Not a safetensors file (a pickle, a ``torch.save`` zip), a foreign
+            safetensors file, corrupt or incomplete metadata.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
@@ -80,6 +93,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[s
     """Write ``model``'s weights and ``meta`` atomically (a temp file, then ``os.replace``).
 
     A run killed while saving leaves the previous file at ``path`` (or none), never half a file.
+
+    Args:
+        model: The network whose ``state_dict`` is saved.
+        path: The checkpoint file to write (its directory is created if needed).
+        meta: The metadata; it must hold ``architecture``, ``arch_kwargs``, ``dataset`` and
+            ``bounds`` (``format`` is added).
+
+    Raises:
+        ValueError: ``meta`` lacks a required key.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +115,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[s
 
 
 def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
-    """Load weights into ``model``; every key and shape must match, else a clear error."""
+    """Load the weights stored at ``path`` into ``model``.
+
+    Args:
+        path: A checkpoint file (already checked by :func:`read_metadata`).
+        model: The network built from the checkpoint's architecture and arguments.
+
+    Raises:
+        CheckpointError: A tensor name or shape differs from the model's.
+    """
     path = Path(path)
     expected = model.state_dict()
     with safe_open(str(path), framework="pt") as f:
