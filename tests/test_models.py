@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 import advlab
 from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.data import half_indices, load_dataset
 from advlab.metrics import clean_accuracy
 from advlab.models import (
     CheckpointError,
@@ -22,7 +23,7 @@ from advlab.models import (
     save_checkpoint,
     tensor_digest,
 )
-from advlab.train import TrainConfig, fit
+from advlab.train import TrainConfig, fit, train_half
 
 META = {"architecture": "mlp", "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 16},
         "dataset": "digits", "bounds": [0.0, 1.0], "acc1": 0.5, "acc5": 0.9, "seed": 0,
@@ -176,6 +177,41 @@ def test_fit_restores_global_rng(digits):
     torch.manual_seed(123)
     fit(model, (xtr, ytr), None, TrainConfig(epochs=1, seed=0), progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_fit_leaves_the_callers_rng_state_unchanged(digits):
+    xtr, ytr, _, _ = digits
+    model = small()  # building it draws from the global RNG
+    before = torch.get_rng_state()
+    fit(model, (xtr, ytr), None, TrainConfig(epochs=1, seed=3), progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_fit_forks_every_cuda_device_rng(digits, monkeypatch):
+    # torch.manual_seed seeds every CUDA device too, so fit must restore all of them, not the CPU's only
+    xtr, ytr, _, _ = digits
+    forked = []
+    real_fork = torch.random.fork_rng
+
+    def spy(devices=None, **kwargs):
+        forked.append(list(devices))
+        return real_fork(devices=[], **kwargs)  # no CUDA here: fork the CPU RNG as fit would
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    fit(small(), (xtr[:64], ytr[:64]), None, TrainConfig(epochs=1, seed=0), progress=False)
+    assert forked == [[0, 1]]
+
+
+def test_train_half_trains_on_the_fixed_half():
+    cfg = TrainConfig(epochs=1, batch_size=64, seed=0)
+    result = train_half("b", arch="mlp", dataset="digits", config=cfg)
+    x, y = load_dataset("digits", "train")
+    idx = half_indices(len(x), "b")
+    expected = create_model("mlp", in_shape=(1, 8, 8), num_classes=10)
+    fit(expected, (x[idx], y[idx]), None, cfg, progress=False)
+    assert tensor_digest(result.model) == tensor_digest(expected)
+    assert 0 < result.acc1 <= 1  # measured on the full test split
 
 
 @pytest.mark.parametrize(("old", "new"), [
