@@ -8,8 +8,7 @@ import torch
 
 import advlab
 from advlab.attacks import get_attack
-from advlab.blackbox import BlackBox, QueryBudgetExceeded, as_blackbox
-from advlab.sklearn_models import load_sklearn_model
+from advlab.models import BlackBox, QueryBudgetExceeded, as_blackbox, load_model, load_sklearn_model
 
 
 class CountingPredict:
@@ -246,6 +245,36 @@ def test_hopskipjump_attacks_sklearn_through_predict_only(digits):
     assert res.success.all()
     assert (box.labels(res.x_adv) != y).all()
     assert float(advlab.ThreatModel("l2", 1.0).distance(x, res.x_adv).median()) < 3.0
+
+
+def test_load_model_takes_sklearn_names(digits):
+    _, _, xte, _ = digits
+    box = load_model("sklearn-logreg-digits")
+    same = load_sklearn_model("sklearn-logreg-digits")
+    assert isinstance(box, BlackBox) and box.name == "sklearn-logreg-digits" and box.output == "probs"
+    assert box.meta == same.meta and box.meta["acc1"] > 0.95
+    assert torch.equal(box.scores(xte), same.scores(xte))
+
+
+def test_sklearn_cache_is_one_plain_npz_read_back(tmp_path, monkeypatch, digits):
+    _, _, xte, _ = digits
+    monkeypatch.setenv("ADVLAB_CACHE", str(tmp_path / "cache"))
+    trained = load_model("sklearn-logreg-digits")
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary file left behind
+    with np.load(files[0], allow_pickle=False) as z:
+        assert set(z.files) == {"coef", "intercept", "classes", "acc1", "train_seconds"}
+    cached = load_model("sklearn-logreg-digits")
+    assert cached.meta == trained.meta
+    assert torch.equal(cached.scores(xte), trained.scores(xte))
+
+
+def test_sklearn_name_type_lists_the_sklearn_targets():
+    from typing import get_args
+
+    from advlab.models.sklearn import SKLEARN_MODELS, SklearnName
+
+    assert set(get_args(SklearnName)) == set(SKLEARN_MODELS)
 
 
 def test_hopskipjump_targeted_with_starting_points(digits, digits_mlp, batch):

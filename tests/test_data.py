@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import advlab
-from advlab.data import load_dataset, read_idx, write_idx
+from advlab.data import HALVES, half_indices, load_dataset, read_idx, write_idx
 from advlab.data.mnist import load_mnist_uint8
 
 OFFICIAL_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -99,3 +99,12 @@ def test_digits():
     assert xtr.shape == (1437, 1, 8, 8) and xte.shape == (360, 1, 8, 8)
     assert 0.0 <= float(xtr.min()) and float(xtr.max()) <= 1.0
     assert set(ytr.tolist()) == set(range(10))
+
+
+def test_half_indices_split_into_two_fixed_disjoint_halves():
+    a, b = half_indices(1001, "a"), half_indices(1001, "b")
+    assert HALVES == ("a", "b") and (len(a), len(b)) == (500, 501)
+    assert sorted(torch.cat([a, b]).tolist()) == list(range(1001))
+    assert torch.equal(a, half_indices(1001, "a"))
+    with pytest.raises(ValueError, match=r"half: expected one of 'a', 'b', got 'c'"):
+        half_indices(10, "c")

@@ -1,5 +1,8 @@
+import importlib
 import json
+import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -8,7 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 import advlab
-from advlab.evaluation.metrics import clean_accuracy
+from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.data import half_indices, load_dataset
+from advlab.metrics import clean_accuracy
 from advlab.models import (
     CheckpointError,
     create_model,
@@ -18,7 +23,7 @@ from advlab.models import (
     save_checkpoint,
     tensor_digest,
 )
-from advlab.train import TrainConfig, fit
+from advlab.train import TrainConfig, fit, train_half
 
 META = {"architecture": "mlp", "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 16},
         "dataset": "digits", "bounds": [0.0, 1.0], "acc1": 0.5, "acc5": 0.9, "seed": 0,
@@ -104,6 +109,33 @@ def test_unknown_model_name_suggests():
         create_model("lenett")
 
 
+def test_unknown_model_name_suggests_sklearn_targets_too():
+    with pytest.raises(ValueError, match=r"did you mean 'sklearn-logreg-digits'.*scikit-learn: sklearn-logreg"):
+        load_model("sklearn-logreg-digit")
+    with pytest.raises(ValueError, match=r"did you mean 'lenet-mnist'.*scikit-learn: sklearn-logreg"):
+        load_model("lenet-mnst")
+
+
+def test_atomic_writes(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "first ε\n")
+    assert path.read_text(encoding="utf-8") == "first ε\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    atomic_write_bytes(path, b"second")
+    assert path.read_bytes() == b"second"
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("advlab._io.os.replace", dies)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"third")
+    assert path.read_bytes() == b"second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]  # no temporary file left behind
+
+
 def test_atomic_save_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     first = small()
@@ -147,6 +179,56 @@ def test_fit_restores_global_rng(digits):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_fit_leaves_the_callers_rng_state_unchanged(digits):
+    xtr, ytr, _, _ = digits
+    model = small()  # building it draws from the global RNG
+    before = torch.get_rng_state()
+    fit(model, (xtr, ytr), None, TrainConfig(epochs=1, seed=3), progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_fit_forks_every_cuda_device_rng(digits, monkeypatch):
+    # torch.manual_seed seeds every CUDA device too, so fit must restore all of them, not the CPU's only
+    xtr, ytr, _, _ = digits
+    forked = []
+    real_fork = torch.random.fork_rng
+
+    def spy(devices=None, **kwargs):
+        forked.append(list(devices))
+        return real_fork(devices=[], **kwargs)  # no CUDA here: fork the CPU RNG as fit would
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    fit(small(), (xtr[:64], ytr[:64]), None, TrainConfig(epochs=1, seed=0), progress=False)
+    assert forked == [[0, 1]]
+
+
+def test_train_half_trains_on_the_fixed_half():
+    cfg = TrainConfig(epochs=1, batch_size=64, seed=0)
+    result = train_half("b", arch="mlp", dataset="digits", config=cfg)
+    x, y = load_dataset("digits", "train")
+    idx = half_indices(len(x), "b")
+    expected = create_model("mlp", in_shape=(1, 8, 8), num_classes=10)
+    fit(expected, (x[idx], y[idx]), None, cfg, progress=False)
+    assert tensor_digest(result.model) == tensor_digest(expected)
+    assert 0 < result.acc1 <= 1  # measured on the full test split
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("advlab.blackbox", "advlab.models.blackbox"),
+    ("advlab.sklearn_models", "advlab.models.sklearn"),
+    ("advlab.evaluation.metrics", "advlab.metrics"),
+])
+def test_old_module_paths_warn_and_give_the_same_objects(old, new, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=re.escape(f"{old} is deprecated: import from {new}")):
+        alias = importlib.import_module(old)
+    module = importlib.import_module(new)
+    assert alias.__all__
+    for name in alias.__all__:
+        assert getattr(alias, name) is getattr(module, name), name
+
+
 @pytest.mark.parametrize("name", ["lenet-mnist", "googlenet-mnist", "mlp-mnist"])
 def test_shipped_model_accuracy(name):
     if name not in list_pretrained():
@@ -165,6 +247,7 @@ def test_shipped_model_accuracy(name):
 def test_cli_models_lists_shipped():
     out = subprocess.run([sys.executable, "-m", "advlab", "models"], capture_output=True, text=True, check=True)
     assert "lenet-mnist" in out.stdout and "googlenet" in out.stdout
+    assert "sklearn-logreg " in out.stdout and "sklearn-logreg-digits" in out.stdout
 
 
 def test_cli_bad_input_one_line_error(tmp_path):

@@ -1,19 +1,50 @@
-"""Renamed parameters and moved modules keep working for one release, with a DeprecationWarning."""
+"""Warnings for renamed things: a keyword, an option or a module path that moved.
+
+Old names keep working until advlab 0.3 and say so with a ``DeprecationWarning`` that points
+at the caller's line (the function call, or the ``import`` statement), not at advlab's own code.
+"""
 
 from __future__ import annotations
 
 import warnings
 
-UNTIL = "advlab 0.3"
+REMOVAL = "advlab 0.3"
 
 
-def warn_renamed(owner: str, old: str, new: str, stacklevel: int = 3) -> None:
-    """Warn that ``owner``'s parameter ``old`` is now called ``new``."""
-    warnings.warn(f"{owner}: '{old}' is deprecated, use '{new}' (the old name works until {UNTIL})",
-                  DeprecationWarning, stacklevel=stacklevel)
+def warn_renamed(owner: str, old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``owner`` received the old name ``old`` of what is now called ``new``.
+
+    Call it from the function that accepted the old name: the default ``stacklevel`` then
+    points the warning at that function's caller.
+
+    Args:
+        owner: What took the name, e.g. ``"pgd"`` or ``"advlab evaluate"``.
+        old: The deprecated name.
+        new: The name to use instead.
+        stacklevel: As for :func:`warnings.warn`, counted from this function.
+    """
+    warnings.warn(
+        f"{owner}: '{old}' is deprecated, use '{new}' (the old name works until {REMOVAL})",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def alias_module(old: str, new: str) -> None:
-    """Warn, from the top of an alias module, that ``old`` moved to ``new``."""
-    warnings.warn(f"{old} is deprecated: import from {new} (the old path works until {UNTIL})",
-                  DeprecationWarning, stacklevel=3)
+    """Warn that module ``old`` was imported; its contents now live in ``new``.
+
+    Call it at the top level of the alias module. The warning points at the ``import`` that
+    loaded the alias (the interpreter skips its own import machinery when counting frames).
+
+    Args:
+        old: The deprecated module path, e.g. ``"advlab.blackbox"``.
+        new: The module to import from instead.
+    """
+    warnings.warn(
+        f"{old} is deprecated: import from {new} (the old path works until {REMOVAL})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+__all__ = ["alias_module", "warn_renamed"]

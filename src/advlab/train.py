@@ -1,8 +1,9 @@
 """One training loop. Training defenses plug in as a :class:`TrainingDefense` (see advlab.defenses).
 
 Training is deterministic under a seed on one machine: model initialisation and shuffling draw
-from a seeded RNG inside ``torch.random.fork_rng`` (the caller's global RNG state is restored
-afterwards), and the data order comes from an explicit ``torch.Generator``.
+from a seeded RNG inside ``torch.random.fork_rng`` (the caller's global RNG state, CPU and CUDA,
+is restored afterwards), and the data order comes from an explicit ``torch.Generator``.
+:func:`train_half` trains on one of the two fixed halves of a training set.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from tqdm.auto import tqdm
 
 from advlab._checks import check_positive_int
 from advlab._version import __version__
-from advlab.evaluation.metrics import clean_accuracy
+from advlab.data import dataset_info, half_indices, load_dataset
+from advlab.metrics import clean_accuracy
+from advlab.models import create_model
 
 
 @dataclass
@@ -84,6 +87,68 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
+def _optimiser(
+    model: nn.Module, config: TrainConfig, total: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """Adam over ``model``'s parameters and, for ``schedule="cosine"``, a one-cycle schedule of ``total`` steps."""
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    if config.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=config.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
+        )
+    return opt, sched
+
+
+@dataclass
+class _Loop:
+    """What a training run carries from one optimiser step to the next."""
+
+    model: nn.Module
+    defense: TrainingDefense
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler | None
+    gen: torch.Generator  # the data order and the defense's own draws
+    bar: Any  # the progress bar
+    batch_size: int
+    total: int  # optimiser steps in the whole run
+    it: int = 0  # optimiser steps done
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[float, float]:
+        """One optimiser step on a batch; returns the batch's summed loss and its correct count."""
+        loss, logits = self.defense.step(self.model, xb, yb, self.gen, self.it / self.total, idx)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.defense.after_step(self.model)
+        self.it += 1
+        if self.sched is not None:
+            self.sched.step()
+        return float(loss.detach()) * len(idx), float((logits.argmax(1) == yb).sum())
+
+    def epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, float]:
+        """One pass over ``(x, y)`` in a fresh random order; returns the epoch's mean loss and accuracy."""
+        order = torch.randperm(len(x), generator=self.gen)
+        run_loss = run_correct = seen = 0.0
+        for i in range(math.ceil(len(x) / self.batch_size)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            loss, correct = self.step(x[idx], y[idx], idx)
+            run_loss += loss
+            run_correct += correct
+            seen += len(idx)
+            self.bar.update(1)
+            self.bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss / seen:.4f}", acc=f"{run_correct / seen:.4f}")
+        return {"epoch": epoch + 1, "loss": run_loss / seen, "acc": run_correct / seen}
+
+
+def _reset_parameters(model: nn.Module) -> None:
+    """Re-draw every layer's parameters from its default initialiser (from the global RNG)."""
+    for m in model.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
 def fit(
     model: nn.Module,
     train_data: tuple[torch.Tensor, torch.Tensor],
@@ -95,6 +160,9 @@ def fit(
     init_seed: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and the given step function.
+
+    Every RNG ``torch.manual_seed`` seeds (the CPU's and every CUDA device's) is forked, so the
+    caller's random state is the same after training as before.
 
     Args:
         model: The network (its parameters are trained in place).
@@ -108,56 +176,25 @@ def fit(
             False when fine-tuning an already trained model).
 
     Returns:
-        The trained model with its test accuracy, wall time and per-epoch history.
+        The trained model (eval mode, frozen) with its test accuracy, wall time and per-epoch history.
     """
     check_positive_int("epochs", config.epochs)
     check_positive_int("batch_size", config.batch_size)
     defense = defense if defense is not None else TrainingDefense()
-    x, y = train_data
-    x, y = defense.prepare_data(x, y, torch.Generator().manual_seed(config.seed + 7919))
-    n = len(x)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = config.epochs * steps_per_epoch
+    x, y = defense.prepare_data(*train_data, torch.Generator().manual_seed(config.seed + 7919))
+    total = config.epochs * math.ceil(len(x) / config.batch_size)
     start = time.perf_counter()
-    history: list[dict[str, float]] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(config.seed)
         if init_seed:
-            for m in model.modules():
-                reset = getattr(m, "reset_parameters", None)
-                if callable(reset):
-                    reset()
+            _reset_parameters(model)
         model.requires_grad_(True)
         model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        sched: torch.optim.lr_scheduler.LRScheduler | None = None
-        if config.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=config.lr, total_steps=total, pct_start=0.15, anneal_strategy="cos"
-            )
-        gen = torch.Generator().manual_seed(config.seed)
+        opt, sched = _optimiser(model, config, total)
         bar = tqdm(total=total, disable=not progress, desc="train", unit="batch", dynamic_ncols=True)
-        it = 0
-        for epoch in range(config.epochs):
-            order = torch.randperm(n, generator=gen)
-            run_loss = run_correct = seen = 0.0
-            for i in range(steps_per_epoch):
-                idx = order[i * config.batch_size : (i + 1) * config.batch_size]
-                xb, yb = x[idx], y[idx]
-                loss, logits = defense.step(model, xb, yb, gen, it / total, idx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                defense.after_step(model)
-                it += 1
-                if sched is not None:
-                    sched.step()
-                run_loss += float(loss.detach()) * len(idx)
-                run_correct += float((logits.argmax(1) == yb).sum())
-                seen += len(idx)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss / seen:.4f}", acc=f"{run_correct / seen:.4f}")
-            history.append({"epoch": epoch + 1, "loss": run_loss / seen, "acc": run_correct / seen})
+        loop = _Loop(model, defense, opt, sched, torch.Generator().manual_seed(config.seed), bar,
+                     config.batch_size, total)
+        history = [loop.epoch(x, y, epoch) for epoch in range(config.epochs)]
         bar.close()
     model.eval()
     model.requires_grad_(False)
@@ -165,6 +202,34 @@ def fit(
     if test_data is not None:
         acc1, acc5 = clean_accuracy(model, *test_data)
     return TrainResult(model, acc1, acc5, time.perf_counter() - start, history)
+
+
+def train_half(
+    half: str,
+    *,
+    arch: str = "lenet",
+    dataset: str = "mnist",
+    config: TrainConfig | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``arch`` on training half ``half`` of ``dataset`` (see :func:`advlab.data.half_indices`).
+
+    Args:
+        half: ``"a"`` or ``"b"``: the two halves are disjoint.
+        arch: An architecture name (see :func:`advlab.models.list_models`).
+        dataset: The dataset whose training split is halved.
+        config: The training settings (default: :class:`TrainConfig`'s).
+        progress: Show a progress bar.
+
+    Returns:
+        The trained model; its test accuracy is measured on the full test split.
+    """
+    info = dataset_info(dataset)
+    x, y = load_dataset(dataset, "train")
+    idx = half_indices(len(x), half)
+    test = load_dataset(dataset, "test")
+    model = create_model(arch, in_shape=info.shape, num_classes=info.num_classes)
+    return fit(model, (x[idx], y[idx]), test, config or TrainConfig(), progress=progress)
 
 
 def command_line() -> str:

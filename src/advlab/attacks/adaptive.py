@@ -6,7 +6,7 @@ https://arxiv.org/abs/1802.00420:
 * **BPDA** (Backward Pass Differentiable Approximation): where a defense's preprocessing has no
   useful gradient (rounding, JPEG, thermometer encoding), run it forward and differentiate a
   stand-in backward (identity by default). A model offers this as ``model.bpda(x)`` (see
-  :class:`advlab.defenses.wrappers.Defended`).
+  :class:`advlab.models.wrappers.Defended`).
 * **EOT** (Expectation over Transformation, Athalye et al. 2018, https://arxiv.org/abs/1707.07397):
   where a forward pass is random, average the gradient over ``samples`` draws.
 

@@ -14,7 +14,7 @@ import torch
 
 from advlab._checks import NonNegInt, PositiveFloat, PositiveInt
 from advlab.attacks.registry import AttackResult, register_attack
-from advlab.blackbox import QuerySession, as_blackbox
+from advlab.models.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
 
 PAPER = (

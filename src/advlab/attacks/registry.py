@@ -29,7 +29,7 @@ import torch
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import attack_view
-from advlab.blackbox import BlackBox
+from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
 AttackKind = Literal["white-box", "score-based", "decision-based", "transfer", "baseline"]

@@ -13,7 +13,7 @@ import torch
 
 from advlab._checks import Fraction, Range
 from advlab.attacks.registry import AttackResult, register_attack
-from advlab.blackbox import QuerySession, as_blackbox
+from advlab.models.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
 
 PAPER = (

@@ -12,7 +12,7 @@ import torch
 
 from advlab.attacks import choose_targets, get_attack, list_attacks
 from advlab.data import load_dataset
-from advlab.evaluation.metrics import acc_at_k, predict_logits
+from advlab.metrics import acc_at_k, predict_logits
 from advlab.models import load_model
 from advlab.threat import NORMS, Norm, ThreatModel
 

@@ -11,7 +11,7 @@ from typing import Any
 import tomllib
 import torch
 
-from advlab.defenses.wrappers import wrap_defense
+from advlab.models.wrappers import wrap_defense
 from advlab.evaluation.runner import DEFAULT_ATTACKS, environment, evaluate, format_comparison
 from advlab.models import load_model
 from advlab.report import render_report

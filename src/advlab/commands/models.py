@@ -1,15 +1,16 @@
-"""``advlab models``: list architectures and shipped checkpoints."""
+"""``advlab models``: list architectures, shipped checkpoints and scikit-learn targets."""
 
 from __future__ import annotations
 
 import argparse
 
 from advlab.models import ARCHITECTURES, list_pretrained, read_metadata, resolve_checkpoint
+from advlab.models.sklearn import SKLEARN_MODELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``models`` sub-command."""
-    p = sub.add_parser("models", help="list architectures and pretrained models")
+    p = sub.add_parser("models", help="list architectures, pretrained models and scikit-learn targets")
     p.set_defaults(func=run)
 
 
@@ -25,4 +26,7 @@ def run(args: argparse.Namespace) -> int:
             f"  {name:<20} {m['architecture']:<10} {m['dataset']:<7} "
             f"Acc@1 {m.get('acc1', float('nan')):.4f}  Acc@5 {m.get('acc5', float('nan')):.4f}"
         )
+    print("Scikit-learn targets (advlab.load_model(NAME), advlab transfer --models; black boxes trained on first use):")
+    for name, spec in SKLEARN_MODELS.items():
+        print(f"  {name:<22} {spec.dataset:<7} {spec.description}")
     return 0

@@ -2,6 +2,7 @@
 
 ``load_dataset("mnist", split)`` reads MNIST offline (or from IDX files under ``root``);
 ``load_dataset("digits", split)`` gives scikit-learn's 8×8 digits, a tiny dataset for fast tests.
+``half_indices(n, "a")`` picks one of the two fixed disjoint halves of a training set.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from advlab._checks import check_choice, suggest
 from advlab.data.idx import read_idx, write_idx
 from advlab.data.mnist import load_mnist
+from advlab.data.splits import HALF_SPLIT_SEED, HALVES, half_indices
 
 SPLITS = ("train", "test")
 
@@ -83,4 +85,7 @@ def load_dataset(
     return _load_digits(split)
 
 
-__all__ = ["DATASETS", "SPLITS", "DatasetInfo", "dataset_info", "load_dataset", "read_idx", "write_idx"]
+__all__ = [
+    "DATASETS", "HALF_SPLIT_SEED", "HALVES", "SPLITS", "DatasetInfo", "dataset_info", "half_indices", "load_dataset",
+    "read_idx", "write_idx",
+]

@@ -30,14 +30,14 @@ from advlab._checks import check_choice, check_positive_int
 from advlab._version import __version__
 from advlab.attacks import AttackInfo, get_attack, list_attacks
 from advlab.evaluation.checks import run_checks
-from advlab.evaluation.metrics import (
+from advlab.evaluation.store import Store
+from advlab.metrics import (
     mean_or_none,
     median_or_none,
     outcome_at_eps,
     perturbation_norms,
     topk_correct,
 )
-from advlab.evaluation.store import Store
 from advlab.threat import ThreatModel
 
 DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "bim", "pgd", "deepfool", "cw")

@@ -9,17 +9,18 @@ advlab metadata (a foreign one), and metadata whose architecture does not match 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from advlab._io import atomic_path
 
 FORMAT = "advlab-checkpoint/1"
 _META_KEY = "advlab"
@@ -48,7 +49,20 @@ def _sniff(path: Path) -> None:
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The advlab metadata of a checkpoint, validated (no tensors are read)."""
+    """The advlab metadata of a checkpoint, validated (no tensors are read).
+
+    Args:
+        path: A checkpoint file.
+
+    Returns:
+        The metadata dictionary (``format``, ``architecture``, ``arch_kwargs``, ``dataset``,
+        ``bounds`` and whatever else training recorded).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: Not a safetensors file (a pickle, a ``torch.save`` zip), a foreign
+            safetensors file, corrupt or incomplete metadata.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
@@ -79,6 +93,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[s
     """Write ``model``'s weights and ``meta`` atomically (a temp file, then ``os.replace``).
 
     A run killed while saving leaves the previous file at ``path`` (or none), never half a file.
+
+    Args:
+        model: The network whose ``state_dict`` is saved.
+        path: The checkpoint file to write (its directory is created if needed).
+        meta: The metadata; it must hold ``architecture``, ``arch_kwargs``, ``dataset`` and
+            ``bounds`` (``format`` is added).
+
+    Raises:
+        ValueError: ``meta`` lacks a required key.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,19 +110,20 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[s
     if missing:
         raise ValueError(f"meta: missing keys {', '.join(missing)}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
-    """Load weights into ``model``; every key and shape must match, else a clear error."""
+    """Load the weights stored at ``path`` into ``model``.
+
+    Args:
+        path: A checkpoint file (already checked by :func:`read_metadata`).
+        model: The network built from the checkpoint's architecture and arguments.
+
+    Raises:
+        CheckpointError: A tensor name or shape differs from the model's.
+    """
     path = Path(path)
     expected = model.state_dict()
     with safe_open(str(path), framework="pt") as f:
@@ -122,26 +146,8 @@ def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
     model.load_state_dict(state)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write text atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
 def tensor_digest(model: nn.Module) -> str:
     """A SHA-256 over the model's state, for comparing weights bit for bit."""
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -149,7 +155,4 @@ def tensor_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-__all__ = [
-    "FORMAT", "CheckpointError", "atomic_write_text", "load_state", "read_metadata",
-    "save_checkpoint", "tensor_digest", "torch",
-]
+__all__ = ["FORMAT", "CheckpointError", "load_state", "read_metadata", "save_checkpoint", "tensor_digest"]

@@ -1,0 +1,221 @@
+"""The model zoo: architectures by name, and the one ``load_model``.
+
+``create_model("lenet")`` builds an untrained architecture. ``load_model(name_or_path)`` takes
+a shipped pretrained checkpoint name (``"lenet-mnist"``), any advlab checkpoint path, or a
+scikit-learn target name (``"sklearn-logreg"``). A checkpoint comes back as a torch model in
+eval mode with frozen parameters (``requires_grad=False``: attacks differentiate with respect
+to the input only); a scikit-learn target comes back as a :class:`~advlab.models.blackbox.BlackBox`
+over its ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+from torch import nn
+
+from advlab._checks import suggest
+from advlab.models.blackbox import BlackBox
+from advlab.models.checkpoint import CheckpointError, load_state, read_metadata
+from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
+from advlab.models.sklearn import SKLEARN_MODELS, SklearnName, is_sklearn_model, load_sklearn_model
+from advlab.models.wrappers import Defended, parse_defense
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """An architecture in the registry."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    description: str
+
+
+ARCHITECTURES: dict[str, ArchInfo] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator adding an architecture constructor to the registry.
+
+    Args:
+        name: The architecture's name (``create_model(name)``, ``advlab train --model name``).
+        description: One line for ``advlab models``.
+
+    Returns:
+        A decorator that registers the constructor and returns it unchanged.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in ARCHITECTURES:
+            raise ValueError(f"register_model: {name!r} is already registered")
+        ARCHITECTURES[name] = ArchInfo(name, build, description)
+        return build
+
+    return deco
+
+
+register_model("lenet", "LeNet-5 (LeCun et al. 1998), ReLU + max-pool, 62k parameters")(LeNet5)
+register_model("googlenet", "small Inception-style net for 28×28 (Szegedy et al. 2015), 83k parameters")(
+    SmallGoogLeNet
+)
+register_model("mlp", "2 hidden layers of 256 ReLU units, 269k parameters")(MLP)
+register_model("cnn", "small strided CNN conv32-conv64-128 (adversarial-training size), 436k parameters")(SmallCNN)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Architecture names matching a wildcard (``create_model`` takes them)."""
+    return sorted(n for n in ARCHITECTURES if fnmatch.fnmatch(n, pattern))
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Names of the checkpoints shipped in the package matching a wildcard (``load_model`` takes them)."""
+    return sorted(
+        p.name.removesuffix(".safetensors")
+        for p in WEIGHTS_DIR.glob("*.safetensors")
+        if fnmatch.fnmatch(p.name.removesuffix(".safetensors"), pattern)
+    )
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build an untrained architecture from the registry.
+
+    Args:
+        name: An architecture name (see :func:`list_models`).
+        **kwargs: The constructor's arguments (lists become tuples, as JSON metadata stores them).
+
+    Returns:
+        The freshly initialised network.
+
+    Raises:
+        ValueError: Unknown architecture (with suggestions).
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(
+            f"model: unknown architecture {name!r}{suggest(name, ARCHITECTURES)}; "
+            f"known: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return ARCHITECTURES[name].build(**kwargs)
+
+
+def _find_checkpoint(s: str) -> Path | None:
+    """The file behind a shipped name or an existing path; ``None`` for a name nobody knows."""
+    shipped = WEIGHTS_DIR / f"{s}.safetensors"
+    if shipped.exists():
+        return shipped
+    p = Path(s)
+    if p.exists():
+        return p
+    if any(ch in s for ch in "/\\") or s.endswith(CHECKPOINT_SUFFIXES):
+        raise FileNotFoundError(f"model: checkpoint file {s} does not exist")
+    return None
+
+
+def _unknown_model(s: str, *, with_sklearn: bool) -> ValueError:
+    """The error for an unknown model name: close names, what exists, and a hint for architectures."""
+    pretrained = list_pretrained()
+    known = f"pretrained: {', '.join(pretrained) or 'none'}"
+    names = list(pretrained)
+    if with_sklearn:
+        known += f"; scikit-learn: {', '.join(SKLEARN_MODELS)}"
+        names += list(SKLEARN_MODELS)
+    hint = ""
+    if s in ARCHITECTURES:
+        hint = f"; {s!r} is an architecture: use create_model({s!r}) or `advlab train --model {s}`"
+    return ValueError(f"model: unknown model {s!r}{suggest(s, names)}; {known}{hint}")
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file behind a shipped name or a path.
+
+    Args:
+        name_or_path: A shipped checkpoint name (see :func:`list_pretrained`) or a file path.
+
+    Returns:
+        The checkpoint's path.
+
+    Raises:
+        ValueError: Unknown name (with suggestions).
+        FileNotFoundError: A path that does not exist.
+    """
+    path = _find_checkpoint(str(name_or_path))
+    if path is None:
+        raise _unknown_model(str(name_or_path), with_sklearn=False)
+    return path
+
+
+def _load_checkpoint(path: Path, freeze: bool) -> nn.Module:
+    """The network stored at ``path`` (re-wrapped behind its input transformation, if any), in eval mode."""
+    meta = read_metadata(path)
+    arch = meta["architecture"]
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"checkpoint: {path} names unknown architecture {arch!r}")
+    try:
+        model = create_model(arch, **meta["arch_kwargs"])
+    except TypeError as e:
+        raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} does not take ({e})") from None
+    load_state(path, model)
+    if meta.get("wrapper"):  # a network trained behind an input transformation (thermometer encoding)
+        model = Defended(model, parse_defense(meta["wrapper"]))
+    model.eval()
+    if freeze:
+        model.requires_grad_(False)
+    model.advlab_meta = meta  # type: ignore[assignment]
+    return model
+
+
+# A scikit-learn name gives a BlackBox; for any other string type checkers see a torch model.
+@overload
+def load_model(name_or_path: SklearnName, *, freeze: bool = True) -> BlackBox:  # type: ignore[overload-overlap]
+    ...
+
+
+@overload
+def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> nn.Module:
+    ...
+
+
+def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> nn.Module | BlackBox:
+    """Load a model: a shipped checkpoint name, an advlab checkpoint path or a scikit-learn target.
+
+    Args:
+        name_or_path: ``"lenet-mnist"`` (see :func:`list_pretrained`), a checkpoint path, or
+            ``"sklearn-logreg"`` / ``"sklearn-logreg-digits"`` (trained once, then cached; see
+            :func:`~advlab.models.sklearn.load_sklearn_model`).
+        freeze: For a torch model, set ``requires_grad=False`` on its parameters.
+
+    Returns:
+        A torch model in eval mode, its metadata at ``model.advlab_meta``; or, for a scikit-learn
+        name, a :class:`~advlab.models.blackbox.BlackBox` over ``predict_proba`` (its test
+        accuracy at ``box.meta["acc1"]``).
+
+    Raises:
+        ValueError: Unknown name (with suggestions among shipped checkpoints and scikit-learn
+            targets), a pickle file, a foreign safetensors file, or metadata that does not
+            match the weights.
+        FileNotFoundError: A path that does not exist.
+    """
+    if isinstance(name_or_path, str) and is_sklearn_model(name_or_path):
+        return load_sklearn_model(name_or_path)
+    path = _find_checkpoint(str(name_or_path))
+    if path is None:
+        raise _unknown_model(str(name_or_path), with_sklearn=True)
+    return _load_checkpoint(path, freeze)
+
+
+__all__ = [
+    "ARCHITECTURES", "CHECKPOINT_SUFFIXES", "WEIGHTS_DIR", "ArchInfo", "create_model", "list_models",
+    "list_pretrained", "load_model", "register_model", "resolve_checkpoint",
+]
