@@ -50,7 +50,7 @@ def test_readme_python_examples_run():
     assert blocks, "the README has no python example"
     for block in blocks:
         namespace: dict[str, object] = {}
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+        exec(compile(block, "README.md", "exec"), namespace)
 
 
 def test_attack_functions_type_check(tmp_path):

@@ -27,7 +27,8 @@ def distance(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
         return d.abs().amax(dim=1)
     if norm == "l2":
-        return d.norm(p=2, dim=1)
+        l2: torch.Tensor = d.norm(p=2, dim=1)
+        return l2
     if norm == "l1":
         return d.abs().sum(dim=1)
     return (d != 0).sum(dim=1).to(x.dtype)
@@ -86,7 +87,8 @@ def project_l2(d: torch.Tensor, eps: float, low: torch.Tensor, high: torch.Tenso
         return clipped
 
     def norm_at(s: torch.Tensor) -> torch.Tensor:
-        return (d * s[:, None]).clamp(low, high).norm(dim=1)
+        out: torch.Tensor = (d * s[:, None]).clamp(low, high).norm(dim=1)
+        return out
 
     # norm_at is increasing in s; bisect on t = 1 - s so the helper sees a decreasing function.
     zero = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)

@@ -118,7 +118,7 @@ class _Loop:
         """One optimiser step on a batch; returns the batch's summed loss and its correct count."""
         loss, logits = self.defense.step(self.model, xb, yb, self.gen, self.it / self.total, idx)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         self.opt.step()
         self.defense.after_step(self.model)
         self.it += 1

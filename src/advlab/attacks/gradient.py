@@ -38,7 +38,8 @@ def steepest_step(grad: torch.Tensor, norm: str, size: float, sparsity: float = 
         k = max(1, round(sparsity * g.shape[1]))
         idx = g.abs().topk(k, dim=1).indices
         step = torch.zeros_like(g).scatter_(1, idx, g.gather(1, idx).sign()) / k
-    return (size * step).view_as(grad)
+    out: torch.Tensor = (size * step).view_as(grad)
+    return out
 
 
 def default_step_size(step_size: float | None, eps: float, steps: int) -> float:

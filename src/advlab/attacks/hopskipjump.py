@@ -138,8 +138,8 @@ def _estimate_direction(
     grad = sum_fr - mean_f[:, None] * sum_r
     unanimous = mean_f.abs() == 1
     grad = torch.where(unanimous[:, None], mean_f[:, None] * sum_r, grad) / cnt[:, None]
-    grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return grad.view(n, *shape)
+    unit: torch.Tensor = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return unit.view(n, *shape)
 
 
 @register_attack("hopskipjump", kind="decision-based", norms=("l2", "linf"), targeted=True, budget="minimal",

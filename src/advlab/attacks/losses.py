@@ -67,7 +67,8 @@ def objective(loss: Loss, y: torch.Tensor, target: torch.Tensor | None) -> LossF
     examples still active) as the labels of the gradient seam.
     """
     if target is None:
-        untargeted = {"ce": ce_loss, "margin": margin_loss, "dlr": dlr_loss}[loss]
+        losses: dict[str, LossFn] = {"ce": ce_loss, "margin": margin_loss, "dlr": dlr_loss}
+        untargeted = losses[loss]
         return lambda z, rows: untargeted(z, y[rows])
     if loss == "ce":
         return lambda z, rows: -ce_loss(z, target[rows])

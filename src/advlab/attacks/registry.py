@@ -256,7 +256,8 @@ def register_attack(
 
         @functools.wraps(fn)
         def call(*args: P.args, **kwargs: P.kwargs) -> AttackResult:
-            return info(*args, **kwargs)
+            run: Callable[..., AttackResult] = info
+            return run(*args, **kwargs)
 
         return call
 

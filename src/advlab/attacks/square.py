@@ -33,7 +33,7 @@ def square_fraction(p_init: float, it: int, max_queries: int) -> float:
     """
     scaled = int(it / max(max_queries, 1) * 10000)
     halvings = sum(scaled > t for t in _HALVINGS)
-    return p_init / 2**halvings
+    return float(p_init / 2**halvings)
 
 
 def _margin(scores: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -86,14 +86,16 @@ def _rings(a: int, b: int) -> torch.Tensor:
     top = max(a, b)
     tail = torch.tensor([sum(1.0 / (r + 1) ** 2 for r in range(k, top)) for k in range(top)])
     bump = tail[ring]
-    return bump / bump.norm()
+    unit: torch.Tensor = bump / bump.norm()
+    return unit
 
 
 def pseudo_gaussian(s: int) -> torch.Tensor:
     """The L2 Square Attack's s×s update: two stacked bumps of opposite sign, unit L2 norm."""
     half = s // 2
     out = torch.cat([_rings(half, s), -_rings(s - half, s)]) if half > 0 else _rings(s, s)
-    return out / out.norm()
+    unit: torch.Tensor = out / out.norm()
+    return unit
 
 
 def _signs(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:

@@ -11,9 +11,9 @@ from typing import Any
 import tomllib
 import torch
 
-from advlab.models.wrappers import wrap_defense
 from advlab.evaluation.runner import DEFAULT_ATTACKS, environment, evaluate, format_comparison
 from advlab.models import load_model
+from advlab.models.wrappers import wrap_defense
 from advlab.report import render_report
 from advlab.train import command_line
 

@@ -10,8 +10,8 @@ import torch
 from advlab.commands.attack import parse_options
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
-from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
 from advlab.models import create_model, load_model, save_checkpoint
+from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
 from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
 
 

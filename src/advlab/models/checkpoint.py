@@ -80,6 +80,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise CheckpointError(f"checkpoint: {path} has unreadable advlab metadata") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint: {path} has advlab metadata that is not a JSON object")
     missing = [k for k in REQUIRED if k not in meta]
     if missing or meta.get("format") != FORMAT:
         raise CheckpointError(

@@ -52,7 +52,8 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.classifier(self.features(self.norm(x)).flatten(1))
+        out: torch.Tensor = self.classifier(self.features(self.norm(x)).flatten(1))
+        return out
 
 
 class SmallCNN(nn.Module):
@@ -79,7 +80,8 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.classifier(self.features(self.norm(x)).flatten(1))
+        out: torch.Tensor = self.classifier(self.features(self.norm(x)).flatten(1))
+        return out
 
 
 class MLP(nn.Module):
@@ -98,7 +100,8 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.net(self.norm(x))
+        out: torch.Tensor = self.net(self.norm(x))
+        return out
 
 
 class ConvBN(nn.Sequential):
@@ -147,4 +150,5 @@ class SmallGoogLeNet(nn.Module):
         self.fc = nn.Linear(d.out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.fc(self.features(self.norm(x)).flatten(1))
+        out: torch.Tensor = self.fc(self.features(self.norm(x)).flatten(1))
+        return out

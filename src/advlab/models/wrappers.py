@@ -86,7 +86,8 @@ class BitDepth(Transform):
         self.spec = f"bitdepth:{int(bits)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return torch.round(x * self.levels) / self.levels  # gradient of round() is 0
+        out: torch.Tensor = torch.round(x * self.levels) / self.levels  # gradient of round() is 0
+        return out
 
 
 class MedianSmoothing(Transform):
@@ -206,13 +207,15 @@ class Defended(nn.Module):
         self.defense_spec = transform.spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.model(self.transform(x))
+        out: torch.Tensor = self.model(self.transform(x))
+        return out
 
     def bpda(self, x: torch.Tensor) -> torch.Tensor:
         """Forward through the true transform; backward through its differentiable stand-in."""
         soft = self.transform.approx(x)
         hard = self.transform(x)
-        return self.model(soft + (hard - soft).detach())
+        out: torch.Tensor = self.model(soft + (hard - soft).detach())
+        return out
 
     def surrogate(self) -> nn.Module:
         """The model behind the transform where it takes raw images (for transfer checks), else self."""
