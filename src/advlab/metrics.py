@@ -1,0 +1,102 @@
+"""Pure metric functions. Every metric advlab reports is computed here and nowhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-example bool: the true label is among the ``k`` highest logits.
+
+    Top-1 uses ``argmax`` so that it agrees exactly with how attacks judge success (a tie between
+    logits cannot make an example count as both correct and fooled).
+    """
+    if k == 1:
+        return logits.argmax(dim=1) == y
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1)
+
+
+def acc_at_k(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
+    """Top-k accuracy of ``logits`` against labels ``y`` (a float in [0, 1])."""
+    return float(topk_correct(logits, y, k).float().mean()) if len(y) else float("nan")
+
+
+@torch.no_grad()
+def predict_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1000
+) -> torch.Tensor:
+    """Logits of ``model`` on ``x``, in batches, without gradients."""
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def clean_accuracy(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> tuple[float, float]:
+    """(Acc@1, Acc@5) of ``model`` on ``(x, y)``."""
+    logits = predict_logits(model, x, batch_size)
+    return acc_at_k(logits, y, 1), acc_at_k(logits, y, 5)
+
+
+def median_or_none(values: torch.Tensor) -> float | None:
+    """Median of a 1-D tensor (lower median for even counts, like torch), or None when empty."""
+    return float(values.median()) if values.numel() else None
+
+
+def mean_or_none(values: torch.Tensor) -> float | None:
+    """Mean of a 1-D tensor as float, or None when empty."""
+    return float(values.double().mean()) if values.numel() else None
+
+
+def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example L0 (changed elements), L1, L2 and L∞ norms of x_adv − x."""
+    d = (x_adv - x).flatten(1)
+    return {
+        "l0": (d != 0).sum(dim=1).to(torch.float64),
+        "l1": d.abs().sum(dim=1).to(torch.float64),
+        "l2": d.norm(dim=1).to(torch.float64),
+        "linf": d.abs().amax(dim=1).to(torch.float64),
+    }
+
+
+def outcome_at_eps(
+    adv: torch.Tensor,
+    dist: torch.Tensor,
+    eps: float | None,
+    top1_adv: torch.Tensor,
+    top5_adv: torch.Tensor,
+    top1_clean: torch.Tensor,
+    top5_clean: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example (broken, top-1 correct, top-5 correct) of an attack scored at budget ε.
+
+    An adversarial example counts at ε only if its distance is ≤ ε; otherwise the attacker at
+    that budget is left with the clean image. ``eps=None`` scores the attack as it ran.
+    """
+    within = adv if eps is None else adv & (dist <= eps * (1 + 1e-6) + 1e-7)
+    top1 = torch.where(within, top1_adv, top1_clean)
+    top5 = torch.where(within, top5_adv, top5_clean)
+    return within & top1_clean, top1, top5
+
+
+def label_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of predicted labels ``pred`` equal to ``y`` (models seen through their labels only)."""
+    return float((pred == y).float().mean()) if len(y) else float("nan")
+
+
+def transfer_success(clean_correct: torch.Tensor, adv_correct: torch.Tensor) -> float:
+    """Share of the examples a model classifies correctly whose adversarial version it misclassifies.
+
+    NaN when the model classifies no example correctly (the rate is undefined, not 0).
+    """
+    if not bool(clean_correct.any()):
+        return float("nan")
+    return float((~adv_correct[clean_correct]).float().mean())
+
+
+__all__ = [
+    "acc_at_k", "clean_accuracy", "label_accuracy", "mean_or_none", "median_or_none", "outcome_at_eps",
+    "perturbation_norms", "predict_logits", "topk_correct", "transfer_success",
+]
