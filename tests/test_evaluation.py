@@ -10,7 +10,7 @@ import torch
 
 import advlab
 from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, evaluate
-from advlab.evaluation.store import Store
+from advlab.results import Store
 
 ATTACKS = ["noise", "semantic", "fgsm", "pgd", "deepfool"]
 EPS = [0.1, 0.3]

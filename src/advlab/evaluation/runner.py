@@ -37,7 +37,7 @@ from advlab.evaluation.metrics import (
     perturbation_norms,
     topk_correct,
 )
-from advlab.evaluation.store import Store
+from advlab.results.store import Store
 from advlab.threat import ThreatModel
 
 DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "bim", "pgd", "deepfool", "cw")

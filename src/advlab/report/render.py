@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from advlab.evaluation.runner import Row, compute_rows, eps_label, format_comparison, format_table, plan_jobs
-from advlab.evaluation.store import Store
+from advlab.results.store import Store
 
 
 def _png(fig: Any) -> bytes:
