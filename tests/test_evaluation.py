@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import advlab
+from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, evaluate
 from advlab.results import Store
 
@@ -194,3 +196,53 @@ def test_python_api_example():
     ev = advlab.evaluate("lenet-mnist", "mnist", ["fgsm"], [0.1], n=50, progress=False)
     assert [(r.attack, r.eps, r.n) for r in ev.rows] == [("fgsm", 0.1, 50), ("worst-case", 0.1, 50)]
     assert ev.rows[0].acc1_clean >= 0.98
+
+
+# ---------------------------------------------------------------------------------------------
+# Files, aliases, backends
+
+
+def test_save_writes_atomically_with_normal_permissions(tmp_path, digits_mlp, data):
+    ev = run(digits_mlp, data, tmp_path / "store", attacks=["fgsm"], eps=[0.1])
+    out = tmp_path / "out"
+    ev.save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["checks.json", "results.csv", "results.json"]  # no temp files
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~mask for p in out.iterdir())
+    assert (out / "results.csv").read_bytes().splitlines()[0].decode().split(",") == list(CONTRACT_KEYS)
+
+
+def test_atomic_write_leaves_the_old_file_on_error(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+
+    def crash(*args):
+        raise KeyboardInterrupt  # killed between writing the temporary file and renaming it
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize(("old", "names"), [
+    ("advlab.evaluation.runner", ["evaluate", "Evaluation", "Row", "compute_rows", "plan_jobs", "format_table",
+                                  "eps_label", "DEFAULT_PARAMS", "batch_seed", "environment"]),
+    ("advlab.evaluation.store", ["Store"]),
+])
+def test_old_module_paths_still_work_and_warn(old, names):
+    code = (f"import warnings\nwarnings.simplefilter('always')\nwith warnings.catch_warnings(record=True) as w:\n"
+            f"    import {old} as m\nprint(len([x for x in w if issubclass(x.category, DeprecationWarning)]))\n"
+            f"print(all(hasattr(m, n) for n in {names!r}), sorted(m.__all__) == sorted(set(m.__all__)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "True", "True"]
+
+
+def test_reports_never_touch_the_matplotlib_backend(tmp_path, digits_mlp, data):
+    run(digits_mlp, data, tmp_path, attacks=["fgsm"], eps=[0.1])
+    code = ("import sys, matplotlib\nmatplotlib.use('svg')\nfrom advlab.report import render_report\n"
+            f"render_report({str(tmp_path)!r})\n"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["svg", "False"]
