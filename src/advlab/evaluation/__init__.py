@@ -13,12 +13,13 @@ from advlab.evaluation.defaults import (
     DEFAULT_NORM_PARAMS,
     DEFAULT_PARAMS,
     attack_params,
+    blackbox_attacks,
 )
 from advlab.evaluation.evaluate import ConfigMismatchError, Evaluation, evaluate
 from advlab.results import CONTRACT_KEYS, DEFAULT_EPS, Row, compute_rows
 
 __all__ = [
     "ADAPTIVE", "CONTRACT_KEYS", "DEFAULT_ATTACKS", "DEFAULT_EPS", "DEFAULT_NORM_PARAMS", "DEFAULT_PARAMS",
-    "CheckResult", "ConfigMismatchError", "Evaluation", "Row", "attack_params", "compute_rows", "evaluate",
-    "run_checks",
+    "CheckResult", "ConfigMismatchError", "Evaluation", "Row", "attack_params", "blackbox_attacks", "compute_rows",
+    "evaluate", "run_checks",
 ]

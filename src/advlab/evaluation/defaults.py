@@ -12,6 +12,9 @@ from advlab.attacks import AttackInfo, get_attack, list_attacks
 from advlab.results.plan import Job
 
 DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "bim", "pgd", "deepfool", "cw")
+# A black box has no gradients: its default attacks are every registered attack that needs none,
+# baselines first, then score-based, then decision-based (the order of the table's rows).
+KIND_ORDER = ("baseline", "score-based", "decision-based", "transfer", "white-box")
 LINF_STEP = 0.01  # BIM/PGD step for L∞ (the classic 40 × 0.01 schedule); other norms: 2.5·ε/steps
 # Budgets advlab evaluate uses by default (documented in docs/evaluation.md); user params override.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -33,6 +36,13 @@ ADAPTIVE = next(name for name in list_attacks() if get_attack(name).adaptive)
 N_EXAMPLES = 6  # examples per job kept in the store for the report's figures
 
 
+def blackbox_attacks() -> tuple[str, ...]:
+    """The default attacks of a black box: every registered attack that needs no gradient."""
+    infos = [get_attack(name) for name in list_attacks()]
+    free = [a for a in infos if not a.needs_grad and not a.adaptive]
+    return tuple(a.name for a in sorted(free, key=lambda a: (KIND_ORDER.index(a.kind), a.name)))
+
+
 def attack_params(info: AttackInfo, job: Job, user: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The parameters an attack runs with in the evaluation."""
     return {**DEFAULT_PARAMS.get(info.name, {}), **DEFAULT_NORM_PARAMS.get((info.name, job.norm), {}),
@@ -40,5 +50,6 @@ def attack_params(info: AttackInfo, job: Job, user: dict[str, dict[str, Any]]) -
 
 
 __all__ = [
-    "ADAPTIVE", "DEFAULT_ATTACKS", "DEFAULT_NORM_PARAMS", "DEFAULT_PARAMS", "LINF_STEP", "N_EXAMPLES", "attack_params",
+    "ADAPTIVE", "DEFAULT_ATTACKS", "DEFAULT_NORM_PARAMS", "DEFAULT_PARAMS", "KIND_ORDER", "LINF_STEP", "N_EXAMPLES",
+    "attack_params", "blackbox_attacks",
 ]

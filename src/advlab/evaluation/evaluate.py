@@ -24,9 +24,10 @@ from torch import nn
 from advlab._checks import check_choice, check_positive_int
 from advlab._io import atomic_write_text
 from advlab.attacks import get_attack
+from advlab.blackbox import BlackBox
 from advlab.data import load_dataset
 from advlab.evaluation.checks import run_checks
-from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params
+from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, blackbox_attacks
 from advlab.evaluation.run import Run
 from advlab.models import load_model
 from advlab.report.tables import format_table
@@ -34,9 +35,11 @@ from advlab.results.aggregate import compute_rows
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
 from advlab.results.records import CONTRACT_KEYS, Row, environment
 from advlab.results.store import Store
+from advlab.threat import ThreatModel
 
 NORMS = ("linf", "l2", "l1", "l0")
 CHECK_NORMS = ("linf", "l2")  # the gradient-masking checks run for these threat models
+CHECKS_SKIPPED_BLACKBOX = "the model is a BlackBox and the gradient-masking checks need its gradients"
 
 
 class ConfigMismatchError(ValueError):
@@ -52,6 +55,7 @@ class Evaluation:
     store_path: Path | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    checks_skipped: str | None = None  # why the gradient-masking checks did not run (a black box)
 
     def to_records(self) -> list[dict[str, Any]]:
         """Rows as dicts with exactly the contract keys."""
@@ -79,12 +83,16 @@ class Evaluation:
             atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
 
 
-def resolve_model(model: nn.Module | str) -> tuple[nn.Module, str]:
-    """The model to attack and its default name."""
+def resolve_model(model: nn.Module | BlackBox | str) -> tuple[nn.Module | BlackBox, str]:
+    """The model to attack and its default name; a BlackBox must give scores (Acc@5 ranks them)."""
     if isinstance(model, str):
         return load_model(model), model
+    if isinstance(model, BlackBox):
+        if not model.has_scores:
+            raise ValueError("model: evaluate needs scores (Acc@5 ranks them), got a labels-only BlackBox")
+        return model, str(model.name)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module or a model name/path, got {type(model).__name__}")
+        raise TypeError(f"model: expected an nn.Module, a BlackBox or a model name/path, got {type(model).__name__}")
     return model, type(model).__name__
 
 
@@ -120,14 +128,22 @@ def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -
     return tuple(sorted(set(out)))
 
 
-def choose_attacks(attacks: Sequence[str] | None) -> list[str]:
-    """Registry names of the attacks (unknown names fail with suggestions)."""
+def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox) -> list[str]:
+    """Registry names of the attacks (unknown names fail with suggestions); the defaults depend on the model."""
     if attacks is None:
-        attacks = DEFAULT_ATTACKS
+        attacks = blackbox_attacks() if isinstance(net, BlackBox) else DEFAULT_ATTACKS
     names = [get_attack(a).name for a in attacks]
     if not names:
         raise ValueError("attacks: expected at least one attack name")
     return names
+
+
+def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs: list[Job],
+              bounds: tuple[float, float]) -> None:
+    """Check every job's attack against the model and the data before anything runs (the registry's errors)."""
+    for job in jobs:
+        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=bounds)  # type: ignore[arg-type]
+        get_attack(job.attack).check_inputs(net, x[:1], y[:1], threat, None)
 
 
 def open_store(out: str | Path | None, config: dict[str, Any],
@@ -170,7 +186,7 @@ def checks_and_adaptive(run: Run, check_n: int) -> None:
 class Settings:
     """The arguments of :func:`evaluate` (documented there)."""
 
-    model: nn.Module | str
+    model: nn.Module | BlackBox | str
     data: str | tuple[torch.Tensor, torch.Tensor]
     attacks: Sequence[str] | None
     eps: Sequence[float] | None
@@ -193,14 +209,15 @@ class Settings:
 
 @dataclass
 class Plan:
-    """A validated evaluation before it runs: model, data, configuration, jobs."""
+    """A validated evaluation before it runs: model, data, configuration, jobs, why the checks are skipped."""
 
-    net: nn.Module
+    net: nn.Module | BlackBox
     x: torch.Tensor
     y: torch.Tensor
     params: dict[str, dict[str, Any]]
     config: dict[str, Any]
     jobs: list[Job]
+    checks_skipped: str | None
 
 
 def plan(s: Settings) -> Plan:
@@ -210,19 +227,22 @@ def plan(s: Settings) -> Plan:
     net, default_name = resolve_model(s.model)
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n)
     sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], s.bounds)
-    attacks = choose_attacks(s.attacks)
+    attacks = choose_attacks(s.attacks, net)
     params = {k: dict(v) for k, v in (s.params or {}).items()}
     for k in params:
         get_attack(k)
     jobs = plan_jobs(attacks, s.norm, sweep)
+    preflight(net, x, y, jobs, s.bounds)
+    blackbox = isinstance(net, BlackBox)
     config: dict[str, Any] = {
         "model": s.model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": s.batch_size,
         "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(s.bounds),
-        "params": params, "checks": bool(s.checks) and s.norm in CHECK_NORMS,
+        "params": params, "checks": bool(s.checks) and s.norm in CHECK_NORMS and not blackbox,
         # the parameters each attack actually runs with, so a change of advlab's defaults is noticed
         "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
     }
-    return Plan(net, x, y, params, config, jobs)
+    skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
+    return Plan(net, x, y, params, config, jobs, skipped)
 
 
 def execute(s: Settings) -> Evaluation:
@@ -233,12 +253,14 @@ def execute(s: Settings) -> Evaluation:
         env = environment()
         store.set_meta("environment", env)
         store.set_meta("command", s.command)
+        if p.checks_skipped:
+            store.set_meta("checks_skipped", p.checks_skipped)
         run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress, s.examples_per_job)
         run.jobs(p.jobs)
         if run.config["checks"]:
             checks_and_adaptive(run, s.check_n)
         ev = Evaluation(compute_rows(store, run.config), run.config, None if tmp else store.path, env,
-                        store.get_meta("checks") or [])
+                        store.get_meta("checks") or [], store.get_meta("checks_skipped"))
     finally:
         store.close()
         if tmp is not None:
@@ -247,7 +269,7 @@ def execute(s: Settings) -> Evaluation:
 
 
 def evaluate(
-    model: nn.Module | str, data: str | tuple[torch.Tensor, torch.Tensor] = "mnist",
+    model: nn.Module | BlackBox | str, data: str | tuple[torch.Tensor, torch.Tensor] = "mnist",
     attacks: Sequence[str] | None = None, eps: Sequence[float] | None = None, *, norm: str = "linf",
     n: int | None = None, batch_size: int = 500, seed: int = 0, out: str | Path | None = None,
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
@@ -257,9 +279,11 @@ def evaluate(
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
     Args:
-        model: A torch model (logits) or a pretrained name / checkpoint path.
+        model: A torch model (logits), a pretrained name / checkpoint path, or a
+            :class:`~advlab.blackbox.BlackBox` that returns scores (white-box attacks then fail).
         data: A dataset name (its test split is used) or a tuple ``(x, y)``.
-        attacks: Registered attack names (default :data:`DEFAULT_ATTACKS`).
+        attacks: Registered attack names (default :data:`DEFAULT_ATTACKS`; for a BlackBox, every
+            attack that needs no gradient: noise, semantic, square, hopskipjump).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
         norm: The threat model's norm. An attack that does not support it runs at its own first
             norm with that norm's default sweep (e.g. CW at L2), in rows of its own.
@@ -279,6 +303,7 @@ def evaluate(
         checks: Run the gradient-masking checks (:mod:`advlab.evaluation.checks`) on ``check_n``
             correctly classified inputs at the largest ε; if one fires, also run ``pgd-adaptive``
             (margin loss, BPDA, EOT as the model needs) over the whole sweep and mark the rows.
+            A BlackBox has no gradients: its checks are skipped, and recorded as skipped.
         check_n: Subset size of the checks.
 
     Returns:
@@ -294,4 +319,4 @@ def evaluate(
                             force, model_name, data_dir, command, examples_per_job, checks, check_n))
 
 
-__all__ = ["ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate"]
+__all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate"]

@@ -25,7 +25,10 @@ from advlab.threat import ThreatModel
 
 @dataclass
 class Run:
-    """One evaluation's model, data and settings, writing into ``store``."""
+    """One evaluation's model, data and settings, writing into ``store``.
+
+    ``net`` is a torch model (logits) or a :class:`~advlab.blackbox.BlackBox` with scores.
+    """
 
     net: Any
     x: torch.Tensor

@@ -35,6 +35,7 @@ class Report:
     environment: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    checks_skipped: str | None = None  # why the gradient-masking checks did not run (a black box)
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file stem, caption, PNG)
     baseline: list[Row] = field(default_factory=list)
 
@@ -84,7 +85,8 @@ def read_report(directory: Path) -> Report:
             raise ValueError(f"report: {path} holds no evaluation")
         rows = compute_rows(store, config)
         report = Report(config, rows, store.get_meta("environment") or {}, store.get_meta("command"),
-                        store.get_meta("checks") or [], figures(store, config, rows))
+                        store.get_meta("checks") or [], store.get_meta("checks_skipped"),
+                        figures(store, config, rows))
     finally:
         store.close()
     base = directory / "baseline" / "results.sqlite"
@@ -109,7 +111,9 @@ def _fired_text(checks: list[dict[str, Any]]) -> str:
 
 
 def checks_markdown(report: Report) -> list[str]:
-    """The gradient-masking section: a table of the checks (empty if they did not run)."""
+    """The gradient-masking section: a table of the checks, or why they were skipped."""
+    if report.checks_skipped:
+        return ["## Gradient-masking checks", "", f"Skipped: {report.checks_skipped}.", ""]
     if not report.checks:
         return []
     md = ["## Gradient-masking checks", "", _fired_text(report.checks), CHECKS_DOC, "",
@@ -146,7 +150,9 @@ def markdown(report: Report) -> str:
 
 
 def checks_html(report: Report) -> str:
-    """The gradient-masking section of the page (empty if the checks did not run)."""
+    """The gradient-masking section of the page (empty if the checks neither ran nor were skipped)."""
+    if report.checks_skipped:
+        return f"<h2>Gradient-masking checks</h2><p>Skipped: {html.escape(report.checks_skipped)}.</p>"
     if not report.checks:
         return ""
     rows = "".join(
