@@ -296,6 +296,8 @@ def test_atomic_write_leaves_the_old_file_on_error(tmp_path, monkeypatch):
     ("advlab.evaluation.runner", ["evaluate", "Evaluation", "Row", "compute_rows", "plan_jobs", "format_table",
                                   "eps_label", "DEFAULT_PARAMS", "batch_seed", "environment"]),
     ("advlab.evaluation.store", ["Store"]),
+    ("advlab.transfer", ["train_substitute", "transfer_matrix", "TransferMatrix", "half_indices", "train_half",
+                         "load_any", "HALF_SPLIT_SEED"]),
 ])
 def test_old_module_paths_still_work_and_warn(old, names):
     code = (f"import warnings\nwarnings.simplefilter('always')\nwith warnings.catch_warnings(record=True) as w:\n"

@@ -1,4 +1,4 @@
-"""Evaluation: ``evaluate()`` and the gradient-masking checks.
+"""Evaluation: ``evaluate()``, the gradient-masking checks and the transferability matrix.
 
 ``evaluate()`` plans, runs and aggregates through the results store.
 
@@ -16,10 +16,11 @@ from advlab.evaluation.defaults import (
     blackbox_attacks,
 )
 from advlab.evaluation.evaluate import ConfigMismatchError, Evaluation, evaluate
+from advlab.evaluation.transfer import TransferMatrix, TransferOutcome, substitute_attack, transfer_matrix
 from advlab.results import CONTRACT_KEYS, DEFAULT_EPS, Row, compute_rows
 
 __all__ = [
     "ADAPTIVE", "CONTRACT_KEYS", "DEFAULT_ATTACKS", "DEFAULT_EPS", "DEFAULT_NORM_PARAMS", "DEFAULT_PARAMS",
-    "CheckResult", "ConfigMismatchError", "Evaluation", "Row", "attack_params", "blackbox_attacks", "compute_rows",
-    "evaluate", "run_checks",
+    "CheckResult", "ConfigMismatchError", "Evaluation", "Row", "TransferMatrix", "TransferOutcome", "attack_params",
+    "blackbox_attacks", "compute_rows", "evaluate", "run_checks", "substitute_attack", "transfer_matrix",
 ]
