@@ -25,12 +25,13 @@ import torch
 
 import advlab
 from advlab.attacks import get_attack, list_attacks
-from advlab.blackbox import BlackBox
+from advlab.attacks.substitute import seed_set, train_substitute
 from advlab.cli import main as cli_main
 from advlab.defenses import make_training_defense
+from advlab.evaluation.transfer import substitute_attack
+from advlab.models.blackbox import BlackBox
 from advlab.threat import ThreatModel
 from advlab.train import TrainConfig
-from advlab.transfer import seed_set, substitute_attack, train_substitute
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 0

@@ -27,7 +27,7 @@ from _doc import environment, write_defenses_section
 import advlab
 from advlab.attacks import get_attack
 from advlab.defenses import distill, make_training_defense, spectral_norms
-from advlab.evaluation.metrics import clean_accuracy, predict_logits
+from advlab.metrics import clean_accuracy, predict_logits
 from advlab.models import create_model
 from advlab.train import TrainConfig, fit
 

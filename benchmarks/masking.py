@@ -30,7 +30,7 @@ from advlab.attacks.adaptive import describe_adaptive
 from advlab.defenses import distill
 from advlab.defenses.wrappers import Defended, Thermometer, wrap_defense
 from advlab.evaluation.checks import run_checks
-from advlab.evaluation.metrics import predict_logits
+from advlab.metrics import predict_logits
 from advlab.models import create_model
 from advlab.train import TrainConfig, fit
 

@@ -49,7 +49,7 @@ from _doc import environment, write_section
 
 import advlab
 from advlab.attacks import fast_view, get_attack, loss_grad
-from advlab.evaluation.metrics import acc_at_k, perturbation_norms, predict_logits
+from advlab.metrics import acc_at_k, perturbation_norms, predict_logits
 
 INF = float("inf")
 SEED = 0

@@ -25,7 +25,7 @@ from _doc import environment, write_defenses_section
 
 import advlab
 from advlab.attacks import get_attack
-from advlab.evaluation.metrics import clean_accuracy, predict_logits
+from advlab.metrics import clean_accuracy, predict_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 0

@@ -19,7 +19,7 @@ from _doc import environment, write_section
 
 import advlab
 from advlab.attacks import choose_targets, get_attack
-from advlab.evaluation.metrics import acc_at_k, predict_logits
+from advlab.metrics import acc_at_k, predict_logits
 
 INF = float("inf")
 CASES = [

@@ -253,7 +253,7 @@ def test_renamed_parameters_still_work_with_a_deprecation_warning(name, old, new
 
 def test_white_box_attacks_refuse_a_black_box_and_tasks_check_labels(digits_mlp, batch):
     from advlab.attacks.registry import TASKS, AttackInfo, AttackResult, register_task
-    from advlab.blackbox import BlackBox
+    from advlab.models.blackbox import BlackBox
 
     x, y = batch[0][:4], batch[1][:4]
     box = BlackBox(digits_mlp, output="logits")

@@ -16,7 +16,7 @@ from advlab.defenses import (
     make_training_defense,
     spectral_norms,
 )
-from advlab.evaluation.metrics import clean_accuracy
+from advlab.metrics import clean_accuracy
 from advlab.models import create_model, load_model
 from advlab.train import TrainConfig, fit
 

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -9,8 +10,12 @@ import pytest
 import torch
 
 import advlab
-from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, evaluate
-from advlab.evaluation.store import Store
+from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, blackbox_attacks, evaluate
+from advlab.evaluation.evaluate import CHECKS_SKIPPED_BLACKBOX
+from advlab.models.blackbox import BlackBox
+from advlab.report import render_report
+from advlab.results import Store
 
 ATTACKS = ["noise", "semantic", "fgsm", "pgd", "deepfool"]
 EPS = [0.1, 0.3]
@@ -194,3 +199,118 @@ def test_python_api_example():
     ev = advlab.evaluate("lenet-mnist", "mnist", ["fgsm"], [0.1], n=50, progress=False)
     assert [(r.attack, r.eps, r.n) for r in ev.rows] == [("fgsm", 0.1, 50), ("worst-case", 0.1, 50)]
     assert ev.rows[0].acc1_clean >= 0.98
+
+
+# ---------------------------------------------------------------------------------------------
+# A black box is evaluable
+
+
+def numpy_predict(model, output="logits"):
+    """A numpy predict function over a torch model: what a deployed model's API looks like."""
+
+    def predict(batch):
+        with torch.no_grad():
+            logits = model(torch.from_numpy(batch))
+        return {"logits": logits, "probs": logits.softmax(1), "labels": logits.argmax(1)}[output].numpy()
+
+    return predict
+
+
+BB_PARAMS = {"square": {"max_queries": 100}, "hopskipjump": {"max_queries": 200}}
+
+
+def test_a_blackbox_is_evaluated_with_the_gradient_free_attacks(tmp_path, digits_mlp, data):
+    box = BlackBox(numpy_predict(digits_mlp, "probs"), output="probs", input_format="numpy", name="digits-api")
+    ev = evaluate(box, data, eps=[0.3], out=tmp_path, batch_size=20, progress=False, params=BB_PARAMS)
+    assert [r.attack for r in ev.rows] == ["noise", "semantic", "square", "hopskipjump", "worst-case"]
+    assert ev.config["attacks"] == list(blackbox_attacks()) == ["noise", "semantic", "square", "hopskipjump"]
+    assert ev.rows[0].model == "digits-api"
+    assert all(r.acc1_clean == pytest.approx(ev.rows[0].acc1_clean) for r in ev.rows)
+    by = {r.attack: r for r in ev.rows}
+    assert by["square"].mean_queries is not None and 0 < by["square"].mean_queries <= 100
+    assert by["worst-case"].acc1_adv <= min(by[a].acc1_adv for a in ("noise", "square", "hopskipjump"))
+    # the checks need gradients: skipped, and recorded as skipped (in the result, the store and the report)
+    assert ev.checks == [] and ev.checks_skipped == CHECKS_SKIPPED_BLACKBOX
+    assert ev.config["checks"] is False
+    store = Store(tmp_path / "results.sqlite")
+    assert store.get_meta("checks_skipped") == CHECKS_SKIPPED_BLACKBOX and store.get_meta("checks") is None
+    store.close()
+    md, page = render_report(tmp_path)
+    assert f"Skipped: {CHECKS_SKIPPED_BLACKBOX}." in md.read_text()
+    assert "Skipped:" in page.read_text()
+
+
+def test_a_blackbox_scores_like_the_model_behind_it(tmp_path, digits_mlp, data):
+    """Noise and the negative image see only predictions: the black box's rows equal the model's."""
+    box = BlackBox(numpy_predict(digits_mlp), input_format="numpy")
+    kw = {"attacks": ["noise", "semantic"], "eps": [0.2], "batch_size": 20, "progress": False, "model_name": "m"}
+    rows_box = evaluate(box, data, **kw).to_records()
+    rows_net = evaluate(digits_mlp, data, **kw, checks=False).to_records()
+    assert without_seconds(rows_box) == without_seconds(rows_net)
+
+
+def test_a_blackbox_refuses_white_box_attacks_before_running(tmp_path, digits_mlp, data):
+    box = BlackBox(numpy_predict(digits_mlp), input_format="numpy")
+    with pytest.raises(TypeError, match="pgd is white-box and needs a differentiable torch model, got a BlackBox") as e:
+        evaluate(box, data, ["noise", "pgd"], [0.1], out=tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_labels_only_blackbox_is_refused(tmp_path, digits_mlp, data):
+    box = BlackBox(numpy_predict(digits_mlp, "labels"), output="labels", input_format="numpy")
+    with pytest.raises(ValueError, match=r"needs scores .*labels-only BlackBox") as e:
+        evaluate(box, data, progress=False, out=tmp_path)
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files, aliases, backends
+
+
+def test_save_writes_atomically_with_normal_permissions(tmp_path, digits_mlp, data):
+    ev = run(digits_mlp, data, tmp_path / "store", attacks=["fgsm"], eps=[0.1])
+    out = tmp_path / "out"
+    ev.save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["checks.json", "results.csv", "results.json"]  # no temp files
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~mask for p in out.iterdir())
+    assert (out / "results.csv").read_bytes().splitlines()[0].decode().split(",") == list(CONTRACT_KEYS)
+
+
+def test_atomic_write_leaves_the_old_file_on_error(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+
+    def crash(*args):
+        raise KeyboardInterrupt  # killed between writing the temporary file and renaming it
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize(("old", "names"), [
+    ("advlab.evaluation.runner", ["evaluate", "Evaluation", "Row", "compute_rows", "plan_jobs", "format_table",
+                                  "eps_label", "DEFAULT_PARAMS", "batch_seed", "environment"]),
+    ("advlab.evaluation.store", ["Store"]),
+    ("advlab.transfer", ["train_substitute", "transfer_matrix", "TransferMatrix", "half_indices", "train_half",
+                         "load_any", "HALF_SPLIT_SEED"]),
+])
+def test_old_module_paths_still_work_and_warn(old, names):
+    code = (f"import warnings\nwarnings.simplefilter('always')\nwith warnings.catch_warnings(record=True) as w:\n"
+            f"    import {old} as m\nprint(len([x for x in w if issubclass(x.category, DeprecationWarning)]))\n"
+            f"print(all(hasattr(m, n) for n in {names!r}), sorted(m.__all__) == sorted(set(m.__all__)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "True", "True"]
+
+
+def test_reports_never_touch_the_matplotlib_backend(tmp_path, digits_mlp, data):
+    run(digits_mlp, data, tmp_path, attacks=["fgsm"], eps=[0.1])
+    code = ("import sys, matplotlib\nmatplotlib.use('svg')\nfrom advlab.report import render_report\n"
+            f"render_report({str(tmp_path)!r})\n"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["svg", "False"]

@@ -130,6 +130,15 @@ def test_honest_model_raises_no_warning(digits, digits_mlp):
     assert fired == []
 
 
+def test_checks_square_queries_is_the_old_name_of_max_queries(digits, digits_mlp):
+    _, _, x, y = digits
+    new = run_checks(digits_mlp, x, y, "linf", EPS, n=20, max_queries=50)
+    with pytest.warns(DeprecationWarning, match="'square_queries' is deprecated, use 'max_queries'"):
+        old = run_checks(digits_mlp, x, y, "linf", EPS, n=20, square_queries=50)
+    assert [c.as_dict() for c in old] == [c.as_dict() for c in new]
+    assert "Square (50 queries)" in next(c.detail for c in new if c.code == "GM03")
+
+
 @pytest.mark.parametrize(("spec", "expected"), [("bitdepth:2", {"GM06", "GM08", "GM01"}), ("jpeg:60", {"GM06"}),
                                                 ("resize:6", {"GM07"})])
 def test_masked_defenses_raise_their_warnings(digits, digits_mlp, spec, expected):

@@ -9,20 +9,14 @@ import pytest
 import torch
 
 import advlab
-from advlab.blackbox import BlackBox
+from advlab.attacks.substitute import jacobian_augment, seed_set, train_substitute
 from advlab.cli import main
+from advlab.data import half_indices
+from advlab.evaluation.transfer import TransferMatrix, substitute_attack, transfer_matrix
 from advlab.models import create_model
-from advlab.sklearn_models import load_sklearn_model
+from advlab.models.blackbox import BlackBox
+from advlab.models.sklearn import load_sklearn_model
 from advlab.train import TrainConfig, fit
-from advlab.transfer import (
-    TransferMatrix,
-    half_indices,
-    jacobian_augment,
-    seed_set,
-    substitute_attack,
-    train_substitute,
-    transfer_matrix,
-)
 
 
 class CountingLabels:

@@ -81,7 +81,22 @@ def outcome_at_eps(
     return within & top1_clean, top1, top5
 
 
+def label_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of predicted labels ``pred`` equal to ``y`` (models seen through their labels only)."""
+    return float((pred == y).float().mean()) if len(y) else float("nan")
+
+
+def transfer_success(clean_correct: torch.Tensor, adv_correct: torch.Tensor) -> float:
+    """Share of the examples a model classifies correctly whose adversarial version it misclassifies.
+
+    NaN when the model classifies no example correctly (the rate is undefined, not 0).
+    """
+    if not bool(clean_correct.any()):
+        return float("nan")
+    return float((~adv_correct[clean_correct]).float().mean())
+
+
 __all__ = [
-    "acc_at_k", "clean_accuracy", "mean_or_none", "median_or_none", "outcome_at_eps",
-    "perturbation_norms", "predict_logits", "topk_correct",
+    "acc_at_k", "clean_accuracy", "label_accuracy", "mean_or_none", "median_or_none", "outcome_at_eps",
+    "perturbation_norms", "predict_logits", "topk_correct", "transfer_success",
 ]

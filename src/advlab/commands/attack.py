@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from safetensors.torch import save
 
+from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import choose_targets, get_attack, list_attacks
 from advlab.data import load_dataset
 from advlab.metrics import acc_at_k, predict_logits
 from advlab.models import load_model
+from advlab.report.figures import adversarial_grid
 from advlab.threat import NORMS, Norm, ThreatModel
 
 
@@ -64,9 +67,7 @@ def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    """Attack, report Acc@1/Acc@5 and success, save x_adv (safetensors) and a PNG grid."""
-    from safetensors.torch import save_file
-
+    """Attack, report Acc@1/Acc@5 and success, save x_adv (safetensors) and a PNG grid (each file atomically)."""
     info = get_attack(args.attack)
     model = load_model(args.model)
     meta: dict[str, Any] = getattr(model, "advlab_meta", {})
@@ -87,8 +88,8 @@ def run_attack(args: argparse.Namespace) -> int:
     clean = predict_logits(model, x)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"x_adv": res.x_adv.contiguous(), "y": y, "success": res.success},
-              str(out / "x_adv.safetensors"))
+    atomic_write_bytes(out / "x_adv.safetensors",
+                       save({"x_adv": res.x_adv.contiguous(), "y": y, "success": res.success}))
     summary = {
         "attack": info.name, "model": args.model, "norm": norm, "eps": eps, "n": len(y),
         "targeted": args.targeted, "acc1_clean": acc_at_k(clean, y, 1), "acc5_clean": acc_at_k(clean, y, 5),
@@ -97,35 +98,9 @@ def run_attack(args: argparse.Namespace) -> int:
     }
     if target is not None:
         summary["target_hit_rate"] = float((logits.argmax(1) == target).float().mean())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _grid(x, res.x_adv, y, clean.argmax(1), logits.argmax(1), out / "grid.png")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_bytes(out / "grid.png", adversarial_grid(x, res.x_adv, y, clean.argmax(1), logits.argmax(1)))
     print(json.dumps(summary, indent=2))
     print(f"wrote {out / 'x_adv.safetensors'}, {out / 'grid.png'}, {out / 'summary.json'}")
     return 0
 
-
-def _grid(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
-          pred_adv: torch.Tensor, path: Path, k: int = 8) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = min(k, len(x))
-    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 5.2), squeeze=False)
-    delta = x_adv - x
-    for i in range(k):
-        scale = float(delta[i].abs().max()) or 1.0
-        panels = [
-            (x[i], f"y={int(y[i])} pred={int(pred[i])}", (0, 1)),
-            (delta[i] / (2 * scale) + 0.5, f"δ ×{0.5 / scale:.1f}", (0, 1)),
-            (x_adv[i], f"adv pred={int(pred_adv[i])}", (0, 1)),
-        ]
-        for row, (img, title, lim) in enumerate(panels):
-            ax = axes[row][i]
-            ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=lim[0], vmax=lim[1])
-            ax.set_title(title, fontsize=7)
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

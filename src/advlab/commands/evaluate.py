@@ -11,10 +11,12 @@ from typing import Any
 import tomllib
 import torch
 
-from advlab.evaluation.runner import DEFAULT_ATTACKS, environment, evaluate, format_comparison
+from advlab._io import atomic_write_text
+from advlab.evaluation import DEFAULT_ATTACKS, evaluate
 from advlab.models import load_model
 from advlab.models.wrappers import wrap_defense
-from advlab.report import render_report
+from advlab.report import format_comparison, render_report
+from advlab.results import environment
 from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags).
@@ -129,7 +131,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             data_dir=cfg["data_dir"], command=command_line(), checks=bool(cfg["checks"]),
         )
         base.save(base_dir)
-    (out / "config.json").write_text(json.dumps(
+    atomic_write_text(out / "config.json", json.dumps(
         {"config": cfg, "evaluation": ev.config, "environment": environment(), "command": command_line()},
         indent=2) + "\n")
     md, html = render_report(out)

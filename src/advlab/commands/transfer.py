@@ -9,8 +9,13 @@ from pathlib import Path
 
 import torch
 
-from advlab.data import load_dataset
+from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.attacks import get_attack
+from advlab.data import HALF_SPLIT_SEED, dataset_info, load_dataset
+from advlab.evaluation.transfer import transfer_matrix
+from advlab.models import load_model, save_checkpoint
 from advlab.threat import NORMS, ThreatModel
+from advlab.train import TrainConfig, checkpoint_meta, command_line, train_half
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,11 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _train_half(args: argparse.Namespace) -> int:
-    from advlab.data import dataset_info
-    from advlab.models import save_checkpoint
-    from advlab.train import TrainConfig, checkpoint_meta, command_line
-    from advlab.transfer import HALF_SPLIT_SEED, train_half
-
     config = TrainConfig(epochs=args.epochs, seed=args.seed)
     result = train_half(args.train_half, arch=args.arch, config=config)
     info = dataset_info("mnist")
@@ -61,7 +61,7 @@ def _train_half(args: argparse.Namespace) -> int:
     meta = checkpoint_meta(
         args.arch, arch_kwargs, "mnist", result, config, command_line(),
         train_subset=f"half {args.train_half} of MNIST train (30 000 images; permutation seed "
-        f"{HALF_SPLIT_SEED}, advlab.transfer.half_indices)",
+        f"{HALF_SPLIT_SEED}, advlab.data.half_indices)",
     )
     save_checkpoint(result.model, args.out, meta)
     print(f"{args.arch} on MNIST half {args.train_half}: test Acc@1 {result.acc1:.4f} "
@@ -75,9 +75,6 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.train_half:
         return _train_half(args)
-    from advlab.attacks import get_attack
-    from advlab.transfer import load_any, transfer_matrix
-
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if len(names) < 2:
         raise ValueError(f"--models: expected at least two models, got {args.models!r}")
@@ -88,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--attack: needs a white-box attack, got {args.attack!r} ({info.kind})")
     x, y = load_dataset("mnist", "test")
     x, y = x[: args.n], y[: args.n]
-    models = {name: load_any(name) for name in names}
+    models = {name: load_model(name) for name in names}
     params = {"steps": args.steps} if args.steps is not None else {}
     t0 = time.perf_counter()
     mat = transfer_matrix(
@@ -98,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = mat.heatmap_png()
-    (out / "transfer.png").write_bytes(png)
-    (out / "transfer.md").write_text(mat.to_markdown())
+    atomic_write_bytes(out / "transfer.png", png)
+    atomic_write_text(out / "transfer.md", mat.to_markdown())
     record = json.loads(mat.to_json())
     record["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "transfer.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "transfer.html").write_text(mat.to_html(png))
+    atomic_write_text(out / "transfer.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "transfer.html", mat.to_html(png))
     print(mat.to_markdown())
     print(f"wrote {out}/transfer.{{md,json,png,html}} ({record['seconds']} s)")
     return 0

@@ -7,6 +7,8 @@ one PGD job on that subset. Athalye, Carlini, Wagner 2018 (https://arxiv.org/abs
 Carlini et al. 2019, "On evaluating adversarial robustness" (https://arxiv.org/abs/1902.06705)
 list these symptoms; a check that fires makes ``advlab evaluate`` re-run the adaptive attack
 (``pgd-adaptive``: margin loss, BPDA, EOT) and report the strongest result.
+
+Each check is one function below; every threshold is a named constant of this module.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from advlab._deprecation import warn_renamed
 from advlab.attacks import get_attack
 from advlab.attacks.adaptive import needs_bpda, needs_eot
 from advlab.attacks.gradient import steepest_step
@@ -37,7 +40,21 @@ CHECKS: dict[str, tuple[str, str]] = {
     "GM07": ("random-gradients", "input gradients differ between two identical calls (a random model)"),
     "GM08": ("loss-not-rising", "gradient steps do not raise the attack loss"),
 }
-MARGIN = 0.02  # accuracy gap (absolute) that counts as "beats"
+MARGIN = 0.02  # accuracy gap (absolute) that counts as "beats" (GM03, GM04, GM05)
+ZERO_GRADIENT_SHARE = 0.1  # GM06 fires when at least this share of inputs has a zero or NaN gradient
+GRADIENT_RTOL, GRADIENT_ATOL = 1e-4, 1e-7  # GM07: two gradient calls agree within these tolerances
+LOSS_STEPS = 20  # GM08: gradient steps taken from the random start
+LOSS_RISE_TOL = 1e-6  # GM08: a loss "rose" if it grew by more than this
+LOSS_RISE_SHARE = 0.5  # GM08 fires when the loss rose on fewer than this share of inputs
+LARGE_EPS_ACCURACY = 0.05  # GM01 fires when PGD at ε = the whole input range leaves more accuracy
+UNBOUNDED_SUCCESS = 0.95  # GM02 fires when unbounded DeepFool succeeds on fewer than this share
+DEEPFOOL_STEPS = 100  # GM02: DeepFool's iterations
+PGD_STEPS = 40  # the checks' PGD (white-box reference, transfer, GM01)
+PGD_LINF_STEP = 0.01  # its L∞ step up to PGD_LINF_STEP_MAX_EPS ...
+PGD_LINF_STEP_MAX_EPS = 0.4
+STEP_FACTOR = 2.5  # ... and otherwise a step of STEP_FACTOR · ε / steps (also GM08's step)
+MAX_QUERIES = 1000  # GM03: Square's query budget per input
+BATCH = 500  # inputs per forward pass when picking the correctly classified subset
 
 
 @dataclass
@@ -59,29 +76,138 @@ class CheckResult:
         return f"{self.code} {CHECKS[self.code][1]} ({self.detail})"
 
 
+@dataclass
+class Subset:
+    """What every check works on: the model, the correctly classified inputs, the threat model, the RNG."""
+
+    model: Model
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: ThreatModel
+    gen: torch.Generator
+    seed: int
+
+
+def result(code: str, fired: bool, detail: str, value: float | None = None) -> CheckResult:
+    """A check's result under its registered name."""
+    return CheckResult(code, CHECKS[code][0], bool(fired), detail, value)
+
+
 def _acc(model: Model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
 
 
 def _pgd(model: Model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, gen: torch.Generator,
-         steps: int = 40, random_start: bool = True) -> torch.Tensor:
-    step = 0.01 if threat.norm == "linf" and threat.eps <= 0.4 else 2.5 * threat.eps / steps
+         steps: int = PGD_STEPS, random_start: bool = True) -> torch.Tensor:
+    small_linf = threat.norm == "linf" and threat.eps <= PGD_LINF_STEP_MAX_EPS
+    step = PGD_LINF_STEP if small_linf else STEP_FACTOR * threat.eps / steps
     return get_attack("pgd")(model, x, y, threat, generator=gen, steps=steps, step_size=step,
                              random_start=random_start).x_adv
 
 
+def correct_subset(model: Model, x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the first ``n`` inputs the model classifies correctly."""
+    with torch.no_grad():
+        ok = torch.cat([model(x[i : i + BATCH]).argmax(1) == y[i : i + BATCH] for i in range(0, len(x), BATCH)])
+    return ok.nonzero().squeeze(1)[:n]
+
+
+def zero_or_nan_gradients(g: torch.Tensor) -> CheckResult:
+    """GM06: many inputs whose loss gradient is zero or not finite."""
+    gnorm = g.flatten(1).norm(dim=1)
+    bad = (gnorm == 0) | ~torch.isfinite(gnorm)
+    share = float(bad.float().mean())
+    return result("GM06", share >= ZERO_GRADIENT_SHARE, f"{int(bad.sum())} of {len(g)} inputs have a zero or NaN "
+                  "gradient", share)
+
+
+def random_gradients(g1: torch.Tensor, g2: torch.Tensor) -> CheckResult:
+    """GM07: two identical gradient calls disagree (the model is random)."""
+    differs = not torch.allclose(g1, g2, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL)
+    return result("GM07", differs, "two calls gave different gradients" if differs else "two calls agreed")
+
+
+def white_box_accuracy(s: Subset) -> float:
+    """The white-box reference on the subset: the lower Acc@1 of PGD and (where it applies) FGSM at ε."""
+    acc = _acc(s.model, _pgd(s.model, s.x, s.y, s.threat, s.gen), s.y)
+    if s.threat.norm in get_attack("fgsm").norms:
+        acc = min(acc, _acc(s.model, get_attack("fgsm")(s.model, s.x, s.y, s.threat).x_adv, s.y))
+    return acc
+
+
+def loss_not_rising(s: Subset) -> CheckResult:
+    """GM08: gradient steps from the random start do not raise the cross-entropy on most inputs."""
+    threat, model = s.threat, s.model
+    x0 = threat.random_init(s.x, torch.Generator().manual_seed(s.seed + 1))
+    with torch.no_grad():
+        l0 = ce_loss(model(x0), s.y)
+    xk = x0.clone()
+    alpha = STEP_FACTOR * threat.eps / LOSS_STEPS if threat.eps > 0 else 0.0
+    for _ in range(LOSS_STEPS):
+        _, g, _ = loss_grad(model, xk, s.y)
+        xk = threat.project(s.x, xk + steepest_step(g, threat.norm, alpha))
+    with torch.no_grad():
+        lk = ce_loss(model(xk), s.y)
+    rose = float((lk > l0 + LOSS_RISE_TOL).float().mean())
+    return result("GM08", rose < LOSS_RISE_SHARE, f"the loss rose on {rose:.0%} of inputs over {LOSS_STEPS} steps",
+                  rose)
+
+
+def noise_beats_gradient(s: Subset, acc_wb: float) -> CheckResult:
+    """GM05: random noise in the ε-ball beats the white-box attack."""
+    noise_x = get_attack("noise")(s.model, s.x, s.y, s.threat, generator=s.gen).x_adv
+    acc = _acc(s.model, noise_x, s.y)
+    return result("GM05", acc < acc_wb - MARGIN, f"noise Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
+
+
+def black_box_beats_white_box(s: Subset, acc_wb: float, max_queries: int) -> CheckResult | None:
+    """GM03: the Square attack (scores only) beats the white-box attack; None where Square has no such norm."""
+    square = get_attack("square")
+    if s.threat.norm not in square.norms:
+        return None
+    acc = _acc(s.model, square(s.model, s.x, s.y, s.threat, generator=s.gen, max_queries=max_queries).x_adv, s.y)
+    return result("GM03", acc < acc_wb - MARGIN,
+                  f"Square ({max_queries} queries) Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
+
+
+def transfer_beats_white_box(s: Subset, acc_wb: float) -> CheckResult | None:
+    """GM04: PGD on the undefended model behind a wrapper beats the white-box attack; None without one."""
+    surrogate = getattr(s.model, "surrogate", None)
+    if not callable(surrogate) or surrogate() is s.model:
+        return None
+    acc = _acc(s.model, _pgd(surrogate(), s.x, s.y, s.threat, s.gen), s.y)
+    return result("GM04", acc < acc_wb - MARGIN, f"transfer Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
+
+
+def large_eps_not_broken(s: Subset) -> CheckResult | None:
+    """GM01: PGD with ε as large as the whole input range, no random start, leaves accuracy above 0."""
+    lo, hi = s.threat.bounds
+    size = s.x[0].numel()
+    big = {"linf": hi - lo, "l2": (hi - lo) * math.sqrt(size), "l1": (hi - lo) * size}.get(s.threat.norm)
+    if big is None:
+        return None
+    threat = ThreatModel(s.threat.norm, big, s.threat.bounds)
+    acc = _acc(s.model, _pgd(s.model, s.x, s.y, threat, s.gen, random_start=False), s.y)
+    return result("GM01", acc > LARGE_EPS_ACCURACY, f"PGD at ε = {big:g} leaves Acc@1 {acc:.3f}", acc)
+
+
+def unbounded_attack_fails(s: Subset) -> CheckResult | None:
+    """GM02: DeepFool with ε = ∞, which should always succeed, fails on some inputs (L2 and L∞ only)."""
+    if s.threat.norm not in ("l2", "linf"):
+        return None
+    df = get_attack("deepfool")(s.model, s.x, s.y, ThreatModel(s.threat.norm, math.inf, s.threat.bounds),
+                                steps=DEEPFOOL_STEPS)
+    with torch.no_grad():
+        succ = float((s.model(df.x_adv).argmax(1) != s.y).float().mean())
+    return result("GM02", succ < UNBOUNDED_SUCCESS, f"DeepFool (ε = ∞, {DEEPFOOL_STEPS} steps) succeeds on {succ:.1%}",
+                  succ)
+
+
 def run_checks(
-    model: Model,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    norm: Norm,
-    eps: float,
-    *,
-    bounds: tuple[float, float] = (0.0, 1.0),
-    n: int = 200,
-    seed: int = 0,
-    square_queries: int = 1000,
+    model: Model, x: torch.Tensor, y: torch.Tensor, norm: Norm, eps: float, *,
+    bounds: tuple[float, float] = (0.0, 1.0), n: int = 200, seed: int = 0, max_queries: int = MAX_QUERIES,
+    square_queries: int | None = None,
 ) -> list[CheckResult]:
     """Run every gradient-masking check on the first ``n`` correctly classified inputs.
 
@@ -95,89 +221,27 @@ def run_checks(
         bounds: Input bounds.
         n: Subset size.
         seed: Seed of the checks' own attacks.
-        square_queries: Query budget of the black-box comparison.
+        max_queries: Query budget per input of the black-box comparison (GM03).
+        square_queries: Deprecated name of ``max_queries`` (until advlab 0.3).
 
     Returns:
         One :class:`CheckResult` per check that could run.
     """
-    with torch.no_grad():
-        ok = torch.cat([model(x[i : i + 500]).argmax(1) == y[i : i + 500] for i in range(0, len(x), 500)])
-    idx = ok.nonzero().squeeze(1)[:n]
+    if square_queries is not None:
+        warn_renamed("run_checks", "square_queries", "max_queries")
+        max_queries = square_queries
+    idx = correct_subset(model, x, y, n)
     if len(idx) == 0:
         return []
-    xs, ys = x[idx], y[idx]
-    lo, hi = bounds
-    threat = ThreatModel(norm, eps, bounds)
-    gen = torch.Generator().manual_seed(seed)
-    results: list[CheckResult] = []
-
-    def add(code: str, fired: bool, detail: str, value: float | None = None) -> None:
-        results.append(CheckResult(code, CHECKS[code][0], bool(fired), detail, value))
-
-    # GM06/GM07: the gradients themselves.
-    _, g1, _ = loss_grad(model, xs, ys)
-    _, g2, _ = loss_grad(model, xs, ys)
-    gnorm = g1.flatten(1).norm(dim=1)
-    bad = (gnorm == 0) | ~torch.isfinite(gnorm)
-    add("GM06", float(bad.float().mean()) >= 0.1,
-        f"{int(bad.sum())} of {len(xs)} inputs have a zero or NaN gradient", float(bad.float().mean()))
-    differs = not torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
-    add("GM07", differs, "two calls gave different gradients" if differs else "two calls agreed")
-
-    # White-box reference on the subset: the better of FGSM and PGD-40 at ε.
-    pgd_x = _pgd(model, xs, ys, threat, gen)
-    acc_wb = _acc(model, pgd_x, ys)
-    if norm in get_attack("fgsm").norms:
-        acc_wb = min(acc_wb, _acc(model, get_attack("fgsm")(model, xs, ys, threat).x_adv, ys))
-
-    # GM08: does the attack loss rise from the random start?
-    x0 = threat.random_init(xs, torch.Generator().manual_seed(seed + 1))
-    with torch.no_grad():
-        l0 = ce_loss(model(x0), ys)
-    xk = x0.clone()
-    alpha = 2.5 * eps / 20 if eps > 0 else 0.0
-    for _ in range(20):
-        _, g, _ = loss_grad(model, xk, ys)
-        xk = threat.project(xs, xk + steepest_step(g, norm, alpha))
-    with torch.no_grad():
-        lk = ce_loss(model(xk), ys)
-    rose = float((lk > l0 + 1e-6).float().mean())
-    add("GM08", rose < 0.5, f"the loss rose on {rose:.0%} of inputs over 20 steps", rose)
-
-    # GM05: random noise vs the gradient attack.
-    noise_x = get_attack("noise")(model, xs, ys, threat, generator=gen).x_adv
-    acc_noise = _acc(model, noise_x, ys)
-    add("GM05", acc_noise < acc_wb - MARGIN, f"noise Acc@1 {acc_noise:.3f} vs white-box {acc_wb:.3f}", acc_noise)
-
-    # GM03: black-box vs white-box.
-    if norm in get_attack("square").norms:
-        sq = get_attack("square")(model, xs, ys, threat, generator=gen, max_queries=square_queries)
-        acc_sq = _acc(model, sq.x_adv, ys)
-        add("GM03", acc_sq < acc_wb - MARGIN,
-            f"Square ({square_queries} queries) Acc@1 {acc_sq:.3f} vs white-box {acc_wb:.3f}", acc_sq)
-
-    # GM04: transfer from the undefended model behind a wrapper.
-    surrogate = getattr(model, "surrogate", None)
-    if callable(surrogate) and surrogate() is not model:
-        tr_x = _pgd(surrogate(), xs, ys, threat, gen)
-        acc_tr = _acc(model, tr_x, ys)
-        add("GM04", acc_tr < acc_wb - MARGIN, f"transfer Acc@1 {acc_tr:.3f} vs white-box {acc_wb:.3f}", acc_tr)
-
-    # GM01: ε as large as the whole input range, no random start (so the gradient must do the work).
-    big = {"linf": hi - lo, "l2": (hi - lo) * math.sqrt(xs[0].numel()), "l1": (hi - lo) * xs[0].numel()}.get(norm)
-    if big is not None:
-        big_threat = ThreatModel(norm, big, bounds)
-        acc_big = _acc(model, _pgd(model, xs, ys, big_threat, gen, steps=40, random_start=False), ys)
-        add("GM01", acc_big > 0.05, f"PGD at ε = {big:g} leaves Acc@1 {acc_big:.3f}", acc_big)
-
-    # GM02: an unbounded minimal attack should always succeed.
-    if norm in ("l2", "linf"):
-        df = get_attack("deepfool")(model, xs, ys, ThreatModel("l2" if norm == "l2" else "linf", math.inf, bounds),
-                                    steps=100)
-        with torch.no_grad():
-            succ = float((model(df.x_adv).argmax(1) != ys).float().mean())
-        add("GM02", succ < 0.95, f"DeepFool (ε = ∞, 100 steps) succeeds on {succ:.1%}", succ)
-    return results
+    s = Subset(model, x[idx], y[idx], ThreatModel(norm, eps, bounds), torch.Generator().manual_seed(seed), seed)
+    _, g1, _ = loss_grad(model, s.x, s.y)
+    _, g2, _ = loss_grad(model, s.x, s.y)
+    results = [zero_or_nan_gradients(g1), random_gradients(g1, g2)]
+    acc_wb = white_box_accuracy(s)  # consumes the shared generator first, as every check after it does
+    results += [loss_not_rising(s), noise_beats_gradient(s, acc_wb)]
+    found = [black_box_beats_white_box(s, acc_wb, max_queries), transfer_beats_white_box(s, acc_wb),
+             large_eps_not_broken(s), unbounded_attack_fails(s)]
+    return results + [r for r in found if r is not None]
 
 
 def adaptive_reason(model: Any, fired: list[CheckResult]) -> str:

@@ -1,231 +1,210 @@
-"""Render ``report.md`` and a self-contained ``report.html`` (figures as data URIs) from a store."""
+"""Render ``report.md`` and a self-contained ``report.html`` (figures as data URIs) from a store alone."""
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
+from advlab.report.tables import HEAD, cells, format_comparison, format_table
+from advlab.results.aggregate import compute_rows, stored_jobs
+from advlab.results.plan import plan_jobs
+from advlab.results.records import Row
+from advlab.results.store import Store
 
-from advlab.evaluation.runner import Row, compute_rows, eps_label, format_comparison, format_table, plan_jobs
-from advlab.evaluation.store import Store
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+LEGEND_MD = (
+    "Acc@1/Acc@5 w/ = under attack, w/o = clean. success = share of correctly classified examples the "
+    "attack misclassifies. Norm medians are over successful examples. Minimal-perturbation attacks run once "
+    "and are scored at every ε. `worst-case` counts an example as broken if any bounded attack broke it."
+)
+CHECKS_DOC = "See docs/warnings.md for what each check means and what to do."
 
 
-def _image(a: np.ndarray) -> np.ndarray:
-    return a.transpose(1, 2, 0).squeeze(-1) if a.shape[0] in (1, 3) else a
+@dataclass
+class Report:
+    """Everything a report shows, read from a store: the configuration, rows, checks and figures."""
+
+    config: dict[str, Any]
+    rows: list[Row]
+    environment: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks_skipped: str | None = None  # why the gradient-masking checks did not run (a black box)
+    figures: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file stem, caption, PNG)
+    baseline: list[Row] = field(default_factory=list)
 
 
-def triplet_figure(examples: list[tuple[int, np.ndarray, np.ndarray]], clean: dict[str, Any],
-                   outcome: dict[str, Any], title: str) -> bytes:
-    """Original (label, confidence) | perturbation rescaled | adversarial (label, confidence), per row."""
-    plt = _plt()
-    k = len(examples)
-    fig, axes = plt.subplots(k, 3, figsize=(5.4, 1.9 * k), squeeze=False)
-    for row, (idx, x, xa) in enumerate(examples):
-        d = xa - x
-        scale = float(np.abs(d).max()) or 1.0
-        y = int(clean["label"][idx])
-        panels = [
-            (x, f"original: {int(clean['pred'][idx])} ({float(clean['conf'][idx]):.0%}), true {y}"),
-            (d / (2 * scale) + 0.5, f"perturbation ×{0.5 / scale:.1f}, L∞ {scale:.3f}"),
-            (xa, f"adversarial: {int(outcome['pred'][idx])} ({float(outcome['conf'][idx]):.0%})"),
-        ]
-        for col, (img, t) in enumerate(panels):
-            ax = axes[row][col]
-            ax.imshow(_image(img), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(t, fontsize=7)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _png(fig)
+def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple[str, str, bytes]]:
+    """(file stem, caption, PNG): accuracy curves, norm histograms, one triplet figure per attack."""
+    last = {job.attack: job for job in plan_jobs(config["attacks"], config["norm"], config["eps"])}
+    out = [
+        ("accuracy_vs_eps", "Acc@1 under attack against ε (ε = 0 is the clean accuracy)", accuracy_figure(rows)),
+        ("norms", "Perturbation norms of successful examples (largest budget of each attack)",
+         norm_histograms([(job, store.outcomes(job.key)) for job in last.values()])),
+    ]
+    clean = store.clean()
+    seen = set()
+    for job in stored_jobs(store, config)[::-1]:  # the largest budget of each attack
+        if job.attack in seen:
+            continue
+        seen.add(job.attack)
+        ex = store.examples(job.key)
+        if ex:
+            budget = "minimal" if job.eps == math.inf else job.eps
+            label = job.attack if job.eps is None else f"{job.attack} at {budget} ({job.norm})"
+            out.append((f"triplet_{job.attack}", f"{label}: original | perturbation | adversarial",
+                        triplet_figure(ex[:4], clean, store.outcomes(job.key), label)))
+    return out
 
 
-def accuracy_figure(rows: list[Row]) -> bytes:
-    """Acc@1 under attack against ε for every attack, one line per (attack, norm)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for r in rows:
-        if r.eps is not None:
-            series.setdefault((r.attack, r.norm), []).append((r.eps, r.acc1_adv))
-    for (attack, norm), pts in sorted(series.items()):
-        pts = sorted(pts)
-        clean = rows[0].acc1_clean
-        ax.plot([0.0] + [p[0] for p in pts], [clean] + [p[1] for p in pts], marker="o",
-                label=f"{attack} ({norm})", linestyle="--" if attack == "worst-case" else "-")
-    ax.set_xlabel("ε")
-    ax.set_ylabel("Acc@1 under attack")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _png(fig)
+def read_rows(path: Path) -> list[Row]:
+    """The rows of the evaluation stored at ``path`` (none if it holds no evaluation)."""
+    store = Store(path)
+    try:
+        config = store.get_config()
+        return compute_rows(store, config) if config else []
+    finally:
+        store.close()
 
 
-def norm_histograms(store: Store, config: dict[str, Any]) -> bytes:
-    """Histograms of the perturbation norm (the attack's own norm) of successful examples."""
-    plt = _plt()
-    jobs = [j for j in plan_jobs(config["attacks"], config["norm"], config["eps"])]
-    last: dict[str, Any] = {}
-    for j in jobs:  # the largest budget of each attack
-        last[j.attack] = j
-    fig, axes = plt.subplots(1, len(last), figsize=(2.6 * len(last), 2.4), squeeze=False)
-    for ax, (attack, job) in zip(axes[0], last.items(), strict=True):
-        o = store.outcomes(job.key)
-        v = o[job.norm][o["adv"]].numpy()
-        v = v[np.isfinite(v)]
-        ax.hist(v, bins=30, color="#3b6ea8")
-        ax.set_title(f"{attack}: {job.norm} of successful", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def render_report(directory: str | Path) -> tuple[Path, Path]:
-    """Render ``report.md`` (with PNGs in ``figures/``) and ``report.html`` from ``DIR/results.sqlite``."""
-    d = Path(directory)
-    path = d / "results.sqlite"
+def read_report(directory: Path) -> Report:
+    """Read the store of ``directory`` (and of its ``baseline/``, if any) and draw the figures."""
+    path = directory / "results.sqlite"
     if not path.exists():
-        raise FileNotFoundError(f"report: {path} does not exist (run `advlab evaluate --out {d}` first)")
+        raise FileNotFoundError(f"report: {path} does not exist (run `advlab evaluate --out {directory}` first)")
     store = Store(path)
     try:
         config = store.get_config()
         if config is None:
             raise ValueError(f"report: {path} holds no evaluation")
-        env = store.get_meta("environment") or {}
-        command = store.get_meta("command")
         rows = compute_rows(store, config)
-        checks = store.get_meta("checks") or []
-        adaptive = store.get_meta("adaptive") or []
-        clean = store.clean()
-        figures: list[tuple[str, str, bytes]] = [
-            ("accuracy_vs_eps", "Acc@1 under attack against ε (ε = 0 is the clean accuracy)", accuracy_figure(rows)),
-            ("norms", "Perturbation norms of successful examples (largest budget of each attack)",
-             norm_histograms(store, config)),
-        ]
-        seen = set()
-        all_jobs = plan_jobs(config["attacks"], config["norm"], config["eps"])
-        all_jobs += plan_jobs(adaptive, config["norm"], config["eps"])
-        for job in all_jobs[::-1]:
-            if job.attack in seen:
-                continue
-            seen.add(job.attack)
-            ex = store.examples(job.key)
-            if ex:
-                budget = "minimal" if job.eps == math.inf else job.eps
-                label = job.attack if job.eps is None else f"{job.attack} at {budget} ({job.norm})"
-                figures.append((f"triplet_{job.attack}", f"{label}: original | perturbation | adversarial",
-                                triplet_figure(ex[:4], clean, store.outcomes(job.key), label)))
+        report = Report(config, rows, store.get_meta("environment") or {}, store.get_meta("command"),
+                        store.get_meta("checks") or [], store.get_meta("checks_skipped"),
+                        figures(store, config, rows))
     finally:
         store.close()
-    figdir = d / "figures"
-    figdir.mkdir(exist_ok=True)
-    for name, _, png in figures:
-        (figdir / f"{name}.png").write_bytes(png)
-    threat = (f"norm {config['norm']}, ε ∈ {{{', '.join(f'{e:g}' for e in config['eps'])}}}, bounds "
-              f"{config['bounds']}, untargeted; attack parameters: defaults of advlab evaluate "
-              f"(docs/evaluation.md) updated by {json.dumps(config['params'])}")
+    base = directory / "baseline" / "results.sqlite"
+    if base.exists():
+        report.baseline = read_rows(base)
+    return report
+
+
+def threat_text(config: dict[str, Any]) -> str:
+    """The threat model and attack parameters in one sentence."""
+    return (f"norm {config['norm']}, ε ∈ {{{', '.join(f'{e:g}' for e in config['eps'])}}}, bounds "
+            f"{config['bounds']}, untargeted; attack parameters: defaults of advlab evaluate "
+            f"(docs/evaluation.md) updated by {json.dumps(config['params'])}")
+
+
+def _fired_text(checks: list[dict[str, Any]]) -> str:
+    fired = [c for c in checks if c["fired"]]
+    if not fired:
+        return f"None of the {len(checks)} checks fired."
+    return (f"{len(fired)} of {len(checks)} checks fired; the adaptive attack (pgd-adaptive) was run and the "
+            "worst-case rows name the strongest attack.")
+
+
+def checks_markdown(report: Report) -> list[str]:
+    """The gradient-masking section: a table of the checks, or why they were skipped."""
+    if report.checks_skipped:
+        return ["## Gradient-masking checks", "", f"Skipped: {report.checks_skipped}.", ""]
+    if not report.checks:
+        return []
+    md = ["## Gradient-masking checks", "", _fired_text(report.checks), CHECKS_DOC, "",
+          "| code | check | fired | measured |", "|---|---|---|---|"]
+    md += [f"| {c['code']} | {c['name']} | {'⚠ yes' if c['fired'] else 'no'} | {c['detail']} |"
+           for c in report.checks]
+    return [*md, ""]
+
+
+def baseline_markdown(report: Report) -> list[str]:
+    """The table again with the baseline's rows interleaved (empty without a baseline)."""
+    if not report.baseline:
+        return []
+    return [f"## Next to the baseline {report.baseline[0].model}", "",
+            "Each row of the model is followed by the baseline's row with the same attack and ε "
+            "(`--baseline`; the baseline's own report is in `baseline/`).", "",
+            format_comparison(report.rows, report.baseline, markdown=True), ""]
+
+
+def markdown(report: Report) -> str:
+    """``report.md``: settings, the table, the baseline, the checks and the figures (in ``figures/``)."""
+    c = report.config
     md = [
-        f"# Robustness report: {config['model']} on {config['dataset']}", "",
-        f"- Threat model: {threat}",
-        f"- Examples: first {config['n']} of the test split; seed {config['seed']}; batch size {config['batch_size']}",
-        f"- Environment: {json.dumps(env)}",
-        f"- Command: `{command}`" if command else "- Command: Python API",
-        "", "Acc@1/Acc@5 w/ = under attack, w/o = clean. success = share of correctly classified examples the "
-        "attack misclassifies. Norm medians are over successful examples. Minimal-perturbation attacks run once "
-        "and are scored at every ε. `worst-case` counts an example as broken if any bounded attack broke it.",
-        "", format_table(rows, markdown=True), "",
+        f"# Robustness report: {c['model']} on {c['dataset']}", "",
+        f"- Threat model: {threat_text(c)}",
+        f"- Examples: first {c['n']} of the test split; seed {c['seed']}; batch size {c['batch_size']}",
+        f"- Environment: {json.dumps(report.environment)}",
+        f"- Command: `{report.command}`" if report.command else "- Command: Python API",
+        "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
     ]
-    base_store = d / "baseline" / "results.sqlite"
-    if base_store.exists():
-        bs = Store(base_store)
-        try:
-            bconfig = bs.get_config()
-            base_rows = compute_rows(bs, bconfig) if bconfig else []
-        finally:
-            bs.close()
-        if base_rows:
-            md += [f"## Next to the baseline {base_rows[0].model}", "",
-                   "Each row of the model is followed by the baseline's row with the same attack and ε "
-                   "(`--baseline`; the baseline's own report is in `baseline/`).", "",
-                   format_comparison(rows, base_rows, markdown=True), ""]
-    if checks:
-        fired = [c for c in checks if c["fired"]]
-        md += ["## Gradient-masking checks", "",
-               (f"{len(fired)} of {len(checks)} checks fired; the adaptive attack (pgd-adaptive) was run and the "
-                "worst-case rows name the strongest attack." if fired else
-                f"None of the {len(checks)} checks fired."),
-               "See docs/warnings.md for what each check means and what to do.", "",
-               "| code | check | fired | measured |", "|---|---|---|---|"]
-        md += [f"| {c['code']} | {c['name']} | {'⚠ yes' if c['fired'] else 'no'} | {c['detail']} |" for c in checks]
-        md.append("")
-    md += [f"## {cap}\n\n![{name}](figures/{name}.png)\n" for name, cap, _ in figures]
-    (d / "report.md").write_text("\n".join(md))
-    table_rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            r.attack + (f" [{r.strongest}]" if r.strongest else ""), r.dataset, eps_label(r), f"{r.acc1_adv:.3f}",
-            f"{r.acc5_adv:.3f}", f"{r.acc1_clean:.3f}",
-            f"{r.acc5_clean:.3f}", f"{r.success_rate:.3f}", _f(r.median_l0, 0), _f(r.median_l1, 2),
-            _f(r.median_l2), _f(r.median_linf), _f(r.mean_queries, 0), f"{r.seconds:.1f}",
-            "; ".join(r.warnings))) + "</tr>"
+    md += baseline_markdown(report) + checks_markdown(report)
+    md += [f"## {cap}\n\n![{name}](figures/{name}.png)\n" for name, cap, _ in report.figures]
+    return "\n".join(md)
+
+
+def checks_html(report: Report) -> str:
+    """The gradient-masking section of the page (empty if the checks neither ran nor were skipped)."""
+    if report.checks_skipped:
+        return f"<h2>Gradient-masking checks</h2><p>Skipped: {html.escape(report.checks_skipped)}.</p>"
+    if not report.checks:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(c['code'])}</td><td>{html.escape(c['name'])}</td>"
+        f"<td>{'⚠ yes' if c['fired'] else 'no'}</td><td>{html.escape(c['detail'])}</td></tr>" for c in report.checks
+    )
+    return (
+        "<h2>Gradient-masking checks</h2><table id=\"checks\"><thead><tr><th>code</th><th>check</th><th>fired</th>"
+        f"<th>measured</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) runs and the worst-case "
+        "rows name the strongest attack.</p>"
+    )
+
+
+def results_html(rows: list[Row]) -> str:
+    """The results table of the page (id ``results``), warnings in the last column."""
+    heads = "".join(f"<th>{h}</th>" for h in [*HEAD, "warnings"])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [*cells(r), "; ".join(r.warnings)]) + "</tr>"
         for r in rows
     )
-    imgs = "".join(
+    return f'<table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table>'
+
+
+def figures_html(report: Report) -> str:
+    """Every figure embedded as a data URI, with its caption."""
+    return "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-        for name, cap, png in figures
+        for name, cap, png in report.figures
     )
-    check_rows = "".join(
-        f"<tr><td>{html.escape(c['code'])}</td><td>{html.escape(c['name'])}</td>"
-        f"<td>{'⚠ yes' if c['fired'] else 'no'}</td><td>{html.escape(c['detail'])}</td></tr>" for c in checks
-    )
-    check_html = (
-        "<h2>Gradient-masking checks</h2><table id=\"checks\"><thead><tr><th>code</th><th>check</th><th>fired</th>"
-        f"<th>measured</th></tr></thead><tbody>{check_rows}</tbody></table>"
-        "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) runs and the worst-case "
-        "rows name the strongest attack.</p>" if checks else ""
-    )
-    heads = ["Attack", "Dataset", "ε (norm)", "Acc@1 w/", "Acc@5 w/", "Acc@1 w/o", "Acc@5 w/o", "success",
-             "med L0", "med L1", "med L2", "med L∞", "queries", "time (s)", "warnings"]
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>advlab report: {html.escape(config['model'])}</title>
+
+
+def html_page(report: Report) -> str:
+    """``report.html``: self-contained (figures embedded); the page counts its loaded images on load."""
+    c, env, command = report.config, json.dumps(report.environment), str(report.command)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>advlab report: {html.escape(c['model'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
 td:first-child{{text-align:left}}figure{{display:inline-block;margin:1em}}figcaption{{font-size:12px}}</style>
 </head><body>
-<h1>Robustness report: {html.escape(config['model'])} on {html.escape(config['dataset'])}</h1>
-<p><b>Threat model:</b> {html.escape(threat)}</p>
-<p><b>Examples:</b> first {config['n']} of the test split; seed {config['seed']}.
-<b>Environment:</b> {html.escape(json.dumps(env))}. <b>Command:</b> <code>{html.escape(str(command))}</code></p>
-<table id="results"><thead><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr></thead>
-<tbody>{table_rows}</tbody></table>
+<h1>Robustness report: {html.escape(c['model'])} on {html.escape(c['dataset'])}</h1>
+<p><b>Threat model:</b> {html.escape(threat_text(c))}</p>
+<p><b>Examples:</b> first {c['n']} of the test split; seed {c['seed']}.
+<b>Environment:</b> {html.escape(env)}. <b>Command:</b> <code>{html.escape(command)}</code></p>
+{results_html(report.rows)}
 <p>Acc@1/Acc@5 w/ = under attack, w/o = clean; success = share of correctly classified examples the attack
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
-{check_html}
-{imgs}
+{checks_html(report)}
+{figures_html(report)}
 <script>
 window.addEventListener("load", function () {{
   var imgs = Array.prototype.slice.call(document.images);
@@ -235,9 +214,19 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
-    (d / "report.html").write_text(page)
+
+
+def render_report(directory: str | Path) -> tuple[Path, Path]:
+    """Render ``report.md`` (with PNGs in ``figures/``) and ``report.html`` from ``DIR/results.sqlite``."""
+    d = Path(directory)
+    report = read_report(d)
+    figdir = d / "figures"
+    figdir.mkdir(exist_ok=True)
+    for name, _, png in report.figures:
+        atomic_write_bytes(figdir / f"{name}.png", png)
+    atomic_write_text(d / "report.md", markdown(report))
+    atomic_write_text(d / "report.html", html_page(report))
     return d / "report.md", d / "report.html"
 
 
-def _f(v: float | None, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
+__all__ = ["Report", "html_page", "markdown", "read_report", "render_report"]

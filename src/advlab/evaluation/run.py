@@ -1,0 +1,95 @@
+"""Executing an evaluation's jobs batch by batch into the results store, after one clean pass.
+
+Each finished batch is one transaction of the store, so an interrupted run resumes at the first
+batch it had not finished, and each batch's generator is seeded from (seed, job, batch), so the
+resumed batch draws what it would have drawn in an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from advlab.attacks import AttackInfo, get_attack
+from advlab.evaluation.defaults import attack_params
+from advlab.metrics import perturbation_norms, predict_logits, topk_correct
+from advlab.results.plan import Job, batch_seed
+from advlab.results.store import Store
+from advlab.threat import ThreatModel
+
+
+@dataclass
+class Run:
+    """One evaluation's model, data and settings, writing into ``store``.
+
+    ``net`` is a torch model (logits) or a :class:`~advlab.models.blackbox.BlackBox` with scores.
+    """
+
+    net: Any
+    x: torch.Tensor
+    y: torch.Tensor
+    bounds: tuple[float, float]
+    params: dict[str, dict[str, Any]]
+    config: dict[str, Any]
+    store: Store
+    progress: bool = True
+    keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
+
+    @property
+    def batch_size(self) -> int:
+        """Examples per batch (the store's unit of work)."""
+        return int(self.config["batch_size"])
+
+    def clean_pass(self) -> None:
+        """Store the clean predictions (once: a resumed run reads them back)."""
+        n = len(self.y)
+        if self.store.has_clean(n):
+            return
+        logits = predict_logits(self.net, self.x, self.batch_size)
+        self.store.put_clean(self.y, topk_correct(logits, self.y, 1), topk_correct(logits, self.y, 5),
+                             logits.argmax(1), logits.softmax(dim=1).amax(dim=1))
+
+    def jobs(self, jobs: list[Job]) -> None:
+        """Run every batch of ``jobs`` the store does not hold yet, storing each as it finishes."""
+        self.clean_pass()
+        nb = math.ceil(len(self.y) / self.batch_size)
+        todo = [(job, b) for job in jobs for b in sorted(set(range(nb)) - self.store.done_batches(job.key))]
+        bar = tqdm(total=len(jobs) * nb, initial=len(jobs) * nb - len(todo), desc="evaluate", unit="batch",
+                   disable=not self.progress, dynamic_ncols=True)
+        for job, b in todo:
+            bar.set_postfix_str(f"{job.attack} {'' if job.eps is None else job.eps}")
+            self.batch(get_attack(job.attack), job, b)
+            bar.update(1)
+        bar.close()
+
+    def batch(self, info: AttackInfo, job: Job, b: int) -> None:
+        """Attack batch ``b`` of ``job``, judge x_adv by the model's own prediction, store the outcomes."""
+        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds)  # type: ignore[arg-type]
+        sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
+        xb, yb = self.x[sl], self.y[sl]
+        gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
+        t0 = time.perf_counter()
+        res = info(self.net, xb, yb, threat, generator=gen, **attack_params(info, job, self.params))
+        seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            logits = self.net(res.x_adv)
+        pred = logits.argmax(dim=1)
+        norms = perturbation_norms(xb, res.x_adv)
+        outcome = {
+            "adv": (pred != yb).int().tolist(), "top1": topk_correct(logits, yb, 1).int().tolist(),
+            "top5": topk_correct(logits, yb, 5).int().tolist(), "pred": pred.tolist(),
+            "conf": logits.softmax(dim=1).amax(dim=1).tolist(),
+            **{k: v.tolist() for k, v in norms.items()},
+            "queries": res.queries.tolist() if res.queries is not None else [None] * len(yb),
+        }
+        examples = [(i, self.x[i].numpy(), res.x_adv[i - sl.start].detach().numpy())
+                    for i in range(sl.start, min(sl.stop, self.keep))]
+        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
+
+
+__all__ = ["Run"]

@@ -1,0 +1,82 @@
+"""The robustness table as terminal text or Markdown, alone or next to a baseline's rows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from advlab.results.records import Row
+
+HEAD = ["Attack", "Dataset", "ε (norm)", "Acc@1 w/", "Acc@5 w/", "Acc@1 w/o", "Acc@5 w/o", "success", "med L0",
+        "med L1", "med L2", "med L∞", "queries", "time (s)"]
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``—`` for a missing or NaN value."""
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def eps_label(row: Row) -> str:
+    """The threat model of a row as text, e.g. ``0.3 (linf)``."""
+    return f"— ({row.norm}, unbounded)" if row.eps is None else f"{row.eps:g} ({row.norm})"
+
+
+def attack_label(row: Row) -> str:
+    """The attack's name, with the strongest attack of a worst-case row in brackets."""
+    return row.attack + (f" [{row.strongest}]" if row.strongest else "")
+
+
+def cells(row: Row) -> list[str]:
+    """A row's cells under :data:`HEAD` (the attack's name without marks)."""
+    return [attack_label(row), row.dataset, eps_label(row), fmt(row.acc1_adv), fmt(row.acc5_adv),
+            fmt(row.acc1_clean), fmt(row.acc5_clean), fmt(row.success_rate), fmt(row.median_l0, 0),
+            fmt(row.median_l1, 2), fmt(row.median_l2), fmt(row.median_linf), fmt(row.mean_queries, 0),
+            fmt(row.seconds, 1)]
+
+
+def warning_notes(rows: Sequence[Row]) -> list[str]:
+    """One note per gradient-masking warning, naming the rows it affects."""
+    flagged: dict[str, list[str]] = {}
+    for r in rows:
+        for w in r.warnings:
+            flagged.setdefault(w, []).append(f"{r.attack} at {eps_label(r)}")
+    return [f"⚠ {w} — affects {', '.join(where)}" for w, where in flagged.items()]
+
+
+def format_table(rows: Sequence[Row], markdown: bool, show_model: bool = False) -> str:
+    """The robustness table as text or Markdown.
+
+    Columns: Attack | Dataset | ε (norm) | Acc@1 w/ | Acc@5 w/ | Acc@1 w/o | Acc@5 w/o | success |
+    median L0/L1/L2/L∞ | queries | time.
+    """
+    head = ["Model"] * show_model + HEAD
+    body = []
+    for r in rows:
+        c = cells(r)
+        c[0] += " ⚠" if r.warnings else ""
+        body.append([r.model] * show_model + c)
+    notes = warning_notes(rows)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines + notes)
+
+
+def format_comparison(rows: Sequence[Row], baseline: Sequence[Row], markdown: bool = False) -> str:
+    """The table with each of ``baseline``'s rows right after the model's row of the same (attack, norm, ε)."""
+    base = {(r.attack, r.norm, r.eps): r for r in baseline}
+    merged: list[Row] = []
+    for r in rows:
+        merged.append(r)
+        if (r.attack, r.norm, r.eps) in base:
+            merged.append(base.pop((r.attack, r.norm, r.eps)))
+    merged += list(base.values())
+    return format_table(merged, markdown, show_model=True)
+
+
+__all__ = ["HEAD", "attack_label", "cells", "eps_label", "fmt", "format_comparison", "format_table"]

@@ -1,0 +1,68 @@
+"""The jobs of an evaluation: one attack run at a norm and a budget. Their keys are the store's schema.
+
+Fixed-budget attacks run once per ε. Minimal-perturbation attacks (``minimal=True``) run once
+with ε = inf and are scored at every ε of the sweep from their per-example distance. Attacks that
+ignore the budget (``bounded=False``, e.g. the negative image) run once and give one row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from advlab.attacks import get_attack
+
+DEFAULT_EPS: dict[str, tuple[float, ...]] = {
+    "linf": (0.1, 0.2, 0.3),
+    "l2": (1.0, 1.5, 2.0),
+    "l1": (5.0, 10.0, 15.0),
+    "l0": (5.0, 10.0, 20.0),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One attack run over all batches, at a norm and a budget.
+
+    The budget is inf for minimal-perturbation attacks and None for attacks that ignore it.
+    """
+
+    attack: str
+    norm: str
+    eps: float | None
+    sweep: tuple[float, ...]
+
+    @property
+    def key(self) -> str:
+        """Stable identifier in the store."""
+        return f"{self.attack}|{self.norm}|{self.eps!r}"
+
+
+def plan_jobs(attacks: Sequence[str], norm: str, eps: Sequence[float]) -> list[Job]:
+    """The jobs of a sweep.
+
+    An attack that does not support ``norm`` runs at its first norm with that norm's default sweep.
+    """
+    jobs = []
+    for name in attacks:
+        info = get_attack(name)
+        a_norm = norm if norm in info.norms else info.norms[0]
+        sweep = tuple(eps) if a_norm == norm else DEFAULT_EPS[a_norm]
+        if info.minimal:
+            jobs.append(Job(info.name, a_norm, math.inf, sweep))
+        elif not info.bounded:
+            jobs.append(Job(info.name, a_norm, None, sweep))
+        else:
+            jobs.extend(Job(info.name, a_norm, float(e), sweep) for e in sweep)
+    return jobs
+
+
+def batch_seed(seed: int, job_key: str, batch: int) -> int:
+    """A seed derived from (seed, job, batch): a resumed batch draws what it drew the first time."""
+    digest = hashlib.sha256(f"{seed}|{job_key}|{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+__all__ = ["DEFAULT_EPS", "Job", "batch_seed", "plan_jobs"]
