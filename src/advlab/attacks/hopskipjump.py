@@ -189,26 +189,18 @@ def hopskipjump(
         starting_points: Adversarial starting points (same shape as ``x``), optional.
 
     Returns:
-        ``AttackResult``: the closest adversarial point found per example (``x`` itself where
-        no adversarial start was found, with ``success`` False) and its query count.
+        The closest adversarial point per example (``x``, unsuccessful, where none was found).
     """
     if starting_points is not None and starting_points.shape != x.shape:
         raise ValueError(f"starting_points: expected a tensor of shape {tuple(x.shape)}")
     x = x.detach()
-    y, target = y.to(x.device), None if target is None else target.to(x.device)
     session = as_blackbox(model).session(x.shape[0], max_queries)
-    walk = _Walk(_Oracle(session, y, target), x, threat, gamma, generator)
+    oracle = _Oracle(session, y.to(x.device), None if target is None else target.to(x.device))
+    walk = _Walk(oracle, x, threat, gamma, generator)
     found, clean_adv, x_adv = walk.start(starting_points, init_tries)
-    live = (found & ~clean_adv).cpu()
-    if bool(live.any()):  # onto the boundary
-        i = live.nonzero().squeeze(1)
-        x_adv[i.to(x.device)] = _binary_search(walk.oracle, i, x[i.to(x.device)], x_adv[i.to(x.device)],
-                                               threat.norm, walk.theta)
     walk.iterate(x_adv, (~found) | clean_adv, steps, init_evals, max_evals)
-    success = found.clone()
-    if threat.bounded:
-        success &= walk.within(threat.distance(x, x_adv))
-        x_adv = threat.project(x, x_adv)
+    success = found & walk.within(threat.distance(x, x_adv)) if threat.bounded else found.clone()
+    x_adv = threat.project(x, x_adv) if threat.bounded else x_adv
     x_adv = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
     return AttackResult(x_adv, success.cpu(), session.queries.clone())
 
@@ -236,7 +228,11 @@ class _Walk:
     def start(self, starting_points: torch.Tensor | None, init_tries: int) -> tuple[
         torch.Tensor, torch.Tensor, torch.Tensor
     ]:
-        """Query the clean points, then find an adversarial start per example: (found, clean_adv, x_adv)."""
+        """Query the clean points, find an adversarial start per example, bisect it onto the boundary.
+
+        Returns (found, clean_adv, x_adv): which examples have an adversarial point, which were
+        misclassified already (x_adv = x, distance 0), and the points.
+        """
         x, oracle, session = self.x, self.oracle, self.oracle.session
         dev = x.device
         found = oracle(x, torch.arange(x.shape[0]))
@@ -257,6 +253,11 @@ class _Walk:
             ok = oracle(cand[idd], i)
             x_adv[idd[ok]] = cand[idd[ok]]
             found[idd] |= ok
+        live = (found & ~clean_adv).cpu()
+        if bool(live.any()):  # onto the boundary
+            i = live.nonzero().squeeze(1)
+            idd = i.to(dev)
+            x_adv[idd] = _binary_search(oracle, i, x[idd], x_adv[idd], self.threat.norm, self.theta)
         return found, clean_adv, x_adv
 
     def iterate(self, x_adv: torch.Tensor, done: torch.Tensor, steps: int, init_evals: int, max_evals: int) -> None:
