@@ -12,7 +12,7 @@ import torch
 import advlab
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.evaluation import CONTRACT_KEYS, ConfigMismatchError, blackbox_attacks, evaluate
-from advlab.evaluation.evaluate import CHECKS_SKIPPED_BLACKBOX
+from advlab.evaluation.engine import CHECKS_SKIPPED_BLACKBOX
 from advlab.models.blackbox import BlackBox
 from advlab.report import render_report
 from advlab.results import Store

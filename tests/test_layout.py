@@ -33,8 +33,9 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("commands", ("advlab.commands", "advlab.cli", "advlab.__main__")),
 ]
 # Old import paths kept working for one release (each warns on import); they may import anything.
-ALIASES = {"advlab.attacks.base", "advlab.blackbox", "advlab.sklearn_models", "advlab.transfer", "advlab.evaluation.runner",
-           "advlab.evaluation.store", "advlab.evaluation.metrics"}
+ALIASES = {"advlab.attacks.base", "advlab.attacks.apgd", "advlab.attacks.cw", "advlab.attacks.deepfool",
+           "advlab.attacks.square", "advlab.attacks.hopskipjump", "advlab.blackbox", "advlab.sklearn_models",
+           "advlab.transfer", "advlab.evaluation.runner", "advlab.evaluation.store", "advlab.evaluation.metrics"}
 TOP = len(ROOMS)  # the package itself (the public API surface) and the aliases
 
 MAX_FUNCTION_LINES = 60
@@ -159,3 +160,20 @@ def test_functions_and_modules_are_small(module):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES  # type: ignore[operator]
     ]
     assert not long, f"{path.relative_to(SRC)}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+def test_no_module_is_shadowed_by_a_name_its_package_exports():
+    """``import advlab.x.y as m`` gives the module y, not a function the package also calls y."""
+    import importlib
+    import types
+
+    shadowed = []
+    for m in MODULES:
+        parent, _, leaf = m.rpartition(".")
+        if not parent or m in ALIASES or m == "advlab.__main__":
+            continue
+        package = importlib.import_module(parent)
+        importlib.import_module(m)
+        if not isinstance(getattr(package, leaf), types.ModuleType):
+            shadowed.append(f"{m} (the package's {leaf!r} is a {type(getattr(package, leaf)).__name__})")
+    assert not shadowed, "modules shadowed by a package attribute: " + ", ".join(shadowed)

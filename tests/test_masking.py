@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from advlab import ThreatModel, evaluate
 from advlab.attacks import get_attack, loss_grad
 from advlab.attacks.adaptive import eot_bpda
-from advlab.attacks.apgd import checkpoints, dlr_loss
+from advlab.attacks.autopgd import checkpoints, dlr_loss
 from advlab.defenses.wrappers import (
     BitDepth,
     Defended,

@@ -218,6 +218,11 @@ def test_train_half_trains_on_the_fixed_half():
     ("advlab.blackbox", "advlab.models.blackbox"),
     ("advlab.sklearn_models", "advlab.models.sklearn"),
     ("advlab.evaluation.metrics", "advlab.metrics"),
+    ("advlab.attacks.apgd", "advlab.attacks.autopgd"),
+    ("advlab.attacks.cw", "advlab.attacks.carlini_wagner"),
+    ("advlab.attacks.deepfool", "advlab.attacks.linearised"),
+    ("advlab.attacks.square", "advlab.attacks.random_search"),
+    ("advlab.attacks.hopskipjump", "advlab.attacks.decision_based"),
 ])
 def test_old_module_paths_warn_and_give_the_same_objects(old, new, monkeypatch):
     monkeypatch.delitem(sys.modules, old, raising=False)

@@ -7,6 +7,7 @@ at the caller's line (the function call, or the ``import`` statement), not at ad
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 REMOVAL = "advlab 0.3"
 
@@ -30,6 +31,19 @@ def warn_renamed(owner: str, old: str, new: str, *, stacklevel: int = 3) -> None
     )
 
 
+def renamed_value(owner: str, old: str, new: str, old_value: Any, value: Any, *, stacklevel: int = 5) -> Any:
+    """``old_value`` (with a warning) when the old name was given, else ``value``.
+
+    For a dataclass whose field was renamed: the old name stays an ``InitVar`` defaulting to
+    ``None`` and ``__post_init__`` sets ``self.new = renamed_value(..., old_value, self.new)``;
+    the default ``stacklevel`` points at the code constructing the dataclass.
+    """
+    if old_value is None:
+        return value
+    warn_renamed(owner, old, new, stacklevel=stacklevel)
+    return old_value
+
+
 def alias_module(old: str, new: str) -> None:
     """Warn that module ``old`` was imported; its contents now live in ``new``.
 
@@ -47,4 +61,4 @@ def alias_module(old: str, new: str) -> None:
     )
 
 
-__all__ = ["alias_module", "warn_renamed"]
+__all__ = ["alias_module", "renamed_value", "warn_renamed"]

@@ -7,15 +7,16 @@ in the import list below.
 """
 
 from advlab.attacks.adaptive import eot_bpda, pgd_adaptive
-from advlab.attacks.apgd import apgd, apgd_ensemble, apgd_t
+from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
-from advlab.attacks.cw import cw
-from advlab.attacks.deepfool import deepfool
+from advlab.attacks.carlini_wagner import cw
+from advlab.attacks.decision_based import hopskipjump
 from advlab.attacks.fastview import fast_view, fast_views
 from advlab.attacks.gradient import bim, fgsm, pgd
-from advlab.attacks.hopskipjump import hopskipjump
+from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
 from advlab.attacks.mifgsm import mi_fgsm
+from advlab.attacks.random_search import square
 from advlab.attacks.registry import (
     AttackInfo,
     AttackResult,
@@ -23,7 +24,6 @@ from advlab.attacks.registry import (
     list_attacks,
     register_attack,
 )
-from advlab.attacks.square import square
 from advlab.attacks.targets import choose_targets
 
 __all__ = [

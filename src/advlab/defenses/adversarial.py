@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab._checks import check_nonneg, check_positive_int
-from advlab._deprecation import warn_renamed
+from advlab._deprecation import renamed_value
 from advlab.attacks import get_attack
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import loss_grad
@@ -72,9 +72,7 @@ class AdversarialTraining(TrainingDefense):
     rel_step: InitVar[float | None] = None  # the old name of rel_step_size (until advlab 0.3)
 
     def __post_init__(self, rel_step: float | None) -> None:
-        if rel_step is not None:
-            warn_renamed(self.name, "rel_step", "rel_step_size", stacklevel=4)
-            self.rel_step_size = rel_step
+        self.rel_step_size = renamed_value(self.name, "rel_step", "rel_step_size", rel_step, self.rel_step_size)
         self._info = get_attack(self.attack)
         check_nonneg("eps", self.eps)
         _frac("clean_weight", self.clean_weight)
@@ -139,9 +137,7 @@ class FastAdversarialTraining(AdversarialTraining):
     alpha: InitVar[float | None] = None  # the old name of rel_step_size (until advlab 0.3)
 
     def __post_init__(self, rel_step: float | None, alpha: float | None) -> None:
-        if alpha is not None:
-            warn_renamed(self.name, "alpha", "rel_step_size", stacklevel=4)
-            self.rel_step_size = alpha
+        self.rel_step_size = renamed_value(self.name, "alpha", "rel_step_size", alpha, self.rel_step_size)
         super().__post_init__(rel_step)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab._deprecation import warn_renamed
+from advlab._deprecation import renamed_value
 from advlab.train import TrainingDefense
 
 
@@ -46,9 +46,7 @@ class Parseval(TrainingDefense):
     beta: InitVar[float | None] = None  # the old name of retraction (until advlab 0.3)
 
     def __post_init__(self, beta: float | None) -> None:
-        if beta is not None:
-            warn_renamed(self.name, "beta", "retraction", stacklevel=4)
-            self.retraction = beta
+        self.retraction = renamed_value(self.name, "beta", "retraction", beta, self.retraction)
 
     def after_step(self, model: nn.Module) -> None:  # noqa: D102
         with torch.no_grad():
@@ -74,9 +72,7 @@ class GradNormPenalty(TrainingDefense):
     lam: InitVar[float | None] = None  # the old name of beta (until advlab 0.3)
 
     def __post_init__(self, lam: float | None) -> None:
-        if lam is not None:
-            warn_renamed(self.name, "lam", "beta", stacklevel=4)
-            self.beta = lam
+        self.beta = renamed_value(self.name, "lam", "beta", lam, self.beta)
 
     def step(  # noqa: D102
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator, progress: float,

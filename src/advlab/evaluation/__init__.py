@@ -15,7 +15,7 @@ from advlab.evaluation.defaults import (
     attack_params,
     blackbox_attacks,
 )
-from advlab.evaluation.evaluate import ConfigMismatchError, Evaluation, evaluate
+from advlab.evaluation.engine import ConfigMismatchError, Evaluation, evaluate
 from advlab.evaluation.transfer import TransferMatrix, TransferOutcome, substitute_attack, transfer_matrix
 from advlab.results import CONTRACT_KEYS, DEFAULT_EPS, Row, compute_rows
 

@@ -22,7 +22,6 @@ import torch
 
 from advlab._deprecation import warn_renamed
 from advlab.attacks import get_attack
-from advlab.attacks.adaptive import needs_bpda, needs_eot
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.threat import Norm, ThreatModel
@@ -242,14 +241,3 @@ def run_checks(
     found = [black_box_beats_white_box(s, acc_wb, max_queries), transfer_beats_white_box(s, acc_wb),
              large_eps_not_broken(s), unbounded_attack_fails(s)]
     return results + [r for r in found if r is not None]
-
-
-def adaptive_reason(model: Any, fired: list[CheckResult]) -> str:
-    """Why the adaptive attack runs, naming what it adds for this model."""
-    parts = []
-    if needs_bpda(model):
-        parts.append("BPDA through the non-differentiable preprocessing")
-    if needs_eot(model):
-        parts.append("EOT over the model's randomness")
-    parts.append("the margin loss on the logits")
-    return f"{', '.join(c.code for c in fired)} fired: pgd-adaptive uses " + ", ".join(parts)

@@ -1,6 +1,6 @@
 """Deprecated module path (until advlab 0.3): the runner was split into rooms.
 
-``evaluate``, ``Evaluation`` and ``ConfigMismatchError`` live in :mod:`advlab.evaluation.evaluate`,
+``evaluate``, ``Evaluation`` and ``ConfigMismatchError`` live in :mod:`advlab.evaluation.engine`,
 the defaults in :mod:`advlab.evaluation.defaults`, rows, jobs and aggregation in
 :mod:`advlab.results`, the table formatting in :mod:`advlab.report.tables`.
 """
@@ -15,7 +15,7 @@ from advlab.evaluation.defaults import (
     N_EXAMPLES,
     attack_params,
 )
-from advlab.evaluation.evaluate import ConfigMismatchError, Evaluation, evaluate
+from advlab.evaluation.engine import ConfigMismatchError, Evaluation, evaluate
 from advlab.report.tables import eps_label, format_comparison, format_table
 from advlab.results.aggregate import compute_rows
 from advlab.results.plan import DEFAULT_EPS, Job, batch_seed, plan_jobs

@@ -73,7 +73,8 @@ class Store:
     # clean predictions ---------------------------------------------------------------------
     def has_clean(self, n: int) -> bool:
         """Whether clean predictions for all n examples are stored."""
-        return self.db.execute("SELECT COUNT(*) FROM clean").fetchone()[0] == n
+        count: int = self.db.execute("SELECT COUNT(*) FROM clean").fetchone()[0]
+        return count == n
 
     def put_clean(self, labels: torch.Tensor, top1: torch.Tensor, top5: torch.Tensor,
                   pred: torch.Tensor, conf: torch.Tensor) -> None:
