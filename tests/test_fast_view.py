@@ -356,3 +356,29 @@ def test_hooks_anywhere_rule_the_view_out():
     finally:
         handle.remove()
     assert fast_view(model, x[:2]) is not model
+
+
+class _Recurrent(nn.Module):
+    """An LSTM over image rows: nn.LSTM keeps a list of its weights and weak references to them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.fc = nn.LSTM(28, 16, batch_first=True), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.rnn(x.squeeze(1))[0][:, -1])
+
+
+def test_a_model_holding_its_weights_in_lists_and_weak_references_is_viewed():
+    x, _ = _mnist(4)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = _Recurrent().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastViewSkipped)
+        view = fast_view(model, x[:2])
+    assert view is not model
+    assert all(ref() is w for ref, w in zip(view.rnn._flat_weight_refs, view.rnn._flat_weights, strict=True))
+    assert not {w.data_ptr() for w in model.rnn._flat_weights} & {w.data_ptr() for w in view.rnn._flat_weights}
+    with torch.no_grad():
+        torch.testing.assert_close(view(x), model(x), rtol=0, atol=0)

@@ -20,6 +20,7 @@ import random
 import sys
 import types
 import warnings
+import weakref
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,6 +204,8 @@ class _Tree:
             return self.memo[id(v)]
         if isinstance(v, nn.Module):
             return self.module(v, name)
+        if isinstance(v, nn.Parameter):  # a parameter also held elsewhere (a list, a weak reference)
+            return self._param(v)
         if isinstance(v, torch.Tensor):
             new: Any = v.detach().clone()
         elif kind is torch.Generator:
@@ -212,6 +215,9 @@ class _Tree:
             new = v.copy()
         elif isinstance(v, types.MethodType) and isinstance(v.__self__, nn.Module):
             new = types.MethodType(v.__func__, self.module(v.__self__, name))
+        elif type(v) is weakref.ref:  # e.g. an RNN's references to its own weights
+            target = v()
+            new = v if target is None else weakref.ref(self.value(target, name))
         elif isinstance(v, (list, dict, set, deque)):
             new = v.copy() if kind in _COPYABLE else copy.copy(v)
             self.memo[id(v)] = new
@@ -282,6 +288,8 @@ def _same(new: Any, old: Any, memo: dict[int, Any]) -> bool:
     if isinstance(old, np.ndarray):
         return (isinstance(new, np.ndarray) and new.shape == old.shape and new.dtype == old.dtype
                 and bool(np.array_equal(new, old, equal_nan=old.dtype.kind in "fc")))
+    if type(old) is weakref.ref:
+        return type(new) is weakref.ref and new() is memo.get(id(old()), old())
     if isinstance(old, types.MethodType) and isinstance(old.__self__, nn.Module):
         return isinstance(new, types.MethodType) and new.__func__ is old.__func__ and _same(
             new.__self__, old.__self__, memo)
