@@ -88,6 +88,13 @@ def test_randomised_training_and_non_module_models_are_returned_unchanged():
     assert fast_view(predict, x[:2]) is predict
     training = advlab.load_model("lenet-mnist").train()
     assert fast_view(training, x[:2]) is training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's own deprecation notices
+        scripted = nn.Sequential(torch.jit.script(nn.Flatten()), nn.Linear(784, 10)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastViewSkipped)  # the declared cases are silent
+        assert fast_view(scripted, x[:2]) is scripted
+        assert fast_view(randomized, x[:2]) is randomized and fast_view(training, x[:2]) is training
 
 
 @settings(max_examples=10, deadline=None)

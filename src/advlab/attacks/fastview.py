@@ -84,8 +84,8 @@ def fast_view(model: Model, probe: torch.Tensor) -> Model:
     random without declaring ``randomized = True`` (an RNG stream moved, or two calls differ),
     when copying or running raises, or when the view's logits differ from the plain copy's
     beyond float32 rounding. Silently returned as given: anything that is not an ``nn.Module``,
-    a ScriptModule, a view, a model with a submodule declaring ``randomized = True`` or in
-    training mode (dropout is random, BatchNorm would update its statistics).
+    a view, a model with a submodule that is a ScriptModule, declares ``randomized = True`` or is
+    in training mode (dropout is random, BatchNorm would update its statistics).
     """
     if not _viewable(model):
         return model
@@ -103,9 +103,9 @@ def _viewable(model: object) -> TypeGuard[nn.Module]:
     """False for the declared cases, which are returned unchanged without a warning."""
     return (
         isinstance(model, nn.Module)
-        and not isinstance(model, torch.jit.ScriptModule)
         and not getattr(model, "_advlab_view", False)
-        and not any(m.training or getattr(m, "randomized", False) for m in model.modules())
+        and not any(m.training or getattr(m, "randomized", False) or isinstance(m, torch.jit.ScriptModule)
+                    for m in model.modules())
     )
 
 
