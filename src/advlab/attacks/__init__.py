@@ -11,7 +11,7 @@ from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.decision_based import hopskipjump
-from advlab.attacks.fastview import fast_view, fast_views
+from advlab.attacks.fastview import FastViewSkipped, fast_view, fast_views
 from advlab.attacks.gradient import bim, fgsm, pgd
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
@@ -29,6 +29,7 @@ from advlab.attacks.targets import choose_targets
 __all__ = [
     "AttackInfo",
     "AttackResult",
+    "FastViewSkipped",
     "apgd",
     "apgd_ensemble",
     "apgd_t",
