@@ -267,7 +267,7 @@ CASES: list[Case] = [
             "torchattacks": ta_runner(lambda m: _ta().CW(m, c=1.0, kappa=0.0, steps=100, lr=0.1)),
             "foolbox": fb_runner(lambda: _fb().L2CarliniWagnerAttack(
                 binary_search_steps=1, steps=100, stepsize=0.1, confidence=0.0, initial_const=1.0,
-                early_stop=True), None),
+                abort_early=True), None),
             "art": art_runner(lambda c, b: _art().CarliniL2Method(
                 c, confidence=0.0, learning_rate=0.1, binary_search_steps=1, max_iter=100, initial_const=1.0,
                 batch_size=b, verbose=False)),
