@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from advlab._io import atomic_write_bytes
+
 # IDX type codes -> numpy dtypes (big-endian on disk).
 _DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -76,8 +78,4 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     body = np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
     data = header + body
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
+    atomic_write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
