@@ -171,7 +171,7 @@ def part_parseval(epochs: int, beta: float = 0.003, n: int = 1000) -> None:
     xte, yte = advlab.load_dataset("mnist", "test")
     cfg = TrainConfig(epochs=epochs, seed=SEED)
     models = {}
-    for name, defense in (("plain", None), (f"parseval β={beta:g}", make_training_defense("parseval", beta=beta))):
+    for name, defense in (("plain", None), (f"parseval β={beta:g}", make_training_defense("parseval", retraction=beta))):
         m = _lenet()
         r = fit(m, train, (xte, yte), cfg, defense=defense, progress=False)
         models[name] = (m, r)
