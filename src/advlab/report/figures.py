@@ -124,8 +124,11 @@ def accuracy_figure(rows: list[Row], norm: str | None = None) -> bytes:
 
 def _histogram(ax: Axes, v: np.ndarray) -> None:
     """A histogram that reads plainly even when every value is (nearly) the same, e.g. L∞ = ε for PGD."""
+    from matplotlib.ticker import MaxNLocator
+
     if v.size == 0:
         ax.text(0.5, 0.5, "no successful example", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+        ax.set_xticks([])
         ax.set_yticks([])
         return
     lo, hi = float(v.min()), float(v.max())
@@ -136,6 +139,9 @@ def _histogram(ax: Axes, v: np.ndarray) -> None:
         ax.set_xlim(mid - half, mid + half)
     else:
         ax.hist(v, bins=30, color="#3b6ea8")
+    # a few round ticks whose labels never run into each other; counts are integers
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
 
 
 def norm_histogram_plot(jobs: list[tuple[Job, dict[str, torch.Tensor]]]) -> Figure:

@@ -7,7 +7,7 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
@@ -26,6 +26,9 @@ from advlab.results.aggregate import compute_rows, stored_jobs
 from advlab.results.plan import Job
 from advlab.results.records import Row
 from advlab.results.store import Store
+
+if TYPE_CHECKING:
+    import torch
 
 LEGEND_MD = (
     "Acc@1/Acc@5 w/ = under attack, w/o = clean. success = share of correctly classified examples the "
@@ -50,14 +53,29 @@ class Report:
     jobs: list[Job] = field(default_factory=list)  # every job of the store, the adaptive one included
 
 
+def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job, dict[str, torch.Tensor]]]:
+    """Each attack's last job (its largest budget) with ``adv`` marking the examples the table counts as successes.
+
+    A success is a correctly classified example the attack misclassifies, as in the table's success
+    rate and norm medians; an example the model already got wrong is no success (its norm is 0).
+    """
+    top1 = store.clean()["top1"]
+    last = {job.attack: job for job in stored_jobs(store, config)}
+    out = []
+    for job in last.values():
+        o = store.outcomes(job.key)
+        out.append((job, {**o, "adv": o["adv"] & top1}))
+    return out
+
+
 def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple[str, str, bytes]]:
     """(file stem, caption, PNG): accuracy curves, norm histograms, one triplet figure per attack."""
-    last = {job.attack: job for job in stored_jobs(store, config)}
     out = [
         ("accuracy_vs_eps", "Acc@1 under attack against ε, one panel per norm (ε = 0 is the clean accuracy)",
          accuracy_figure(rows, config["norm"])),
-        ("norms", "Perturbation norms of successful examples (largest budget of each attack)",
-         norm_histograms([(job, store.outcomes(job.key)) for job in last.values()])),
+        ("norms", "Perturbation norms of successful examples (correctly classified ones the attack misclassifies) "
+                  "at each attack's largest budget; minimal attacks: every success",
+         norm_histograms(successful_outcomes(store, config))),
     ]
     clean = store.clean()
     seen = set()
@@ -175,12 +193,23 @@ def checks_html(report: Report) -> str:
     )
 
 
+def warnings_cell(row: Row) -> str:
+    """A row's warnings as their check codes (``⚠ GM06, GM08``), the full messages in the cell's tooltip.
+
+    The messages themselves are in the checks table and under the Markdown table; in every row
+    they made the table several screens tall.
+    """
+    if not row.warnings:
+        return "<td></td>"
+    codes = ", ".join(w.split(" ", 1)[0] for w in row.warnings)
+    return f'<td title="{html.escape("; ".join(row.warnings))}">⚠ {html.escape(codes)}</td>'
+
+
 def results_html(rows: list[Row]) -> str:
-    """The results table of the page (id ``results``), warnings in the last column."""
+    """The results table of the page (id ``results``), warnings (check codes) in the last column."""
     heads = "".join(f"<th>{h}</th>" for h in [*HEAD, "warnings"])
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [*cells(r), "; ".join(r.warnings)]) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + warnings_cell(r) + "</tr>" for r in rows
     )
     return f'<div class="wide"><table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table></div>'
 
@@ -202,7 +231,7 @@ p,code{overflow-wrap:anywhere}p code{white-space:nowrap}
 .wide{max-width:100%;overflow-x:auto;margin:.5em 0}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 td:first-child{text-align:left}#results td,#results th,#checks td{white-space:nowrap}
-#results td:last-child{white-space:normal;text-align:left;min-width:8em}
+#results td:last-child{white-space:normal;text-align:left;min-width:12em}
 #settings td,#settings th,#params td,#params th,#environment td,#environment th{text-align:left;
 overflow-wrap:anywhere}
 figure{display:inline-block;max-width:100%;margin:1em 0;vertical-align:top}
@@ -256,4 +285,4 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
     return d / "report.md", d / "report.html"
 
 
-__all__ = ["Report", "html_page", "markdown", "read_report", "render_report"]
+__all__ = ["Report", "html_page", "markdown", "read_report", "render_report", "successful_outcomes"]
