@@ -418,17 +418,22 @@ def histogram_jobs():
         (Job("noise", "l0", 10.0, (10.0,)), outcome("l0", [784.0] * n)),
         (Job("deepfool", "linf", math.inf, (0.3,)), outcome("linf", (1e-6 * torch.rand(n, generator=gen)).tolist())),
         (Job("semantic", "linf", None, (0.3,)), outcome("linf", [1.0] * n, adv=False)),  # no successful example
+        (Job("apgd", "linf", 0.3, (0.3,)), outcome("linf", [0.29845, 0.29975])),  # two values, a narrow range
     ]
 
 
 def test_histogram_axes_read_plainly_in_a_grid():
+    import itertools
     import re
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from advlab.report.figures import norm_histogram_plot, norm_histograms
 
     jobs = histogram_jobs()
     fig = norm_histogram_plot(jobs)
-    fig.draw_without_rendering()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == len(jobs)
     assert len({round(ax.get_position().x0, 3) for ax in panels}) <= 4  # wraps: at most four per row
@@ -437,10 +442,14 @@ def test_histogram_axes_read_plainly_in_a_grid():
         for axis in (ax.xaxis, ax.yaxis):
             assert axis.get_offset_text().get_text() == "", ax.get_title()
             lo, hi = sorted(axis.get_view_interval())
-            labels = [t.get_text() for t, v in zip(axis.get_ticklabels(), axis.get_ticklocs(), strict=True)
-                      if lo <= v <= hi and t.get_text()]
+            shown = [t for t, v in zip(axis.get_ticklabels(), axis.get_ticklocs(), strict=True)
+                     if lo <= v <= hi and t.get_text()]
+            labels = [t.get_text() for t in shown]
             assert all(plain.match(t) for t in labels), (ax.get_title(), labels)
             assert len(set(labels)) == len(labels), (ax.get_title(), labels)  # each tick says where it is
+        boxes = [t.get_window_extent(canvas.get_renderer()) for t in ax.get_xticklabels() if t.get_text()
+                 and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), ax.get_title()  # labels do not run together
     png = norm_histograms(jobs)
     assert int.from_bytes(png[16:20], "big") <= 1000  # the PNG's width: seven histograms no longer in one row
 
@@ -449,3 +458,23 @@ def test_report_fits_a_1280px_window(wide_report):
     ev, out = wide_report
     _, page = render_report(out)
     check_in_browser(page, attacks=len(ev.rows), images=2 + len(REPORT_ATTACKS))
+
+
+def test_histograms_count_the_successes_the_table_counts(wide_report):
+    from advlab.report.render import successful_outcomes
+
+    ev, out = wide_report
+    store = Store(out / "results.sqlite")
+    try:
+        clean_top1 = store.clean()["top1"]
+        histograms = dict((job.key, o) for job, o in successful_outcomes(store, ev.config))
+        raw = store.outcomes("fgsm|linf|0.3")["adv"]
+    finally:
+        store.close()
+    assert bool((raw & ~clean_top1).any())  # an example the model already got wrong is "adversarial" in the store…
+    n_correct = int(clean_top1.sum())
+    for attack in ("fgsm", "pgd"):
+        row = next(r for r in ev.rows if r.attack == attack and r.eps == 0.3)
+        successes = histograms[f"{attack}|linf|0.3"]["adv"]
+        assert int(successes.sum()) == round(row.success_rate * n_correct)  # …but no success in the histogram
+        assert not bool((successes & ~clean_top1).any())
