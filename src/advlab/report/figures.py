@@ -8,15 +8,18 @@ notebook or an application that imported advlab. matplotlib is imported on first
 from __future__ import annotations
 
 import io
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from advlab.report.settings import norm_label
 from advlab.results.plan import Job
 from advlab.results.records import Row, TransferRecord
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -64,39 +67,108 @@ def triplet_figure(examples: list[tuple[int, np.ndarray, np.ndarray]], clean: di
     return png_bytes(fig, dpi=90, bbox_inches="tight")
 
 
-def accuracy_figure(rows: list[Row]) -> bytes:
-    """Acc@1 under attack against ε for every attack, one line per (attack, norm)."""
-    fig = new_figure((6, 3.6))
-    ax = fig.subplots()
-    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+NORM_ORDER = ("linf", "l2", "l1", "l0")
+HIST_COLUMNS = 4  # histograms per row of the grid: the figure stays about 950 px wide
+
+
+def plain_axes(ax: Axes) -> None:
+    """Tick labels as plain numbers: no offset (``1e-8+3e-1``) and no scientific notation on either axis."""
+    for axis in ("x", "y"):
+        try:
+            ax.ticklabel_format(axis=axis, useOffset=False, style="plain")
+        except AttributeError:  # an axis without a ScalarFormatter (categorical, log): nothing to turn off
+            pass
+
+
+def accuracy_plot(rows: list[Row], norm: str | None = None) -> Figure:
+    """Acc@1 under attack against ε, one panel per norm (its own ε axis), one line per attack; ε = 0 is clean.
+
+    Args:
+        rows: The table's rows; rows without a budget (the negative image) have no point.
+        norm: The evaluation's norm, whose panel comes first (default: the first row's).
+    """
+    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for r in rows:
         if r.eps is not None:
-            series.setdefault((r.attack, r.norm), []).append((r.eps, r.acc1_adv))
-    for (attack, norm), pts in sorted(series.items()):
-        pts = sorted(pts)
-        clean = rows[0].acc1_clean
-        ax.plot([0.0] + [p[0] for p in pts], [clean] + [p[1] for p in pts], marker="o",
-                label=f"{attack} ({norm})", linestyle="--" if attack == "worst-case" else "-")
-    ax.set_xlabel("ε")
-    ax.set_ylabel("Acc@1 under attack")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return png_bytes(fig, dpi=90, bbox_inches="tight")
+            series.setdefault(r.norm, {}).setdefault(r.attack, []).append((r.eps, r.acc1_adv))
+    first = norm if norm is not None else (rows[0].norm if rows else None)
+    norms = sorted(series, key=lambda n: (n != first, NORM_ORDER.index(n) if n in NORM_ORDER else 9, n))
+    cols = min(len(norms), 2) or 1
+    fig = new_figure((5.2 * cols, 3.6 * max(1, math.ceil(len(norms) / cols))))
+    axes = fig.subplots(max(1, math.ceil(len(norms) / cols)), cols, squeeze=False).ravel()
+    clean = rows[0].acc1_clean if rows else math.nan
+    order = list(dict.fromkeys(r.attack for r in rows))  # the table's order; one colour per attack in every panel
+    for ax, nm in zip(axes, norms, strict=False):
+        for attack, pts in sorted(series[nm].items(), key=lambda kv: order.index(kv[0])):
+            pts = sorted(pts)
+            ax.plot([0.0] + [p[0] for p in pts], [clean] + [p[1] for p in pts], marker="o", label=attack,
+                    color=f"C{order.index(attack) % 10}", linestyle="--" if attack == "worst-case" else "-")
+        ax.set_title(f"{norm_label(nm)} budget", fontsize=10)
+        ax.set_xlabel(f"ε ({norm_label(nm)})")
+        ax.set_ylabel("Acc@1 under attack")
+        ax.set_xlim(left=0.0)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)
+        plain_axes(ax)
+    for ax in axes[len(norms):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_figure(rows: list[Row], norm: str | None = None) -> bytes:
+    """:func:`accuracy_plot` as PNG."""
+    return png_bytes(accuracy_plot(rows, norm), dpi=90, bbox_inches="tight")
+
+
+def _histogram(ax: Axes, v: np.ndarray) -> None:
+    """A histogram that reads plainly even when every value is (nearly) the same, e.g. L∞ = ε for PGD."""
+    from matplotlib.ticker import MaxNLocator
+
+    if v.size == 0:
+        ax.text(0.5, 0.5, "no successful example", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo <= 1e-6 * max(1.0, abs(hi)):  # one value up to float rounding: one bar, a readable axis around it
+        mid = float(f"{(lo + hi) / 2:.6g}")  # 0.30000001 (ε in float32) is read as 0.3
+        half = max(abs(mid) * 0.1, 1e-3)
+        ax.hist(np.full(v.shape, mid), bins=1, range=(mid - half / 10, mid + half / 10), color="#3b6ea8")
+        ax.set_xlim(mid - half, mid + half)
+    else:
+        ax.hist(v, bins=30, color="#3b6ea8")
+    # a few round ticks whose labels never run into each other; counts are integers
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
+
+
+def norm_histogram_plot(jobs: list[tuple[Job, dict[str, torch.Tensor]]]) -> Figure:
+    """Histograms of the perturbation norm (the attack's own norm) of successful examples, one per job.
+
+    A grid of at most :data:`HIST_COLUMNS` per row, so the figure never grows wider with more attacks.
+    """
+    cols = max(1, min(len(jobs), HIST_COLUMNS))
+    nrows = max(1, math.ceil(len(jobs) / cols))
+    fig = new_figure((2.6 * cols, 2.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, (job, o) in zip(axes, jobs, strict=False):
+        v = o[job.norm][o["adv"].bool()].double().numpy()
+        _histogram(ax, v[np.isfinite(v)])
+        ax.set_title(f"{job.attack}: {norm_label(job.norm)} of successful", fontsize=8)
+        ax.set_xlabel(f"{norm_label(job.norm)} norm", fontsize=7)
+        ax.tick_params(labelsize=7)
+        plain_axes(ax)
+    for ax in axes[len(jobs):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
 
 
 def norm_histograms(jobs: list[tuple[Job, dict[str, torch.Tensor]]]) -> bytes:
-    """Histograms of the perturbation norm (the attack's own norm) of successful examples, one per job."""
-    fig = new_figure((2.6 * len(jobs), 2.4))
-    axes = fig.subplots(1, len(jobs), squeeze=False)
-    for ax, (job, o) in zip(axes[0], jobs, strict=True):
-        v = o[job.norm][o["adv"]].numpy()
-        v = v[np.isfinite(v)]
-        ax.hist(v, bins=30, color="#3b6ea8")
-        ax.set_title(f"{job.attack}: {job.norm} of successful", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return png_bytes(fig, dpi=90, bbox_inches="tight")
+    """:func:`norm_histogram_plot` as PNG."""
+    return png_bytes(norm_histogram_plot(jobs), dpi=90, bbox_inches="tight")
 
 
 def adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
@@ -144,10 +216,14 @@ def transfer_heatmap(record: TransferRecord) -> bytes:
 
 
 __all__ = [
+    "HIST_COLUMNS",
     "accuracy_figure",
+    "accuracy_plot",
     "adversarial_grid",
     "new_figure",
+    "norm_histogram_plot",
     "norm_histograms",
+    "plain_axes",
     "png_bytes",
     "transfer_heatmap",
     "triplet_figure",

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
+from advlab.report.settings import (
+    PARAM_HEAD,
+    code_spans_html,
+    environment_rows,
+    html_table,
+    md_table,
+    param_rows,
+    params_note,
+    setting_rows,
+)
 from advlab.report.tables import HEAD, cells, format_comparison, format_table
 from advlab.results.aggregate import compute_rows, stored_jobs
-from advlab.results.plan import plan_jobs
+from advlab.results.plan import Job
 from advlab.results.records import Row
 from advlab.results.store import Store
+
+if TYPE_CHECKING:
+    import torch
 
 LEGEND_MD = (
     "Acc@1/Acc@5 w/ = under attack, w/o = clean. success = share of correctly classified examples the "
@@ -38,15 +50,32 @@ class Report:
     checks_skipped: str | None = None  # why the gradient-masking checks did not run (a black box)
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file stem, caption, PNG)
     baseline: list[Row] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)  # every job of the store, the adaptive one included
+
+
+def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job, dict[str, torch.Tensor]]]:
+    """Each attack's last job (its largest budget) with ``adv`` marking the examples the table counts as successes.
+
+    A success is a correctly classified example the attack misclassifies, as in the table's success
+    rate and norm medians; an example the model already got wrong is no success (its norm is 0).
+    """
+    top1 = store.clean()["top1"]
+    last = {job.attack: job for job in stored_jobs(store, config)}
+    out = []
+    for job in last.values():
+        o = store.outcomes(job.key)
+        out.append((job, {**o, "adv": o["adv"] & top1}))
+    return out
 
 
 def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple[str, str, bytes]]:
     """(file stem, caption, PNG): accuracy curves, norm histograms, one triplet figure per attack."""
-    last = {job.attack: job for job in plan_jobs(config["attacks"], config["norm"], config["eps"])}
     out = [
-        ("accuracy_vs_eps", "Acc@1 under attack against ε (ε = 0 is the clean accuracy)", accuracy_figure(rows)),
-        ("norms", "Perturbation norms of successful examples (largest budget of each attack)",
-         norm_histograms([(job, store.outcomes(job.key)) for job in last.values()])),
+        ("accuracy_vs_eps", "Acc@1 under attack against ε, one panel per norm (ε = 0 is the clean accuracy)",
+         accuracy_figure(rows, config["norm"])),
+        ("norms", "Perturbation norms of successful examples (correctly classified ones the attack misclassifies) "
+                  "at each attack's largest budget; minimal attacks: every success",
+         norm_histograms(successful_outcomes(store, config))),
     ]
     clean = store.clean()
     seen = set()
@@ -86,20 +115,13 @@ def read_report(directory: Path) -> Report:
         rows = compute_rows(store, config)
         report = Report(config, rows, store.get_meta("environment") or {}, store.get_meta("command"),
                         store.get_meta("checks") or [], store.get_meta("checks_skipped"),
-                        figures(store, config, rows))
+                        figures(store, config, rows), jobs=stored_jobs(store, config))
     finally:
         store.close()
     base = directory / "baseline" / "results.sqlite"
     if base.exists():
         report.baseline = read_rows(base)
     return report
-
-
-def threat_text(config: dict[str, Any]) -> str:
-    """The threat model and attack parameters in one sentence."""
-    return (f"norm {config['norm']}, ε ∈ {{{', '.join(f'{e:g}' for e in config['eps'])}}}, bounds "
-            f"{config['bounds']}, untargeted; attack parameters: defaults of advlab evaluate "
-            f"(docs/evaluation.md) updated by {json.dumps(config['params'])}")
 
 
 def _fired_text(checks: list[dict[str, Any]]) -> str:
@@ -133,18 +155,22 @@ def baseline_markdown(report: Report) -> list[str]:
             format_comparison(report.rows, report.baseline, markdown=True), ""]
 
 
+def settings_markdown(report: Report) -> list[str]:
+    """The attack parameters and the environment as Markdown tables."""
+    return ["## Attack parameters", "", *md_table(PARAM_HEAD, param_rows(report.config, report.jobs)), "",
+            params_note(report.environment), "",
+            "## Environment", "", *md_table(["", "version / value"], environment_rows(report.environment)), ""]
+
+
 def markdown(report: Report) -> str:
-    """``report.md``: settings, the table, the baseline, the checks and the figures (in ``figures/``)."""
+    """``report.md``: settings, the table, the baseline, the checks, parameters, environment and figures."""
     c = report.config
     md = [
         f"# Robustness report: {c['model']} on {c['dataset']}", "",
-        f"- Threat model: {threat_text(c)}",
-        f"- Examples: first {c['n']} of the test split; seed {c['seed']}; batch size {c['batch_size']}",
-        f"- Environment: {json.dumps(report.environment)}",
-        f"- Command: `{report.command}`" if report.command else "- Command: Python API",
-        "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
+        *md_table(["setting", "value"], setting_rows(c, report.command)),
+        "", "## Results", "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
     ]
-    md += baseline_markdown(report) + checks_markdown(report)
+    md += baseline_markdown(report) + checks_markdown(report) + settings_markdown(report)
     md += [f"## {cap}\n\n![{name}](figures/{name}.png)\n" for name, cap, _ in report.figures]
     return "\n".join(md)
 
@@ -160,21 +186,32 @@ def checks_html(report: Report) -> str:
         f"<td>{'⚠ yes' if c['fired'] else 'no'}</td><td>{html.escape(c['detail'])}</td></tr>" for c in report.checks
     )
     return (
-        "<h2>Gradient-masking checks</h2><table id=\"checks\"><thead><tr><th>code</th><th>check</th><th>fired</th>"
-        f"<th>measured</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<h2>Gradient-masking checks</h2><div class=\"wide\"><table id=\"checks\"><thead><tr><th>code</th>"
+        f"<th>check</th><th>fired</th><th>measured</th></tr></thead><tbody>{rows}</tbody></table></div>"
         "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) runs and the worst-case "
         "rows name the strongest attack.</p>"
     )
 
 
+def warnings_cell(row: Row) -> str:
+    """A row's warnings as their check codes (``⚠ GM06, GM08``), the full messages in the cell's tooltip.
+
+    The messages themselves are in the checks table and under the Markdown table; in every row
+    they made the table several screens tall.
+    """
+    if not row.warnings:
+        return "<td></td>"
+    codes = ", ".join(w.split(" ", 1)[0] for w in row.warnings)
+    return f'<td title="{html.escape("; ".join(row.warnings))}">⚠ {html.escape(codes)}</td>'
+
+
 def results_html(rows: list[Row]) -> str:
-    """The results table of the page (id ``results``), warnings in the last column."""
+    """The results table of the page (id ``results``), warnings (check codes) in the last column."""
     heads = "".join(f"<th>{h}</th>" for h in [*HEAD, "warnings"])
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [*cells(r), "; ".join(r.warnings)]) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + warnings_cell(r) + "</tr>" for r in rows
     )
-    return f'<table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table>'
+    return f'<div class="wide"><table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table></div>'
 
 
 def figures_html(report: Report) -> str:
@@ -186,24 +223,43 @@ def figures_html(report: Report) -> str:
     )
 
 
+# The page fits a 1 280-px window: body at most 1 200 px, tables scroll inside their own container,
+# the warnings column wraps, figures scale down (their PNGs are drawn at most about 950 px wide).
+PAGE_CSS = """*{box-sizing:border-box}
+body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+p,code{overflow-wrap:anywhere}p code{white-space:nowrap}
+.wide{max-width:100%;overflow-x:auto;margin:.5em 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child{text-align:left}#results td,#results th,#checks td{white-space:nowrap}
+#results td:last-child{white-space:normal;text-align:left;min-width:12em}
+#settings td,#settings th,#params td,#params th,#environment td,#environment th{text-align:left;
+overflow-wrap:anywhere}
+figure{display:inline-block;max-width:100%;margin:1em 0;vertical-align:top}
+img{max-width:100%;height:auto}figcaption{font-size:12px}"""
+
+
 def html_page(report: Report) -> str:
-    """``report.html``: self-contained (figures embedded); the page counts its loaded images on load."""
-    c, env, command = report.config, json.dumps(report.environment), str(report.command)
+    """``report.html``: self-contained (figures embedded), fits a 1 280-px window; counts its loaded images on load."""
+    c = report.config
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>advlab report: {html.escape(c['model'])}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
-td:first-child{{text-align:left}}figure{{display:inline-block;margin:1em}}figcaption{{font-size:12px}}</style>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>advlab report: {html.escape(c['model'])}</title>
+<style>{PAGE_CSS}</style>
 </head><body>
 <h1>Robustness report: {html.escape(c['model'])} on {html.escape(c['dataset'])}</h1>
-<p><b>Threat model:</b> {html.escape(threat_text(c))}</p>
-<p><b>Examples:</b> first {c['n']} of the test split; seed {c['seed']}.
-<b>Environment:</b> {html.escape(env)}. <b>Command:</b> <code>{html.escape(command)}</code></p>
+{html_table(["setting", "value"], setting_rows(c, report.command), "settings")}
+<h2>Results</h2>
 {results_html(report.rows)}
 <p>Acc@1/Acc@5 w/ = under attack, w/o = clean; success = share of correctly classified examples the attack
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
 {checks_html(report)}
+<h2>Attack parameters</h2>
+{html_table(PARAM_HEAD, param_rows(c, report.jobs), "params")}
+<p>{code_spans_html(params_note(report.environment))}</p>
+<h2>Environment</h2>
+{html_table(["", "version / value"], environment_rows(report.environment), "environment")}
+<h2>Figures</h2>
 {figures_html(report)}
 <script>
 window.addEventListener("load", function () {{
@@ -229,4 +285,4 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
     return d / "report.md", d / "report.html"
 
 
-__all__ = ["Report", "html_page", "markdown", "read_report", "render_report"]
+__all__ = ["Report", "html_page", "markdown", "read_report", "render_report", "successful_outcomes"]
