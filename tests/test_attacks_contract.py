@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advlab import ThreatModel
-from advlab.attacks import choose_targets, get_attack, is_adversarial, list_attacks
+from advlab.attacks import ModelInTrainingMode, choose_targets, get_attack, is_adversarial, list_attacks
 
 ATTACKS = list_attacks()
 # The budget each norm is tested at on the 8×8 digits in [0, 1].
@@ -139,7 +139,11 @@ def test_leaves_model_and_input_untouched(name, mode, digits_mlp, batch):
     flags = [p.requires_grad for p in model.parameters()]
     x, y = batch[0][:8].clone(), batch[1][:8].clone()
     x0, y0 = x.clone(), y.clone()
-    run(info, model, x, y, threat_for(info), **small_budget(info))
+    if mode == "train":  # attacked through an eval-mode copy, said out loud
+        with pytest.warns(ModelInTrainingMode, match="is in training mode: attacking an eval-mode copy"):
+            run(info, model, x, y, threat_for(info), **small_budget(info))
+    else:
+        run(info, model, x, y, threat_for(info), **small_budget(info))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == flags

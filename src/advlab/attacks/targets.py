@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from advlab._checks import check_choice
+from advlab.attacks.fastview import inference_view
 
 
 def choose_targets(
@@ -20,6 +21,9 @@ def choose_targets(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick a target class per example: a random class other than ``y``, or the least likely.
+
+    A model in training mode is run through :func:`~advlab.attacks.fastview.inference_view` (an
+    eval-mode copy, with a warning): choosing targets never changes the model.
 
     Args:
         model: Maps a batch to logits (used for ``"least-likely"`` and to count classes).
@@ -35,7 +39,7 @@ def choose_targets(
     check_choice("mode", mode, ("random", "least-likely"))
     if mode == "least-likely" or num_classes is None:
         with torch.no_grad():
-            logits = model(x)
+            logits: torch.Tensor = inference_view(model)(x)
         num_classes = logits.shape[1]
         if mode == "least-likely":
             masked = logits.clone()
