@@ -6,7 +6,8 @@ resumed batch draws what it would have drawn in an uninterrupted run.
 
 The run sees :func:`~advlab.attacks.inference_view` of the model (an eval-mode copy where the model
 is in training mode): the clean pass, every attack, the scoring of x_adv and the gradient-masking
-checks run on it, so an evaluation never changes the model.
+checks run on it, so an evaluation never changes the model. A model whose clean logits are not
+finite is refused before any job runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from advlab.attacks import AttackInfo, get_attack, inference_view
+from advlab.attacks.registry import check_finite_logits
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
 from advlab.results.plan import Job, batch_seed
@@ -54,11 +56,16 @@ class Run:
         return int(self.config["batch_size"])
 
     def clean_pass(self) -> None:
-        """Store the clean predictions (once: a resumed run reads them back)."""
+        """Store the clean predictions (once: a resumed run reads them back); non-finite logits end the run."""
         n = len(self.y)
         if self.store.has_clean(n):
             return
-        logits = predict_logits(self.net, self.x, self.batch_size)
+        with torch.no_grad():
+            logits = predict_logits(self.net, self.x, self.batch_size)
+        bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()
+        if len(bad):
+            check_finite_logits(logits, f"on {len(bad)} of {n} clean inputs (first: example {int(bad[0])}); "
+                                        "advlab does not score a model whose outputs are not numbers")
         self.store.put_clean(self.y, topk_correct(logits, self.y, 1), topk_correct(logits, self.y, 5),
                              logits.argmax(1), logits.softmax(dim=1).amax(dim=1))
 
