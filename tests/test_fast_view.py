@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import advlab
-from advlab.attacks import fast_view, fast_views, get_attack
+from advlab.attacks import ModelInTrainingMode, fast_view, fast_views, get_attack, keep_train_mode
 from advlab.attacks.fastview import FastViewSkipped
 from advlab.defenses.wrappers import Defended, RandomResizePad
 
@@ -76,25 +76,56 @@ def test_a_model_the_view_cannot_run_is_attacked_as_it_is():
     assert ((r.x_adv - x).abs() <= 0.1 + 1e-6).all()
 
 
-def test_randomised_training_and_non_module_models_are_returned_unchanged():
+def test_randomised_scripted_and_non_module_models_are_returned_unchanged():
+    """The declared cases are returned as given, silently.
+
+    The randomised wrapper is put in eval mode first: a freshly built ``Defended`` is an
+    ``nn.Module`` in training mode, and a model in training mode is no longer returned unchanged
+    but viewed through an eval-mode copy (next test).
+    """
     x, _ = _mnist(4)
     model = advlab.load_model("lenet-mnist")
-    randomized = Defended(model, RandomResizePad(24, seed=0))
-    assert fast_view(randomized, x[:2]) is randomized
+    randomized = Defended(model, RandomResizePad(24, seed=0)).eval()
 
     def predict(t: torch.Tensor) -> torch.Tensor:
         return model(t)
 
-    assert fast_view(predict, x[:2]) is predict
-    training = advlab.load_model("lenet-mnist").train()
-    assert fast_view(training, x[:2]) is training
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's own deprecation notices
         scripted = nn.Sequential(torch.jit.script(nn.Flatten()), nn.Linear(784, 10)).eval()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", FastViewSkipped)  # the declared cases are silent
+        warnings.simplefilter("error")  # the declared cases are silent
+        assert fast_view(randomized, x[:2]) is randomized
+        assert fast_view(predict, x[:2]) is predict
         assert fast_view(scripted, x[:2]) is scripted
-        assert fast_view(randomized, x[:2]) is randomized and fast_view(training, x[:2]) is training
+
+
+def test_a_model_in_training_mode_is_viewed_through_an_eval_mode_copy():
+    """A model in training mode was returned unchanged, and attacks then ran it in training mode.
+
+    That updated BatchNorm statistics and ran dropout during the attack, so the view is now the
+    fast view of an eval-mode copy, said with a ModelInTrainingMode warning; the model's own
+    flags stay as they were. Under keep_train_mode() the copy keeps the flags, declares
+    randomized = True, and no warning is given.
+    """
+    x, _ = _mnist(8)
+    training = advlab.load_model("lenet-mnist").train()
+    with pytest.warns(ModelInTrainingMode, match=r"^advlab: LeNet5 is in training mode: attacking an eval-mode copy"):
+        view = fast_view(training, x[:2])
+    assert view is not training and getattr(view, "_advlab_view", False)
+    assert not any(m.training for m in view.modules()) and all(m.training for m in training.modules())
+    assert next(p for p in view.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(view(x), advlab.load_model("lenet-mnist")(x), rtol=1e-4, atol=1e-4)
+    randomized = Defended(advlab.load_model("lenet-mnist"), RandomResizePad(24, seed=0))  # in training mode
+    with pytest.warns(ModelInTrainingMode, match="Defended is in training mode"):
+        view = fast_view(randomized, x[:2])
+    assert view is not randomized and view.randomized and not view.training and randomized.training
+    with warnings.catch_warnings(), keep_train_mode():
+        warnings.simplefilter("error")
+        kept = fast_view(training, x[:2])
+    assert kept is not training and kept.randomized is True
+    assert [m.training for m in kept.modules()] == [m.training for m in training.modules()]
 
 
 @settings(max_examples=10, deadline=None)

@@ -2,7 +2,9 @@
 
 ``get_attack(name)`` returns an :class:`AttackInfo` (callable); ``list_attacks("pgd*")`` lists
 names; every attack function is also importable by name (``from advlab.attacks import pgd``) and
-keeps the same contract as the registry call. Adding an attack is one new module and one line
+keeps the same contract as the registry call. A model in training mode is attacked through an
+eval-mode copy (:func:`inference_view`; :func:`keep_train_mode` keeps its training-mode
+randomness), so no attack changes the model. Adding an attack is one new module and one line
 in the import list below.
 """
 
@@ -11,7 +13,14 @@ from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.decision_based import hopskipjump
-from advlab.attacks.fastview import FastViewSkipped, fast_view, fast_views
+from advlab.attacks.fastview import (
+    FastViewSkipped,
+    ModelInTrainingMode,
+    fast_view,
+    fast_views,
+    inference_view,
+    keep_train_mode,
+)
 from advlab.attacks.gradient import bim, fgsm, pgd
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
@@ -30,6 +39,7 @@ __all__ = [
     "AttackInfo",
     "AttackResult",
     "FastViewSkipped",
+    "ModelInTrainingMode",
     "apgd",
     "apgd_ensemble",
     "apgd_t",
@@ -43,7 +53,9 @@ __all__ = [
     "fgsm",
     "get_attack",
     "hopskipjump",
+    "inference_view",
     "is_adversarial",
+    "keep_train_mode",
     "list_attacks",
     "loss_grad",
     "margin_loss",

@@ -12,7 +12,11 @@ pgd``) and a registry call (``get_attack("pgd")``) take the same path:
    fails with the closest names, a renamed one still works for one release with a
    ``DeprecationWarning``, and each value is checked against its annotation (type, ``Literal``
    choices, ``Annotated[..., Range(...)]``); defaults are the signature's;
-3. the attack runs on :func:`~advlab.attacks.fastview.attack_view` of the model.
+3. the attack runs on :func:`~advlab.attacks.fastview.attack_view` of the model (an eval-mode
+   copy where the model is in training mode, then its fast view), and the logits the view's probe
+   computed on copies for ``x[:2]`` are checked: finite, and as many classes as the labels and
+   targets need. A BlackBox or a plain function is never queried for this (those checks are
+   skipped), and no target may equal its true label.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
-from advlab.attacks.fastview import attack_view
+from advlab.attacks.fastview import prepare
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
@@ -152,7 +156,9 @@ class AttackInfo:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         bound = self.bind(params)
-        return self.fn(attack_view(model, x), x, y, threat, target=target, generator=generator, **bound)
+        net, logits = prepare(model, x)
+        self.check_outputs(logits, y, target)
+        return self.fn(net, x, y, threat, target=target, generator=generator, **bound)
 
     def check_inputs(
         self, model: Any, x: object, y: object, threat: object, target: object
@@ -173,6 +179,9 @@ class AttackInfo:
             raise ValueError(f"model: {self.name} is score-based; got a labels-only BlackBox")
         xt = check_images("x", x, threat.bounds)
         labels = TASKS[self.task]("y", y, xt)
+        classes = self.task == "classification"
+        if classes:
+            check_class_range("y", labels, None)
         if threat.targeted:
             if not self.targeted:
                 raise ValueError(f"threat.targeted: {self.name} has no targeted mode")
@@ -180,10 +189,23 @@ class AttackInfo:
                 raise ValueError(
                     "target: targeted threat model needs target labels (see advlab.attacks.choose_targets)"
                 )
-            return labels, TASKS[self.task]("target", target, xt)
+            targets = TASKS[self.task]("target", target, xt)
+            if classes:
+                check_class_range("target", targets, None)
+                check_targets(labels, targets)
+            return labels, targets
         if target is not None:
             raise ValueError("target: given, but threat.targeted is False")
         return labels, None
+
+    def check_outputs(self, logits: torch.Tensor | None, labels: torch.Tensor, target: torch.Tensor | None) -> None:
+        """Check the model's logits on a couple of the inputs (computed on copies; None: skipped) against the labels."""
+        if logits is None or self.task != "classification" or logits.dim() != 2:
+            return
+        check_finite_logits(logits, "on the attacked inputs")
+        check_class_range("y", labels, logits.shape[1])
+        if target is not None:
+            check_class_range("target", target, logits.shape[1])
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword parameters checked against the signature (renamed ones translated, with a warning)."""
@@ -201,6 +223,37 @@ class AttackInfo:
         for key, value in bound.items():
             check_param(key, self.parameters[key][1], value)
         return bound
+
+
+def check_finite_logits(logits: torch.Tensor, where: str) -> None:
+    """Refuse non-finite model outputs in one line: a model that outputs NaN must not get a plausible number."""
+    bad = ~torch.isfinite(logits)
+    if bool(bad.any()):
+        kinds = [k for k, hit in (("nan", logits.isnan().any()), ("inf", logits.isinf().any())) if bool(hit)]
+        raise ValueError(f"model: returns non-finite logits ({', '.join(kinds)}) {where}")
+
+
+def check_class_range(arg: str, labels: torch.Tensor, num_classes: int | None, what: str | None = None) -> None:
+    """Labels (or targets) must name one of the model's ``num_classes`` outputs (None: only >= 0 is known)."""
+    if not labels.numel():
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if num_classes is None:
+        if lo < 0:
+            raise ValueError(f"{arg}: labels must be class indices >= 0, got range [{lo}, {hi}]")
+    elif lo < 0 or hi >= num_classes:
+        what = what or f"this model's {num_classes} outputs"
+        raise ValueError(f"{arg}: labels must be in [0, {num_classes}) for {what}, got range [{lo}, {hi}]")
+
+
+def check_targets(labels: torch.Tensor, targets: torch.Tensor) -> None:
+    """No target may equal its true label (a targeted attack would 'succeed' without changing anything)."""
+    same = (targets == labels).nonzero().flatten().tolist()
+    if same:
+        shown = ", ".join(str(i) for i in same[:5]) + (", …" if len(same) > 5 else "")
+        raise ValueError(f"target: {len(same)} target{'s' if len(same) > 1 else ''} equal"
+                         f"{'' if len(same) > 1 else 's'} the true label (example{'s' if len(same) > 1 else ''} "
+                         f"{shown}); a targeted attack needs another class")
 
 
 _REGISTRY: dict[str, AttackInfo] = {}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from advlab._deprecation import warn_renamed
-from advlab.attacks import get_attack
+from advlab.attacks import get_attack, inference_view
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.threat import Norm, ThreatModel
@@ -212,7 +212,8 @@ def run_checks(
 
     Args:
         model: The model under evaluation (any torch model; a defended wrapper may declare
-            ``randomized``, ``differentiable`` and offer ``surrogate()``).
+            ``randomized``, ``differentiable`` and offer ``surrogate()``). A model in training
+            mode is checked through its eval-mode copy (:func:`~advlab.attacks.inference_view`).
         x: Inputs.
         y: Labels.
         norm: The threat model's norm (``linf`` or ``l2``; others use ``linf``-free checks only).
@@ -229,6 +230,7 @@ def run_checks(
     if square_queries is not None:
         warn_renamed("run_checks", "square_queries", "max_queries")
         max_queries = square_queries
+    model = inference_view(model)
     idx = correct_subset(model, x, y, n)
     if len(idx) == 0:
         return []

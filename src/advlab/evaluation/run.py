@@ -3,6 +3,11 @@
 Each finished batch is one transaction of the store, so an interrupted run resumes at the first
 batch it had not finished, and each batch's generator is seeded from (seed, job, batch), so the
 resumed batch draws what it would have drawn in an uninterrupted run.
+
+The run sees :func:`~advlab.attacks.inference_view` of the model (an eval-mode copy where the model
+is in training mode): the clean pass, every attack, the scoring of x_adv and the gradient-masking
+checks run on it, so an evaluation never changes the model. A model whose clean logits are not
+finite is refused before any job runs.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from advlab.attacks import AttackInfo, get_attack
+from advlab.attacks import AttackInfo, get_attack, inference_view
+from advlab.attacks.registry import check_finite_logits
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
 from advlab.results.plan import Job, batch_seed
@@ -27,7 +33,8 @@ from advlab.threat import ThreatModel
 class Run:
     """One evaluation's model, data and settings, writing into ``store``.
 
-    ``net`` is a torch model (logits) or a :class:`~advlab.models.blackbox.BlackBox` with scores.
+    ``net`` is a torch model (logits) or a :class:`~advlab.models.blackbox.BlackBox` with scores;
+    a torch model in training mode is replaced by its eval-mode copy when the run is made.
     """
 
     net: Any
@@ -40,17 +47,25 @@ class Run:
     progress: bool = True
     keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
 
+    def __post_init__(self) -> None:
+        self.net = inference_view(self.net)  # warns once for a model in training mode
+
     @property
     def batch_size(self) -> int:
         """Examples per batch (the store's unit of work)."""
         return int(self.config["batch_size"])
 
     def clean_pass(self) -> None:
-        """Store the clean predictions (once: a resumed run reads them back)."""
+        """Store the clean predictions (once: a resumed run reads them back); non-finite logits end the run."""
         n = len(self.y)
         if self.store.has_clean(n):
             return
-        logits = predict_logits(self.net, self.x, self.batch_size)
+        with torch.no_grad():
+            logits = predict_logits(self.net, self.x, self.batch_size)
+        bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()
+        if len(bad):
+            check_finite_logits(logits, f"on {len(bad)} of {n} clean inputs (first: example {int(bad[0])}); "
+                                        "advlab does not score a model whose outputs are not numbers")
         self.store.put_clean(self.y, topk_correct(logits, self.y, 1), topk_correct(logits, self.y, 5),
                              logits.argmax(1), logits.softmax(dim=1).amax(dim=1))
 

@@ -8,6 +8,8 @@
   a scikit-learn model seen only through its predict function).
 
 Every number comes from :mod:`advlab.metrics`; the tables and figures from :mod:`advlab.report.transfer`.
+A torch model in training mode is crafted on and measured through its eval-mode copy
+(:func:`~advlab.attacks.inference_view`), so no model is changed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 
-from advlab.attacks import get_attack
+from advlab.attacks import get_attack, inference_view
 from advlab.metrics import label_accuracy, predict_logits, transfer_success
 from advlab.models.blackbox import BlackBox
 from advlab.report.transfer import transfer_html, transfer_markdown, transfer_png
@@ -68,7 +70,8 @@ def predict_labels(model: Any, x: torch.Tensor, batch_size: int = 1000) -> torch
     """Predicted labels of a torch model or a BlackBox, in batches, without gradients."""
     if isinstance(model, BlackBox):
         return torch.cat([model.labels(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return predict_logits(model, x, batch_size).argmax(1)
+    with torch.no_grad():
+        return predict_logits(inference_view(model), x, batch_size).argmax(1)
 
 
 def craft(source: Model, x: torch.Tensor, y: torch.Tensor, attack: str, threat: ThreatModel, seed: int,
@@ -86,6 +89,7 @@ def substitute_attack(
     attack: str = "pgd", seed: int = 0, batch_size: int = 500, **params: Any,
 ) -> TransferOutcome:
     """Craft adversarial examples on ``substitute`` (white-box) and measure them on ``target``."""
+    substitute, target = inference_view(substitute), inference_view(target)
     x_adv = craft(substitute, x, y, attack, threat, seed, batch_size, params)
     clean = predict_labels(target, x)
     adv = predict_labels(target, x_adv)
@@ -117,6 +121,7 @@ def transfer_matrix(
     """
     if not models:
         raise ValueError("models: expected at least one model")
+    models = {name: inference_view(m) for name, m in models.items()}
     names = list(models)
     if sources is None:
         sources = [n for n in names if not isinstance(models[n], BlackBox)]
