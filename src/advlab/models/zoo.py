@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+import torch
 from torch import nn
 
 from advlab._checks import suggest
 from advlab.models.blackbox import BlackBox
-from advlab.models.checkpoint import CheckpointError, load_state, read_metadata
+from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
 from advlab.models.sklearn import SKLEARN_MODELS, SklearnName, is_sklearn_model, load_sklearn_model
 from advlab.models.wrappers import Defended, parse_defense
@@ -156,19 +157,39 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _build(path: Path, arch: str, kwargs: dict[str, Any], device: str) -> nn.Module:
+    """``create_model(arch, **kwargs)`` on ``device``; any failure is the checkpoint's, in one line."""
+    try:
+        with torch.device(device):
+            return create_model(arch, **kwargs)
+    except Exception as e:  # the constructor's own complaint about its arguments
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} cannot take "
+                              f"({type(e).__name__}: {text})") from None
+
+
 def _load_checkpoint(path: Path, freeze: bool) -> nn.Module:
-    """The network stored at ``path`` (re-wrapped behind its input transformation, if any), in eval mode."""
+    """The network stored at ``path`` (re-wrapped behind its input transformation, if any), in eval mode.
+
+    The architecture is first built on the ``meta`` device (no memory) and its tensor names and
+    shapes compared with the file's header; only a checkpoint that passes is built for real.
+    """
     meta = read_metadata(path)
     arch = meta["architecture"]
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"checkpoint: {path} names unknown architecture {arch!r}")
-    try:
-        model = create_model(arch, **meta["arch_kwargs"])
-    except TypeError as e:
-        raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} does not take ({e})") from None
-    load_state(path, model)
+        raise CheckpointError(f"checkpoint: {path} names unknown architecture {arch!r}{suggest(arch, ARCHITECTURES)}")
+    kwargs = check_arch_kwargs(path, meta["arch_kwargs"])
+    wrapper = None
     if meta.get("wrapper"):  # a network trained behind an input transformation (thermometer encoding)
-        model = Defended(model, parse_defense(meta["wrapper"]))
+        try:
+            wrapper = parse_defense(meta["wrapper"])
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint: {path} metadata wrapper: {e}") from None
+    check_state(path, _build(path, arch, kwargs, "meta"))
+    model = _build(path, arch, kwargs, "cpu")
+    load_state(path, model)
+    if wrapper is not None:
+        model = Defended(model, wrapper)
     model.eval()
     if freeze:
         model.requires_grad_(False)
