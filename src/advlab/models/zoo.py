@@ -25,7 +25,7 @@ from advlab.models.blackbox import BlackBox
 from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
 from advlab.models.sklearn import SKLEARN_MODELS, SklearnName, is_sklearn_model, load_sklearn_model
-from advlab.models.wrappers import Defended, parse_defense
+from advlab.models.wrappers import Defended, declared_input_shape, parse_defense
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
 
@@ -236,7 +236,36 @@ def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> 
     return _load_checkpoint(path, freeze)
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None, source: str = "the data") -> None:
+    """Refuse images whose shape differs from the one the model's checkpoint declares (``in_shape``).
+
+    Models without that metadata (built in memory, black boxes) pass: nothing is known about them.
+
+    Args:
+        model: The model (its ``advlab_meta`` is read, also through input-transformation wrappers).
+        x: The images, N×C×H×W.
+        name: The model's name for the message (default: the name in its metadata, else its class).
+        source: Where the images come from, e.g. ``"mnist"``.
+
+    Raises:
+        ValueError: One line, e.g. ``model: lenet-digits expects 1×8×8 inputs (its checkpoint's
+            in_shape), got 1×28×28 images from mnist``.
+    """
+    expected = declared_input_shape(model)
+    got = tuple(x.shape[1:])
+    if expected is None or got == expected:
+        return
+    meta = getattr(model, "advlab_meta", {})
+    label = name or meta.get("name") or type(model).__name__
+    raise ValueError(f"model: {label} expects {_shape_text(expected)} inputs (its checkpoint's in_shape), "
+                     f"got {_shape_text(got)} images from {source}")
+
+
 __all__ = [
-    "ARCHITECTURES", "CHECKPOINT_SUFFIXES", "WEIGHTS_DIR", "ArchInfo", "create_model", "list_models",
-    "list_pretrained", "load_model", "register_model", "resolve_checkpoint",
+    "ARCHITECTURES", "CHECKPOINT_SUFFIXES", "WEIGHTS_DIR", "ArchInfo", "check_input_shape", "create_model",
+    "list_models", "list_pretrained", "load_model", "register_model", "resolve_checkpoint",
 ]
