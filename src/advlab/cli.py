@@ -31,14 +31,20 @@ _MAX_MESSAGE = 400
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage block), pointing at ``--help``."""
+    """An argument parser whose errors are one line (no usage block), pointing at ``--help``.
+
+    Attributes:
+        commands: The sub-command parsers by name (filled by :func:`build_parser`).
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE (see PROG --help)`` on one line and exit 2."""
         self.exit(EXIT_USER, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The argument parser with every sub-command registered."""
     parser = Parser(prog="advlab", description="advlab: attack, defend and evaluate models, honestly.")
     parser.add_argument("--version", action="version", version=f"advlab {__version__}")
@@ -49,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # `advlab evaluate --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the traceback of an error")
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -130,7 +137,9 @@ def describe_error(e: Exception) -> tuple[int, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Returns the exit code; every error prints one line (see the module docstring)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the sub-command that did not take them, pointing at its own --help
+        parser.commands.get(args.command or "", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         wrapper = parse_defense(args.defense)
         if isinstance(wrapper, Thermometer):
             arch_kwargs["in_shape"] = [info.shape[0] * wrapper.levels, *info.shape[1:]]
+    if wrapper is not None and options:
+        raise ValueError(f"-o/--option: {args.defense} is an input transformation and takes no options, "
+                         f"got {', '.join(options)}")
     defense = make_training_defense("none" if wrapper is not None else args.defense, **options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          schedule=args.schedule)

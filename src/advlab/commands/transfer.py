@@ -100,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
         models, x, y, threat, attack=args.attack, seed=args.seed, batch_size=args.batch_size, **params,
     )
     out.mkdir(parents=True, exist_ok=True)
-    png = mat.heatmap_png()
-    atomic_write_bytes(out / "transfer.png", png)
-    atomic_write_text(out / "transfer.md", mat.to_markdown())
-    record = json.loads(mat.to_json())
+    record = json.loads(mat.to_json())  # the numbers first: a failing figure or page loses none of them
     record["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(out / "transfer.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "transfer.md", mat.to_markdown())
+    png = mat.heatmap_png()
+    atomic_write_bytes(out / "transfer.png", png)
     atomic_write_text(out / "transfer.html", mat.to_html(png))
     print(mat.to_markdown())
     print(f"wrote {out}/transfer.{{md,json,png,html}} ({record['seconds']} s)")

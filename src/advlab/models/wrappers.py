@@ -65,11 +65,10 @@ def _int_arg(spec: str, name: str, value: object, low: int, high: int | None = N
     n = None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
         n = int(value)
-    span = f"in [{low}, {high}]" if high is not None else f">= {low}"
-    if n is None:
-        raise ValueError(f"{spec}: {name} must be an integer {span}, got {value!r}")
-    if n < low or (high is not None and n > high):
-        raise ValueError(f"{spec}: {name} must be {span}, got {value!r}")
+    if n is None or n < low or (high is not None and n > high):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        what = span if n is not None and high is not None else f"an integer {span}"
+        raise ValueError(f"{spec}: {name} must be {what}, got {value!r}")
     return n
 
 
