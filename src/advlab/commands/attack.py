@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 from safetensors.torch import save
 
+from advlab._checks import check_out_dir
 from advlab._io import atomic_write_bytes, atomic_write_text
-from advlab.attacks import choose_targets, get_attack, list_attacks
+from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
 from advlab.data import load_dataset
 from advlab.metrics import acc_at_k, predict_logits
-from advlab.models import load_model
+from advlab.models import check_input_shape, load_model
 from advlab.report.figures import adversarial_grid
 from advlab.threat import NORMS, Norm, ThreatModel
 
@@ -66,32 +66,51 @@ def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
     return out
 
 
-def run_attack(args: argparse.Namespace) -> int:
-    """Attack, report Acc@1/Acc@5 and success, save x_adv (safetensors) and a PNG grid (each file atomically)."""
-    info = get_attack(args.attack)
-    model = load_model(args.model)
-    meta: dict[str, Any] = getattr(model, "advlab_meta", {})
-    dataset = args.dataset or meta["dataset"]
-    x, y = load_dataset(dataset, "test", root=args.data_dir)
-    x, y = x[: args.n], y[: args.n]
+def model_dataset(model: object, name: str, dataset: str | None) -> str:
+    """``dataset`` if given, else the one the model's metadata names; a one-line error if neither says."""
+    meta = getattr(model, "advlab_meta", None) or getattr(model, "meta", None) or {}
+    found = dataset or meta.get("dataset")
+    if not isinstance(found, str):
+        raise ValueError(f"--dataset: {name} records no dataset; name one (mnist or digits)")
+    return found
+
+
+def _threat(args: argparse.Namespace, info: AttackInfo) -> tuple[str, ThreatModel]:
     norm = args.norm or info.norms[0]
     eps = args.eps
     if eps is None:
         eps = float("inf") if info.minimal else {"linf": 0.3, "l2": 2.0, "l1": 10.0, "l0": 20.0}[norm]
-    threat = ThreatModel(cast(Norm, norm), eps, targeted=args.targeted is not None)
+    return norm, ThreatModel(cast(Norm, norm), eps, targeted=args.targeted is not None)
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    """Attack, report Acc@1/Acc@5 and success, save x_adv (safetensors) and a PNG grid (each file atomically).
+
+    Every argument is checked (names, --out, the model against the data, the threat model, the
+    attack's parameters and inputs) before the attack runs and before anything is written.
+    """
+    info = get_attack(args.attack)
+    out = check_out_dir("--out", args.out)
+    params = info.bind(parse_options(args.param))
+    norm, threat = _threat(args, info)
+    model = load_model(args.model)
+    dataset = model_dataset(model, args.model, args.dataset)
+    x, y = load_dataset(dataset, "test", root=args.data_dir)
+    check_input_shape(model, x, name=args.model, source=dataset)
+    x, y = x[: args.n], y[: args.n]
     gen = torch.Generator().manual_seed(args.seed)
     target = choose_targets(model, x, y, args.targeted, generator=gen) if args.targeted else None
+    info.check_inputs(model, x, y, threat, target)
     t0 = time.perf_counter()
-    res = info(model, x, y, threat, target=target, generator=gen, **parse_options(args.param))
+    res = info(model, x, y, threat, target=target, generator=gen, **params)
     seconds = time.perf_counter() - t0
-    logits = predict_logits(model, res.x_adv)
-    clean = predict_logits(model, x)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "x_adv.safetensors",
                        save({"x_adv": res.x_adv.contiguous(), "y": y, "success": res.success}))
+    logits = predict_logits(model, res.x_adv)
+    clean = predict_logits(model, x)
     summary = {
-        "attack": info.name, "model": args.model, "norm": norm, "eps": eps, "n": len(y),
+        "attack": info.name, "model": args.model, "norm": norm, "eps": threat.eps, "n": len(y),
         "targeted": args.targeted, "acc1_clean": acc_at_k(clean, y, 1), "acc5_clean": acc_at_k(clean, y, 5),
         "acc1_adv": acc_at_k(logits, y, 1), "acc5_adv": acc_at_k(logits, y, 5),
         "success_rate": float(res.success.float().mean()), "seconds": seconds, "seed": args.seed,

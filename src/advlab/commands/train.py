@@ -7,10 +7,11 @@ import time
 
 import torch
 
+from advlab._checks import check_out_file
 from advlab.commands.attack import parse_options
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
-from advlab.models import create_model, load_model, save_checkpoint
+from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
 from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
 from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
 
@@ -55,6 +56,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate on the test split, write the checkpoint atomically."""
+    check_out_file("--out", args.out)  # before training, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
     info = dataset_info(args.dataset)
@@ -67,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         wrapper = parse_defense(args.defense)
         if isinstance(wrapper, Thermometer):
             arch_kwargs["in_shape"] = [info.shape[0] * wrapper.levels, *info.shape[1:]]
+    if wrapper is not None and options:
+        raise ValueError(f"-o/--option: {args.defense} is an input transformation and takes no options, "
+                         f"got {', '.join(options)}")
     defense = make_training_defense("none" if wrapper is not None else args.defense, **options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          schedule=args.schedule)
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         arch = getattr(model, "advlab_meta", {}).get("architecture")
         if arch != args.model:
             raise ValueError(f"--init: {args.init} is a {arch!r}, not {args.model!r}")
+        check_input_shape(model, train[0], name=args.init, source=args.dataset)
     else:
         model = create_model(args.model, **arch_kwargs)
     if wrapper is not None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
+from advlab._checks import check_out_dir, check_out_file
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import get_attack
 from advlab.data import HALF_SPLIT_SEED, dataset_info, load_dataset
 from advlab.evaluation.transfer import transfer_matrix
-from advlab.models import load_model, save_checkpoint
+from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
 from advlab.threat import NORMS, ThreatModel
 from advlab.train import TrainConfig, checkpoint_meta, command_line, train_half
 
@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _train_half(args: argparse.Namespace) -> int:
+    check_out_file("--out", args.out)
+    create_model(args.arch)  # an unknown --arch fails here, with suggestions, before any training
     config = TrainConfig(epochs=args.epochs, seed=args.seed)
     result = train_half(args.train_half, arch=args.arch, config=config)
     info = dataset_info("mnist")
@@ -78,28 +80,32 @@ def run(args: argparse.Namespace) -> int:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if len(names) < 2:
         raise ValueError(f"--models: expected at least two models, got {args.models!r}")
+    if len(set(names)) < len(names):
+        raise ValueError(f"--models: expected distinct models, got {args.models!r}")
     if args.n < 1:
         raise ValueError(f"--n: expected an integer >= 1, got {args.n}")
     info = get_attack(args.attack)
     if info.kind != "white-box":
         raise ValueError(f"--attack: needs a white-box attack, got {args.attack!r} ({info.kind})")
+    threat = ThreatModel(args.norm, args.eps)
+    params = info.bind({"steps": args.steps} if args.steps is not None else {})
+    out = check_out_dir("--out", args.out)
     x, y = load_dataset("mnist", "test")
     x, y = x[: args.n], y[: args.n]
     models = {name: load_model(name) for name in names}
-    params = {"steps": args.steps} if args.steps is not None else {}
+    for name, model in models.items():
+        check_input_shape(model, x, name=name, source="mnist")
     t0 = time.perf_counter()
     mat = transfer_matrix(
-        models, x, y, ThreatModel(args.norm, args.eps), attack=args.attack, seed=args.seed,
-        batch_size=args.batch_size, **params,
+        models, x, y, threat, attack=args.attack, seed=args.seed, batch_size=args.batch_size, **params,
     )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    png = mat.heatmap_png()
-    atomic_write_bytes(out / "transfer.png", png)
-    atomic_write_text(out / "transfer.md", mat.to_markdown())
-    record = json.loads(mat.to_json())
+    record = json.loads(mat.to_json())  # the numbers first: a failing figure or page loses none of them
     record["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(out / "transfer.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "transfer.md", mat.to_markdown())
+    png = mat.heatmap_png()
+    atomic_write_bytes(out / "transfer.png", png)
     atomic_write_text(out / "transfer.html", mat.to_html(png))
     print(mat.to_markdown())
     print(f"wrote {out}/transfer.{{md,json,png,html}} ({record['seconds']} s)")

@@ -17,6 +17,7 @@ from advlab.models.zoo import (
     ARCHITECTURES,
     WEIGHTS_DIR,
     ArchInfo,
+    check_input_shape,
     create_model,
     list_models,
     list_pretrained,
@@ -28,7 +29,7 @@ from advlab.models.zoo import (
 __all__ = [
     "ARCHITECTURES", "MLP", "WEIGHTS_DIR", "ArchInfo", "BlackBox", "CheckpointError", "Defended", "LeNet5",
     "Normalize", "QueryBudgetExceeded", "QuerySession", "SmallCNN", "SmallGoogLeNet", "as_blackbox",
-    "create_model", "list_models", "list_pretrained", "load_model", "load_sklearn_model", "load_state",
-    "parse_defense", "read_metadata", "register_model", "resolve_checkpoint", "save_checkpoint",
+    "check_input_shape", "create_model", "list_models", "list_pretrained", "load_model", "load_sklearn_model",
+    "load_state", "parse_defense", "read_metadata", "register_model", "resolve_checkpoint", "save_checkpoint",
     "tensor_digest", "wrap_defense",
 ]

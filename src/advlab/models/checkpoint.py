@@ -4,13 +4,18 @@ The metadata (stored under the safetensors header key ``"advlab"``) records the 
 and its arguments, the dataset, input bounds, clean Acc@1/Acc@5 on the test split, the seed, the
 exact training command and the advlab version. Loading refuses, before any weights are read:
 a file that is not safetensors (a pickle or a ``torch.save`` zip), a safetensors file without
-advlab metadata (a foreign one), and metadata whose architecture does not match the weights.
+advlab metadata (a foreign one), corrupt or truncated files, metadata of the wrong types or with
+absurd architecture arguments, and metadata whose architecture does not match the weights — the
+last checked against the tensor names and shapes in the file's header before any layer is built
+(the loader builds the architecture on the ``meta`` device first, which allocates nothing), so a
+small file whose metadata asks for a huge network is refused without allocating it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -25,6 +30,10 @@ from advlab._io import atomic_path
 FORMAT = "advlab-checkpoint/1"
 _META_KEY = "advlab"
 REQUIRED = ("format", "architecture", "arch_kwargs", "dataset", "bounds")
+# Architecture arguments with a known meaning, and their sane ranges (anything larger is absurd).
+_COUNT_KWARGS = ("num_classes", "hidden", "width")
+_MAX_COUNT = 2**20
+_MAX_SIDE = 2**14
 
 
 class CheckpointError(ValueError):
@@ -88,7 +97,120 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"checkpoint: {path} metadata is not {FORMAT} (missing {', '.join(missing) or 'nothing'}, "
             f"format {meta.get('format')!r})"
         )
+    _check_meta_types(path, meta)
     return meta
+
+
+def _check_meta_types(path: Path, meta: dict[str, Any]) -> None:
+    """The required metadata fields have the types advlab writes."""
+    for key in ("architecture", "dataset"):
+        if not isinstance(meta[key], str):
+            raise CheckpointError(f"checkpoint: {path} metadata {key}: expected a string, got {meta[key]!r}"[:300])
+    if not isinstance(meta["arch_kwargs"], dict):
+        raise CheckpointError(f"checkpoint: {path} metadata arch_kwargs: expected an object, got "
+                              f"{type(meta['arch_kwargs']).__name__}")
+    bounds = meta["bounds"]
+    ok = (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
+          and math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] < bounds[1])
+    if not ok:
+        raise CheckpointError(f"checkpoint: {path} metadata bounds: expected [lo, hi] with finite lo < hi, "
+                              f"got {bounds!r}"[:300])
+    if meta.get("wrapper") is not None and not isinstance(meta["wrapper"], str):
+        raise CheckpointError(f"checkpoint: {path} metadata wrapper: expected a string such as "
+                              f"'thermometer:16', got {meta['wrapper']!r}"[:300])
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= _MAX_COUNT
+
+
+def check_arch_kwargs(path: str | os.PathLike[str], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Refuse architecture arguments of the wrong type or an absurd size, before anything is built.
+
+    Known arguments: ``in_shape`` (1 to 4 positive sizes, each at most 16 384), ``num_classes``,
+    ``hidden`` and ``width`` (integers in [1, 2²⁰]), ``mean`` (finite) and ``std`` (finite, > 0).
+    Any other argument must be a JSON scalar or a list of them; the architecture's constructor
+    judges it.
+
+    Args:
+        path: The checkpoint (for the message).
+        kwargs: Its ``arch_kwargs``.
+
+    Returns:
+        ``kwargs`` unchanged.
+
+    Raises:
+        CheckpointError: A value of the wrong type or out of range (one line, naming the argument).
+    """
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint: {path} arch_kwargs.{key}: expected {expected}, got {kwargs[key]!r}"[:300])
+
+    for key, v in kwargs.items():
+        if key == "in_shape":
+            ok = isinstance(v, list) and 1 <= len(v) <= 4 and all(_is_count(d) and d <= _MAX_SIDE for d in v)
+            if not ok:
+                raise bad(key, f"a list of 1 to 4 integers in [1, {_MAX_SIDE}]")
+        elif key in _COUNT_KWARGS and not _is_count(v):
+            raise bad(key, f"an integer in [1, {_MAX_COUNT}]")
+        elif key in ("mean", "std") and not (_is_number(v) and math.isfinite(v) and (key == "mean" or v > 0)):
+            raise bad(key, "a finite number" + (" > 0" if key == "std" else ""))
+        elif not isinstance(v, (str, int, float, bool, type(None), list)) or (
+            isinstance(v, list) and not all(isinstance(i, (str, int, float, bool)) for i in v)
+        ):
+            raise bad(key, "a number, a string or a list of them")
+    return kwargs
+
+
+def tensor_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Name → shape of every tensor in a safetensors file, read from its header (no tensor data is read).
+
+    Args:
+        path: A safetensors file (already checked by :func:`read_metadata`).
+
+    Returns:
+        The shapes by tensor name.
+
+    Raises:
+        CheckpointError: The header cannot be read.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"checkpoint: {path} is corrupt ({e})") from None
+
+
+def check_state(path: str | os.PathLike[str], model: nn.Module) -> None:
+    """Compare the tensor names and shapes in ``path``'s header with ``model``'s state (no data is read).
+
+    ``model`` may live on the ``meta`` device: only names and shapes are compared, so a network
+    built there (no memory) is checked before the real one is allocated.
+
+    Args:
+        path: A checkpoint file (already checked by :func:`read_metadata`).
+        model: The network its metadata describes.
+
+    Raises:
+        CheckpointError: A tensor is missing, unexpected or has another shape.
+    """
+    shapes = tensor_shapes(path)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if set(shapes) != set(expected):
+        extra, missing = sorted(set(shapes) - set(expected)), sorted(set(expected) - set(shapes))
+        raise CheckpointError(
+            f"checkpoint: {path} does not match its architecture (unexpected {extra[:3]}, missing {missing[:3]})"
+        )
+    for k in sorted(shapes):
+        if shapes[k] != expected[k]:
+            raise CheckpointError(
+                f"checkpoint: {path} tensor {k} has shape {shapes[k]}, its metadata's architecture expects "
+                f"{expected[k]}"
+            )
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
@@ -127,24 +249,9 @@ def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
         CheckpointError: A tensor name or shape differs from the model's.
     """
     path = Path(path)
-    expected = model.state_dict()
+    check_state(path, model)
     with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        if keys != set(expected):
-            extra, missing = sorted(keys - set(expected)), sorted(set(expected) - keys)
-            raise CheckpointError(
-                f"checkpoint: {path} does not match its architecture "
-                f"(unexpected {extra[:3]}, missing {missing[:3]})"
-            )
-        state = {}
-        for k in keys:
-            t = f.get_tensor(k)
-            if t.shape != expected[k].shape:
-                raise CheckpointError(
-                    f"checkpoint: {path} tensor {k} has shape {tuple(t.shape)}, "
-                    f"architecture expects {tuple(expected[k].shape)}"
-                )
-            state[k] = t
+        state = {k: f.get_tensor(k) for k in f.keys()}
     model.load_state_dict(state)
 
 
@@ -157,4 +264,7 @@ def tensor_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-__all__ = ["FORMAT", "CheckpointError", "load_state", "read_metadata", "save_checkpoint", "tensor_digest"]
+__all__ = [
+    "FORMAT", "CheckpointError", "check_arch_kwargs", "check_state", "load_state", "read_metadata",
+    "save_checkpoint", "tensor_digest", "tensor_shapes",
+]

@@ -170,13 +170,15 @@ def load_sklearn_model(
         retrain: Train again even if a cached copy exists.
 
     Returns:
-        A black box taking N×C×H×W images in [0, 1]; ``box.meta['acc1']`` is its test accuracy.
+        A black box taking N×C×H×W images in [0, 1]; ``box.meta['acc1']`` is its test accuracy and
+        ``box.meta['dataset']`` the dataset it was trained on.
     """
     if output not in ("probs", "labels"):
         raise ValueError(f"output: expected 'probs' or 'labels', got {output!r}")
     clf, facts = load_estimator(name, retrain=retrain)
     fn = _flat(clf.predict_proba if output == "probs" else clf.predict)
-    return BlackBox(fn, output=output, input_format="numpy", name=name, meta=facts)
+    return BlackBox(fn, output=output, input_format="numpy", name=name,
+                    meta={"dataset": SKLEARN_MODELS[name].dataset, **facts})
 
 
 __all__ = [

@@ -25,6 +25,7 @@ needs a network trained on the encoding (``advlab train --model lenet --defense 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,29 @@ class Transform(nn.Module):
         """The differentiable stand-in used by BPDA on the backward pass (default: identity)."""
         return x
 
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Raise a one-line ValueError if images of ``shape`` (C×H×W) cannot go through (default: any can)."""
+
+
+def _check_spatial(spec: str, shape: tuple[int, ...], reach: int = 0, what: str = "") -> None:
+    """Images C×H×W; a transform reaching ``reach`` pixels around each pixel needs H, W > ``reach``."""
+    if len(shape) != 3:
+        raise ValueError(f"{spec}: expected images C×H×W, got inputs of shape {tuple(shape)}")
+    if reach and reach >= min(shape[1:]):
+        raise ValueError(f"{spec}: {what} is too large for {shape[1]}×{shape[2]} images")
+
+
+def _int_arg(spec: str, name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], else a one-line ValueError naming the transform's argument."""
+    n = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+        n = int(value)
+    if n is None or n < low or (high is not None and n > high):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        what = span if n is not None and high is not None else f"an integer {span}"
+        raise ValueError(f"{spec}: {name} must be {what}, got {value!r}")
+    return n
+
 
 class RandomResizePad(Transform):
     """Xie et al. 2018: resize to a random r×r (r ∈ [min_size, H]) and zero-pad at a random offset to H×W.
@@ -58,14 +82,18 @@ class RandomResizePad(Transform):
 
     def __init__(self, min_size: int = 22, seed: int = 0) -> None:
         super().__init__()
-        self.min_size = int(min_size)
+        self.min_size = _int_arg("resize", "min_size", min_size, 1)
         self.generator = torch.Generator().manual_seed(seed)
         self.spec = f"resize:{self.min_size}"
 
+    def check_input(self, shape: tuple[int, ...]) -> None:  # noqa: D102
+        _check_spatial(self.spec, shape)
+        if self.min_size > min(shape[1:]):
+            raise ValueError(f"resize: min_size must be in [1, {min(shape[1:])}], got {self.min_size}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        self.check_input(tuple(x.shape[1:]))
         h, w = x.shape[-2:]
-        if not 1 <= self.min_size <= min(h, w):
-            raise ValueError(f"resize: min_size must be in [1, {min(h, w)}], got {self.min_size}")
         r = int(torch.randint(self.min_size, min(h, w) + 1, (1,), generator=self.generator))
         small = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
         top = int(torch.randint(0, h - r + 1, (1,), generator=self.generator))
@@ -80,10 +108,9 @@ class BitDepth(Transform):
 
     def __init__(self, bits: int = 3) -> None:
         super().__init__()
-        if not 1 <= int(bits) <= 16:
-            raise ValueError(f"bitdepth: bits must be in [1, 16], got {bits}")
-        self.levels = 2 ** int(bits) - 1
-        self.spec = f"bitdepth:{int(bits)}"
+        bits = _int_arg("bitdepth", "bits", bits, 1, 16)
+        self.levels = 2**bits - 1
+        self.spec = f"bitdepth:{bits}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out: torch.Tensor = torch.round(x * self.levels) / self.levels  # gradient of round() is 0
@@ -95,12 +122,16 @@ class MedianSmoothing(Transform):
 
     def __init__(self, k: int = 3) -> None:
         super().__init__()
-        if int(k) < 1 or int(k) % 2 == 0:
-            raise ValueError(f"median: k must be an odd integer >= 1, got {k}")
-        self.k = int(k)
+        self.k = _int_arg("median", "k", k, 1)
+        if self.k % 2 == 0:
+            raise ValueError(f"median: k must be an odd integer >= 1, got {k!r}")
         self.spec = f"median:{self.k}"
 
+    def check_input(self, shape: tuple[int, ...]) -> None:  # noqa: D102
+        _check_spatial(self.spec, shape, self.k // 2, f"a {self.k}×{self.k} window")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        self.check_input(tuple(x.shape[1:]))
         p = self.k // 2
         padded = F.pad(x, (p, p, p, p), mode="reflect")
         patches = padded.unfold(2, self.k, 1).unfold(3, self.k, 1)
@@ -114,8 +145,9 @@ class GaussianSmoothing(Transform):
 
     def __init__(self, sigma: float = 1.0) -> None:
         super().__init__()
-        if float(sigma) <= 0:
-            raise ValueError(f"gaussian: sigma must be > 0, got {sigma}")
+        ok = isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and math.isfinite(sigma)
+        if not ok or sigma <= 0:
+            raise ValueError(f"gaussian: sigma must be a finite number > 0, got {sigma!r}")
         self.sigma = float(sigma)
         r = max(1, round(3 * self.sigma))
         t = torch.arange(-r, r + 1, dtype=torch.float32)
@@ -123,7 +155,12 @@ class GaussianSmoothing(Transform):
         self.register_buffer("kernel", g / g.sum())
         self.spec = f"gaussian:{self.sigma:g}"
 
+    def check_input(self, shape: tuple[int, ...]) -> None:  # noqa: D102
+        r = len(self.kernel) // 2
+        _check_spatial(self.spec, shape, r, f"sigma {self.sigma:g} (a kernel reaching {r} pixels)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        self.check_input(tuple(x.shape[1:]))
         c = x.shape[1]
         r = len(self.kernel) // 2
         kh = self.kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
@@ -139,13 +176,18 @@ class JPEG(Transform):
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
-        if not 1 <= int(quality) <= 95:
-            raise ValueError(f"jpeg: quality must be in [1, 95], got {quality}")
-        self.quality = int(quality)
+        self.quality = _int_arg("jpeg", "quality", quality, 1, 95)
         self.spec = f"jpeg:{self.quality}"
+
+    def check_input(self, shape: tuple[int, ...]) -> None:  # noqa: D102
+        _check_spatial(self.spec, shape)
+        if shape[0] not in (1, 3):
+            raise ValueError(f"jpeg: expected 1 (grey) or 3 (RGB) channels, got {shape[0]}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         from PIL import Image
+
+        self.check_input(tuple(x.shape[1:]))
 
         arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         out = np.empty_like(arr)
@@ -169,9 +211,7 @@ class Thermometer(Transform):
 
     def __init__(self, levels: int = 16) -> None:
         super().__init__()
-        if int(levels) < 2:
-            raise ValueError(f"thermometer: levels must be >= 2, got {levels}")
-        self.levels = int(levels)
+        self.levels = _int_arg("thermometer", "levels", levels, 2, 1024)
         self.spec = f"thermometer:{self.levels}"
 
     def _grid(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,6 +239,9 @@ class Defended(nn.Module):
 
     def __init__(self, model: nn.Module, transform: Transform) -> None:
         super().__init__()
+        shape = declared_input_shape(model)
+        if shape is not None and not isinstance(transform, Thermometer):
+            transform.check_input(shape)
         self.model = model
         self.transform = transform
         self.randomized = transform.randomized
@@ -222,6 +265,25 @@ class Defended(nn.Module):
         return self if isinstance(self.transform, Thermometer) else self.model
 
 
+def declared_input_shape(model: object) -> tuple[int, ...] | None:
+    """The C×H×W images a model takes, from its checkpoint's ``in_shape``; ``None`` if it does not say.
+
+    A network behind a thermometer encoding takes images with ``levels`` times fewer channels
+    than its own ``in_shape``.
+    """
+    meta = getattr(model, "advlab_meta", None)
+    kwargs = meta.get("arch_kwargs") if isinstance(meta, dict) else None
+    shape = kwargs.get("in_shape") if isinstance(kwargs, dict) else None
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in shape):
+        return None
+    out = tuple(shape)
+    while isinstance(model, Defended):
+        if isinstance(model.transform, Thermometer) and len(out) == 3 and out[0] % model.transform.levels == 0:
+            out = (out[0] // model.transform.levels, *out[1:])
+        model = model.model
+    return out
+
+
 TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
     "resize": (RandomResizePad, int),
     "bitdepth": (BitDepth, int),
@@ -234,6 +296,8 @@ TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
 
 def parse_defense(spec: str) -> Transform:
     """``"bitdepth:3"`` → ``BitDepth(3)``; ``"median"`` → ``MedianSmoothing()`` (the default)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"defense: expected a string NAME[:VALUE] such as 'bitdepth:3', got {type(spec).__name__}")
     name, _, arg = spec.partition(":")
     if name not in TRANSFORMS:
         raise ValueError(
@@ -251,7 +315,16 @@ def parse_defense(spec: str) -> Transform:
 
 
 def wrap_defense(model: nn.Module, spec: str) -> Defended:
-    """The model behind the input transformation named by ``spec`` (e.g. ``"bitdepth:3"``)."""
+    """The model behind the input transformation named by ``spec`` (e.g. ``"bitdepth:3"``).
+
+    Raises:
+        TypeError: ``model`` is not a torch module (a ``BlackBox`` cannot be wrapped).
+        ValueError: An unknown transform or a bad value, or one that cannot take the images the
+            model's checkpoint declares (e.g. ``median:99`` for 28×28 images).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"defense: an input transformation wraps a torch model (nn.Module), got "
+                        f"{type(model).__name__}")
     transform = parse_defense(spec)
     if isinstance(transform, Thermometer):
         raise ValueError(
@@ -265,5 +338,5 @@ def wrap_defense(model: nn.Module, spec: str) -> Defended:
 
 __all__ = [
     "JPEG", "TRANSFORMS", "BitDepth", "Defended", "GaussianSmoothing", "MedianSmoothing", "RandomResizePad",
-    "Thermometer", "Transform", "parse_defense", "wrap_defense",
+    "Thermometer", "Transform", "declared_input_shape", "parse_defense", "wrap_defense",
 ]

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+import torch
 from torch import nn
 
 from advlab._checks import suggest
 from advlab.models.blackbox import BlackBox
-from advlab.models.checkpoint import CheckpointError, load_state, read_metadata
+from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
 from advlab.models.sklearn import SKLEARN_MODELS, SklearnName, is_sklearn_model, load_sklearn_model
-from advlab.models.wrappers import Defended, parse_defense
+from advlab.models.wrappers import Defended, declared_input_shape, parse_defense
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
 
@@ -156,19 +157,39 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _build(path: Path, arch: str, kwargs: dict[str, Any], device: str) -> nn.Module:
+    """``create_model(arch, **kwargs)`` on ``device``; any failure is the checkpoint's, in one line."""
+    try:
+        with torch.device(device):
+            return create_model(arch, **kwargs)
+    except Exception as e:  # the constructor's own complaint about its arguments
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} cannot take "
+                              f"({type(e).__name__}: {text})") from None
+
+
 def _load_checkpoint(path: Path, freeze: bool) -> nn.Module:
-    """The network stored at ``path`` (re-wrapped behind its input transformation, if any), in eval mode."""
+    """The network stored at ``path`` (re-wrapped behind its input transformation, if any), in eval mode.
+
+    The architecture is first built on the ``meta`` device (no memory) and its tensor names and
+    shapes compared with the file's header; only a checkpoint that passes is built for real.
+    """
     meta = read_metadata(path)
     arch = meta["architecture"]
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"checkpoint: {path} names unknown architecture {arch!r}")
-    try:
-        model = create_model(arch, **meta["arch_kwargs"])
-    except TypeError as e:
-        raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} does not take ({e})") from None
-    load_state(path, model)
+        raise CheckpointError(f"checkpoint: {path} names unknown architecture {arch!r}{suggest(arch, ARCHITECTURES)}")
+    kwargs = check_arch_kwargs(path, meta["arch_kwargs"])
+    wrapper = None
     if meta.get("wrapper"):  # a network trained behind an input transformation (thermometer encoding)
-        model = Defended(model, parse_defense(meta["wrapper"]))
+        try:
+            wrapper = parse_defense(meta["wrapper"])
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint: {path} metadata wrapper: {e}") from None
+    check_state(path, _build(path, arch, kwargs, "meta"))
+    model = _build(path, arch, kwargs, "cpu")
+    load_state(path, model)
+    if wrapper is not None:
+        model = Defended(model, wrapper)
     model.eval()
     if freeze:
         model.requires_grad_(False)
@@ -215,7 +236,36 @@ def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> 
     return _load_checkpoint(path, freeze)
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None, source: str = "the data") -> None:
+    """Refuse images whose shape differs from the one the model's checkpoint declares (``in_shape``).
+
+    Models without that metadata (built in memory, black boxes) pass: nothing is known about them.
+
+    Args:
+        model: The model (its ``advlab_meta`` is read, also through input-transformation wrappers).
+        x: The images, N×C×H×W.
+        name: The model's name for the message (default: the name in its metadata, else its class).
+        source: Where the images come from, e.g. ``"mnist"``.
+
+    Raises:
+        ValueError: One line, e.g. ``model: lenet-digits expects 1×8×8 inputs (its checkpoint's
+            in_shape), got 1×28×28 images from mnist``.
+    """
+    expected = declared_input_shape(model)
+    got = tuple(x.shape[1:])
+    if expected is None or got == expected:
+        return
+    meta = getattr(model, "advlab_meta", {})
+    label = name or meta.get("name") or type(model).__name__
+    raise ValueError(f"model: {label} expects {_shape_text(expected)} inputs (its checkpoint's in_shape), "
+                     f"got {_shape_text(got)} images from {source}")
+
+
 __all__ = [
-    "ARCHITECTURES", "CHECKPOINT_SUFFIXES", "WEIGHTS_DIR", "ArchInfo", "create_model", "list_models",
-    "list_pretrained", "load_model", "register_model", "resolve_checkpoint",
+    "ARCHITECTURES", "CHECKPOINT_SUFFIXES", "WEIGHTS_DIR", "ArchInfo", "check_input_shape", "create_model",
+    "list_models", "list_pretrained", "load_model", "register_model", "resolve_checkpoint",
 ]
