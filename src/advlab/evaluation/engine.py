@@ -351,10 +351,8 @@ def evaluate(
         name and meta) and of the data (a digest of the evaluated images and labels, and ``data_dir``).
 
     Raises:
-        ValueError, TypeError: A bad argument, attack parameter, ε, model or data (one line naming
-            it), raised before anything is written.
-        ConfigMismatchError: ``out`` holds finished results of another configuration, another model
-            or other data (the message names what changed) and ``force`` is False.
+        ValueError, TypeError: A bad argument, parameter, ε, model or data, before anything is written.
+        ConfigMismatchError: ``out`` holds finished results of another configuration, model or data.
         OutputLocked: Another process is writing ``out``.
         StoreCorrupt: ``out/results.sqlite`` is corrupt and ``force`` is False.
 
