@@ -170,6 +170,19 @@ def test_an_in_memory_model_tensors_and_a_black_box_are_fingerprinted(tmp_path, 
         run(BlackBox(predict, name="api", meta={"version": 2}), data, tmp_path / "b", attacks=["noise"])
 
 
+def test_a_store_written_before_fingerprints_is_refused_not_trusted(tmp_path, digits_mlp, data):
+    out = tmp_path / "run"
+    run(digits_mlp, data, out)
+    store = Store(out / STORE_NAME)
+    store.set_config({k: v for k, v in store.get_config().items() if not k.endswith("_fingerprint")})
+    store.close()
+    with pytest.raises(ConfigMismatchError) as e:
+        run(digits_mlp, data, out)
+    assert str(e.value) == (f"out: {out} holds results of a run without model and data fingerprints (an older "
+                            "advlab; what it evaluated cannot be checked); use another directory or --force to "
+                            "replace them")
+
+
 # ---------------------------------------------------------------------------------------------
 # Locks
 

@@ -236,10 +236,8 @@ def _short(digest: Any) -> str:
     return f"{str(digest)[:8]}…" if digest else "none recorded"
 
 
-def _model_change(old: Any, new: dict[str, Any]) -> str:
+def _model_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     """How the model changed, e.g. ``weights digest 3fa2c0de… → 9c01aa17…``."""
-    if not isinstance(old, dict):
-        return f"no fingerprint recorded → weights digest {_short(new.get('weights', new.get('meta')))}"
     if old.get("class") != new.get("class"):
         return f"class {old.get('class')} → {new.get('class')}"
     if old.get("name") != new.get("name"):
@@ -248,9 +246,8 @@ def _model_change(old: Any, new: dict[str, Any]) -> str:
     return f"{key} digest {_short(old.get(key))} → {_short(new.get(key))}"
 
 
-def _data_change(old: Any, new: dict[str, Any]) -> str:
+def _data_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     """How the data changed, e.g. ``data digest 3fa2c0de… → 9c01aa17…, data_dir 'a' → 'b'``."""
-    old = old if isinstance(old, dict) else {}
     text = f"data digest {_short(old.get('digest'))} → {_short(new.get('digest'))}"
     if old.get("data_dir") != new.get("data_dir"):
         text += f", data_dir {old.get('data_dir')!r} → {new.get('data_dir')!r}"
@@ -260,10 +257,15 @@ def _data_change(old: Any, new: dict[str, Any]) -> str:
 def mismatch_message(where: str, stored: dict[str, Any], config: dict[str, Any], changed: list[str]) -> str:
     """One line naming what changed: another model, other data, or the configuration keys that differ."""
     parts = []
-    if "model_fingerprint" in changed:
-        parts.append(f"another model ({_model_change(stored.get('model_fingerprint'), config['model_fingerprint'])})")
-    if "data_fingerprint" in changed:
-        parts.append(f"other data ({_data_change(stored.get('data_fingerprint'), config['data_fingerprint'])})")
+    unrecorded = [k.split("_")[0] for k in FINGERPRINTS if k in changed and not isinstance(stored.get(k), dict)]
+    if unrecorded:  # written before advlab fingerprinted what it evaluated: it cannot be checked
+        parts.append(f"a run without {' and '.join(unrecorded)} fingerprints (an older advlab; what it evaluated "
+                     "cannot be checked)")
+    old_model, old_data = stored.get("model_fingerprint"), stored.get("data_fingerprint")
+    if "model_fingerprint" in changed and isinstance(old_model, dict):
+        parts.append(f"another model ({_model_change(old_model, config['model_fingerprint'])})")
+    if "data_fingerprint" in changed and isinstance(old_data, dict):
+        parts.append(f"other data ({_data_change(old_data, config['data_fingerprint'])})")
     rest = [k for k in changed if k not in FINGERPRINTS]
     if rest:
         parts.append(f"a different configuration (differs in {', '.join(rest)})")
