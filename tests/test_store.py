@@ -476,6 +476,8 @@ def test_a_model_of_another_dataset_or_too_few_classes_fails_before_anything_is_
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"^model: expected a model of digits, got one trained on mnist$"):
         evaluate("lenet-mnist", "digits", ["fgsm"], [0.1], n=20, out=out, progress=False)
+    with pytest.raises(ValueError, match=r"^model: expected a model of mnist, got one trained on digits$"):
+        evaluate("sklearn-logreg-digits", "mnist", ["noise"], [0.1], n=20, out=out, progress=False)
     x, y = data
     with pytest.raises(ValueError, match=r"^data: labels must be in \[0, 10\), got range \[0, 10\]$"):
         evaluate(str(digits_ckpt), (x, torch.where(y == 9, 10, y)), ["fgsm"], [0.1], out=out, progress=False)

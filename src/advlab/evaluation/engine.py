@@ -35,6 +35,7 @@ from advlab.evaluation.defaults import ADAPTIVE, N_EXAMPLES, attack_params, bind
 from advlab.evaluation.run import Run
 from advlab.models import load_model
 from advlab.models.blackbox import BlackBox
+from advlab.models.sklearn import SKLEARN_MODELS
 from advlab.report.tables import format_table
 from advlab.results.aggregate import compute_rows
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
@@ -121,8 +122,11 @@ def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | 
 
 
 def check_compatible(net: nn.Module | BlackBox, dataset: str, y: torch.Tensor) -> None:
-    """A model that records its training set and classes (``advlab_meta``) must fit the data's."""
-    meta = getattr(net, "advlab_meta", None)
+    """A model that records its training set and classes (``advlab_meta``; a scikit-learn target) must fit the data."""
+    if isinstance(net, BlackBox) and net.name in SKLEARN_MODELS:
+        meta: Any = {"dataset": SKLEARN_MODELS[net.name].dataset}
+    else:
+        meta = getattr(net, "advlab_meta", None)
     if not isinstance(meta, dict):
         return
     trained_on = meta.get("dataset")
