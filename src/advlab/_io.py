@@ -181,6 +181,13 @@ def locked_file(lock_file: str | os.PathLike[str], subject: str, *, arg: str, co
 def writable_directory(directory: str | os.PathLike[str], *, arg: str) -> Path:
     """``directory``, created if missing; a one-line error if it cannot be (or is not writable).
 
+    Args:
+        directory: The directory.
+        arg: The argument that named it, for error messages.
+
+    Returns:
+        The directory as a ``Path``.
+
     Raises:
         OutputUnwritable: A file is in the way, or the directory cannot be created or written.
     """

@@ -80,6 +80,17 @@ def bind_params(params: Mapping[str, Mapping[str, Any]] | None, jobs: Sequence[J
     for every job (``extra``: jobs that may join later, the adaptive attack's): the registry's own
     check, so a misspelt name fails naming the closest and a value out of range fails. Renamed
     parameters warn when the attack runs, not here.
+
+    Args:
+        params: Attack name → parameters, as the user gave them (None: none).
+        jobs: The planned jobs.
+        extra: Jobs that may be added while running.
+
+    Returns:
+        A copy of ``params`` (plain dicts), unchanged in content.
+
+    Raises:
+        TypeError, ValueError: The registry's one-line errors (unknown attack or parameter, bad value).
     """
     if params is None:
         return {}

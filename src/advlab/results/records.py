@@ -69,6 +69,12 @@ def model_fingerprint(model: nn.Module | BlackBox) -> dict[str, Any]:
     A network is its class (module and qualified name) and a SHA-256 of its ``state_dict``
     tensors (:func:`~advlab.models.checkpoint.tensor_digest`). A :class:`BlackBox` has no weights to
     read: its name and a SHA-256 of its ``meta`` stand for it.
+
+    Args:
+        model: The model as evaluated (after loading, wrapping behind a defense).
+
+    Returns:
+        ``{"class", "weights"}`` for a network, ``{"class": "BlackBox", "name", "meta"}`` for a black box.
     """
     if isinstance(model, BlackBox):
         meta = json.dumps(model.meta, sort_keys=True, default=repr)
@@ -84,6 +90,9 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor, data_dir: str | os.PathLi
         x: The evaluated images.
         y: Their labels.
         data_dir: The data directory as given (None: the offline copy), recorded beside the digest.
+
+    Returns:
+        ``{"digest": hex SHA-256, "data_dir": str or None}``.
     """
     h = hashlib.sha256()
     for t in (x, y):

@@ -221,6 +221,13 @@ def config_changes(stored: dict[str, Any], config: dict[str, Any]) -> list[str]:
 
     The data directory is recorded beside the data's digest, but the same bytes read from another
     directory give the same numbers, so a moved copy of the data is not a change.
+
+    Args:
+        stored: The configuration in the store.
+        config: The configuration of the run about to start.
+
+    Returns:
+        The differing keys, sorted.
     """
     changed = []
     for key in sorted(set(stored) | set(config)):
@@ -255,7 +262,18 @@ def _data_change(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def mismatch_message(where: str, stored: dict[str, Any], config: dict[str, Any], changed: list[str]) -> str:
-    """One line naming what changed: another model, other data, or the configuration keys that differ."""
+    """One line naming what changed: another model, other data, or the configuration keys that differ.
+
+    Args:
+        where: The start of the message (``"out: runs/x"``).
+        stored: The configuration in the store.
+        config: The configuration of the run about to start.
+        changed: The keys that differ (:func:`config_changes`).
+
+    Returns:
+        E.g. ``out: runs/x holds results of another model (weights digest 3fa2c0de… → 9c01aa17…); use
+        another directory or --force to replace them``.
+    """
     parts = []
     unrecorded = [k.split("_")[0] for k in FINGERPRINTS if k in changed and not isinstance(stored.get(k), dict)]
     if unrecorded:  # written before advlab fingerprinted what it evaluated: it cannot be checked
