@@ -170,6 +170,24 @@ def test_an_in_memory_model_tensors_and_a_black_box_are_fingerprinted(tmp_path, 
         run(BlackBox(predict, name="api", meta={"version": 2}), data, tmp_path / "b", attacks=["noise"])
 
 
+def test_force_removes_the_outputs_of_the_store_it_replaces(tmp_path, digits_ckpt, monkeypatch):
+    """An interrupted --force run leaves no results.json of the previous model beside its new store."""
+    out = tmp_path / "run"
+    argv = ["evaluate", "--model", str(digits_ckpt), "--dataset", "digits", "--attacks", "fgsm", "--eps", "0.1",
+            "--n", "40", "--threads", "1", "--no-checks", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0 and (out / "results.json").exists() and (out / "report.html").exists()
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "batch", interrupted)
+    assert main([*argv[:6], "noise", *argv[7:], "--force"]) == 130
+    assert not any((out / name).exists() for name in ("results.json", "results.csv", "config.json", "report.html"))
+    monkeypatch.undo()
+    assert main([*argv[:6], "noise", *argv[7:]]) == 0  # the resume of the new configuration
+    assert [r["attack"] for r in json.loads((out / "results.json").read_text())] == ["noise", "worst-case"]
+
+
 def test_a_store_written_before_fingerprints_is_refused_not_trusted(tmp_path, digits_mlp, data):
     out = tmp_path / "run"
     run(digits_mlp, data, out)

@@ -75,6 +75,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.resumed = False  # set by open_store: the store holds this very configuration
         existing = self.path.is_file() and self.path.stat().st_size > 0
         try:
             self.db = sqlite3.connect(self.path)
@@ -293,7 +294,8 @@ def mismatch_message(where: str, stored: dict[str, Any], config: dict[str, Any],
 def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, arg: str = "out") -> Store:
     """The store of ``directory`` for a run of ``config``: refused, started afresh or replaced as needed.
 
-    The caller holds the directory's lock, so no other process is using the store.
+    The caller holds the directory's lock, so no other process is using the store. The store's
+    ``resumed`` is True when it already held this configuration (a resume), False when it starts empty.
 
     Args:
         directory: The output directory (it exists).
@@ -323,6 +325,7 @@ def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, ar
         store = Store(path)
     elif changed:
         store.reset()  # nothing finished under the old configuration: nothing to lose
+    store.resumed = stored is not None and not changed
     store.set_config(config)
     return store
 
