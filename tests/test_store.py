@@ -188,6 +188,12 @@ def test_force_removes_the_outputs_of_the_store_it_replaces(tmp_path, digits_ckp
     assert [r["attack"] for r in json.loads((out / "results.json").read_text())] == ["noise", "worst-case"]
 
 
+def test_a_new_store_removes_nothing_already_in_the_directory(tmp_path, digits_mlp, data):
+    (tmp_path / "report.md").write_text("my own notes")
+    run(digits_mlp, data, tmp_path)
+    assert (tmp_path / "report.md").read_text() == "my own notes"
+
+
 def test_a_store_written_before_fingerprints_is_refused_not_trusted(tmp_path, digits_mlp, data):
     out = tmp_path / "run"
     run(digits_mlp, data, out)

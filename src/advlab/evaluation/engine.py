@@ -47,7 +47,7 @@ NORMS = ("linf", "l2", "l1", "l0")
 CHECK_NORMS = ("linf", "l2")  # the gradient-masking checks run for these threat models
 CHECKS_SKIPPED_BLACKBOX = "the model is a BlackBox and the gradient-masking checks need its gradients"
 # Files written from a directory's store (Evaluation.save, advlab evaluate, the report): stale once
-# the store starts afresh, so they are removed then rather than left beside results they do not describe.
+# the store is replaced, so they are removed then rather than left beside results they do not describe.
 DERIVED = ("results.json", "results.csv", "checks.json", "config.json", "report.md", "report.html")
 
 @dataclass
@@ -290,7 +290,7 @@ def run_plan(p: Plan, s: Settings) -> Evaluation:
 
 def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
     store = open_store(directory, p.config, s.force)
-    if not store.resumed:
+    if store.replaced:  # (a new store removes nothing: files already there are not known to be advlab's)
         for name in DERIVED:
             (directory / name).unlink(missing_ok=True)
     try:

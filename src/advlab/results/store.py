@@ -75,7 +75,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.resumed = False  # set by open_store: the store holds this very configuration
+        self.replaced = False  # set by open_store: an earlier store's contents were discarded
         existing = self.path.is_file() and self.path.stat().st_size > 0
         try:
             self.db = sqlite3.connect(self.path)
@@ -295,7 +295,7 @@ def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, ar
     """The store of ``directory`` for a run of ``config``: refused, started afresh or replaced as needed.
 
     The caller holds the directory's lock, so no other process is using the store. The store's
-    ``resumed`` is True when it already held this configuration (a resume), False when it starts empty.
+    ``replaced`` is True when an earlier store's contents were discarded (corrupt, forced, or reset).
 
     Args:
         directory: The output directory (it exists).
@@ -308,13 +308,14 @@ def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, ar
         ConfigMismatchError: The store holds finished results of another configuration and ``force`` is False.
     """
     path = Path(directory) / STORE_NAME
+    replaced = False
     try:
         store = Store(path)
     except StoreCorrupt as e:
         if not force:
             raise StoreCorrupt(f"{arg}: {path} is corrupt ({e.reason}); use --force to replace it", e.reason) from None
         remove_store(path)
-        store = Store(path)
+        store, replaced = Store(path), True
     stored = store.get_config()
     changed = config_changes(stored, config) if stored is not None else []
     if changed and store.has_results():
@@ -325,7 +326,7 @@ def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, ar
         store = Store(path)
     elif changed:
         store.reset()  # nothing finished under the old configuration: nothing to lose
-    store.resumed = stored is not None and not changed
+    store.replaced = replaced or bool(changed)
     store.set_config(config)
     return store
 
