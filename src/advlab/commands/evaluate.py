@@ -11,17 +11,21 @@ from typing import Any
 import tomllib
 import torch
 
-from advlab._io import atomic_write_text
-from advlab.evaluation import DEFAULT_ATTACKS, evaluate
+from advlab._io import atomic_write_text, locked_directory
+from advlab.evaluation import DEFAULT_ATTACKS
+from advlab.evaluation.engine import Plan, Settings, plan, run_plan
 from advlab.models import load_model
 from advlab.models.wrappers import wrap_defense
 from advlab.report import format_comparison, render_report
 from advlab.results import environment
+from advlab.results.store import STORE_NAME
 from advlab.train import command_line
 
-# Keys a TOML config may set (the same as the flags).
+# Keys a TOML config may set (the same as the flags), and the type each must have.
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
                "threads", "params", "defense", "checks", "baseline")
+STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline")
+INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -56,33 +60,68 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_report)
 
 
+def check_value(name: str, key: str, value: Any) -> None:
+    """A one-line error unless ``value`` has the type of ``key`` (TOML ``true`` is no budget, ``"no"`` no boolean).
+
+    Args:
+        name: How the message names the value (``--config eval.toml: eps``, ``--threads``).
+        key: The configuration key.
+        value: The value read from the TOML file or the flag.
+    """
+    if key in STRING_KEYS:
+        ok, expected = isinstance(value, str), "a string"
+    elif key in INT_MINIMA:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= INT_MINIMA[key]
+        expected = f"an integer >= {INT_MINIMA[key]}"
+    elif key == "checks":
+        ok, expected = isinstance(value, bool), "true or false"
+    elif key == "attacks":
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(a, str) for a in value))
+        expected = "attack names (a list of strings or one comma-separated string)"
+    elif key == "eps":
+        ok = isinstance(value, str) or _is_number(value) or (isinstance(value, list) and all(map(_is_number, value)))
+        expected = "budgets (a list of numbers, a number or one comma-separated string)"
+    else:  # params
+        ok = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+        expected = "a table of attack name = {parameter = value}"
+    if not ok:
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load_config(path: str) -> dict[str, Any]:
-    """Read a TOML config; unknown keys are an error."""
+    """Read a TOML config; unknown keys and values of the wrong type are an error."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"--config: {p} does not exist")
+    if not p.is_file():
+        raise FileNotFoundError(f"--config: {p} does not exist" if not p.exists() else f"--config: {p} is not a file")
     try:
         data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"--config: {p} is not valid TOML ({e})") from None
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise ValueError(f"--config: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}")
+    for key, value in data.items():
+        check_value(f"--config {p}: {key}", key, value)
     return data
 
 
-def _split(v: Any, cast: type) -> list[Any] | None:
+def _items(name: str, v: Any, cast: type) -> list[Any] | None:
+    """A list, a number or a comma-separated string as a list of ``cast`` values (validated types only)."""
     if v is None:
         return None
-    items = v if isinstance(v, list) else [s for s in str(v).split(",") if s.strip()]
+    items = v if isinstance(v, list) else [v] if _is_number(v) else [s.strip() for s in str(v).split(",") if s.strip()]
     try:
-        return [cast(s.strip() if isinstance(s, str) else s) for s in items]
+        return [cast(s) for s in items]
     except ValueError:
-        raise ValueError(f"expected a comma-separated list, got {v!r}") from None
+        raise ValueError(f"{name}: expected a comma-separated list, got {v!r}") from None
 
 
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults, then the TOML config, then the flags."""
+    """Defaults, then the TOML config, then the flags; every value type-checked."""
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": list(DEFAULT_ATTACKS), "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
@@ -92,59 +131,68 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     for key in CONFIG_KEYS:
         v = getattr(args, key, None)
         if v is not None:
+            check_value(f"--{key.replace('_', '-')}", key, v)
             cfg[key] = v
-    cfg["attacks"] = _split(cfg["attacks"], str)
-    try:
-        cfg["eps"] = _split(cfg["eps"], float)
-    except ValueError as e:
-        raise ValueError(f"--eps: {e}") from None
+    cfg["attacks"] = _items("--attacks", cfg["attacks"], str)
+    cfg["eps"] = _items("--eps", cfg["eps"], float)
     if cfg["out"] is None:
         suffix = f"-{str(cfg['defense']).replace(':', '')}" if cfg["defense"] else ""
         cfg["out"] = f"runs/evaluate-{Path(str(cfg['model'])).stem}{suffix}"
     return cfg
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Run the evaluation, save results.json/csv and config.json, render the report, print the table."""
-    cfg = effective_config(args)
-    torch.set_num_threads(int(cfg["threads"]))
-    t0 = time.perf_counter()
+def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str) -> list[tuple[Plan, Settings]]:
+    """The model's evaluation, then the baseline's (if any), each validated and planned: nothing is written yet."""
     model: Any = cfg["model"]
     name = str(cfg["model"])
     if cfg["defense"]:
         model = wrap_defense(load_model(name), str(cfg["defense"]))
         name = f"{name}+{cfg['defense']}"
-    ev = evaluate(
-        model, cfg["dataset"], cfg["attacks"], cfg["eps"], norm=cfg["norm"], n=cfg["n"],
-        batch_size=cfg["batch_size"], seed=cfg["seed"], out=cfg["out"], params=cfg["params"],
-        progress=not args.no_progress, force=args.force,
-        model_name=name, data_dir=cfg["data_dir"], command=command_line(), checks=bool(cfg["checks"]),
-    )
+    common: dict[str, Any] = {
+        "data": cfg["dataset"], "attacks": cfg["attacks"], "eps": cfg["eps"], "norm": cfg["norm"], "n": cfg["n"],
+        "batch_size": cfg["batch_size"], "seed": cfg["seed"], "params": cfg["params"], "progress": progress,
+        "force": force, "data_dir": cfg["data_dir"], "command": command, "checks": bool(cfg["checks"]),
+    }
+    settings = [Settings(model, out=cfg["out"], model_name=name, **common)]
+    if cfg["baseline"]:
+        base = str(cfg["baseline"])
+        settings.append(Settings(base, out=Path(cfg["out"]) / "baseline", model_name=base, **common))
+    return [(plan(s), s) for s in settings]
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Validate everything, then (holding the lock of --out) run, save results.json/csv and config.json, render.
+
+    The results are saved as soon as the rows exist: a failing baseline or report does not lose them.
+    """
+    cfg = effective_config(args)
+    torch.set_num_threads(int(cfg["threads"]))
+    t0 = time.perf_counter()
+    command = command_line()
+    planned = plans(cfg, not args.no_progress, args.force, command)
     out = Path(cfg["out"])
-    ev.save(out)
-    if cfg["baseline"]:
-        base_dir = out / "baseline"
-        base = evaluate(
-            str(cfg["baseline"]), cfg["dataset"], cfg["attacks"], cfg["eps"], norm=cfg["norm"], n=cfg["n"],
-            batch_size=cfg["batch_size"], seed=cfg["seed"], out=base_dir, params=cfg["params"],
-            progress=not args.no_progress, force=args.force, model_name=str(cfg["baseline"]),
-            data_dir=cfg["data_dir"], command=command_line(), checks=bool(cfg["checks"]),
-        )
-        base.save(base_dir)
-    atomic_write_text(out / "config.json", json.dumps(
-        {"config": cfg, "evaluation": ev.config, "environment": environment(), "command": command_line()},
-        indent=2) + "\n")
-    md, html = render_report(out)
-    if cfg["baseline"]:
-        print(format_comparison(ev.rows, base.rows))
-    else:
-        print(ev)
+    with locked_directory(out, arg="out", command=command):
+        ev = run_plan(*planned[0])
+        ev.save(out)
+        atomic_write_text(out / "config.json", json.dumps(
+            {"config": cfg, "evaluation": ev.config, "environment": environment(), "command": command},
+            indent=2) + "\n")
+        base = None
+        if len(planned) > 1:
+            base = run_plan(*planned[1])
+            base.save(out / "baseline")
+        md, html = render_report(out)
+    print(ev if base is None else format_comparison(ev.rows, base.rows))
     print(f"\n{len(ev.rows)} rows in {time.perf_counter() - t0:.1f} s → {out / 'results.json'}, {md}, {html}")
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Re-render the report from the store."""
-    md, html = render_report(args.dir)
+    """Re-render the report from the store, holding the directory's lock (an evaluation writing it refuses this)."""
+    d = Path(args.dir)
+    if not (d / STORE_NAME).is_file():
+        raise FileNotFoundError(f"dir: {d / STORE_NAME} does not exist (run `advlab evaluate --out {d}` first)")
+    with locked_directory(d, arg="dir", command=command_line()):
+        md, html = render_report(d)
     print(f"wrote {md} and {html}")
     return 0

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from advlab._checks import check_out_file
+from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
 from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
 from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
-from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
+from advlab.train import TrainConfig, TrainingDefense, checkpoint_meta, command_line, fit
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -85,6 +89,17 @@ def run(args: argparse.Namespace) -> int:
         model = create_model(args.model, **arch_kwargs)
     if wrapper is not None:
         model = Defended(model, wrapper)
+    out = Path(args.out)
+    writable_directory(out.parent, arg="out")
+    with locked_file(out.parent / f".{out.name}.lock", str(out), arg="out", command=command_line(),
+                     instead="another path"):
+        return fit_and_save(args, model, defense, config, train, test, arch_kwargs, options)
+
+
+def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDefense, config: TrainConfig,
+                 train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                 arch_kwargs: dict[str, Any], options: dict[str, Any]) -> int:
+    """Train (or distil), then write the checkpoint atomically; the caller holds the checkpoint's lock."""
     t0 = time.perf_counter()
     extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
     if args.init:

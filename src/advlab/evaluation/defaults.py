@@ -1,14 +1,19 @@
 """What ``advlab evaluate`` runs when not told otherwise: attacks, budgets, attack parameters.
 
 Every table is data keyed by attack name (documented in docs/evaluation.md); the user's
-parameters override them.
+parameters override them, and are bound against each attack's signature here before anything runs.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torch import nn
+
 from advlab.attacks import AttackInfo, get_attack, list_attacks
+from advlab.models.blackbox import BlackBox
 from advlab.results.plan import Job
 
 DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "bim", "pgd", "deepfool", "cw")
@@ -49,7 +54,63 @@ def attack_params(info: AttackInfo, job: Job, user: dict[str, dict[str, Any]]) -
             **user.get(info.name, {})}
 
 
+def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox) -> list[str]:
+    """Registry names of the attacks, each once, in the order first given; the defaults depend on the model.
+
+    Unknown names fail with suggestions; a repeated name (``fgsm,fgsm``) runs once, so no row is duplicated.
+    """
+    if attacks is None:
+        attacks = blackbox_attacks() if isinstance(net, BlackBox) else DEFAULT_ATTACKS
+    if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence):
+        raise TypeError(f"attacks: expected a sequence of attack names, got {type(attacks).__name__}")
+    for a in attacks:
+        if not isinstance(a, str):
+            raise TypeError(f"attacks: expected attack names, got {a!r} ({type(a).__name__})")
+    names = list(dict.fromkeys(get_attack(a).name for a in attacks))
+    if not names:
+        raise ValueError("attacks: expected at least one attack name")
+    return names
+
+
+def bind_params(params: Mapping[str, Mapping[str, Any]] | None, jobs: Sequence[Job],
+                extra: Sequence[Job] = ()) -> dict[str, dict[str, Any]]:
+    """The user's per-attack parameters, checked before anything is written.
+
+    Each attack's parameters are bound against its signature alone, then merged with the defaults
+    for every job (``extra``: jobs that may join later, the adaptive attack's): the registry's own
+    check, so a misspelt name fails naming the closest and a value out of range fails. Renamed
+    parameters warn when the attack runs, not here.
+
+    Args:
+        params: Attack name → parameters, as the user gave them (None: none).
+        jobs: The planned jobs.
+        extra: Jobs that may be added while running.
+
+    Returns:
+        A copy of ``params`` (plain dicts), unchanged in content.
+
+    Raises:
+        TypeError, ValueError: The registry's one-line errors (unknown attack or parameter, bad value).
+    """
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a mapping of attack name to parameters, got {type(params).__name__}")
+    out: dict[str, dict[str, Any]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name, values in params.items():
+            if not isinstance(values, Mapping):
+                raise TypeError(f"params: expected a table of parameters for {name!r}, got {type(values).__name__}")
+            get_attack(name).bind(values)
+            out[name] = dict(values)
+        for job in [*jobs, *extra]:
+            info = get_attack(job.attack)
+            info.bind(attack_params(info, job, out))
+    return out
+
+
 __all__ = [
     "ADAPTIVE", "DEFAULT_ATTACKS", "DEFAULT_NORM_PARAMS", "DEFAULT_PARAMS", "KIND_ORDER", "LINF_STEP", "N_EXAMPLES",
-    "attack_params", "blackbox_attacks",
+    "attack_params", "bind_params", "blackbox_attacks", "choose_attacks",
 ]

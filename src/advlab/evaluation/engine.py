@@ -4,6 +4,10 @@ Fixed-budget attacks run once per ε, minimal-perturbation attacks once with ε 
 every ε from their per-example distance), attacks that ignore the budget once. Every number is
 computed by :mod:`advlab.metrics` from the model's own prediction on the returned x_adv, never
 from an attack's own success flag (:mod:`advlab.results.aggregate`).
+
+The plan validates every argument — attack parameters bound against their signatures, the ε
+list, the images against the bounds, the model against the data — and fingerprints the model and
+the data before anything is written; only then is the output directory locked and its store opened.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import csv
 import io
 import json
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,30 +26,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab._checks import check_choice, check_positive_int
-from advlab._io import atomic_write_text
+from advlab._checks import check_bounds, check_choice, check_images, check_labels, check_positive_int
+from advlab._io import atomic_write_text, locked_directory
 from advlab.attacks import get_attack
 from advlab.data import load_dataset
 from advlab.evaluation.checks import run_checks
-from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, blackbox_attacks
+from advlab.evaluation.defaults import ADAPTIVE, N_EXAMPLES, attack_params, bind_params, choose_attacks
 from advlab.evaluation.run import Run
 from advlab.models import load_model
 from advlab.models.blackbox import BlackBox
+from advlab.models.sklearn import SKLEARN_MODELS
 from advlab.report.tables import format_table
 from advlab.results.aggregate import compute_rows
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
-from advlab.results.records import CONTRACT_KEYS, Row, environment
-from advlab.results.store import Store
+from advlab.results.records import CONTRACT_KEYS, Row, data_fingerprint, environment, model_fingerprint
+from advlab.results.store import ConfigMismatchError, open_store
 from advlab.threat import ThreatModel
 
 NORMS = ("linf", "l2", "l1", "l0")
 CHECK_NORMS = ("linf", "l2")  # the gradient-masking checks run for these threat models
 CHECKS_SKIPPED_BLACKBOX = "the model is a BlackBox and the gradient-masking checks need its gradients"
-
-
-class ConfigMismatchError(ValueError):
-    """The output directory holds results of a different configuration."""
-
+# Files written from a directory's store (Evaluation.save, advlab evaluate, the report): stale once
+# the store is replaced, so they are removed then rather than left beside results they do not describe.
+DERIVED = ("results.json", "results.csv", "checks.json", "config.json", "report.md", "report.html")
 
 @dataclass
 class Evaluation:
@@ -83,10 +87,10 @@ class Evaluation:
             atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
 
 
-def resolve_model(model: nn.Module | BlackBox | str) -> tuple[nn.Module | BlackBox, str]:
+def resolve_model(model: nn.Module | BlackBox | str | os.PathLike[str]) -> tuple[nn.Module | BlackBox, str]:
     """The model to attack and its default name; a BlackBox must give scores (Acc@5 ranks them)."""
-    if isinstance(model, str):
-        return load_model(model), model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model), os.fspath(model)
     if isinstance(model, BlackBox):
         if not model.has_scores:
             raise ValueError("model: evaluate needs scores (Acc@5 ranks them), got a labels-only BlackBox")
@@ -96,28 +100,59 @@ def resolve_model(model: nn.Module | BlackBox | str) -> tuple[nn.Module | BlackB
     return model, type(model).__name__
 
 
-def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | None,
-                 n: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name."""
+def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | os.PathLike[str] | None,
+                 n: int | None, bounds: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name.
+
+    Every image is checked against the bounds and every label for its type and shape here, before
+    anything runs or is written.
+    """
+    if n is not None:
+        check_positive_int("n", n)
     if isinstance(data, str):
         x, y = load_dataset(data, "test", root=data_dir)
         name = data
     elif isinstance(data, tuple) and len(data) == 2:
+        if data_dir is not None:
+            raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with tensors (x, y)")
         (x, y), name = data, "tensors"
     else:
-        raise TypeError("data: expected a dataset name or a tuple (x, y) of tensors")
+        raise TypeError(f"data: expected a dataset name or a tuple (x, y) of tensors, got {type(data).__name__}")
     if n is not None:
-        check_positive_int("n", n)
         x, y = x[:n], y[:n]
-    return x, y, name
+    check_images("data", x, bounds)
+    return x, check_labels("data", y, len(x)), name
+
+
+def check_compatible(net: nn.Module | BlackBox, dataset: str, y: torch.Tensor) -> None:
+    """A model that records its training set and classes (``advlab_meta``; a scikit-learn target) must fit the data."""
+    if isinstance(net, BlackBox) and net.name in SKLEARN_MODELS:
+        meta: Any = {"dataset": SKLEARN_MODELS[net.name].dataset}
+    else:
+        meta = getattr(net, "advlab_meta", None)
+    if not isinstance(meta, dict):
+        return
+    trained_on = meta.get("dataset")
+    if dataset != "tensors" and isinstance(trained_on, str) and trained_on != dataset:
+        raise ValueError(f"model: expected a model of {dataset}, got one trained on {trained_on}")
+    classes = (meta.get("arch_kwargs") or {}).get("num_classes")
+    if isinstance(classes, int):
+        check_labels("data", y, len(y), classes)
 
 
 def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -> tuple[float, ...]:
-    """The sweep sorted and without repeats; each budget ≥ 0 (and, for L∞, within the bounds' range)."""
+    """The sweep sorted and without repeats; each budget a number ≥ 0 (and, for L∞, within the bounds' range)."""
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
+        raise TypeError(f"eps: expected a sequence of numbers, got {type(eps).__name__}")
     out = []
     span = bounds[1] - bounds[0]
     for e in eps:
-        e = float(e)
+        if isinstance(e, (bool, str, bytes)):
+            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})")
+        try:
+            e = float(e)
+        except (TypeError, ValueError):
+            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})") from None
         if math.isnan(e) or e < 0:
             raise ValueError(f"eps: expected numbers >= 0, got {e}")
         if norm == "linf" and e > span:
@@ -128,44 +163,12 @@ def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -
     return tuple(sorted(set(out)))
 
 
-def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox) -> list[str]:
-    """Registry names of the attacks (unknown names fail with suggestions); the defaults depend on the model."""
-    if attacks is None:
-        attacks = blackbox_attacks() if isinstance(net, BlackBox) else DEFAULT_ATTACKS
-    names = [get_attack(a).name for a in attacks]
-    if not names:
-        raise ValueError("attacks: expected at least one attack name")
-    return names
-
-
 def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs: list[Job],
               bounds: tuple[float, float]) -> None:
     """Check every job's attack against the model and the data before anything runs (the registry's errors)."""
     for job in jobs:
         threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=bounds)  # type: ignore[arg-type]
         get_attack(job.attack).check_inputs(net, x[:1], y[:1], threat, None)
-
-
-def open_store(out: str | Path | None, config: dict[str, Any],
-               force: bool) -> tuple[Store, tempfile.TemporaryDirectory[str] | None]:
-    """The store of ``out`` (a temporary directory if None), refused or replaced if it holds another configuration."""
-    tmp = tempfile.TemporaryDirectory(prefix="advlab-eval-") if out is None else None
-    store_dir = Path(tmp.name if tmp is not None else out)  # type: ignore[arg-type]
-    store_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(store_dir / "results.sqlite")
-    stored = store.get_config()
-    if stored is not None and stored != config:
-        store.close()
-        if not force:
-            changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-            raise ConfigMismatchError(
-                f"out: {store_dir} holds results of a different configuration (differs in "
-                f"{', '.join(changed)}); use another directory or --force to replace them"
-            )
-        (store_dir / "results.sqlite").unlink()
-        store = Store(store_dir / "results.sqlite")
-    store.set_config(config)
-    return store, tmp
 
 
 def checks_and_adaptive(run: Run, check_n: int) -> None:
@@ -184,27 +187,27 @@ def checks_and_adaptive(run: Run, check_n: int) -> None:
 
 @dataclass
 class Settings:
-    """The arguments of :func:`evaluate` (documented there)."""
+    """The arguments of :func:`evaluate` (documented there), with its defaults."""
 
     model: nn.Module | BlackBox | str
-    data: str | tuple[torch.Tensor, torch.Tensor]
-    attacks: Sequence[str] | None
-    eps: Sequence[float] | None
-    norm: str
-    n: int | None
-    batch_size: int
-    seed: int
-    out: str | Path | None
-    params: dict[str, dict[str, Any]] | None
-    bounds: tuple[float, float]
-    progress: bool
-    force: bool
-    model_name: str | None
-    data_dir: str | None
-    command: str | None
-    examples_per_job: int
-    checks: bool
-    check_n: int
+    data: str | tuple[torch.Tensor, torch.Tensor] = "mnist"
+    attacks: Sequence[str] | None = None
+    eps: Sequence[float] | None = None
+    norm: str = "linf"
+    n: int | None = None
+    batch_size: int = 500
+    seed: int = 0
+    out: str | Path | None = None
+    params: dict[str, dict[str, Any]] | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
+    progress: bool = True
+    force: bool = False
+    model_name: str | None = None
+    data_dir: str | None = None
+    command: str | None = None
+    examples_per_job: int = N_EXAMPLES
+    checks: bool = True
+    check_n: int = 200
 
 
 @dataclass
@@ -220,35 +223,76 @@ class Plan:
     checks_skipped: str | None
 
 
-def plan(s: Settings) -> Plan:
-    """Validate the settings and plan the jobs (nothing runs and nothing is written)."""
+def check_settings(s: Settings) -> None:
+    """The scalar settings' types and ranges, each a one-line error naming the argument."""
     check_choice("norm", s.norm, NORMS)
+    check_bounds("bounds", s.bounds)
     check_positive_int("batch_size", s.batch_size)
+    check_positive_int("check_n", s.check_n)
+    for name, low in (("seed", 0), ("examples_per_job", 0)):
+        value = getattr(s, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    for name in ("progress", "force", "checks"):
+        if not isinstance(getattr(s, name), bool):
+            raise TypeError(f"{name}: expected True or False, got {getattr(s, name)!r}")
+    for name, kinds in (("model_name", str), ("command", str), ("out", (str, os.PathLike)),
+                        ("data_dir", (str, os.PathLike))):
+        value = getattr(s, name)
+        if value is not None and not isinstance(value, kinds):
+            raise TypeError(f"{name}: expected a {'path' if name in ('out', 'data_dir') else 'string'} or None, "
+                            f"got {type(value).__name__}")
+
+
+def plan(s: Settings) -> Plan:
+    """Validate every setting and plan the jobs: nothing runs and nothing is written.
+
+    The model and the data are read, checked against each other and fingerprinted; every attack
+    parameter is bound against its attack's signature, so a misspelt one fails before the store exists.
+    """
+    check_settings(s)
+    bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
-    x, y, dataset = resolve_data(s.data, s.data_dir, s.n)
-    sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], s.bounds)
+    x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds)
+    check_compatible(net, dataset, y)
+    sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], bounds)
     attacks = choose_attacks(s.attacks, net)
-    params = {k: dict(v) for k, v in (s.params or {}).items()}
-    for k in params:
-        get_attack(k)
-    jobs = plan_jobs(attacks, s.norm, sweep)
-    preflight(net, x, y, jobs, s.bounds)
     blackbox = isinstance(net, BlackBox)
+    checks = s.checks and s.norm in CHECK_NORMS and not blackbox
+    jobs = plan_jobs(attacks, s.norm, sweep)
+    params = bind_params(s.params, jobs, plan_jobs([ADAPTIVE], s.norm, sweep) if checks else [])
+    preflight(net, x, y, jobs, bounds)
     config: dict[str, Any] = {
         "model": s.model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": s.batch_size,
-        "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(s.bounds),
-        "params": params, "checks": bool(s.checks) and s.norm in CHECK_NORMS and not blackbox,
+        "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(bounds),
+        "params": params, "checks": checks,
         # the parameters each attack actually runs with, so a change of advlab's defaults is noticed
         "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
+        # what was evaluated, by content: other weights behind the same path, or other data, are noticed
+        "model_fingerprint": model_fingerprint(net), "data_fingerprint": data_fingerprint(x, y, s.data_dir),
     }
     skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
     return Plan(net, x, y, params, config, jobs, skipped)
 
 
-def execute(s: Settings) -> Evaluation:
-    """Plan, open (or refuse, or replace) the store, run the jobs and the checks, aggregate the rows."""
-    p = plan(s)
-    store, tmp = open_store(s.out, p.config, s.force)
+def run_plan(p: Plan, s: Settings) -> Evaluation:
+    """Lock ``s.out``, open (or refuse, or replace) its store, run the jobs and the checks, aggregate the rows.
+
+    The store lives in a temporary directory when ``s.out`` is None. The lock is taken before the
+    store is opened, so ``force`` never replaces a store another process is writing.
+    """
+    if s.out is None:
+        with tempfile.TemporaryDirectory(prefix="advlab-eval-") as tmp:
+            return _run_in(p, s, Path(tmp), keep=False)
+    with locked_directory(s.out, arg="out", command=s.command or "advlab.evaluate()") as out:
+        return _run_in(p, s, out, keep=True)
+
+
+def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
+    store = open_store(directory, p.config, s.force)
+    if store.replaced:  # (a new store removes nothing: files already there are not known to be advlab's)
+        for name in DERIVED:
+            (directory / name).unlink(missing_ok=True)
     try:
         env = environment()
         store.set_meta("environment", env)
@@ -259,13 +303,15 @@ def execute(s: Settings) -> Evaluation:
         run.jobs(p.jobs)
         if run.config["checks"]:
             checks_and_adaptive(run, s.check_n)
-        ev = Evaluation(compute_rows(store, run.config), run.config, None if tmp else store.path, env,
-                        store.get_meta("checks") or [], store.get_meta("checks_skipped"))
+        return Evaluation(compute_rows(store, run.config), run.config, store.path if keep else None, env,
+                          store.get_meta("checks") or [], store.get_meta("checks_skipped"))
     finally:
         store.close()
-        if tmp is not None:
-            tmp.cleanup()
-    return ev
+
+
+def execute(s: Settings) -> Evaluation:
+    """Plan (validating everything), then run the plan."""
+    return run_plan(plan(s), s)
 
 
 def evaluate(
@@ -282,19 +328,22 @@ def evaluate(
         model: A torch model (logits), a pretrained name / checkpoint path, or a
             :class:`~advlab.models.blackbox.BlackBox` that returns scores (white-box attacks then fail).
         data: A dataset name (its test split is used) or a tuple ``(x, y)``.
-        attacks: Registered attack names (default :data:`DEFAULT_ATTACKS`; for a BlackBox, every
-            attack that needs no gradient: noise, semantic, square, hopskipjump).
+        attacks: Registered attack names, each run once in the order first given (default
+            :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient: noise,
+            semantic, square, hopskipjump).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
         norm: The threat model's norm. An attack that does not support it runs at its own first
             norm with that norm's default sweep (e.g. CW at L2), in rows of its own.
         n: Evaluate the first ``n`` examples (default: all).
         batch_size: Examples per batch; the store records each finished batch.
         seed: The evaluation seed; each batch's generator is derived from (seed, attack, ε, batch).
-        out: Directory for ``results.sqlite`` (resumable); None keeps the store in a temp dir.
+        out: Directory for ``results.sqlite`` (resumable); None keeps the store in a temp dir. It
+            is locked while the evaluation writes it: another process writing it is refused.
         params: Per-attack parameters overriding :data:`DEFAULT_PARAMS`.
         bounds: Input bounds of the threat model.
         progress: Show a progress bar.
-        force: Overwrite a store that holds a different configuration.
+        force: Replace a store that is corrupt or holds results of a different configuration
+            (never one another process is writing).
         model_name: Name recorded in the rows (default: the name/path given or the class name).
         data_dir: Directory of IDX files for MNIST (default: the offline copy).
         command: The command line, recorded with the results.
@@ -307,7 +356,15 @@ def evaluate(
         check_n: Subset size of the checks.
 
     Returns:
-        An :class:`Evaluation` with one row per (attack, ε) and a ``worst-case`` row per ε.
+        An :class:`Evaluation` with one row per (attack, ε) and a ``worst-case`` row per ε. Its
+        ``config`` holds content fingerprints of the model (class and weights digest; a BlackBox's
+        name and meta) and of the data (a digest of the evaluated images and labels, and ``data_dir``).
+
+    Raises:
+        ValueError, TypeError: A bad argument, parameter, ε, model or data, before anything is written.
+        ConfigMismatchError: ``out`` holds finished results of another configuration, model or data.
+        OutputLocked: Another process is writing ``out``.
+        StoreCorrupt: ``out/results.sqlite`` is corrupt and ``force`` is False.
 
     Example:
         >>> import advlab
@@ -319,4 +376,5 @@ def evaluate(
                             force, model_name, data_dir, command, examples_per_job, checks, check_n))
 
 
-__all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate"]
+__all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate", "plan",
+           "run_plan"]

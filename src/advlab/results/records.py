@@ -1,15 +1,22 @@
-"""The records an evaluation produces: table rows, the environment, the transfer matrix."""
+"""The records an evaluation produces: table rows, the environment, fingerprints, the transfer matrix."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from advlab._version import __version__
+from advlab.models.blackbox import BlackBox
+from advlab.models.checkpoint import tensor_digest
+
+DIGEST_ROWS = 1024  # rows of x hashed at a time: the data is never copied whole to be fingerprinted
 
 CONTRACT_KEYS = (
     "attack", "dataset", "model", "norm", "eps", "n", "acc1_adv", "acc5_adv", "acc1_clean", "acc5_clean",
@@ -56,6 +63,46 @@ def environment() -> dict[str, Any]:
     }
 
 
+def model_fingerprint(model: nn.Module | BlackBox) -> dict[str, Any]:
+    """What identifies a model's content, not its name: the weights for a network, the name and meta of a black box.
+
+    A network is its class (module and qualified name) and a SHA-256 of its ``state_dict``
+    tensors (:func:`~advlab.models.checkpoint.tensor_digest`). A :class:`BlackBox` has no weights to
+    read: its name and a SHA-256 of its ``meta`` stand for it.
+
+    Args:
+        model: The model as evaluated (after loading, wrapping behind a defense).
+
+    Returns:
+        ``{"class", "weights"}`` for a network, ``{"class": "BlackBox", "name", "meta"}`` for a black box.
+    """
+    if isinstance(model, BlackBox):
+        meta = json.dumps(model.meta, sort_keys=True, default=repr)
+        return {"class": "BlackBox", "name": str(model.name), "meta": hashlib.sha256(meta.encode()).hexdigest()}
+    cls = type(model)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "weights": tensor_digest(model)}
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor, data_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """A SHA-256 over the evaluated images and labels (dtype, shape, bytes), hashed in chunks, and the data directory.
+
+    Args:
+        x: The evaluated images.
+        y: Their labels.
+        data_dir: The data directory as given (None: the offline copy), recorded beside the digest.
+
+    Returns:
+        ``{"digest": hex SHA-256, "data_dir": str or None}``.
+    """
+    h = hashlib.sha256()
+    for t in (x, y):
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        for start in range(0, len(t), DIGEST_ROWS):
+            chunk = t[start:start + DIGEST_ROWS].detach().cpu().contiguous().reshape(-1)
+            h.update(chunk.view(torch.uint8).numpy().tobytes())
+    return {"digest": h.hexdigest(), "data_dir": None if data_dir is None else os.fspath(data_dir)}
+
+
 @dataclass
 class TransferRecord:
     """Transfer success of adversarial examples from each source (rows) to each target (columns).
@@ -84,4 +131,5 @@ class TransferRecord:
         return json.dumps(asdict(self), indent=2)
 
 
-__all__ = ["CONTRACT_KEYS", "Row", "TransferRecord", "environment"]
+__all__ = ["CONTRACT_KEYS", "DIGEST_ROWS", "Row", "TransferRecord", "data_fingerprint", "environment",
+           "model_fingerprint"]

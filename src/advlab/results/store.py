@@ -4,6 +4,12 @@ One transaction per finished batch holds every per-example outcome of that batch
 time, so a run killed at any moment (SIGKILL included) loses at most the batch in flight, and a
 re-run reads finished batches back instead of recomputing them. The report is rendered from the
 store alone.
+
+:func:`open_store` is how an evaluation opens its directory's store: a store that is not a
+database (or fails SQLite's quick check) is reported in one line, and a store whose configuration
+differs from the run's — names, parameters, or the content fingerprints of the model and the data
+— is refused with a message naming what changed, unless it holds no finished batch (then nothing
+is lost by starting it afresh) or ``force`` replaces it.
 """
 
 from __future__ import annotations
@@ -32,22 +38,77 @@ CREATE TABLE IF NOT EXISTS examples (
     job TEXT, idx INTEGER, shape TEXT, x BLOB, x_adv BLOB, PRIMARY KEY (job, idx)
 );
 """
+STORE_NAME = "results.sqlite"
+TABLES = ("config", "clean", "batches", "outcomes", "examples")
+FINGERPRINTS = ("model_fingerprint", "data_fingerprint")  # configuration keys compared by content digest
+
+
+class StoreError(ValueError):
+    """A results store cannot be opened."""
+
+
+class StoreCorrupt(StoreError):
+    """A results store that is not a SQLite database, or fails its quick check (``reason`` says how)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConfigMismatchError(ValueError):
+    """The output directory holds results of a different configuration (or another model, or other data)."""
+
+
+def _is_corruption(e: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the file is damaged (not locked, not unreadable)."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or not isinstance(e, sqlite3.OperationalError)
 
 
 class Store:
-    """A SQLite results store at ``path`` (created if missing)."""
+    """A SQLite results store at ``path`` (created if missing).
+
+    Raises:
+        StoreCorrupt: ``path`` exists and is not a SQLite database, or fails ``PRAGMA quick_check``.
+        StoreError: ``path`` cannot be opened (a directory, no permission).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        self.replaced = False  # set by open_store: an earlier store's contents were discarded
+        existing = self.path.is_file() and self.path.stat().st_size > 0
+        try:
+            self.db = sqlite3.connect(self.path)
+        except sqlite3.Error as e:
+            raise StoreError(f"store: cannot open {self.path} ({e})") from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            found = self.db.execute("PRAGMA quick_check").fetchone()[0] if existing else "ok"
+            if found != "ok":
+                raise sqlite3.DatabaseError(f"quick check: {' '.join(str(found).split())[:120]}")
+            self.db.executescript(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            reason = " ".join(str(e).split())
+            if _is_corruption(e):
+                raise StoreCorrupt(f"store: {self.path} is corrupt ({reason})", reason) from None
+            raise StoreError(f"store: cannot open {self.path} ({reason})") from None
 
     def close(self) -> None:
         """Close the connection."""
         self.db.close()
+
+    def has_results(self) -> bool:
+        """Whether any batch of any job has finished (what starting afresh would lose)."""
+        return self.db.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None
+
+    def reset(self) -> None:
+        """Remove everything the store holds, configuration included (one transaction)."""
+        with self.db:
+            for table in TABLES:
+                self.db.execute(f"DELETE FROM {table}")  # the names are the schema's, never input
 
     # configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any] | None:
@@ -149,4 +210,128 @@ class Store:
         return out
 
 
-__all__ = ["SCHEMA", "Store"]
+def remove_store(path: str | Path) -> None:
+    """Delete a store file with its write-ahead log and shared-memory index (a stale log must not meet a new file)."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
+def config_changes(stored: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The configuration keys whose values differ; the data counts as the same when its digest is.
+
+    The data directory is recorded beside the data's digest, but the same bytes read from another
+    directory give the same numbers, so a moved copy of the data is not a change.
+
+    Args:
+        stored: The configuration in the store.
+        config: The configuration of the run about to start.
+
+    Returns:
+        The differing keys, sorted.
+    """
+    changed = []
+    for key in sorted(set(stored) | set(config)):
+        old, new = stored.get(key), config.get(key)
+        if key == "data_fingerprint" and isinstance(old, dict) and isinstance(new, dict):
+            old, new = old.get("digest"), new.get("digest")
+        if old != new:
+            changed.append(key)
+    return changed
+
+
+def _short(digest: Any) -> str:
+    return f"{str(digest)[:8]}…" if digest else "none recorded"
+
+
+def _model_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """How the model changed, e.g. ``weights digest 3fa2c0de… → 9c01aa17…``."""
+    if old.get("class") != new.get("class"):
+        return f"class {old.get('class')} → {new.get('class')}"
+    if old.get("name") != new.get("name"):
+        return f"black box {old.get('name')} → {new.get('name')}"
+    key = "weights" if "weights" in new else "meta"
+    return f"{key} digest {_short(old.get(key))} → {_short(new.get(key))}"
+
+
+def _data_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """How the data changed, e.g. ``data digest 3fa2c0de… → 9c01aa17…, data_dir 'a' → 'b'``."""
+    text = f"data digest {_short(old.get('digest'))} → {_short(new.get('digest'))}"
+    if old.get("data_dir") != new.get("data_dir"):
+        text += f", data_dir {old.get('data_dir')!r} → {new.get('data_dir')!r}"
+    return text
+
+
+def mismatch_message(where: str, stored: dict[str, Any], config: dict[str, Any], changed: list[str]) -> str:
+    """One line naming what changed: another model, other data, or the configuration keys that differ.
+
+    Args:
+        where: The start of the message (``"out: runs/x"``).
+        stored: The configuration in the store.
+        config: The configuration of the run about to start.
+        changed: The keys that differ (:func:`config_changes`).
+
+    Returns:
+        E.g. ``out: runs/x holds results of another model (weights digest 3fa2c0de… → 9c01aa17…); use
+        another directory or --force to replace them``.
+    """
+    parts = []
+    unrecorded = [k.split("_")[0] for k in FINGERPRINTS if k in changed and not isinstance(stored.get(k), dict)]
+    if unrecorded:  # written before advlab fingerprinted what it evaluated: it cannot be checked
+        parts.append(f"a run without {' and '.join(unrecorded)} fingerprints (an older advlab; what it evaluated "
+                     "cannot be checked)")
+    old_model, old_data = stored.get("model_fingerprint"), stored.get("data_fingerprint")
+    if "model_fingerprint" in changed and isinstance(old_model, dict):
+        parts.append(f"another model ({_model_change(old_model, config['model_fingerprint'])})")
+    if "data_fingerprint" in changed and isinstance(old_data, dict):
+        parts.append(f"other data ({_data_change(old_data, config['data_fingerprint'])})")
+    rest = [k for k in changed if k not in FINGERPRINTS]
+    if rest:
+        parts.append(f"a different configuration (differs in {', '.join(rest)})")
+    return f"{where} holds results of {' and '.join(parts)}; use another directory or --force to replace them"
+
+
+def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, arg: str = "out") -> Store:
+    """The store of ``directory`` for a run of ``config``: refused, started afresh or replaced as needed.
+
+    The caller holds the directory's lock, so no other process is using the store. The store's
+    ``replaced`` is True when an earlier store's contents were discarded (corrupt, forced, or reset).
+
+    Args:
+        directory: The output directory (it exists).
+        config: The run's configuration, content fingerprints included.
+        force: Replace a store that is corrupt or holds finished results of another configuration.
+        arg: The argument that named the directory, for error messages.
+
+    Raises:
+        StoreCorrupt: The store is corrupt and ``force`` is False.
+        ConfigMismatchError: The store holds finished results of another configuration and ``force`` is False.
+    """
+    path = Path(directory) / STORE_NAME
+    replaced = False
+    try:
+        store = Store(path)
+    except StoreCorrupt as e:
+        if not force:
+            raise StoreCorrupt(f"{arg}: {path} is corrupt ({e.reason}); use --force to replace it", e.reason) from None
+        remove_store(path)
+        store, replaced = Store(path), True
+    stored = store.get_config()
+    changed = config_changes(stored, config) if stored is not None else []
+    if changed and store.has_results():
+        store.close()
+        if not force:
+            raise ConfigMismatchError(mismatch_message(f"{arg}: {directory}", stored or {}, config, changed))
+        remove_store(path)
+        store = Store(path)
+    elif changed:
+        store.reset()  # nothing finished under the old configuration: nothing to lose
+    store.replaced = replaced or bool(changed)
+    store.set_config(config)
+    return store
+
+
+__all__ = [
+    "FINGERPRINTS", "SCHEMA", "STORE_NAME", "TABLES", "ConfigMismatchError", "Store", "StoreCorrupt", "StoreError",
+    "config_changes", "mismatch_message", "open_store", "remove_store",
+]
