@@ -11,7 +11,7 @@ from advlab.attacks.gradient import steepest_step
 
 def linear_binary(w, b):
     """Two-class linear model with logits (0, w·x + b): class 1 iff w·x + b > 0."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 2))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 2)).eval()
     with torch.no_grad():
         model[1].weight.copy_(torch.stack([torch.zeros_like(w.flatten()), w.flatten()]))
         model[1].bias.copy_(torch.tensor([0.0, b]))
@@ -81,7 +81,7 @@ def test_cw_finds_near_minimal_l2_on_linear_model():
 
 def test_semantic_is_the_negative_image():
     x = torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(0))
-    model = nn.Sequential(nn.Flatten(), nn.Linear(25, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(25, 10)).eval()
     res = get_attack("semantic")(model, x, torch.zeros(3, dtype=torch.long), ThreatModel("linf", 0.1))
     assert torch.equal(res.x_adv, 1.0 - x)
     res = get_attack("semantic")(model, x * 2 - 1, torch.zeros(3, dtype=torch.long),
@@ -91,7 +91,7 @@ def test_semantic_is_the_negative_image():
 
 def test_noise_has_the_requested_scale():
     x = torch.full((4, 1, 28, 28), 0.5)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
     res = get_attack("noise")(model, x, torch.zeros(4, dtype=torch.long), ThreatModel("linf", 10.0),
                               sigma=0.1, generator=torch.Generator().manual_seed(0))
     d = res.x_adv - x
@@ -129,7 +129,7 @@ def test_early_stop_keeps_robust_accuracy(digits_mlp, digits):
 
 
 def test_bim_has_no_random_start():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
     x = torch.full((2, 1, 2, 2), 0.5)
     y = torch.tensor([0, 1])
     a = get_attack("bim")(model, x, y, ThreatModel("linf", 0.1), generator=torch.Generator().manual_seed(0))

@@ -198,7 +198,7 @@ CLI_CASES = [
     # --out that cannot be one
     ("out-is-a-file-attack", f"{ATTACK} --out {{file}}", ["--out: expected a directory", "which is a file"]),
     ("out-inside-a-file-attack", f"{ATTACK} --out {{file}}/sub", ["--out", "which is a file"]),
-    ("out-is-a-file-evaluate", f"{EVAL} --out {{file}}", ["a-file.txt", "a file of that name exists"]),
+    ("out-is-a-file-evaluate", f"{EVAL} --out {{file}}", ["a-file.txt", "which is a file"]),
     ("out-is-a-file-transfer", f"{TRANSFER} --out {{file}}", ["--out: expected a directory"]),
     ("checkpoint-out-is-a-directory", f"{TRAIN} --out {{prev}}", ["--out: expected a file path", "directory"]),
     # counts, budgets, parameters
@@ -297,11 +297,12 @@ def test_catalogue_is_broad():
 
 
 def test_digits_model_on_mnist_in_evaluate_is_one_line(capsys, files):
-    # evaluate loads the model and the data itself; the CLI names what failed.
+    # evaluate checks the model's recorded dataset against the data before anything is written
     code, out, err = run_cli(capsys, ["evaluate", "--model", str(files["digits"]), "--dataset", "mnist",
                                       "--attacks", "fgsm", "--n", "5", "--no-progress", "--out",
                                       str(files["tmp"] / "run")])
-    one_line_error(code, out, err, "the model failed on its input", "check --model, --dataset")
+    one_line_error(code, out, err, "model: expected a model of mnist, got one trained on digits")
+    assert not (files["tmp"] / "run" / "results.sqlite").exists()
 
 
 @pytest.fixture

@@ -68,9 +68,15 @@ def check_counts(args: argparse.Namespace) -> None:
 
 
 def one_line(text: str) -> str:
-    """``text`` with its whitespace runs (newlines included) collapsed, cut to a readable length."""
+    """``text`` with its whitespace runs (newlines included) collapsed, cut to a readable length.
+
+    A long message loses its middle, not its end: the end usually says what to do.
+    """
     flat = " ".join(text.split())
-    return flat if len(flat) <= _MAX_MESSAGE else flat[: _MAX_MESSAGE - 1] + "…"
+    if len(flat) <= _MAX_MESSAGE:
+        return flat
+    half = (_MAX_MESSAGE - 3) // 2
+    return flat[:half] + " … " + flat[-half:]
 
 
 def _frames(tb: TracebackType | None) -> list[tuple[str, str, str]]:

@@ -33,7 +33,7 @@ from advlab.data import load_dataset
 from advlab.evaluation.checks import run_checks
 from advlab.evaluation.defaults import ADAPTIVE, N_EXAMPLES, attack_params, bind_params, choose_attacks
 from advlab.evaluation.run import Run
-from advlab.models import load_model
+from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
 from advlab.report.tables import format_table
@@ -181,8 +181,10 @@ def checks_and_adaptive(run: Run, check_n: int) -> None:
         results = [{**r.as_dict(), "message": r.message} for r in found]
         store.set_meta("checks", results)
     if any(r["fired"] for r in results) and ADAPTIVE not in config["attacks"]:
+        jobs = plan_jobs([ADAPTIVE], config["norm"], config["eps"])
         store.set_meta("adaptive", [ADAPTIVE])
-        run.jobs(plan_jobs([ADAPTIVE], config["norm"], config["eps"]))
+        store.set_meta("adaptive_params", {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
+        run.jobs(jobs)
 
 
 @dataclass
@@ -255,6 +257,7 @@ def plan(s: Settings) -> Plan:
     net, default_name = resolve_model(s.model)
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds)
     check_compatible(net, dataset, y)
+    check_input_shape(net, x, source=dataset)
     sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], bounds)
     attacks = choose_attacks(s.attacks, net)
     blackbox = isinstance(net, BlackBox)

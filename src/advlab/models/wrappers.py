@@ -232,6 +232,9 @@ class Defended(nn.Module):
         model: The classifier (takes the transform's output).
         transform: The preprocessing.
 
+    The wrapper takes the classifier's mode (eval for a loaded model), so wrapping an eval-mode
+    classifier gives an eval-mode model.
+
     Attributes:
         randomized: Whether a forward pass is random (EOT applies).
         differentiable: Whether the forward pass has a useful gradient (BPDA applies if not).
@@ -248,6 +251,7 @@ class Defended(nn.Module):
         self.differentiable = transform.differentiable
         self.advlab_meta = dict(getattr(model, "advlab_meta", {}))
         self.defense_spec = transform.spec
+        self.train(model.training)  # the wrapper is in its classifier's mode (a new module would be in training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out: torch.Tensor = self.model(self.transform(x))

@@ -112,6 +112,8 @@ def read_report(directory: Path) -> Report:
         config = store.get_config()
         if config is None:
             raise ValueError(f"report: {path} holds no evaluation")
+        # the parameters of the adaptive attack a check added, recorded when it ran
+        config["effective_params"] = {**config.get("effective_params", {}), **(store.get_meta("adaptive_params") or {})}
         rows = compute_rows(store, config)
         report = Report(config, rows, store.get_meta("environment") or {}, store.get_meta("command"),
                         store.get_meta("checks") or [], store.get_meta("checks_skipped"),
