@@ -108,3 +108,30 @@ def test_half_indices_split_into_two_fixed_disjoint_halves():
     assert torch.equal(a, half_indices(1001, "a"))
     with pytest.raises(ValueError, match=r"half: expected one of 'a', 'b', got 'c'"):
         half_indices(10, "c")
+
+
+class _Hostile:
+    """Unpickling this would call os.system: the allow-list must refuse it before anything runs."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/advlab-pwned-by-pickle",))
+
+
+def test_the_mnist_unpickler_refuses_anything_but_arrays(tmp_path):
+    import io
+    import os
+    import pickle
+
+    from advlab.data.mnist import _ArraysOnly
+
+    marker = "/tmp/advlab-pwned-by-pickle"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    payload = pickle.dumps((np.zeros((2, 3), np.float32), _Hostile()))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system"):
+        _ArraysOnly(io.BytesIO(payload), encoding="latin1").load()
+    assert not os.path.exists(marker)
+    arrays = _ArraysOnly(io.BytesIO(pickle.dumps([np.arange(4, dtype=np.float32)])), encoding="latin1").load()
+    assert arrays[0].tolist() == [0.0, 1.0, 2.0, 3.0]

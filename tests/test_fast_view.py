@@ -117,7 +117,7 @@ def test_a_model_in_training_mode_is_viewed_through_an_eval_mode_copy():
     assert next(p for p in view.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(view(x), advlab.load_model("lenet-mnist")(x), rtol=1e-4, atol=1e-4)
-    randomized = Defended(advlab.load_model("lenet-mnist"), RandomResizePad(24, seed=0))  # in training mode
+    randomized = Defended(advlab.load_model("lenet-mnist"), RandomResizePad(24, seed=0)).train()  # training mode
     with pytest.warns(ModelInTrainingMode, match="Defended is in training mode"):
         view = fast_view(randomized, x[:2])
     assert view is not randomized and view.randomized and not view.training and randomized.training

@@ -162,7 +162,7 @@ def fgsm(
     Example:
         >>> import torch, advlab
         >>> from advlab.attacks import fgsm
-        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
         >>> x, y = torch.full((3, 1, 2, 2), 0.5), torch.tensor([0, 1, 0])
         >>> r = fgsm(model, x, y, advlab.ThreatModel("linf", 0.1))
         >>> bool(((r.x_adv - x).abs() <= 0.1 + 1e-6).all())
