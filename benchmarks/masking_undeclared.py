@@ -75,7 +75,7 @@ def run(label: str, model: torch.nn.Module, args: argparse.Namespace) -> dict[st
         record.update(summarise(ev))
     except Exception as exc:  # a crash is a result here: the issue forbids it
         record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc(limit=-3)
+        record["traceback"] = traceback.format_exc(limit=-8)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps({k: v for k, v in record.items() if k != "traceback"}), flush=True)
     return record
