@@ -41,6 +41,8 @@ def threat_for(info, norm=None, targeted=False, bounded=None):
 
 
 def run(info, model, x, y, threat, seed=0, **kw):
+    if info.kind == "transfer":
+        kw.setdefault("surrogate", model)  # the target as its own surrogate: the strongest transfer
     return info(model, x, y, threat, generator=torch.Generator().manual_seed(seed), **kw)
 
 

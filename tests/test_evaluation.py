@@ -113,7 +113,7 @@ def test_resume_after_a_crash_loses_nothing_and_recomputes_nothing(tmp_path, dig
     counted = {"n": 0}
 
     def counting(self, *a, **kw):
-        counted["n"] += 1
+        counted["n"] += not str(a[0]).startswith("check:")  # (the checks' own attacks are stored once, too)
         real(self, *a, **kw)
 
     monkeypatch.setattr(Store, "put_batch", counting)

@@ -186,7 +186,8 @@ def test_evaluate_marks_masked_rows_and_reports_the_strongest(digits, digits_mlp
     worst = next(r for r in ev.rows if r.attack == "worst-case" and r.eps == EPS)
     assert worst.strongest == "pgd-adaptive"
     adaptive = next(r for r in ev.rows if r.attack == "pgd-adaptive" and r.eps == EPS)
-    assert worst.acc1_adv == adaptive.acc1_adv < pgd_top.acc1_adv
+    # the worst case is the worst of everything, the checks' own attacks on their subset included
+    assert worst.acc1_adv <= adaptive.acc1_adv < pgd_top.acc1_adv
     assert "⚠ GM06" in ev.to_markdown()
     assert any(c["code"] == "GM06" and c["fired"] for c in ev.checks)
 

@@ -9,6 +9,7 @@ in the import list below.
 """
 
 from advlab.attacks.adaptive import eot_bpda, pgd_adaptive
+from advlab.attacks.autobpda import auto_bpda, pgd_bpda
 from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
@@ -33,6 +34,7 @@ from advlab.attacks.registry import (
     list_attacks,
     register_attack,
 )
+from advlab.attacks.surrogate import transfer
 from advlab.attacks.targets import choose_targets
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "apgd",
     "apgd_ensemble",
     "apgd_t",
+    "auto_bpda",
     "bim",
     "choose_targets",
     "cw",
@@ -63,7 +66,9 @@ __all__ = [
     "noise",
     "pgd",
     "pgd_adaptive",
+    "pgd_bpda",
     "register_attack",
     "semantic",
     "square",
+    "transfer",
 ]

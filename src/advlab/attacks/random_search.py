@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import torch
 
-from advlab._checks import Fraction, Range
+from advlab._checks import Fraction, PositiveInt, Range
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.models.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
@@ -205,6 +205,7 @@ def square(
     generator: torch.Generator | None = None,
     max_queries: Annotated[int, Range(2)] = 5000,
     p_init: Fraction | None = None,
+    restarts: PositiveInt = 1,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates at the ε-ball's surface.
 
@@ -224,6 +225,8 @@ def square(
         generator: Source of randomness (drawn on the CPU).
         max_queries: Per-example query budget (≥ 2).
         p_init: Initial fraction of pixels changed by a square (default 0.05 for L∞, 0.1 for L2).
+        restarts: Runs from a new initialisation on the examples still not fooled, each with
+            ``max_queries`` queries (AutoAttack's ``n_restarts``); the queries add up.
 
     Returns:
         ``AttackResult`` with the best point found per example and its query count.
@@ -234,10 +237,23 @@ def square(
         p_init = 0.05 if threat.norm == "linf" else 0.1
     x = x.detach()
     y, target = y.to(x.device), None if target is None else target.to(x.device)
-    session: QuerySession = as_blackbox(model).session(x.shape[0], max_queries)
-    best, margin = _start(session, x, y, target, threat, generator)
-    _search(session, x, y, target, threat, best, margin, p_init, max_queries, generator)
-    return AttackResult(best, (margin < 0).cpu(), session.queries.clone())
+    box = as_blackbox(model)
+    best, success = x.clone(), torch.zeros(len(x), dtype=torch.bool)
+    queries = torch.zeros(len(x), dtype=torch.int64)
+    for r in range(restarts):
+        todo = (~success).nonzero().squeeze(1)
+        if len(todo) == 0:
+            break
+        session: QuerySession = box.session(len(todo), max_queries)
+        xs, ys, ts = x[todo.to(x.device)], y[todo.to(x.device)], _sub(target, todo.to(x.device))
+        found, margin = _start(session, xs, ys, ts, threat, generator)
+        _search(session, xs, ys, ts, threat, found, margin, p_init, max_queries, generator)
+        queries[todo] += session.queries.to(torch.int64)
+        better = (margin < 0).cpu()
+        keep = torch.ones_like(better) if r == 0 else better  # a later restart's point replaces only a success
+        best[todo[keep].to(x.device)] = found[keep.to(x.device)]
+        success[todo[better]] = True
+    return AttackResult(best, success, queries)
 
 
 def _start(session: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,

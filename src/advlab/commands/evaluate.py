@@ -23,7 +23,7 @@ from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags), and the type each must have.
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params", "defense", "checks", "baseline")
+               "threads", "params", "defense", "checks", "baseline", "ensemble")
 STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline")
 INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
@@ -49,9 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "jpeg:75, median:3, gaussian:1")
     p.add_argument("--checks", default=None, action=argparse.BooleanOptionalAction,
                    help="gradient-masking checks and the adaptive attack when one fires (default on)")
+    p.add_argument("--ensemble", default=None, action=argparse.BooleanOptionalAction,
+                   help="the APGD ensemble at standard budgets at the largest eps when the model looks robust "
+                        "(worst case > 0.05; default: on with the default attacks)")
     p.add_argument("--baseline", default=None,
                    help="also evaluate this model (e.g. the undefended lenet-mnist) with the same settings and show "
-                        "its rows next to the model's")
+                        "its rows next to the model's (it is also the escalation's transfer surrogate)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -73,7 +76,7 @@ def check_value(name: str, key: str, value: Any) -> None:
     elif key in INT_MINIMA:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= INT_MINIMA[key]
         expected = f"an integer >= {INT_MINIMA[key]}"
-    elif key == "checks":
+    elif key in ("checks", "ensemble"):
         ok, expected = isinstance(value, bool), "true or false"
     elif key == "attacks":
         ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(a, str) for a in value))
@@ -125,7 +128,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": list(DEFAULT_ATTACKS), "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
-                           "defense": None, "checks": True, "baseline": None}
+                           "defense": None, "checks": True, "baseline": None, "ensemble": None}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -152,8 +155,10 @@ def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str) -> lis
         "data": cfg["dataset"], "attacks": cfg["attacks"], "eps": cfg["eps"], "norm": cfg["norm"], "n": cfg["n"],
         "batch_size": cfg["batch_size"], "seed": cfg["seed"], "params": cfg["params"], "progress": progress,
         "force": force, "data_dir": cfg["data_dir"], "command": command, "checks": bool(cfg["checks"]),
+        "ensemble": cfg["ensemble"],
     }
-    settings = [Settings(model, out=cfg["out"], model_name=name, **common)]
+    surrogate = str(cfg["baseline"]) if cfg["baseline"] else None
+    settings = [Settings(model, out=cfg["out"], model_name=name, surrogate=surrogate, **common)]
     if cfg["baseline"]:
         base = str(cfg["baseline"])
         settings.append(Settings(base, out=Path(cfg["out"]) / "baseline", model_name=base, **common))

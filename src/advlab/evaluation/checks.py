@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from advlab._deprecation import warn_renamed
 from advlab.attacks import get_attack, inference_view
+from advlab.attacks.autobpda import PROBE_N, leaves_autograd
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.threat import Norm, ThreatModel
@@ -38,6 +39,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "GM06": ("zero-or-nan-gradients", "input gradients are zero or NaN on many inputs"),
     "GM07": ("random-gradients", "input gradients differ between two identical calls (a random model)"),
     "GM08": ("loss-not-rising", "gradient steps do not raise the attack loss"),
+    "GM09": ("leaves-autograd", "the model's output is cut off from its input in autograd (no input gradient)"),
 }
 MARGIN = 0.02  # accuracy gap (absolute) that counts as "beats" (GM03, GM04, GM05)
 ZERO_GRADIENT_SHARE = 0.1  # GM06 fires when at least this share of inputs has a zero or NaN gradient
@@ -85,6 +87,18 @@ class Subset:
     threat: ThreatModel
     gen: torch.Generator
     seed: int
+    # the checks' own attacks at ε: name -> (x_adv, minimal); they count towards the worst case
+    found: dict[str, tuple[torch.Tensor, bool]] = field(default_factory=dict)
+
+
+@dataclass
+class CheckRun:
+    """Every check's result, the subset it ran on (indices into the evaluated inputs) and its attacks' x_adv."""
+
+    results: list[CheckResult]
+    idx: torch.Tensor
+    found: dict[str, tuple[torch.Tensor, bool]]
+    eps: float
 
 
 def result(code: str, fired: bool, detail: str, value: float | None = None) -> CheckResult:
@@ -129,9 +143,11 @@ def random_gradients(g1: torch.Tensor, g2: torch.Tensor) -> CheckResult:
 
 def white_box_accuracy(s: Subset) -> float:
     """The white-box reference on the subset: the lower Acc@1 of PGD and (where it applies) FGSM at ε."""
-    acc = _acc(s.model, _pgd(s.model, s.x, s.y, s.threat, s.gen), s.y)
+    s.found["check:pgd"] = (_pgd(s.model, s.x, s.y, s.threat, s.gen), False)
+    acc = _acc(s.model, s.found["check:pgd"][0], s.y)
     if s.threat.norm in get_attack("fgsm").norms:
-        acc = min(acc, _acc(s.model, get_attack("fgsm")(s.model, s.x, s.y, s.threat).x_adv, s.y))
+        s.found["check:fgsm"] = (get_attack("fgsm")(s.model, s.x, s.y, s.threat).x_adv, False)
+        acc = min(acc, _acc(s.model, s.found["check:fgsm"][0], s.y))
     return acc
 
 
@@ -156,16 +172,21 @@ def loss_not_rising(s: Subset) -> CheckResult:
 def noise_beats_gradient(s: Subset, acc_wb: float) -> CheckResult:
     """GM05: random noise in the ε-ball beats the white-box attack."""
     noise_x = get_attack("noise")(s.model, s.x, s.y, s.threat, generator=s.gen).x_adv
+    s.found["check:noise"] = (noise_x, False)
     acc = _acc(s.model, noise_x, s.y)
     return result("GM05", acc < acc_wb - MARGIN, f"noise Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
 
 
-def black_box_beats_white_box(s: Subset, acc_wb: float, max_queries: int) -> CheckResult | None:
+def black_box_beats_white_box(s: Subset, acc_wb: float | None, max_queries: int) -> CheckResult | None:
     """GM03: the Square attack (scores only) beats the white-box attack; None where Square has no such norm."""
     square = get_attack("square")
     if s.threat.norm not in square.norms:
         return None
-    acc = _acc(s.model, square(s.model, s.x, s.y, s.threat, generator=s.gen, max_queries=max_queries).x_adv, s.y)
+    s.found["check:square"] = (square(s.model, s.x, s.y, s.threat, generator=s.gen, max_queries=max_queries).x_adv,
+                               False)
+    acc = _acc(s.model, s.found["check:square"][0], s.y)
+    if acc_wb is None:
+        return None
     return result("GM03", acc < acc_wb - MARGIN,
                   f"Square ({max_queries} queries) Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
 
@@ -175,7 +196,8 @@ def transfer_beats_white_box(s: Subset, acc_wb: float) -> CheckResult | None:
     surrogate = getattr(s.model, "surrogate", None)
     if not callable(surrogate) or surrogate() is s.model:
         return None
-    acc = _acc(s.model, _pgd(surrogate(), s.x, s.y, s.threat, s.gen), s.y)
+    s.found["check:transfer"] = (_pgd(surrogate(), s.x, s.y, s.threat, s.gen), False)
+    acc = _acc(s.model, s.found["check:transfer"][0], s.y)
     return result("GM04", acc < acc_wb - MARGIN, f"transfer Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
 
 
@@ -197,10 +219,48 @@ def unbounded_attack_fails(s: Subset) -> CheckResult | None:
         return None
     df = get_attack("deepfool")(s.model, s.x, s.y, ThreatModel(s.threat.norm, math.inf, s.threat.bounds),
                                 steps=DEEPFOOL_STEPS)
+    s.found["check:deepfool"] = (df.x_adv, True)
     with torch.no_grad():
         succ = float((s.model(df.x_adv).argmax(1) != s.y).float().mean())
     return result("GM02", succ < UNBOUNDED_SUCCESS, f"DeepFool (ε = ∞, {DEEPFOOL_STEPS} steps) succeeds on {succ:.1%}",
                   succ)
+
+
+def leaves_autograd_check(s: Subset) -> CheckResult:
+    """GM09: the output is cut off from the input in autograd (numpy, Pillow, ``.detach()`` in ``forward``)."""
+    cut = leaves_autograd(s.model, s.x[:PROBE_N])
+    return result("GM09", cut, "the output does not depend on the input in autograd: white-box attacks cannot run"
+                  if cut else "the output depends on the input in autograd")
+
+
+def check_model(
+    model: Model, x: torch.Tensor, y: torch.Tensor, norm: Norm, eps: float, *,
+    bounds: tuple[float, float] = (0.0, 1.0), n: int = 200, seed: int = 0, max_queries: int = MAX_QUERIES,
+) -> CheckRun:
+    """Every check on the first ``n`` correctly classified inputs, with the subset and the checks' own x_adv.
+
+    A model whose forward leaves autograd (GM09) gets the checks that need no gradient only: its
+    noise and Square results are still measured (and count towards the worst case).
+    """
+    model = inference_view(model)
+    idx = correct_subset(model, x, y, n)
+    s = Subset(model, x[idx], y[idx], ThreatModel(norm, eps, bounds), torch.Generator().manual_seed(seed), seed)
+    if len(idx) == 0:
+        return CheckRun([], idx, {}, eps)
+    gm09 = leaves_autograd_check(s)
+    if gm09.fired:
+        noise_x = get_attack("noise")(s.model, s.x, s.y, s.threat, generator=s.gen).x_adv
+        s.found["check:noise"] = (noise_x, False)
+        black_box_beats_white_box(s, None, max_queries)
+        return CheckRun([gm09], idx, s.found, eps)
+    _, g1, _ = loss_grad(model, s.x, s.y)
+    _, g2, _ = loss_grad(model, s.x, s.y)
+    results = [zero_or_nan_gradients(g1), random_gradients(g1, g2)]
+    acc_wb = white_box_accuracy(s)  # consumes the shared generator first, as every check after it does
+    results += [loss_not_rising(s), noise_beats_gradient(s, acc_wb)]
+    found = [black_box_beats_white_box(s, acc_wb, max_queries), transfer_beats_white_box(s, acc_wb),
+             large_eps_not_broken(s), unbounded_attack_fails(s), gm09]
+    return CheckRun(results + [r for r in found if r is not None], idx, s.found, eps)
 
 
 def run_checks(
@@ -225,21 +285,10 @@ def run_checks(
         square_queries: Deprecated name of ``max_queries`` (until advlab 0.3).
 
     Returns:
-        One :class:`CheckResult` per check that could run.
+        One :class:`CheckResult` per check that could run (:func:`check_model` also returns the
+        subset and the checks' adversarial examples).
     """
     if square_queries is not None:
         warn_renamed("run_checks", "square_queries", "max_queries")
         max_queries = square_queries
-    model = inference_view(model)
-    idx = correct_subset(model, x, y, n)
-    if len(idx) == 0:
-        return []
-    s = Subset(model, x[idx], y[idx], ThreatModel(norm, eps, bounds), torch.Generator().manual_seed(seed), seed)
-    _, g1, _ = loss_grad(model, s.x, s.y)
-    _, g2, _ = loss_grad(model, s.x, s.y)
-    results = [zero_or_nan_gradients(g1), random_gradients(g1, g2)]
-    acc_wb = white_box_accuracy(s)  # consumes the shared generator first, as every check after it does
-    results += [loss_not_rising(s), noise_beats_gradient(s, acc_wb)]
-    found = [black_box_beats_white_box(s, acc_wb, max_queries), transfer_beats_white_box(s, acc_wb),
-             large_eps_not_broken(s), unbounded_attack_fails(s)]
-    return results + [r for r in found if r is not None]
+    return check_model(model, x, y, norm, eps, bounds=bounds, n=n, seed=seed, max_queries=max_queries).results

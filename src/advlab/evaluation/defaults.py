@@ -29,7 +29,6 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "cw": {"steps": 100, "binary_search_steps": 5, "lr": 0.1},
     "square": {"max_queries": 1000},
     "hopskipjump": {"max_queries": 1000},
-    "apgd-ensemble": {"max_queries": 1000},
 }
 # ... and per (attack, norm): the classic 40 × 0.01 L∞ schedule of BIM/PGD (other norms: 2.5·ε/steps)
 DEFAULT_NORM_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
@@ -44,14 +43,14 @@ N_EXAMPLES = 6  # examples per job kept in the store for the report's figures
 def blackbox_attacks() -> tuple[str, ...]:
     """The default attacks of a black box: every registered attack that needs no gradient."""
     infos = [get_attack(name) for name in list_attacks()]
-    free = [a for a in infos if not a.needs_grad and not a.adaptive]
+    free = [a for a in infos if not a.needs_grad and not a.adaptive and a.kind != "transfer"]
     return tuple(a.name for a in sorted(free, key=lambda a: (KIND_ORDER.index(a.kind), a.name)))
 
 
 def attack_params(info: AttackInfo, job: Job, user: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The parameters an attack runs with in the evaluation."""
     return {**DEFAULT_PARAMS.get(info.name, {}), **DEFAULT_NORM_PARAMS.get((info.name, job.norm), {}),
-            **user.get(info.name, {})}
+            **user.get(info.name, {}), **dict(job.params)}
 
 
 def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox) -> list[str]:

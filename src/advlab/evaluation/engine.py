@@ -12,14 +12,12 @@ the data before anything is written; only then is the output directory locked an
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +25,19 @@ import torch
 from torch import nn
 
 from advlab._checks import check_bounds, check_choice, check_images, check_labels, check_positive_int
-from advlab._io import atomic_write_text, locked_directory
+from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import load_dataset
-from advlab.evaluation.checks import run_checks
-from advlab.evaluation.defaults import ADAPTIVE, N_EXAMPLES, attack_params, bind_params, choose_attacks
+from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
+from advlab.evaluation.respond import add_cost, respond, white_box_cut
+from advlab.evaluation.result import Evaluation, evaluation_meta
 from advlab.evaluation.run import Run
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
-from advlab.report.tables import format_table
-from advlab.results.aggregate import compute_rows
+from advlab.results.aggregate import compute_rows, worst_case
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
-from advlab.results.records import CONTRACT_KEYS, Row, data_fingerprint, environment, model_fingerprint
+from advlab.results.records import data_fingerprint, environment, model_fingerprint
 from advlab.results.store import ConfigMismatchError, open_store
 from advlab.threat import ThreatModel
 
@@ -49,43 +47,6 @@ CHECKS_SKIPPED_BLACKBOX = "the model is a BlackBox and the gradient-masking chec
 # Files written from a directory's store (Evaluation.save, advlab evaluate, the report): stale once
 # the store is replaced, so they are removed then rather than left beside results they do not describe.
 DERIVED = ("results.json", "results.csv", "checks.json", "config.json", "report.md", "report.html")
-
-@dataclass
-class Evaluation:
-    """The result of :func:`evaluate`: rows, configuration, checks and where the store lives."""
-
-    rows: list[Row]
-    config: dict[str, Any]
-    store_path: Path | None = None
-    environment: dict[str, Any] = field(default_factory=dict)
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    checks_skipped: str | None = None  # why the gradient-masking checks did not run (a black box)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """Rows as dicts with exactly the contract keys."""
-        return [r.as_dict() for r in self.rows]
-
-    def to_markdown(self) -> str:
-        """The robustness table as Markdown."""
-        return format_table(self.rows, markdown=True)
-
-    def __str__(self) -> str:
-        return format_table(self.rows, markdown=False)
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``results.json``, ``results.csv`` (contract keys) and ``checks.json`` into ``directory`` atomically."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        records = self.to_records()
-        atomic_write_text(d / "results.json", json.dumps(records, indent=2) + "\n")
-        buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=list(CONTRACT_KEYS))
-        w.writeheader()
-        w.writerows(records)
-        atomic_write_text(d / "results.csv", buf.getvalue())
-        if self.checks:
-            atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
-
 
 def resolve_model(model: nn.Module | BlackBox | str | os.PathLike[str]) -> tuple[nn.Module | BlackBox, str]:
     """The model to attack and its default name; a BlackBox must give scores (Acc@5 ranks them)."""
@@ -171,22 +132,6 @@ def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs:
         get_attack(job.attack).check_inputs(net, x[:1], y[:1], threat, None)
 
 
-def checks_and_adaptive(run: Run, check_n: int) -> None:
-    """The gradient-masking checks (once; stored), then the adaptive attack over the sweep if any fired."""
-    config, store = run.config, run.store
-    results = store.get_meta("checks")
-    if results is None:
-        found = run_checks(run.net, run.x, run.y, config["norm"], max(config["eps"]), bounds=run.bounds, n=check_n,
-                           seed=config["seed"])
-        results = [{**r.as_dict(), "message": r.message} for r in found]
-        store.set_meta("checks", results)
-    if any(r["fired"] for r in results) and ADAPTIVE not in config["attacks"]:
-        jobs = plan_jobs([ADAPTIVE], config["norm"], config["eps"])
-        store.set_meta("adaptive", [ADAPTIVE])
-        store.set_meta("adaptive_params", {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
-        run.jobs(jobs)
-
-
 @dataclass
 class Settings:
     """The arguments of :func:`evaluate` (documented there), with its defaults."""
@@ -210,6 +155,8 @@ class Settings:
     examples_per_job: int = N_EXAMPLES
     checks: bool = True
     check_n: int = 200
+    ensemble: bool | None = None
+    surrogate: str | None = None
 
 
 @dataclass
@@ -238,7 +185,9 @@ def check_settings(s: Settings) -> None:
     for name in ("progress", "force", "checks"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: expected True or False, got {getattr(s, name)!r}")
-    for name, kinds in (("model_name", str), ("command", str), ("out", (str, os.PathLike)),
+    if s.ensemble is not None and not isinstance(s.ensemble, bool):
+        raise TypeError(f"ensemble: expected True, False or None, got {s.ensemble!r}")
+    for name, kinds in (("model_name", str), ("command", str), ("surrogate", str), ("out", (str, os.PathLike)),
                         ("data_dir", (str, os.PathLike))):
         value = getattr(s, name)
         if value is not None and not isinstance(value, kinds):
@@ -269,6 +218,9 @@ def plan(s: Settings) -> Plan:
         "model": s.model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": s.batch_size,
         "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(bounds),
         "params": params, "checks": checks,
+        # the APGD ensemble where the model looks robust (default: with the default attacks only)
+        "ensemble": (attacks == list(DEFAULT_ATTACKS)) if s.ensemble is None else s.ensemble,
+        "surrogate": s.surrogate,
         # the parameters each attack actually runs with, so a change of advlab's defaults is noticed
         "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
         # what was evaluated, by content: other weights behind the same path, or other data, are noticed
@@ -303,11 +255,14 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
         if p.checks_skipped:
             store.set_meta("checks_skipped", p.checks_skipped)
         run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress, s.examples_per_job)
-        run.jobs(p.jobs)
-        if run.config["checks"]:
-            checks_and_adaptive(run, s.check_n)
+        jobs = white_box_cut(run, p.jobs)
+        t0 = time.perf_counter()
+        run.jobs(jobs)
+        add_cost(run, "attacks", time.perf_counter() - t0)
+        respond(run, run.config["checks"], s.check_n)
         return Evaluation(compute_rows(store, run.config), run.config, store.path if keep else None, env,
-                          store.get_meta("checks") or [], store.get_meta("checks_skipped"))
+                          store.get_meta("checks") or [], store.get_meta("checks_skipped"),
+                          worst=worst_case(store, run.config), meta=evaluation_meta(store))
     finally:
         store.close()
 
@@ -323,7 +278,8 @@ def evaluate(
     n: int | None = None, batch_size: int = 500, seed: int = 0, out: str | Path | None = None,
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
-    examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200,
+    examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
+    surrogate: str | None = None,
 ) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
@@ -340,28 +296,26 @@ def evaluate(
         n: Evaluate the first ``n`` examples (default: all).
         batch_size: Examples per batch; the store records each finished batch.
         seed: The evaluation seed; each batch's generator is derived from (seed, attack, ε, batch).
-        out: Directory for ``results.sqlite`` (resumable); None keeps the store in a temp dir. It
-            is locked while the evaluation writes it: another process writing it is refused.
+        out: Directory for ``results.sqlite`` (resumable, locked while written); None: a temp dir.
         params: Per-attack parameters overriding :data:`DEFAULT_PARAMS`.
         bounds: Input bounds of the threat model.
         progress: Show a progress bar.
-        force: Replace a store that is corrupt or holds results of a different configuration
-            (never one another process is writing).
+        force: Replace a corrupt store or one of another configuration (not one being written).
         model_name: Name recorded in the rows (default: the name/path given or the class name).
         data_dir: Directory of IDX files for MNIST (default: the offline copy).
         command: The command line, recorded with the results.
-        examples_per_job: How many (x, x_adv) pairs of each attack run the store keeps (from the
-            first batch) for the report's figures; pass ``n`` to keep every adversarial example.
-        checks: Run the gradient-masking checks (:mod:`advlab.evaluation.checks`) on ``check_n``
-            correctly classified inputs at the largest ε; if one fires, also run ``pgd-adaptive``
-            (margin loss, BPDA, EOT as the model needs) over the whole sweep and mark the rows.
-            A BlackBox has no gradients: its checks are skipped, and recorded as skipped.
+        examples_per_job: (x, x_adv) pairs of each attack the store keeps for the figures.
+        checks: Run the gradient-masking checks on ``check_n`` correctly classified inputs at the
+            largest ε; one that fires adds ``pgd-adaptive`` and the escalation (docs/warnings.md).
+            A BlackBox's checks are skipped, and recorded as skipped.
         check_n: Subset size of the checks.
+        ensemble: The APGD ensemble at the largest ε if the worst case leaves Acc@1 > 0.05 there
+            (default: with the default attacks only).
+        surrogate: The escalation's transfer surrogate (default: a shipped model of the dataset).
 
     Returns:
-        An :class:`Evaluation` with one row per (attack, ε) and a ``worst-case`` row per ε. Its
-        ``config`` holds content fingerprints of the model (class and weights digest; a BlackBox's
-        name and meta) and of the data (a digest of the evaluated images and labels, and ``data_dir``).
+        An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
+        content fingerprints of the model (weights digest; a BlackBox's name and meta) and the data.
 
     Raises:
         ValueError, TypeError: A bad argument, parameter, ε, model or data, before anything is written.
@@ -376,7 +330,8 @@ def evaluate(
         [('fgsm', 0.1, 100), ('worst-case', 0.1, 100)]
     """
     return execute(Settings(model, data, attacks, eps, norm, n, batch_size, seed, out, params, bounds, progress,
-                            force, model_name, data_dir, command, examples_per_job, checks, check_n))
+                            force, model_name, data_dir, command, examples_per_job, checks, check_n, ensemble,
+                            surrogate))
 
 
 __all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate", "plan",

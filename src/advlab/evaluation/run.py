@@ -91,20 +91,49 @@ class Run:
         t0 = time.perf_counter()
         res = info(self.net, xb, yb, threat, generator=gen, **attack_params(info, job, self.params))
         seconds = time.perf_counter() - t0
+        outcome = self.score(xb, yb, res.x_adv, res.queries)
+        examples = [(i, self.x[i].numpy(), res.x_adv[i - sl.start].detach().numpy())
+                    for i in range(sl.start, min(sl.stop, self.keep))]
+        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
+
+    def score(self, xb: torch.Tensor, yb: torch.Tensor, x_adv: torch.Tensor, queries: torch.Tensor | None
+              ) -> dict[str, list[Any]]:
+        """The per-example outcome of ``x_adv``, judged by the model's own prediction."""
         with torch.no_grad():
-            logits = self.net(res.x_adv)
+            logits = self.net(x_adv)
         pred = logits.argmax(dim=1)
-        norms = perturbation_norms(xb, res.x_adv)
-        outcome = {
+        norms = perturbation_norms(xb, x_adv)
+        return {
             "adv": (pred != yb).int().tolist(), "top1": topk_correct(logits, yb, 1).int().tolist(),
             "top5": topk_correct(logits, yb, 5).int().tolist(), "pred": pred.tolist(),
             "conf": logits.softmax(dim=1).amax(dim=1).tolist(),
             **{k: v.tolist() for k, v in norms.items()},
-            "queries": res.queries.tolist() if res.queries is not None else [None] * len(yb),
+            "queries": queries.tolist() if queries is not None else [None] * len(yb),
         }
-        examples = [(i, self.x[i].numpy(), res.x_adv[i - sl.start].detach().numpy())
-                    for i in range(sl.start, min(sl.stop, self.keep))]
-        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
+
+    def add_jobs(self, jobs: list[Job]) -> None:
+        """Record jobs the evaluation adds on its own (and the parameters they run with), then run them."""
+        added = self.store.get_meta("added") or []
+        known = {Job.from_dict(d).key for d in added}
+        params = self.store.get_meta("added_params") or {}
+        for job in jobs:
+            if job.key not in known:
+                added.append(job.as_dict())
+            ran = attack_params(get_attack(job.attack), job, self.params)
+            params[job.key] = {k: v for k, v in ran.items() if isinstance(v, (bool, int, float, str)) or v is None}
+        self.store.set_meta("added", added)
+        self.store.set_meta("added_params", params)
+        self.jobs(jobs)
+
+    def put_partial(self, name: str, idx: torch.Tensor, x_adv: torch.Tensor, eps: float, minimal: bool,
+                    seconds: float = 0.0) -> dict[str, Any]:
+        """Store an attack that ran on the examples ``idx`` only (a check's); returns its meta entry."""
+        norm = self.config["norm"]
+        key = f"{name}|{norm}|{eps!r}"
+        if not self.store.done_batches(key):
+            outcome = self.score(self.x[idx], self.y[idx], x_adv, None)
+            self.store.put_batch(key, 0, seconds, idx.tolist(), outcome, [])
+        return {"key": key, "name": name, "norm": norm, "eps": eps, "minimal": minimal}
 
 
 __all__ = ["Run"]

@@ -156,7 +156,7 @@ def norm_histogram_plot(jobs: list[tuple[Job, dict[str, torch.Tensor]]]) -> Figu
     for ax, (job, o) in zip(axes, jobs, strict=False):
         v = o[job.norm][o["adv"].bool()].double().numpy()
         _histogram(ax, v[np.isfinite(v)])
-        ax.set_title(f"{job.attack}: {norm_label(job.norm)} of successful", fontsize=8)
+        ax.set_title(f"{job.name}: {norm_label(job.norm)} of successful", fontsize=8)
         ax.set_xlabel(f"{norm_label(job.norm)} norm", fontsize=7)
         ax.tick_params(labelsize=7)
         plain_axes(ax)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
+from advlab.report.responses import responses_html, responses_markdown
 from advlab.report.settings import (
     PARAM_HEAD,
     code_spans_html,
@@ -51,6 +52,10 @@ class Report:
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file stem, caption, PNG)
     baseline: list[Row] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)  # every job of the store, the adaptive one included
+    meta: dict[str, Any] = field(default_factory=dict)  # escalation, ensemble, costs, skipped (the store's meta)
+
+
+RESPONSE_META = ("escalation", "ensemble", "costs", "skipped")
 
 
 def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job, dict[str, torch.Tensor]]]:
@@ -60,7 +65,7 @@ def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job,
     rate and norm medians; an example the model already got wrong is no success (its norm is 0).
     """
     top1 = store.clean()["top1"]
-    last = {job.attack: job for job in stored_jobs(store, config)}
+    last = {job.name: job for job in stored_jobs(store, config)}
     out = []
     for job in last.values():
         o = store.outcomes(job.key)
@@ -80,14 +85,14 @@ def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple
     clean = store.clean()
     seen = set()
     for job in stored_jobs(store, config)[::-1]:  # the largest budget of each attack
-        if job.attack in seen:
+        if job.name in seen:
             continue
-        seen.add(job.attack)
+        seen.add(job.name)
         ex = store.examples(job.key)
         if ex:
             budget = "minimal" if job.eps == math.inf else job.eps
-            label = job.attack if job.eps is None else f"{job.attack} at {budget} ({job.norm})"
-            out.append((f"triplet_{job.attack}", f"{label}: original | perturbation | adversarial",
+            label = job.name if job.eps is None else f"{job.name} at {budget} ({job.norm})"
+            out.append((f"triplet_{job.name}", f"{label}: original | perturbation | adversarial",
                         triplet_figure(ex[:4], clean, store.outcomes(job.key), label)))
     return out
 
@@ -113,11 +118,13 @@ def read_report(directory: Path) -> Report:
         if config is None:
             raise ValueError(f"report: {path} holds no evaluation")
         # the parameters of the adaptive attack a check added, recorded when it ran
-        config["effective_params"] = {**config.get("effective_params", {}), **(store.get_meta("adaptive_params") or {})}
+        config["effective_params"] = {**config.get("effective_params", {}), **(store.get_meta("adaptive_params") or {}),
+                                      **(store.get_meta("added_params") or {})}
         rows = compute_rows(store, config)
         report = Report(config, rows, store.get_meta("environment") or {}, store.get_meta("command"),
                         store.get_meta("checks") or [], store.get_meta("checks_skipped"),
-                        figures(store, config, rows), jobs=stored_jobs(store, config))
+                        figures(store, config, rows), jobs=stored_jobs(store, config),
+                        meta={k: store.get_meta(k) for k in RESPONSE_META})
     finally:
         store.close()
     base = directory / "baseline" / "results.sqlite"
@@ -130,8 +137,8 @@ def _fired_text(checks: list[dict[str, Any]]) -> str:
     fired = [c for c in checks if c["fired"]]
     if not fired:
         return f"None of the {len(checks)} checks fired."
-    return (f"{len(fired)} of {len(checks)} checks fired; the adaptive attack (pgd-adaptive) was run and the "
-            "worst-case rows name the strongest attack.")
+    return (f"{len(fired)} of {len(checks)} checks fired; the adaptive attack (pgd-adaptive, where the model has "
+            "gradients) and the escalation ran (below), and the worst-case rows name the strongest attack.")
 
 
 def checks_markdown(report: Report) -> list[str]:
@@ -172,7 +179,8 @@ def markdown(report: Report) -> str:
         *md_table(["setting", "value"], setting_rows(c, report.command)),
         "", "## Results", "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
     ]
-    md += baseline_markdown(report) + checks_markdown(report) + settings_markdown(report)
+    md += baseline_markdown(report) + checks_markdown(report) + responses_markdown(report.meta, report.rows)
+    md += settings_markdown(report)
     md += [f"## {cap}\n\n![{name}](figures/{name}.png)\n" for name, cap, _ in report.figures]
     return "\n".join(md)
 
@@ -190,8 +198,8 @@ def checks_html(report: Report) -> str:
     return (
         "<h2>Gradient-masking checks</h2><div class=\"wide\"><table id=\"checks\"><thead><tr><th>code</th>"
         f"<th>check</th><th>fired</th><th>measured</th></tr></thead><tbody>{rows}</tbody></table></div>"
-        "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) runs and the worst-case "
-        "rows name the strongest attack.</p>"
+        "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) and the escalation "
+        "(transfer, automatic BPDA/EOT, Square 5 000) run, and the worst-case rows name the strongest attack.</p>"
     )
 
 
@@ -256,6 +264,7 @@ def html_page(report: Report) -> str:
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
 {checks_html(report)}
+{responses_html(report.meta, report.rows)}
 <h2>Attack parameters</h2>
 {html_table(PARAM_HEAD, param_rows(c, report.jobs), "params")}
 <p>{code_spans_html(params_note(report.environment))}</p>

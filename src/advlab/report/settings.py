@@ -70,13 +70,13 @@ def param_rows(config: Mapping[str, Any], jobs: Sequence[Job]) -> list[list[str]
         ran = effective.get(job.key)
         text = ("not recorded (the attack's defaults and your overrides)" if ran is None
                 else params_text(ran) if ran else "the attack's defaults")
-        if groups and groups[-1][:3] == (job.attack, job.norm, text):
+        if groups and groups[-1][:3] == (job.name, job.norm, text):
             groups[-1][3].append(job)
         else:
-            groups.append((job.attack, job.norm, text, [job]))
+            groups.append((job.name, job.norm, text, [job]))
     rows = [[attack, norm_label(norm), _budget_text(group), text, params_text(user.get(attack, {}))]
             for attack, norm, text, group in groups]
-    ran_attacks = {job.attack for job in jobs}
+    ran_attacks = {job.attack for job in jobs} | {job.name for job in jobs}
     rows += [[attack, "—", "—", "did not run", params_text(p)]
              for attack, p in user.items() if attack not in ran_attacks]
     return rows

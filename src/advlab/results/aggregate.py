@@ -3,7 +3,9 @@
 Every number comes from :mod:`advlab.metrics` applied to the stored per-example outcomes, which
 were judged from the model's own prediction on the returned x_adv, never from an attack's own
 success flag. A final ``worst-case`` row per ε counts an example as broken if any bounded attack
-broke it at that ε.
+broke it at that ε — any attack that ran, including the gradient-masking checks' own attacks on
+their subset and the attacks the evaluation added on its own (escalation, ensemble) — and names,
+per example, the attack that produced its worst case (:func:`worst_case`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,6 @@ class _Scored:
     top5: torch.Tensor
     seconds: float
 
-    def merge(self, other: _Scored) -> _Scored:
-        """Broken by either, correct under both: the worst case of the two."""
-        return _Scored(self.broken | other.broken, self.top1 & other.top1, self.top5 & other.top5,
-                       self.seconds + other.seconds)
-
 
 @dataclass
 class _Table:
@@ -63,13 +60,61 @@ class _Table:
 
 
 def stored_jobs(store: Store, config: dict[str, Any]) -> list[Job]:
-    """The jobs of an evaluation: its attacks, then the adaptive attack if a check added it."""
-    jobs = plan_jobs(config["attacks"], config["norm"], config["eps"])
-    return jobs + plan_jobs(store.get_meta("adaptive") or [], config["norm"], config["eps"])
+    """The jobs of an evaluation, in row order.
+
+    Its attacks (less those it could not run), the adaptive attack if a check added it, then the
+    jobs the evaluation added on its own (escalation, ensemble).
+    """
+    skipped = set((store.get_meta("skipped") or {}).get("jobs", []))
+    jobs = [j for j in plan_jobs(config["attacks"], config["norm"], config["eps"]) if j.key not in skipped]
+    jobs += plan_jobs(store.get_meta("adaptive") or [], config["norm"], config["eps"])
+    return jobs + [Job.from_dict(d) for d in store.get_meta("added") or []]
+
+
+@dataclass
+class WorstCase:
+    """Per example at one ε: still correct (top-1, top-5) after every attack, and which attack broke it."""
+
+    broken: torch.Tensor
+    top1: torch.Tensor
+    top5: torch.Tensor
+    broken_by: list[str | None]
+    seconds: float
+
+    def counts(self) -> dict[str, int]:
+        """How many examples' worst case each attack produced (the first attack, in row order, that broke it)."""
+        out: dict[str, int] = {}
+        for a in self.broken_by:
+            if a is not None:
+                out[a] = out.get(a, 0) + 1
+        return out
+
+
+def _partial(table: _Table, d: dict[str, Any], o: Outcome, eps: float) -> _Scored:
+    """A check's attack on its subset, spread over every example (the others are left as they were)."""
+    n = table.n
+    idx = o["idx"].long()
+    dist = o[d["norm"]]
+    broken, top1, top5 = outcome_at_eps(o["adv"], dist, eps if d.get("minimal") else None, o["top1"], o["top5"],
+                                        table.clean["top1"][idx], table.clean["top5"][idx])
+    full = _Scored(torch.zeros(n, dtype=torch.bool), table.clean["top1"].clone(), table.clean["top5"].clone(), 0.0)
+    full.broken[idx], full.top1[idx], full.top5[idx] = broken, top1, top5
+    return full
+
+
+def _attribute(worst: dict[float, WorstCase], name: str, e: float, s: _Scored, n: int) -> None:
+    w = worst.setdefault(e, WorstCase(torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool),
+                                      torch.ones(n, dtype=torch.bool), [None] * n, 0.0))
+    for i in (s.broken & ~w.broken).nonzero().flatten().tolist():
+        w.broken_by[i] = name
+    w.broken |= s.broken
+    w.top1 &= s.top1
+    w.top5 &= s.top5
+    w.seconds += s.seconds
 
 
 def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[str],
-              worst: dict[float, _Scored]) -> list[Row]:
+              worst: dict[float, WorstCase]) -> list[Row]:
     """One job's rows (one per ε for a minimal attack); adds its outcomes to ``worst``."""
     config, clean = table.config, table.clean
     rows = []
@@ -78,33 +123,54 @@ def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[s
         scored_eps = e if job.eps == math.inf else None
         s = _Scored(*outcome_at_eps(o["adv"], o[job.norm], scored_eps, o["top1"], o["top5"],
                                     clean["top1"], clean["top5"]), seconds)
-        row = table.row(job.attack, job.norm, e, s, o)
+        row = table.row(job.name, job.norm, e, s, o)
         if fired and get_attack(job.attack).maskable and e == max(config["eps"]) and job.norm == config["norm"]:
             row.warnings = list(fired)
         rows.append(row)
         if e is not None and job.norm == config["norm"]:
-            worst[e] = worst[e].merge(s) if e in worst else s
+            _attribute(worst, job.name, e, s, table.n)
     return rows
 
 
-def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
-    """The table's rows, computed from the store alone."""
+def _rows_and_worst(store: Store, config: dict[str, Any], checks: bool = True
+                    ) -> tuple[list[Row], dict[float, WorstCase], _Table]:
     table = _Table(config, store.clean())
     fired = [c["message"] for c in (store.get_meta("checks") or []) if c["fired"]]
     rows: list[Row] = []
-    worst: dict[float, _Scored] = {}
+    worst: dict[float, WorstCase] = {}
     for job in stored_jobs(store, config):
         o = store.outcomes(job.key)
         if len(o["idx"]) != table.n:
             raise RuntimeError(f"store: job {job.key} has {len(o['idx'])} of {table.n} outcomes; re-run to finish it")
         rows += _job_rows(table, job, o, store.seconds(job.key), fired, worst)
+    for d in (store.get_meta("check_jobs") or []) if checks else []:
+        if d["norm"] == config["norm"] and d["eps"] in worst:
+            s = _partial(table, d, store.outcomes(d["key"]), d["eps"])
+            s.seconds = 0.0  # (the checks' time is reported as the checks' cost, not the worst case's)
+            _attribute(worst, d["name"], d["eps"], s, table.n)
+    return rows, worst, table
+
+
+def worst_case(store: Store, config: dict[str, Any], checks: bool = True) -> dict[float, WorstCase]:
+    """Per ε of the sweep: each example's worst case over every attack that ran at that ε.
+
+    The checks' own attacks on their subset count too, unless ``checks`` is False.
+    """
+    return _rows_and_worst(store, config, checks)[1]
+
+
+def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
+    """The table's rows, computed from the store alone."""
+    rows, worst, table = _rows_and_worst(store, config)
     for e in sorted(worst):
-        row = table.row("worst-case", config["norm"], e, worst[e], None)
+        w = worst[e]
+        row = table.row("worst-case", config["norm"], e, _Scored(w.broken, w.top1, w.top5, w.seconds), None)
         at_e = [r for r in rows if r.eps == e and r.norm == config["norm"]]
         if at_e:
             row.strongest = min(at_e, key=lambda r: r.acc1_adv).attack
+        row.broken_by = w.counts()
         rows.append(row)
     return rows
 
 
-__all__ = ["compute_rows", "stored_jobs"]
+__all__ = ["WorstCase", "compute_rows", "stored_jobs", "worst_case"]

@@ -11,6 +11,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from advlab.attacks import get_attack
 
@@ -26,18 +27,39 @@ DEFAULT_EPS: dict[str, tuple[float, ...]] = {
 class Job:
     """One attack run over all batches, at a norm and a budget.
 
-    The budget is inf for minimal-perturbation attacks and None for attacks that ignore it.
+    The budget is inf for minimal-perturbation attacks and None for attacks that ignore it. A job
+    the evaluation adds on its own (the escalation, the ensemble) may carry a ``label`` — the row's
+    name and the key's first part, e.g. ``square-5000`` — and ``params`` that override every other
+    source of parameters (a tuple of (name, value) pairs, so the job stays hashable).
     """
 
     attack: str
     norm: str
     eps: float | None
     sweep: tuple[float, ...]
+    label: str = ""
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The row's attack name: the label, else the attack's registry name."""
+        return self.label or self.attack
 
     @property
     def key(self) -> str:
         """Stable identifier in the store."""
-        return f"{self.attack}|{self.norm}|{self.eps!r}"
+        return f"{self.name}|{self.norm}|{self.eps!r}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (the store's meta keeps added jobs this way)."""
+        return {"attack": self.attack, "norm": self.norm, "eps": self.eps, "sweep": list(self.sweep),
+                "label": self.label, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        """The job :meth:`as_dict` described."""
+        return cls(d["attack"], d["norm"], d["eps"], tuple(d["sweep"]), d.get("label", ""),
+                   tuple(sorted((d.get("params") or {}).items())))
 
 
 def plan_jobs(attacks: Sequence[str], norm: str, eps: Sequence[float]) -> list[Job]:

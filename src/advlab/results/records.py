@@ -48,6 +48,7 @@ class Row:
     seed: int
     warnings: list[str] = field(default_factory=list)
     strongest: str | None = None  # worst-case rows: the attack with the lowest Acc@1 at this ε
+    broken_by: dict[str, int] = field(default_factory=dict)  # worst-case rows: examples each attack broke first
 
     def as_dict(self) -> dict[str, Any]:
         """The contract keys only."""

@@ -1,0 +1,340 @@
+"""Automatic BPDA: find where a model loses its gradient, from its behaviour alone, and attack through it.
+
+A user's model declares nothing: no ``differentiable = False``, no ``bpda``. This module finds
+what an adaptive attacker (Athalye, Carlini, Wagner 2018, https://arxiv.org/abs/1802.00420) would
+find by hand, by *running* the model — never by reading module types or operation names:
+
+* **A forward that leaves autograd** (numpy/Pillow inside ``forward``, ``.detach()``,
+  ``torch.no_grad()``): the output does not depend on the input in the autograd graph.
+* **A stage with a zero or NaN gradient** (rounding, quantisation): the input gradient is zero or
+  not finite on many inputs, while the gradient at a later submodule's input is healthy.
+* **A random forward** (random resizing inside ``forward``): two identical calls differ.
+* **Probabilities returned as logits** (a saturated softmax ×10⁴): every output row is
+  non-negative with the same sum; the attack then works on their logarithm, which keeps the
+  argmax and un-saturates the loss.
+
+The stand-in at a break is the identity (straight-through): the first submodule whose input is
+cut off from the input, or whose input gradient is healthy when the input's is not, receives
+``u.detach() + (s − s.detach())`` — the value it would have received, with the gradient of the
+latest earlier tensor ``s`` of the same shape that is still connected (the input itself, or an
+earlier submodule's output). Submodules whose output is cut off from a connected input run with
+autograd on. :func:`auto_bpda` returns a view of the model declaring what was found, so the
+adaptive attack (:func:`~advlab.attacks.adaptive.eot_bpda`) runs through it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab._checks import NonNegFloat, PositiveInt
+from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER, eot_bpda
+from advlab.attacks.gradient import GRADIENT_NORMS, default_step_size, iterative_gradient
+from advlab.attacks.losses import Loss, ce_loss
+from advlab.attacks.registry import AttackResult, register_attack
+from advlab.threat import ThreatModel
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+PROBE_N = 32  # inputs each behavioural probe runs on
+UNHEALTHY_SHARE = 0.1  # a gradient is unhealthy when at least this share of inputs has a zero or NaN one
+SUM_RTOL = 1e-3  # rows summing to the same value within this (relative): probabilities, not logits
+MAX_BREAKS = 3  # stand-ins placed before giving up
+TINY = 1e-30  # floor of a probability before its logarithm
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One stand-in: at submodule ``module``, straight-through from ``source`` ("" = the input), or autograd on."""
+
+    module: str
+    kind: str  # "identity" or "enable-grad"
+    source: str = ""
+
+    def describe(self) -> str:
+        """E.g. ``identity from the input to net's input``."""
+        if self.kind == "enable-grad":
+            return f"autograd switched on inside {self.module}"
+        return f"identity from {self.source or 'the input'} to {self.module}'s input"
+
+
+@dataclass
+class Probe:
+    """What the model does to gradients, measured on a few inputs."""
+
+    leaves_autograd: bool = False
+    unhealthy: bool = False
+    random: bool = False
+    probabilities: bool = False
+    fixes: list[Fix] = field(default_factory=list)
+    healed: bool = True  # the gradient through the stand-ins is healthy
+
+    @property
+    def masked(self) -> bool:
+        """Whether anything was found that a plain gradient attack would be fooled by."""
+        return self.leaves_autograd or self.unhealthy or self.random or self.probabilities
+
+    def describe(self) -> str:
+        """A one-line summary for the report."""
+        parts = [f.describe() for f in self.fixes]
+        if self.probabilities:
+            parts.append("log of the probabilities it returns")
+        if self.random:
+            parts.append(f"EOT×{DEFAULT_EOT_SAMPLES} (random forward)")
+        if not self.healed:
+            parts.append("no stand-in restored the gradient")
+        return "; ".join(parts) or "nothing to route around"
+
+
+def leaves_autograd(model: Model, x: torch.Tensor) -> bool:
+    """Whether ``model``'s output is cut off from its input in the autograd graph (or refuses a grad input)."""
+    xr = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            out = model(xr)
+            if not out.requires_grad:
+                return True
+            (g,) = torch.autograd.grad(out.float().sum(), xr, allow_unused=True)
+    except RuntimeError:
+        return True
+    return g is None
+
+
+def is_random(model: Model, x: torch.Tensor) -> bool:
+    """Whether two identical forward passes differ."""
+    with torch.no_grad():
+        return not torch.equal(model(x), model(x))
+
+
+def returns_probabilities(model: Model, x: torch.Tensor) -> bool:
+    """Whether every output row is non-negative and all rows have the same sum (a softmax, maybe scaled)."""
+    with torch.no_grad():
+        out = model(x).double()
+    sums = out.sum(dim=1)
+    return bool((out >= 0).all()) and bool(torch.allclose(sums, sums[0].expand_as(sums), rtol=SUM_RTOL)) and bool(
+        sums[0] > 0)
+
+
+def unhealthy(g: torch.Tensor | None) -> bool:
+    """A gradient that is absent, or zero or not finite on at least :data:`UNHEALTHY_SHARE` of the inputs."""
+    if g is None:
+        return True
+    norms = g.flatten(1).norm(dim=1)
+    return float(((norms == 0) | ~torch.isfinite(norms)).float().mean()) >= UNHEALTHY_SHARE
+
+
+@dataclass
+class _Trace:
+    """The submodules' inputs and outputs of one forward pass, in execution order."""
+
+    names: list[str] = field(default_factory=list)
+    inputs: list[torch.Tensor | None] = field(default_factory=list)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # names in the order their outputs appeared
+
+
+def _first_tensor(args: Any) -> torch.Tensor | None:
+    if isinstance(args, torch.Tensor):
+        return args
+    if isinstance(args, (tuple, list)) and args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    return None
+
+
+def _submodules(model: Any) -> dict[str, nn.Module]:
+    if not isinstance(model, nn.Module):
+        return {}
+    return {name: m for name, m in model.named_modules() if name}
+
+
+@contextmanager
+def _hooks(model: Any, fixes: list[Fix], x: torch.Tensor, trace: _Trace | None) -> Iterator[None]:
+    """Place the stand-ins of ``fixes`` (and record a trace) for the forward passes inside the block."""
+    mods = _submodules(model)
+    captured: dict[str, torch.Tensor] = {"": x}
+    handles = []
+    sources = {f.source for f in fixes if f.kind == "identity"}
+    identity = {f.module: f.source for f in fixes if f.kind == "identity"}
+    grad_on = {f.module for f in fixes}  # a stand-in works inside a no_grad block of the caller too
+    state: dict[str, bool] = {}
+    for name, mod in mods.items():
+        def pre(m: nn.Module, args: tuple[Any, ...], name: str = name) -> tuple[Any, ...] | None:
+            if name in grad_on:
+                state[name] = torch.is_grad_enabled()
+                torch.set_grad_enabled(True)
+            new = None
+            u = _first_tensor(args)
+            if name in identity and u is not None:
+                s = captured[identity[name]]
+                new = (u.detach() + (s - s.detach()).to(u.dtype), *args[1:])
+            if trace is not None:
+                trace.names.append(name)
+                trace.inputs.append(new[0] if new is not None else u)
+            return new
+
+        def post(m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+            if name in grad_on:
+                torch.set_grad_enabled(state.pop(name, False))
+            t = _first_tensor(out)
+            if t is not None and (name in sources or trace is not None):
+                captured[name] = t
+                if trace is not None:
+                    trace.outputs[name] = t
+                    trace.order.append(name)
+
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _logits(model: Model, x: torch.Tensor, fixes: list[Fix], probabilities: bool, trace: _Trace | None = None
+            ) -> torch.Tensor:
+    with _hooks(model, fixes, x, trace):
+        out = model(x)
+    return torch.log(out.clamp_min(TINY)) if probabilities else out
+
+
+def _connected(t: torch.Tensor | None) -> bool:
+    return t is not None and t.requires_grad
+
+
+def _next_fix(model: Model, x: torch.Tensor, y: torch.Tensor, fixes: list[Fix], probabilities: bool
+              ) -> tuple[bool, Fix | None]:
+    """(gradient healthy, the next stand-in to place) from one traced forward and backward pass."""
+    xr = x.detach().clone().requires_grad_(True)
+    trace = _Trace()
+    with torch.enable_grad():
+        try:
+            z = _logits(model, xr, fixes, probabilities, trace)
+        except RuntimeError:
+            return False, None
+        if not z.requires_grad:
+            return False, _cut_fix(trace, xr)
+        want: list[torch.Tensor] = [xr] + [u for u in trace.inputs if u is not None and u.requires_grad]
+        grads = torch.autograd.grad(ce_loss(z, y).sum(), want, allow_unused=True)
+    if not unhealthy(grads[0]):
+        return True, None
+    healthy_inputs = {id(u) for u, g in zip(want[1:], grads[1:], strict=True) if not unhealthy(g)}
+    for name, u in zip(trace.names, trace.inputs, strict=True):
+        if u is None or any(f.module == name for f in fixes):
+            continue
+        if not _connected(u) or id(u) in healthy_inputs:
+            return False, _identity_fix(trace, xr, name, u)
+    return False, _cut_fix(trace, xr)
+
+
+def _identity_fix(trace: _Trace, x: torch.Tensor, name: str, u: torch.Tensor) -> Fix | None:
+    """Straight-through into ``name`` from the latest earlier connected tensor of the same shape."""
+    k = trace.names.index(name)
+    before = set(trace.names[:k])
+    for src in reversed(trace.order):
+        s = trace.outputs[src]
+        if src in before and not name.startswith(src + ".") and _connected(s) and s.shape == u.shape:
+            return Fix(name, "identity", src)
+    return Fix(name, "identity", "") if u.shape == x.shape else None
+
+
+def _cut_fix(trace: _Trace, x: torch.Tensor) -> Fix | None:
+    """Autograd on inside the first submodule whose input is connected and output is not."""
+    for name, u in zip(trace.names, trace.inputs, strict=True):
+        out = trace.outputs.get(name)
+        if _connected(u) and out is not None and not _connected(out):
+            return Fix(name, "enable-grad")
+    first_cut = next((n for n, u in zip(trace.names, trace.inputs, strict=True) if u is not None and not
+                      _connected(u)), None)
+    return None if first_cut is None else _identity_fix(trace, x, first_cut, trace.inputs[trace.names.index(
+        first_cut)])  # type: ignore[arg-type]
+
+
+def probe(model: Model, x: torch.Tensor, y: torch.Tensor) -> Probe:
+    """Measure on ``x[:PROBE_N]`` what the model does to gradients, and find stand-ins for the breaks."""
+    x, y = x[:PROBE_N].detach(), y[:PROBE_N]
+    p = Probe(leaves_autograd=leaves_autograd(model, x), random=is_random(model, x),
+              probabilities=returns_probabilities(model, x))
+    fixes: list[Fix] = []
+    healthy, fix = _next_fix(model, x, y, fixes, False)
+    p.unhealthy = not healthy and not p.leaves_autograd
+    if p.probabilities and not healthy:
+        healthy, fix = _next_fix(model, x, y, fixes, True)
+    else:
+        p.probabilities = False
+    while not healthy and fix is not None and len(fixes) < MAX_BREAKS:
+        fixes.append(fix)
+        healthy, fix = _next_fix(model, x, y, fixes, p.probabilities)
+    p.fixes, p.healed = fixes, healthy
+    return p
+
+
+class AutoBPDA:
+    """A model seen through the stand-ins a :class:`Probe` found; declares them for the adaptive attack.
+
+    ``view(x)`` is the model's output (the log of it where the model returns probabilities: same
+    argmax); ``view.bpda(x)`` is the same values with the stand-ins' gradients. ``differentiable``
+    and ``randomized`` are what :mod:`advlab.attacks.adaptive` reads.
+    """
+
+    def __init__(self, model: Model, found: Probe) -> None:
+        self.model, self.found = model, found
+        self.differentiable = not found.fixes
+        self.randomized = found.random
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output (the log of its probabilities where it returns them); stand-ins under autograd."""
+        if not torch.is_grad_enabled():
+            return _logits(self.model, x, [], self.found.probabilities)
+        return self.bpda(x)
+
+    def bpda(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass with the stand-ins in place."""
+        return _logits(self.model, x, self.found.fixes, self.found.probabilities)
+
+
+def auto_bpda(model: Model, x: torch.Tensor, y: torch.Tensor) -> AutoBPDA:
+    """Probe ``model`` on a few of ``x`` and return the view the adaptive attack differentiates."""
+    return AutoBPDA(model, probe(model, x, y))
+
+
+@register_attack("pgd-bpda", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=PAPER, adaptive=True)
+def pgd_bpda(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    steps: PositiveInt = 100,
+    step_size: NonNegFloat | None = None,
+    restarts: PositiveInt = 1,
+    loss: Loss = "margin",
+    eot_samples: PositiveInt | None = None,
+    early_stop: bool = False,
+) -> AttackResult:
+    """PGD through stand-ins found automatically: BPDA, EOT and log-probabilities with no declaration.
+
+    The model is probed on the first 32 inputs (:func:`probe`): where its forward leaves autograd
+    or has a stage with zero/NaN gradients, the gradient goes through an identity stand-in (BPDA);
+    where two identical calls differ, it is averaged over ``eot_samples`` draws (default 10; 1 for
+    a deterministic model); where it returns probabilities, the margin loss is taken on their
+    logarithm. Then PGD with the margin loss, ``steps`` iterations. On an honest model this is
+    ``pgd-adaptive``. Cost: ``steps`` × EOT draws forward and backward passes per restart, and
+    four probing passes.
+    """
+    view = auto_bpda(model, x, y)
+    samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if view.randomized else 1)
+    return iterative_gradient(
+        view, x, y, threat, target=target, steps=steps, step_size=default_step_size(step_size, threat.eps, steps),
+        random_start=True, restarts=restarts, early_stop=early_stop, loss=loss, generator=generator,
+        grad_fn=eot_bpda(samples, bpda=True),
+    )
+
+
+__all__ = ["AutoBPDA", "Fix", "Probe", "auto_bpda", "is_random", "leaves_autograd", "pgd_bpda", "probe",
+           "returns_probabilities", "unhealthy"]

@@ -1,0 +1,151 @@
+"""What the evaluation does on its own when a gradient-masking check fires: escalate, in order of cost.
+
+A model that hides its gradients *without declaring it* (rounding, numpy, a saturated softmax in
+its ``forward``) gives ``pgd-adaptive`` nothing to route around. So after the adaptive attack the
+evaluation adds, at the sweep's largest ε, one step at a time and cheapest first:
+
+1. ``transfer`` — PGD on a surrogate of the same task (the ``--baseline`` model if given, else a
+   shipped model trained on the same dataset), the examples applied to the model;
+2. ``pgd-bpda`` — automatic BPDA/EOT: the non-differentiable stage is found from the model's
+   behaviour (:mod:`advlab.attacks.autobpda`) and attacked through an identity stand-in;
+3. ``square-5000`` — the Square attack with 5 000 queries and 2 restarts (scores only);
+4. ``hopskipjump`` — decision-based, only where scores carry nothing (the model returns
+   saturated probabilities and Square could not explain what the checks found).
+
+After each step it asks again whether any fired check is still unanswered: a comparison check
+(GM03 black box, GM04 transfer, GM05 noise) is answered once the evaluation's own attacks are
+within :data:`~advlab.evaluation.checks.MARGIN` of what that check's attack found on the same
+subset; a gradient check (GM01, GM02, GM06, GM07, GM08) once a step that routes around the gradient
+(``pgd-bpda``, or ``pgd-adaptive`` on a model that declares BPDA/EOT) has run; GM09 (no autograd
+at all) once ``pgd-bpda`` and ``square-5000`` have both run. It stops
+when every check is answered, nothing on the subset is left to break, or every step has run.
+Each step is a row of its own; the store's meta ``escalation`` records why each ran, its subset
+Acc@1 and its time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from advlab.attacks.adaptive import needs_bpda, needs_eot
+from advlab.attacks.autobpda import returns_probabilities
+from advlab.evaluation.checks import MARGIN
+from advlab.evaluation.run import Run
+from advlab.models import read_metadata
+from advlab.models.zoo import WEIGHTS_DIR, list_pretrained
+from advlab.results.aggregate import worst_case
+from advlab.results.plan import Job
+
+COMPARISONS = ("GM03", "GM04", "GM05")  # checks whose attack's accuracy is compared with the white-box one
+ROUTES = {"GM01", "GM02", "GM06", "GM07", "GM08"}  # answered by attacking through a stand-in
+# GM09 (no autograd at all: every white-box row is missing) is answered once the stand-in *and* the
+# full-budget black-box attack have run
+
+
+@dataclass(frozen=True)
+class Step:
+    """One escalation step: the row's name, the registry attack and its parameters."""
+
+    label: str
+    attack: str
+    params: tuple[tuple[str, Any], ...] = ()
+    minimal: bool = False
+
+
+SQUARE = Step("square-5000", "square", (("max_queries", 5000), ("restarts", 2)))
+BPDA = Step("pgd-bpda", "pgd-bpda")
+HSJ = Step("hopskipjump", "hopskipjump", (("max_queries", 5000),), minimal=True)
+
+
+def surrogate_for(config: dict[str, Any]) -> str | None:
+    """The transfer step's surrogate, None where there is none.
+
+    The ``--baseline`` model, else the smallest shipped undefended model trained on the same
+    dataset (not the evaluated one).
+    """
+    base = config.get("surrogate")
+    if isinstance(base, str) and base:
+        return base
+    found = []
+    for name in list_pretrained():
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        meta = read_metadata(path)
+        if meta.get("dataset") == config["dataset"] and not meta.get("defense") and name != config["model"]:
+            found.append((path.stat().st_size, name))
+    return min(found)[1] if found else None
+
+
+def _own_accuracy(run: Run, idx: torch.Tensor, eps: float) -> float:
+    """Acc@1 on the checks' subset of the evaluation's own attacks (the checks' attacks left out)."""
+    w = worst_case(run.store, run.config, checks=False).get(eps)
+    if w is None or len(idx) == 0:
+        return 1.0
+    return float(w.top1[idx].float().mean())
+
+
+def unanswered(checks: list[dict[str, Any]], own_acc: float, routed: set[str]) -> list[str]:
+    """The fired checks the evaluation's own results do not yet answer (see the module docstring)."""
+    left = []
+    for c in checks:
+        if not c["fired"]:
+            continue
+        if c["code"] in COMPARISONS and c.get("value") is not None and c["value"] < own_acc - MARGIN:
+            left.append(c["code"])
+        elif c["code"] in ROUTES | {"GM09"} and c["code"] not in routed:
+            left.append(c["code"])
+    return left
+
+
+def declared_routes(net: Any) -> set[str]:
+    """The gradient checks a model's own declarations answer through ``pgd-adaptive`` (BPDA, EOT)."""
+    routed = set(ROUTES - {"GM07"}) if needs_bpda(net) else set()
+    return routed | ({"GM07"} if needs_eot(net) else set())
+
+
+def plan_steps(run: Run, leaves_autograd: bool) -> list[tuple[Step, str]]:
+    """The escalation's steps for this model, cheapest first, each with why it may run (or why not)."""
+    steps: list[tuple[Step, str]] = []
+    surrogate = surrogate_for(run.config)
+    if surrogate is not None:
+        steps.append((Step("transfer", "transfer", (("surrogate", surrogate),)), f"surrogate {surrogate}"))
+    steps.append((BPDA, "automatic BPDA/EOT through the stage that loses the gradient"))
+    if run.config["norm"] in ("linf", "l2"):
+        steps.append((SQUARE, "score-based, full budget"))
+    if run.config["norm"] in ("linf", "l2") and (leaves_autograd or returns_probabilities(run.net, run.x[:32])):
+        steps.append((HSJ, "decision-based: the scores may carry nothing"))
+    return steps
+
+
+def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: float,
+             leaves_autograd: bool) -> list[dict[str, Any]]:
+    """Run the escalation's steps at ``eps`` until every fired check is answered; returns their records."""
+    routed = declared_routes(run.net) if run.store.get_meta("adaptive") else set()
+    records: list[dict[str, Any]] = []
+    for step, why in plan_steps(run, leaves_autograd):
+        own = _own_accuracy(run, idx, eps)
+        left = unanswered(checks, own, routed)
+        if not left or own == 0.0:
+            break
+        if step is HSJ and not any(code in COMPARISONS for code in left):
+            continue
+        job = Job(step.attack, run.config["norm"], float("inf") if step.minimal else eps, (eps,), step.label,
+                  step.params)
+        t0 = time.perf_counter()
+        run.add_jobs([job])
+        after = _own_accuracy(run, idx, eps)
+        records.append({"step": step.label, "attack": step.attack, "params": dict(step.params), "why": why,
+                        "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": after,
+                        "seconds": round(time.perf_counter() - t0, 2)})
+        if step is BPDA:
+            routed |= ROUTES
+        if step is SQUARE:
+            routed.add("GM09")
+    return records
+
+
+__all__ = ["COMPARISONS", "ROUTES", "Step", "declared_routes", "escalate", "plan_steps", "surrogate_for",
+           "unanswered"]

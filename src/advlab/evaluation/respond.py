@@ -1,0 +1,126 @@
+"""What an evaluation adds on its own: the checks, the adaptive attack and escalation, the ensemble.
+
+After the planned attacks, :func:`respond` runs, each phase once (a resumed run reads it back):
+
+1. the gradient-masking checks on a subset at the largest ε (:mod:`advlab.evaluation.checks`);
+   their own attacks are stored and count towards the worst case;
+2. if any check fired: ``pgd-adaptive`` over the sweep, then the escalation
+   (:mod:`advlab.evaluation.escalation`) at the largest ε until every fired check is answered;
+3. if the worst case still leaves Acc@1 > :data:`ROBUST_ACC` at the largest ε (a model that
+   looks robust): the APGD ensemble at AutoAttack's standard budgets there, so the headline of
+   a robust model is never PGD-40's.
+
+A model whose forward leaves autograd (GM09) is evaluated, not crashed on: :func:`white_box_cut`
+finds it before the planned attacks run, and their white-box jobs are skipped and recorded with
+the reason. Each phase's wall time is kept in the store's meta ``costs``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab.attacks import get_attack
+from advlab.attacks.autobpda import PROBE_N, leaves_autograd
+from advlab.evaluation.checks import CHECKS, check_model
+from advlab.evaluation.defaults import ADAPTIVE, attack_params
+from advlab.evaluation.escalation import escalate
+from advlab.evaluation.run import Run
+from advlab.models.blackbox import BlackBox
+from advlab.results.aggregate import worst_case
+from advlab.results.plan import Job, plan_jobs
+
+ROBUST_ACC = 0.05  # worst-case Acc@1 above this at the largest ε adds the ensemble
+ENSEMBLE = "apgd-ensemble"
+WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
+                     "the black-box, transfer and automatic-BPDA attacks were")
+
+
+def add_cost(run: Run, phase: str, seconds: float) -> None:
+    """Add ``seconds`` to the phase's wall time in the store's meta ``costs``."""
+    costs = run.store.get_meta("costs") or {}
+    costs[phase] = round(costs.get(phase, 0.0) + seconds, 3)
+    run.store.set_meta("costs", costs)
+
+
+def white_box_cut(run: Run, jobs: list[Job]) -> list[Job]:
+    """The jobs that can run: a model whose output leaves autograd loses its white-box jobs (recorded)."""
+    skipped = run.store.get_meta("skipped")
+    if skipped is None:
+        cut = isinstance(run.net, nn.Module) and leaves_autograd(run.net, run.x[:PROBE_N])
+        keys = [j.key for j in jobs if cut and get_attack(j.attack).needs_grad]
+        skipped = {"jobs": keys, "why": WHITE_BOX_SKIPPED if cut else None, "leaves_autograd": bool(cut)}
+        run.store.set_meta("skipped", skipped)
+    return [j for j in jobs if j.key not in set(skipped["jobs"])]
+
+
+def run_checks_once(run: Run, check_n: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """The checks' results and subset (stored once; their attacks' outcomes stored as partial jobs)."""
+    config, store = run.config, run.store
+    results = store.get_meta("checks")
+    if results is None:
+        t0 = time.perf_counter()
+        cr = check_model(run.net, run.x, run.y, config["norm"], max(config["eps"]), bounds=run.bounds, n=check_n,
+                         seed=config["seed"])
+        entries = [run.put_partial(name, cr.idx, x_adv, cr.eps, minimal) for name, (x_adv, minimal) in cr.found.items()]
+        store.set_meta("check_jobs", entries)
+        store.set_meta("check_subset", cr.idx.tolist())
+        results = [{**r.as_dict(), "message": r.message} for r in cr.results]
+        store.set_meta("checks", results)
+        add_cost(run, "checks", time.perf_counter() - t0)
+    return results, torch.tensor(store.get_meta("check_subset") or [], dtype=torch.long)
+
+
+def adaptive_and_escalation(run: Run, results: list[dict[str, Any]], idx: torch.Tensor) -> None:
+    """``pgd-adaptive`` over the sweep (where the model has gradients), then the escalation at the largest ε."""
+    config, store = run.config, run.store
+    cut = bool((store.get_meta("skipped") or {}).get("leaves_autograd"))
+    t0 = time.perf_counter()
+    if ADAPTIVE not in config["attacks"] and not cut:
+        jobs = plan_jobs([ADAPTIVE], config["norm"], config["eps"])
+        store.set_meta("adaptive", [ADAPTIVE])
+        store.set_meta("adaptive_params", {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
+        run.jobs(jobs)
+    if store.get_meta("escalation") is None:
+        store.set_meta("escalation", escalate(run, results, idx, max(config["eps"]), cut))
+    add_cost(run, "escalation", time.perf_counter() - t0)
+
+
+def add_ensemble(run: Run) -> None:
+    """The APGD ensemble (standard budgets) at the largest ε when the worst case there exceeds :data:`ROBUST_ACC`."""
+    config, store = run.config, run.store
+    if not config.get("ensemble") or store.get_meta("ensemble") is not None or ENSEMBLE in config["attacks"]:
+        return
+    eps = max(config["eps"])
+    w = worst_case(store, config).get(eps)
+    acc = float(w.top1.float().mean()) if w is not None else 0.0
+    info = get_attack(ENSEMBLE)
+    cut = bool((store.get_meta("skipped") or {}).get("leaves_autograd")) or isinstance(run.net, BlackBox)
+    if acc <= ROBUST_ACC or cut or config["norm"] not in info.norms or math.isinf(eps):
+        store.set_meta("ensemble", {"added": False, "acc1_before": acc})
+        return
+    job = Job(ENSEMBLE, config["norm"], eps, (eps,))
+    params = attack_params(info, job, run.params)
+    shown = {k: v for k, v in {**info.defaults, **params}.items() if isinstance(v, (int, float, str, bool))}
+    store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown,
+                                "why": f"worst-case Acc@1 {acc:.3f} > {ROBUST_ACC} at ε = {eps:g}"})
+    t0 = time.perf_counter()
+    run.add_jobs([job])
+    add_cost(run, "ensemble", time.perf_counter() - t0)
+
+
+def respond(run: Run, checks: bool, check_n: int) -> None:
+    """The checks (and, if any fired, the adaptive attack and the escalation), then the ensemble if needed."""
+    if checks:
+        results, idx = run_checks_once(run, check_n)
+        if any(r["fired"] for r in results):
+            adaptive_and_escalation(run, results, idx)
+    add_ensemble(run)
+
+
+__all__ = ["ENSEMBLE", "ROBUST_ACC", "WHITE_BOX_SKIPPED", "add_ensemble", "respond", "run_checks_once",
+           "white_box_cut"]

@@ -1,0 +1,84 @@
+"""The result of an evaluation: its rows, configuration, checks, per-example worst case and what it added."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab._io import atomic_write_text
+from advlab.report.tables import format_table
+from advlab.results.aggregate import WorstCase
+from advlab.results.records import CONTRACT_KEYS, Row
+from advlab.results.store import Store
+
+
+@dataclass
+class Evaluation:
+    """The result of :func:`evaluate`: rows, configuration, checks and where the store lives."""
+
+    rows: list[Row]
+    config: dict[str, Any]
+    store_path: Path | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks_skipped: str | None = None  # why the gradient-masking checks did not run (a black box)
+    worst: dict[float, WorstCase] = field(default_factory=dict)  # per ε: each example's worst case
+    meta: dict[str, Any] = field(default_factory=dict)  # escalation, ensemble, costs, skipped jobs
+
+    def robust_mask(self, eps: float) -> torch.Tensor:
+        """Per example: still correctly classified after every attack that ran at ``eps`` (checks' included)."""
+        return self._worst(eps).top1.clone()
+
+    def broken_by(self, eps: float) -> list[str | None]:
+        """Per example: the attack that produced its worst case at ``eps`` (None: not broken)."""
+        return list(self._worst(eps).broken_by)
+
+    def _worst(self, eps: float) -> WorstCase:
+        for e, w in self.worst.items():
+            if math.isclose(e, eps):
+                return w
+        raise ValueError(f"eps: expected one of the sweep's budgets {sorted(self.worst)}, got {eps}")
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Rows as dicts with exactly the contract keys."""
+        return [r.as_dict() for r in self.rows]
+
+    def to_markdown(self) -> str:
+        """The robustness table as Markdown."""
+        return format_table(self.rows, markdown=True)
+
+    def __str__(self) -> str:
+        return format_table(self.rows, markdown=False)
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``results.json``, ``results.csv`` (contract keys) and ``checks.json`` into ``directory`` atomically."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        records = self.to_records()
+        atomic_write_text(d / "results.json", json.dumps(records, indent=2) + "\n")
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=list(CONTRACT_KEYS))
+        w.writeheader()
+        w.writerows(records)
+        atomic_write_text(d / "results.csv", buf.getvalue())
+        if self.checks:
+            atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
+
+
+META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset")
+
+
+def evaluation_meta(store: Store) -> dict[str, Any]:
+    """What the evaluation added on its own and what it cost, as the store records it."""
+    return {k: store.get_meta(k) for k in META_KEYS}
+
+
+
+__all__ = ["META_KEYS", "Evaluation", "evaluation_meta"]
