@@ -55,7 +55,12 @@ class Evaluation:
         return format_table(self.rows, markdown=True)
 
     def __str__(self) -> str:
-        return format_table(self.rows, markdown=False)
+        text = format_table(self.rows, markdown=False)
+        skipped = self.meta.get("skipped") or {}
+        if skipped.get("jobs"):
+            names = ", ".join(dict.fromkeys(k.split("|")[0] for k in skipped["jobs"]))
+            text += f"\nNot computed: {names} — {skipped.get('why')}"
+        return text
 
     def save(self, directory: str | Path) -> None:
         """Write ``results.json``, ``results.csv`` (contract keys) and ``checks.json`` into ``directory`` atomically."""

@@ -47,7 +47,8 @@ def added_section(meta: dict[str, Any]) -> Section | None:
     rows: list[list[str]] = []
     skipped = meta.get("skipped") or {}
     if skipped.get("jobs"):
-        rows.append(["white-box rows not computed", ", ".join(skipped["jobs"]), str(skipped.get("why")), "—", "—"])
+        names = ", ".join(dict.fromkeys(k.split("|")[0] for k in skipped["jobs"]))
+        rows.append(["white-box rows not computed", names, str(skipped.get("why")), "—", "—"])
     for s in meta.get("escalation") or []:
         rows.append([f"escalation: {s['step']}", s["why"], "unanswered: " + ", ".join(s["unanswered_before"]),
                      f"{s['subset_acc1_before']:.3f} → {s['subset_acc1_after']:.3f}", f"{s['seconds']:.1f}"])
