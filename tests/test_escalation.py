@@ -90,3 +90,25 @@ def test_ensemble_added_where_the_model_looks_robust(digits, digits_mlp):
     assert _row(ev, "apgd-ensemble", 0.03).acc1_adv <= _row(ev, "fgsm", 0.03).acc1_adv
     quiet = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False)
     assert "apgd-ensemble" not in {r.attack for r in quiet.rows}  # not asked for with explicit attacks
+
+
+def test_square_restarts_only_add_successes_within_their_budget(digits, digits_mlp):
+    _, _, x, y = digits
+    threat = ThreatModel("linf", 0.1)
+    one = get_attack("square")(digits_mlp, x[:N], y[:N], threat, generator=torch.Generator().manual_seed(1),
+                               max_queries=50)
+    two = get_attack("square")(digits_mlp, x[:N], y[:N], threat, generator=torch.Generator().manual_seed(1),
+                               max_queries=50, restarts=2)
+    assert bool((two.success | ~one.success).all())  # the first restart is the single run; later ones only add
+    assert int(two.queries.max()) <= 2 * 50
+    assert float((two.x_adv - x[:N]).abs().max()) <= 0.1 + 1e-6
+
+
+def test_unanswered_compares_with_the_evaluations_own_attacks():
+    from advlab.evaluation.escalation import unanswered
+
+    checks = [{"code": "GM03", "fired": True, "value": 0.1}, {"code": "GM06", "fired": True, "value": 0.5},
+              {"code": "GM05", "fired": False, "value": 0.0}, {"code": "GM09", "fired": True, "value": None}]
+    assert unanswered(checks, 0.9, set()) == ["GM03", "GM06", "GM09"]
+    assert unanswered(checks, 0.11, {"GM06"}) == ["GM09"]  # within the margin: answered
+    assert unanswered(checks, 0.11, {"GM06", "GM09"}) == []
