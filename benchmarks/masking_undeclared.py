@@ -71,8 +71,10 @@ def run(label: str, model: torch.nn.Module, args: argparse.Namespace) -> dict[st
     record: dict[str, Any] = {"model": label, "error": None}
     try:
         ev = advlab.evaluate(model, "mnist", eps=[EPS], n=args.n, progress=False, out=out, force=True,
-                             model_name=label)
+                             model_name=label, surrogate=args.surrogate)
         record.update(summarise(ev))
+        record["escalation"] = [(s["step"], round(s["subset_acc1_after"], 3)) for s in ev.meta.get("escalation") or []]
+        record["costs"] = ev.meta.get("costs")
     except Exception as exc:  # a crash is a result here: the issue forbids it
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc(limit=-8)
@@ -102,16 +104,17 @@ def _cell(r: dict[str, Any]) -> str:
     """One table line of a run."""
     if r["error"]:
         msg = r["error"].replace("|", "\\|").replace("\n", " ")
-        return f"| {r['model']} | crashed: {msg[:160]} | | | | | | {r['seconds']:.0f} |"
+        return f"| {r['model']} | crashed: {msg[:160]} | | | | | | | {r['seconds']:.0f} |"
     extra = ", ".join(f"{e['attack']} {e['acc1_adv']:.3f}" for e in r["extra_rows"]) or "none"
+    steps = ", ".join(f"{s} → {a:.3f}" for s, a in r.get("escalation") or []) or "none"
     return (f"| {r['model']} | {_f(r['clean'])} | {_f(r['pgd'])} | {_f(r['headline'])} | {r['strongest'] or '—'} | "
-            f"{', '.join(r['fired']) or 'none'} | {extra} | {r['seconds']:.0f} |")
+            f"{', '.join(r['fired']) or 'none'} | {extra} | {steps} | {r['seconds']:.0f} |")
 
 
 def write_doc(record: dict[str, Any], command: str) -> None:
     """The "masking-undeclared" section of docs/benchmarks.md."""
     lines = ["| model | clean Acc@1 | naive PGD Acc@1 | worst case Acc@1 | strongest | checks fired | "
-             "added rows (Acc@1) | s |", "|---|---|---|---|---|---|---|---|"]
+             "added rows (Acc@1) | escalation steps (subset Acc@1 after) | s |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [_cell(r) for r in record["runs"]]
     lines += ["", "| undeclared model | compared with | its worst case | reference | gap | flagged | no crash | "
               f"within {TOLERANCE} | verdict |", "|---|---|---|---|---|---|---|---|---|"]
@@ -126,7 +129,7 @@ def write_doc(record: dict[str, Any], command: str) -> None:
         "## Undeclared gradient masking (issue #14)", "",
         f"`{command}` · {record['environment']}", "",
         f"lenet-mnist on the first {record['n']} MNIST test images, L∞ ε = {EPS}, the default `advlab.evaluate` "
-        "(its attacks, checks and escalation). Six models that hide their gradients in `forward` and declare "
+        f"(its attacks, checks and escalation; transfer surrogate `{record.get('surrogate')}`). Six models that hide their gradients in `forward` and declare "
         "nothing (`advlab.models.masking`), each beside its declared twin (`wrap_defense(net, spec)`, the same "
         "function with `differentiable`/`randomized` declared) or the undefended net. A model passes when a "
         f"gradient-masking check fired, the evaluation did not crash, and its worst case is within {TOLERANCE} "
@@ -139,6 +142,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="first N MNIST test images (default 1000)")
     p.add_argument("--only", default=None, help="NAME[,NAME]: a subset of " + ", ".join(UNDECLARED))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--surrogate", default="lenet-mnist-half-a",
+                   help="the escalation's transfer surrogate (default lenet-mnist-half-a: trained on the other half "
+                        "of MNIST, not the network inside the masked models, as a user's model would be)")
     args = p.parse_args()
     names = list(UNDECLARED) if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in names if s not in UNDECLARED]
@@ -157,6 +163,7 @@ def main() -> None:
         print(json.dumps(v), flush=True)
     command = "python benchmarks/masking_undeclared.py " + " ".join(sys.argv[1:])
     record = {"environment": environment(), "command": command.strip(), "n": args.n, "eps": EPS,
+              "surrogate": args.surrogate,
               "tolerance": TOLERANCE, "runs": list(runs.values()), "verdicts": verdicts}
     (RESULTS / "masking_undeclared.json").write_text(json.dumps(record, indent=2) + "\n")
     write_doc(record, command.strip())
