@@ -266,6 +266,7 @@ def advlab_part(spec: str, stem: str, n: int, eps: float) -> dict:
         "added": sorted({r.attack for r in ev.rows} - set(DEFAULT_ATTACKS) - {"worst-case"}),
         "rows": {r.attack: r.acc1_adv for r in at if r.attack != "worst-case"},
         "checks_fired": [c.get("message") for c in ev.checks if c.get("fired")],
+        "meta": json.loads(json.dumps(getattr(ev, "meta", None) or {}, default=str)),  # what evaluate added, costs
         "advlab": advlab.__version__, "src": str(Path(advlab.__file__).resolve().parent),
         "threads": torch.get_num_threads(),
     }
@@ -336,6 +337,7 @@ def summarize(stem: str, entry: dict) -> dict:
         "acc1": _acc(adv["mask"]), "seconds": adv["seconds"], "strongest": adv["strongest"], "added": adv["added"],
         "rows": adv["rows"], "checks_fired": adv["checks_fired"], "source": adv["source"],
         "threads": adv.get("threads"), "advlab": adv.get("advlab"), "src": adv.get("src"),
+        "meta": adv.get("meta") or {},
     }
     rec["verdict"] = None
     if adv is not None and all(v in peers for v in VERSIONS):
