@@ -1,0 +1,454 @@
+"""Robust MNIST models: advlab's default evaluation against AutoAttack, example by example (issue 14).
+
+    python benchmarks/robust_aa.py                         # the three models below + cnn-mnist-robust, 500 images
+    python benchmarks/robust_aa.py --n 20 --models cnn-mnist-robust   # a fast check
+    python benchmarks/robust_aa.py --skip-advlab           # the peers only (cached per model)
+    python benchmarks/robust_aa.py --skip-advlab --skip-peers   # rewrite the report from the caches only
+
+For each model, on the first ``--n`` MNIST test images at L∞ ε = ``--eps``:
+
+1. torchattacks ``AutoAttack(model, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=0)``
+   (torchattacks' default of 10 APGD/FAB iterations), and the 100-iteration AutoAttack that
+   benchmarks/peers.py builds from torchattacks' own attacks (``_ta_autoattack_100``, imported from
+   there). Each gives a per-example "robust after attack" mask (the model's own argmax on x_adv ==
+   label) and a wall time, cached in ``benchmarks/results/robust_aa/<model-stem>.json`` under the
+   sha256 of the model's safetensors file, n and ε: a re-run redoes only advlab's part.
+2. advlab's DEFAULT evaluation, ``advlab.evaluate(model, "mnist", n=n, progress=False,
+   out=benchmarks/results/robust_aa/<stem>-eval, force=True)`` (default attacks, default ε sweep,
+   gradient-masking checks on), timed. Its per-example worst case at ε: ``ev.robust_mask(eps)`` where
+   the evaluation has it, otherwise every stored job at ε (the adaptive attack a check added
+   included) ANDed from the results store, as the table's worst-case row counts them.
+3. Per model: clean Acc@1, advlab's worst-case Acc@1 (its strongest row, the rows added by the
+   checks), AutoAttack-standard and AutoAttack-100 Acc@1 and times, advlab's time; the verdict
+   "advlab ≤ both"; the examples either AutoAttack breaks that advlab leaves robust ("misses") and
+   the count of the reverse (advlab breaks, neither AutoAttack does).
+
+Writes benchmarks/results/robust_aa.json and the "robust-aa" section of docs/benchmarks.md.
+
+The three adversarially trained models (issue 14: different recipes) come from
+/work/robust/train.sh; a missing one is trained by the same command into ``--dir``:
+
+    advlab train --model cnn --dataset mnist --epochs 8 --batch-size 128 --lr 1e-3 --defense fast -o eps=0.3 --seed 1 --threads 1 --no-progress --out /work/robust/cnn-fast.safetensors
+    advlab train --model cnn --dataset mnist --epochs 4 --batch-size 128 --lr 1e-3 --defense trades -o eps=0.3 -o steps=10 --seed 2 --threads 1 --no-progress --out /work/robust/cnn-trades.safetensors
+    advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd -o eps=0.3 -o steps=40 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd40.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _doc import environment, write_section
+from peers import SEED, _ta, _ta_autoattack_100
+
+import advlab
+from advlab.evaluation.defaults import DEFAULT_ATTACKS
+from advlab.metrics import outcome_at_eps, predict_logits
+from advlab.models.zoo import _find_checkpoint
+from advlab.results.aggregate import stored_jobs
+from advlab.results.store import Store
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "robust_aa.json"
+CACHE = HERE / "results" / "robust_aa"
+DEFAULT_DIR = Path("/work/robust")
+SHIPPED = "cnn-mnist-robust"
+# The exact commands of /work/robust/train.sh (run from the advlab checkout), by model stem.
+TRAIN = {
+    "cnn-fast": "advlab train --model cnn --dataset mnist --epochs 8 --batch-size 128 --lr 1e-3 --defense fast "
+                "-o eps=0.3 --seed 1 --threads 1 --no-progress --out /work/robust/cnn-fast.safetensors",
+    "cnn-trades": "advlab train --model cnn --dataset mnist --epochs 4 --batch-size 128 --lr 1e-3 --defense trades "
+                  "-o eps=0.3 -o steps=10 --seed 2 --threads 1 --no-progress --out /work/robust/cnn-trades.safetensors",
+    "cnn-pgd40": "advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd "
+                 "-o eps=0.3 -o steps=40 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd40.safetensors",
+}
+RECIPES = {"cnn-fast": "fast FGSM-AT", "cnn-trades": "TRADES (10 steps)", "cnn-pgd40": "Madry PGD-40",
+           SHIPPED: "PGD-10, ε warm-up (shipped)"}
+VERSIONS = {
+    "aa-standard": "torchattacks AutoAttack-standard (10 iterations)",
+    "aa-100": "AutoAttack with 100 iterations (peers.py `_ta_autoattack_100`)",
+}
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+def model_stem(spec: str) -> str:
+    """The cache name of a model: a checkpoint's file stem, or a shipped name."""
+    return Path(spec).stem if spec.endswith(".safetensors") else spec
+
+
+def checkpoint_path(spec: str) -> Path | None:
+    """The safetensors file of a model spec (a path, or the shipped checkpoint of a name)."""
+    if spec.endswith(".safetensors"):
+        return Path(spec)
+    found = _find_checkpoint(spec)
+    return Path(found) if found is not None else None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def train_command(stem: str, directory: Path) -> list[str]:
+    """train.sh's command for ``stem``, writing into ``directory``."""
+    argv = shlex.split(TRAIN[stem])
+    argv[argv.index("--out") + 1] = str(directory / f"{stem}.safetensors")
+    exe = shutil.which("advlab")
+    return [exe, *argv[1:]] if exe else [sys.executable, "-m", "advlab", *argv[1:]]
+
+
+def ensure_model(spec: str) -> Path | None:
+    """The model's checkpoint, trained first by train.sh's command when it is missing (None: unavailable)."""
+    path = checkpoint_path(spec)
+    if path is not None and path.exists():
+        return path
+    stem = model_stem(spec)
+    if path is None or stem not in TRAIN:
+        print(f"{spec}: no such checkpoint, and no training command for it: skipped", flush=True)
+        return None
+    if (path.parent / f".{path.name}.lock").exists():
+        print(f"{spec}: being trained by another process (lock file): skipped", flush=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    argv = train_command(stem, path.parent)
+    print("training:", shlex.join(argv), flush=True)
+    subprocess.run(argv, check=True)
+    return path
+
+
+# ---- the cache ------------------------------------------------------------------------------------
+
+def cache_key(digest: str, n: int, eps: float) -> str:
+    return f"{digest}|n={n}|eps={eps!r}"
+
+
+def load_cache(stem: str) -> dict:
+    path = CACHE / f"{stem}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+_FLAT_LIST = re.compile(r'\[(?:\s*(?:-?[\d.e+-]+|null|true|false|"[^"\n]*")\s*,?)+\s*\]')
+
+
+def dumps(obj: object, indent: int) -> str:
+    """JSON with every list of scalars on one line (the per-example masks)."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    return _FLAT_LIST.sub(lambda m: json.dumps(json.loads(m.group(0)), ensure_ascii=False), text) + "\n"
+
+
+def save_cache(stem: str, cache: dict) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{stem}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(dumps(cache, indent=1))
+    tmp.replace(path)
+
+
+# ---- the peers ------------------------------------------------------------------------------------
+
+def build_peer(version: str, model, eps: float):
+    if version == "aa-standard":
+        return _ta().AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=SEED)
+    if eps != 0.3:
+        raise ValueError(f"eps: peers.py's _ta_autoattack_100 is fixed at ε=0.3, got {eps}")
+    return _ta_autoattack_100(model)
+
+
+def run_peer(version: str, model, x: torch.Tensor, y: torch.Tensor, eps: float) -> dict:
+    """One AutoAttack over all images: per-example robust mask (own argmax on x_adv), wall time, validity."""
+    torch.manual_seed(SEED)
+    attack = build_peer(version, model, eps)
+    t0 = time.perf_counter()
+    x_adv = attack(x, y)
+    seconds = time.perf_counter() - t0
+    x_adv = x_adv.detach().to(torch.float32).reshape(x.shape)
+    robust = predict_logits(model, x_adv).argmax(1) == y
+    flat = x_adv.flatten(1)
+    valid = (torch.isfinite(flat).all(1) & (flat >= 0).all(1) & (flat <= 1).all(1)
+             & ((x_adv - x).flatten(1).abs().amax(1) <= eps + 1e-5))
+    return {"mask": robust.int().tolist(), "seconds": seconds, "valid": float(valid.double().mean()),
+            "threads": torch.get_num_threads(), "torchattacks": _ta().__version__}
+
+
+def peers_part(entry: dict, model, x, y, eps: float, save) -> None:
+    """Run every AutoAttack version the cache entry lacks; ``save()`` after each."""
+    for version in VERSIONS:
+        if version in entry["peers"]:
+            res = entry["peers"][version]
+            print(f"  {version}: cached ({_acc(res['mask']):.4f}, {res['seconds']:.0f} s)", flush=True)
+            continue
+        print(f"  {version}: running on {len(y)} images", flush=True)
+        entry["peers"][version] = res = run_peer(version, model, x, y, eps)
+        print(f"  {version}: Acc@1 {_acc(res['mask']):.4f} in {res['seconds']:.0f} s", flush=True)
+        save()
+
+
+def _acc(mask: list[int] | None) -> float | None:
+    return sum(mask) / len(mask) if mask else None
+
+
+# ---- advlab -----------------------------------------------------------------------------------------
+
+def _same(a: float | None, b: float) -> bool:
+    return a is not None and math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
+
+
+def store_worst(out: Path, eps: float) -> tuple[torch.Tensor, list[str | None]]:
+    """The worst case at ε from the results store, as the table's worst-case row counts it.
+
+    Every stored job of the evaluated norm at ε (a minimal-perturbation attack scored at ε, the
+    adaptive attack a check added included) ANDed; also the first job (in run order) that broke each
+    example. The checks' own attacks (on a subset) are not in the store per example.
+    """
+    store = Store(out / "results.sqlite")
+    try:
+        config = store.get_config()
+        clean = store.clean()
+        robust = clean["top1"].clone()
+        broken_by: list[str | None] = [None] * len(robust)
+        for job in stored_jobs(store, config):
+            if job.norm != config["norm"]:
+                continue
+            if job.eps == math.inf and any(_same(e, eps) for e in job.sweep):
+                at: float | None = eps
+            elif _same(job.eps, eps):
+                at = None
+            else:
+                continue
+            o = store.outcomes(job.key)
+            _, top1, _ = outcome_at_eps(o["adv"], o[job.norm], at, o["top1"], o["top5"], clean["top1"], clean["top5"])
+            for i in (robust & ~top1).nonzero().flatten().tolist():
+                broken_by[i] = job.attack
+            robust &= top1
+    finally:
+        store.close()
+    return robust, broken_by
+
+
+def advlab_part(spec: str, stem: str, n: int, eps: float) -> dict:
+    """advlab's default evaluation, timed; its per-example worst case at ε and its rows at ε."""
+    model = advlab.load_model(spec)
+    out = CACHE / f"{stem}-eval"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: a finished store would only be re-read
+    t0 = time.perf_counter()
+    ev = advlab.evaluate(model, "mnist", n=n, progress=False, out=out, force=True, model_name=stem)
+    seconds = time.perf_counter() - t0
+    if hasattr(ev, "robust_mask"):
+        mask, source = ev.robust_mask(eps), "ev.robust_mask"
+        broken_by = ev.broken_by(eps) if hasattr(ev, "broken_by") else None
+    else:
+        (mask, broken_by), source = store_worst(out, eps), "results store (no ev.robust_mask yet)"
+    at = [r for r in ev.rows if r.norm == "linf" and _same(r.eps, eps)]
+    worst = next(r for r in at if r.attack == "worst-case")
+    mask = torch.as_tensor(mask).bool()
+    if not math.isclose(float(mask.double().mean()), worst.acc1_adv, abs_tol=1e-9):
+        print(f"  WARNING: per-example worst case {float(mask.double().mean()):.4f} ≠ worst-case row "
+              f"{worst.acc1_adv:.4f}", flush=True)
+    return {
+        "mask": mask.int().tolist(), "broken_by": broken_by, "seconds": seconds, "source": source,
+        "worst_case_row": worst.acc1_adv, "strongest": worst.strongest,
+        "added": sorted({r.attack for r in ev.rows} - set(DEFAULT_ATTACKS) - {"worst-case"}),
+        "rows": {r.attack: r.acc1_adv for r in at if r.attack != "worst-case"},
+        "checks_fired": [c.get("message") for c in ev.checks if c.get("fired")],
+        "meta": json.loads(json.dumps(getattr(ev, "meta", None) or {}, default=str)),  # what evaluate added, costs
+        "advlab": advlab.__version__, "src": str(Path(advlab.__file__).resolve().parent),
+        "threads": torch.get_num_threads(),
+    }
+
+
+# ---- one model ------------------------------------------------------------------------------------
+
+def process(spec: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> dict | None:
+    """Peers (cached) and advlab for one model; its summary, or None when the model is unavailable."""
+    stem = model_stem(spec)
+    work = not (args.skip_advlab and args.skip_peers)
+    path = ensure_model(spec) if work else checkpoint_path(spec)
+    if path is None or not path.exists():
+        print(f"{spec}: no checkpoint: left out", flush=True)
+        return None
+    print(f"{stem}: {path}", flush=True)
+    digest = sha256(path)
+    cache = load_cache(stem)
+    entry = cache.setdefault(cache_key(digest, len(y), args.eps),
+                             {"model": spec, "sha256": digest, "n": len(y), "eps": args.eps, "peers": {}})
+
+    def save() -> None:
+        save_cache(stem, cache)
+
+    if "clean" not in entry:
+        model = advlab.load_model(str(path))
+        entry["clean"] = (predict_logits(model, x).argmax(1) == y).int().tolist()
+        entry["train_command"] = model.advlab_meta.get("command")
+        save()
+    if not args.skip_peers:
+        peers_part(entry, advlab.load_model(str(path)), x, y, args.eps, save)
+    if not args.skip_advlab:
+        print(f"  advlab: default evaluation of {len(y)} images", flush=True)
+        entry["advlab"] = advlab_part(str(path) if spec.endswith(".safetensors") else spec, stem, len(y), args.eps)
+        print(f"  advlab: worst case {_acc(entry['advlab']['mask']):.4f} in {entry['advlab']['seconds']:.0f} s",
+              flush=True)
+        save()
+    return summarize(stem, entry)
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+def compare(adv: list[int], peers: dict[str, list[int]]) -> dict:
+    """Examples some AutoAttack breaks that advlab leaves robust, by which; and the reverse count."""
+    n = len(adv)
+    aa_robust = [all(m[i] for m in peers.values()) for i in range(n)]
+    misses = [i for i in range(n) if adv[i] and not aa_robust[i]]
+    return {
+        "misses": misses,
+        "misses_by": {str(i): [v for v, m in peers.items() if not m[i]] for i in misses},
+        "misses_per_version": {v: sum(1 for i in range(n) if adv[i] and not m[i]) for v, m in peers.items()},
+        "reverse": sum(1 for i in range(n) if not adv[i] and aa_robust[i]),
+    }
+
+
+def summarize(stem: str, entry: dict) -> dict:
+    """The figures of one model from its cache entry (None where a part has not run)."""
+    rec: dict = {"model": stem, "recipe": RECIPES.get(stem, ""), "sha256": entry["sha256"], "n": entry["n"],
+                 "eps": entry["eps"], "train_command": TRAIN.get(stem, entry.get("train_command")),
+                 "clean_acc1": _acc(entry["clean"])}
+    peers = entry["peers"]
+    for v in VERSIONS:
+        p = peers.get(v)
+        rec[v] = None if p is None else {"acc1": _acc(p["mask"]), "seconds": p["seconds"], "valid": p["valid"],
+                                         "threads": p.get("threads")}
+    adv = entry.get("advlab")
+    rec["advlab"] = None if adv is None else {
+        "acc1": _acc(adv["mask"]), "seconds": adv["seconds"], "strongest": adv["strongest"], "added": adv["added"],
+        "rows": adv["rows"], "checks_fired": adv["checks_fired"], "source": adv["source"],
+        "threads": adv.get("threads"), "advlab": adv.get("advlab"), "src": adv.get("src"),
+        "meta": adv.get("meta") or {},
+    }
+    rec["verdict"] = None
+    if adv is not None and all(v in peers for v in VERSIONS):
+        a = rec["advlab"]["acc1"]
+        rec["verdict"] = all(a <= rec[v]["acc1"] + 1e-12 for v in VERSIONS)
+        rec.update(compare(adv["mask"], {v: peers[v]["mask"] for v in VERSIONS}))
+        if adv.get("broken_by"):
+            rec["reverse_by"] = {}
+            for i, by in enumerate(adv["broken_by"]):
+                if by is not None and all(peers[v]["mask"][i] for v in VERSIONS):
+                    rec["reverse_by"][by] = rec["reverse_by"].get(by, 0) + 1
+    return rec
+
+
+def _f(v: float | None, fmt: str = ".4f") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def table_lines(records: list[dict]) -> list[str]:
+    lines = [
+        "| model (recipe) | clean Acc@1 | advlab worst case Acc@1 · strongest row · rows added by the checks "
+        "| advlab time (s) | AA-standard Acc@1 | AA-standard time (s) | AA-100 Acc@1 | AA-100 time (s) "
+        "| advlab ≤ both | AA breaks, advlab misses | advlab breaks, AA misses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        a, s, h = r["advlab"] or {}, r["aa-standard"] or {}, r["aa-100"] or {}
+        worst = "not run" if not a else (f"**{a['acc1']:.4f}** · {a['strongest']} · "
+                                         f"{', '.join(a['added']) or 'none'}")
+        verdict = "—" if r["verdict"] is None else ("yes" if r["verdict"] else "**NO**")
+        misses = "—" if "misses" not in r else str(len(r["misses"]))
+        lines.append(
+            f"| `{r['model']}` ({r['recipe']}) | {_f(r['clean_acc1'])} | {worst} | {_f(a.get('seconds'), '.0f')} "
+            f"| {_f(s.get('acc1'))} | {_f(s.get('seconds'), '.0f')} | {_f(h.get('acc1'))} "
+            f"| {_f(h.get('seconds'), '.0f')} | {verdict} | {misses} | {r.get('reverse', '—')} |"
+        )
+    return lines
+
+
+def detail_lines(records: list[dict]) -> list[str]:
+    lines = []
+    for r in records:
+        if "misses" not in r:
+            continue
+        by = ", ".join(f"{i} ({'+'.join(v)})" for i, v in r["misses_by"].items()) or "none"
+        lines.append(f"- `{r['model']}`: AutoAttack breaks, advlab misses: {by}; advlab breaks, neither AutoAttack "
+                     f"does: {r['reverse']}" + (f" (first broken by {r['reverse_by']})" if r.get("reverse_by") else ""))
+    return lines
+
+
+def report(res: dict) -> str:
+    """The "robust-aa" section of docs/benchmarks.md."""
+    n, eps, recs = res["n"], res["eps"], res["models"]
+    sources = sorted({r["advlab"]["source"] for r in recs if r["advlab"]})
+    threads = sorted({t for r in recs for p in (r["aa-standard"], r["aa-100"], r["advlab"]) if p
+                      for t in [p.get("threads")] if t})
+    lines = [
+        "## Robust models: advlab's default evaluation vs AutoAttack (issue 14)", "",
+        f"`{res['command']}` · {res['environment']}", "",
+        f"The first {n} MNIST test images, L∞ ε = {eps}, every model scored from its own argmax on each "
+        "library's x_adv. **advlab** is the default `advlab.evaluate(model, \"mnist\", n=n)`: default attacks "
+        f"({', '.join(DEFAULT_ATTACKS)}), default ε sweep 0.1/0.2/0.3, gradient-masking checks on; its worst "
+        f"case at ε = {eps} counts an example broken if any attack run at that ε broke it (per example from: "
+        f"{'; '.join(sources) or '—'}). **AA-standard** is torchattacks `AutoAttack(version=\"standard\")` "
+        "(APGD-CE, APGD-T, FAB-T, Square 5 000 queries, with torchattacks' 10 iterations); **AA-100** the same "
+        "four attacks with 100 iterations as the original AutoAttack runs them (`_ta_autoattack_100` in "
+        "benchmarks/peers.py). Times are wall seconds on the shared 2-core machine "
+        f"(torch threads: {', '.join(map(str, threads)) or '—'}); the peers' results are cached per model "
+        "(benchmarks/results/robust_aa/<model>.json, keyed by the weights' sha256, n and ε).", "",
+        "The three adversarially trained models (`/work/robust/train.sh`, run from the advlab checkout):", "",
+        "```", *TRAIN.values(), "```", "",
+        f"`{SHIPPED}` is the shipped model (`{res.get('shipped_command') or 'see docs/defenses.md'}`).", "",
+        *table_lines(recs), "",
+        "\"AA breaks, advlab misses\": examples either AutoAttack leaves misclassified that advlab's worst case "
+        "leaves correct (listed below with the version that broke them); \"advlab breaks, AA misses\": the "
+        "reverse, examples neither AutoAttack breaks.", "",
+        *(detail_lines(recs) or ["- (no model has both parts yet)"]),
+    ]
+    return "\n".join(lines)
+
+
+def default_models(directory: Path) -> list[str]:
+    return [str(directory / f"{stem}.safetensors") for stem in TRAIN] + [SHIPPED]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="checkpoint paths or shipped names, space- or comma-separated "
+                         "(default: the three models of --dir, then cnn-mnist-robust)")
+    ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the three trained models are (or go)")
+    ap.add_argument("--n", type=int, default=500, help="images (the first n of the MNIST test set)")
+    ap.add_argument("--eps", type=float, default=0.3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-advlab", action="store_true", help="do not run advlab's evaluation (use its cache)")
+    ap.add_argument("--skip-peers", action="store_true", help="do not run AutoAttack (use its cache)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    specs = [s for m in args.models for s in m.split(",") if s] if args.models else default_models(args.dir)
+    x, y = advlab.load_dataset("mnist", "test")
+    x, y = x[: args.n], y[: args.n]
+    records = [r for r in (process(spec, args, x, y) for spec in specs) if r is not None]
+    shipped = next((r["train_command"] for r in records if r["model"] == SHIPPED), None)
+    res = {"environment": environment(), "command": shlex.join(["python", "benchmarks/robust_aa.py", *sys.argv[1:]]),
+           "n": len(y), "eps": args.eps, "versions": VERSIONS, "default_attacks": list(DEFAULT_ATTACKS),
+           "train_commands": TRAIN, "shipped_command": shipped, "models": records}
+    text = report(res)
+    print("\n" + text)
+    RESULTS.write_text(dumps(res, indent=2))
+    write_section("robust-aa", text)
+
+
+if __name__ == "__main__":
+    main()
