@@ -26,11 +26,15 @@ For each model, on the first ``--n`` MNIST test images at L∞ ε = ``--eps``:
 Writes benchmarks/results/robust_aa.json and the "robust-aa" section of docs/benchmarks.md.
 
 The three adversarially trained models (issue 14: different recipes) come from
-/work/robust/train.sh; a missing one is trained by the same command into ``--dir``:
+/work/robust/train.sh and train2.sh (the first PGD-40 and fast recipes, without an ε warm-up, failed: the
+former collapsed to one class, the latter overfitted catastrophically; both are kept in the report);
+a missing one is trained by the same command into ``--dir``:
 
     advlab train --model cnn --dataset mnist --epochs 8 --batch-size 128 --lr 1e-3 --defense fast -o eps=0.3 --seed 1 --threads 1 --no-progress --out /work/robust/cnn-fast.safetensors
     advlab train --model cnn --dataset mnist --epochs 4 --batch-size 128 --lr 1e-3 --defense trades -o eps=0.3 -o steps=10 --seed 2 --threads 1 --no-progress --out /work/robust/cnn-trades.safetensors
     advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd -o eps=0.3 -o steps=40 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd40.safetensors
+    advlab train --model cnn --dataset mnist --epochs 8 --batch-size 128 --lr 1e-3 --defense fast -o eps=0.3 -o eps_warmup=0.3 --seed 1 --threads 1 --no-progress --out /work/robust/cnn-fast-warmup.safetensors
+    advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd -o eps=0.3 -o steps=20 -o eps_warmup=0.3 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd20-warmup.safetensors
 """
 
 from __future__ import annotations
@@ -73,8 +77,16 @@ TRAIN = {
                   "-o eps=0.3 -o steps=10 --seed 2 --threads 1 --no-progress --out /work/robust/cnn-trades.safetensors",
     "cnn-pgd40": "advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd "
                  "-o eps=0.3 -o steps=40 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd40.safetensors",
+    "cnn-fast-warmup": "advlab train --model cnn --dataset mnist --epochs 8 --batch-size 128 --lr 1e-3 --defense fast "
+                       "-o eps=0.3 -o eps_warmup=0.3 --seed 1 --threads 1 --no-progress "
+                       "--out /work/robust/cnn-fast-warmup.safetensors",
+    "cnn-pgd20-warmup": "advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd "
+                        "-o eps=0.3 -o steps=20 -o eps_warmup=0.3 --seed 3 --threads 1 --no-progress "
+                        "--out /work/robust/cnn-pgd20-warmup.safetensors",
 }
-RECIPES = {"cnn-fast": "fast FGSM-AT", "cnn-trades": "TRADES (10 steps)", "cnn-pgd40": "Madry PGD-40",
+RECIPES = {"cnn-fast": "fast FGSM-AT (no warm-up: catastrophic overfitting)", "cnn-trades": "TRADES (10 steps)",
+           "cnn-pgd40": "Madry PGD-40 (no warm-up: collapsed to one class)",
+           "cnn-fast-warmup": "fast FGSM-AT, ε warm-up", "cnn-pgd20-warmup": "Madry PGD-20, ε warm-up",
            SHIPPED: "PGD-10, ε warm-up (shipped)"}
 VERSIONS = {
     "aa-standard": "torchattacks AutoAttack-standard (10 iterations)",
