@@ -284,6 +284,27 @@ def advlab_part(spec: str, stem: str, n: int, eps: float) -> dict:
     }
 
 
+def fab_leftovers(model, x: torch.Tensor, y: torch.Tensor, mask: list[int], eps: float) -> dict:
+    """AutoAttack's FAB-T (torchattacks FAB, multi-targeted, 9 targets, 100 steps) on the examples advlab left robust.
+
+    Measures whether adding FAB-T to advlab would help: how many of advlab's survivors it breaks.
+    """
+    import torchattacks
+
+    idx = torch.tensor([i for i, m in enumerate(mask) if m], dtype=torch.long)
+    if len(idx) == 0:
+        return {"tried": 0, "broken": [], "seconds": 0.0}
+    atk = torchattacks.FAB(model, norm="Linf", eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=10,
+                           seed=0)
+    t0 = time.perf_counter()
+    x_adv = atk(x[idx], y[idx])
+    seconds = time.perf_counter() - t0
+    inside = (x_adv - x[idx]).flatten(1).abs().amax(1) <= eps + 1e-6
+    with torch.no_grad():
+        fooled = (model(x_adv).argmax(1) != y[idx]) & inside
+    return {"tried": len(idx), "broken": idx[fooled].tolist(), "seconds": seconds}
+
+
 # ---- one model ------------------------------------------------------------------------------------
 
 def process(spec: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> dict | None:
@@ -315,6 +336,12 @@ def process(spec: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tenso
         entry["advlab"] = advlab_part(str(path) if spec.endswith(".safetensors") else spec, stem, len(y), args.eps)
         print(f"  advlab: worst case {_acc(entry['advlab']['mask']):.4f} in {entry['advlab']['seconds']:.0f} s",
               flush=True)
+        save()
+    if args.fab and "advlab" in entry:
+        entry["fab_leftovers"] = fab_leftovers(advlab.load_model(str(path)).eval(), x, y, entry["advlab"]["mask"],
+                                               args.eps)
+        print(f"  FAB-T on advlab's {entry['fab_leftovers']['tried']} survivors: broke "
+              f"{len(entry['fab_leftovers']['broken'])}", flush=True)
         save()
     return summarize(stem, entry)
 
@@ -351,6 +378,7 @@ def summarize(stem: str, entry: dict) -> dict:
         "threads": adv.get("threads"), "advlab": adv.get("advlab"), "src": adv.get("src"),
         "meta": adv.get("meta") or {},
     }
+    rec["fab_leftovers"] = entry.get("fab_leftovers")
     rec["verdict"] = None
     if adv is not None and all(v in peers for v in VERSIONS):
         a = rec["advlab"]["acc1"]
@@ -397,6 +425,10 @@ def detail_lines(records: list[dict]) -> list[str]:
         by = ", ".join(f"{i} ({'+'.join(v)})" for i, v in r["misses_by"].items()) or "none"
         lines.append(f"- `{r['model']}`: AutoAttack breaks, advlab misses: {by}; advlab breaks, neither AutoAttack "
                      f"does: {r['reverse']}" + (f" (first broken by {r['reverse_by']})" if r.get("reverse_by") else ""))
+        fab = r.get("fab_leftovers")
+        if fab is not None:
+            lines.append(f"  - FAB-T (torchattacks, 9 targets, 100 steps) on the {fab['tried']} examples advlab left "
+                         f"robust: broke {len(fab['broken'])} {fab['broken'] or ''} in {fab['seconds']:.0f} s")
     return lines
 
 
@@ -446,6 +478,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-advlab", action="store_true", help="do not run advlab's evaluation (use its cache)")
     ap.add_argument("--skip-peers", action="store_true", help="do not run AutoAttack (use its cache)")
+    ap.add_argument("--fab", action="store_true",
+                    help="also run AutoAttack's FAB-T (torchattacks) on the examples advlab left robust: would FAB-T help?")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     specs = [s for m in args.models for s in m.split(",") if s] if args.models else default_models(args.dir)
