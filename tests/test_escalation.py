@@ -112,3 +112,15 @@ def test_unanswered_compares_with_the_evaluations_own_attacks():
     assert unanswered(checks, 0.9, set()) == ["GM03", "GM06", "GM09"]
     assert unanswered(checks, 0.11, {"GM06"}) == ["GM09"]  # within the margin: answered
     assert unanswered(checks, 0.11, {"GM06", "GM09"}) == []
+
+
+def test_report_says_what_was_added_why_and_what_it_cost(tmp_path, digits, digits_mlp):
+    from advlab.report.render import render_report
+
+    _eval(NumpyMedian(digits_mlp).eval(), digits, attacks=["noise", "pgd"], out=tmp_path / "run")
+    md, html = render_report(tmp_path / "run")
+    text = md.read_text()
+    assert "white-box rows not computed | pgd | GM09" in text
+    assert "escalation: pgd-bpda" in text and "## Where the worst case came from" in text
+    assert "## Cost" in text and "The checks and the escalation took" in text
+    assert 'id="added"' in html.read_text() and 'id="costs"' in html.read_text()
