@@ -35,6 +35,7 @@ from advlab.results.aggregate import worst_case
 from advlab.results.plan import Job, plan_jobs
 
 ROBUST_ACC = 0.05  # worst-case Acc@1 above this at the largest ε adds the ensemble
+ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE and Square stages (on the examples still robust)
 ENSEMBLE = "apgd-ensemble"
 WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
                      "the black-box, transfer and automatic-BPDA attacks were")
@@ -103,7 +104,7 @@ def add_ensemble(run: Run) -> None:
     if acc <= ROBUST_ACC or cut or config["norm"] not in info.norms or math.isinf(eps):
         store.set_meta("ensemble", {"added": False, "acc1_before": acc})
         return
-    job = Job(ENSEMBLE, config["norm"], eps, (eps,))
+    job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS),))
     params = attack_params(info, job, run.params)
     shown = {k: v for k, v in {**info.defaults, **params}.items() if isinstance(v, (int, float, str, bool))}
     store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown,
