@@ -35,6 +35,7 @@ a missing one is trained by the same command into ``--dir``:
     advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd -o eps=0.3 -o steps=40 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd40.safetensors
     advlab train --model cnn --dataset mnist --epochs 8 --batch-size 128 --lr 1e-3 --defense fast -o eps=0.3 -o eps_warmup=0.3 --seed 1 --threads 1 --no-progress --out /work/robust/cnn-fast-warmup.safetensors
     advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd -o eps=0.3 -o steps=20 -o eps_warmup=0.3 --seed 3 --threads 1 --no-progress --out /work/robust/cnn-pgd20-warmup.safetensors
+    advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense adversarial -o attack=pgd -o eps=0.3 -o steps=10 -o clean_weight=0.5 -o eps_warmup=0.3 --seed 4 --threads 1 --no-progress --out /work/robust/cnn-mixed-pgd10.safetensors
 """
 
 from __future__ import annotations
@@ -83,10 +84,15 @@ TRAIN = {
     "cnn-pgd20-warmup": "advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense pgd "
                         "-o eps=0.3 -o steps=20 -o eps_warmup=0.3 --seed 3 --threads 1 --no-progress "
                         "--out /work/robust/cnn-pgd20-warmup.safetensors",
+    "cnn-mixed-pgd10": "advlab train --model cnn --dataset mnist --epochs 3 --batch-size 128 --lr 1e-3 --defense "
+                       "adversarial -o attack=pgd -o eps=0.3 -o steps=10 -o clean_weight=0.5 -o eps_warmup=0.3 "
+                       "--seed 4 --threads 1 --no-progress --out /work/robust/cnn-mixed-pgd10.safetensors",
 }
 RECIPES = {"cnn-fast": "fast FGSM-AT (no warm-up: catastrophic overfitting)", "cnn-trades": "TRADES (10 steps)",
            "cnn-pgd40": "Madry PGD-40 (no warm-up: collapsed to one class)",
-           "cnn-fast-warmup": "fast FGSM-AT, ε warm-up", "cnn-pgd20-warmup": "Madry PGD-20, ε warm-up",
+           "cnn-fast-warmup": "fast FGSM-AT, ε warm-up (catastrophic overfitting again)",
+           "cnn-pgd20-warmup": "Madry PGD-20, ε warm-up",
+           "cnn-mixed-pgd10": "50% clean + 50% PGD-10 loss, ε warm-up",
            SHIPPED: "PGD-10, ε warm-up (shipped)"}
 VERSIONS = {
     "aa-standard": "torchattacks AutoAttack-standard (10 iterations)",
