@@ -51,24 +51,51 @@ def meta(out: Path) -> dict[str, Any]:
     return {k: json.loads(rows[k]) for k in ("costs", "escalation", "ensemble", "skipped") if k in rows}
 
 
+def records(out: Path) -> list[dict[str, Any]]:
+    """The rows of ``out``: its results.json, else computed from its store (an ``advlab.evaluate(out=...)`` run)."""
+    if (out / "results.json").exists():
+        return json.loads((out / "results.json").read_text())
+    from advlab.results.aggregate import compute_rows
+    from advlab.results.store import Store
+
+    store = Store(out / "results.sqlite")
+    try:
+        return [r.as_dict() for r in compute_rows(store, store.get_config())]
+    finally:
+        store.close()
+
+
+def fired(out: Path) -> list[str]:
+    """The codes of the checks that fired (checks.json, else the store's meta)."""
+    if (out / "checks.json").exists():
+        checks = json.loads((out / "checks.json").read_text())
+    else:
+        con = sqlite3.connect(out / "results.sqlite")
+        try:
+            row = con.execute("SELECT value FROM config WHERE key = 'checks'").fetchone()
+        finally:
+            con.close()
+        checks = json.loads(row[0]) if row else []
+    return [c["code"] for c in checks if c["fired"]]
+
+
 def compare(old: Path, new: Path) -> dict[str, Any]:
     """Changed rows (by attack, norm, ε; every key but seconds), added rows, fired checks, costs."""
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (r["attack"].split(" [")[0], r["norm"], r["eps"])
 
-    a = {key(r): r for r in json.loads((old / "results.json").read_text())}
-    b = {key(r): r for r in json.loads((new / "results.json").read_text())}
+    a = {key(r): r for r in records(old)}
+    b = {key(r): r for r in records(new)}
     changed = []
     for k, r in a.items():
         diff = {f: (r[f], b[k][f]) for f in r if f != "seconds" and k in b and r[f] != b[k][f]}
         if k not in b or diff:
             changed.append({"row": list(k), "diff": diff if k in b else "missing"})
-    checks = json.loads((new / "checks.json").read_text()) if (new / "checks.json").exists() else []
     m = meta(new)
     costs = m.get("costs") or {}
     total = sum(costs.values())
     return {"changed": changed, "added": [list(k) for k in b if k not in a],
-            "fired": [c["code"] for c in checks if c["fired"]], "escalation": m.get("escalation"),
+            "fired": fired(new), "escalation": m.get("escalation"),
             "ensemble": m.get("ensemble"), "costs": costs,
             "checks_share": (costs.get("checks", 0.0) + costs.get("escalation", 0.0)) / total if total else None}
 
