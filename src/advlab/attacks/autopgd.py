@@ -261,7 +261,8 @@ def apgd_ensemble(
     per-example budget; ``queries`` counts Square's model queries (0 for examples broken before
     Square ran). ``restarts`` re-runs APGD-CE and Square from new random starts on the examples
     still robust (AutoAttack's standard version uses 1; ``advlab evaluate`` adds the ensemble with
-    2, since a second Square run broke examples the first left, measured in docs/benchmarks.md).
+    2: whether Square breaks a borderline example depends on its random draws, and a second run
+    gives it a second chance, measured in docs/benchmarks.md).
     """
     with torch.no_grad():
         success = model(x).argmax(1) != y
