@@ -124,3 +124,21 @@ def test_report_says_what_was_added_why_and_what_it_cost(tmp_path, digits, digit
     assert "escalation: pgd-bpda" in text and "## Where the worst case came from" in text
     assert "## Cost" in text and "The checks and the escalation took" in text
     assert 'id="added"' in html.read_text() and 'id="costs"' in html.read_text()
+
+
+def test_a_run_killed_inside_the_ensemble_resumes_there(tmp_path, digits, digits_mlp, monkeypatch):
+    from advlab.results.store import Store
+
+    real = Store.put_batch
+
+    def dies_in_the_ensemble(self, key, *a, **kw):
+        if key.startswith("apgd-ensemble"):
+            raise KeyboardInterrupt
+        return real(self, key, *a, **kw)
+
+    monkeypatch.setattr(Store, "put_batch", dies_in_the_ensemble)
+    with pytest.raises(KeyboardInterrupt):
+        _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True, out=tmp_path / "r")
+    monkeypatch.setattr(Store, "put_batch", real)
+    ev = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True, out=tmp_path / "r")
+    assert "apgd-ensemble" in {r.attack for r in ev.rows}

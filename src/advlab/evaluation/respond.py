@@ -7,8 +7,8 @@ After the planned attacks, :func:`respond` runs, each phase once (a resumed run 
 2. if any check fired: ``pgd-adaptive`` over the sweep, then the escalation
    (:mod:`advlab.evaluation.escalation`) at the largest ε until every fired check is answered;
 3. if the worst case still leaves Acc@1 > :data:`ROBUST_ACC` at the largest ε (a model that
-   looks robust): the APGD ensemble at AutoAttack's standard budgets there, so the headline of
-   a robust model is never PGD-40's.
+   looks robust): the APGD ensemble at AutoAttack's standard budgets there (with restarts), so
+   the headline of a robust model is never PGD-40's.
 
 A model whose forward leaves autograd (GM09) is evaluated, not crashed on: :func:`white_box_cut`
 finds it before the planned attacks run, and their white-box jobs are skipped and recorded with
@@ -94,7 +94,11 @@ def adaptive_and_escalation(run: Run, results: list[dict[str, Any]], idx: torch.
 def add_ensemble(run: Run) -> None:
     """The APGD ensemble (standard budgets) at the largest ε when the worst case there exceeds :data:`ROBUST_ACC`."""
     config, store = run.config, run.store
-    if not config.get("ensemble") or store.get_meta("ensemble") is not None or ENSEMBLE in config["attacks"]:
+    if not config.get("ensemble") or ENSEMBLE in config["attacks"]:
+        return
+    decided = store.get_meta("ensemble")
+    if decided is not None:  # decided before: finish its jobs (a run interrupted inside them resumes there)
+        run.add_jobs([Job.from_dict(d) for d in decided.get("jobs", [])])
         return
     eps = max(config["eps"])
     w = worst_case(store, config).get(eps)
@@ -105,12 +109,13 @@ def add_ensemble(run: Run) -> None:
         store.set_meta("ensemble", {"added": False, "acc1_before": acc})
         return
     job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS),))
+    jobs = [job]
     params = attack_params(info, job, run.params)
     shown = {k: v for k, v in {**info.defaults, **params}.items() if isinstance(v, (int, float, str, bool))}
-    store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown,
+    store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown, "jobs": [j.as_dict() for j in jobs],
                                 "why": f"worst-case Acc@1 {acc:.3f} > {ROBUST_ACC} at ε = {eps:g}"})
     t0 = time.perf_counter()
-    run.add_jobs([job])
+    run.add_jobs(jobs)
     add_cost(run, "ensemble", time.perf_counter() - t0)
 
 
