@@ -252,6 +252,7 @@ def apgd_ensemble(
     candidates: Candidates = 10,
     max_queries: Annotated[int, Range(2)] = 5000,
     restarts: PositiveInt = 1,
+    dlr: bool = False,
     grad_fn: GradFn = loss_grad,
 ) -> AttackResult:
     """APGD-CE, then APGD-T, then Square, each on the examples the previous ones left robust.
@@ -262,7 +263,8 @@ def apgd_ensemble(
     Square ran). ``restarts`` re-runs APGD-CE and Square from new random starts on the examples
     still robust (AutoAttack's standard version uses 1; ``advlab evaluate`` adds the ensemble with
     2: whether Square breaks a borderline example depends on its random draws, and a second run
-    gives it a second chance, measured in docs/benchmarks.md).
+    gives it a second chance, measured in docs/benchmarks.md). ``dlr`` adds untargeted APGD with
+    the DLR loss (``restarts`` times) after APGD-CE, as AutoAttack's "plus" version does.
     """
     with torch.no_grad():
         success = model(x).argmax(1) != y
@@ -275,6 +277,9 @@ def apgd_ensemble(
                               grad_fn=grad_fn),
         lambda xs, ys: square(model, xs, ys, threat, generator=generator, max_queries=max_queries, restarts=restarts),
     ]
+    if dlr:
+        stages.insert(1, lambda xs, ys: apgd(model, xs, ys, threat, generator=generator, steps=steps, loss="dlr",
+                                             restarts=restarts, grad_fn=grad_fn))
     for stage in stages:
         todo = (~success).nonzero().squeeze(1)
         if len(todo) == 0:

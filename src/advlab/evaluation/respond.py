@@ -108,7 +108,7 @@ def add_ensemble(run: Run) -> None:
     if acc <= ROBUST_ACC or cut or config["norm"] not in info.norms or math.isinf(eps):
         store.set_meta("ensemble", {"added": False, "acc1_before": acc})
         return
-    job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS),))
+    job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS), ("dlr", True)))
     jobs = [job]
     params = attack_params(info, job, run.params)
     shown = {k: v for k, v in {**info.defaults, **params}.items() if isinstance(v, (int, float, str, bool))}
