@@ -87,6 +87,7 @@ def test_honest_model_no_escalation_and_checks_count_in_the_worst_case(digits, d
 def test_ensemble_added_where_the_model_looks_robust(digits, digits_mlp):
     ev = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True)
     assert ev.meta["ensemble"]["added"] and ev.meta["ensemble"]["params"]["max_queries"] == 5000
+    assert ev.meta["ensemble"]["params"]["dlr"] is True and ev.meta["ensemble"]["params"]["restarts"] == 2
     assert _row(ev, "apgd-ensemble", 0.03).acc1_adv <= _row(ev, "fgsm", 0.03).acc1_adv
     quiet = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False)
     assert "apgd-ensemble" not in {r.attack for r in quiet.rows}  # not asked for with explicit attacks

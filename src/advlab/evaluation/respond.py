@@ -7,8 +7,8 @@ After the planned attacks, :func:`respond` runs, each phase once (a resumed run 
 2. if any check fired: ``pgd-adaptive`` over the sweep, then the escalation
    (:mod:`advlab.evaluation.escalation`) at the largest ε until every fired check is answered;
 3. if the worst case still leaves Acc@1 > :data:`ROBUST_ACC` at the largest ε (a model that
-   looks robust): the APGD ensemble at AutoAttack's standard budgets there (with restarts), so
-   the headline of a robust model is never PGD-40's.
+   looks robust): the APGD ensemble at AutoAttack's standard budgets there (with an APGD-DLR
+   stage and restarts), so the headline of a robust model is never PGD-40's.
 
 A model whose forward leaves autograd (GM09) is evaluated, not crashed on: :func:`white_box_cut`
 finds it before the planned attacks run, and their white-box jobs are skipped and recorded with
