@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from advlab._checks import NonNegFloat, PositiveInt
-from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER, eot_bpda
-from advlab.attacks.gradient import GRADIENT_NORMS, default_step_size, iterative_gradient
+from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER
+from advlab.attacks.gradient import GRADIENT_NORMS
 from advlab.attacks.losses import Loss, ce_loss
-from advlab.attacks.registry import AttackResult, register_attack
+from advlab.attacks.registry import AttackResult, get_attack, register_attack
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -152,16 +152,20 @@ def _submodules(model: Any) -> dict[str, nn.Module]:
 
 
 @contextmanager
-def _hooks(model: Any, fixes: list[Fix], x: torch.Tensor, trace: _Trace | None) -> Iterator[None]:
-    """Place the stand-ins of ``fixes`` (and record a trace) for the forward passes inside the block."""
-    mods = _submodules(model)
+def _hooks(mods: dict[str, nn.Module], fixes: list[Fix], x: torch.Tensor, trace: _Trace | None) -> Iterator[None]:
+    """Place the stand-ins of ``fixes`` (and record a trace) for the forward passes inside the block.
+
+    Only a trace hooks every submodule; an attack's forward pass (no trace) hooks the stand-ins'
+    modules and their sources alone, and nothing at all where there is no stand-in.
+    """
     captured: dict[str, torch.Tensor] = {"": x}
     handles = []
     sources = {f.source for f in fixes if f.kind == "identity"}
     identity = {f.module: f.source for f in fixes if f.kind == "identity"}
     grad_on = {f.module for f in fixes}  # a stand-in works inside a no_grad block of the caller too
     state: dict[str, bool] = {}
-    for name, mod in mods.items():
+    hooked = mods if trace is not None else {n: m for n, m in mods.items() if n in grad_on or n in sources}
+    for name, mod in hooked.items():
         def pre(m: nn.Module, args: tuple[Any, ...], name: str = name) -> tuple[Any, ...] | None:
             if name in grad_on:
                 state[name] = torch.is_grad_enabled()
@@ -194,9 +198,9 @@ def _hooks(model: Any, fixes: list[Fix], x: torch.Tensor, trace: _Trace | None) 
             h.remove()
 
 
-def _logits(model: Model, x: torch.Tensor, fixes: list[Fix], probabilities: bool, trace: _Trace | None = None
-            ) -> torch.Tensor:
-    with _hooks(model, fixes, x, trace):
+def _logits(model: Model, mods: dict[str, nn.Module], x: torch.Tensor, fixes: list[Fix], probabilities: bool,
+            trace: _Trace | None = None) -> torch.Tensor:
+    with _hooks(mods, fixes, x, trace):
         out = model(x)
     return torch.log(out.clamp_min(TINY)) if probabilities else out
 
@@ -212,7 +216,7 @@ def _next_fix(model: Model, x: torch.Tensor, y: torch.Tensor, fixes: list[Fix], 
     trace = _Trace()
     with torch.enable_grad():
         try:
-            z = _logits(model, xr, fixes, probabilities, trace)
+            z = _logits(model, _submodules(model), xr, fixes, probabilities, trace)
         except RuntimeError:
             return False, None
         if not z.requires_grad:
@@ -247,10 +251,10 @@ def _cut_fix(trace: _Trace, x: torch.Tensor) -> Fix | None:
         out = trace.outputs.get(name)
         if _connected(u) and out is not None and not _connected(out):
             return Fix(name, "enable-grad")
-    first_cut = next((n for n, u in zip(trace.names, trace.inputs, strict=True) if u is not None and not
-                      _connected(u)), None)
-    return None if first_cut is None else _identity_fix(trace, x, first_cut, trace.inputs[trace.names.index(
-        first_cut)])  # type: ignore[arg-type]
+    for name, u in zip(trace.names, trace.inputs, strict=True):
+        if u is not None and not _connected(u):
+            return _identity_fix(trace, x, name, u)
+    return None
 
 
 def probe(model: Model, x: torch.Tensor, y: torch.Tensor) -> Probe:
@@ -284,16 +288,17 @@ class AutoBPDA:
         self.model, self.found = model, found
         self.differentiable = not found.fixes
         self.randomized = found.random
+        self._mods = _submodules(model) if found.fixes else {}  # looked up once, not at every step
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output (the log of its probabilities where it returns them); stand-ins under autograd."""
         if not torch.is_grad_enabled():
-            return _logits(self.model, x, [], self.found.probabilities)
+            return _logits(self.model, {}, x, [], self.found.probabilities)
         return self.bpda(x)
 
     def bpda(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass with the stand-ins in place."""
-        return _logits(self.model, x, self.found.fixes, self.found.probabilities)
+        return _logits(self.model, self._mods, x, self.found.fixes, self.found.probabilities)
 
 
 def auto_bpda(model: Model, x: torch.Tensor, y: torch.Tensor) -> AutoBPDA:
@@ -323,17 +328,13 @@ def pgd_bpda(
     or has a stage with zero/NaN gradients, the gradient goes through an identity stand-in (BPDA);
     where two identical calls differ, it is averaged over ``eot_samples`` draws (default 10; 1 for
     a deterministic model); where it returns probabilities, the margin loss is taken on their
-    logarithm. Then PGD with the margin loss, ``steps`` iterations. On an honest model this is
-    ``pgd-adaptive``. Cost: ``steps`` × EOT draws forward and backward passes per restart, and
-    four probing passes.
+    logarithm. It is ``pgd-adaptive`` run on the view :func:`auto_bpda` returns (on an honest
+    model, ``pgd-adaptive`` itself). Cost: ``steps`` × EOT draws forward and backward passes per
+    restart, and four probing passes.
     """
-    view = auto_bpda(model, x, y)
-    samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if view.randomized else 1)
-    return iterative_gradient(
-        view, x, y, threat, target=target, steps=steps, step_size=default_step_size(step_size, threat.eps, steps),
-        random_start=True, restarts=restarts, early_stop=early_stop, loss=loss, generator=generator,
-        grad_fn=eot_bpda(samples, bpda=True),
-    )
+    adaptive = get_attack("pgd-adaptive").fn  # (its undecorated function: the inputs are checked already)
+    return adaptive(auto_bpda(model, x, y), x, y, threat, target=target, generator=generator, steps=steps,
+                    step_size=step_size, restarts=restarts, loss=loss, eot_samples=eot_samples, early_stop=early_stop)
 
 
 __all__ = ["AutoBPDA", "Fix", "Probe", "auto_bpda", "is_random", "leaves_autograd", "pgd_bpda", "probe",

@@ -245,7 +245,8 @@ def square(
         if len(todo) == 0:
             break
         session: QuerySession = box.session(len(todo), max_queries)
-        xs, ys, ts = x[todo.to(x.device)], y[todo.to(x.device)], _sub(target, todo.to(x.device))
+        on = todo.to(x.device)
+        xs, ys, ts = x[on], y[on], _sub(target, on)
         found, margin = _start(session, xs, ys, ts, threat, generator)
         _search(session, xs, ys, ts, threat, found, margin, p_init, max_queries, generator)
         queries[todo] += session.queries.to(torch.int64)

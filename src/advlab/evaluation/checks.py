@@ -22,7 +22,8 @@ import torch
 
 from advlab._deprecation import warn_renamed
 from advlab.attacks import get_attack, inference_view
-from advlab.attacks.autobpda import PROBE_N, leaves_autograd
+from advlab.attacks.autobpda import PROBE_N
+from advlab.attacks.autobpda import leaves_autograd as cut_from_autograd
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.threat import Norm, ThreatModel
@@ -111,6 +112,12 @@ def _acc(model: Model, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
+def _keep(s: Subset, name: str, x_adv: torch.Tensor, minimal: bool = False) -> float:
+    """Keep a check's own attack (it counts towards the worst case); its Acc@1 on the subset."""
+    s.found[f"check:{name}"] = (x_adv, minimal)
+    return _acc(s.model, x_adv, s.y)
+
+
 def _pgd(model: Model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, gen: torch.Generator,
          steps: int = PGD_STEPS, random_start: bool = True) -> torch.Tensor:
     small_linf = threat.norm == "linf" and threat.eps <= PGD_LINF_STEP_MAX_EPS
@@ -143,11 +150,9 @@ def random_gradients(g1: torch.Tensor, g2: torch.Tensor) -> CheckResult:
 
 def white_box_accuracy(s: Subset) -> float:
     """The white-box reference on the subset: the lower Acc@1 of PGD and (where it applies) FGSM at ε."""
-    s.found["check:pgd"] = (_pgd(s.model, s.x, s.y, s.threat, s.gen), False)
-    acc = _acc(s.model, s.found["check:pgd"][0], s.y)
+    acc = _keep(s, "pgd", _pgd(s.model, s.x, s.y, s.threat, s.gen))
     if s.threat.norm in get_attack("fgsm").norms:
-        s.found["check:fgsm"] = (get_attack("fgsm")(s.model, s.x, s.y, s.threat).x_adv, False)
-        acc = min(acc, _acc(s.model, s.found["check:fgsm"][0], s.y))
+        acc = min(acc, _keep(s, "fgsm", get_attack("fgsm")(s.model, s.x, s.y, s.threat).x_adv))
     return acc
 
 
@@ -169,11 +174,14 @@ def loss_not_rising(s: Subset) -> CheckResult:
                   rose)
 
 
+def noise_accuracy(s: Subset) -> float:
+    """Acc@1 on the subset under uniform noise in the ε-ball (kept as a check's attack)."""
+    return _keep(s, "noise", get_attack("noise")(s.model, s.x, s.y, s.threat, generator=s.gen).x_adv)
+
+
 def noise_beats_gradient(s: Subset, acc_wb: float) -> CheckResult:
     """GM05: random noise in the ε-ball beats the white-box attack."""
-    noise_x = get_attack("noise")(s.model, s.x, s.y, s.threat, generator=s.gen).x_adv
-    s.found["check:noise"] = (noise_x, False)
-    acc = _acc(s.model, noise_x, s.y)
+    acc = noise_accuracy(s)
     return result("GM05", acc < acc_wb - MARGIN, f"noise Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
 
 
@@ -182,9 +190,7 @@ def black_box_beats_white_box(s: Subset, acc_wb: float | None, max_queries: int)
     square = get_attack("square")
     if s.threat.norm not in square.norms:
         return None
-    s.found["check:square"] = (square(s.model, s.x, s.y, s.threat, generator=s.gen, max_queries=max_queries).x_adv,
-                               False)
-    acc = _acc(s.model, s.found["check:square"][0], s.y)
+    acc = _keep(s, "square", square(s.model, s.x, s.y, s.threat, generator=s.gen, max_queries=max_queries).x_adv)
     if acc_wb is None:
         return None
     return result("GM03", acc < acc_wb - MARGIN,
@@ -196,8 +202,7 @@ def transfer_beats_white_box(s: Subset, acc_wb: float) -> CheckResult | None:
     surrogate = getattr(s.model, "surrogate", None)
     if not callable(surrogate) or surrogate() is s.model:
         return None
-    s.found["check:transfer"] = (_pgd(surrogate(), s.x, s.y, s.threat, s.gen), False)
-    acc = _acc(s.model, s.found["check:transfer"][0], s.y)
+    acc = _keep(s, "transfer", _pgd(surrogate(), s.x, s.y, s.threat, s.gen))
     return result("GM04", acc < acc_wb - MARGIN, f"transfer Acc@1 {acc:.3f} vs white-box {acc_wb:.3f}", acc)
 
 
@@ -219,16 +224,19 @@ def unbounded_attack_fails(s: Subset) -> CheckResult | None:
         return None
     df = get_attack("deepfool")(s.model, s.x, s.y, ThreatModel(s.threat.norm, math.inf, s.threat.bounds),
                                 steps=DEEPFOOL_STEPS)
-    s.found["check:deepfool"] = (df.x_adv, True)
+    s.found["check:deepfool"] = (df.x_adv, True)  # (counted at ε by its distance: a minimal attack)
     with torch.no_grad():
         succ = float((s.model(df.x_adv).argmax(1) != s.y).float().mean())
     return result("GM02", succ < UNBOUNDED_SUCCESS, f"DeepFool (ε = ∞, {DEEPFOOL_STEPS} steps) succeeds on {succ:.1%}",
                   succ)
 
 
-def leaves_autograd_check(s: Subset) -> CheckResult:
-    """GM09: the output is cut off from the input in autograd (numpy, Pillow, ``.detach()`` in ``forward``)."""
-    cut = leaves_autograd(s.model, s.x[:PROBE_N])
+def leaves_autograd_check(s: Subset, cut: bool | None = None) -> CheckResult:
+    """GM09: the output is cut off from the input in autograd (numpy, Pillow, ``.detach()`` in ``forward``).
+
+    ``cut`` is the answer where the caller probed the model already.
+    """
+    cut = cut_from_autograd(s.model, s.x[:PROBE_N]) if cut is None else cut
     return result("GM09", cut, "the output does not depend on the input in autograd: white-box attacks cannot run"
                   if cut else "the output depends on the input in autograd")
 
@@ -236,21 +244,22 @@ def leaves_autograd_check(s: Subset) -> CheckResult:
 def check_model(
     model: Model, x: torch.Tensor, y: torch.Tensor, norm: Norm, eps: float, *,
     bounds: tuple[float, float] = (0.0, 1.0), n: int = 200, seed: int = 0, max_queries: int = MAX_QUERIES,
+    leaves_autograd: bool | None = None,
 ) -> CheckRun:
     """Every check on the first ``n`` correctly classified inputs, with the subset and the checks' own x_adv.
 
     A model whose forward leaves autograd (GM09) gets the checks that need no gradient only: its
     noise and Square results are still measured (and count towards the worst case).
+    ``leaves_autograd`` passes on what the caller has probed already (None: probe here).
     """
     model = inference_view(model)
     idx = correct_subset(model, x, y, n)
     s = Subset(model, x[idx], y[idx], ThreatModel(norm, eps, bounds), torch.Generator().manual_seed(seed), seed)
     if len(idx) == 0:
         return CheckRun([], idx, {}, eps)
-    gm09 = leaves_autograd_check(s)
+    gm09 = leaves_autograd_check(s, leaves_autograd)
     if gm09.fired:
-        noise_x = get_attack("noise")(s.model, s.x, s.y, s.threat, generator=s.gen).x_adv
-        s.found["check:noise"] = (noise_x, False)
+        noise_accuracy(s)
         black_box_beats_white_box(s, None, max_queries)
         return CheckRun([gm09], idx, s.found, eps)
     _, g1, _ = loss_grad(model, s.x, s.y)

@@ -35,7 +35,7 @@ from advlab.evaluation.run import Run
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
-from advlab.results.aggregate import compute_rows, worst_case
+from advlab.results.aggregate import aggregate
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
 from advlab.results.records import data_fingerprint, environment, model_fingerprint
 from advlab.results.store import ConfigMismatchError, open_store
@@ -260,9 +260,9 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
         run.jobs(jobs)
         add_cost(run, "attacks", time.perf_counter() - t0)
         respond(run, run.config["checks"], s.check_n)
-        return Evaluation(compute_rows(store, run.config), run.config, store.path if keep else None, env,
-                          store.get_meta("checks") or [], store.get_meta("checks_skipped"),
-                          worst=worst_case(store, run.config), meta=evaluation_meta(store))
+        rows, worst = aggregate(store, run.config)
+        return Evaluation(rows, run.config, store.path if keep else None, env, store.get_meta("checks") or [],
+                          store.get_meta("checks_skipped"), worst=worst, meta=evaluation_meta(store))
     finally:
         store.close()
 

@@ -25,14 +25,16 @@ Acc@1 and its time.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from advlab.attacks import get_attack
 from advlab.attacks.adaptive import needs_bpda, needs_eot
-from advlab.attacks.autobpda import returns_probabilities
+from advlab.attacks.autobpda import PROBE_N, returns_probabilities
 from advlab.evaluation.checks import MARGIN
 from advlab.evaluation.run import Run
 from advlab.models import read_metadata
@@ -53,12 +55,16 @@ class Step:
     label: str
     attack: str
     params: tuple[tuple[str, Any], ...] = ()
-    minimal: bool = False
+
+    def job(self, norm: str, eps: float) -> Job:
+        """The step as a job at ``eps`` (a minimal attack runs unbounded and is scored at ``eps``)."""
+        budget = math.inf if get_attack(self.attack).minimal else eps
+        return Job(self.attack, norm, budget, (eps,), self.label, self.params)
 
 
 SQUARE = Step("square-5000", "square", (("max_queries", 5000), ("restarts", 2)))
 BPDA = Step("pgd-bpda", "pgd-bpda")
-HSJ = Step("hopskipjump", "hopskipjump", (("max_queries", 5000),), minimal=True)
+HSJ = Step("hopskipjump", "hopskipjump", (("max_queries", 5000),))
 
 
 def surrogate_for(config: dict[str, Any]) -> str | None:
@@ -115,7 +121,7 @@ def plan_steps(run: Run, leaves_autograd: bool) -> list[tuple[Step, str]]:
     steps.append((BPDA, "automatic BPDA/EOT through the stage that loses the gradient"))
     if run.config["norm"] in ("linf", "l2"):
         steps.append((SQUARE, "score-based, full budget"))
-    if run.config["norm"] in ("linf", "l2") and (leaves_autograd or returns_probabilities(run.net, run.x[:32])):
+    if run.config["norm"] in ("linf", "l2") and (leaves_autograd or returns_probabilities(run.net, run.x[:PROBE_N])):
         steps.append((HSJ, "decision-based: the scores may carry nothing"))
     return steps
 
@@ -125,21 +131,20 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: flo
     """Run the escalation's steps at ``eps`` until every fired check is answered; returns their records."""
     routed = declared_routes(run.net) if run.store.get_meta("adaptive") else set()
     records: list[dict[str, Any]] = []
+    own = _own_accuracy(run, idx, eps)  # (then carried from step to step: only a step changes it)
     for step, why in plan_steps(run, leaves_autograd):
-        own = _own_accuracy(run, idx, eps)
         left = unanswered(checks, own, routed)
         if not left or own == 0.0:
             break
         if step is HSJ and not any(code in COMPARISONS for code in left):
             continue
-        job = Job(step.attack, run.config["norm"], float("inf") if step.minimal else eps, (eps,), step.label,
-                  step.params)
         t0 = time.perf_counter()
-        run.add_jobs([job])
+        run.add_jobs([step.job(run.config["norm"], eps)])
         after = _own_accuracy(run, idx, eps)
         records.append({"step": step.label, "attack": step.attack, "params": dict(step.params), "why": why,
                         "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": after,
                         "seconds": round(time.perf_counter() - t0, 2)})
+        own = after
         if step is BPDA:
             routed |= ROUTES
         if step is SQUARE:

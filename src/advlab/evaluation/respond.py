@@ -32,7 +32,7 @@ from advlab.evaluation.escalation import escalate
 from advlab.evaluation.run import Run
 from advlab.models.blackbox import BlackBox
 from advlab.results.aggregate import worst_case
-from advlab.results.plan import Job, plan_jobs
+from advlab.results.plan import Job, json_params, plan_jobs
 
 ROBUST_ACC = 0.05  # worst-case Acc@1 above this at the largest ε adds the ensemble
 ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE and Square stages (on the examples still robust)
@@ -65,8 +65,9 @@ def run_checks_once(run: Run, check_n: int) -> tuple[list[dict[str, Any]], torch
     results = store.get_meta("checks")
     if results is None:
         t0 = time.perf_counter()
+        cut = (store.get_meta("skipped") or {}).get("leaves_autograd")  # (probed before the jobs: not again)
         cr = check_model(run.net, run.x, run.y, config["norm"], max(config["eps"]), bounds=run.bounds, n=check_n,
-                         seed=config["seed"])
+                         seed=config["seed"], leaves_autograd=cut)
         entries = [run.put_partial(name, cr.idx, x_adv, cr.eps, minimal) for name, (x_adv, minimal) in cr.found.items()]
         store.set_meta("check_jobs", entries)
         store.set_meta("check_subset", cr.idx.tolist())
@@ -109,13 +110,11 @@ def add_ensemble(run: Run) -> None:
         store.set_meta("ensemble", {"added": False, "acc1_before": acc})
         return
     job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS), ("dlr", True)))
-    jobs = [job]
-    params = attack_params(info, job, run.params)
-    shown = {k: v for k, v in {**info.defaults, **params}.items() if isinstance(v, (int, float, str, bool))}
-    store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown, "jobs": [j.as_dict() for j in jobs],
+    shown = json_params({**info.defaults, **attack_params(info, job, run.params)})
+    store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown, "jobs": [job.as_dict()],
                                 "why": f"worst-case Acc@1 {acc:.3f} > {ROBUST_ACC} at ε = {eps:g}"})
     t0 = time.perf_counter()
-    run.add_jobs(jobs)
+    run.add_jobs([job])
     add_cost(run, "ensemble", time.perf_counter() - t0)
 
 

@@ -15,6 +15,7 @@ import torch
 from advlab._io import atomic_write_text
 from advlab.report.tables import format_table
 from advlab.results.aggregate import WorstCase
+from advlab.results.plan import key_names
 from advlab.results.records import CONTRACT_KEYS, Row
 from advlab.results.store import Store
 
@@ -58,8 +59,7 @@ class Evaluation:
         text = format_table(self.rows, markdown=False)
         skipped = self.meta.get("skipped") or {}
         if skipped.get("jobs"):
-            names = ", ".join(dict.fromkeys(k.split("|")[0] for k in skipped["jobs"]))
-            text += f"\nNot computed: {names} — {skipped.get('why')}"
+            text += f"\nNot computed: {', '.join(key_names(skipped['jobs']))} — {skipped.get('why')}"
         return text
 
     def save(self, directory: str | Path) -> None:

@@ -24,7 +24,7 @@ from advlab.attacks import AttackInfo, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
-from advlab.results.plan import Job, batch_seed
+from advlab.results.plan import Job, batch_seed, json_params
 from advlab.results.store import Store
 from advlab.threat import ThreatModel
 
@@ -119,8 +119,7 @@ class Run:
         for job in jobs:
             if job.key not in known:
                 added.append(job.as_dict())
-            ran = attack_params(get_attack(job.attack), job, self.params)
-            params[job.key] = {k: v for k, v in ran.items() if isinstance(v, (bool, int, float, str)) or v is None}
+            params[job.key] = json_params(attack_params(get_attack(job.attack), job, self.params))
         self.store.set_meta("added", added)
         self.store.set_meta("added_params", params)
         self.jobs(jobs)
@@ -129,7 +128,7 @@ class Run:
                     seconds: float = 0.0) -> dict[str, Any]:
         """Store an attack that ran on the examples ``idx`` only (a check's); returns its meta entry."""
         norm = self.config["norm"]
-        key = f"{name}|{norm}|{eps!r}"
+        key = Job(name, norm, eps, (eps,)).key
         if not self.store.done_batches(key):
             outcome = self.score(self.x[idx], self.y[idx], x_adv, None)
             self.store.put_batch(key, 0, seconds, idx.tolist(), outcome, [])

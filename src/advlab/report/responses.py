@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from advlab.report.settings import html_table, md_table
+from advlab.results.plan import key_names
 from advlab.results.records import Row
 
 STANDARD = {"steps": 100, "candidates": 10, "max_queries": 5000}  # AutoAttack's standard version
@@ -50,7 +51,7 @@ def added_section(meta: dict[str, Any]) -> Section | None:
     rows: list[list[str]] = []
     skipped = meta.get("skipped") or {}
     if skipped.get("jobs"):
-        names = ", ".join(dict.fromkeys(k.split("|")[0] for k in skipped["jobs"]))
+        names = ", ".join(key_names(skipped["jobs"]))
         rows.append(["white-box rows not computed", names, str(skipped.get("why")), "—", "—"])
     for s in meta.get("escalation") or []:
         rows.append([f"escalation: {s['step']}", s["why"], "unanswered: " + ", ".join(s["unanswered_before"]),

@@ -11,7 +11,8 @@ per example, the attack that produced its worst case (:func:`worst_case`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -72,22 +73,14 @@ def stored_jobs(store: Store, config: dict[str, Any]) -> list[Job]:
 
 
 @dataclass
-class WorstCase:
-    """Per example at one ε: still correct (top-1, top-5) after every attack, and which attack broke it."""
+class WorstCase(_Scored):
+    """Per example at one ε: broken by any attack, still correct (top-1, top-5) after all, and which broke it."""
 
-    broken: torch.Tensor
-    top1: torch.Tensor
-    top5: torch.Tensor
-    broken_by: list[str | None]
-    seconds: float
+    broken_by: list[str | None] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many examples' worst case each attack produced (the first attack, in row order, that broke it)."""
-        out: dict[str, int] = {}
-        for a in self.broken_by:
-            if a is not None:
-                out[a] = out.get(a, 0) + 1
-        return out
+        return dict(Counter(a for a in self.broken_by if a is not None))
 
 
 def _partial(table: _Table, d: dict[str, Any], o: Outcome, eps: float) -> _Scored:
@@ -104,7 +97,7 @@ def _partial(table: _Table, d: dict[str, Any], o: Outcome, eps: float) -> _Score
 
 def _attribute(worst: dict[float, WorstCase], name: str, e: float, s: _Scored, n: int) -> None:
     w = worst.setdefault(e, WorstCase(torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool),
-                                      torch.ones(n, dtype=torch.bool), [None] * n, 0.0))
+                                      torch.ones(n, dtype=torch.bool), 0.0, [None] * n))
     for i in (s.broken & ~w.broken).nonzero().flatten().tolist():
         w.broken_by[i] = name
     w.broken |= s.broken
@@ -145,9 +138,8 @@ def _rows_and_worst(store: Store, config: dict[str, Any], checks: bool = True
         rows += _job_rows(table, job, o, store.seconds(job.key), fired, worst)
     for d in (store.get_meta("check_jobs") or []) if checks else []:
         if d["norm"] == config["norm"] and d["eps"] in worst:
-            s = _partial(table, d, store.outcomes(d["key"]), d["eps"])
-            s.seconds = 0.0  # (the checks' time is reported as the checks' cost, not the worst case's)
-            _attribute(worst, d["name"], d["eps"], s, table.n)
+            # (seconds 0: the checks' time is reported as the checks' cost, not the worst case's)
+            _attribute(worst, d["name"], d["eps"], _partial(table, d, store.outcomes(d["key"]), d["eps"]), table.n)
     return rows, worst, table
 
 
@@ -159,18 +151,23 @@ def worst_case(store: Store, config: dict[str, Any], checks: bool = True) -> dic
     return _rows_and_worst(store, config, checks)[1]
 
 
-def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
-    """The table's rows, computed from the store alone."""
+def aggregate(store: Store, config: dict[str, Any]) -> tuple[list[Row], dict[float, WorstCase]]:
+    """The table's rows and the per-example worst case per ε, from one pass over the store."""
     rows, worst, table = _rows_and_worst(store, config)
     for e in sorted(worst):
         w = worst[e]
-        row = table.row("worst-case", config["norm"], e, _Scored(w.broken, w.top1, w.top5, w.seconds), None)
+        row = table.row("worst-case", config["norm"], e, w, None)
         at_e = [r for r in rows if r.eps == e and r.norm == config["norm"]]
         if at_e:
             row.strongest = min(at_e, key=lambda r: r.acc1_adv).attack
         row.broken_by = w.counts()
         rows.append(row)
-    return rows
+    return rows, worst
 
 
-__all__ = ["WorstCase", "compute_rows", "stored_jobs", "worst_case"]
+def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:
+    """The table's rows, computed from the store alone."""
+    return aggregate(store, config)[0]
+
+
+__all__ = ["WorstCase", "aggregate", "compute_rows", "stored_jobs", "worst_case"]

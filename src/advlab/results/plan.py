@@ -62,6 +62,16 @@ class Job:
                    tuple(sorted((d.get("params") or {}).items())))
 
 
+def key_names(keys: Sequence[str]) -> list[str]:
+    """The row names in job keys (``pgd|linf|0.3`` → ``pgd``), each once, in order."""
+    return list(dict.fromkeys(k.split("|")[0] for k in keys))
+
+
+def json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the store's meta can keep (numbers, strings, booleans, None; not a ``grad_fn``)."""
+    return {k: v for k, v in params.items() if isinstance(v, (bool, int, float, str)) or v is None}
+
+
 def plan_jobs(attacks: Sequence[str], norm: str, eps: Sequence[float]) -> list[Job]:
     """The jobs of a sweep.
 
@@ -87,4 +97,4 @@ def batch_seed(seed: int, job_key: str, batch: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-__all__ = ["DEFAULT_EPS", "Job", "batch_seed", "plan_jobs"]
+__all__ = ["DEFAULT_EPS", "Job", "batch_seed", "json_params", "key_names", "plan_jobs"]
