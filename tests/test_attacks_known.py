@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from advlab import ThreatModel
@@ -150,3 +152,30 @@ def test_least_likely_targets(digits_mlp, digits):
     t = choose_targets(digits_mlp, x[:16], y[:16], "least-likely")
     with torch.no_grad():
         assert torch.equal(t, digits_mlp(x[:16]).argmin(1)) or not bool((t == y[:16]).any())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), size=st.floats(0.1, 20.0))
+def test_fgsm_l1_step_maximises_the_linearised_loss_in_the_l1_ball_and_box(seed, size):
+    from advlab.attacks.gradient import linear_l1_step
+
+    g = torch.Generator().manual_seed(seed)
+    grad = torch.randn(4, 1, 5, 5, generator=g)
+    at = torch.rand(4, 1, 5, 5, generator=g).round()  # saturated pixels, as on MNIST
+    at[:, :, :2] = torch.rand(4, 1, 2, 5, generator=g)
+    step = linear_l1_step(grad, at, size, (0.0, 1.0))
+    assert bool((step.flatten(1).abs().sum(1) <= size * (1 + 1e-5)).all())
+    assert float((at + step).min()) >= -1e-6 and float((at + step).max()) <= 1 + 1e-6
+    gain = (grad * step).flatten(1).sum(1)
+    for other in (steepest_step(grad, "l1", size, 1.0), steepest_step(grad, "l1", size, 0.2, at),
+                  steepest_step(grad, "l2", size)):
+        other = ((at + other).clamp(0, 1) - at).flatten(1)
+        other = other * (size / other.abs().sum(1, keepdim=True).clamp_min(size)).clamp(max=1.0)
+        assert bool((gain >= (grad.flatten(1) * other).sum(1) - 1e-4).all())
+
+
+def test_l1_steps_skip_pixels_already_at_the_bound_they_are_pushed_past():
+    grad = torch.tensor([[[[-5.0, 4.0, 1.0, 0.5]]]])
+    at = torch.tensor([[[[0.0, 1.0, 0.5, 0.5]]]])  # the two largest |g| push out of [0, 1]
+    step = steepest_step(grad, "l1", 1.0, 0.5, at)
+    assert torch.equal(step, torch.tensor([[[[0.0, 0.0, 0.5, 0.5]]]]))

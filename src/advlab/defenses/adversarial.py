@@ -173,7 +173,8 @@ class Trades(AdversarialTraining):
             x_adv = threat.project(xb, xb + 0.001 * noise)
             for _ in range(self.steps):
                 _, grad, _ = loss_grad(model, x_adv, p_clean, kl)
-                x_adv = threat.project(xb, x_adv + steepest_step(grad, self.norm, alpha))
+                step = steepest_step(grad, self.norm, alpha, at=x_adv, bounds=threat.bounds)
+                x_adv = threat.project(xb, x_adv + step)
         return x_adv.detach()
 
     def step(  # noqa: D102

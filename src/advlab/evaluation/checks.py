@@ -166,7 +166,7 @@ def loss_not_rising(s: Subset) -> CheckResult:
     alpha = STEP_FACTOR * threat.eps / LOSS_STEPS if threat.eps > 0 else 0.0
     for _ in range(LOSS_STEPS):
         _, g, _ = loss_grad(model, xk, s.y)
-        xk = threat.project(s.x, xk + steepest_step(g, threat.norm, alpha))
+        xk = threat.project(s.x, xk + steepest_step(g, threat.norm, alpha, at=xk, bounds=threat.bounds))
     with torch.no_grad():
         lk = ce_loss(model(xk), s.y)
     rose = float((lk > l0 + LOSS_RISE_TOL).float().mean())
