@@ -14,6 +14,7 @@ import torch
 from advlab._io import atomic_write_text, locked_directory
 from advlab.evaluation import DEFAULT_ATTACKS
 from advlab.evaluation.engine import Plan, Settings, plan, run_plan
+from advlab.evaluation.targeting import TARGETED
 from advlab.models import load_model
 from advlab.models.wrappers import wrap_defense
 from advlab.report import format_comparison, render_report
@@ -23,8 +24,8 @@ from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags), and the type each must have.
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params", "defense", "checks", "baseline", "ensemble")
-STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline")
+               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted")
+STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted")
 INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
 
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)})")
     p.add_argument("--eps", default=None, help="comma-separated budgets (default per norm, see docs/evaluation.md)")
-    p.add_argument("--norm", default=None, choices=("linf", "l2", "l1"), help="default linf")
+    p.add_argument("--norm", default=None, choices=("linf", "l2", "l1", "l0"),
+                   help="default linf (l0: eps counts changed pixels)")
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
     p.add_argument("--batch-size", type=int, default=None, help="default 500")
     p.add_argument("--seed", type=int, default=None, help="default 0")
@@ -55,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--baseline", default=None,
                    help="also evaluate this model (e.g. the undefended lenet-mnist) with the same settings and show "
                         "its rows next to the model's (it is also the escalation's transfer surrogate)")
+    p.add_argument("--targeted", default=None, choices=TARGETED,
+                   help="run every attack in targeted mode towards a random other class, the least likely one, or "
+                        "all other classes (each example once per class); success = classified as the target")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -128,7 +133,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": list(DEFAULT_ATTACKS), "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
-                           "defense": None, "checks": True, "baseline": None, "ensemble": None}
+                           "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -155,7 +160,7 @@ def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str) -> lis
         "data": cfg["dataset"], "attacks": cfg["attacks"], "eps": cfg["eps"], "norm": cfg["norm"], "n": cfg["n"],
         "batch_size": cfg["batch_size"], "seed": cfg["seed"], "params": cfg["params"], "progress": progress,
         "force": force, "data_dir": cfg["data_dir"], "command": command, "checks": bool(cfg["checks"]),
-        "ensemble": cfg["ensemble"],
+        "ensemble": cfg["ensemble"], "targeted": cfg["targeted"],
     }
     surrogate = str(cfg["baseline"]) if cfg["baseline"] else None
     settings = [Settings(model, out=cfg["out"], model_name=name, surrogate=surrogate, **common)]

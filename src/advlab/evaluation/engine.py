@@ -32,6 +32,7 @@ from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, at
 from advlab.evaluation.respond import add_cost, respond, white_box_cut
 from advlab.evaluation.result import Evaluation, evaluation_meta
 from advlab.evaluation.run import Run
+from advlab.evaluation.targeting import CHECKS_SKIPPED_TARGETED, TARGETED, targeted_attacks, targeted_data
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
@@ -125,11 +126,12 @@ def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -
 
 
 def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs: list[Job],
-              bounds: tuple[float, float]) -> None:
+              bounds: tuple[float, float], target: torch.Tensor | None = None) -> None:
     """Check every job's attack against the model and the data before anything runs (the registry's errors)."""
     for job in jobs:
-        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=bounds)  # type: ignore[arg-type]
-        get_attack(job.attack).check_inputs(net, x[:1], y[:1], threat, None)
+        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=bounds,  # type: ignore[arg-type]
+                             targeted=target is not None)
+        get_attack(job.attack).check_inputs(net, x[:1], y[:1], threat, None if target is None else target[:1])
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Settings:
     check_n: int = 200
     ensemble: bool | None = None
     surrogate: str | None = None
+    targeted: str | None = None
 
 
 @dataclass
@@ -170,12 +173,15 @@ class Plan:
     config: dict[str, Any]
     jobs: list[Job]
     checks_skipped: str | None
+    target: torch.Tensor | None = None
 
 
 def check_settings(s: Settings) -> None:
     """The scalar settings' types and ranges, each a one-line error naming the argument."""
     check_choice("norm", s.norm, NORMS)
     check_bounds("bounds", s.bounds)
+    if s.targeted is not None:
+        check_choice("targeted", s.targeted, TARGETED)
     check_positive_int("batch_size", s.batch_size)
     check_positive_int("check_n", s.check_n)
     for name, low in (("seed", 0), ("examples_per_job", 0)):
@@ -209,25 +215,32 @@ def plan(s: Settings) -> Plan:
     check_input_shape(net, x, source=dataset)
     sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], bounds)
     attacks = choose_attacks(s.attacks, net)
+    untargetable: list[str] = []
+    target: torch.Tensor | None = None
+    if s.targeted is not None:
+        attacks, untargetable = targeted_attacks(attacks, s.attacks)
+        x, y, target = targeted_data(net, x, y, s.targeted, s.seed)
     blackbox = isinstance(net, BlackBox)
-    checks = s.checks and s.norm in CHECK_NORMS and not blackbox
+    checks = s.checks and s.norm in CHECK_NORMS and not blackbox and target is None
     jobs = plan_jobs(attacks, s.norm, sweep)
     params = bind_params(s.params, jobs, plan_jobs([ADAPTIVE], s.norm, sweep) if checks else [])
-    preflight(net, x, y, jobs, bounds)
+    preflight(net, x, y, jobs, bounds, target)
     config: dict[str, Any] = {
         "model": s.model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": s.batch_size,
         "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(bounds),
         "params": params, "checks": checks,
         # the APGD ensemble where the model looks robust (default: with the default attacks only)
-        "ensemble": (attacks == list(DEFAULT_ATTACKS)) if s.ensemble is None else s.ensemble,
-        "surrogate": s.surrogate,
+        "ensemble": target is None and ((attacks == list(DEFAULT_ATTACKS)) if s.ensemble is None else s.ensemble),
+        "surrogate": s.surrogate, "targeted": s.targeted, "untargetable": untargetable,
         # the parameters each attack actually runs with, so a change of advlab's defaults is noticed
         "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
         # what was evaluated, by content: other weights behind the same path, or other data, are noticed
         "model_fingerprint": model_fingerprint(net), "data_fingerprint": data_fingerprint(x, y, s.data_dir),
     }
     skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
-    return Plan(net, x, y, params, config, jobs, skipped)
+    if target is not None and s.checks and s.norm in CHECK_NORMS and not blackbox:
+        skipped = CHECKS_SKIPPED_TARGETED
+    return Plan(net, x, y, params, config, jobs, skipped, target)
 
 
 def run_plan(p: Plan, s: Settings) -> Evaluation:
@@ -254,7 +267,7 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
         store.set_meta("command", s.command)
         if p.checks_skipped:
             store.set_meta("checks_skipped", p.checks_skipped)
-        run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress, s.examples_per_job)
+        run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress, s.examples_per_job, p.target)
         jobs = white_box_cut(run, p.jobs)
         t0 = time.perf_counter()
         run.jobs(jobs)
@@ -279,20 +292,17 @@ def evaluate(
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
-    surrogate: str | None = None,
+    surrogate: str | None = None, targeted: str | None = None,
 ) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
     Args:
-        model: A torch model (logits), a pretrained name / checkpoint path, or a
-            :class:`~advlab.models.blackbox.BlackBox` that returns scores (white-box attacks then fail).
+        model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
         data: A dataset name (its test split is used) or a tuple ``(x, y)``.
         attacks: Registered attack names, each run once in the order first given (default
-            :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient: noise,
-            semantic, square, hopskipjump).
+            :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
-        norm: The threat model's norm. An attack that does not support it runs at its own first
-            norm with that norm's default sweep (e.g. CW at L2), in rows of its own.
+        norm: The threat model's norm (an attack without it runs at its own first norm and sweep).
         n: Evaluate the first ``n`` examples (default: all).
         batch_size: Examples per batch; the store records each finished batch.
         seed: The evaluation seed; each batch's generator is derived from (seed, attack, ε, batch).
@@ -312,6 +322,8 @@ def evaluate(
         ensemble: The APGD ensemble at the largest ε if the worst case leaves Acc@1 > 0.05 there
             (default: with the default attacks only).
         surrogate: The escalation's transfer surrogate (default: a shipped model of the dataset).
+        targeted: ``"random"``, ``"least-likely"`` or ``"all"``: every attack targeted, success =
+            classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
@@ -331,7 +343,7 @@ def evaluate(
     """
     return execute(Settings(model, data, attacks, eps, norm, n, batch_size, seed, out, params, bounds, progress,
                             force, model_name, data_dir, command, examples_per_job, checks, check_n, ensemble,
-                            surrogate))
+                            surrogate, targeted))
 
 
 __all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate", "plan",

@@ -57,6 +57,10 @@ class Evaluation:
 
     def __str__(self) -> str:
         text = format_table(self.rows, markdown=False)
+        if self.config.get("targeted"):
+            left_out = self.config.get("untargetable") or []
+            text += (f"\nTargeted ({self.config['targeted']}): success = classified as the target"
+                     + (f"; left out (no targeted mode): {', '.join(left_out)}" if left_out else ""))
         skipped = self.meta.get("skipped") or {}
         if skipped.get("jobs"):
             text += f"\nNot computed: {', '.join(key_names(skipped['jobs']))} — {skipped.get('why')}"

@@ -46,6 +46,7 @@ class Run:
     store: Store
     progress: bool = True
     keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
+    target: torch.Tensor | None = None  # a targeted evaluation's target per example (success: reaching it)
 
     def __post_init__(self) -> None:
         self.net = inference_view(self.net)  # warns once for a model in training mode
@@ -84,27 +85,33 @@ class Run:
 
     def batch(self, info: AttackInfo, job: Job, b: int) -> None:
         """Attack batch ``b`` of ``job``, judge x_adv by the model's own prediction, store the outcomes."""
-        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds)  # type: ignore[arg-type]
+        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
+                             targeted=self.target is not None)
         sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
         xb, yb = self.x[sl], self.y[sl]
+        tb = None if self.target is None else self.target[sl]
         gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
         t0 = time.perf_counter()
-        res = info(self.net, xb, yb, threat, generator=gen, **attack_params(info, job, self.params))
+        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **attack_params(info, job, self.params))
         seconds = time.perf_counter() - t0
-        outcome = self.score(xb, yb, res.x_adv, res.queries)
+        outcome = self.score(xb, yb, res.x_adv, res.queries, tb)
         examples = [(i, self.x[i].numpy(), res.x_adv[i - sl.start].detach().numpy())
                     for i in range(sl.start, min(sl.stop, self.keep))]
         self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
 
-    def score(self, xb: torch.Tensor, yb: torch.Tensor, x_adv: torch.Tensor, queries: torch.Tensor | None
-              ) -> dict[str, list[Any]]:
-        """The per-example outcome of ``x_adv``, judged by the model's own prediction."""
+    def score(self, xb: torch.Tensor, yb: torch.Tensor, x_adv: torch.Tensor, queries: torch.Tensor | None,
+              target: torch.Tensor | None = None) -> dict[str, list[Any]]:
+        """The per-example outcome of ``x_adv``, judged by the model's own prediction.
+
+        ``adv`` is "misclassified", or given the ``target`` per example, "classified as the target".
+        """
         with torch.no_grad():
             logits = self.net(x_adv)
         pred = logits.argmax(dim=1)
         norms = perturbation_norms(xb, x_adv)
         return {
-            "adv": (pred != yb).int().tolist(), "top1": topk_correct(logits, yb, 1).int().tolist(),
+            "adv": (pred != yb if target is None else pred == target).int().tolist(),
+            "top1": topk_correct(logits, yb, 1).int().tolist(),
             "top5": topk_correct(logits, yb, 5).int().tolist(), "pred": pred.tolist(),
             "conf": logits.softmax(dim=1).amax(dim=1).tolist(),
             **{k: v.tolist() for k, v in norms.items()},
