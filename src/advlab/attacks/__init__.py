@@ -34,6 +34,7 @@ from advlab.attacks.registry import (
     list_attacks,
     register_attack,
 )
+from advlab.attacks.saliency import jsma
 from advlab.attacks.surrogate import transfer
 from advlab.attacks.targets import choose_targets
 
@@ -58,6 +59,7 @@ __all__ = [
     "hopskipjump",
     "inference_view",
     "is_adversarial",
+    "jsma",
     "keep_train_mode",
     "list_attacks",
     "loss_grad",
