@@ -35,6 +35,7 @@ from advlab.attacks.registry import (
     register_attack,
 )
 from advlab.attacks.saliency import jsma
+from advlab.attacks.sparse import sparse_rs
 from advlab.attacks.surrogate import transfer
 from advlab.attacks.targets import choose_targets
 
@@ -71,6 +72,7 @@ __all__ = [
     "pgd_bpda",
     "register_attack",
     "semantic",
+    "sparse_rs",
     "square",
     "transfer",
 ]
