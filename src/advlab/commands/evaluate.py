@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)})")
     p.add_argument("--eps", default=None, help="comma-separated budgets (default per norm, see docs/evaluation.md)")
-    p.add_argument("--norm", default=None, choices=("linf", "l2", "l1"), help="default linf")
+    p.add_argument("--norm", default=None, choices=("linf", "l2", "l1", "l0"), help="default linf")
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
     p.add_argument("--batch-size", type=int, default=None, help="default 500")
     p.add_argument("--seed", type=int, default=None, help="default 0")
