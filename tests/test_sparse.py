@@ -184,3 +184,13 @@ def test_alpha_schedule_follows_the_paper_rescaled_to_the_budget():
     assert alpha_schedule(0.3, 51, 10000) == pytest.approx(0.075)
     assert alpha_schedule(0.3, 9000, 10000) == pytest.approx(0.015)
     assert alpha_schedule(0.3, 100, 1000) == alpha_schedule(0.3, 1000, 10000) == pytest.approx(0.05)
+
+
+def test_noise_baseline_under_l0_changes_at_most_eps_elements(digits_mlp, batch):
+    x, y = batch
+    from advlab.attacks import noise
+
+    res = noise(digits_mlp, x, y, ThreatModel("l0", 7.0), generator=torch.Generator().manual_seed(0))
+    changed = l0(x, res.x_adv)
+    assert int(changed.max()) <= 7 and float(changed.float().mean()) > 5  # nearly every noisy element kept
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
