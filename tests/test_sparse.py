@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from advlab import ThreatModel
-from advlab.attacks import choose_targets, jsma, sparse_rs
+from advlab.attacks import choose_targets, jsma, noise, sparse_rs
 from advlab.attacks.saliency import best_pairs
 from advlab.attacks.sparse import alpha_schedule
 from advlab.models.blackbox import BlackBox
@@ -188,8 +188,6 @@ def test_alpha_schedule_follows_the_paper_rescaled_to_the_budget():
 
 def test_noise_baseline_under_l0_changes_at_most_eps_elements(digits_mlp, batch):
     x, y = batch
-    from advlab.attacks import noise
-
     res = noise(digits_mlp, x, y, ThreatModel("l0", 7.0), generator=torch.Generator().manual_seed(0))
     changed = l0(x, res.x_adv)
     assert int(changed.max()) <= 7 and float(changed.float().mean()) > 5  # nearly every noisy element kept
