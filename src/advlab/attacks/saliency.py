@@ -71,16 +71,29 @@ def _best_among(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> tuple[to
     return torch.cat(best), torch.cat(p), torch.cat(q)
 
 
+def pair_bounds(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per feature r, an upper bound on the score of any pair containing it.
+
+    (a_r + a_q)₊ · (b_r + b_q)₊ is at most (a_r + max a)₊ · (b_r + max b)₊ and, the product of
+    two positive numbers being at most the square of their mean, at most
+    ((a_r + b_r + max(a + b))₊ / 2)²; the bound is the smaller of the two.
+    """
+    u = (a + a.amax(dim=1, keepdim=True)).clamp_min(0) * (b + b.amax(dim=1, keepdim=True)).clamp_min(0)
+    s = a + b
+    return torch.minimum(u, ((s + s.amax(dim=1, keepdim=True)).clamp_min(0) / 2).square())
+
+
 def best_pairs(a: torch.Tensor, b: torch.Tensor, first_k: int = _FIRST_K) -> tuple[
     torch.Tensor, torch.Tensor, torch.Tensor
 ]:
     """Per row, the pair p ≠ q maximising (a_p + a_q)₊ · (b_p + b_q)₊, found exactly.
 
     A pair scores > 0 exactly when a_p + a_q > 0 and b_p + b_q > 0 (the saliency map's two
-    conditions). Features outside the search domain carry a = b = −inf. Any pair containing
-    feature r scores at most u_r = (a_r + max a)₊ · (b_r + max b)₊, so the best pair among the K
-    features of largest u is the best overall once its score is ≥ the (K+1)-th largest u; rows
-    where it is not are searched again with 4K features (all D at the end).
+    conditions). Features outside the search domain carry a = b = −inf. A pair scores at most the
+    bound of each of its features (:func:`pair_bounds`), so the best pair among the K features of
+    largest bound is the best overall once its score v is ≥ the (K+1)-th largest bound; rows where
+    it is not are searched again among every feature whose bound exceeds v, which certainly holds
+    the best pair.
 
     Args:
         a: N×D per-feature terms (−inf outside the domain).
@@ -90,20 +103,18 @@ def best_pairs(a: torch.Tensor, b: torch.Tensor, first_k: int = _FIRST_K) -> tup
     Returns:
         (found, p, q): whether a pair with a positive score exists, and the pair (p, q).
     """
-    n, d = a.shape
-    u = (a + a.amax(dim=1, keepdim=True)).clamp_min(0) * (b + b.amax(dim=1, keepdim=True)).clamp_min(0)
-    score = torch.zeros(n, dtype=a.dtype, device=a.device)
-    p = torch.zeros(n, dtype=torch.long, device=a.device)
-    q = torch.zeros_like(p)
-    todo = torch.arange(n, device=a.device)
+    d = a.shape[1]
+    u = pair_bounds(a, b)
     k = min(first_k, d)
-    while len(todo):
-        top = u[todo].topk(min(k + 1, d), dim=1)
-        val, pp, qq = _best_among(a[todo], b[todo], top.indices[:, :k])
-        done = torch.ones_like(val, dtype=torch.bool) if k >= d else val >= top.values[:, k]
-        score[todo[done]], p[todo[done]], q[todo[done]] = val[done], pp[done], qq[done]
-        todo, k = todo[~done], min(4 * k, d)
-    return score > 0, p, q
+    top = u.topk(min(k + 1, d), dim=1)
+    val, p, q = _best_among(a, b, top.indices[:, :k])
+    if k < d:
+        redo = (val < top.values[:, k]).nonzero().squeeze(1)
+        if len(redo):
+            ur = u[redo]
+            wide = min(int((ur > val[redo, None]).sum(dim=1).max()), d)
+            val[redo], p[redo], q[redo] = _best_among(a[redo], b[redo], ur.topk(wide, dim=1).indices)
+    return val > 0, p, q
 
 
 def _saliency_terms(model: Model, x: torch.Tensor, cls: torch.Tensor, theta: int, targeted: bool,
