@@ -133,7 +133,7 @@ def report(res: dict) -> str:
         "",
         "| JSMA | success | mean % pixels changed | median % | max pixels | time (s) |",
         "|---|---|---|---|---|---|",
-        f"| paper (MNIST, all 9 targets of 10 000 images) | {100 * p['success']:.0f}% | {p['pct_changed']:.2f}% | — "
+        f"| paper (its LeNet on MNIST, each sample to every other class) | {100 * p['success']:.0f}% | {p['pct_changed']:.2f}% | — "
         "| — | — |",
     ]
     for r in res["jsma"]:
