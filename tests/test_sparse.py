@@ -93,13 +93,14 @@ def test_jsma_targeted_reaches_the_target_changing_at_most_gamma_of_the_features
     assert int(l0(x, wider.x_adv).max()) <= 16
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("jacobian", ["softmax", "logits"])
-def test_jsma_both_jacobians_untargeted_and_theta_minus_one(jacobian, digits_mlp, batch):
+def test_jsma_both_jacobians_untargeted_and_theta_minus_one(jacobian, weighted, digits_mlp, batch):
     x, y = batch
-    res = jsma(digits_mlp, x, y, ThreatModel("l0", math.inf), jacobian=jacobian)
+    res = jsma(digits_mlp, x, y, ThreatModel("l0", math.inf), jacobian=jacobian, weighted=weighted)
     assert torch.equal(res.success, predict(digits_mlp, res.x_adv) != y)
     assert float(res.success.float().mean()) >= 0.9
-    down = jsma(digits_mlp, x, y, ThreatModel("l0", math.inf), theta=-1, jacobian=jacobian)
+    down = jsma(digits_mlp, x, y, ThreatModel("l0", math.inf), theta=-1, jacobian=jacobian, weighted=weighted)
     moved = down.x_adv != x
     assert bool((down.x_adv[moved] == 0.0).all()) and bool((x[moved] > 0).all())
     assert int(l0(x, down.x_adv).max()) <= GAMMA_CAP
