@@ -6,11 +6,11 @@ Adversarial Settings", https://arxiv.org/abs/1511.07528.
 **Which Jacobian.** Carlini & Wagner 2017 (https://arxiv.org/abs/1608.04644) name the two
 versions by the output F whose Jacobian the map uses: JSMA-F (F = the softmax output) and JSMA-Z
 (F = the logits Z). advlab has both (``jacobian="softmax"`` or ``"logits"``) and defaults to the
-softmax: on the shipped lenet-mnist it gives the paper's MNIST figures (first 200 test images,
+softmax: on the shipped lenet-mnist it comes close to the paper's MNIST figures (first 200 test images,
 each targeted at a random other class, γ = 14.5%: 100% success with 4.07% of pixels changed on
 average, against the paper's 97% and 4.02%), while the logits version succeeds on 77% with 7.68%
-of pixels changed (docs/benchmarks.md, "lecture-sparse"). With the softmax, Σ_j F_j = 1 makes β = −α, so the map
-reduces to the pair with the largest α_p + α_q > 0: one backward pass per iteration, against
+of pixels changed (docs/benchmarks.md, "lecture-sparse"). With the softmax, Σ_j F_j = 1 makes
+β = −α, so the map reduces to the pair with the largest α_p + α_q > 0: one backward pass per iteration, against
 two for the logits and a costlier pair search.
 
 **Weighted (not in the paper).** The map ranks features by their slope, yet each chosen feature
