@@ -224,14 +224,17 @@ def numpy_predict(model, output="logits"):
     return predict
 
 
-BB_PARAMS = {"square": {"max_queries": 100}, "hopskipjump": {"max_queries": 200}}
+BB_PARAMS = {"square": {"max_queries": 100}, "hopskipjump": {"max_queries": 200}, "sparse-rs": {"max_queries": 100}}
 
 
 def test_a_blackbox_is_evaluated_with_the_gradient_free_attacks(tmp_path, digits_mlp, data):
     box = BlackBox(numpy_predict(digits_mlp, "probs"), output="probs", input_format="numpy", name="digits-api")
     ev = evaluate(box, data, eps=[0.3], out=tmp_path, batch_size=20, progress=False, params=BB_PARAMS)
-    assert [r.attack for r in ev.rows] == ["noise", "semantic", "square", "hopskipjump", "worst-case"]
-    assert ev.config["attacks"] == list(blackbox_attacks()) == ["noise", "semantic", "square", "hopskipjump"]
+    # sparse-rs is L0 only: it runs at its own norm's default sweep (5, 10, 20 elements), in rows of its own
+    assert [r.attack for r in ev.rows] == ["noise", "semantic", *["sparse-rs"] * 3, "square", "hopskipjump",
+                                           "worst-case"]
+    assert ev.config["attacks"] == list(blackbox_attacks()) == ["noise", "semantic", "sparse-rs", "square",
+                                                                "hopskipjump"]
     assert ev.rows[0].model == "digits-api"
     assert all(r.acc1_clean == pytest.approx(ev.rows[0].acc1_clean) for r in ev.rows)
     by = {r.attack: r for r in ev.rows}

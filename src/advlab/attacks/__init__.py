@@ -34,6 +34,8 @@ from advlab.attacks.registry import (
     list_attacks,
     register_attack,
 )
+from advlab.attacks.saliency import jsma
+from advlab.attacks.sparse import sparse_rs
 from advlab.attacks.surrogate import transfer
 from advlab.attacks.targets import choose_targets
 
@@ -58,6 +60,7 @@ __all__ = [
     "hopskipjump",
     "inference_view",
     "is_adversarial",
+    "jsma",
     "keep_train_mode",
     "list_attacks",
     "loss_grad",
@@ -69,6 +72,7 @@ __all__ = [
     "pgd_bpda",
     "register_attack",
     "semantic",
+    "sparse_rs",
     "square",
     "transfer",
 ]

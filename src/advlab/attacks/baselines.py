@@ -22,7 +22,7 @@ def _score(model: Model, x_adv: torch.Tensor, y: torch.Tensor) -> AttackResult:
 
 
 @register_attack(
-    "noise", kind="baseline", norms=("linf", "l2", "l1"), targeted=False, needs_grad=False, finite_eps=False,
+    "noise", kind="baseline", norms=("linf", "l2", "l1", "l0"), targeted=False, needs_grad=False, finite_eps=False,
     paper="Gaussian noise baseline (e.g. Rauber et al. 2017, Foolbox, https://arxiv.org/abs/1707.04131)",
 )
 def noise(
@@ -39,14 +39,17 @@ def noise(
 
     A black-box baseline: if noise hurts a model as much as a gradient attack at the same ε,
     the gradient attack is not working (a gradient-masking sign). ``sigma`` defaults to ε for
-    L∞, ε/√d for L2 and ε/d for L1 (noise of the budget's scale); with ε = inf it must be given.
+    L∞, ε/√d for L2 and ε/d for L1 (noise of the budget's scale) and to the bounds' range for L0,
+    where the projection keeps the ⌊ε⌋ largest (clipped) changes: salt-and-pepper-like noise on
+    ⌊ε⌋ elements. With ε = inf it must be given.
     Untargeted. Cost: 1 forward pass (to score).
     """
     d = x[0].numel()
     if sigma is None:
         if not threat.bounded:
             raise ValueError("sigma: needed when threat.eps is inf")
-        sigma = {"linf": threat.eps, "l2": threat.eps / math.sqrt(d), "l1": threat.eps / d}[threat.norm]
+        span = threat.bounds[1] - threat.bounds[0]
+        sigma = {"linf": threat.eps, "l2": threat.eps / math.sqrt(d), "l1": threat.eps / d, "l0": span}[threat.norm]
     z = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
     x_adv = threat.project(x, x + sigma * z)
     return _score(model, x_adv, y)

@@ -13,6 +13,7 @@ import torch
 
 from advlab._io import atomic_write_text, locked_directory
 from advlab.evaluation import DEFAULT_ATTACKS
+from advlab.evaluation.defaults import NORM_ATTACKS
 from advlab.evaluation.engine import Plan, Settings, plan, run_plan
 from advlab.evaluation.targeting import TARGETED
 from advlab.models import load_model
@@ -35,10 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--model", default=None, help="pretrained name or checkpoint path (default lenet-mnist)")
     p.add_argument("--dataset", default=None, help="dataset whose test split is used (default mnist)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)})")
+    p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)}; "
+                   f"--norm l0: {','.join(NORM_ATTACKS['l0'])})")
     p.add_argument("--eps", default=None, help="comma-separated budgets (default per norm, see docs/evaluation.md)")
     p.add_argument("--norm", default=None, choices=("linf", "l2", "l1", "l0"),
-                   help="default linf (l0: eps counts changed pixels)")
+                   help="default linf (l0: eps counts changed input elements)")
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
     p.add_argument("--batch-size", type=int, default=None, help="default 500")
     p.add_argument("--seed", type=int, default=None, help="default 0")
@@ -131,7 +133,7 @@ def _items(name: str, v: Any, cast: type) -> list[Any] | None:
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML config, then the flags; every value type-checked."""
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
-                           "attacks": list(DEFAULT_ATTACKS), "eps": None, "norm": "linf", "n": None,
+                           "attacks": None, "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
                            "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None}
     if args.config:

@@ -17,6 +17,9 @@ from advlab.models.blackbox import BlackBox
 from advlab.results.plan import Job
 
 DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "bim", "pgd", "deepfool", "cw")
+# ... where the threat model's norm has attacks of its own: an L0 evaluation runs the sparse attacks
+# (the gradient attacks above have no L0 mode and would run at their own norms instead)
+NORM_ATTACKS: dict[str, tuple[str, ...]] = {"l0": ("noise", "semantic", "jsma", "sparse-rs")}
 # A black box has no gradients: its default attacks are every registered attack that needs none,
 # baselines first, then score-based, then decision-based (the order of the table's rows).
 KIND_ORDER = ("baseline", "score-based", "decision-based", "transfer", "white-box")
@@ -28,6 +31,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "deepfool": {"steps": 50, "overshoot": 0.02},
     "cw": {"steps": 100, "binary_search_steps": 5, "lr": 0.1},
     "square": {"max_queries": 1000},
+    "sparse-rs": {"max_queries": 1000},
     "hopskipjump": {"max_queries": 1000},
 }
 # ... and per (attack, norm): the classic 40 × 0.01 L∞ schedule of BIM/PGD (other norms: 2.5·ε/steps)
@@ -53,13 +57,18 @@ def attack_params(info: AttackInfo, job: Job, user: dict[str, dict[str, Any]]) -
             **user.get(info.name, {}), **dict(job.params)}
 
 
-def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox) -> list[str]:
+def default_attacks(net: nn.Module | BlackBox, norm: str = "linf") -> tuple[str, ...]:
+    """The attacks an evaluation runs when given none: a black box's, else the norm's own or the defaults."""
+    return blackbox_attacks() if isinstance(net, BlackBox) else NORM_ATTACKS.get(norm, DEFAULT_ATTACKS)
+
+
+def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox, norm: str = "linf") -> list[str]:
     """Registry names of the attacks, each once, in the order first given; the defaults depend on the model.
 
     Unknown names fail with suggestions; a repeated name (``fgsm,fgsm``) runs once, so no row is duplicated.
     """
     if attacks is None:
-        attacks = blackbox_attacks() if isinstance(net, BlackBox) else DEFAULT_ATTACKS
+        attacks = default_attacks(net, norm)
     if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence):
         raise TypeError(f"attacks: expected a sequence of attack names, got {type(attacks).__name__}")
     for a in attacks:
@@ -110,6 +119,17 @@ def bind_params(params: Mapping[str, Mapping[str, Any]] | None, jobs: Sequence[J
 
 
 __all__ = [
-    "ADAPTIVE", "DEFAULT_ATTACKS", "DEFAULT_NORM_PARAMS", "DEFAULT_PARAMS", "KIND_ORDER", "LINF_STEP", "N_EXAMPLES",
-    "attack_params", "bind_params", "blackbox_attacks", "choose_attacks",
+    "ADAPTIVE",
+    "DEFAULT_ATTACKS",
+    "DEFAULT_NORM_PARAMS",
+    "DEFAULT_PARAMS",
+    "KIND_ORDER",
+    "LINF_STEP",
+    "NORM_ATTACKS",
+    "N_EXAMPLES",
+    "attack_params",
+    "bind_params",
+    "blackbox_attacks",
+    "choose_attacks",
+    "default_attacks",
 ]

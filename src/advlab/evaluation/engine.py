@@ -214,7 +214,7 @@ def plan(s: Settings) -> Plan:
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)
     sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], bounds)
-    attacks = choose_attacks(s.attacks, net)
+    attacks = choose_attacks(s.attacks, net, s.norm)
     untargetable: list[str] = []
     target: torch.Tensor | None = None
     if s.targeted is not None:
