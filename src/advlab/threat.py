@@ -110,6 +110,36 @@ def project_l0(d: torch.Tensor, k: int, low: torch.Tensor, high: torch.Tensor) -
     return torch.where(mask, clipped, torch.zeros_like(d))
 
 
+def project_balls(d: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    """Euclidean projection of flat ``d`` (N×D) onto per-example balls {‖d_i‖ ≤ eps_i} (no box).
+
+    For attacks whose radius differs per example and changes every step (FMN). Exact for each
+    norm: L∞ clamps, L2 rescales, L1 soft-thresholds by the θ of Duchi et al. 2008 (sort-based),
+    L0 keeps the ⌊eps_i⌋ entries of largest magnitude (ties broken by position). Clipping the
+    result into the input bounds afterwards keeps it inside the ball: clipping x + d into a box
+    that contains x never makes any |d_j| larger.
+    """
+    check_choice("norm", norm, NORMS)
+    r = eps.to(d.dtype)[:, None]
+    if norm == "linf":
+        return torch.maximum(torch.minimum(d, r), -r)
+    if norm == "l2":
+        return d * (r / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp_max(1.0)
+    mag = d.abs()
+    if norm == "l0":
+        order = mag.argsort(dim=1, descending=True, stable=True)
+        rank = torch.arange(d.shape[1], device=d.device).expand_as(d)
+        keep = torch.zeros_like(d, dtype=torch.bool).scatter_(1, order, rank < r.floor())
+        return torch.where(keep, d, torch.zeros_like(d))
+    srt = mag.sort(dim=1, descending=True).values
+    csum = srt.cumsum(dim=1)
+    j = torch.arange(1, d.shape[1] + 1, device=d.device, dtype=d.dtype)
+    rho = ((srt - (csum - r) / j) > 0).sum(dim=1, keepdim=True).clamp_min(1)  # active entries
+    theta = ((csum.gather(1, rho - 1) - r) / rho.to(d.dtype)).clamp_min(0)
+    out = d.sign() * (mag - theta).clamp_min(0)
+    return torch.where(csum[:, -1:] <= r, d, out)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """What the attacker may do: a norm, a budget ε, input bounds and whether it is targeted.

@@ -26,6 +26,7 @@ from advlab.attacks.gradient import bim, fgsm, pgd
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
 from advlab.attacks.mifgsm import mi_fgsm
+from advlab.attacks.minimum_norm import fmn
 from advlab.attacks.random_search import square
 from advlab.attacks.registry import (
     AttackInfo,
@@ -54,6 +55,7 @@ __all__ = [
     "fast_view",
     "fast_views",
     "fgsm",
+    "fmn",
     "get_attack",
     "hopskipjump",
     "inference_view",
