@@ -124,7 +124,8 @@ def project_balls(d: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor
     if norm == "linf":
         return torch.maximum(torch.minimum(d, r), -r)
     if norm == "l2":
-        return d * (r / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp_max(1.0)
+        length: torch.Tensor = d.norm(dim=1, keepdim=True)
+        return d * (r / length.clamp_min(1e-12)).clamp_max(1.0)
     mag = d.abs()
     if norm == "l0":
         order = mag.argsort(dim=1, descending=True, stable=True)
