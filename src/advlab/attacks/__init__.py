@@ -14,6 +14,7 @@ from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.decision_based import hopskipjump
+from advlab.attacks.elastic_net import ead
 from advlab.attacks.fastview import (
     FastViewSkipped,
     ModelInTrainingMode,
@@ -51,6 +52,7 @@ __all__ = [
     "choose_targets",
     "cw",
     "deepfool",
+    "ead",
     "eot_bpda",
     "fast_view",
     "fast_views",
