@@ -27,8 +27,8 @@ from advlab.attacks.gradient import bim, fgsm, pgd
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
 from advlab.attacks.mifgsm import mi_fgsm
-from advlab.attacks.quasi_newton import lbfgs
 from advlab.attacks.minimum_norm import fmn
+from advlab.attacks.quasi_newton import lbfgs
 from advlab.attacks.random_search import square
 from advlab.attacks.registry import (
     AttackInfo,

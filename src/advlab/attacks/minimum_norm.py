@@ -98,30 +98,34 @@ def fmn(
     x = x.detach()
     n, norm = len(x), threat.norm
     labels, gap_fn = _logit_gap(y, target)
-    lo, hi = threat.bounds
-    worst = distance(x, torch.where(x - lo > hi - x, torch.full_like(x, lo), torch.full_like(x, hi)), norm)
+    worst = _worst_norm(x, threat)
     eps = torch.ones(n, device=x.device) if norm == "l0" else torch.full((n,), math.inf, device=x.device)
     best = torch.full((n,), math.inf, device=x.device)
     best_x, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
     delta = torch.zeros_like(x)
-    for i in range(steps + 1):
+    for i in range(steps):
         x_adv = x + delta
-        if i == steps:  # the last iterate: scored, no step
-            with torch.no_grad():
-                _record(x_adv, model(x_adv), threat.distance(x, x_adv), y, target, best, best_x)
-            break
         gap, grad, logits = loss_grad(model, x_adv, labels, gap_fn)
         now = threat.distance(x, x_adv)
         adv = _record(x_adv, logits, now, y, target, best, best_x)
         found |= adv
-        gflat = _feasible(grad, x_adv, lo, hi).flatten(1)
+        gflat = _feasible(grad, x_adv, *threat.bounds).flatten(1)
         gnorm = gflat.norm(p=_DUAL.get(norm, 2.0), dim=1)
         gamma_i = _cosine(gamma, _FINAL_GAMMA, i, steps)
         eps = torch.minimum(_next_eps(eps, gap, gnorm, now, best, adv, found, gamma_i, norm == "l0"), worst)
         alpha = _cosine(step_size, step_size * _FINAL_STEP, i, steps)
         d = delta.flatten(1) - alpha * gflat / gflat.norm(dim=1, keepdim=True).clamp_min(1e-12)
         delta = threat.clip(x + project_balls(d, eps, norm).view_as(x)) - x
+    with torch.no_grad():  # the last iterate: scored, no step
+        _record(x + delta, model(x + delta), threat.distance(x, x + delta), y, target, best, best_x)
     return _finish(model, x, y, target, threat, best_x)
+
+
+def _worst_norm(x: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """Per example, the norm of the largest perturbation the bounds allow (each element to its farther bound)."""
+    lo, hi = threat.bounds
+    far = torch.where(x - lo > hi - x, torch.full_like(x, lo), torch.full_like(x, hi))
+    return distance(x, far, threat.norm)
 
 
 def _feasible(grad: torch.Tensor, x_adv: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
