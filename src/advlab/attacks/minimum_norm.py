@@ -96,29 +96,31 @@ def fmn(
     backward passes and one forward pass, over the whole batch.
     """
     x = x.detach()
-    n, norm = len(x), threat.norm
+    n, norm, worst = len(x), threat.norm, _worst_norm(x, threat)
     labels, gap_fn = _logit_gap(y, target)
-    worst = _worst_norm(x, threat)
     eps = torch.ones(n, device=x.device) if norm == "l0" else torch.full((n,), math.inf, device=x.device)
-    best = torch.full((n,), math.inf, device=x.device)
-    best_x, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
-    delta = torch.zeros_like(x)
+    best, best_x, delta = torch.full((n,), math.inf, device=x.device), x.clone(), torch.zeros_like(x)
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
     for i in range(steps):
         x_adv = x + delta
         gap, grad, logits = loss_grad(model, x_adv, labels, gap_fn)
         now = threat.distance(x, x_adv)
         adv = _record(x_adv, logits, now, y, target, best, best_x)
         found |= adv
-        gflat = _feasible(grad, x_adv, *threat.bounds).flatten(1)
-        gnorm = gflat.norm(p=_DUAL.get(norm, 2.0), dim=1)
-        gamma_i = _cosine(gamma, _FINAL_GAMMA, i, steps)
-        eps = torch.minimum(_next_eps(eps, gap, gnorm, now, best, adv, found, gamma_i, norm == "l0"), worst)
-        alpha = _cosine(step_size, step_size * _FINAL_STEP, i, steps)
-        d = delta.flatten(1) - alpha * gflat / gflat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        delta = threat.clip(x + project_balls(d, eps, norm).view_as(x)) - x
+        g = _feasible(grad, x_adv, *threat.bounds).flatten(1)
+        eps = _next_eps(eps, gap, g.norm(p=_DUAL.get(norm, 2.0), dim=1), now, best, adv, found,
+                        _cosine(gamma, _FINAL_GAMMA, i, steps), norm == "l0").minimum(worst)
+        delta = _move(x, delta, g, eps, _cosine(step_size, step_size * _FINAL_STEP, i, steps), threat)
     with torch.no_grad():  # the last iterate: scored, no step
         _record(x + delta, model(x + delta), threat.distance(x, x + delta), y, target, best, best_x)
     return _finish(model, x, y, target, threat, best_x)
+
+
+def _move(x: torch.Tensor, delta: torch.Tensor, g: torch.Tensor, eps: torch.Tensor, alpha: float,
+          threat: ThreatModel) -> torch.Tensor:
+    """δ − α g/‖g‖₂, projected onto the per-example ε-balls, then x + δ clipped to the bounds."""
+    d = delta.flatten(1) - alpha * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return threat.clip(x + project_balls(d, eps, threat.norm).view_as(x)) - x
 
 
 def _worst_norm(x: torch.Tensor, threat: ThreatModel) -> torch.Tensor:

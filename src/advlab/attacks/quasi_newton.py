@@ -97,7 +97,7 @@ class _Search:
             delta.grad = grad
             return value
 
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[no-untyped-call]
         with torch.no_grad():
             x_adv = self.threat.clip(self.x + delta)
             return is_adversarial(self.model(x_adv), self.y, self.target)
