@@ -114,6 +114,7 @@ def add_medians(res: dict, model: torch.nn.Module) -> None:
         record = RECORD[row["case"]]
         x, y, x_adv = _SEEN[row["case"], row["library"]]
         ok, norm = _scored(model, x, y, x_adv, record)
+        row.update({"min_value": float(x_adv.min()), "max_value": float(x_adv.max())})
         row.update({"record_norm": record, "median_record": _med(norm, ok), "success_scored": float(ok.float().mean()),
                     **{f"median_{p}": _med(v, ok) for p, v in perturbation_norms(x, x_adv).items() if p in ("l0", "l1")}})
         ref = _SEEN.get((row["case"], "advlab"))
@@ -204,6 +205,10 @@ def observations(res: dict) -> list[str]:
         "boundary use the gradient without the components that point out of the box at elements already on a "
         "bound (see `advlab.attacks.fmn`'s docstring for the measured reason).",
     ]
+    for r in res["rows"]:
+        if r["valid"] < 1:
+            out.append(f"{LIB_NAMES[r['library']]} {r['attack']}: only {r['valid']:.3f} of its x_adv inside [0, 1] "
+                       f"(values from {r['min_value']:.3g} to {r['max_value']:.3g}); scored as returned.")
     for s in res["skipped"]:
         out.append(f"{LIB_NAMES[s['library']]} skipped for {s['case']}: {s['why']}")
     return out

@@ -147,3 +147,16 @@ def test_project_balls_lands_in_each_ball_and_is_idempotent(seed, n, dim, norm, 
         for i in range(n):
             ref = project_l1(d[i:i + 1], float(eps[i]), -wide[:1], wide[:1])
             assert torch.allclose(out[i:i + 1], ref, atol=1e-4)
+
+
+def test_project_balls_l1_exact_when_many_entries_stay_active():
+    """ρ > 64 (the first top-k try) for some rows: the threshold search widens and stays exact."""
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(6, 784, generator=g)
+    eps = torch.tensor([1.0, 20.0, 150.0, 400.0, 600.0, 1e4])
+    out = project_balls(d, eps, "l1")
+    wide = torch.full((1, 784), 1e3)
+    for i in range(len(d)):
+        ref = project_l1(d[i:i + 1], float(eps[i]), -wide, wide)
+        assert torch.allclose(out[i:i + 1], ref, atol=1e-4), i
+    assert int((out[3] != 0).sum()) > 64  # the case this test is for
