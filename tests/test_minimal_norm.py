@@ -58,6 +58,19 @@ def test_ead_l1_rule_gives_no_larger_l1(digits_mlp, batch):
     assert bool((distance(x, l1.x_adv, "l1")[both] <= distance(x, en.x_adv, "l1")[both] + 1e-5).all())
 
 
+def test_ead_warm_start_continues_rounds(digits_mlp, batch):
+    """Continuing each round from the last iterate (torchattacks' way): smaller L1 at 100 steps here.
+
+    Medians 2.17 vs 2.42 on these 100 images.
+    """
+    x, y = batch
+    reset = run("ead", digits_mlp, x, y, "l1", steps=100)
+    warm = run("ead", digits_mlp, x, y, "l1", steps=100, warm_start=True)
+    assert float(warm.success.float().mean()) >= 0.9
+    assert median_norm(x, warm, "l1") <= median_norm(x, reset, "l1")
+    assert not torch.equal(warm.x_adv, reset.x_adv)
+
+
 def test_fmn_l2_median_no_larger_than_deepfools(digits_mlp, digits):
     """On the whole digits test set (360 images; under a second for both attacks).
 

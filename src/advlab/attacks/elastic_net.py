@@ -43,6 +43,7 @@ def ead(
     kappa: NonNegFloat = 0.0,
     decision_rule: Literal["EN", "L1"] = "EN",
     early_stop: bool = True,
+    warm_start: bool = False,
 ) -> AttackResult:
     """Elastic-net attack: minimise c·f(x') + ‖x' − x‖₂² + β‖x' − x‖₁ over the box by FISTA.
 
@@ -56,7 +57,11 @@ def ead(
     smallest elastic-net distance ‖δ‖₂² + β‖δ‖₁ (``decision_rule="EN"``) or L1 distance (``"L1"``).
     Between rounds, per example, c moves halfway towards the last success or is multiplied by 10
     while none was found (from ``initial_const``). With ``early_stop`` a round ends once the summed
-    objective has not fallen by 0.01% over steps/10 iterations (the paper's code). Returns the clean
+    objective has not fallen by 0.01% over steps/10 iterations (the paper's code). Each round starts
+    from the clean image, as in the paper's code; with ``warm_start`` it continues from the previous
+    round's iterate and slack point instead (learning rate and momentum restart), as torchattacks'
+    EADEN does — measured on lenet-mnist, 200 MNIST test images, 100 steps: median L1 10.80 instead
+    of 11.30 in 0.6× the time (benchmarks/peers_minnorm.py). Returns the clean
     image where nothing was found. Minimal-perturbation (L1): with a finite ε the answer is projected
     into the ball and re-scored. Targeted or not; white-box. Cost per iteration: one forward +
     backward pass (slack point) and one forward pass (iterate), over the whole batch.
@@ -68,7 +73,7 @@ def ead(
     lower = torch.zeros(n, device=x.device)
     upper = torch.full((n,), math.inf, device=x.device)
     for _ in range(binary_search_steps):
-        found = state.round(const, steps, lr, early_stop)
+        found = state.round(const, steps, lr, early_stop, warm_start)
         upper = torch.where(found, torch.minimum(upper, const), upper)
         lower = torch.where(found, lower, torch.maximum(lower, const))
         const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
@@ -88,15 +93,16 @@ class _State:
         self.bounds, self.kappa, self.beta, self.rule = bounds, kappa, beta, rule
         self.best = torch.full((len(x),), math.inf, device=x.device)
         self.best_x = x.clone()
+        self.last = (x, x)  # the last round's iterate and slack point
 
     def shrink(self, z: torch.Tensor) -> torch.Tensor:
         """S_β: soft-threshold z − x by β, then clip to the bounds (the paper's projected shrinkage)."""
         d = z - self.x
         return (self.x + d.sign() * (d.abs() - self.beta).clamp_min(0)).clamp(*self.bounds)
 
-    def round(self, const: torch.Tensor, steps: int, lr: float, early_stop: bool) -> torch.Tensor:
+    def round(self, const: torch.Tensor, steps: int, lr: float, early_stop: bool, warm: bool) -> torch.Tensor:
         """One round of FISTA at constants ``const``; returns which examples had an adversarial iterate."""
-        xk, slack = self.x.clone(), self.x.clone()
+        xk, slack = self.last if warm else (self.x, self.x)
         found = torch.zeros(len(xk), dtype=torch.bool, device=xk.device)
         prev, check_every = math.inf, max(1, steps // 10)
         for k in range(steps):
@@ -110,6 +116,7 @@ class _State:
                 if total > prev * 0.9999:
                     break
                 prev = total
+        self.last = (xk, slack)
         return found
 
     def _smooth_grad(self, point: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
