@@ -3,6 +3,7 @@
     python benchmarks/peers_minnorm.py                   # first 1000 MNIST test images, 2 repeats, 1 thread
     python benchmarks/peers_minnorm.py --quick           # 100 images, 1 repeat: for development; writes nothing
     python benchmarks/peers_minnorm.py --only ead,fmn-l2 # a subset of the cases (by key); writes nothing
+    python benchmarks/peers_minnorm.py --from-json       # rewrite the docs section from the saved results only
 
 ``CASES`` are :class:`peers.Case` objects (``peers.py`` can run them with its own); ``main`` runs just
 these through ``peers.run`` (same model, images, interleaved repeats, scoring from the model's
@@ -217,6 +218,10 @@ def observations(res: dict) -> list[str]:
         "advlab's FMN differs from the published rule in one place: the step and the linearised distance to the "
         "boundary use the gradient without the components that point out of the box at elements already on a "
         "bound (see `advlab.attacks.fmn`'s docstring for the measured reason).",
+        "torchattacks' EADEN continues each binary-search round from the previous round's iterate (advlab's "
+        "`warm_start=True`; Foolbox, ART and the paper's code restart from x), and its inner loop updates in place "
+        "an `nn.Parameter` made from its copy of the input without copying it, so the reference image it shrinks "
+        "towards moves at its first gradient step: consistent with its x_adv reaching slightly below 0.",
     ]
     for r in res["rows"]:
         if r["valid"] < 1:
@@ -235,7 +240,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", type=lambda s: s.split(","), default=None, help="comma-separated case keys")
     ap.add_argument("--quick", action="store_true", help="100 images, 1 repeat, nothing written (development)")
+    ap.add_argument("--from-json", action="store_true", help="rerun nothing: rewrite the docs section from the JSON")
     args = ap.parse_args()
+    if args.from_json:
+        res = json.loads(RESULTS.read_text(), object_hook=peers._nan)
+        write_section("peers-minnorm", report(res, verdicts(res)))
+        return
     if args.quick:
         args.n, args.repeats = min(args.n, 100), 1
     t_start = time.perf_counter()
