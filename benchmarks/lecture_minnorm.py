@@ -43,6 +43,8 @@ ROWS = [
     ("cw", "CW-L2 (100 steps × 5 binary-search steps, lr 0.1)", "cw", "l2", CW),
     ("ead", "EAD (EN rule, β 1e-3, 100 steps × 9 binary-search steps)", "ead", "l1", EAD),
     ("ead-l1", "EAD (L1 rule, otherwise as above)", "ead", "l1", {**EAD, "decision_rule": "L1"}),
+    ("ead-warm", "EAD (EN rule, each round continuing from the last: `warm_start=True`)", "ead", "l1",
+     {**EAD, "warm_start": True}),
     ("lbfgs", "L-BFGS (≤ 50 iterations × 10 searches over c)", "lbfgs", "l2", {}),
     ("fmn-linf", "FMN-L∞ (100 steps)", "fmn", "linf", {}),
     ("fmn-l1", "FMN-L1 (100 steps)", "fmn", "l1", {}),
