@@ -57,14 +57,14 @@ def ead(
     smallest elastic-net distance ‖δ‖₂² + β‖δ‖₁ (``decision_rule="EN"``) or L1 distance (``"L1"``).
     Between rounds, per example, c moves halfway towards the last success or is multiplied by 10
     while none was found (from ``initial_const``). With ``early_stop`` a round ends once the summed
-    objective has not fallen by 0.01% over steps/10 iterations (the paper's code). Each round starts
-    from the clean image, as in the paper's code; with ``warm_start`` it continues from the previous
-    round's iterate and slack point instead (learning rate and momentum restart), as torchattacks'
-    EADEN does — measured on lenet-mnist, 200 MNIST test images, 100 steps: median L1 10.80 instead
-    of 11.30 in 0.6× the time (benchmarks/peers_minnorm.py). Returns the clean
-    image where nothing was found. Minimal-perturbation (L1): with a finite ε the answer is projected
-    into the ball and re-scored. Targeted or not; white-box. Cost per iteration: one forward +
-    backward pass (slack point) and one forward pass (iterate), over the whole batch.
+    objective has not fallen by 0.01% over steps/10 iterations (C&W's rule, as Foolbox's EAD keeps
+    it). Each round starts from the clean image, as in the paper's code; with ``warm_start`` it
+    continues from the previous round's iterate and slack point (learning rate and momentum
+    restart), as torchattacks' EADEN does — measured on lenet-mnist, 200 MNIST test images, 100
+    steps: median L1 10.80 instead of 11.30 in about half the time (benchmarks/peers_minnorm.py).
+    Returns the clean image where nothing was found. Minimal-perturbation (L1): with a finite ε the
+    answer is projected into the ball and re-scored. Targeted or not; white-box. Cost per iteration:
+    one forward + backward pass (slack point) and one forward pass (iterate), over the whole batch.
     """
     x = x.detach()
     n = len(x)
