@@ -110,6 +110,58 @@ def project_l0(d: torch.Tensor, k: int, low: torch.Tensor, high: torch.Tensor) -
     return torch.where(mask, clipped, torch.zeros_like(d))
 
 
+def project_balls(d: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    """Euclidean projection of flat ``d`` (N×D) onto per-example balls {‖d_i‖ ≤ eps_i} (no box).
+
+    For attacks whose radius differs per example and changes every step (FMN). Exact for each
+    norm: L∞ clamps, L2 rescales, L1 soft-thresholds by the θ of Duchi et al. 2008 (from the
+    largest magnitudes only), L0 keeps the ⌊eps_i⌋ entries of largest magnitude (``topk``). Clipping the
+    result into the input bounds afterwards keeps it inside the ball: clipping x + d into a box
+    that contains x never makes any |d_j| larger.
+    """
+    check_choice("norm", norm, NORMS)
+    r = eps.to(d.dtype)[:, None]
+    if norm == "linf":
+        return torch.maximum(torch.minimum(d, r), -r)
+    if norm == "l2":
+        length: torch.Tensor = d.norm(dim=1, keepdim=True)
+        return d * (r / length.clamp_min(1e-12)).clamp_max(1.0)
+    mag = d.abs()
+    if norm == "l0":
+        k = r.floor().clamp_max(d.shape[1])
+        trim = (mag > 0).sum(dim=1, keepdim=True) > k
+        if not bool(trim.any()):
+            return d
+        kmax = int(k[trim].max())
+        idx = mag.topk(kmax, dim=1).indices  # only as many as the largest budget needs, not a full sort
+        keep = torch.zeros_like(d, dtype=torch.bool).scatter_(
+            1, idx, torch.arange(kmax, device=d.device).expand_as(idx) < k)
+        return torch.where(keep | ~trim, d, torch.zeros_like(d))
+    outside = mag.sum(dim=1, keepdim=True) > r
+    if not bool(outside.any()):
+        return d
+    theta = _l1_threshold(mag, r, outside)
+    return torch.where(outside, d.sign() * (mag - theta).clamp_min(0), d)
+
+
+def _l1_threshold(mag: torch.Tensor, r: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """θ ≥ 0 with Σ max(|d_j| − θ, 0) = r per row (rows ``outside`` the ball; Duchi et al. 2008).
+
+    With the magnitudes sorted in decreasing order μ₁ ≥ μ₂ ≥ …, θ = (μ₁ + … + μ_ρ − r)/ρ where ρ is
+    the last j with μ_j > (μ₁ + … + μ_j − r)/j, a condition that holds exactly for j ≤ ρ. So the
+    k largest magnitudes suffice while ρ < k: start with k = 64 and grow k only if some row needs it.
+    """
+    dim, k = mag.shape[1], min(mag.shape[1], 64)
+    while True:
+        srt = mag.topk(k, dim=1).values
+        csum = srt.cumsum(dim=1)
+        j = torch.arange(1, k + 1, device=mag.device, dtype=mag.dtype)
+        rho = ((srt - (csum - r) / j) > 0).sum(dim=1, keepdim=True).clamp_min(1)
+        if k == dim or not bool((outside & (rho == k)).any()):
+            return ((csum.gather(1, rho - 1) - r) / rho.to(mag.dtype)).clamp_min(0)
+        k = min(dim, 4 * k)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """What the attacker may do: a norm, a budget ε, input bounds and whether it is targeted.

@@ -14,6 +14,7 @@ from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.decision_based import hopskipjump
+from advlab.attacks.elastic_net import ead
 from advlab.attacks.fastview import (
     FastViewSkipped,
     ModelInTrainingMode,
@@ -26,6 +27,8 @@ from advlab.attacks.gradient import bim, fgsm, pgd
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
 from advlab.attacks.mifgsm import mi_fgsm
+from advlab.attacks.minimum_norm import fmn
+from advlab.attacks.quasi_newton import lbfgs
 from advlab.attacks.random_search import square
 from advlab.attacks.registry import (
     AttackInfo,
@@ -52,16 +55,19 @@ __all__ = [
     "choose_targets",
     "cw",
     "deepfool",
+    "ead",
     "eot_bpda",
     "fast_view",
     "fast_views",
     "fgsm",
+    "fmn",
     "get_attack",
     "hopskipjump",
     "inference_view",
     "is_adversarial",
     "jsma",
     "keep_train_mode",
+    "lbfgs",
     "list_attacks",
     "loss_grad",
     "margin_loss",
