@@ -5,6 +5,12 @@
     python benchmarks/peers.py --n 500 --repeats 5 --model lenet-mnist
     python benchmarks/peers.py --only pgd,cw    # a subset of the cases (by key); writes nothing
     python benchmarks/peers.py --from-json      # rewrite the docs section from the saved results only
+    python benchmarks/peers.py --family sparse  # issue 15's families: sparse (JSMA), minnorm (EAD, FMN), cw (CW-L∞)
+
+The issue-15 families (``--family sparse|minnorm|cw``) live in benchmarks/peers_<family>.py: their
+attacks are targeted or minimal in L0/L1, so they are scored by targeted success and L0/L1 medians,
+which this module's ``score`` does not compute; they reuse its ``Case``, ``Ctx`` and runners, and
+``--family F`` runs that module's own command line (its other flags pass through).
 
 Every case is one attack with one matched setting, run by every library that has it (a library
 without it is listed as skipped). Each timing is repeated ``--repeats`` times and the median is
@@ -720,7 +726,17 @@ def _nan(d: dict) -> dict:
     return {k: float("nan") if v is None and k.startswith("median") else v for k, v in d.items()}
 
 
+FAMILIES = {"sparse": "peers_sparse", "minnorm": "peers_minnorm", "cw": "peers_cw"}
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--family":
+        import importlib
+
+        module = FAMILIES[sys.argv[2]]
+        sys.argv = [str(Path(__file__).with_name(module + ".py")), *sys.argv[3:]]
+        importlib.import_module(module).main()
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="images (the first n of the MNIST test set)")
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats; the median is reported")
