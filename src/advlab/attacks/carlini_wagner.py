@@ -44,7 +44,7 @@ def cw(
     """Carlini–Wagner L2: minimise ‖δ‖₂² + c·f with Adam in tanh space, binary search on c.
 
     Carlini & Wagner 2017 (https://arxiv.org/abs/1608.04644). x_adv = lo + (hi−lo)(tanh(w)+1)/2
-    keeps every iterate inside the bounds; f6 = max(max_{i≠t} Z_i − Z_t, −κ) (targeted) or
+    keeps every iterate inside the bounds; f is by default f6 = max(max_{i≠t} Z_i − Z_t, −κ) (targeted) or
     max(Z_y − max_{i≠y} Z_i, −κ) (untargeted). Each of ``binary_search_steps`` rounds runs Adam
     for ``steps`` iterations from the clean image; per example, c is halved towards the last
     success or multiplied by 10 while none was found. Returns, per example, the smallest

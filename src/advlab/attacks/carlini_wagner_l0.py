@@ -50,7 +50,8 @@ class _MaskLadder(Ladder):
         big = score > BIG_SCORE * (self.hi - self.lo) ** 2
         first_big = torch.where(big.any(dim=1), big.to(torch.uint8).argmax(dim=1), big.shape[1])
         k = torch.minimum(k, first_big - unchanged + 1).clamp_min(1)
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+        positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(1, order, positions)
         drop = allowed & (rank < (unchanged + k)[:, None])
         s["mask"][rows] = torch.where(drop, 0.0, mask.flatten(1)).view_as(mask)
 
