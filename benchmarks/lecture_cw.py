@@ -201,19 +201,35 @@ def render_a(a: dict, sat: dict | None = None) -> list[str]:
                         f"; gap to the best ({rows[0]['objective']}): success {rows[0]['success'] - rows[rank - 1]['success']:+.3f}"
                         f", mean L2 {rows[rank - 1]['mean'] - rows[0]['mean']:+.3f}") + ".")
     if sat:
-        q = sat["log10_F_t_quartiles"]
-        lines += ["", f"Why the softmax objectives (f2–f5) fail here: lenet-mnist's softmax is saturated on clean images — "
-                  f"on the first {sat['n']} images the target's probability F_t has quartiles 10^{q[0]:.1f}, 10^{q[1]:.1f}, 10^{q[2]:.1f}, and the top "
-                  f"class's probability is exactly 1.0 in float32 on {100 * sat['F_y_is_1']:.0f}% of the images. "
-                  "Their gradients are then of the order of F_t (or zero), next to 2δ from the distance term, so "
-                  "only a very large c moves the iterate, and below about 10⁻⁸ Adam's ε swallows the step; a "
-                  "wider search on c helps f4 and f5 (F_t pushed up alone) but not f2 and f3, whose targeted "
-                  "minimisation also stalls where the mass is spread over the non-target classes (F_t ≈ 0, "
-                  "max_{i≠t} F_i no longer falling: `tests/test_cw_complete.py`). f1 is computed here from the "
-                  "logits (−log F_t = logsumexp(Z) − Z_t), so its gradient, F − e_t, does not vanish; with f6 and "
-                  "f7 it is one of the three logit-margin objectives, which succeed on every image and whose mean "
-                  "L2 differ by a few percent at most (a 5-step binary search on c resolves c to about that)."]
+        lines += ["", *why_a(a["rows"], sat)]
     return lines
+
+
+def why_a(rows: list[dict], sat: dict) -> list[str]:
+    """The explanation under table a, with this run's numbers."""
+    q = sat["log10_F_t_quartiles"]
+    by = {(r["rule"], r["objective"]): r for r in rows}
+    soft = [o for o in ("f2", "f3", "f4", "f5") if ("binary search", o) in by]
+    logit = [by["binary search", o]["mean"] for o in ("f1", "f6", "f7") if ("binary search", o) in by]
+    text = (f"Why the softmax objectives (f2–f5) fail here: lenet-mnist's softmax is saturated on clean images — on "
+            f"the first {sat['n']} images the target's probability F_t has quartiles 10^{q[0]:.1f}, 10^{q[1]:.1f}, "
+            f"10^{q[2]:.1f}, and the top class's probability is exactly 1.0 in float32 on "
+            f"{100 * sat['F_y_is_1']:.0f}% of them. Their gradients are then of the order of F_t (or zero) next to "
+            "2δ from the distance term, so only a very large c moves the iterate, and where c times the gradient "
+            "stays below Adam's ε (10⁻⁸) the step vanishes.")
+    wide = [by.get(("wide binary search", o)) for o in soft]
+    if soft and all(wide):
+        text += (" The wider search on c takes them to " + ", ".join(
+            f"{o} {by['binary search', o]['success']:.2f} → {w['success']:.2f}" for o, w in zip(soft, wide, strict=True))
+                 + " (success; the wide rule on the first images only). Targeted f2 and f3 also stall where "
+                 "the mass is spread over the non-target classes (F_t ≈ 0 and max_{i≠t} F_i no longer falling; "
+                 "`tests/test_cw_complete.py`), which no c repairs.")
+    text += (" Their mean L2 is over the few images they fool, the easiest ones, so it is not comparable with the "
+             "others'. f1, the cross-entropy, has gradient F − e_t with respect to the logits, which stays of order 1 "
+             "on a saturated softmax, so it behaves like the two logit objectives f6 and f7")
+    if len(logit) == 3:
+        text += f": the three fool every image and their mean L2 are within {100 * (max(logit) / min(logit) - 1):.1f}%"
+    return [text + "."]
 
 
 def _acceptance(r: dict) -> str:
