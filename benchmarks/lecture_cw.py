@@ -280,21 +280,31 @@ def render_c(c: dict) -> list[str]:
 
 
 def render_d(p: dict) -> list[str]:
+    names = {"advlab": "advlab", "art": "ART"}
+    ns = sorted({r["n"] for r in p["rows"]})
     lines = [
         "### d. CW-L∞: advlab vs ART",
         "",
         f"`python benchmarks/peers_cw.py --threads 1` — {p['environment']}; {p['model']}, first {p['n']} MNIST test "
-        f"images (ART on fewer, the n column), untargeted, scored here from the model's prediction on each "
-        f"x_adv. Matched setting: {p['settings'].get('cw-linf', '')}.",
+        f"images{'' if ns == [p['n']] else ' (fewer where the n column says so)'}, untargeted, scored here from the "
+        f"model's prediction on each x_adv (ART {p['versions'].get('art')}). Matched setting: "
+        f"{p['settings'].get('cw-linf', '')}.",
         "",
         "| library | n | time (s) | s / image | success | median L∞ | valid | advlab/peer speed |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in p["rows"]:
         speed = f"{r['advlab_speedup']:.1f}×" if "advlab_speedup" in r else "—"
-        lines.append(f"| {r['library']} | {r['n']} | {r['seconds']:.1f} | {r['seconds'] / r['n']:.3f} | "
-                     f"{r['success']:.3f} | {_f(r['median_linf'], '.4f')} | {r['valid']:.3f} | {speed} |")
-    lines += ["", *[f"- {t}" for t in p.get("verdict", [])]]
+        lines.append(f"| {names.get(r['library'], r['library'])} | {r['n']} | {r['seconds']:.1f} | "
+                     f"{r['seconds'] / r['n']:.3f} | {r['success']:.3f} | {_f(r['median_linf'], '.4f')} | "
+                     f"{r['valid']:.3f} | {speed} |")
+    lines += ["", *[f"- {t}" for t in p.get("verdict", [])],
+              "- The two run the same τ and c schedule differently: ART restarts every (τ, c) attempt from the clean "
+              "image with a fresh Adam, tries every c at every τ, and ends an example at the first τ where no c "
+              "gives a smaller L∞ than its best; advlab (as Carlini & Wagner's code) starts each attempt from the "
+              "last point, keeps c across τ and doubles it only when an attempt fails, one batch for all examples. "
+              "ART's targeted mode is not compared: it records an example as adversarial when the prediction is "
+              "not the target."]
     return lines
 
 
