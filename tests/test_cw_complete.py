@@ -50,18 +50,23 @@ def linear_binary(w, b):
 
 # --- the objectives ----------------------------------------------------------------------------
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(-30, 30), min_size=5, max_size=5), st.integers(0, 4), st.booleans())
 def test_each_objective_is_nonpositive_exactly_where_it_should_be(values, label, targeted):
     logits = torch.tensor([values])
     labels = torch.tensor([label])
     z_lab = float(logits[0, label])
     z_other = float(logits[0].scatter(0, labels, -INF).max())
-    p_lab = float(logits.softmax(1)[0, label])
+    probs = logits.softmax(1)[0]
+    p_lab = float(probs[label])
+    p_gap = p_lab - float(probs.scatter(0, labels, -INF).max())
     for name in OBJECTIVES:
         f = float(cw_objective(name, logits, labels, targeted))
         assert math.isfinite(f), name
-        if name in MARGIN_KIND and abs(z_lab - z_other) > 1e-3:
+        # f2, f3 compare probabilities: their sign is only resolved where the probabilities differ in float32
+        # (softplus(d) − log 2 is 0 for |d| below about 1e-7).
+        gap_ok = abs(z_lab - z_other) > 1e-3 and (name in ("f6", "f7") or abs(p_gap) > 1e-6)
+        if name in MARGIN_KIND and gap_ok:
             assert (f <= 0) == ((z_lab > z_other) if targeted else (z_lab < z_other)), name
         if name in PROB_KIND and abs(p_lab - 0.5) > 1e-4:
             assert (f <= 0) == ((p_lab > 0.5) if targeted else (p_lab < 0.5)), name
