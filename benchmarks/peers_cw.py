@@ -44,6 +44,8 @@ CASES: list[Case] = [
                 c, confidence=0.0, targeted=False, learning_rate=0.05, max_iter=100, decrease_factor=0.9,
                 initial_const=1e-5, largest_const=20.0, const_factor=2.0, batch_size=b, verbose=False)),
         },
+        # ART runs one image at a time, every c at every τ from the clean image: about 7 s per image here.
+        n_cap={"art": 50},
     ),
 ]
 
