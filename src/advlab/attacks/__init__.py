@@ -13,6 +13,8 @@ from advlab.attacks.autobpda import auto_bpda, pgd_bpda
 from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
+from advlab.attacks.carlini_wagner_l0 import cw_l0
+from advlab.attacks.carlini_wagner_linf import cw_linf
 from advlab.attacks.decision_based import hopskipjump
 from advlab.attacks.elastic_net import ead
 from advlab.attacks.fastview import (
@@ -54,6 +56,8 @@ __all__ = [
     "bim",
     "choose_targets",
     "cw",
+    "cw_l0",
+    "cw_linf",
     "deepfool",
     "ead",
     "eot_bpda",

@@ -1,4 +1,4 @@
-"""Carlini–Wagner L2: tanh change of variables, the f6 objective, Adam, binary search over c."""
+"""Carlini–Wagner L2: tanh change of variables, objectives f1–f7 (default f6), Adam, binary search over c."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from advlab._checks import NonNegFloat, PositiveInt
+from advlab.attacks.cw_objectives import Objective, check_kappa, cw_objective, meets_kappa
 from advlab.attacks.losses import is_adversarial
 from advlab.attacks.registry import AttackResult, Renamed, register_attack
 from advlab.threat import ThreatModel
@@ -18,14 +19,6 @@ PAPER = (
     "https://arxiv.org/abs/1608.04644"
 )
 _ADAM = (0.9, 0.999, 1e-8)  # β1, β2, ε of Adam, as in Carlini & Wagner's code
-
-
-def _f6(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, kappa: float) -> torch.Tensor:
-    """max(max_{i≠t} Z_i − Z_t, −κ) (targeted) or max(Z_y − max_{i≠y} Z_i, −κ) (untargeted)."""
-    z_lab = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
-    diff = other - z_lab if targeted else z_lab - other
-    return diff.clamp_min(-kappa)
 
 
 @register_attack(
@@ -46,11 +39,12 @@ def cw(
     initial_const: NonNegFloat = 1.0,
     kappa: NonNegFloat = 0.0,
     early_stop: bool = True,
+    objective: Objective = "f6",
 ) -> AttackResult:
-    """Carlini–Wagner L2: minimise ‖δ‖₂² + c·f6 with Adam in tanh space, binary search on c.
+    """Carlini–Wagner L2: minimise ‖δ‖₂² + c·f with Adam in tanh space, binary search on c.
 
     Carlini & Wagner 2017 (https://arxiv.org/abs/1608.04644). x_adv = lo + (hi−lo)(tanh(w)+1)/2
-    keeps every iterate inside the bounds; f6 = max(max_{i≠t} Z_i − Z_t, −κ) (targeted) or
+    keeps every iterate inside the bounds; f is by default f6 = max(max_{i≠t} Z_i − Z_t, −κ) (targeted) or
     max(Z_y − max_{i≠y} Z_i, −κ) (untargeted). Each of ``binary_search_steps`` rounds runs Adam
     for ``steps`` iterations from the clean image; per example, c is halved towards the last
     success or multiplied by 10 while none was found. Returns, per example, the smallest
@@ -58,11 +52,14 @@ def cw(
     only): with a finite ε the result is projected into the ball and re-scored. Targeted or not;
     white-box. Cost: at most binary_search_steps × steps forward + backward passes; with
     ``early_stop`` a round stops once the objective summed over the batch has not fallen by 0.01%
-    over steps/10 iterations (the rule of Carlini & Wagner's reference code).
+    over steps/10 iterations (the rule of Carlini & Wagner's reference code). ``objective``
+    picks f among the paper's seven (§V; ``advlab.attacks.cw_objectives`` gives the forms used,
+    two of them repaired, and their untargeted analogues); κ applies to f6 only.
     """
+    check_kappa(objective, kappa)
     x = x.detach()
     n = len(x)
-    search = _Search(model, x, y, target, threat.bounds, kappa)
+    search = _Search(model, x, y, target, threat.bounds, kappa, objective)
     const = torch.full((n,), float(initial_const), device=x.device)
     lower = torch.zeros(n, device=x.device)
     upper = torch.full((n,), math.inf, device=x.device)
@@ -86,8 +83,9 @@ class _Search:
     """The state across binary-search rounds: the smallest successful perturbation per example."""
 
     def __init__(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                 bounds: tuple[float, float], kappa: float) -> None:
+                 bounds: tuple[float, float], kappa: float, objective: Objective = "f6") -> None:
         self.model, self.x, self.y, self.target, self.kappa = model, x, y, target, kappa
+        self.objective = objective
         self.labels = y if target is None else target
         self.lo, self.hi = bounds
         self.w0 = torch.atanh(((x - self.lo) / (self.hi - self.lo) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
@@ -127,19 +125,19 @@ class _Search:
     def _objective_grad(self, w: torch.Tensor, const: torch.Tensor, found: torch.Tensor) -> tuple[
         torch.Tensor, torch.Tensor
     ]:
-        """‖δ‖₂² + c·f6 at ``w`` and its gradient; records successes (``found``, the best so far)."""
+        """‖δ‖₂² + c·f at ``w`` and its gradient; records successes (``found``, the best so far)."""
         wr = w.requires_grad_(True)
         with torch.enable_grad():
             xa = self.to_x(wr)
             logits = self.model(xa)
             l2sq = (xa - self.x).flatten(1).square().sum(dim=1)
-            f = _f6(logits, self.labels, self.target is not None, self.kappa)
+            f = cw_objective(self.objective, logits, self.labels, self.target is not None, self.kappa)
             obj = l2sq + const * f
             (grad,) = torch.autograd.grad(obj.sum(), wr)
         with torch.no_grad():
             adv = is_adversarial(logits, self.y, self.target)
             if self.kappa > 0:
-                adv = adv & (f <= -self.kappa + 1e-6)
+                adv = adv & meets_kappa(f, self.objective, self.kappa)
             l2 = l2sq.detach().sqrt()
             better = adv & (l2 < self.best_l2)
             if bool(better.any()):
