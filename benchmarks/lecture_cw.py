@@ -348,6 +348,10 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(res, indent=2, allow_nan=True) + "\n")
         write_section("lecture-cw", text)
+        # the lecture's CW figure and table also belong on the lecture's page
+        from lecture_table import LECTURE_DOC, LECTURE_HEADER
+
+        write_section("lecture-cw", text, doc=LECTURE_DOC, header=LECTURE_HEADER)
 
 
 def run_parts(args) -> dict:
