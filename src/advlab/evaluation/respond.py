@@ -35,7 +35,7 @@ from advlab.results.aggregate import worst_case
 from advlab.results.plan import Job, json_params, plan_jobs
 
 ROBUST_ACC = 0.05  # worst-case Acc@1 above this at the largest ε adds the ensemble
-ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE and Square stages (on the examples still robust)
+ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE, APGD-DLR, APGD-T and Square stages (on the examples still robust)
 ENSEMBLE = "apgd-ensemble"
 WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
                      "the black-box, transfer and automatic-BPDA attacks were")

@@ -40,7 +40,7 @@ def ensemble_version(params: dict[str, Any]) -> str:
     """``standard`` or ``cheaper``, with the budgets: APGD steps, APGD-T targets, Square queries."""
     kind = "standard" if all(params.get(k, v) >= v for k, v in STANDARD.items()) else "cheaper than standard"
     restarts = int(params.get("restarts", 1))
-    again = f", APGD-CE and Square each with {restarts} restarts" if restarts > 1 else ""
+    again = f", APGD-CE, APGD-T and Square each with {restarts} restarts" if restarts > 1 else ""
     again = (", APGD-DLR" + (f" × {restarts}" if restarts > 1 else "") if params.get("dlr") else "") + again
     return (f"{kind}: APGD-CE {params.get('steps')} steps, APGD-T {int(params.get('candidates', 10)) - 1} targets × "
             f"{params.get('steps')} steps, Square {params.get('max_queries')} queries{again}")
