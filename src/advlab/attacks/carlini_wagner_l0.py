@@ -6,9 +6,9 @@ import torch
 
 from advlab._checks import NonNegFloat, PositiveFloat, PositiveInt
 from advlab.attacks.carlini_wagner import PAPER, Model
-from advlab.attacks.carlini_wagner_linf import attack_result
 from advlab.attacks.cw_ladder import Ladder, State
 from advlab.attacks.cw_objectives import Objective, check_kappa, cw_objective
+from advlab.attacks.losses import minimal_result
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
@@ -119,4 +119,4 @@ def cw_l0(
     ladder = _MaskLadder(model, x, labels, target is not None, threat.bounds, objective, kappa)
     ladder.start()
     ladder.run(steps, lr, initial_const, largest_const, early_stop)
-    return attack_result(model, x, y, target, threat, ladder)
+    return minimal_result(model, x, ladder.best_x, y, target, threat)

@@ -8,7 +8,7 @@ from advlab._checks import NonNegFloat, PositiveFloat, PositiveInt
 from advlab.attacks.carlini_wagner import PAPER, Model
 from advlab.attacks.cw_ladder import Ladder, State
 from advlab.attacks.cw_objectives import Objective, check_kappa
-from advlab.attacks.losses import is_adversarial
+from advlab.attacks.losses import minimal_result
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
@@ -89,13 +89,4 @@ def cw_linf(
     ladder = _TauLadder(model, x, labels, target is not None, threat.bounds, objective, kappa)
     ladder.start(min_tau)
     ladder.run(steps, lr, initial_const, largest_const, early_stop)
-    return attack_result(model, x, y, target, threat, ladder)
-
-
-def attack_result(model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, threat: ThreatModel,
-            ladder: Ladder) -> AttackResult:
-    """The best iterates, projected into a finite ε-ball and re-scored (success re-derived from the model)."""
-    best_x = threat.project(x, ladder.best_x) if threat.bounded else threat.clip(ladder.best_x)
-    with torch.no_grad():
-        success = is_adversarial(model(best_x), y, target)
-    return AttackResult(best_x, success)
+    return minimal_result(model, x, ladder.best_x, y, target, threat)

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from advlab._checks import NonNegFloat, PositiveFloat, PositiveInt
-from advlab.attacks.losses import is_adversarial, margin_loss
+from advlab.attacks.losses import is_adversarial, margin_loss, minimal_result
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
@@ -77,10 +77,7 @@ def ead(
         upper = torch.where(found, torch.minimum(upper, const), upper)
         lower = torch.where(found, lower, torch.maximum(lower, const))
         const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
-    out = threat.project(x, state.best_x) if threat.bounded else threat.clip(state.best_x)
-    with torch.no_grad():
-        success = is_adversarial(model(out), y, target)
-    return AttackResult(out, success)
+    return minimal_result(model, x, state.best_x, y, target, threat)
 
 
 class _State:

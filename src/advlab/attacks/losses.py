@@ -21,6 +21,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from advlab.attacks.registry import AttackResult
+from advlab.threat import ThreatModel
+
 Loss = Literal["ce", "margin", "dlr"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GradFn = Callable[
@@ -81,6 +84,19 @@ def is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor |
     """Per-example success: prediction ≠ y (untargeted) or = target (targeted)."""
     pred = logits.argmax(dim=1)
     return pred == target if target is not None else pred != y
+
+
+def minimal_result(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, best_x: torch.Tensor,
+                   y: torch.Tensor, target: torch.Tensor | None, threat: ThreatModel) -> AttackResult:
+    """A minimal-perturbation attack's answer, re-scored by the model.
+
+    The best points are projected into a finite ε-ball (else only clipped to the bounds); success is
+    re-derived from the model's prediction on them.
+    """
+    out = threat.project(x, best_x) if threat.bounded else threat.clip(best_x)
+    with torch.no_grad():
+        success = is_adversarial(model(out), y, target)
+    return AttackResult(out, success)
 
 
 def success_on_rows(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from advlab._checks import Fraction, PositiveFloat, PositiveInt
-from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
+from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss, minimal_result
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel, distance, project_balls
 
@@ -153,7 +153,4 @@ def _record(x_adv: torch.Tensor, logits: torch.Tensor, norm_now: torch.Tensor, y
 def _finish(model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, threat: ThreatModel,
             best_x: torch.Tensor) -> AttackResult:
     """Project into the ball when ε is finite (else only into the bounds) and score the answer."""
-    out = threat.project(x, best_x) if threat.bounded else threat.clip(best_x)
-    with torch.no_grad():
-        success = is_adversarial(model(out), y, target)
-    return AttackResult(out, success)
+    return minimal_result(model, x, best_x, y, target, threat)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from advlab._checks import PositiveFloat, PositiveInt
-from advlab.attacks.losses import is_adversarial
+from advlab.attacks.losses import is_adversarial, minimal_result
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
@@ -71,10 +71,7 @@ def lbfgs(
         fail_c = torch.where(ok, fail_c, torch.minimum(fail_c, const))
         both = (adv_c > 0) & torch.isfinite(fail_c)
         const = torch.where(both, (adv_c * fail_c).sqrt(), torch.where(ok, const * 10, const / 10))
-    out = threat.project(x, search.best_x) if threat.bounded else threat.clip(search.best_x)
-    with torch.no_grad():
-        success = is_adversarial(model(out), y, target)
-    return AttackResult(out, success)
+    return minimal_result(model, x, search.best_x, y, target, threat)
 
 
 class _Search:
