@@ -148,8 +148,8 @@ class _Run:
                     moved = x_adv[active].add_(grad.sign_(), alpha=self.step_size)
                     x_adv[active] = torch.max(torch.min(moved, upper[active]), lower[active])
                 continue
-            at = x_adv if every else x_adv[active]
-            if threat.norm == "l1" and self.l1_sparsity is None:
+            at = (x_adv if every else x_adv[active]) if threat.norm == "l1" else None  # (L2 steps need no point)
+            if at is not None and self.l1_sparsity is None:
                 step = linear_l1_step(grad, at, self.step_size, threat.bounds)
             else:
                 sparsity = 1.0 if self.l1_sparsity is None else self.l1_sparsity
