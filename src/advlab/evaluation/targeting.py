@@ -22,7 +22,6 @@ import torch
 
 from advlab.attacks import choose_targets, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
-from advlab.evaluation.defaults import DEFAULT_ATTACKS, NORM_ATTACKS
 
 TARGETED = ("random", "least-likely", "all")
 TARGET_SEED_OFFSET = 7919  # (the random targets' generator: seed-derived, apart from the attacks' batches)
@@ -53,7 +52,7 @@ def targeted_data(net: Any, x: torch.Tensor, y: torch.Tensor, mode: str, seed: i
 def targeted_attacks(attacks: list[str], given: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """The attacks that have a targeted mode, and those left out (only from the defaults: a named one must have it)."""
     lacking = [a for a in attacks if not get_attack(a).targeted]
-    if lacking and given is not None and tuple(given) not in (DEFAULT_ATTACKS, *NORM_ATTACKS.values()):
+    if lacking and given is not None:
         many = len(lacking) > 1
         raise ValueError(f"attacks: {', '.join(lacking)} ha{'ve' if many else 's'} no targeted mode (advlab attacks "
                          f"lists which do); drop {'them' if many else 'it'} or evaluate without --targeted")
