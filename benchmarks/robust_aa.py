@@ -12,7 +12,7 @@ For each model, on the first ``--n`` MNIST test images at L∞ ε = ``--eps``:
    benchmarks/peers.py builds from torchattacks' own attacks (``_ta_autoattack_100``, imported from
    there). Each gives a per-example "robust after attack" mask (the model's own argmax on x_adv ==
    label) and a wall time, cached in ``benchmarks/results/robust_aa/<model-stem>.json`` under the
-   sha256 of the model's safetensors file, n and ε: a re-run redoes only advlab's part.
+   sha256 of the model's weights (its tensors, not the file's metadata), n and ε: a re-run redoes only advlab's part.
 2. advlab's DEFAULT evaluation, ``advlab.evaluate(model, "mnist", n=n, progress=False,
    out=benchmarks/results/robust_aa/<stem>-eval, force=True)`` (default attacks, default ε sweep,
    gradient-masking checks on), timed. Its per-example worst case at ε: ``ev.robust_mask(eps)`` where
@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import environment, write_section
@@ -116,10 +117,17 @@ def checkpoint_path(spec: str) -> Path | None:
 
 
 def sha256(path: Path) -> str:
+    """The sha256 of the weights themselves (names, dtypes, shapes and bytes of every tensor, in name order).
+
+    Not of the file: a retrained model with the same weights differs in its metadata (``train_seconds``),
+    and AutoAttack gives it the same figures, so the cached peers' results stay valid for it.
+    """
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    tensors = load_file(str(path))
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -456,7 +464,7 @@ def report(res: dict) -> str:
         "four attacks with 100 iterations as the original AutoAttack runs them (`_ta_autoattack_100` in "
         "benchmarks/peers.py). Times are wall seconds on the shared 2-core machine "
         f"(torch threads: {', '.join(map(str, threads)) or '—'}); the peers' results are cached per model "
-        "(benchmarks/results/robust_aa/<model>.json, keyed by the weights' sha256, n and ε).", "",
+        "(benchmarks/results/robust_aa/<model>.json, keyed by the sha256 of the weights' tensors, n and ε).", "",
         "The three adversarially trained models (`/work/robust/train.sh`, run from the advlab checkout):", "",
         "```", *TRAIN.values(), "```", "",
         f"`{SHIPPED}` is the shipped model (`{res.get('shipped_command') or 'see docs/defenses.md'}`).", "",

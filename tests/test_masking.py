@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from advlab import ThreatModel, evaluate
 from advlab.attacks import get_attack, loss_grad
 from advlab.attacks.adaptive import eot_bpda
-from advlab.attacks.autopgd import checkpoints, dlr_loss
+from advlab.attacks.autopgd import checkpoints, dlr_loss, normalised_margin
 from advlab.defenses.wrappers import (
     BitDepth,
     Defended,
@@ -118,6 +118,33 @@ def test_apgd_is_at_least_as_strong_as_pgd_and_the_ensemble_strongest(digits, di
         assert float((r.x_adv - x).abs().max()) <= 0.08 + 1e-6
     assert torch.equal(eres.success, torch.tensor([_ != t for _, t in zip(digits_mlp(eres.x_adv).argmax(1), y,
                                                                               strict=True)]))
+
+
+def test_ensemble_borderline_runs_more_square_on_the_closest_survivors_and_is_never_weaker(digits, digits_mlp):
+    _, _, x, y = digits
+    x, y = x[:120], y[:120]
+    params = {"eps": 0.05, "steps": 10, "candidates": 3, "max_queries": 60}
+    _, base = _attack_acc(digits_mlp, x, y, "apgd-ensemble", **params)
+    _, more = _attack_acc(digits_mlp, x, y, "apgd-ensemble", borderline=0.5, **params)
+    robust = int((~base.success).sum())
+    assert robust >= 4  # the case needs survivors to choose among
+    assert bool((more.success | ~base.success).all())  # everything broken before is still broken
+    extra = (more.queries > base.queries).nonzero().squeeze(1)
+    assert len(extra) == -(-robust // 2)  # ⌈0.5 × survivors⌉ got more Square queries, nobody else
+    assert not bool(base.success[extra].any())
+    assert float((more.x_adv - x).abs().max()) <= 0.05 + 1e-6
+    with pytest.raises(ValueError, match="borderline"):
+        _attack_acc(digits_mlp, x, y, "apgd-ensemble", borderline=1.5, **params)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0.1, 10), st.floats(-5, 5), st.integers(0, 1000))
+def test_normalised_margin_is_invariant_to_shifting_and_scaling_and_negative_iff_wrong(scale, shift, seed):
+    z = torch.randn(8, 10, generator=torch.Generator().manual_seed(seed))
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(seed + 1))
+    m = normalised_margin(z, y)
+    assert torch.allclose(m, normalised_margin(scale * z + shift, y), atol=1e-4, rtol=1e-4)
+    assert torch.equal(m < 0, z.argmax(1) != y)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -253,6 +253,7 @@ def apgd_ensemble(
     max_queries: Annotated[int, Range(2)] = 5000,
     restarts: PositiveInt = 1,
     dlr: bool = False,
+    borderline: Annotated[float, Range(0.0, 1.0)] = 0.0,
     grad_fn: GradFn = loss_grad,
 ) -> AttackResult:
     """APGD-CE, then APGD-T, then Square, each on the examples the previous ones left robust.
@@ -265,32 +266,78 @@ def apgd_ensemble(
     ensemble with 2: whether a borderline example breaks depends on the random draws — on the
     mixed-recipe model of docs/benchmarks.md, AutoAttack's APGD-T broke #53 in 3 of 3 seeds in its
     batch, advlab's in 0 of 2, and on #53 alone in 5 and 6 of 8 — so a second run gives it a second
-    chance). ``dlr`` adds untargeted APGD with
-    the DLR loss (``restarts`` times) after APGD-CE, as AutoAttack's "plus" version does.
+    chance). ``dlr`` adds untargeted APGD with the DLR loss (``restarts`` times) after APGD-CE, as
+    AutoAttack's "plus" version does.
+
+    ``borderline`` spends more where it is likeliest to pay: after the stages, that fraction of the
+    examples still robust — those whose lowest normalised margin seen in any stage,
+    (z_y − max_{j≠y} z_j) / (z_π1 − z_π3), is smallest — gets ``restarts`` more Square runs (0:
+    none, AutoAttack's behaviour). Everything before it draws the same randomness, so its result is
+    never weaker than without it. Cost: at most ⌈borderline × robust⌉ × restarts × ``max_queries``
+    queries.
     """
     with torch.no_grad():
         success = model(x).argmax(1) != y
-    x_adv = x.detach().clone()
-    queries = torch.zeros(len(x), dtype=torch.int64)
+    out = _Ensemble(x.detach().clone(), success, torch.zeros(len(x), dtype=torch.int64),
+                    torch.full((len(x),), math.inf))
+
+    def sq(xs: torch.Tensor, ys: torch.Tensor) -> AttackResult:
+        return square(model, xs, ys, threat, generator=generator, max_queries=max_queries, restarts=restarts)
+
     stages: list[Callable[[torch.Tensor, torch.Tensor], AttackResult]] = [
         lambda xs, ys: apgd(model, xs, ys, threat, generator=generator, steps=steps, loss="ce", restarts=restarts,
                             grad_fn=grad_fn),
         # APGD-T runs ``restarts`` times too, each on the examples the earlier runs left robust
         *[lambda xs, ys: apgd_t(model, xs, ys, threat, generator=generator, steps=steps, candidates=candidates,
                                 grad_fn=grad_fn)] * restarts,
-        lambda xs, ys: square(model, xs, ys, threat, generator=generator, max_queries=max_queries, restarts=restarts),
+        sq,
     ]
     if dlr:
         stages.insert(1, lambda xs, ys: apgd(model, xs, ys, threat, generator=generator, steps=steps, loss="dlr",
                                              restarts=restarts, grad_fn=grad_fn))
     for stage in stages:
-        todo = (~success).nonzero().squeeze(1)
+        out.run(model, stage, x, y, (~out.success).nonzero().squeeze(1))
+    if borderline > 0:
+        out.run(model, sq, x, y, out.closest_robust(borderline))
+    return AttackResult(out.x_adv, out.success, out.queries)
+
+
+@dataclass
+class _Ensemble:
+    """The ensemble's running worst case: points, successes, Square's queries, the closest margin seen."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    queries: torch.Tensor
+    closest: torch.Tensor  # per example: the lowest normalised margin of any stage's returned point
+
+    def run(self, model: Model, stage: Callable[[torch.Tensor, torch.Tensor], AttackResult], x: torch.Tensor,
+            y: torch.Tensor, todo: torch.Tensor) -> None:
+        """One stage on the examples ``todo``: keep its successes, its queries and its margins."""
         if len(todo) == 0:
-            break
+            return
         res = stage(x[todo], y[todo])
         ok = res.success
-        x_adv[todo[ok]] = res.x_adv[ok]
-        success[todo[ok]] = True
+        self.x_adv[todo[ok]] = res.x_adv[ok]
+        self.success[todo[ok]] = True
         if res.queries is not None:
-            queries[todo] += res.queries
-    return AttackResult(x_adv, success, queries)
+            self.queries[todo] += res.queries
+        if bool((~ok).any()):
+            with torch.no_grad():
+                m = normalised_margin(model(res.x_adv[~ok]), y[todo[~ok]])
+            self.closest[todo[~ok]] = torch.minimum(self.closest[todo[~ok]], m)
+
+    def closest_robust(self, fraction: float) -> torch.Tensor:
+        """The ⌈fraction × robust⌉ examples still robust whose closest margin is smallest."""
+        robust = (~self.success).nonzero().squeeze(1)
+        k = math.ceil(round(fraction * len(robust), 6))
+        return robust[self.closest[robust].argsort(stable=True)[:k]]
+
+
+def normalised_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(z_y − max_{j≠y} z_j) / (z_π1 − z_π3): < 0 when misclassified; invariant to shifting and scaling z."""
+    z = logits.detach().float()
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    other = z.scatter(1, y[:, None], -math.inf).amax(1)
+    top = z.topk(min(3, z.shape[1]), dim=1).values
+    return (zy - other) / (top[:, 0] - top[:, -1]).clamp_min(1e-12)

@@ -8,7 +8,8 @@ After the planned attacks, :func:`respond` runs, each phase once (a resumed run 
    (:mod:`advlab.evaluation.escalation`) at the largest ε until every fired check is answered;
 3. if the worst case still leaves Acc@1 > :data:`ROBUST_ACC` at the largest ε (a model that
    looks robust): the APGD ensemble at AutoAttack's standard budgets there (with an APGD-DLR
-   stage and restarts), so the headline of a robust model is never PGD-40's.
+   stage, restarts, and more Square runs on the quarter of the survivors closest to the boundary),
+   so the headline of a robust model is never PGD-40's.
 
 A model whose forward leaves autograd (GM09) is evaluated, not crashed on: :func:`white_box_cut`
 finds it before the planned attacks run, and their white-box jobs are skipped and recorded with
@@ -36,6 +37,8 @@ from advlab.results.plan import Job, json_params, plan_jobs
 
 ROBUST_ACC = 0.05  # worst-case Acc@1 above this at the largest ε adds the ensemble
 ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE, APGD-DLR, APGD-T and Square stages (on the examples still robust)
+# the fraction of the examples it leaves robust, closest margin first, that get ENSEMBLE_RESTARTS more Square runs
+ENSEMBLE_BORDERLINE = 0.25
 ENSEMBLE = "apgd-ensemble"
 WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
                      "the black-box, transfer and automatic-BPDA attacks were")
@@ -109,7 +112,8 @@ def add_ensemble(run: Run) -> None:
     if acc <= ROBUST_ACC or cut or config["norm"] not in info.norms or math.isinf(eps):
         store.set_meta("ensemble", {"added": False, "acc1_before": acc})
         return
-    job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS), ("dlr", True)))
+    job = Job(ENSEMBLE, config["norm"], eps, (eps,), params=(("restarts", ENSEMBLE_RESTARTS), ("dlr", True),
+                                                                    ("borderline", ENSEMBLE_BORDERLINE)))
     shown = json_params({**info.defaults, **attack_params(info, job, run.params)})
     store.set_meta("ensemble", {"added": True, "acc1_before": acc, "params": shown, "jobs": [job.as_dict()],
                                 "why": f"worst-case Acc@1 {acc:.3f} > {ROBUST_ACC} at ε = {eps:g}"})
