@@ -88,6 +88,7 @@ def test_ensemble_added_where_the_model_looks_robust(digits, digits_mlp):
     ev = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True)
     assert ev.meta["ensemble"]["added"] and ev.meta["ensemble"]["params"]["max_queries"] == 5000
     assert ev.meta["ensemble"]["params"]["dlr"] is True and ev.meta["ensemble"]["params"]["restarts"] == 2
+    assert ev.meta["ensemble"]["params"]["borderline"] == 0.25
     assert _row(ev, "apgd-ensemble", 0.03).acc1_adv <= _row(ev, "fgsm", 0.03).acc1_adv
     quiet = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False)
     assert "apgd-ensemble" not in {r.attack for r in quiet.rows}  # not asked for with explicit attacks

@@ -42,6 +42,9 @@ def ensemble_version(params: dict[str, Any]) -> str:
     restarts = int(params.get("restarts", 1))
     again = f", APGD-CE, APGD-T and Square each with {restarts} restarts" if restarts > 1 else ""
     again = (", APGD-DLR" + (f" × {restarts}" if restarts > 1 else "") if params.get("dlr") else "") + again
+    share = float(params.get("borderline") or 0)
+    if share > 0:
+        again += (f", then Square × {restarts} more on the {share:.0%} of the survivors closest to the boundary")
     return (f"{kind}: APGD-CE {params.get('steps')} steps, APGD-T {int(params.get('candidates', 10)) - 1} targets × "
             f"{params.get('steps')} steps, Square {params.get('max_queries')} queries{again}")
 
