@@ -53,7 +53,8 @@ APGD_NORMS: tuple[Norm, ...] = ("linf", "l2")
 Candidates = Annotated[int, Range(2)]
 # n_targets counted the wrong classes tried; candidates counts the classes considered, the true one included
 _N_TARGETS = Renamed("candidates", lambda v: v + 1 if isinstance(v, int) and not isinstance(v, bool) else v)
-__all__ = ["apgd", "apgd_core", "apgd_ensemble", "apgd_t", "checkpoints", "dlr_loss", "dlr_targeted_loss"]
+__all__ = ["apgd", "apgd_core", "apgd_ensemble", "apgd_t", "checkpoints", "dlr_loss", "dlr_targeted_loss",
+           "normalised_margin"]
 
 
 def checkpoints(steps: int) -> list[int]:
