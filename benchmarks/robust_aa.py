@@ -321,14 +321,23 @@ def fab_leftovers(model, x: torch.Tensor, y: torch.Tensor, mask: list[int], eps:
 
 # ---- one model ------------------------------------------------------------------------------------
 
+def cached_only(stem: str, n: int, eps: float) -> dict | None:
+    """A model whose weights are not here: its one cached run at (n, ε), marked as not rerun (None: none)."""
+    found = [e for k, e in load_cache(stem).items() if k.endswith(f"|n={n}|eps={eps!r}") and "advlab" in e]
+    if len(found) != 1:
+        print(f"{stem}: no checkpoint and {len(found)} cached runs: left out", flush=True)
+        return None
+    print(f"{stem}: no checkpoint: the row is its cached run (not rerun)", flush=True)
+    return {**summarize(stem, found[0]), "cached_only": True}
+
+
 def process(spec: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> dict | None:
     """Peers (cached) and advlab for one model; its summary, or None when the model is unavailable."""
     stem = model_stem(spec)
-    work = not (args.skip_advlab and args.skip_peers)
+    work = not (args.skip_advlab and args.skip_peers) and not args.no_train
     path = ensure_model(spec) if work else checkpoint_path(spec)
     if path is None or not path.exists():
-        print(f"{spec}: no checkpoint: left out", flush=True)
-        return None
+        return cached_only(stem, len(y), args.eps) if args.no_train else None
     print(f"{stem}: {path}", flush=True)
     digest = sha256(path)
     cache = load_cache(stem)
@@ -424,7 +433,7 @@ def table_lines(records: list[dict]) -> list[str]:
         verdict = "—" if r["verdict"] is None else ("yes" if r["verdict"] else "**NO**")
         misses = "—" if "misses" not in r else str(len(r["misses"]))
         lines.append(
-            f"| `{r['model']}` ({r['recipe']}) | {_f(r['clean_acc1'])} | {worst} | {_f(a.get('seconds'), '.0f')} "
+            f"| `{r['model']}` ({r['recipe']}{'; cached run, not rerun' if r.get('cached_only') else ''}) | {_f(r['clean_acc1'])} | {worst} | {_f(a.get('seconds'), '.0f')} "
             f"| {_f(s.get('acc1'))} | {_f(s.get('seconds'), '.0f')} | {_f(h.get('acc1'))} "
             f"| {_f(h.get('seconds'), '.0f')} | {verdict} | {misses} | {r.get('reverse', '—')} |"
         )
@@ -471,7 +480,10 @@ def report(res: dict) -> str:
         *table_lines(recs), "",
         "\"AA breaks, advlab misses\": examples either AutoAttack leaves misclassified that advlab's worst case "
         "leaves correct (listed below with the version that broke them); \"advlab breaks, AA misses\": the "
-        "reverse, examples neither AutoAttack breaks.", "",
+        "reverse, examples neither AutoAttack breaks."
+        + (" A row marked \"cached run, not rerun\" is a model whose weights were not on the machine "
+           "(`--no-train`): its figures are from the cached earlier run, advlab's part from the advlab of that run."
+           if any(r.get("cached_only") for r in recs) else ""), "",
         *(detail_lines(recs) or ["- (no model has both parts yet)"]),
     ]
     return "\n".join(lines)
@@ -492,6 +504,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-advlab", action="store_true", help="do not run advlab's evaluation (use its cache)")
     ap.add_argument("--skip-peers", action="store_true", help="do not run AutoAttack (use its cache)")
+    ap.add_argument("--no-train", action="store_true",
+                    help="a model whose weights are missing is not trained: its row is its cached run, marked so")
     ap.add_argument("--fab", action="store_true",
                     help="also run AutoAttack's FAB-T (torchattacks) on the examples advlab left robust: would FAB-T help?")
     args = ap.parse_args()
