@@ -31,6 +31,7 @@ from advlab.poison import (
     attack_success_rate,
     collision_success,
     detection_rates,
+    feature_collision,
     fine_tune_head,
     penultimate_features,
     spectral_signatures,
@@ -43,7 +44,11 @@ SWEEP = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 FLIP_FRACTIONS = (0.01, 0.02, 0.05, 0.1)
 FLIP_PAIR = (3, 8)  # source → target of the pair flip
 SPECTRAL_EPS = 0.1  # assumed upper bound on the poisons' share of a class, fixed before any run
-COLLISION = {"fractions": (1 / 60000, 10 / 60000, 50 / 60000), "trials": 10, "base_class": 3}
+# Feature collision: poison counts on the full training split, and on a small fine-tuning set (the
+# first small_n training images: Shafahi et al.'s transfer setting fine-tunes on a small set).
+# The head is fine-tuned with the recipe's epochs on the full split, with head_epochs on the small set.
+COLLISION = {"full": (1, 10, 50), "small_n": 1000, "small": (1, 5, 20, 50), "trials": 10, "base_class": 3,
+             "head_epochs": 30}
 
 
 class Bench:
@@ -117,7 +122,21 @@ def badnets_defended(b: Bench) -> dict[str, Any]:
             sens.append({"method": "activation-clustering", "setting": f"{reduce.upper()} to 10, max_share {share}",
                          **detection_rates(d, p.mask, p.y, TARGET)})
     out["sensitivity"] = sens
+    out["diagnostic"] = spectral_diagnostic(feats, p)
     return out
+
+
+def spectral_diagnostic(feats, p) -> dict[str, float]:
+    """Class 7: is the poisons' mean shift the top singular direction? (Tran et al.'s condition.)"""
+    rows = p.y == TARGET
+    f = feats[rows].double()
+    r = f - f.mean(0)
+    _, sv, vh = torch.linalg.svd(r, full_matrices=False)
+    pm = p.mask[rows]
+    diff = f[pm].mean(0) - f[~pm].mean(0)
+    share = float(pm.double().mean())
+    return {"cos_top": float((vh[0] @ diff).abs() / diff.norm()), "sv1": float(sv[0]), "sv2": float(sv[1]),
+            "signal": float(diff.norm() * (len(f) * share * (1 - share)) ** 0.5)}
 
 
 def label_flips(b: Bench) -> list[dict[str, Any]]:
@@ -142,27 +161,37 @@ def label_flips(b: Bench) -> list[dict[str, Any]]:
     return rows
 
 
+def collision_trial(b: Bench, x, y, f: float, i: int) -> tuple[bool, float]:
+    """One target: craft the poisons into (x, y), fine-tune the head, check; and how close the features got."""
+    p = feature_collision(x, y, fraction=f, model=b.clean.model, target_x=b.setup.test[0][i],
+                          base_class=COLLISION["base_class"], generator=torch.Generator().manual_seed(i))
+    config = b.setup.config()
+    if len(x) < len(b.setup.train[0]):
+        config.epochs = COLLISION["head_epochs"]
+    victim = fine_tune_head(b.clean.model, p.x, p.y, config)
+    goal = penultimate_features(b.clean.model, p.extra["target_x"])
+    before = (penultimate_features(b.clean.model, x[p.poisoned_idx]) - goal).norm(dim=1)
+    after = (penultimate_features(b.clean.model, p.x[p.poisoned_idx]) - goal).norm(dim=1)
+    return collision_success(victim, p), float((after / before).mean())
+
+
 def collision(b: Bench) -> list[dict[str, Any]]:
-    """Feature collision: per fraction, ``trials`` target images; success = the fine-tuned head gives the base class."""
+    """Feature collision: per fine-tuning set and poison count, ``trials`` targets; success = the head gives the base class."""
     xt, yt = b.setup.test
-    base = COLLISION["base_class"]
-    targets = (yt != base).nonzero().flatten()[: b.args.collision_trials].tolist()
+    right = b.clean.model(xt[:200]).argmax(1) == yt[:200]  # targets the clean model gets right
+    targets = ((yt[:200] != COLLISION["base_class"]) & right).nonzero().flatten()[: b.args.collision_trials].tolist()
     out = []
-    for f in COLLISION["fractions"]:
-        def run(f=f):
-            wins, dist, t0 = [], [], time.perf_counter()
-            for i in targets:
-                p, _ = make_poison(b.setup, "feature-collision", {"fraction": f, "base_class": base, "target_x": xt[i]},
-                                   b.clean.model, i)
-                victim = fine_tune_head(b.clean.model, p.x, p.y, b.setup.config())
-                wins.append(collision_success(victim, p))
-                goal = penultimate_features(b.clean.model, p.extra["target_x"])
-                before = (penultimate_features(b.clean.model, b.setup.train[0][p.poisoned_idx]) - goal).norm(dim=1)
-                after = (penultimate_features(b.clean.model, p.x[p.poisoned_idx]) - goal).norm(dim=1)
-                dist.append(float((after / before).mean()))
-            return {"fraction": f, "poisons": len(p.poisoned_idx), "trials": len(targets), "success": sum(wins) / len(wins),
-                    "feature_distance_ratio": sum(dist) / len(dist), "seconds": time.perf_counter() - t0}
-        out.append(b.measure(f"collision/{f:.3g}", run))
+    for n, counts in ((len(b.setup.train[0]), COLLISION["full"]), (COLLISION["small_n"], COLLISION["small"])):
+        x, y = b.setup.train[0][:n], b.setup.train[1][:n]
+        for k in counts:
+            def run(x=x, y=y, k=k, n=n):
+                t0 = time.perf_counter()
+                trials = [collision_trial(b, x, y, k / n, i) for i in targets]
+                return {"n": n, "fraction": k / n, "poisons": k, "trials": len(trials),
+                        "success": sum(w for w, _ in trials) / len(trials),
+                        "feature_distance_ratio": sum(d for _, d in trials) / len(trials),
+                        "seconds": time.perf_counter() - t0}
+            out.append(b.measure(f"collision/{n}/{k}", run))
     return out
 
 

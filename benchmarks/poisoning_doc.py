@@ -168,8 +168,8 @@ def clean_label_rows(r: dict[str, Any]) -> list[list[str]]:
 
 
 def collision_rows(r: dict[str, Any]) -> list[list[str]]:
-    return [[str(v["poisons"]), f"{v['fraction']:.2g}", str(v["trials"]), pct(v["success"], 0),
-             f"{v['feature_distance_ratio']:.3f}"] for v in r["collision"]]
+    return [[f"{v['n']:,}".replace(",", " "), str(v["poisons"]), f"{v['fraction']:.2g}", str(v["trials"]),
+             pct(v["success"], 0), f"{v['feature_distance_ratio']:.3f}"] for v in r["collision"]]
 
 
 def cost_rows(r: dict[str, Any]) -> list[list[str]]:
@@ -188,6 +188,7 @@ def spectral_note(r: dict[str, Any]) -> str:
     """The arithmetic of a fixed removal share: the least clean share of the class it must remove."""
     m, poisons, n_clean = r["defenses"]["spectral"], r["badnets"]["poisons"], r["class_count"]
     removal = m["options"]["removal"]
+    dg = r["defenses"]["diagnostic"]
     floor = max(0.0, (removal * (n_clean + poisons) - poisons) / n_clean)
     return (f"Tran et al.'s rule removes a fixed share (here {removal:g} = 1.5 × an assumed bound ε = "
             f"{removal / 1.5:g}) of *every* class. Class {r['target']} holds {n_clean} clean images and {poisons} "
@@ -195,7 +196,12 @@ def spectral_note(r: dict[str, Any]) -> str:
             f"remove {pct(floor, 1)} of the class's clean images: the ≤ 5 % FPR criterion can only be met when the "
             "assumed bound is at most about (poisons + 5 % of the clean images) / (1.5 × class size) — i.e. when it "
             "is nearly the true rate, which the rule must not read. The sensitivity table shows the trade-off "
-            "(detection only, same model and features).")
+            "(detection only, same model and features). "
+            f"Diagnostic (class {r['target']}, the poisoned model's features): |cos| between the top singular "
+            f"vector and the poisons' mean shift = {dg['cos_top']:.2f}; the shift's own singular value "
+            f"‖Δμ‖·√(n·p(1−p)) = {dg['signal']:.0f} against the top two singular values {dg['sv1']:.0f}, "
+            f"{dg['sv2']:.0f}. Spectral signatures rank poisons first only when the shift dominates the clean "
+            "spread, i.e. when the top direction is the shift (|cos| near 1).")
 
 
 def write_figures(doc: Path, r: dict[str, Any], b: Any) -> dict[str, str]:
@@ -341,14 +347,18 @@ def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
 def body3(r: dict[str, Any]) -> list[str]:
     return [
         "## Feature collision (Shafahi et al. 2018), lenet backbone frozen", "",
-        f"The victim fine-tunes the clean lenet's last layer (from its trained weights, `fit` with "
-        f"`init_seed=False`, same recipe) on the frozen 84-d features of the training set plus the poisons. "
-        f"Each trial takes one target test image (the first test images not of class {r['collision_base']}) "
+        "The victim fine-tunes the clean lenet's last layer (from its trained weights, `fit` with "
+        "`init_seed=False`, same recipe) on the frozen 84-d features of a fine-tuning set with the poisons in "
+        "it: the full training split, or its first 1 000 images (Shafahi et al.'s transfer setting fine-tunes "
+        "on a small set; there the head trains for 30 epochs, on the full split for the recipe's). "
+        f"Each trial takes one target test image (the first test images not of class {r['collision_base']} that the "
+        "clean model classifies correctly) "
         f"and crafts the poisons from randomly drawn class-{r['collision_base']} training images by "
         "forward–backward splitting (200 steps, β = 0.25·(84/784)², labels untouched); success = the "
         f"fine-tuned model classifies the target as {r['collision_base']}. Feature ratio = mean over poisons "
         "of ‖f(p) − f(t)‖ / ‖f(b) − f(t)‖ (how far the collision got).", "",
-        table(["poisons", "fraction", "trials", "success", "feature ratio"], collision_rows(r)), "",
+        table(["fine-tuning set", "poisons", "fraction", "trials", "success", "feature ratio"], collision_rows(r)),
+        "",
         "## Cost of the poisoning transform", "",
         "Wall time of the transform against the training run it poisons (one thread, the same machine).", "",
         table(["transform", "transform (s)", "training (s)", "share"], cost_rows(r)), "",

@@ -103,14 +103,17 @@ class FineTuned(nn.Module):
         return out
 
 
-def fine_tune_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> FineTuned:
-    """Fine-tune a copy of ``model``'s last layer on the frozen penultimate features of ``(x, y)``.
+def fine_tune_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
+                   fresh: bool = False) -> FineTuned:
+    """Train a copy of ``model``'s last layer on the frozen penultimate features of ``(x, y)``.
 
     Training is :func:`advlab.train.fit` on the feature vectors, starting from the model's own
-    head (``init_seed=False``); ``model`` itself is not modified.
+    head, or (``fresh=True``) from a new initialisation drawn from ``config.seed`` — the transfer
+    setting of Shafahi et al., where the last layer is trained anew on the victim's set.
+    ``model`` itself is not modified.
     """
     head = copy.deepcopy(last_linear(model))
-    fit(head, (penultimate_features(model, x), y), None, config, progress=False, init_seed=False)
+    fit(head, (penultimate_features(model, x), y), None, config, progress=False, init_seed=fresh)
     return FineTuned(model, head)
 
 
