@@ -87,7 +87,7 @@ def examples_png(x: torch.Tensor, y: torch.Tensor) -> bytes:
              ("BadNets pixel", badnets(x, y, fraction=0.01, target=7, trigger="pixel")),
              ("clean-label, PGD vs robust CNN", clean_label(x[:3000], y[:3000], fraction=0.001, target=7,
                                                             model=robust))]
-    fig = new_figure((8.0, 2.2 * len(kinds)))
+    fig = new_figure((8.0, 1.7 * len(kinds)))
     axes = fig.subplots(len(kinds), 6, squeeze=False)
     for row, (name, p) in enumerate(kinds):
         for j, i in enumerate(p.poisoned_idx[:3].tolist()):
@@ -254,7 +254,8 @@ def header(r: dict[str, Any], args: Any) -> list[str]:
     return [
         "# Poisoning and backdoors: measured", "",
         "<!-- Written by benchmarks/poisoning.py; do not edit by hand: rerun the command. -->", "",
-        f"Regenerate the whole page: `{cmd}` ({r['wall_minutes']:.1f} min wall time this run). "
+        f"Regenerate the whole page: `{cmd}` ({r['wall_minutes']:.1f} min wall time from scratch on "
+        f"{args.threads} thread(s), on a machine shared with other jobs). "
         f"{environment()}.", "",
         "Setup: lenet (LeNet-5, advlab's `create_model(\"lenet\")`) trained by `advlab.train.fit` — Adam, lr 2e-3, "
         f"batch 64, one-cycle cosine, seed 0, {args.epochs} epochs — on the full MNIST training split (60 000 "

@@ -162,6 +162,10 @@ def test_feature_collision_moves_features_and_fine_tunes(digits, digits_mlp):
     victim = fine_tune_head(digits_mlp, p.x, p.y, TrainConfig(epochs=1, seed=0))
     assert victim(xte[:3]).shape == (3, 10)
     assert all(torch.equal(v, digits_mlp.state_dict()[k]) for k, v in state.items())  # backbone untouched
+    fresh = fine_tune_head(digits_mlp, p.x, p.y, TrainConfig(epochs=1, seed=0), fresh=True)
+    assert not torch.equal(fresh.head.weight, victim.head.weight)
+    assert torch.equal(fresh.head.weight, fine_tune_head(digits_mlp, p.x, p.y, TrainConfig(epochs=1, seed=0),
+                                                         fresh=True).head.weight)  # seeded
 
 
 @pytest.mark.parametrize(("call", "arg"), [
