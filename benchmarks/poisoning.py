@@ -93,6 +93,11 @@ def backdoor(b: Bench, options: dict[str, Any], *, strip: bool = True, attack: s
     out = {"poisons": len(p.poisoned_idx), "acc1": result.acc1, "train_seconds": result.seconds,
            "poison_seconds": seconds,
            "clean_model_asr": attack_success_rate(b.clean.model, *b.setup.test, p.trigger, p.target)}
+    if attack == "clean-label":  # how hard the poisons are: the share the surrogate and the clean model still call 7
+        xp = p.x[p.poisoned_idx]
+        sur = surrogate if surrogate is not None else b.clean.model
+        out["surrogate_acc_on_poisons"] = float((sur(xp).argmax(1) == p.target).float().mean())
+        out["clean_acc_on_poisons"] = float((b.clean.model(xp).argmax(1) == p.target).float().mean())
     if strip:
         out.update(backdoor_metrics(result.model, p, b.setup))
     else:
@@ -217,6 +222,8 @@ def run_all(b: Bench) -> dict[str, Any]:
     r["badnets"] = b.measure("badnets/pattern/0.01", lambda: backdoor(b, {"fraction": 0.01, "target": TARGET}))
     r["pixel"] = b.measure("badnets/pixel/0.01", lambda: backdoor(
         b, {"fraction": 0.01, "target": TARGET, "trigger": "pixel"}))
+    r["pixel5"] = b.measure("badnets/pixel/0.05", lambda: backdoor(
+        b, {"fraction": 0.05, "target": TARGET, "trigger": "pixel"}))
     r["a2a"] = [dict(fraction=f, **b.measure(f"badnets/all-to-all/{f:g}", lambda f=f: backdoor(
         b, {"fraction": f, "mode": "all-to-all"}))) for f in a.a2a_fractions]
     r["sweep"] = [dict(fraction=f, **(r["badnets"] if f == 0.01 else b.measure(

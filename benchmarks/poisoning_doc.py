@@ -61,6 +61,10 @@ def acceptance(r: dict[str, Any]) -> list[list[str]]:
                      verdict(m["fpr_class"] <= 0.05)])
         rows.append([f"{name}: ASR < 5 % after retraining", pct(m["asr"]), verdict(m["asr"] < 0.05)])
     rows.append(["STRIP AUC, triggered vs clean test inputs", f"{bd['strip_auc']:.4f}", "reported"])
+    best_fc = max(r["collision"], key=lambda v: (v["success"], -v["poisons"]))
+    rows.append(["Feature collision (not an acceptance figure): best success",
+                 f"{pct(best_fc['success'], 0)} with {best_fc['poisons']} poisons in a {best_fc['n']}-image "
+                 "fine-tuning set", "reported"])
     share = bd["poison_seconds"] / bd["train_seconds"]
     rows.append(["Poisoning transform ≤ 5 % of a training run (BadNets 1 %)", pct(share, 3), verdict(share <= 0.05)])
     rows.append(["Whole doc regenerated in ≤ 60 min on 2 cores",
@@ -72,12 +76,30 @@ def acceptance(r: dict[str, Any]) -> list[list[str]]:
 def badnets_rows(r: dict[str, Any]) -> list[list[str]]:
     c = r["clean"]["acc1"]
     rows = [["clean model", "0", pct(c), "+0.00", pct(r["badnets"]["clean_model_asr"]), "—"]]
-    for name, v in [("pattern, single target 7, 1 %", r["badnets"]), ("single pixel, single target 7, 1 %", r["pixel"])]:
+    for name, v in [("pattern, single target 7, 1 %", r["badnets"]), ("single pixel, single target 7, 1 %", r["pixel"]),
+                    ("single pixel, single target 7, 5 %", r["pixel5"])]:
         rows.append([name, str(v["poisons"]), pct(v["acc1"]), pts(v["acc1"], c), pct(v["asr"]), f"{v['strip_auc']:.4f}"])
     for v in r["a2a"]:
         rows.append([f"pattern, all-to-all (i → i+1), {v['fraction']:.0%}",
                      str(v["poisons"]), pct(v["acc1"]), pts(v["acc1"], c), pct(v["asr"]), f"{v['strip_auc']:.4f}"])
     return rows
+
+
+def backdoor_note(r: dict[str, Any]) -> str:
+    px, px5 = r["pixel"], r["pixel5"]
+    notes = [f"The single-pixel trigger reaches ASR {pct(px['asr'])} at 1 % and {pct(px5['asr'])} at 5 %"
+             + (": one bright pixel is a much weaker feature than the 3×3 pattern, and with 1 % of the set "
+                "lenet keeps classifying the poisons by their digit (Gu et al. report it working on a larger "
+                "poisoned share)." if px["asr"] < 0.9 else ".")]
+    low = [v for v in r["a2a"] if v["strip_auc"] < 0.5]
+    if low:
+        notes.append("STRIP fails on the all-to-all backdoor (AUC "
+                     + ", ".join(f"{v['strip_auc']:.3f} at {v['fraction']:g}" for v in r["a2a"])
+                     + "; below 0.5 means triggered inputs have *higher* entropy than clean ones): STRIP assumes the "
+                     "trigger pins every input to one class, but here the backdoor's output depends on the "
+                     "input's own class, which the superimposed image blurs. The same holds for the pixel "
+                     "backdoor, which was not learned (nothing to detect).")
+    return " ".join(notes)
 
 
 def examples_png(x: torch.Tensor, y: torch.Tensor) -> bytes:
@@ -140,6 +162,23 @@ def flip_note(flips: list[dict[str, Any]], clean: float, src: int) -> str:
             + f". The pair flip's damage falls on class {src} (last column).")
 
 
+def cost_note(r: dict[str, Any]) -> str:
+    train = r["badnets"]["train_seconds"]
+    over = [v for v in r["clean_label"] if v["poison_seconds"] / v["train_seconds"] > 0.05]
+    conc = max((v for v in r["flips"] if v["attack"] == "flip-concentrated"), key=lambda v: v["poison_seconds"])
+    text = (f"The data-only transforms (BadNets, uniform and pair flips) cost about 0.2 s against a "
+            f"{train:.0f} s training run; most of that is the input checks (NaN, bounds) and the copy of the "
+            "60 000 images. ")
+    if over or conc["poison_seconds"] / train > 0.05:
+        pgd = ", ".join(f"{v['poison_seconds']:.1f} s" for v in over) or "within 5 %"
+        text += ("The transforms that run a model cost more: the clean-label PGD (40 forward+backward passes on "
+                 f"600 images: {pgd}) and "
+                 f"the concentrated flip's margins (one forward pass over the 60 000 images: "
+                 f"{conc['poison_seconds']:.1f} s), i.e. above 5 % of a {train:.0f} s, "
+                 f"{r['epochs']}-epoch run; they are reported, not hidden.")
+    return text
+
+
 def defense_rows(r: dict[str, Any]) -> list[list[str]]:
     d, c = r["defenses"], r["clean"]["acc1"]
     rows = [["none (poisoned model)", "—", "—", "—", "0", pct(r["badnets"]["acc1"]), pct(r["badnets"]["asr"])]]
@@ -163,7 +202,8 @@ def sweep_rows(r: dict[str, Any]) -> list[list[str]]:
 
 def clean_label_rows(r: dict[str, Any]) -> list[list[str]]:
     c = r["clean"]["acc1"]
-    return [[v["variant"], str(v["poisons"]), pct(v["poisons"] / r["class_count"], 1), pct(v["acc1"]),
+    return [[v["variant"], str(v["poisons"]), pct(v["poisons"] / r["class_count"], 1),
+             pct(v["surrogate_acc_on_poisons"], 1), pct(v["clean_acc_on_poisons"], 1), pct(v["acc1"]),
              pts(v["acc1"], c), pct(v["asr"]), f"{v['poison_seconds']:.1f}"] for v in r["clean_label"]]
 
 
@@ -201,7 +241,18 @@ def spectral_note(r: dict[str, Any]) -> str:
             f"vector and the poisons' mean shift = {dg['cos_top']:.2f}; the shift's own singular value "
             f"‖Δμ‖·√(n·p(1−p)) = {dg['signal']:.0f} against the top two singular values {dg['sv1']:.0f}, "
             f"{dg['sv2']:.0f}. Spectral signatures rank poisons first only when the shift dominates the clean "
-            "spread, i.e. when the top direction is the shift (|cos| near 1).")
+            "spread, i.e. when the top direction is the shift (|cos| near 1). "
+            + retrain_note(r))
+
+
+def retrain_note(r: dict[str, Any]) -> str:
+    m = r["defenses"]["spectral"]
+    left = round((1 - m["tpr"]) * r["badnets"]["poisons"])
+    near = min(r["sweep"], key=lambda v: abs(v["poisons"] - left))
+    return (f"After spectral removal {left} poisons stay in the training set; the sweep above shows how few "
+            f"suffice ({near['poisons']} poisons alone: ASR {pct(near['asr'])}), which is why the retrained "
+            f"model's ASR is {pct(m['asr'])}: a detector must find nearly all poisons, not 90 %, to remove a "
+            "backdoor this cheap.")
 
 
 def write_figures(doc: Path, r: dict[str, Any], b: Any) -> dict[str, str]:
@@ -283,7 +334,7 @@ def body(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         "inputs not flagged at the threshold that flags 1 % of clean inputs (Gao et al.'s FAR at FRR 1 %).", "",
         table(["model", "poisons", "clean Acc@1", "Δ (points)", "ASR", "STRIP AUC"], badnets_rows(r)), "",
         f"STRIP on the 1 % pattern backdoor: triggered inputs missed at 1 % clean flagged: "
-        f"{pct(r['badnets']['strip_miss_at_1pct'])}.", "",
+        f"{pct(r['badnets']['strip_miss_at_1pct'])}.", "", backdoor_note(r), "",
         "### ASR against the poison fraction", "",
         table(["fraction", "poisons", "clean Acc@1", "Δ (points)", "ASR"], sweep_rows(r)), "",
         (f"ASR first exceeds 90 % at fraction {over['fraction']:g} ({over['poisons']} poisons)." if over else
@@ -293,7 +344,8 @@ def body(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         f"600 poisons = 1 % of the training set, all drawn from class {t} ({r['class_count']} images, so "
         f"{pct(600 / r['class_count'], 1)} of the class); labels untouched; PGD-40 (advlab's `pgd`, L∞, "
         "untargeted, random start) on the surrogate named, then the pattern trigger at full amplitude.", "",
-        table(["variant", "poisons", "share of class", "clean Acc@1", "Δ (points)", "ASR", "craft (s)"],
+        table(["variant", "poisons", "share of class", "surrogate: poisons called 7", "clean lenet: poisons called 7",
+               "clean Acc@1", "Δ (points)", "ASR", "craft (s)"],
               clean_label_rows(r)), "",
         clean_label_note(r), "",
     ]
@@ -303,15 +355,14 @@ def clean_label_note(r: dict[str, Any]) -> str:
     best = max(r["clean_label"], key=lambda v: v["asr"])
     if best["asr"] >= 0.8:
         return f"Best variant: {best['variant']}, ASR {pct(best['asr'])}."
-    return (f"**Missed**: the best ASR reached is {pct(best['asr'])} ({best['variant']}). With ≤ 10 % of class "
-            f"{r['target']} poisoned, lenet still learns class {r['target']} from the digit's shape: a "
-            "perturbation that fools the *surrogate* does not make the poison hard for the freshly trained "
-            "model (non-robust perturbations do not transfer into the victim's training), and the robust "
-            "surrogate's ε = 0.3 PGD mostly fails to change its own prediction, so the poisons stay easy. "
-            "Turner et al.'s CIFAR-10 result needed poisons that are genuinely hard for the victim; "
-            "on MNIST lenet this was not reached with the settings measured here. The ε = 0.5 variant was "
-            "added after the first three missed, as a stronger try (its poisons no longer look like clean "
-            "digits, so it is hardly label-consistent); nothing else was changed after seeing results.")
+    return (f"**Missed**: the best ASR reached is {pct(best['asr'])} ({best['variant']}). Turner et al.'s "
+            "mechanism needs poisons whose content the victim cannot use, so that the trigger is the easiest "
+            "explanation of their label. The columns 'surrogate / clean lenet: poisons called 7' measure that "
+            "hardness: where PGD does fool its surrogate, the freshly trained lenet still learns class "
+            f"{r['target']} from the digits' shape (perturbations that fool one model do not make the images "
+            "unlearnable for a new one), and where the surrogate resists its own PGD its poisons stay easy. "
+            "The ε = 0.5 variant was added after the first three missed, as a stronger try (its poisons no longer "
+            "look like clean digits, so it is hardly label-consistent); see 'Changed after first results' below.")
 
 
 def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
@@ -363,6 +414,15 @@ def body3(r: dict[str, Any]) -> list[str]:
         "## Cost of the poisoning transform", "",
         "Wall time of the transform against the training run it poisons (one thread, the same machine).", "",
         table(["transform", "transform (s)", "training (s)", "share"], cost_rows(r)), "",
+        cost_note(r), "",
+        "## Changed after first results", "",
+        "Stated so the figures can be judged: (1) the recipe's 5 epochs were chosen after a 2-epoch probe of "
+        "BadNets 1 % (ASR 98.95 %, spectral TPR about 41 %); every model on this page uses the same 5. (2) The "
+        "feature-collision rows on a 1 000-image fine-tuning set (head trained 30 epochs) were added after the "
+        "full-split rows gave 0 % success in a 1-epoch smoke run; the full-split rows are kept. (3) The clean-label "
+        "ε = 0.5 variant and the 5 % single-pixel row were added after the first results missed. The defenses' "
+        "settings (spectral ε = 0.1, activation clustering's ICA-10 / 2-means / 35 %) were fixed before their "
+        "first measurement and not changed.", "",
         "## Published figures (for comparison; settings differ)", "", PUBLISHED,
         "## Reproduce one row with the command", "",
         "```", "advlab poison --attack badnets -o fraction=0.01 -o target=7 --model lenet --epochs 5 "
@@ -375,7 +435,7 @@ def body3(r: dict[str, Any]) -> list[str]:
 
 def write(doc: Path, r: dict[str, Any], args: Any, b: Any) -> None:
     y = b.setup.train[1]
-    r.update(target=7, class_count=int((y == 7).sum()), threads=args.threads, flip_pair=(3, 8),
+    r.update(target=7, class_count=int((y == 7).sum()), threads=args.threads, flip_pair=(3, 8), epochs=args.epochs,
              source_count=int((y == 3).sum()), collision_base=3)
     figs = write_figures(doc, r, b)
     lines = header(r, args) + body(r, figs) + body2(r, figs) + body3(r)
