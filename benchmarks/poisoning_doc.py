@@ -80,7 +80,7 @@ def badnets_rows(r: dict[str, Any]) -> list[list[str]]:
                     ("single pixel, single target 7, 5 %", r["pixel5"])]:
         rows.append([name, str(v["poisons"]), pct(v["acc1"]), pts(v["acc1"], c), pct(v["asr"]), f"{v['strip_auc']:.4f}"])
     for v in r["a2a"]:
-        rows.append([f"pattern, all-to-all (i → i+1), {v['fraction']:.0%}",
+        rows.append([f"pattern, all-to-all (i → i+1), {pct(v['fraction'], 0)}",
                      str(v["poisons"]), pct(v["acc1"]), pts(v["acc1"], c), pct(v["asr"]), f"{v['strip_auc']:.4f}"])
     return rows
 
@@ -97,8 +97,10 @@ def backdoor_note(r: dict[str, Any]) -> str:
                      + ", ".join(f"{v['strip_auc']:.3f} at {v['fraction']:g}" for v in r["a2a"])
                      + "; below 0.5 means triggered inputs have *higher* entropy than clean ones): STRIP assumes the "
                      "trigger pins every input to one class, but here the backdoor's output depends on the "
-                     "input's own class, which the superimposed image blurs. The same holds for the pixel "
-                     "backdoor, which was not learned (nothing to detect).")
+                     "input's own class, which the superimposed image blurs.")
+    if px["asr"] < 0.5:
+        notes.append(f"(The 1 % pixel row's STRIP AUC of {px['strip_auc']:.3f} is no STRIP failure: that backdoor "
+                     "was not learned, so there is nothing to detect.)")
     return " ".join(notes)
 
 
@@ -355,14 +357,24 @@ def clean_label_note(r: dict[str, Any]) -> str:
     best = max(r["clean_label"], key=lambda v: v["asr"])
     if best["asr"] >= 0.8:
         return f"Best variant: {best['variant']}, ASR {pct(best['asr'])}."
-    return (f"**Missed**: the best ASR reached is {pct(best['asr'])} ({best['variant']}). Turner et al.'s "
-            "mechanism needs poisons whose content the victim cannot use, so that the trigger is the easiest "
-            "explanation of their label. The columns 'surrogate / clean lenet: poisons called 7' measure that "
-            "hardness: where PGD does fool its surrogate, the freshly trained lenet still learns class "
-            f"{r['target']} from the digits' shape (perturbations that fool one model do not make the images "
-            "unlearnable for a new one), and where the surrogate resists its own PGD its poisons stay easy. "
-            "The ε = 0.5 variant was added after the first three missed, as a stronger try (its poisons no longer "
-            "look like clean digits, so it is hardly label-consistent); see 'Changed after first results' below.")
+    hard = [v for v in r["clean_label"] if v["clean_acc_on_poisons"] < 0.1]
+    easy = [v for v in r["clean_label"] if v["clean_acc_on_poisons"] >= 0.5 and "PGD" in v["variant"]]
+    text = (f"**Missed**: the best ASR reached is {pct(best['asr'])} ({best['variant']}). Turner et al.'s "
+            "mechanism needs poisons whose content the victim cannot use, so that the trigger becomes the easiest "
+            "explanation of their label; the 'poisons called 7' columns measure that hardness. ")
+    if hard:
+        text += ("Even poisons the clean lenet no longer calls 7 ("
+                 + ", ".join(f"{v['variant']}: {pct(v['clean_acc_on_poisons'], 1)}" for v in hard)
+                 + f") gave ASR ≤ {pct(max(v['asr'] for v in hard))}: the victim fitted those 600 images without "
+                 "forming a trigger → 7 rule (a plausible reading, not measured: it can memorise them by their "
+                 "perturbation, itself a strong feature, rather than by the 9-pixel trigger). ")
+    if easy:
+        text += ("Where the surrogate resists its own PGD ("
+                 + ", ".join(f"{v['variant']}: {pct(v['clean_acc_on_poisons'], 1)} still called 7" for v in easy)
+                 + ") the poisons stay easy. ")
+    return text + ("The ε = 0.5 variant was added after the first three missed, as a stronger try (its poisons "
+                   "no longer look like clean digits, so it is hardly label-consistent); see 'Changed after first "
+                   "results' below.")
 
 
 def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
