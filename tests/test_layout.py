@@ -29,6 +29,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("defenses", ("advlab.defenses",)),
     ("results", ("advlab.results",)),
     ("report", ("advlab.report",)),
+    ("poison", ("advlab.poison",)),
     ("evaluation", ("advlab.evaluation",)),
     ("commands", ("advlab.commands", "advlab.cli", "advlab.__main__")),
 ]

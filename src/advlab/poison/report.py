@@ -1,0 +1,182 @@
+"""The poisoning report: a table (terminal and Markdown), an HTML page, figures, results.json.
+
+Tables reuse :mod:`advlab.report.settings` (Markdown/HTML tables) and figures are drawn on
+matplotlib ``Figure`` objects (:func:`advlab.report.figures.new_figure`), never pyplot; every file
+is written atomically (:mod:`advlab._io`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.report.figures import new_figure, png_bytes
+from advlab.report.render import PAGE_CSS
+from advlab.report.settings import html_table, md_table
+
+HEAD = ["model", "clean Acc@1", "Δ vs clean (points)", "ASR"]
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """A number with ``digits`` decimals, ``—`` when missing or NaN, anything else as text."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def model_rows(s: dict[str, Any]) -> list[list[str]]:
+    """One row per trained model: clean, poisoned and (with a defense) retrained on the cleaned set."""
+    base = s["clean"]["acc1"]
+    models = [("clean", s["clean"]), (f"poisoned ({s['attack']})", s["poisoned"])]
+    if "defense" in s:
+        models.append((f"cleaned by {s['defense']['name']}, retrained", s["defense"]))
+    return [[name, fmt(m["acc1"]), f"{100 * (m['acc1'] - base):+.2f}", fmt(m.get("asr"))] for name, m in models]
+
+
+def detail_rows(s: dict[str, Any]) -> list[list[str]]:
+    """What/value rows: the attack's settings and cost, STRIP, the detector's rates."""
+    rows = [["attack", s["attack"]], ["settings", json.dumps(s["params"], default=str)],
+            ["poisoned examples", f"{s['poisons']} of {s['n_train']} (round(fraction·N), halves up)"],
+            ["poisoning transform", f"{s['poison_seconds']:.2f} s"]]
+    if "poison_share_of_training" in s:
+        rows.append(["transform / poisoned training time", f"{100 * s['poison_share_of_training']:.2f} %"])
+    p = s.get("poisoned", {})
+    if "strip_auc" in p:
+        rows.append(["STRIP AUC, triggered vs clean test inputs", fmt(p["strip_auc"])])
+        rows.append(["STRIP: triggered inputs missed at 1 % clean flagged", fmt(p["strip_miss_at_1pct"])])
+    d = s.get("defense")
+    if d:
+        rows += [["defense", f"{d['name']} {json.dumps(d['options'])}"], ["poisons found (TPR)", fmt(d["tpr"])],
+                 ["clean flagged in the inspected class (FPR)", fmt(d.get("fpr_class"))],
+                 ["clean flagged overall (FPR)", fmt(d["fpr_all"])], ["examples removed", f"{int(d['flagged'])}"]]
+    if "target_index" in s:
+        rows += [["target test image", f"#{s['target_index']} (class {s['target_class']})"],
+                 ["base class (the attacker's goal)", str(s["params"]["base_class"])]]
+    return rows
+
+
+def collision_rows(s: dict[str, Any]) -> list[list[str]]:
+    """Feature collision: the fine-tuned head's accuracy and its prediction for the target, clean vs poisoned."""
+    return [[f"head fine-tuned on the {k} set", fmt(s[k]["acc1"]), str(s[k]["target_pred"]), str(s[k]["success"])]
+            for k in ("clean", "poisoned")]
+
+
+COLLISION_HEAD = ["model", "clean Acc@1", "target predicted as", "attack succeeded"]
+SWEEP_HEAD = ["fraction", "poisons", "clean Acc@1", "ASR"]
+
+
+def sweep_rows(s: dict[str, Any]) -> list[list[str]]:
+    """ASR and accuracy at each swept poison fraction."""
+    return [[f"{r['fraction']:g}", str(r["poisons"]), fmt(r["acc1"]), fmt(r.get("asr"))] for r in s.get("sweep", [])]
+
+
+def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned table for the terminal."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, head, rows) of every table of the report."""
+    main = ("Models", COLLISION_HEAD, collision_rows(s)) if "target_index" in s else ("Models", HEAD, model_rows(s))
+    out = [main, ("Details", ["", "value"], detail_rows(s))]
+    if s.get("sweep"):
+        out.append(("Poison fraction sweep", SWEEP_HEAD, sweep_rows(s)))
+    return out
+
+
+def terminal(s: dict[str, Any]) -> str:
+    """The report's tables as terminal text."""
+    return "\n\n".join(text_table(h, r) for _, h, r in tables(s))
+
+
+def examples_figure(examples: torch.Tensor, labels: torch.Tensor) -> bytes:
+    """Poisoned training examples: the original above, the poison below, each with its label."""
+    k = len(examples)
+    fig = new_figure((1.5 * max(k, 1), 3.0))
+    axes = fig.subplots(2, max(k, 1), squeeze=False)
+    for j in range(k):
+        for i, title in enumerate(("original", "poisoned")):
+            img = examples[j, i].permute(1, 2, 0).squeeze(-1).numpy()
+            axes[i][j].imshow(img, cmap="gray", vmin=0, vmax=1)
+            axes[i][j].set_title(f"{title}, label {int(labels[j, i])}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return png_bytes(fig, dpi=90, bbox_inches="tight")
+
+
+def sweep_figure(sweep: Sequence[dict[str, Any]], title: str = "") -> bytes:
+    """ASR and clean Acc@1 against the poison fraction (log axis)."""
+    fig = new_figure((5.5, 3.4))
+    ax = fig.subplots()
+    f = [r["fraction"] for r in sweep]
+    if any("asr" in r for r in sweep):
+        ax.plot(f, [r.get("asr", float("nan")) for r in sweep], "o-", label="ASR")
+    ax.plot(f, [r["acc1"] for r in sweep], "s--", label="clean Acc@1")
+    ax.set_xscale("log")
+    ax.set_xlabel("poison fraction of the training set")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return png_bytes(fig, dpi=90)
+
+
+def figures(s: dict[str, Any], examples: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str, bytes]]:
+    """(name, caption, PNG) of the report's figures."""
+    out = [("examples", "Poisoned training examples: original (top) and as poisoned (bottom), with their labels.",
+            examples_figure(examples, labels))]
+    if s.get("sweep"):
+        out.append(("sweep", "ASR and clean Acc@1 of the poisoned model against the poison fraction.",
+                    sweep_figure(s["sweep"], s["attack"])))
+    return out
+
+
+def markdown(s: dict[str, Any], figs: Sequence[tuple[str, str, bytes]], command: str) -> str:
+    """report.md (figures linked from figures/)."""
+    lines = [f"# Poisoning report: {s['attack']}", "", f"Command: `{command}`", ""]
+    for title, head, rows in tables(s):
+        lines += [f"## {title}", "", *md_table(head, rows), ""]
+    lines += ["## Figures", ""] + [f"![{cap}](figures/{name}.png)\n" for name, cap, _ in figs]
+    return "\n".join(lines)
+
+
+def html_page(s: dict[str, Any], figs: Sequence[tuple[str, str, bytes]], command: str) -> str:
+    """report.html: self-contained (figures embedded)."""
+    body = "".join(f"<h2>{html.escape(t)}</h2>{html_table(h, r, t.lower().replace(' ', '-'))}" for t, h, r in tables(s))
+    imgs = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                   f"<figcaption>{html.escape(cap)}</figcaption></figure>" for n, cap, png in figs)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>advlab poisoning report: '
+            f"{html.escape(s['attack'])}</title><style>{PAGE_CSS}</style></head><body>"
+            f"<h1>Poisoning report: {html.escape(s['attack'])}</h1><p><code>{html.escape(command)}</code></p>"
+            f"{body}<h2>Figures</h2>{imgs}</body></html>\n")
+
+
+def write_report(directory: Path, s: dict[str, Any], examples: torch.Tensor, labels: torch.Tensor,
+                 command: str) -> list[Path]:
+    """Write results.json, report.md, report.html and figures/*.png into ``directory`` (atomically)."""
+    figs = figures(s, examples, labels)
+    (directory / "figures").mkdir(parents=True, exist_ok=True)
+    for name, _, png in figs:
+        atomic_write_bytes(directory / "figures" / f"{name}.png", png)
+    atomic_write_text(directory / "results.json", json.dumps({"command": command, **s}, indent=1, default=str))
+    atomic_write_text(directory / "report.md", markdown(s, figs, command))
+    atomic_write_text(directory / "report.html", html_page(s, figs, command))
+    return [directory / n for n in ("report.md", "report.html", "results.json")]
+
+
+__all__ = ["examples_figure", "figures", "html_page", "markdown", "sweep_figure", "terminal", "write_report"]
