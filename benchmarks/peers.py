@@ -33,165 +33,47 @@ have the attack) and, if it has a target, a function to ``TARGETS``; ``--model``
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import environment, write_section
+from peers_core import (  # noqa: F401 — re-exported for the family modules
+    DIST,
+    INF,
+    LIB_NAMES,
+    LIBRARIES,
+    SEED,
+    Case,
+    Ctx,
+    Factory,
+    Runner,
+    _art,
+    _fb,
+    _fingerprint,
+    _ta,
+    advlab_runner,
+    art_runner,
+    fb_runner,
+    floor_time,
+    score,
+    ta_runner,
+)
 
 import advlab
-from advlab.attacks import fast_view, get_attack, loss_grad
-from advlab.metrics import acc_at_k, perturbation_norms, predict_logits
+from advlab.attacks import fast_view
+from advlab.metrics import acc_at_k, predict_logits
 
-INF = float("inf")
-SEED = 0
 RESULTS = Path(__file__).resolve().parent / "results" / "peers.json"
-LIBRARIES = ("advlab", "torchattacks", "foolbox", "art")
-LIB_NAMES = {"advlab": "advlab", "torchattacks": "torchattacks", "foolbox": "Foolbox", "art": "ART"}
-DIST = {"torchattacks": "torchattacks", "foolbox": "foolbox", "art": "adversarial-robustness-toolbox"}
-
-Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> x_adv
-Factory = Callable[["Ctx"], Runner]
-
-
-@dataclass
-class Ctx:
-    """What runner factories need: the model and each library's wrapper of it (built once)."""
-
-    model: nn.Module
-    input_shape: tuple[int, ...]
-    nb_classes: int
-    batch_size: int  # ART's batch_size, set to the number of images so ART batches like the others
-    _fmodel: object = None
-    _art: object = None
-
-    def channels_last(self) -> Ctx:
-        """The same context around a copy of the model with channels_last weights (a user's own tuning)."""
-        model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
-        return Ctx(model, self.input_shape, self.nb_classes, self.batch_size)
-
-    def fmodel(self):
-        if self._fmodel is None:
-            import foolbox as fb
-
-            self._fmodel = fb.PyTorchModel(self.model, bounds=(0, 1))
-        return self._fmodel
-
-    def art(self):
-        if self._art is None:
-            from art.estimators.classification import PyTorchClassifier
-
-            self._art = PyTorchClassifier(
-                model=self.model, loss=nn.CrossEntropyLoss(), input_shape=self.input_shape,
-                nb_classes=self.nb_classes, clip_values=(0.0, 1.0), device_type="cpu",
-            )
-        return self._art
-
-
-@dataclass(frozen=True)
-class Case:
-    """One attack with one matched setting.
-
-    Attributes:
-        key: Short id (``--only``, JSON, targets).
-        label: The attack column of the table.
-        norm: ``"linf"`` or ``"l2"``: the norm of the ε budget checked by ``valid``.
-        eps: The budget (``inf`` for minimal-perturbation attacks).
-        settings: One line stating the matched setting and how each library spells it.
-        runners: Library → factory of a runner ``(x, y) -> x_adv``; a library missing here is
-            reported as not having the attack.
-        grad_steps: Gradient steps per image, for the floor efficiency (None: not a fixed count).
-        n_cap: Library → at most this many images (for very slow peers).
-        compare_to: The key of the advlab case the peers' speed ratio is taken against (default:
-            this case).
-    """
-
-    key: str
-    label: str
-    norm: str
-    eps: float
-    settings: str
-    runners: dict[str, Factory]
-    grad_steps: int | None = None
-    n_cap: dict[str, int] = field(default_factory=dict)
-    compare_to: str | None = None
-
-
-# ---- runner factories, one helper per library ---------------------------------------------
-
-def advlab_runner(attack: str, norm: str, eps: float, **params) -> Factory:
-    def make(ctx: Ctx) -> Runner:
-        threat = advlab.ThreatModel(norm, eps)
-
-        def run(x, y):
-            gen = torch.Generator().manual_seed(SEED)
-            return get_attack(attack)(ctx.model, x, y, threat, generator=gen, **params).x_adv
-
-        return run
-
-    return make
-
-
-def ta_runner(build: Callable[[nn.Module], object]) -> Factory:
-    def make(ctx: Ctx) -> Runner:
-        attack = build(ctx.model)
-        return lambda x, y: attack(x, y)
-
-    return make
-
-
-def fb_runner(build: Callable[[], object], eps: float | None) -> Factory:
-    def make(ctx: Ctx) -> Runner:
-        fmodel, attack = ctx.fmodel(), build()
-
-        def run(x, y):
-            _, clipped, _ = attack(fmodel, x, y, epsilons=eps)
-            return clipped
-
-        return run
-
-    return make
-
-
-def art_runner(build: Callable[[object, int], object]) -> Factory:
-    def make(ctx: Ctx) -> Runner:
-        attack = build(ctx.art(), ctx.batch_size)
-        return lambda x, y: torch.from_numpy(attack.generate(x.numpy(), y=y.numpy()))
-
-    return make
-
-
-def _ta():
-    import torchattacks
-
-    return torchattacks
-
-
-def _fb():
-    import foolbox
-
-    return foolbox.attacks
-
-
-def _art():
-    import art.attacks.evasion as ev
-
-    return ev
-
 
 # ---- the cases -------------------------------------------------------------------------------
 
@@ -341,57 +223,6 @@ ROBUST_CASES: list[Case] = [
 ]
 
 
-# ---- scoring -----------------------------------------------------------------------------------
-
-def score(model, case: Case, x, y, x_adv) -> dict:
-    """The same figures for every library, from the model's prediction on the returned x_adv."""
-    x_adv = x_adv.detach().to(torch.float32).reshape(x.shape)
-    logits = predict_logits(model, x_adv)
-    ok = logits.argmax(1) != y
-    norms = perturbation_norms(x, x_adv)
-    finite = torch.isfinite(x_adv).flatten(1).all(1)
-    inside = (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
-    dist = norms["linf"] if case.norm == "linf" else norms["l2"]
-    within = dist <= case.eps + 1e-5 if case.eps != INF else torch.ones_like(inside)
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], -INF).amax(1)
-    blank = (x_adv.flatten(1) == 0).all(1) & (x.flatten(1) != 0).any(1)
-    gap = true - other  # > 0: still classified correctly; 0: an exact tie, which argmax breaks by index
-
-    def med(v):
-        return float(v[ok].median()) if ok.any() else float("nan")
-
-    return {
-        "acc1": acc_at_k(logits, y, 1), "acc5": acc_at_k(logits, y, 5), "success": float(ok.float().mean()),
-        "median_l2": med(norms["l2"]), "median_linf": med(norms["linf"]),
-        "valid": float((finite & inside & within).float().mean()),
-        # What the observations report: images returned all black, and examples left on the boundary.
-        "all_black": int(blank.sum()),
-        "ties": int((gap == 0).sum()), "ties_success": int(((gap == 0) & ok).sum()),
-        "near_boundary": int((gap.abs() <= 1e-5).sum()), "near_boundary_correct": int(((gap.abs() <= 1e-5) & ~ok).sum()),
-    }
-
-
-def floor_time(model, x, y) -> float:
-    """Seconds for one forward+backward (input gradient) pass over the batch: the median of 5.
-
-    Measured on the model as given (the floor every library starts from); ``fast_view(model)``
-    gives the same pass as advlab's attacks run it.
-    """
-    loss_grad(model, x, y)  # warm-up
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        loss_grad(model, x, y)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _fingerprint(t: torch.Tensor) -> str:
-    t = t.detach().double()
-    return f"{float(t.sum()):.10g}/{float(t.square().sum()):.10g}"
-
-
 # ---- running -----------------------------------------------------------------------------------
 
 def available(lib: str) -> str | None:
@@ -493,243 +324,13 @@ def run(args, case_list: list[Case] | None = None) -> dict:
     }
 
 
-# ---- agreement and speed targets ---------------------------------------------------------------
-
-def _per_image(r: dict) -> float:
-    return r["seconds"] / r["n"]
-
-
-def _fastest_peer(res: dict, key: str) -> dict | None:
-    peers = [r for r in res["rows"] if r["case"] == key and r["library"] != "advlab"]
-    return min(peers, key=_per_image) if peers else None
-
-
-def _get(res: dict, key: str, lib: str) -> dict | None:
-    return next((r for r in res["rows"] if r["case"] == key and r["library"] == lib), None)
-
-
-def agreement(res: dict) -> list[str]:
-    lines = []
-    for key, name in (("pgd", "PGD"), ("fgsm", "FGSM")):
-        a, t = _get(res, key, "advlab"), _get(res, key, "torchattacks")
-        if a and t:
-            lines.append(f"{name} robust accuracy: advlab {a['acc1']:.3f} vs torchattacks {t['acc1']:.3f} "
-                         f"({100 * (a['acc1'] - t['acc1']):+.1f} points)")
-    for key, name in (("deepfool", "DeepFool"), ("cw", "CW-L2")):
-        a = _get(res, key, "advlab")
-        peers = [r for r in res["rows"] if r["case"] == key and r["library"] != "advlab"]
-        if a and peers:
-            best = max(peers, key=lambda r: r["success"])
-            lines.append(f"{name} success: advlab {a['success']:.3f} vs best peer {LIB_NAMES[best['library']]} "
-                         f"{best['success']:.3f} ({100 * (a['success'] - best['success']):+.1f} points); median L2 "
-                         f"advlab {a['median_l2']:.3f} vs {best['median_l2']:.3f}")
-    return lines
-
-
-def _speed(res: dict, key: str, ref: str | None = None) -> tuple[float, dict] | None:
-    """advlab's speed on case ``key`` ÷ the fastest peer's on case ``ref`` (per image)."""
-    a, p = _get(res, key, "advlab"), _fastest_peer(res, ref or key)
-    return (_per_image(p) / _per_image(a), p) if a and p else None
-
-
-def target_pgd(res: dict) -> tuple[str, bool] | None:
-    s, a = _speed(res, "pgd"), _get(res, "pgd", "advlab")
-    if not s or not a:
-        return None
-    ratio, p = s
-    eff = a["floor_efficiency"]
-    text = (f"PGD fixed steps ≥ 1.0× fastest peer ({LIB_NAMES[p['library']]}) and ≥ 0.9 floor efficiency: "
-            f"{ratio:.2f}×, efficiency {eff:.2f}")
-    if "view_floor_efficiency" in a:
-        text += (f" (against the floor pass through advlab's view of the model, as its attacks run it: "
-                 f"{a['view_floor_efficiency']:.2f})")
-    cl = _speed(res, "pgd", "pgd-cl")
-    if cl:
-        text += (f"; against the fastest peer handed a channels_last copy of the model "
-                 f"({LIB_NAMES[cl[1]['library']]}): {cl[0]:.2f}×")
-    return text, ratio >= 1.0 and eff >= 0.9
-
-
-def target_pgd_es(res: dict) -> tuple[str, bool] | None:
-    s, a, fixed = _speed(res, "pgd-es", "pgd"), _get(res, "pgd-es", "advlab"), _get(res, "pgd", "advlab")
-    if not s or not a or not fixed:
-        return None
-    ratio, p = s
-    same = a["acc1"] == fixed["acc1"] == p["acc1"]
-    return (f"PGD early stop ≥ 1.5× fastest peer's fixed-step PGD ({LIB_NAMES[p['library']]}) with identical "
-            f"robust accuracy: {ratio:.2f}×, Acc@1 {a['acc1']:.3f} (advlab fixed {fixed['acc1']:.3f}, "
-            f"{LIB_NAMES[p['library']]} {p['acc1']:.3f})", ratio >= 1.5 and same)
-
-
-def _minimal_target(res: dict, key: str, name: str, need: float) -> tuple[str, bool] | None:
-    s, a = _speed(res, key), _get(res, key, "advlab")
-    if not s or not a:
-        return None
-    ratio, p = s
-    l2 = a["median_l2"] / p["median_l2"] - 1
-    text = (f"{name} ≥ {need:g}× fastest peer ({LIB_NAMES[p['library']]}) with median L2 ≤ its +2%: "
-            f"{ratio:.2f}×, median L2 {a['median_l2']:.3f} vs {p['median_l2']:.3f} ({100 * l2:+.1f}%)")
-    # Medians compare only over the same images: peers run on all of advlab's, at no lower success.
-    same = [r for r in res["rows"] if r["case"] == key and r["library"] != "advlab" and r["n"] == a["n"]
-            and r["success"] >= a["success"]]
-    best = min(same, key=lambda r: r["median_l2"]) if same else p
-    if best is not p:
-        text += (f" [for reference, vs the peer with the smallest median L2 on the same images at no lower success, "
-                 f"{LIB_NAMES[best['library']]}: {_per_image(best) / _per_image(a):.2f}×, median L2 "
-                 f"{100 * (a['median_l2'] / best['median_l2'] - 1):+.1f}%]")
-    return text, ratio >= need and l2 <= 0.02
-
-
-TARGETS: list[Callable[[dict], tuple[str, bool] | None]] = [
-    target_pgd,
-    target_pgd_es,
-    lambda res: _minimal_target(res, "deepfool", "DeepFool", 3.0),
-    lambda res: _minimal_target(res, "cw", "CW-L2", 1.0),
-]
-
-
-# ---- reporting ---------------------------------------------------------------------------------
-
-def _f(v: float | None, fmt: str = ".3f") -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-
-
-def table(res: dict) -> list[str]:
-    lines = [
-        "| library | attack | n | wall time (median s) | images/s | Acc@1 | Acc@5 | success | median L2 | "
-        "median L∞ | valid | advlab/peer speed | floor efficiency |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in res["rows"]:
-        speed = f"{r['advlab_speedup']:.2f}×" if "advlab_speedup" in r else "—"
-        lines.append(
-            f"| {LIB_NAMES[r['library']]} | {r['attack']} | {r['n']} | {r['seconds']:.2f} | "
-            f"{r['images_per_s']:.0f} | {r['acc1']:.3f} | {r['acc5']:.3f} | {r['success']:.3f} | "
-            f"{_f(r['median_l2'])} | {_f(r['median_linf'])} | {r['valid']:.3f} | {speed} | "
-            f"{_f(r.get('floor_efficiency'), '.2f')} |"
-        )
-    return lines
-
-
-def observations(res: dict) -> list[str]:
-    lines = []
-    for r in res["rows"]:
-        who = f"{LIB_NAMES[r['library']]} {r['attack']}"
-        if r["all_black"]:
-            lines.append(f"{who} returned {r['all_black']} all-black images (its failures); scored as the model "
-                         "sees them, so they count as successes if the black image is misclassified")
-        if r["near_boundary"]:
-            lines.append(f"{who} left {r['near_boundary']} images within 1e-5 of the decision boundary (true-class "
-                         f"logit minus the best other), {r['ties']} of them exact ties; {r['near_boundary_correct']} "
-                         f"of them are still classified correctly (argmax breaks a tie towards the lower class index, "
-                         f"so {r['ties_success']} of the ties count as successes)")
-        if r["valid"] < 1:
-            lines.append(f"{who}: only {r['valid']:.3f} of x_adv inside [0, 1] and the ε-ball (+1e-5)")
-        if not r["deterministic"]:
-            lines.append(f"{who}: x_adv differed between repeats (scores are from the first)")
-    for s in res["skipped"]:
-        lines.append(f"{LIB_NAMES[s['library']]} skipped for {s['case']}: {s['why']}")
-    lines += [
-        "Foolbox's CW returns an all-black (all-zero) image for every example it fails on; any such image is "
-        "scored like any other x_adv (all-black CW images in this run: "
-        + ", ".join(f"{LIB_NAMES[r['library']]} {r['all_black']}" for r in res["rows"] if r["case"] == "cw")
-        + ").",
-        "torchattacks' DeepFool leaves images on (not past) the boundary: where clipping to [0, 1] eats part of "
-        "each step it converges to the tie and runs all 50 iterations; argmax then breaks the tie towards the "
-        "lower class index, so many of its x_adv are still classified correctly. ART's DeepFool attacks the "
-        "predicted class, not the label.",
-        "Speed ratios are per image. Where a peer ran on fewer images (the n column) its batches are smaller, "
-        "which on a CPU costs some per-image efficiency, so those ratios overstate the gap somewhat.",
-        "Floor efficiency above 1 means a library's gradient steps ran faster than the floor pass measured at the "
-        "start of the repeat: under a varying load the floor is itself noisy.",
-    ]
-    return lines
-
-
-def report(res: dict, targets: list[tuple[str, bool]]) -> str:
-    v = res["versions"]
-    caps = sorted({r["n"] for r in res["rows"]} - {res["n"]})
-    lines = [
-        "## advlab vs torchattacks, Foolbox, ART",
-        "",
-        f"`python benchmarks/peers.py --n {res['n']} --repeats {res['repeats']} --model {res['model']}` "
-        f"(`make bench-peers`) — `{res['model']}`, first {res['n']} MNIST test images"
-        + (f" (fewer where the n column says so: {', '.join(map(str, caps))})" if caps else "")
-        + f", seed {SEED}. {res['environment']}. Libraries: advlab {v['advlab']}, torchattacks "
-        f"{v['torchattacks']}, Foolbox {v['foolbox']}, ART {v['art']}; CPU {res['processor'] or res['machine']}. "
-        f"Clean Acc@1 {res['clean_acc1']:.3f}, Acc@5 {res['clean_acc5']:.3f}. Whole run "
-        + (f"{res['end_to_end_seconds'] / 60:.1f} min end to end (this model's cases "
-           f"{res['total_seconds'] / 60:.1f} min)" if "end_to_end_seconds" in res
-           else f"{res['total_seconds'] / 60:.1f} min")
-        + f"; load average {res['load_average_before'][0]:.1f} before, "
-        f"{res['load_average_after'][0]:.1f} after (2 cores shared with other jobs: the times are noisy, "
-        "and the floor is measured under the same load).",
-        "",
-        f"Each time is the median of {res['repeats']} interleaved repeats (repeat r runs every case of every "
-        "library before repeat r+1). Every x_adv is scored here, from the model's prediction on it, never "
-        "from a library's own success flag: success = prediction ≠ label; medians over successful examples; "
-        "valid = fraction finite, inside [0, 1] and inside the ε-ball (+1e-5). advlab/peer speed = the "
-        "peer's time per image ÷ advlab's (for the same case; advlab's fixed-step PGD for the peers' PGD). "
-        f"Floor: one forward+backward (input gradient) pass over the {res['n']}-image batch, "
-        f"{res['floor_images_per_s']:.0f} images/s ({res['floor_seconds'] * 1000:.1f} ms); floor efficiency = "
-        "(images × gradient steps / time) ÷ floor. advlab's attacks run the model through "
-        "`advlab.attacks.fast_view` (detached parameters, channels_last convolution weights; the model "
-        "itself is untouched): the same pass through that view runs at "
-        + (f"{res['n'] / res['view_floor_seconds']:.0f} images/s" if "view_floor_seconds" in res else "—")
-        + ", and the `pgd-cl` row hands the peers a channels_last copy of the model to show how much of "
-        "the difference is that layout.",
-        "",
-        "Matched settings:",
-        "",
-    ]
-    lines += [f"- {c.label}: {res['settings'][c.key]}" for c in CASES if c.key in res["settings"]]
-    rob = res.get("robust")
-    lines += ["", *table(res), "", "Agreement:", ""]
-    lines += [f"- {s}" for s in agreement(res)]
-    lines += ["", "Speed targets:", ""]
-    lines += [f"- **{'PASS' if ok else 'MISS'}** {s}" for s, ok in targets]
-    obs = observations(res)
-    if obs:
-        lines += ["", "Observations:", ""] + [f"- {s}" for s in obs]
-    if rob:
-        lines += ["", f"### On the adversarially trained `{rob['model']}` (first {rob['n']} images, "
-                  f"{rob['repeats']} repeat(s))", "", "Matched settings:", ""]
-        lines += [f"- {c.label}: {rob['settings'][c.key]}" for c in ROBUST_CASES if c.key in rob["settings"]]
-        lines += ["", *table(rob), ""]
-        for key, what in (("autoattack", "10 iterations, as torchattacks ships AutoAttack-standard"),
-                          ("autoattack-100", "100 iterations, as the original AutoAttack")):
-            a, t = _get(rob, key, "advlab"), _get(rob, key, "torchattacks")
-            if a and t:
-                lines.append(f"- {what}: robust accuracy advlab APGD ensemble {a['acc1']:.3f} vs torchattacks "
-                             f"{t['acc1']:.3f} ({100 * (a['acc1'] - t['acc1']):+.1f} points); advlab "
-                             f"{_per_image(t) / _per_image(a):.2f}× torchattacks' speed per image.")
-        a, p40 = _get(rob, "autoattack-100", "advlab"), _get(rob, "pgd", "advlab")
-        if a and p40:
-            lines.append(f"- The 100-iteration ensemble's robust accuracy {a['acc1']:.3f} is "
-                         f"{'≤' if a['acc1'] <= p40['acc1'] else '>'} PGD-40's {p40['acc1']:.3f} on the same images.")
-    return "\n".join(lines)
-
-
-def _json_safe(v):
-    """NaN → null, so the file is strict JSON."""
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    return v
-
-
-def _nan(d: dict) -> dict:
-    """null → NaN for the median columns (the inverse of _json_safe)."""
-    return {k: float("nan") if v is None and k.startswith("median") else v for k, v in d.items()}
-
-
 FAMILIES = {"sparse": "peers_sparse", "minnorm": "peers_minnorm", "cw": "peers_cw"}
 
 
 def main() -> None:
+    sys.modules.setdefault("peers", sys.modules[__name__])  # run as a script: peers_report imports this module
+    from peers_report import TARGETS, _json_safe, _nan, agreement, report
+
     if len(sys.argv) > 2 and sys.argv[1] == "--family":
         import importlib
 
