@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from advlab import ThreatModel
@@ -167,6 +167,7 @@ def test_sparse_rs_targeted_and_deterministic_under_seed(digits_mlp, batch, targ
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(eps=st.integers(0, 70), c=st.integers(1, 3), seed=st.integers(0, 2**16),
        loss=st.sampled_from(["margin", "ce", "dlr"]), max_queries=st.integers(2, 40))
+@example(eps=62, c=1, seed=1, loss="margin", max_queries=10)  # 2 unperturbed pixels left, a swap of 3 asked for
 def test_sparse_rs_l0_never_exceeds_eps_nor_queries_the_budget(eps, c, seed, loss, max_queries, digits_mlp, batch):
     """Any ε (0, a few elements, more than the image has), any channel count: L0 ≤ ε, queries ≤ budget."""
     x, y = batch[0][:6], batch[1][:6]

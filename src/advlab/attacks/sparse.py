@@ -87,9 +87,12 @@ def _propose(st: _State, m: int, bounds: tuple[float, float], g: torch.Generator
     vals = st.vals.scatter(1, slot_in, fresh)
     if st.outside.shape[1] == 0:  # every element is perturbed: resample values only
         return _State(st.inside, st.outside, vals, st.margin, st.loss)
-    slot_out = torch.rand(n, st.outside.shape[1], generator=g).topk(m, dim=1).indices.to(dev)
-    leaving, coming = st.inside.gather(1, slot_in), st.outside.gather(1, slot_out)
-    inside = st.inside.scatter(1, slot_in, coming)
+    # fewer unperturbed elements than m (ε close to the input's size): swap as many as there are
+    m_out = min(m, st.outside.shape[1])
+    slot_out = torch.rand(n, st.outside.shape[1], generator=g).topk(m_out, dim=1).indices.to(dev)
+    swap = slot_in[:, :m_out]
+    leaving, coming = st.inside.gather(1, swap), st.outside.gather(1, slot_out)
+    inside = st.inside.scatter(1, swap, coming)
     outside = st.outside.scatter(1, slot_out, leaving)
     return _State(inside, outside, vals, st.margin, st.loss)
 
