@@ -11,7 +11,6 @@ attacker's surrogate trained on clean data with the victim's recipe.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._checks import suggest
 from advlab.data import dataset_info, load_dataset
 from advlab.models import create_model
 from advlab.poison.backdoor import badnets, clean_label
@@ -88,10 +88,10 @@ def split_options(attack: str, defense: str | None, options: dict[str, Any]) -> 
     """
     if attack not in ATTACKS:
         raise ValueError(f"--attack: unknown poisoning attack {attack!r}; known: {', '.join(ATTACKS)}"
-                         f"{_close(attack, ATTACKS)}")
+                         f"{suggest(attack, ATTACKS)}")
     if defense is not None and defense not in DEFENSES:
         raise ValueError(f"--defense: expected one of {', '.join(DEFENSES)}, got {defense!r}"
-                         f"{_close(defense, DEFENSES)}")
+                         f"{suggest(defense, DEFENSES)}")
     names_a = [n for n in inspect.signature(ATTACKS[attack]).parameters if n not in _SUPPLIED]
     names_a += sorted(_OWN) if attack == "feature-collision" else []
     names_d = [n for n in inspect.signature(DEFENSES[defense]).parameters if n not in _SUPPLIED] if defense else []
@@ -103,13 +103,8 @@ def split_options(attack: str, defense: str | None, options: dict[str, Any]) -> 
             d_kw[key] = value
         else:
             raise ValueError(f"-o/--option: {attack}{' and ' + defense if defense else ''} take no option {key!r}"
-                             f"{_close(key, names_a + names_d)}; options: {', '.join(names_a + names_d)}")
+                             f"{suggest(key, names_a + names_d)}; options: {', '.join(names_a + names_d)}")
     return a_kw, d_kw
-
-
-def _close(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def collision_target(setup: Setup, options: dict[str, Any]) -> tuple[dict[str, Any], int]:

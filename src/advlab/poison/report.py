@@ -7,10 +7,8 @@ is written atomically (:mod:`advlab._io`).
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,17 +17,17 @@ import torch
 
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import new_figure, png_bytes
-from advlab.report.render import PAGE_CSS
+from advlab.report.render import PAGE_CSS, embedded_figures
 from advlab.report.settings import html_table, md_table
+from advlab.report.tables import fmt as fmt_number
+from advlab.report.tables import text_table
 
 HEAD = ["model", "clean Acc@1", "Δ vs clean (points)", "ASR"]
 
 
-def fmt(v: Any, digits: int = 4) -> str:
-    """A number with ``digits`` decimals, ``—`` when missing or NaN, anything else as text."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+def fmt(v: float | None) -> str:
+    """A rate or an accuracy with 4 decimals, ``—`` when missing or NaN."""
+    return fmt_number(v, 4)
 
 
 def model_rows(s: dict[str, Any]) -> list[list[str]]:
@@ -76,16 +74,6 @@ SWEEP_HEAD = ["fraction", "poisons", "clean Acc@1", "ASR"]
 def sweep_rows(s: dict[str, Any]) -> list[list[str]]:
     """ASR and accuracy at each swept poison fraction."""
     return [[f"{r['fraction']:g}", str(r["poisons"]), fmt(r["acc1"]), fmt(r.get("asr"))] for r in s.get("sweep", [])]
-
-
-def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain aligned table for the terminal."""
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -158,8 +146,7 @@ def markdown(s: dict[str, Any], figs: Sequence[tuple[str, str, bytes]], command:
 def html_page(s: dict[str, Any], figs: Sequence[tuple[str, str, bytes]], command: str) -> str:
     """report.html: self-contained (figures embedded)."""
     body = "".join(f"<h2>{html.escape(t)}</h2>{html_table(h, r, t.lower().replace(' ', '-'))}" for t, h, r in tables(s))
-    imgs = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-                   f"<figcaption>{html.escape(cap)}</figcaption></figure>" for n, cap, png in figs)
+    imgs = embedded_figures(figs)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>advlab poisoning report: '
             f"{html.escape(s['attack'])}</title><style>{PAGE_CSS}</style></head><body>"
             f"<h1>Poisoning report: {html.escape(s['attack'])}</h1><p><code>{html.escape(command)}</code></p>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,11 +226,16 @@ def results_html(rows: list[Row]) -> str:
 
 
 def figures_html(report: Report) -> str:
-    """Every figure embedded as a data URI, with its caption."""
+    """Every figure of the report embedded as a data URI, with its caption."""
+    return embedded_figures(report.figures)
+
+
+def embedded_figures(figures: Sequence[tuple[str, str, bytes]]) -> str:
+    """(name, caption, PNG) figures as ``<figure>`` elements with the PNG embedded as a data URI."""
     return "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-        for name, cap, png in report.figures
+        for name, cap, png in figures
     )
 
 
@@ -296,4 +302,4 @@ def render_report(directory: str | Path) -> tuple[Path, Path]:
     return d / "report.md", d / "report.html"
 
 
-__all__ = ["Report", "html_page", "markdown", "read_report", "render_report", "successful_outcomes"]
+__all__ = ["Report", "embedded_figures", "html_page", "markdown", "read_report", "render_report", "successful_outcomes"]
