@@ -36,6 +36,7 @@ from advlab.poison import (
     penultimate_features,
     spectral_signatures,
 )
+from advlab.poison.detect import Detection
 from advlab.poison.experiment import Setup, backdoor_metrics, defend, make_poison, train_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,7 @@ SWEEP = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 FLIP_FRACTIONS = (0.01, 0.02, 0.05, 0.1)
 FLIP_PAIR = (3, 8)  # source → target of the pair flip
 SPECTRAL_EPS = 0.1  # assumed upper bound on the poisons' share of a class, fixed before any run
+HELD_OUT = ((1, 3), (2, 0))  # (seed, target) of the detectors' held-out BadNets runs, fixed before they ran
 # Feature collision: poison counts on the full training split, and on a small fine-tuning set (the
 # first small_n training images: Shafahi et al.'s transfer setting fine-tunes on a small set).
 # The head is fine-tuned with the recipe's epochs on the full split, with head_epochs on the small set.
@@ -115,25 +117,58 @@ def badnets_defended(b: Bench) -> dict[str, Any]:
         "activation-clustering": defend(b.setup, "activation-clustering", {}, poisoned.model, p),
         "class_share": float(p.mask.sum() / (p.y == TARGET).sum()),
     }
-    feats = penultimate_features(poisoned.model, p.x)
     sens = []
-    for eps in (0.05, 0.1, 0.2):
-        d = spectral_signatures(feats, p.y, removal=round(1.5 * eps, 6))
-        sens.append({"method": "spectral", "setting": f"ε = {eps:g} (removal {1.5 * eps:g})",
-                     **detection_rates(d, p.mask, p.y, TARGET)})
-    for reduce in ("ica", "pca"):
-        for share in (0.35,):
-            d = activation_clustering(feats, p.y, reduce=reduce, max_share=share)
-            sens.append({"method": "activation-clustering", "setting": f"{reduce.upper()} to 10, max_share {share}",
+    for depth in (1, 2):
+        feats = penultimate_features(poisoned.model, p.x, depth=depth)
+        layer = f"{feats.shape[1]}-d (depth {depth})"
+        for eps in (0.05, 0.1, 0.2):
+            d = spectral_signatures(feats, p.y, removal=round(1.5 * eps, 6))
+            sens.append({"method": "spectral", "setting": f"{layer}, ε = {eps:g} (removal {1.5 * eps:g})",
                          **detection_rates(d, p.mask, p.y, TARGET)})
+        d = Detection(robust_z_flags(feats, p.y, 3.0), torch.zeros(len(p.y)), "spectral-z")
+        sens.append({"method": "spectral, robust z (tried, dropped)", "setting": f"{layer}, z > 3",
+                     **detection_rates(d, p.mask, p.y, TARGET)})
+        out[f"diagnostic_depth{depth}"] = spectral_diagnostic(feats, p, TARGET)
+    feats = penultimate_features(poisoned.model, p.x)
+    for reduce in ("ica", "pca"):
+        d = activation_clustering(feats, p.y, reduce=reduce, max_share=0.35)
+        sens.append({"method": "activation-clustering", "setting": f"84-d (depth 1), {reduce.upper()} to 10, "
+                     "max_share 0.35", **detection_rates(d, p.mask, p.y, TARGET)})
     out["sensitivity"] = sens
-    out["diagnostic"] = spectral_diagnostic(feats, p)
     return out
 
 
-def spectral_diagnostic(feats, p) -> dict[str, float]:
-    """Class 7: is the poisons' mean shift the top singular direction? (Tran et al.'s condition.)"""
-    rows = p.y == TARGET
+def robust_z_flags(feats: torch.Tensor, y: torch.Tensor, z: float) -> torch.Tensor:
+    """A rate-free cut tried after the fixed share missed: per class, the projections on the top singular
+    vector more than ``z``·1.4826·MAD beyond the median, on the side the mean leans to."""
+    flagged = torch.zeros(len(y), dtype=torch.bool)
+    for c in torch.unique(y).tolist():
+        rows = (y == c).nonzero().flatten()
+        r = feats[rows].double() - feats[rows].double().mean(0)
+        proj = r @ torch.linalg.svd(r, full_matrices=False).Vh[0]
+        med = proj.median()
+        side = 1.0 if float(proj.mean()) >= float(med) else -1.0
+        flagged[rows] = side * (proj - med) / (1.4826 * (proj - med).abs().median()) > z
+    return flagged
+
+
+def held_out(b: Bench, seed: int, target: int) -> dict[str, Any]:
+    """Both detectors, unchanged, on runs their settings were not judged on: another poison draw, target, training seed."""
+    setup = Setup(epochs=b.setup.epochs, seed=seed, train=b.setup.train, test=b.setup.test)
+    p, _ = make_poison(setup, "badnets", {"fraction": 0.01, "target": target}, None, seed)
+    poisoned = train_on(setup, p.x, p.y)
+    feats = penultimate_features(poisoned.model, p.x)
+    return {"seed": seed, "target": target, "poisons": len(p.poisoned_idx), "acc1": poisoned.acc1,
+            "asr": attack_success_rate(poisoned.model, *setup.test, p.trigger, p.target),
+            "class_share": float(p.mask.sum() / (p.y == target).sum()),
+            "spectral": defend(setup, "spectral", {"removal": round(1.5 * SPECTRAL_EPS, 6)}, poisoned.model, p),
+            "activation-clustering": defend(setup, "activation-clustering", {}, poisoned.model, p),
+            "diagnostic": spectral_diagnostic(feats, p, target)}
+
+
+def spectral_diagnostic(feats, p, target: int) -> dict[str, float]:
+    """The target class: is the poisons' mean shift the top singular direction? (Tran et al.'s condition.)"""
+    rows = p.y == target
     f = feats[rows].double()
     r = f - f.mean(0)
     _, sv, vh = torch.linalg.svd(r, full_matrices=False)
@@ -231,7 +266,9 @@ def run_all(b: Bench) -> dict[str, Any]:
         for f in a.sweep]
     r["clean_label"] = clean_label_runs(b)
     r["flips"] = label_flips(b)
-    r["defenses"] = b.measure("defenses/badnets-0.01", lambda: badnets_defended(b))
+    r["defenses"] = b.measure("defenses/badnets-0.01/v2", lambda: badnets_defended(b))
+    r["held_out"] = [b.measure(f"defenses/held-out/{s}-{t}", lambda s=s, t=t: held_out(b, s, t))
+                     for s, t in HELD_OUT]
     r["collision"] = collision(b)
     return r
 

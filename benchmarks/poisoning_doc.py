@@ -13,6 +13,7 @@ from poisoning_notes import (
     cost_note,
     first_over,
     flip_note,
+    held_out_note,
     pct,
     pts,
     spectral_note,
@@ -48,19 +49,26 @@ def acceptance(r: dict[str, Any]) -> list[list[str]]:
          f"{pct(best_cl['poisons'] / r['class_count'], 1)} of class {r['target']})", verdict(best_cl["asr"] >= 0.8)],
         ["Label flipping: accuracy vs fraction for uniform / pair / concentrated", "table and figure below", "reported"],
     ]
+    runs = [("seed 0, target 7", d)] + [(f"held-out seed {h['seed']}, target {h['target']}", h) for h in r["held_out"]]
     for name in ("spectral", "activation-clustering"):
-        m = d[name]
-        rows.append([f"{name}: ≥ 90 % of poisons found", pct(m["tpr"]), verdict(m["tpr"] >= 0.9)])
-        rows.append([f"{name}: ≤ 5 % of class {r['target']}'s clean images flagged", pct(m["fpr_class"]),
-                     verdict(m["fpr_class"] <= 0.05)])
-        rows.append([f"{name}: ASR < 5 % after retraining", pct(m["asr"]), verdict(m["asr"] < 0.05)])
+        for what, key, ok in (("≥ 90 % of poisons found", "tpr", lambda v: v >= 0.9),
+                              ("≤ 5 % of the target class's clean images flagged", "fpr_class", lambda v: v <= 0.05),
+                              ("ASR < 5 % after retraining", "asr", lambda v: v < 0.05)):
+            vals = [(label, run[name][key]) for label, run in runs]
+            rows.append([f"{name}: {what}", "; ".join(f"{pct(v)} ({label})" for label, v in vals),
+                         verdict(all(ok(v) for _, v in vals))])
     rows.append(["STRIP AUC, triggered vs clean test inputs", f"{bd['strip_auc']:.4f}", "reported"])
     best_fc = max(r["collision"], key=lambda v: (v["success"], -v["poisons"]))
     rows.append(["Feature collision (not an acceptance figure): best success",
                  f"{pct(best_fc['success'], 0)} with {best_fc['poisons']} poisons in a {best_fc['n']}-image "
                  "fine-tuning set", "reported"])
-    share = bd["poison_seconds"] / bd["train_seconds"]
-    rows.append(["Poisoning transform ≤ 5 % of a training run (BadNets 1 %)", pct(share, 3), verdict(share <= 0.05)])
+    shares = cost_shares(r)
+    data_only = [v for k, v in shares.items() if not k.startswith(("clean-label: PGD", "flip-concentrated"))]
+    model_run = {k: v for k, v in shares.items() if k.startswith(("clean-label: PGD", "flip-concentrated"))}
+    rows.append(["Poisoning transform ≤ 5 % of a training run",
+                 f"data transforms (BadNets, clean-label trigger, uniform/pair flips) ≤ {pct(max(data_only), 3)}; "
+                 "transforms that run a model: " + ", ".join(f"{k} {pct(v, 1)}" for k, v in model_run.items()),
+                 verdict(max(shares.values()) <= 0.05)])
     rows.append(["Whole doc regenerated in ≤ 60 min on 2 cores",
                  f"{r['wall_minutes']:.1f} min on {r['threads']} thread(s)",
                  verdict(r["wall_minutes"] <= 60) + ("" if r["threads"] >= 2 else " (measured on 1 thread)")])
@@ -160,15 +168,28 @@ def collision_rows(r: dict[str, Any]) -> list[list[str]]:
              pct(v["success"], 0), f"{v['feature_distance_ratio']:.3f}"] for v in r["collision"]]
 
 
+def cost_shares(r: dict[str, Any]) -> dict[str, float]:
+    """Each transform's wall time over the 5-epoch training run it poisons (flips: over the clean model's run)."""
+    out = {name: v["poison_seconds"] / v["train_seconds"] for name, v in
+           [("BadNets pattern 1 %", r["badnets"]), ("BadNets pixel 1 %", r["pixel"])]
+           + [(f"clean-label: {v['variant']}", v) for v in r["clean_label"]]}
+    top = max(f["fraction"] for f in r["flips"])
+    out.update({f"{v['attack']} {v['fraction']:g}": v["poison_seconds"] / r["clean"]["seconds"]
+                for v in r["flips"] if v["fraction"] == top})
+    return out
+
+
 def cost_rows(r: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, v in [("BadNets pattern 1 %", r["badnets"]), ("BadNets pixel 1 %", r["pixel"])] + [
             (f"clean-label: {v['variant']}", v) for v in r["clean_label"]]:
         rows.append([name, f"{v['poison_seconds']:.2f}", f"{v['train_seconds']:.1f}",
                      pct(v["poison_seconds"] / v["train_seconds"], 3)])
+    top = max(f["fraction"] for f in r["flips"])
     for v in r["flips"]:
-        if v["fraction"] == max(f["fraction"] for f in r["flips"]):
-            rows.append([f"{v['attack']} {v['fraction']:g}", f"{v['poison_seconds']:.2f}", "—", "—"])
+        if v["fraction"] == top:
+            rows.append([f"{v['attack']} {v['fraction']:g}", f"{v['poison_seconds']:.2f}",
+                         f"{r['clean']['seconds']:.1f} (clean run)", pct(v["poison_seconds"] / r["clean"]["seconds"], 3)])
     return rows
 
 
@@ -283,20 +304,41 @@ def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         f"![accuracy against flipped fraction]({figs['flips']})", "",
         flip_note(r["flips"], c, src), "",
         "## Data-level defenses against BadNets 1 % (pattern, target 7)", "",
-        f"The poisoned model's penultimate features (lenet: the 84-unit layer feeding the classifier) for every "
+        f"The poisoned model's penultimate features (lenet: the 84-unit layer feeding the classifier; `-o depth=2` "
+        "reads the 120-unit layer before it) for every "
         f"training example; each class inspected separately; flagged examples removed and a fresh model trained "
         f"with the same recipe. Poisons are {pct(d['class_share'], 1)} of class {t}'s training labels. Fixed in "
         f"advance, never from the true rate: spectral removal = 1.5 × ε with ε = 0.1 (an assumed bound on the "
         "poisons' share of a class, Tran et al.'s rule); activation clustering: 10 ICA components, 2-means, the "
         "smaller cluster flagged when it holds ≤ 35 % of its class (Chen et al.'s relative size). "
         f"TPR = poisons flagged; FPR (class {t}) = clean class-{t} images flagged; FPR (all) = clean images "
-        "flagged in all classes.", "",
+        "flagged in all classes. This run (seed 0, target 7) is the one the settings were first judged on; the "
+        "held-out runs below check whether they carry over.", "",
         table(["defense", "TPR", f"FPR (class {t})", "FPR (all)", "removed", "retrained clean Acc@1", "ASR"],
               defense_rows(r)), "",
         spectral_note(r), "",
-        table(["method", "setting (fixed before looking)", "TPR", f"FPR (class {t})", "FPR (all)", "flagged"],
+        table(["method", "features, setting", "TPR", f"FPR (class {t})", "FPR (all)", "flagged"],
               sensitivity_rows(r)), "",
+        "### Held-out runs", "",
+        "The same two detectors, settings unchanged, on BadNets 1 % runs they were not judged on: another poison "
+        "draw (seed s), another target class and another training seed (s), each (seed, target) fixed before it "
+        "ran. Diagnostic as above, for the target class.", "",
+        table(["run", "poisons (share of class)", "poisoned ASR", "defense", "TPR", "FPR (class)", "FPR (all)",
+               "retrained clean Acc@1", "ASR after", "|cos| top vector / shift"], held_out_rows(r)), "",
+        held_out_note(r), "",
     ]
+
+
+def held_out_rows(r: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for h in r["held_out"]:
+        for name in ("spectral", "activation-clustering"):
+            m = h[name]
+            rows.append([f"seed {h['seed']}, target {h['target']}",
+                         f"{h['poisons']} ({pct(h['class_share'], 1)})", pct(h["asr"]), name, pct(m["tpr"]),
+                         pct(m["fpr_class"]), pct(m["fpr_all"]), pct(m["acc1"]), pct(m["asr"]),
+                         f"{h['diagnostic']['cos_top']:.2f}" if name == "spectral" else "—"])
+    return rows
 
 
 def body3(r: dict[str, Any]) -> list[str]:
@@ -325,7 +367,13 @@ def body3(r: dict[str, Any]) -> list[str]:
         "full-split rows gave 0 % success in a 1-epoch smoke run; the full-split rows are kept. (3) The clean-label "
         "ε = 0.5 variant and the 5 % single-pixel row were added after the first results missed. The defenses' "
         "settings (spectral ε = 0.1, activation clustering's ICA-10 / 2-means / 35 %) were fixed before their "
-        "first measurement and not changed.", "",
+        "first measurement and not changed. (4) After the fixed-share spectral rule missed, two variants were tried on "
+        "this run: the 120-unit layer (`-o depth=2`) and a rate-free cut (robust z-score of the projection on the top "
+        "singular vector > 3, on the side the mean leans to; the sensitivity table's rows). On this run the z-cut at "
+        "the 120-unit layer found 97 % of the poisons with under 4 % of class 7 flagged (its row); on a held-out "
+        "poison draw (seed 1, target 3, training seed 0; a scratch run, not on this page) it found none, so it "
+        "was dropped and the library keeps Tran et al.'s rule. The held-out runs were added then, for both "
+        "detectors, to show which figures carry over: activation clustering's, met on this run, do not.", "",
         "## Published figures (for comparison; settings differ)", "", PUBLISHED,
         "## Reproduce one row with the command", "",
         "```", "advlab poison --attack badnets -o fraction=0.01 -o target=7 --model lenet --epochs 5 "

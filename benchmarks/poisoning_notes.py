@@ -74,7 +74,7 @@ def spectral_note(r: dict[str, Any]) -> str:
     """The arithmetic of a fixed removal share: the least clean share of the class it must remove."""
     m, poisons, n_clean = r["defenses"]["spectral"], r["badnets"]["poisons"], r["class_count"]
     removal = m["options"]["removal"]
-    dg = r["defenses"]["diagnostic"]
+    dg = r["defenses"]["diagnostic_depth1"]
     floor = max(0.0, (removal * (n_clean + poisons) - poisons) / n_clean)
     return (f"Tran et al.'s rule removes a fixed share (here {removal:g} = 1.5 × an assumed bound ε = "
             f"{removal / 1.5:g}) of *every* class. Class {r['target']} holds {n_clean} clean images and {poisons} "
@@ -99,6 +99,20 @@ def retrain_note(r: dict[str, Any]) -> str:
             f"suffice ({near['poisons']} poisons alone: ASR {pct(near['asr'])}), which is why the retrained "
             f"model's ASR is {pct(m['asr'])}: a detector must find nearly all poisons, not 90 %, to remove a "
             "backdoor this cheap.")
+
+
+def held_out_note(r: dict[str, Any]) -> str:
+    """Which detector figures carry over from the development run to the held-out runs."""
+    parts = []
+    for name in ("spectral", "activation-clustering"):
+        tprs = [r["defenses"][name]["tpr"]] + [h[name]["tpr"] for h in r["held_out"]]
+        asrs = [r["defenses"][name]["asr"]] + [h[name]["asr"] for h in r["held_out"]]
+        parts.append(f"{name}: poisons found {', '.join(pct(v) for v in tprs)}; ASR after retraining "
+                     f"{', '.join(pct(v) for v in asrs)} (development run first)")
+    return ("Across the three runs — " + "; ".join(parts) + ". A detector that meets the criteria on one run and "
+            "not another has not met them: the verdicts in the acceptance table take every run. The |cos| column "
+            "is Tran et al.'s condition: spectral signatures rank poisons first only when the top singular "
+            "direction of the class is the poisons' mean shift.")
 
 
 def clean_label_note(r: dict[str, Any]) -> str:

@@ -63,6 +63,15 @@ def test_spectral_removes_exactly_its_share_of_every_class():
         assert int(det.flagged[y == c].sum()) == int(0.1 * n + 0.5)
 
 
+def test_features_at_depth_two_read_the_layer_before_the_penultimate(digits_mlp, digits):
+    x = digits[0][:5]
+    linears = [m for m in digits_mlp.modules() if isinstance(m, torch.nn.Linear)]
+    assert penultimate_features(digits_mlp, x, depth=2).shape == (5, linears[-2].in_features)
+    assert penultimate_features(digits_mlp, x).shape == (5, linears[-1].in_features)
+    with pytest.raises(ValueError, match="depth"):
+        penultimate_features(digits_mlp, x, depth=len(linears) + 1)
+
+
 def test_activation_clustering_leaves_a_clean_class_alone():
     """One Gaussian blob per class: 2-means halves it, so no cluster is small enough to flag."""
     g = torch.Generator().manual_seed(1)

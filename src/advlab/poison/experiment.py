@@ -43,6 +43,7 @@ DEFENSES: dict[str, Callable[..., Any]] = {
 # Arguments the experiment supplies itself (never options); and options the experiment reads itself.
 _SUPPLIED = {"x", "y", "generator", "model", "num_classes", "target_x", "feats"}
 _OWN = {"target_index"}
+# A detector reads the input of the depth-th nn.Linear from the end (-o depth=K; 1 = penultimate, the papers').
 STRIP_N = 1000  # test inputs of each kind STRIP scores; the pool is the last STRIP_N test images
 
 
@@ -95,6 +96,7 @@ def split_options(attack: str, defense: str | None, options: dict[str, Any]) -> 
     names_a = [n for n in inspect.signature(ATTACKS[attack]).parameters if n not in _SUPPLIED]
     names_a += sorted(_OWN) if attack == "feature-collision" else []
     names_d = [n for n in inspect.signature(DEFENSES[defense]).parameters if n not in _SUPPLIED] if defense else []
+    names_d += ["depth"] if defense else []
     a_kw, d_kw = {}, {}
     for key, value in options.items():
         if key in names_a:
@@ -154,12 +156,14 @@ def backdoor_metrics(model: nn.Module, p: PoisonedData, setup: Setup, seed: int 
 def defend(setup: Setup, name: str, options: dict[str, Any], model: nn.Module, p: PoisonedData,
            progress: bool = False) -> dict[str, Any]:
     """Flag suspected poisons with the poisoned model's features, retrain without them, measure."""
+    kw = dict(options)
+    depth = kw.pop("depth", 1)
     start = time.perf_counter()
-    det = DEFENSES[name](penultimate_features(model, p.x), p.y, **options)
+    det = DEFENSES[name](penultimate_features(model, p.x, depth=depth), p.y, **kw)
     detect_seconds = time.perf_counter() - start
     inspected = p.target if p.target is not None else None
     out: dict[str, Any] = {"name": name, "options": options, **detection_rates(det, p.mask, p.y, inspected),
-                           "detect_seconds": detect_seconds}
+                           "depth": depth, "detect_seconds": detect_seconds}
     result = train_on(setup, *remove_flagged(p.x, p.y, det), progress=progress)
     out.update(acc1=result.acc1, seconds=result.seconds)
     if p.trigger is not None:
