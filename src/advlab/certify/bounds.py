@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from advlab.certify.chain import build_chain
-from advlab.certify.layers import FlattenOp, NonlinearOp, Op, ReLUOp, ScaleShiftOp
+from advlab.certify.layers import FlattenOp, NonlinearOp, Op, Relaxation, ReLUOp, ScaleShiftOp
 
 PAPER = ("Gowal et al. 2018, On the Effectiveness of Interval Bound Propagation, https://arxiv.org/abs/1810.12715; "
          "Zhang et al. 2018, CROWN, https://arxiv.org/abs/1811.00866; "
@@ -53,12 +53,12 @@ def spec_matrix(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def _concretize(a: torch.Tensor, bias: torch.Tensor, box: Box) -> torch.Tensor:
-    """min over the box of A·x + bias: A⁺·lo + A⁻·hi + bias, shape (B, S)."""
+    """Min over the box of A·x + bias: A⁺·lo + A⁻·hi + bias, shape (B, S)."""
     lo, hi = box[0].unsqueeze(1), box[1].unsqueeze(1)
     return bias + (a.clamp_min(0) * lo + a.clamp_max(0) * hi).flatten(2).sum(2)
 
 
-def backward_lower(ops: list[Op], a: torch.Tensor, end: int, stop: int, relax: dict[int, object],
+def backward_lower(ops: list[Op], a: torch.Tensor, end: int, stop: int, relax: dict[int, Relaxation],
                    box: Box) -> torch.Tensor:
     """Lower bounds of the linear functions ``a`` of op ``end − 1``'s output, over op ``stop``'s input box.
 
@@ -77,7 +77,7 @@ def backward_lower(ops: list[Op], a: torch.Tensor, end: int, stop: int, relax: d
     return _concretize(a, bias, box)
 
 
-def crown_interval(ops: list[Op], end: int, relax: dict[int, object], box: Box,
+def crown_interval(ops: list[Op], end: int, relax: dict[int, Relaxation], box: Box,
                    neurons: torch.Tensor | None = None) -> Box:
     """CROWN lower and upper bounds of elements of op ``end − 1``'s output (back to the input box).
 
@@ -103,14 +103,16 @@ def crown_interval(ops: list[Op], end: int, relax: dict[int, object], box: Box,
 
 
 def _exact_by_ibp(ops: list[Op], end: int) -> bool:
-    """Whether IBP is already exact for op ``end − 1``'s output: affine ops only, at most one of them
-    not element-wise (|D₂ W D₁| = |D₂| |W| |D₁| for diagonal D)."""
+    """Whether IBP is already exact for op ``end − 1``'s output.
+
+    True for affine ops only with at most one of them not element-wise (|D₂ W D₁| = |D₂| |W| |D₁| for diagonal D).
+    """
     if any(isinstance(op, NonlinearOp) for op in ops[:end]):
         return False
     return sum(not isinstance(op, (ScaleShiftOp, FlattenOp)) for op in ops[:end]) <= 1
 
 
-def _tighten(ops: list[Op], i: int, relax: dict[int, object], bounds: list[Box]) -> Box:
+def _tighten(ops: list[Op], i: int, relax: dict[int, Relaxation], bounds: list[Box]) -> Box:
     """CROWN bounds of nonlinear op ``i``'s input intersected with its IBP bounds ``bounds[i]``.
 
     For a ReLU only the neurons unstable under IBP somewhere in the batch are re-bounded: a stable
@@ -130,7 +132,7 @@ def _tighten(ops: list[Op], i: int, relax: dict[int, object], bounds: list[Box])
     return torch.maximum(lo, clo), torch.minimum(hi, chi)
 
 
-def intermediate_bounds(ops: list[Op], box: Box, method: Method) -> tuple[list[Box], dict[int, object]]:
+def intermediate_bounds(ops: list[Op], box: Box, method: Method) -> tuple[list[Box], dict[int, Relaxation]]:
     """Bounds of every op's input (index ``len(ops)``: the output) and each nonlinear op's relaxation.
 
     IBP throughout for ``"ibp"`` and ``"crown-ibp"``; for ``"crown"`` the input of every nonlinear op
@@ -138,7 +140,7 @@ def intermediate_bounds(ops: list[Op], box: Box, method: Method) -> tuple[list[B
     where IBP is already exact).
     """
     bounds: list[Box] = [box]
-    relax: dict[int, object] = {}
+    relax: dict[int, Relaxation] = {}
     for i, op in enumerate(ops):
         if isinstance(op, NonlinearOp):
             if method == "crown" and i > 0 and not isinstance(ops[i - 1], NonlinearOp) and not _exact_by_ibp(ops, i):
@@ -230,8 +232,10 @@ def logit_bounds(
     model: nn.Module, x: torch.Tensor, eps: float, *, method: Method = "ibp",
     bounds: tuple[float, float] = (0.0, 1.0),
 ) -> Box:
-    """Lower and upper bounds of every logit over the clipped L∞ ball (for ``"crown-ibp"``: IBP
-    intermediate bounds and a CROWN pass for the logits)."""
+    """Lower and upper bounds of every logit over the clipped L∞ ball.
+
+    For ``"crown-ibp"``: IBP intermediate bounds and a CROWN pass for the logits.
+    """
     ops = _check(model, x, eps, method)
     box = input_box(x, eps, bounds)
     with torch.no_grad():

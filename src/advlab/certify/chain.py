@@ -41,7 +41,7 @@ _FLATTEN_FUNCS = (torch.flatten,)
 class _Tracer(torch.fx.Tracer):
     """Stops at the supported layers (so Normalize stays one node) and at any other standard layer."""
 
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:  # noqa: D102
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
 
 
@@ -54,7 +54,7 @@ def trace(model: nn.Module) -> torch.fx.Graph:
     """The model's forward graph with supported layers as leaves (ValueError when it cannot be traced)."""
     try:
         return _Tracer().trace(model)
-    except Exception as e:  # noqa: BLE001 - any tracing failure is reported as one line
+    except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"certify: cannot trace {type(model).__name__} into a chain of layers: {msg}") from None
 
@@ -94,10 +94,10 @@ def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, 
 def _function_op(node: torch.fx.Node, shape: tuple[int, ...]) -> Op:
     """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1))."""
     target = node.target
-    if node.op == "call_function" and target in _RELU_FUNCS or node.op == "call_method" and target == "relu":
+    if (node.op == "call_function" and target in _RELU_FUNCS) or (node.op == "call_method" and target == "relu"):
         return ReLUOp(node.name, shape)
-    is_flatten = node.op == "call_function" and target in _FLATTEN_FUNCS or node.op == "call_method" and \
-        target == "flatten"
+    is_flatten = (node.op == "call_function" and target in _FLATTEN_FUNCS) or (node.op == "call_method" and \
+        target == "flatten")
     if is_flatten:
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
@@ -168,8 +168,14 @@ def build_chain(model: nn.Module, in_shape: tuple[int, ...]) -> list[Op]:
 
 
 def _node_op(node: torch.fx.Node, modules: dict[str, nn.Module], shape: tuple[int, ...], x: torch.Tensor) -> Op:
+    """The op of a node, its output shape found by running the layer once on ``x``.
+
+    Never a layer whose forward changes state: BatchNorm and Dropout keep their shape and are not run.
+    """
     if node.op == "call_module":
         m = modules[str(node.target)]
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout)):
+            return _module_op(str(node.target), m, shape, shape)
         with torch.no_grad():
             out: Any = m(x)
         return _module_op(str(node.target), m, shape, tuple(out.shape[1:]))

@@ -25,6 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Pair = tuple[int, int]
+ConvGeometry = tuple[Pair, Pair, Pair, int]  # stride, padding, dilation, groups
+# A nonlinear op's two bounding lines per output element (their meaning is the op's; see relax()).
+Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _pair(v: object) -> Pair:
+    t = nn.modules.utils._pair(v)
+    return int(t[0]), int(t[1])
+
 
 def _flat(a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """(B, S, *shape) → (B·S, *shape)."""
@@ -104,10 +114,11 @@ class LinearOp(AffineOp):
 class ConvOp(AffineOp):
     """``nn.Conv2d`` with zero padding (also AvgPool2d, as a depthwise convolution of constant weights)."""
 
-    def __init__(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None, conv: dict[str, object],
+    def __init__(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None, conv: ConvGeometry,
                  in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
         super().__init__(name, in_shape, out_shape)
-        self.weight, self.bias, self.conv = weight, bias, conv
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding, self.dilation, self.groups = conv
 
     @classmethod
     def from_module(cls, name: str, m: nn.Conv2d, in_shape: tuple[int, ...],
@@ -116,27 +127,29 @@ class ConvOp(AffineOp):
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise ValueError(f"certify: unsupported layer {name!r} (Conv2d with padding={m.padding!r}, "
                              f"padding_mode={m.padding_mode!r}; only numeric zero padding)")
-        conv = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups}
+        conv = (_pair(m.stride), _pair(m.padding), _pair(m.dilation), m.groups)
         return cls(name, m.weight, m.bias, conv, in_shape, out_shape)
 
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return F.conv2d(x, self.weight, self.bias, **self.conv)  # type: ignore[arg-type]
+        return self._conv(x, self.weight, self.bias)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return F.conv2d(x, self.weight, None, **self.conv)  # type: ignore[arg-type]
+        return self._conv(x, self.weight, None)
 
     def abs_linear(self, r: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return F.conv2d(r, self.weight.abs(), None, **self.conv)  # type: ignore[arg-type]
+        return self._conv(r, self.weight.abs(), None)
 
     def transpose(self, a: torch.Tensor) -> torch.Tensor:  # noqa: D102
         b, s = a.shape[:2]
-        stride, pad, dil = (tuple(self.conv[k]) for k in ("stride", "padding", "dilation"))  # type: ignore[call-overload]
+        stride, pad, dil = self.stride, self.padding, self.dilation
         k = self.weight.shape[2:]
         extra = [self.in_shape[1 + i] - ((self.out_shape[1 + i] - 1) * stride[i] - 2 * pad[i]
                                          + dil[i] * (k[i] - 1) + 1) for i in range(2)]
         out = F.conv_transpose2d(_flat(a, self.out_shape), self.weight, None, stride=stride, padding=pad,
-                                 output_padding=tuple(extra), groups=int(self.conv["groups"]),  # type: ignore[call-overload]
-                                 dilation=dil)
+                                 output_padding=(extra[0], extra[1]), groups=self.groups, dilation=dil)
         return out.reshape(b, s, *self.in_shape)
 
     def bias_term(self, a: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -147,13 +160,13 @@ class ConvOp(AffineOp):
 
 def avgpool_op(name: str, m: nn.AvgPool2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> ConvOp:
     """``nn.AvgPool2d`` as a depthwise convolution (zero padding counted, as ``count_include_pad``)."""
-    k, s, p = (nn.modules.utils._pair(v) for v in (m.kernel_size, m.stride, m.padding))
+    k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
     if m.ceil_mode or (not m.count_include_pad and any(p)):
         raise ValueError(f"certify: unsupported layer {name!r} (AvgPool2d with ceil_mode or count_include_pad=False)")
     c = in_shape[0]
     div = m.divisor_override or k[0] * k[1]
     weight = torch.full((c, 1, k[0], k[1]), 1.0 / div)
-    conv = {"stride": s, "padding": p, "dilation": (1, 1), "groups": c}
+    conv = (s, p, (1, 1), c)
     return ConvOp(name, weight, None, conv, in_shape, out_shape)
 
 
@@ -195,8 +208,11 @@ class FlattenOp(AffineOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return x.flatten(1)
 
-    linear = forward
-    abs_linear = forward
+    def linear(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x.flatten(1)
+
+    def abs_linear(self, r: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return r.flatten(1)
 
     def transpose(self, a: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return a.reshape(*a.shape[:2], *self.in_shape)
@@ -210,11 +226,11 @@ class NonlinearOp(Op):
 
     affine = False
 
-    def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> object:
+    def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> Relaxation:
         """The relaxation for input bounds ``lo``, ``hi`` (an op-specific object)."""
         raise NotImplementedError
 
-    def backward(self, a: torch.Tensor, relaxation: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(self, a: torch.Tensor, relaxation: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:
         """A lower bound of A·out as A'·in + c: returns (A', c); c has shape (B, S)."""
         raise NotImplementedError
 
@@ -231,7 +247,7 @@ class ReLUOp(NonlinearOp):
     def ibp(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         return F.relu(lo), F.relu(hi)
 
-    def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> Relaxation:
         """(lower slope, upper slope, upper intercept) per neuron; the lower intercept is 0."""
         active, unstable = lo >= 0, (lo < 0) & (hi > 0)
         width = (hi - lo).clamp_min(1e-12)
@@ -240,8 +256,8 @@ class ReLUOp(NonlinearOp):
         low_slope = torch.where(unstable, (hi > -lo).to(lo.dtype), active.to(lo.dtype))
         return low_slope.detach(), up_slope, up_icpt
 
-    def backward(self, a: torch.Tensor, relaxation: object) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
-        low, up, icpt = relaxation  # type: ignore[misc]
+    def backward(self, a: torch.Tensor, relaxation: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        low, up, icpt = relaxation
         pos, neg = a.clamp_min(0), a.clamp_max(0)
         new = pos * low.unsqueeze(1) + neg * up.unsqueeze(1)
         return new, (neg * icpt.unsqueeze(1)).flatten(2).sum(2)
@@ -254,8 +270,7 @@ class MaxPoolOp(NonlinearOp):
         if m.ceil_mode or m.return_indices:
             raise ValueError(f"certify: unsupported layer {name!r} (MaxPool2d with ceil_mode or return_indices)")
         super().__init__(name, in_shape, out_shape)
-        self.k, self.s, self.p, self.d = (nn.modules.utils._pair(v) for v in (m.kernel_size, m.stride,
-                                                                                   m.padding, m.dilation))
+        self.k, self.s, self.p, self.d = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.max_pool2d(x, self.k, self.s, self.p, self.d)
@@ -270,7 +285,7 @@ class MaxPoolOp(NonlinearOp):
         b, c = v.shape[:2]
         return cols.reshape(b, c, self.k[0] * self.k[1], -1).transpose(2, 3)
 
-    def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> Relaxation:
         """(lower one-hot, upper one-hot, upper constant), windows as (B, C, L, K)."""
         wl, wu = self._windows(lo), self._windows(hi)
         best = wl.argmax(-1, keepdim=True)
@@ -289,8 +304,8 @@ class MaxPoolOp(NonlinearOp):
         out = out[:, :, self.p[0]: h - self.p[0], self.p[1]: w - self.p[1]]
         return out.reshape(b, s, *self.in_shape)
 
-    def backward(self, a: torch.Tensor, relaxation: object) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
-        low, up, const = relaxation  # type: ignore[misc]
+    def backward(self, a: torch.Tensor, relaxation: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        low, up, const = relaxation
         a = a.flatten(3)  # (B, S, C, L)
         pos, neg = a.clamp_min(0), a.clamp_max(0)
         coef = pos.unsqueeze(-1) * low.unsqueeze(1) + neg.unsqueeze(-1) * up.unsqueeze(1)

@@ -57,7 +57,8 @@ class IBPTraining(TrainingDefense):
         for arg in ("warmup", "ramp", "kappa_end"):
             _unit(arg, getattr(self, arg))
         if self.warmup + self.ramp > 1:
-            raise ValueError(f"warmup + ramp: expected at most 1 (fractions of training), got {self.warmup + self.ramp}")
+            raise ValueError(f"warmup + ramp: expected at most 1 (fractions of training), "
+                             f"got {self.warmup + self.ramp}")
         if self.schedule not in ("linear", "smooth"):
             raise ValueError(f"schedule: expected 'linear' or 'smooth', got {self.schedule!r}")
         self.bounds = (float(self.bounds[0]), float(self.bounds[1]))

@@ -49,7 +49,8 @@ from advlab.defenses.regularizers import GradNormPenalty, Parseval, parseval_lay
 from advlab.train import TrainingDefense
 
 __all__ = [
-    "DEFENSES", "AdversarialTraining", "CrownIBPTraining", "DistillationStudent", "FastAdversarialTraining", "GradNormPenalty", "IBPTraining",
+    "DEFENSES", "AdversarialTraining", "CrownIBPTraining", "DistillationStudent", "FastAdversarialTraining",
+    "GradNormPenalty", "IBPTraining",
     "NegativeImages", "Parseval", "TemperatureTeacher", "Trades", "distill", "list_training_defenses",
     "make_training_defense", "parseval_layers", "spectral_norms",
 ]
