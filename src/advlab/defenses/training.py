@@ -40,6 +40,7 @@ from advlab.defenses.adversarial import (
     Trades,
 )
 from advlab.defenses.distillation import DistillationStudent, TemperatureTeacher, distill
+from advlab.defenses.noise import GaussianNoise
 from advlab.defenses.regularizers import GradNormPenalty, Parseval, parseval_layers, spectral_norms
 from advlab.train import TrainingDefense
 
@@ -60,6 +61,7 @@ DEFENSES: dict[str, Callable[..., TrainingDefense]] = {
     "parseval": Parseval,
     "gradnorm": GradNormPenalty,
     "distill": DistillationStudent,
+    "gaussian-noise": GaussianNoise,
 }
 
 
