@@ -28,7 +28,7 @@ class Constant(nn.Module):
         super().__init__()
         self.c = c
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.zeros(len(x), 4)
         z[:, self.c] = 1.0
         return z
@@ -42,7 +42,7 @@ class HalfSpace(nn.Module):
         self.register_buffer("w", w)
         self.b = b
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.flatten(1) @ self.w.flatten() + self.b
         return torch.stack([-s, s], 1)
 
@@ -194,3 +194,72 @@ def test_gaussian_noise_training_is_deterministic(digits):
     assert torch.equal(runs[0], runs[1]) and res.acc1 > 0.5
     with pytest.raises(ValueError, match="sigma"):
         make_training_defense("gaussian-noise", sigma=-1.0)
+
+
+# --- Lipschitz ------------------------------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1e-3, 0.1, 1.0, 5.0]))
+def test_lipschitz_bounds_the_change_of_the_logits(digits_mlp, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(64, 1, 8, 8, generator=g)
+    x2 = x + scale * torch.randn(x.shape, generator=g)
+    for model in (digits_mlp, _small_conv(seed % 5)):
+        lip = lipschitz_constant(model, (1, 8, 8))
+        ratio = (model(x) - model(x2)).norm(dim=1) / (x - x2).flatten(1).norm(dim=1)
+        assert float(ratio.max()) <= lip * (1 + 1e-5)
+
+
+def test_lipschitz_bounds_the_jacobian_and_conv_norms_are_exact():
+    model = _small_conv(1)
+    lip = lipschitz_constant(model, (1, 8, 8))
+    for seed in range(5):
+        x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        jac = torch.autograd.functional.jacobian(lambda v: model(v.view(1, 1, 8, 8))[0], x.flatten())
+        assert float(torch.linalg.matrix_norm(jac, 2)) <= lip * (1 + 1e-5)
+    conv = nn.Conv2d(1, 3, 3, padding=1).eval().requires_grad_(False)
+    exact = lipschitz_constant(conv, (1, 8, 8))
+    jac = torch.autograd.functional.jacobian(lambda v: conv(v.view(1, 1, 8, 8)).flatten(), torch.zeros(64))
+    assert exact == pytest.approx(float(torch.linalg.matrix_norm(jac.double(), 2)), rel=1e-6)
+    assert lipschitz_constant(conv, (1, 8, 8), max_entries=0) >= exact  # the im2col bound is an upper bound
+
+
+def test_no_l2_attack_breaks_an_example_inside_its_lipschitz_radius(digits, digits_mlp):
+    x, y = digits[2][:200], digits[3][:200]
+    pred, radius = lipschitz_radius(digits_mlp, x, y)
+    assert (radius[pred != y] == 0).all()
+    eps = float(radius[radius > 0].median())
+    keep = radius >= eps
+    xs, ys = x[keep], y[keep]
+    threat = ThreatModel("l2", eps)
+    g = torch.Generator().manual_seed(0)
+    for name, params in (("pgd", {"steps": 50, "restarts": 2}), ("cw", {"steps": 100})):
+        res = get_attack(name)(digits_mlp, xs, ys, threat, generator=g, **params)
+        assert (digits_mlp(res.x_adv).argmax(1) == ys).all(), name
+        assert not res.success.any(), name
+
+
+def test_lipschitz_unsupported_layers_get_one_line_errors(digits):
+    cases = [
+        (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh()), "Tanh"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, dilation=2)), "dilated"),
+    ]
+    for model, match in cases:
+        with pytest.raises(ValueError, match=match) as e:
+            lipschitz_constant(model.eval(), (1, 8, 8))
+        assert "\n" not in str(e.value)
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            v = x.flatten(1)
+            return self.fc(v) + v
+
+    with pytest.raises(ValueError, match="chain"):
+        lipschitz_constant(Residual(), (1, 8, 8))
+    with pytest.raises(ValueError, match="y"):
+        lipschitz_radius(_small_conv(), digits[2][:3], torch.tensor([1, 2]))
+    assert math.isfinite(lipschitz_constant(_small_conv(), (1, 8, 8)))

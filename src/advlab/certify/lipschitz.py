@@ -49,7 +49,7 @@ _ONE_METHODS = {"flatten", "view", "reshape", "relu", "contiguous"}
 class _Tracer(fx.Tracer):
     """symbolic_trace's tracer, with advlab's Normalize kept as one layer."""
 
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: D102
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, Normalize) or super().is_leaf_module(m, module_qualified_name)
 
 
@@ -134,6 +134,8 @@ def _node_norm(node: fx.Node, modules: dict[str, nn.Module], x: torch.Tensor, ma
 def _trace(model: nn.Module) -> fx.GraphModule:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    if _Tracer().is_leaf_module(model, ""):  # one layer: trace it as a chain of one
+        model = nn.Sequential(model)
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # fx raises many kinds on data-dependent control flow

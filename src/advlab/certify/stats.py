@@ -27,7 +27,8 @@ def _counts(k: torch.Tensor | int, n: torch.Tensor | int) -> tuple[torch.Tensor,
     nt = torch.as_tensor(n)
     if kt.is_floating_point() or nt.is_floating_point():
         raise TypeError("k, n: expected integer counts, got floating-point values")
-    kt, nt = torch.broadcast_tensors(kt.long(), nt.long())
+    shape = torch.broadcast_shapes(kt.shape, nt.shape)  # type: ignore[no-untyped-call]
+    kt, nt = kt.long().expand(shape), nt.long().expand(shape)
     if bool((kt < 0).any()) or bool((kt > nt).any()):
         raise ValueError("k, n: expected 0 <= k <= n for every count")
     return kt, nt
@@ -88,4 +89,5 @@ def binom_test_half(k: torch.Tensor | int, n: torch.Tensor | int) -> torch.Tenso
 
 def normal_ppf(p: torch.Tensor) -> torch.Tensor:
     """Φ⁻¹, the standard normal quantile, in float64 (torch.special.ndtri)."""
-    return torch.special.ndtri(p.double())
+    out: torch.Tensor = torch.special.ndtri(p.double())
+    return out
