@@ -26,6 +26,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("advlab.models",)),
     ("train", ("advlab.train",)),
     ("attacks", ("advlab.attacks",)),
+    ("certify", ("advlab.certify",)),
     ("defenses", ("advlab.defenses",)),
     ("results", ("advlab.results",)),
     ("report", ("advlab.report",)),

@@ -9,7 +9,7 @@ import importlib
 from types import ModuleType
 
 # One module per sub-command (or group); imported explicitly, in this order, for ``--help``.
-MODULES: tuple[str, ...] = ("models", "train", "attack", "evaluate", "transfer", "poison")
+MODULES: tuple[str, ...] = ("models", "train", "attack", "evaluate", "certify", "transfer", "poison")
 
 
 def modules() -> list[ModuleType]:

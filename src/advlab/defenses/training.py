@@ -25,6 +25,10 @@ registry by name; the defenses live in :mod:`.adversarial`, :mod:`.regularizers`
 * ``distill`` — Papernot et al. 2016 (https://arxiv.org/abs/1511.04508): a teacher trained with
   softmax at temperature T labels the training set with soft labels at T; the student is
   trained on them at T and deployed at T = 1 (its raw logits).
+* ``ibp`` — Gowal et al. 2018 (https://arxiv.org/abs/1810.12715): κ·CE(clean) + (1−κ)·CE(worst-case
+  logits from interval bounds), ε and κ ramped after a warm-up (:mod:`advlab.certify.training`).
+* ``crown-ibp`` — Zhang et al. 2020 (https://arxiv.org/abs/1906.06316): the same with the bound
+  β·CROWN-IBP + (1−β)·IBP, β 1 → 0 and κ 1 → 0 over the ramp.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from advlab._checks import suggest
+from advlab.certify.training import CrownIBPTraining, IBPTraining
 from advlab.defenses.adversarial import (
     AdversarialTraining,
     FastAdversarialTraining,
@@ -40,11 +45,13 @@ from advlab.defenses.adversarial import (
     Trades,
 )
 from advlab.defenses.distillation import DistillationStudent, TemperatureTeacher, distill
+from advlab.defenses.noise import GaussianNoise
 from advlab.defenses.regularizers import GradNormPenalty, Parseval, parseval_layers, spectral_norms
 from advlab.train import TrainingDefense
 
 __all__ = [
-    "DEFENSES", "AdversarialTraining", "DistillationStudent", "FastAdversarialTraining", "GradNormPenalty",
+    "DEFENSES", "AdversarialTraining", "CrownIBPTraining", "DistillationStudent", "FastAdversarialTraining",
+    "GradNormPenalty", "IBPTraining",
     "NegativeImages", "Parseval", "TemperatureTeacher", "Trades", "distill", "list_training_defenses",
     "make_training_defense", "parseval_layers", "spectral_norms",
 ]
@@ -60,6 +67,9 @@ DEFENSES: dict[str, Callable[..., TrainingDefense]] = {
     "parseval": Parseval,
     "gradnorm": GradNormPenalty,
     "distill": DistillationStudent,
+    "ibp": IBPTraining,
+    "crown-ibp": CrownIBPTraining,
+    "gaussian-noise": GaussianNoise,
 }
 
 

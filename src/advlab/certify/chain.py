@@ -1,0 +1,184 @@
+"""A model as a chain of bound-propagation layers, read with ``torch.fx`` (the model is never changed).
+
+advlab's networks are not ``nn.Sequential`` (LeNet-5 is ``norm`` → ``features`` →
+``.flatten(1)`` → ``classifier``), so the forward code is traced symbolically: every standard
+layer and :class:`advlab.models.nets.Normalize` is a leaf, and the traced graph must be a single
+chain (each operation's input is the previous one's output). Supported: Linear, Conv2d, ReLU,
+Flatten / ``flatten(1)``, BatchNorm1d/2d in eval mode, AvgPool2d, MaxPool2d, Normalize,
+Identity and Dropout in eval mode. Anything else is a one-line ``ValueError`` naming the layer.
+"""
+
+from __future__ import annotations
+
+import operator
+import weakref
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.certify.layers import (
+    ConvOp,
+    FlattenOp,
+    LinearOp,
+    MaxPoolOp,
+    Op,
+    ReLUOp,
+    ScaleShiftOp,
+    avgpool_op,
+)
+from advlab.models.nets import Normalize
+
+LEAVES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
+          nn.MaxPool2d, nn.Identity, nn.Dropout, Normalize)
+_Step = tuple[torch.fx.Node, tuple[int, ...], tuple[int, ...]]
+_RELU_FUNCS = (F.relu, torch.relu, torch.nn.functional.relu)
+_FLATTEN_FUNCS = (torch.flatten,)
+
+
+class _Tracer(torch.fx.Tracer):
+    """Stops at the supported layers (so Normalize stays one node) and at any other standard layer."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
+
+
+def _unsupported(name: str, what: str) -> ValueError:
+    return ValueError(f"certify: unsupported layer {name!r} ({what}); supported: Linear, Conv2d, ReLU, Flatten, "
+                      "BatchNorm (eval), AvgPool2d, MaxPool2d, Normalize, Identity, Dropout (eval)")
+
+
+def trace(model: nn.Module) -> torch.fx.Graph:
+    """The model's forward graph with supported layers as leaves (ValueError when it cannot be traced)."""
+    try:
+        return _Tracer().trace(model)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"certify: cannot trace {type(model).__name__} into a chain of layers: {msg}") from None
+
+
+def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, ...]) -> Op:
+    """The op for a leaf module with input shape ``shape`` and output shape ``out``."""
+    if isinstance(m, nn.Linear):
+        return LinearOp(name, m, shape)
+    if isinstance(m, nn.Conv2d):
+        return ConvOp.from_module(name, m, shape, out)
+    if isinstance(m, nn.ReLU):
+        return ReLUOp(name, shape)
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise _unsupported(name, f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim})")
+        return FlattenOp(name, shape)
+    if isinstance(m, nn.MaxPool2d):
+        return MaxPoolOp(name, m, shape, out)
+    if isinstance(m, nn.AvgPool2d):
+        return avgpool_op(name, m, shape, out)
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if m.training:
+            raise ValueError(f"certify: layer {name!r} ({type(m).__name__}) is in train mode: its output depends on "
+                             "the batch; call model.eval() (bounds need the running statistics)")
+        return ScaleShiftOp.of_module(name, m, shape)
+    if isinstance(m, nn.Dropout):
+        if m.training and m.p > 0:
+            raise ValueError(f"certify: layer {name!r} (Dropout) is in train mode; call model.eval()")
+        return ScaleShiftOp(name, torch.ones(()), torch.zeros(()), shape)
+    if isinstance(m, Normalize):
+        return ScaleShiftOp.of_module(name, m, shape)
+    if isinstance(m, nn.Identity):
+        return ScaleShiftOp(name, torch.ones(()), torch.zeros(()), shape)
+    raise _unsupported(name, type(m).__name__)
+
+
+def _function_op(node: torch.fx.Node, shape: tuple[int, ...]) -> Op:
+    """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1))."""
+    target = node.target
+    if (node.op == "call_function" and target in _RELU_FUNCS) or (node.op == "call_method" and target == "relu"):
+        return ReLUOp(node.name, shape)
+    is_flatten = (node.op == "call_function" and target in _FLATTEN_FUNCS) or (node.op == "call_method" and \
+        target == "flatten")
+    if is_flatten:
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+        if start == 1 and end == -1:
+            return FlattenOp(node.name, shape)
+    what = getattr(target, "__name__", str(target))
+    if target in (operator.getitem,):
+        what = "indexing"
+    raise _unsupported(node.name, f"{node.op} {what}")
+
+
+def _check_args(node: torch.fx.Node, prev: torch.fx.Node) -> None:
+    """The node's only tensor input is the previous node's output (a chain, no branches)."""
+    nodes = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+    if nodes != [prev]:
+        raise ValueError(f"certify: unsupported layer {node.name!r} ({node.op} {node.target}): not a chain "
+                         "(inputs other than the previous layer's output: branches, residuals or attributes)")
+
+
+# Per model and input shape: each layer's traced node with its input and output shapes. Only the
+# structure is cached; the ops (and the mode checks) are rebuilt from the live modules on every call.
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], list[_Step]]] = weakref.WeakKeyDictionary()
+
+
+def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
+    """The chain's nodes with their shapes (validated: a single chain of supported operations)."""
+    graph = trace(model)
+    modules = dict(model.named_modules())
+    steps: list[_Step] = []
+    prev: torch.fx.Node | None = None
+    shape = tuple(in_shape)
+    x = torch.zeros(1, *shape)
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if prev is not None:
+                raise ValueError("certify: the model takes more than one input")
+            prev = node
+            continue
+        assert prev is not None
+        if node.op == "output":
+            if node.args[0] is not prev:
+                raise ValueError("certify: the model's output is not the last layer's output")
+            break
+        _check_args(node, prev)
+        op = _node_op(node, modules, shape, x)
+        with torch.no_grad():
+            x = op.forward(x)
+        steps.append((node, shape, tuple(x.shape[1:])))
+        shape = steps[-1][2]
+        prev = node
+    return steps
+
+
+def build_chain(model: nn.Module, in_shape: tuple[int, ...]) -> list[Op]:
+    """The model as a list of ops for inputs of shape ``in_shape`` (without the batch dimension)."""
+    in_shape = tuple(in_shape)
+    plans = _PLANS.setdefault(model, {})
+    if in_shape not in plans:
+        plans[in_shape] = _plan(model, in_shape)
+    modules = dict(model.named_modules())
+    ops = []
+    for node, shape, out in plans[in_shape]:
+        if node.op == "call_module":
+            ops.append(_module_op(str(node.target), modules[str(node.target)], shape, out))
+        else:
+            ops.append(_function_op(node, shape))
+    return ops
+
+
+def _node_op(node: torch.fx.Node, modules: dict[str, nn.Module], shape: tuple[int, ...], x: torch.Tensor) -> Op:
+    """The op of a node, its output shape found by running the layer once on ``x``.
+
+    Never a layer whose forward changes state: BatchNorm and Dropout keep their shape and are not run.
+    """
+    if node.op == "call_module":
+        m = modules[str(node.target)]
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout)):
+            return _module_op(str(node.target), m, shape, shape)
+        with torch.no_grad():
+            out: Any = m(x)
+        return _module_op(str(node.target), m, shape, tuple(out.shape[1:]))
+    if node.op in ("call_function", "call_method"):
+        return _function_op(node, shape)
+    raise _unsupported(node.name, f"{node.op} {node.target}")

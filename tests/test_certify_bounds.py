@@ -1,0 +1,200 @@
+"""Bound propagation (IBP, CROWN-IBP, CROWN): soundness, tightness, errors, certified training."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advlab.attacks import get_attack
+from advlab.certify import build_chain, input_box, logit_bounds, margin_lower_bounds, verified
+from advlab.certify.training import CrownIBPTraining, IBPTraining
+from advlab.defenses import make_training_defense
+from advlab.models import create_model
+from advlab.models.nets import Normalize
+from advlab.threat import ThreatModel
+from advlab.train import TrainConfig, fit
+
+METHODS = ("ibp", "crown-ibp", "crown")
+
+
+class ConvNet(nn.Module):
+    """Every supported layer kind on 1×8×8 inputs, not an nn.Sequential (flatten in forward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = Normalize(0.3, 0.4)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1, stride=1), nn.ReLU(), nn.AvgPool2d(2), nn.Dropout(0.1),
+        )
+        self.fc1 = nn.Linear(24, 16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(self.norm(x)).flatten(1)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+def _random_convnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    net = ConvNet()
+    bn = net.features[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(-1.5, 1.5)  # negative scales too
+    return net.eval()
+
+
+def _points(x: torch.Tensor, eps: float, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` points per example in the clipped box: half uniform, half box corners."""
+    lo, hi = input_box(x, eps)
+    u = torch.rand(len(x), count, *x.shape[1:], generator=gen)
+    corners = (torch.rand(len(x), count, *x.shape[1:], generator=gen) < 0.5).float()
+    t = torch.where(torch.arange(count).reshape(1, -1, *[1] * (x.ndim - 1)) < count // 2, u, corners)
+    return lo.unsqueeze(1) + t * (hi - lo).unsqueeze(1)
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.01, 0.05, 0.2]))
+def test_bounds_contain_logits_on_random_points(seed, eps, digits):
+    """IBP, CROWN-IBP and CROWN contain the logits and the margins: 4 draws × 4 images × 800 points each."""
+    model = _random_convnet(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = digits[2][seed % 300: seed % 300 + 4], digits[3][seed % 300: seed % 300 + 4]
+    pts = _points(x, eps, 800, gen)
+    with torch.no_grad():
+        z = model(pts.flatten(0, 1)).reshape(len(x), 800, 10)
+    margins = z.gather(2, y.reshape(-1, 1, 1).expand(-1, 800, 1)) - z
+    for method in METHODS:
+        lo, hi = logit_bounds(model, x, eps, method=method)
+        assert (z >= lo.unsqueeze(1) - 1e-4).all() and (z <= hi.unsqueeze(1) + 1e-4).all(), method
+        mlb = margin_lower_bounds(model, x, y, eps, method=method).unsqueeze(1)  # +inf at the true class
+        assert ((margins >= mlb - 1e-4) | mlb.isinf()).all(), method
+
+
+def test_crown_tighter_than_ibp_on_average(digits_mlp, digits):
+    """On the digits MLP's margins, CROWN ≥ CROWN-IBP-or-IBP on average (and exact at ε = 0)."""
+    x, y = digits[2][:64], digits[3][:64]
+    means = {}
+    for method in METHODS:
+        m = margin_lower_bounds(digits_mlp, x, y, 0.02, method=method)
+        means[method] = float(m[m.isfinite()].mean())
+    assert means["crown"] >= means["crown-ibp"] - 1e-4 and means["crown"] > means["ibp"], means
+    with torch.no_grad():
+        z = digits_mlp(x)
+    exact = (z.gather(1, y[:, None]) - z).scatter(1, y[:, None], float("inf"))
+    for method in METHODS:
+        assert torch.allclose(margin_lower_bounds(digits_mlp, x, y, 0.0, method=method), exact, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def ibp_mlp(digits):
+    """A digits MLP trained with IBP at ε = 0.1 (verifies a good share of the test set at 0.05)."""
+    xtr, ytr, xte, yte = digits
+    model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=64, mean=0.3, std=0.4)
+    defense = make_training_defense("ibp", eps=0.1, warmup=0.1, ramp=0.5)
+    fit(model, (xtr, ytr), (xte, yte), TrainConfig(epochs=20, batch_size=64, lr=3e-3, seed=0),
+        defense=defense, progress=False)
+    return model
+
+
+def test_verified_examples_resist_pgd(ibp_mlp, digits):
+    """Soundness: no example verified at ε is misclassified by PGD with restarts at ε."""
+    x, y = digits[2], digits[3]
+    eps = 0.05
+    ok = verified(ibp_mlp, x, y, eps, method="crown")
+    assert ok.float().mean() > 0.3, float(ok.float().mean())  # the check has examples to check
+    for method in ("ibp", "crown-ibp"):
+        assert not (verified(ibp_mlp, x, y, eps, method=method) & ~ok).any(), method  # CROWN ⊇ here
+    res = get_attack("pgd")(ibp_mlp, x[ok], y[ok], ThreatModel("linf", eps), steps=50, restarts=3,
+                            generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ibp_mlp(res.x_adv).argmax(1) == y[ok]).all()
+
+
+def test_unsupported_layer_is_named():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10))
+    with pytest.raises(ValueError, match=r"unsupported layer '2' \(Tanh\)"):
+        verified(net, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 0.1)
+
+
+def test_residual_is_refused():
+    class Res(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+            self.out = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = x.flatten(1)
+            return self.out(h + self.fc(h))
+
+    with pytest.raises(ValueError, match="not a chain"):
+        build_chain(Res(), (1, 8, 8))
+
+
+def test_batchnorm_in_train_mode_is_refused_and_model_untouched():
+    model = _random_convnet(0).train()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"'features.1' \(BatchNorm2d\) is in train mode"):
+        verified(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 0.1)
+    model.eval()
+    flags = [p.requires_grad for p in model.parameters()]
+    for method in METHODS:
+        verified(model, torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), 0.1, method=method)
+    assert not model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lenet_chain_matches_model():
+    model = create_model("lenet").eval()
+    x = torch.rand(3, 1, 28, 28)
+    ops = build_chain(model, (1, 28, 28))
+    assert [type(op).__name__ for op in ops][:4] == ["ScaleShiftOp", "ConvOp", "ReLUOp", "MaxPoolOp"]
+    z = x
+    for op in ops:
+        z = op.forward(z)
+    with torch.no_grad():
+        assert torch.allclose(z, model(x), atol=1e-5)
+
+
+def test_training_schedules():
+    ibp = IBPTraining(eps=0.2, warmup=0.1, ramp=0.5, kappa_end=0.5)
+    assert ibp.eps_at(0.05) == 0 and ibp.kappa_at(0.05) == 1
+    assert ibp.eps_at(0.35) == pytest.approx(0.1) and ibp.kappa_at(0.35) == pytest.approx(0.75)
+    assert ibp.eps_at(0.9) == pytest.approx(0.2) and ibp.kappa_at(0.9) == pytest.approx(0.5)
+    crown = CrownIBPTraining(eps=0.2, warmup=0.1, ramp=0.5, schedule="smooth")
+    assert crown.beta_at(0.05) == 1 and crown.beta_at(0.9) == 0 and crown.kappa_at(0.9) == 0
+    assert crown.eps_at(0.35) == pytest.approx(0.1)  # smoothstep is symmetric about the middle
+    with pytest.raises(ValueError, match="warmup \\+ ramp"):
+        IBPTraining(warmup=0.6, ramp=0.6)
+
+
+def test_crown_ibp_training_step_is_differentiable(digits):
+    model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=16, mean=0.3, std=0.4)
+    x, y = digits[0][:32], digits[1][:32]
+    loss, logits = CrownIBPTraining(eps=0.1).step(model, x, y, torch.Generator(), 0.3, torch.arange(32))
+    loss.backward()
+    assert logits.shape == (32, 10) and all(p.grad is not None for p in model.parameters())
+
+
+def test_certify_cli(digits_ckpt, tmp_path, capsys):
+    from advlab.cli import main
+
+    out = tmp_path / "c.json"
+    assert main(["certify", "--model", str(digits_ckpt), "--method", "ibp,crown", "--eps", "0,0.01",
+                 "--n", "50", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "clean accuracy" in text and "crown" in text
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["eps"] for r in rows] == [0, 0.01, 0, 0.01]
+    assert rows[0]["verified"] == pytest.approx(json.loads(out.read_text())["clean_acc"])
