@@ -25,8 +25,8 @@ from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags), and the type each must have.
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted")
-STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted")
+               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted", "certify")
+STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted", "certify")
 INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
 
@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--targeted", default=None, choices=TARGETED,
                    help="run every attack in targeted mode towards a random other class, the least likely one, or "
                         "all other classes (each example once per class); success = classified as the target")
+    p.add_argument("--certify", default=None, nargs="?", const="default", metavar="METHODS",
+                   help="after the attacks, certify the same examples at every ε and show the proven lower bound "
+                        "next to the attacked upper bound: ibp, crown-ibp, crown (linf), lipschitz, "
+                        "smoothing[:sigma=S][:n=N] (comma-separated; alone: ibp,crown-ibp for linf, lipschitz for l2)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -135,7 +139,8 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": None, "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
-                           "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None}
+                           "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None,
+                           "certify": None}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -162,7 +167,7 @@ def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str) -> lis
         "data": cfg["dataset"], "attacks": cfg["attacks"], "eps": cfg["eps"], "norm": cfg["norm"], "n": cfg["n"],
         "batch_size": cfg["batch_size"], "seed": cfg["seed"], "params": cfg["params"], "progress": progress,
         "force": force, "data_dir": cfg["data_dir"], "command": command, "checks": bool(cfg["checks"]),
-        "ensemble": cfg["ensemble"], "targeted": cfg["targeted"],
+        "ensemble": cfg["ensemble"], "targeted": cfg["targeted"], "certify": cfg["certify"],
     }
     surrogate = str(cfg["baseline"]) if cfg["baseline"] else None
     settings = [Settings(model, out=cfg["out"], model_name=name, surrogate=surrogate, **common)]

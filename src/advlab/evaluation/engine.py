@@ -28,6 +28,7 @@ from advlab._checks import check_bounds, check_choice, check_images, check_label
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import load_dataset
+from advlab.evaluation.certified import certify_step, parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
 from advlab.evaluation.respond import add_cost, respond, white_box_cut
 from advlab.evaluation.result import Evaluation, evaluation_meta
@@ -160,6 +161,7 @@ class Settings:
     ensemble: bool | None = None
     surrogate: str | None = None
     targeted: str | None = None
+    certify: str | Sequence[str] | None = None
 
 
 @dataclass
@@ -225,6 +227,8 @@ def plan(s: Settings) -> Plan:
     jobs = plan_jobs(attacks, s.norm, sweep)
     params = bind_params(s.params, jobs, plan_jobs([ADAPTIVE], s.norm, sweep) if checks else [])
     preflight(net, x, y, jobs, bounds, target)
+    methods = parse_methods(s.certify, s.norm)
+    preflight_certify(net, x, methods, target is not None)
     config: dict[str, Any] = {
         "model": s.model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": s.batch_size,
         "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(bounds),
@@ -237,6 +241,8 @@ def plan(s: Settings) -> Plan:
         # what was evaluated, by content: other weights behind the same path, or other data, are noticed
         "model_fingerprint": model_fingerprint(net), "data_fingerprint": data_fingerprint(x, y, s.data_dir),
     }
+    if methods:  # only then: the configurations (and stores) of evaluations without certificates are unchanged
+        config["certify"] = [m.label for m in methods]
     skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
     if target is not None and s.checks and s.norm in CHECK_NORMS and not blackbox:
         skipped = CHECKS_SKIPPED_TARGETED
@@ -274,6 +280,8 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
         add_cost(run, "attacks", time.perf_counter() - t0)
         respond(run, run.config["checks"], s.check_n)
         rows, worst = aggregate(store, run.config)
+        if run.config.get("certify"):
+            certify_step(run, worst)
         return Evaluation(rows, run.config, store.path if keep else None, env, store.get_meta("checks") or [],
                           store.get_meta("checks_skipped"), worst=worst, meta=evaluation_meta(store))
     finally:
@@ -292,7 +300,7 @@ def evaluate(
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
-    surrogate: str | None = None, targeted: str | None = None,
+    surrogate: str | None = None, targeted: str | None = None, certify: str | Sequence[str] | None = None,
 ) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
@@ -324,6 +332,9 @@ def evaluate(
         surrogate: The escalation's transfer surrogate (default: a shipped model of the dataset).
         targeted: ``"random"``, ``"least-likely"`` or ``"all"``: every attack targeted, success =
             classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
+        certify: Certification methods run after the attacks on the same examples, one checked row
+            per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`):
+            ``"default"``, a comma-separated string or a list, e.g. ``["ibp", "crown-ibp"]``.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
@@ -343,7 +354,7 @@ def evaluate(
     """
     return execute(Settings(model, data, attacks, eps, norm, n, batch_size, seed, out, params, bounds, progress,
                             force, model_name, data_dir, command, examples_per_job, checks, check_n, ensemble,
-                            surrogate, targeted))
+                            surrogate, targeted, certify))
 
 
 __all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate", "plan",

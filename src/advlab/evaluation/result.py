@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from advlab._io import atomic_write_text
+from advlab.report.certified import certified_text
 from advlab.report.tables import format_table
 from advlab.results.aggregate import WorstCase
 from advlab.results.plan import key_names
@@ -61,6 +62,8 @@ class Evaluation:
             left_out = self.config.get("untargetable") or []
             text += (f"\nTargeted ({self.config['targeted']}): success = classified as the target"
                      + (f"; left out (no targeted mode): {', '.join(left_out)}" if left_out else ""))
+        if self.meta.get("certified"):
+            text += "\n\n" + certified_text(self.meta["certified"])
         skipped = self.meta.get("skipped") or {}
         if skipped.get("jobs"):
             text += f"\nNot computed: {', '.join(key_names(skipped['jobs']))} — {skipped.get('why')}"
@@ -81,7 +84,7 @@ class Evaluation:
             atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
 
 
-META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset")
+META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset", "certified")
 
 
 def evaluation_meta(store: Store) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.report.certified import certified_figure, certified_html, certified_markdown
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
 from advlab.report.responses import responses_html, responses_markdown
 from advlab.report.settings import (
@@ -56,7 +57,7 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)  # escalation, ensemble, costs, skipped (the store's meta)
 
 
-RESPONSE_META = ("escalation", "ensemble", "costs", "skipped")
+RESPONSE_META = ("escalation", "ensemble", "costs", "skipped", "certified")
 
 
 def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job, dict[str, torch.Tensor]]]:
@@ -83,6 +84,10 @@ def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple
                   "at each attack's largest budget; minimal attacks: every success",
          norm_histograms(successful_outcomes(store, config))),
     ]
+    certified = store.get_meta("certified")
+    if certified:
+        out.append(("certified_vs_attacked", "Certified (proven, ≥) and attacked (≤) Acc@1 against ε; the shaded "
+                    "gap is what the evaluation leaves open", certified_figure(certified)))
     clean = store.clean()
     seen = set()
     for job in stored_jobs(store, config)[::-1]:  # the largest budget of each attack
@@ -179,6 +184,7 @@ def markdown(report: Report) -> str:
         f"# Robustness report: {c['model']} on {c['dataset']}", "",
         *md_table(["setting", "value"], setting_rows(c, report.command)),
         "", "## Results", "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
+        *certified_markdown(report.meta.get("certified")),
     ]
     md += baseline_markdown(report) + checks_markdown(report) + responses_markdown(report.meta, report.rows)
     md += settings_markdown(report)
@@ -269,6 +275,7 @@ def html_page(report: Report) -> str:
 <p>Acc@1/Acc@5 w/ = under attack, w/o = clean; success = share of correctly classified examples the attack
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
+{certified_html(report.meta.get("certified"))}
 {checks_html(report)}
 {responses_html(report.meta, report.rows)}
 <h2>Attack parameters</h2>
