@@ -198,3 +198,15 @@ def test_certify_cli(digits_ckpt, tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["eps"] for r in rows] == [0, 0.01, 0, 0.01]
     assert rows[0]["verified"] == pytest.approx(json.loads(out.read_text())["clean_acc"])
+
+
+def test_train_cli_with_ibp_defense(tmp_path, capsys):
+    from advlab.cli import main
+    from advlab.models import load_model
+
+    out = tmp_path / "ibp.safetensors"
+    assert main(["train", "--model", "mlp", "--dataset", "digits", "--defense", "ibp", "-o", "eps=0.05",
+                 "-o", "schedule=\"smooth\"", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+    meta = load_model(str(out)).advlab_meta
+    assert meta["defense"]["name"] == "ibp" and meta["defense"]["eps"] == 0.05
+    assert meta["defense"]["schedule"] == "smooth"
