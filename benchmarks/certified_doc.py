@@ -39,11 +39,15 @@ def _verify(model: str, rec: dict[str, Any]) -> list[str]:
         lines += [f"Trained by `{train['command']}` in {train['train_seconds']} s wall time "
                   f"(shared 2-core machine); test Acc@1 {train['acc1']}.", ""]
     lines += [f"Clean accuracy on the first {rec['n']} test images: **{rec['clean']:.4f}**.", "",
-              "| method | ε | images | verified accuracy | time (s) |", "|---|---|---|---|---|"]
+              "| method | ε | images | verified accuracy | mean worst-margin bound | time (s) |",
+              "|---|---|---|---|---|---|"]
     for r in rec["rows"]:
         secs = "—" if r["seconds"] is None else f"{r['seconds']:.1f}"
         name = "**any**" if r["method"] == "any" else f"`{r['method']}`"
-        lines.append(f"| {name} | {r['eps']:g} | {r['n']} | {_pct(r['verified'])} | {secs} |")
+        margin = "—" if r.get("mean_margin") is None else f"{r['mean_margin']:.3g}"
+        lines.append(f"| {name} | {r['eps']:g} | {r['n']} | {_pct(r['verified'])} | {margin} | {secs} |")
+    lines += ["", "The mean worst-margin bound is the mean over images of min_j (lower bound of z_y − z_j): "
+              "larger is tighter (CROWN's rows cover fewer images when --crown-n is smaller)."]
     return lines
 
 
