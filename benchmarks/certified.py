@@ -9,7 +9,7 @@
 CROWN-IBP, and by CROWN on the first --crown-n (CROWN bounds every unstable neuron of every layer:
 slow); "any" is the union (every method is sound, so an example certified by one is certified).
 ``soundness``: on the first --n images, the examples certified at ε (by IBP or CROWN-IBP) are
-attacked with PGD (100 steps, 10 restarts) and the APGD ensemble at the same ε; the script
+attacked with PGD (--pgd-steps 100, --pgd-restarts 10 on the examples still robust, step ε/4) and the APGD ensemble at the same ε; the script
 *fails* if any certified example is misclassified on an attack's output; it also records the
 attacked (upper-bound) accuracy of all n images. Results: benchmarks/results/certified.json;
 ``render`` writes docs/certified.md from it.
@@ -111,9 +111,10 @@ def cmd_soundness(args: argparse.Namespace) -> None:
                               "command": " ".join(["python benchmarks/certified.py", *sys.argv[1:]]), "rows": []}
     for eps in args.eps:
         cert = verified(model, x, y, eps, method="ibp") | verified(model, x, y, eps, method="crown-ibp")
-        pgd_ok, pgd_s = _attacked(model, x, y, "pgd", eps, steps=100, restarts=10, step_size=eps / 4)
+        pgd_ok, pgd_s = _attacked(model, x, y, "pgd", eps, steps=args.pgd_steps, restarts=args.pgd_restarts,
+                                  step_size=eps / 4)
         ens_ok, ens_s = _attacked(model, x, y, "apgd-ensemble", eps)
-        row = {"eps": eps, "certified": float(cert.float().mean()), "pgd": float(pgd_ok.float().mean()),
+        row = {"eps": eps, "pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts, "certified": float(cert.float().mean()), "pgd": float(pgd_ok.float().mean()),
                "ensemble": float(ens_ok.float().mean()), "pgd_seconds": round(pgd_s), "ensemble_seconds": round(ens_s),
                "broken_certified_pgd": int((cert & ~pgd_ok).sum()), "broken_certified_ensemble": int((cert & ~ens_ok).sum())}
         record["rows"].append(row)
@@ -132,6 +133,9 @@ def main() -> None:
         s.add_argument("--eps", type=lambda t: [float(v) for v in t.split(",")], default=[0.1])
         s.add_argument("--n", type=int, default=None if name == "verify" else 1000)
         s.add_argument("--threads", type=int, default=1)
+        if name == "soundness":
+            s.add_argument("--pgd-steps", type=int, default=100)
+            s.add_argument("--pgd-restarts", type=int, default=10)
         if name == "verify":
             s.add_argument("--methods", type=lambda t: t.split(","), default=["ibp", "crown-ibp", "crown"])
             s.add_argument("--crown-n", type=int, default=1000)

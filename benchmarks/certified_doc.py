@@ -24,6 +24,12 @@ between them. Methods (`advlab certify --method`, `advlab.certify.verified`):
   upper line y = x_i* when i* dominates (l_i* ≥ u_j for all j ≠ i*), else the constant max_j u_j.
 * `any` — the union of the above (each is sound, so an example one of them certifies is certified).
 
+Certified training (`advlab train --defense ibp` / `crown-ibp`, `advlab.certify.training`): the loss
+is κ·CE(clean) + (1 − κ)·CE(ẑ), ẑ_j = −(lower bound of z_y − z_j) the worst-case logits. The first
+`warmup` fraction of the optimiser steps is clean training (ε = 0, κ = 1); over the next `ramp`
+fraction ε rises linearly (or by a smoothstep, `schedule="smooth"`) from 0 to `eps` and κ from 1 to
+`kappa_end` (Gowal et al.: 0.5; CROWN-IBP: 0, with β from 1 to 0); then both stay.
+
 Every section below is written by `benchmarks/certified.py`; rerun the command it names.
 """
 
@@ -53,10 +59,10 @@ def _verify(model: str, rec: dict[str, Any]) -> list[str]:
 
 def _soundness(rec: dict[str, Any]) -> list[str]:
     lines = ["", f"Soundness and attacked accuracy — `{rec['command']}` · {rec['environment']}", "",
-             "| ε | images | verified (IBP ∪ CROWN-IBP) | PGD-100 × 10 restarts | APGD ensemble | "
+             "| ε | images | verified (IBP ∪ CROWN-IBP) | PGD (steps × restarts) | APGD ensemble | "
              "certified but broken (PGD / ensemble) | attack time (s) |", "|---|---|---|---|---|---|---|"]
     for r in rec["rows"]:
-        lines.append(f"| {r['eps']:g} | {rec['n']} | {r['certified']:.4f} | {r['pgd']:.4f} | {r['ensemble']:.4f} | "
+        lines.append(f"| {r['eps']:g} | {rec['n']} | {r['certified']:.4f} | {r['pgd']:.4f} ({r.get('pgd_steps', 100)} × {r.get('pgd_restarts', 10)}) | {r['ensemble']:.4f} | "
                      f"{r['broken_certified_pgd']} / {r['broken_certified_ensemble']} | "
                      f"{r['pgd_seconds']} / {r['ensemble_seconds']} |")
     lines += ["", "The script fails when any certified example is broken; every row above has 0 / 0."]
