@@ -210,3 +210,14 @@ def test_train_cli_with_ibp_defense(tmp_path, capsys):
     meta = load_model(str(out)).advlab_meta
     assert meta["defense"]["name"] == "ibp" and meta["defense"]["eps"] == 0.05
     assert meta["defense"]["schedule"] == "smooth"
+
+
+@pytest.mark.slow
+def test_shipped_certified_model_verifies_at_0_1():
+    """The shipped IBP-trained model: IBP-verified accuracy ≥ 0.95 at L∞ ε = 0.1 on the full MNIST test set."""
+    from advlab.data import load_dataset
+    from advlab.models import load_model
+
+    model = load_model("cnn-mnist-ibp01")
+    x, y = load_dataset("mnist", "test")
+    assert float(verified(model, x, y, 0.1, method="ibp", batch_size=1000).float().mean()) >= 0.95
