@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,12 +55,14 @@ def run_certify(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     sm = Smoothed(model, args.sigma, 10)
     gen = torch.Generator().manual_seed(SEED)
+    load_start = os.getloadavg()
     start = time.perf_counter()
     pred, radius = sm.certify(x, args.n0, args.n, args.alpha, batch_size=args.batch_size, generator=gen)
     seconds = time.perf_counter() - start
     clean = float((model(x).argmax(1) == y).float().mean())
-    _save("certify", {
-        "command": _command(args), "environment": environment(), "model": args.model,
+    _save(f"certify-{Path(args.model).stem}", {
+        "command": _command(args), "environment": environment(), "model": Path(args.model).stem,
+        "load_start": [round(v, 2) for v in load_start], "load_end": [round(v, 2) for v in os.getloadavg()],
         "images": len(x), "sigma": args.sigma, "n0": args.n0, "n": args.n, "alpha": args.alpha,
         "batch_size": args.batch_size, "seconds": round(seconds, 1), "radii": RADII,
         "certified_accuracy": certified_accuracy(pred, radius, y, RADII),
@@ -143,7 +146,8 @@ def _load(part: str) -> dict | None:
 
 def run_doc(args: argparse.Namespace) -> None:
     """Re-render docs/certified-smoothing.md and its figure from the caches."""
-    render({p: _load(p) for p in ("certify", "attacked", "lipschitz")}, ROOT)
+    certs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("smoothing-certify-*.json"))]
+    render({"certify": certs, **{p: _load(p) for p in ("attacked", "lipschitz")}}, ROOT)
 
 
 def main() -> None:
