@@ -32,8 +32,8 @@ def _figure(certs: list[dict], attacked: dict | None, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for cert in certs:
-        ax.step(cert["radii"], cert["certified_accuracy"], where="post", marker="o",
-                label=f"{cert['model']}: certified (smoothed, w.p. 1−α)")
+        line = ax.plot(*cert["curve"], label=f"{cert['model']}: certified (smoothed, w.p. 1−α)")[0]
+        ax.plot(cert["radii"], cert["certified_accuracy"], "o", color=line.get_color())
     if attacked:
         clean = next((c["base_clean_accuracy"] for c in certs if c["model"] == attacked["model"]), None)
         for name in dict.fromkeys(r["attack"] for r in attacked["rows"]):
