@@ -92,16 +92,20 @@ def run_attacked(args: argparse.Namespace) -> None:
     x, y = x[: args.images], y[: args.images]
     model = load_model(args.model)
     attacks = {"pgd": {"steps": 50, "restarts": 1}, "apgd-ensemble": {"max_queries": args.max_queries}}
-    rows = []
+    old = _load("attacked")
+    rows = [] if old is None or old["model"] != args.model or old["images"] != len(x) else old["rows"]
     for eps in [r for r in RADII if r > 0]:
         for name, params in attacks.items():
-            if name == "apgd-ensemble" and eps not in args.ensemble_eps:
+            if (name == "apgd-ensemble" and eps not in args.ensemble_eps) or (name in args.skip):
                 continue
+            rows = [r for r in rows if (r["attack"], r["eps"]) != (name, eps)]
             t = time.perf_counter()
             acc = _attacked(model, x, y, name, eps, params)
             rows.append({"attack": name, "params": params, "eps": eps, "accuracy": acc,
-                         "seconds": round(time.perf_counter() - t, 1)})
+                         "seconds": round(time.perf_counter() - t, 1),
+                         "command": _command(args)})
             print(rows[-1], flush=True)
+    rows.sort(key=lambda r: (list(attacks).index(r["attack"]), r["eps"]))
     _save("attacked", {"command": _command(args), "environment": environment(), "model": args.model,
                        "images": len(x), "rows": rows})
 
@@ -131,7 +135,7 @@ def run_lipschitz(args: argparse.Namespace) -> None:
     """L, the radii and an attack at the median radius on the examples certified there, per model."""
     x, y = load_dataset("mnist", "test")
     x, y = x[: args.images], y[: args.images]
-    names = ["lenet-mnist", args.parseval, args.model, "mlp-mnist"]
+    names = ["lenet-mnist", args.parseval, *args.smooth_models, "mlp-mnist"]
     rows = []
     for name in names:
         rows.append(_lipschitz_row(Path(name).stem, load_model(name), x, y))
@@ -163,6 +167,8 @@ def main() -> None:
     p.add_argument("--model", default=SMOOTH_MODEL)
     p.add_argument("--parseval", default="benchmarks/results/lenet-mnist-parseval.safetensors",
                    help="the Parseval-trained lenet (advlab train --model lenet --defense parseval ...)")
+    p.add_argument("--smooth-models", type=lambda s: s.split(","), default=[SMOOTH_MODEL],
+                   help="lipschitz: the Gaussian-noise-trained models to bound (comma-separated)")
     p.add_argument("--images", type=int, default=None)
     p.add_argument("--sigma", type=float, default=0.5)
     p.add_argument("--n0", type=int, default=100)
@@ -170,7 +176,8 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--max-queries", type=int, default=1000, help="attacked: Square's budget in the APGD ensemble")
-    p.add_argument("--ensemble-eps", type=lambda s: [float(v) for v in s.split(",")], default=[0.5, 1.0, 1.5],
+    p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="attacked: attacks not to (re)run")
+    p.add_argument("--ensemble-eps", type=lambda s: [float(v) for v in s.split(",") if v], default=[1.0],
                    help="attacked: the radii where the (slow) APGD ensemble runs")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -95,16 +95,18 @@ def _max_radius(cert: dict) -> float:
 
 
 def _attacked_section(attacked: dict) -> list[str]:
+    eps = sorted({r["eps"] for r in attacked["rows"]})
     out = ["## The base classifier under L2 attacks (an upper bound, for context)", "",
-           f"`{attacked['command']}`  ", f"{attacked['environment']}", "",
+           *[f"`{c}`  " for c in dict.fromkeys(r.get("command", attacked["command"]) for r in attacked["rows"])],
+           f"{attacked['environment']}", "",
            f"Attacked accuracy of the base classifier `{attacked['model']}` itself (not the smoothed one: "
            f"attacking g needs its Monte-Carlo prediction) on the first {attacked['images']} test images.", "",
-           "| attack | " + " | ".join(f"ε = {r['eps']:g}" for r in attacked["rows"] if r["attack"] == "pgd") + " |",
-           "|---|" + "---|" * sum(r["attack"] == "pgd" for r in attacked["rows"])]
+           "| attack | " + " | ".join(f"ε = {e:g}" for e in eps) + " |", "|---|" + "---|" * len(eps)]
     for name in dict.fromkeys(r["attack"] for r in attacked["rows"]):
-        rows = [r for r in attacked["rows"] if r["attack"] == name]
-        params = ", ".join(f"{k}={v}" for k, v in rows[0]["params"].items()) or "defaults"
-        out.append(f"| {name} ({params}) | " + " | ".join(f"{r['accuracy']:.3f}" for r in rows) + " |")
+        rows = {r["eps"]: r for r in attacked["rows"] if r["attack"] == name}
+        params = ", ".join(f"{k}={v}" for k, v in next(iter(rows.values()))["params"].items()) or "defaults"
+        cells = [f"{rows[e]['accuracy']:.3f} ({rows[e]['seconds']:.0f} s)" if e in rows else "–" for e in eps]
+        out.append(f"| {name} ({params}) | " + " | ".join(cells) + " |")
     return [*out, ""]
 
 
