@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def _save(part: str, record: dict) -> None:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return " ".join(["python benchmarks/smoothing.py", *sys.argv[1:]])
+    return shlex.join(["python", "benchmarks/smoothing.py", *sys.argv[1:]])
 
 
 def run_certify(args: argparse.Namespace) -> None:
