@@ -126,6 +126,10 @@ def _lipschitz_section(lip: dict) -> list[str]:
         out.append(f"| {r['model']} | {r['L']:.4g} | {r['seconds']} s | {r['clean']:.3f} | {r['median_radius']:.4f} | "
                    f"{r['max_radius']:.4f} | {c['0.01']:.3f} | {c['0.05']:.3f} | {c['0.1']:.3f} | {c['0.25']:.3f} | "
                    f"{broken} / {a['examples']} |")
+    out += ["", "How each model was trained (checkpoint metadata); the Parseval model is not shipped "
+            "(benchmarks/*.safetensors is git-ignored): rerun its command first.", ""]
+    out += [f"- {r['model']}: `{r['meta'].get('command', '?')}` ({r['meta'].get('train_seconds', '?')} s)"
+            for r in lip["rows"]]
     return [*out, ""]
 
 
