@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,7 +46,7 @@ def _save(part: str, record: dict) -> None:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return " ".join(["python benchmarks/smoothing.py", *sys.argv[1:]])
+    return shlex.join(["python", "benchmarks/smoothing.py", *sys.argv[1:]])
 
 
 def run_certify(args: argparse.Namespace) -> None:
@@ -54,12 +56,14 @@ def run_certify(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     sm = Smoothed(model, args.sigma, 10)
     gen = torch.Generator().manual_seed(SEED)
+    load_start = os.getloadavg()
     start = time.perf_counter()
     pred, radius = sm.certify(x, args.n0, args.n, args.alpha, batch_size=args.batch_size, generator=gen)
     seconds = time.perf_counter() - start
     clean = float((model(x).argmax(1) == y).float().mean())
-    _save("certify", {
-        "command": _command(args), "environment": environment(), "model": args.model,
+    _save(f"certify-{Path(args.model).stem}", {
+        "command": _command(args), "environment": environment(), "model": Path(args.model).stem,
+        "load_start": [round(v, 2) for v in load_start], "load_end": [round(v, 2) for v in os.getloadavg()],
         "images": len(x), "sigma": args.sigma, "n0": args.n0, "n": args.n, "alpha": args.alpha,
         "batch_size": args.batch_size, "seconds": round(seconds, 1), "radii": RADII,
         "certified_accuracy": certified_accuracy(pred, radius, y, RADII),
@@ -89,16 +93,20 @@ def run_attacked(args: argparse.Namespace) -> None:
     x, y = x[: args.images], y[: args.images]
     model = load_model(args.model)
     attacks = {"pgd": {"steps": 50, "restarts": 1}, "apgd-ensemble": {"max_queries": args.max_queries}}
-    rows = []
+    old = _load("attacked")
+    rows = [] if old is None or old["model"] != args.model or old["images"] != len(x) else old["rows"]
     for eps in [r for r in RADII if r > 0]:
         for name, params in attacks.items():
-            if name == "apgd-ensemble" and eps not in args.ensemble_eps:
+            if (name == "apgd-ensemble" and eps not in args.ensemble_eps) or (name in args.skip):
                 continue
+            rows = [r for r in rows if (r["attack"], r["eps"]) != (name, eps)]
             t = time.perf_counter()
             acc = _attacked(model, x, y, name, eps, params)
             rows.append({"attack": name, "params": params, "eps": eps, "accuracy": acc,
-                         "seconds": round(time.perf_counter() - t, 1)})
+                         "seconds": round(time.perf_counter() - t, 1),
+                         "command": _command(args)})
             print(rows[-1], flush=True)
+    rows.sort(key=lambda r: (list(attacks).index(r["attack"]), r["eps"]))
     _save("attacked", {"command": _command(args), "environment": environment(), "model": args.model,
                        "images": len(x), "rows": rows})
 
@@ -128,7 +136,7 @@ def run_lipschitz(args: argparse.Namespace) -> None:
     """L, the radii and an attack at the median radius on the examples certified there, per model."""
     x, y = load_dataset("mnist", "test")
     x, y = x[: args.images], y[: args.images]
-    names = ["lenet-mnist", args.parseval, args.model, "mlp-mnist"]
+    names = ["lenet-mnist", args.parseval, *args.smooth_models, "mlp-mnist"]
     rows = []
     for name in names:
         rows.append(_lipschitz_row(Path(name).stem, load_model(name), x, y))
@@ -143,7 +151,13 @@ def _load(part: str) -> dict | None:
 
 def run_doc(args: argparse.Namespace) -> None:
     """Re-render docs/certified-smoothing.md and its figure from the caches."""
-    render({p: _load(p) for p in ("certify", "attacked", "lipschitz")}, ROOT)
+    certs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("smoothing-certify-*.json"))]
+    y = load_dataset("mnist", "test")[1]
+    for c in certs:  # the whole curve, from the per-example radii (the table samples it at RADII)
+        pred, radius = torch.tensor(c["pred"]), torch.tensor(c["radius"])
+        grid = torch.linspace(0, max(RADII[-1], float(radius.max())) + 0.05, 241).tolist()
+        c["curve"] = [grid, certified_accuracy(pred, radius, y[: len(pred)], grid)]
+    render({"certify": certs, **{p: _load(p) for p in ("attacked", "lipschitz")}}, ROOT)
 
 
 def main() -> None:
@@ -154,6 +168,8 @@ def main() -> None:
     p.add_argument("--model", default=SMOOTH_MODEL)
     p.add_argument("--parseval", default="benchmarks/results/lenet-mnist-parseval.safetensors",
                    help="the Parseval-trained lenet (advlab train --model lenet --defense parseval ...)")
+    p.add_argument("--smooth-models", type=lambda s: s.split(","), default=[SMOOTH_MODEL],
+                   help="lipschitz: the Gaussian-noise-trained models to bound (comma-separated)")
     p.add_argument("--images", type=int, default=None)
     p.add_argument("--sigma", type=float, default=0.5)
     p.add_argument("--n0", type=int, default=100)
@@ -161,7 +177,8 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--max-queries", type=int, default=1000, help="attacked: Square's budget in the APGD ensemble")
-    p.add_argument("--ensemble-eps", type=lambda s: [float(v) for v in s.split(",")], default=[0.5, 1.0, 1.5],
+    p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="attacked: attacks not to (re)run")
+    p.add_argument("--ensemble-eps", type=lambda s: [float(v) for v in s.split(",") if v], default=[1.0],
                    help="attacked: the radii where the (slow) APGD ensemble runs")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -198,3 +198,26 @@ def test_certify_cli(digits_ckpt, tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["eps"] for r in rows] == [0, 0.01, 0, 0.01]
     assert rows[0]["verified"] == pytest.approx(json.loads(out.read_text())["clean_acc"])
+
+
+def test_train_cli_with_ibp_defense(tmp_path, capsys):
+    from advlab.cli import main
+    from advlab.models import load_model
+
+    out = tmp_path / "ibp.safetensors"
+    assert main(["train", "--model", "mlp", "--dataset", "digits", "--defense", "ibp", "-o", "eps=0.05",
+                 "-o", "schedule=\"smooth\"", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+    meta = load_model(str(out)).advlab_meta
+    assert meta["defense"]["name"] == "ibp" and meta["defense"]["eps"] == 0.05
+    assert meta["defense"]["schedule"] == "smooth"
+
+
+@pytest.mark.slow
+def test_shipped_certified_model_verifies_at_0_1():
+    """The shipped IBP-trained model: IBP-verified accuracy ≥ 0.95 at L∞ ε = 0.1 on the full MNIST test set."""
+    from advlab.data import load_dataset
+    from advlab.models import load_model
+
+    model = load_model("cnn-mnist-ibp01")
+    x, y = load_dataset("mnist", "test")
+    assert float(verified(model, x, y, 0.1, method="ibp", batch_size=1000).float().mean()) >= 0.95
