@@ -327,14 +327,12 @@ def evaluate(
             largest ε; one that fires adds ``pgd-adaptive`` and the escalation (docs/warnings.md).
             A BlackBox's checks are skipped, and recorded as skipped.
         check_n: Subset size of the checks.
-        ensemble: The APGD ensemble at the largest ε if the worst case leaves Acc@1 > 0.05 there
-            (default: with the default attacks only).
+        ensemble: The APGD ensemble at the largest ε where Acc@1 > 0.05 (default: with the default attacks).
         surrogate: The escalation's transfer surrogate (default: a shipped model of the dataset).
         targeted: ``"random"``, ``"least-likely"`` or ``"all"``: every attack targeted, success =
             classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
-        certify: Certification methods run after the attacks on the same examples, one checked row
-            per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`):
-            ``"default"``, a comma-separated string or a list, e.g. ``["ibp", "crown-ibp"]``.
+        certify: Certificates after the attacks (``"default"``, ``"ibp,crown-ibp"``, a list): a checked row
+            per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
