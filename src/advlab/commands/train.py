@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--defense", default="none",
                    help="training defense: none, adversarial, pgd, fast, trades, negative, parseval, gradnorm, "
-                        "ibp, crown-ibp, gaussian-noise, distill (see `advlab defenses`); or an input transformation to train "
-                        "behind, e.g. thermometer:16")
+                        "ibp, crown-ibp, gaussian-noise, distill (see `advlab defenses`); or an input "
+                        "transformation to train behind, e.g. thermometer:16")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="defense option (JSON value), e.g. -o eps=0.3 -o steps=10 -o attack=pgd")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
