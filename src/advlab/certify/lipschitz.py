@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from advlab.certify.chain import LEAVES, trace
 from advlab.models.nets import Normalize
 
 PAPER = ("Tsuzuku, Sato, Sugiyama 2018, Lipschitz-Margin Training: Scalable Certification of Perturbation "
@@ -44,13 +45,6 @@ MAX_ENTRIES = 40_000_000  # explicit matrices up to this many entries (160 MB in
 _ONE_MODULES = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
 _ONE_FUNCTIONS: set[Any] = {torch.flatten, torch.relu, F.relu}
 _ONE_METHODS = {"flatten", "view", "reshape", "relu", "contiguous"}
-
-
-class _Tracer(fx.Tracer):
-    """symbolic_trace's tracer, with advlab's Normalize kept as one layer."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, Normalize) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _gram_norm(matrix: torch.Tensor) -> float:
@@ -132,15 +126,12 @@ def _node_norm(node: fx.Node, modules: dict[str, nn.Module], x: torch.Tensor, ma
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
+    """The model's graph, traced as bound propagation traces it (:func:`advlab.certify.chain.trace`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    if _Tracer().is_leaf_module(model, ""):  # one layer: trace it as a chain of one
+    if isinstance(model, LEAVES) or not any(True for _ in model.children()):  # one layer: a chain of one
         model = nn.Sequential(model)
-    try:
-        graph = _Tracer().trace(model)
-    except Exception as e:  # fx raises many kinds on data-dependent control flow
-        raise ValueError(f"lipschitz: cannot trace {type(model).__name__} with torch.fx: {e}") from None
-    return fx.GraphModule(model, graph)
+    return fx.GraphModule(model, trace(model))
 
 
 def lipschitz_constant(model: nn.Module, in_shape: tuple[int, ...], *, max_entries: int = MAX_ENTRIES) -> float:
