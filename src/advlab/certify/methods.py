@@ -25,6 +25,7 @@ from advlab.certify.bounds import verified
 from advlab.certify.chain import build_chain
 from advlab.certify.lipschitz import lipschitz_constant, lipschitz_radius
 from advlab.certify.smoothing import Smoothed
+from advlab.metrics import predict_logits
 
 DETERMINISTIC = ("ibp", "crown-ibp", "crown", "lipschitz")
 METHOD_NORMS = {"ibp": ("linf",), "crown-ibp": ("linf",), "crown": ("linf",),
@@ -88,12 +89,17 @@ def _radius_to_eps(norm: str, x: torch.Tensor) -> float:
 
 
 def certified_masks(net: Any, x: torch.Tensor, y: torch.Tensor, method: Method, norm: str,
-                    eps: Sequence[float], bounds: tuple[float, float], seed: int) -> dict[float, torch.Tensor]:
-    """Per ε: which examples ``method`` certifies (correctly classified on the whole ball)."""
+                    eps: Sequence[float], bounds: tuple[float, float], seed: int,
+                    batch_size: int = 256) -> dict[float, torch.Tensor]:
+    """Per ε: which examples ``method`` certifies (correctly classified on the whole ball).
+
+    ``batch_size`` is the number of examples bounded at once (bound propagation); smoothing's own
+    ``batch_size`` option is the number of noisy inputs per forward pass.
+    """
     if method.name in ("ibp", "crown-ibp", "crown"):
-        correct = net(x).argmax(1) == y
-        return {e: correct & verified(net, x, y, e, method=method.name, bounds=bounds)  # type: ignore[arg-type]
-                for e in eps}
+        correct = predict_logits(net, x, batch_size).argmax(1) == y
+        return {e: correct & verified(net, x, y, e, method=method.name, bounds=bounds,  # type: ignore[arg-type]
+                                      batch_size=batch_size) for e in eps}
     if method.name == "lipschitz":
         pred, radius = lipschitz_radius(net, x, y)
     else:
@@ -105,8 +111,6 @@ def certified_masks(net: Any, x: torch.Tensor, y: torch.Tensor, method: Method, 
             generator=torch.Generator().manual_seed(seed))
     scale = _radius_to_eps(norm, x)
     return {e: (pred == y) & (radius >= e * scale) for e in eps}
-
-
 
 
 def check_certifiable(net: Any, in_shape: tuple[int, ...], methods: Sequence[Method]) -> None:
