@@ -11,7 +11,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from advlab.report.figures import new_figure, plain_axes, png_bytes
+from advlab.report.figures import accuracy_axes, new_figure, png_bytes
 from advlab.report.settings import md_table
 from advlab.report.tables import fmt, text_table
 
@@ -68,13 +68,7 @@ def certified_figure(rows: Sequence[dict[str, Any]]) -> bytes:
                 label=f"certified: {method} (≥)")
     ax.fill_between([e for e, _ in attacked], [best[e] for e, _ in attacked], [a for _, a in attacked],
                     color="C3", alpha=0.15, label="gap (unknown)")
-    ax.set_xlabel(f"ε ({rows[0]['norm']})")
-    ax.set_ylabel("Acc@1")
-    ax.set_xlim(left=0.0)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
-    plain_axes(ax)
+    accuracy_axes(ax, f"ε ({rows[0]['norm']})", "Acc@1", legend_columns=2)
     fig.tight_layout()
     return png_bytes(fig, dpi=90, bbox_inches="tight")
 

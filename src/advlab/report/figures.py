@@ -80,6 +80,17 @@ def plain_axes(ax: Axes) -> None:
             pass
 
 
+def accuracy_axes(ax: Axes, xlabel: str, ylabel: str, legend_columns: int) -> None:
+    """An accuracy-against-ε panel's frame: labels, ε from 0, accuracy in [0, 1], grid, legend below."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(left=0.0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=legend_columns, frameon=False)
+    plain_axes(ax)
+
+
 def accuracy_plot(rows: list[Row], norm: str | None = None) -> Figure:
     """Acc@1 under attack against ε, one panel per norm (its own ε axis), one line per attack; ε = 0 is clean.
 
@@ -104,13 +115,7 @@ def accuracy_plot(rows: list[Row], norm: str | None = None) -> Figure:
             ax.plot([0.0] + [p[0] for p in pts], [clean] + [p[1] for p in pts], marker="o", label=attack,
                     color=f"C{order.index(attack) % 10}", linestyle="--" if attack == "worst-case" else "-")
         ax.set_title(f"{norm_label(nm)} budget", fontsize=10)
-        ax.set_xlabel(f"ε ({norm_label(nm)})")
-        ax.set_ylabel("Acc@1 under attack")
-        ax.set_xlim(left=0.0)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)
-        plain_axes(ax)
+        accuracy_axes(ax, f"ε ({norm_label(nm)})", "Acc@1 under attack", legend_columns=4)
     for ax in axes[len(norms):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -217,6 +222,7 @@ def transfer_heatmap(record: TransferRecord) -> bytes:
 
 __all__ = [
     "HIST_COLUMNS",
+    "accuracy_axes",
     "accuracy_figure",
     "accuracy_plot",
     "adversarial_grid",
