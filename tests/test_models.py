@@ -249,6 +249,18 @@ def test_shipped_model_accuracy(name):
     assert meta["command"].startswith("advlab train")
 
 
+@pytest.mark.parametrize(("name", "defense"), [("cnn-mnist-ibp01", "ibp"), ("cnn-mnist-ibp03", "ibp"),
+                                               ("cnn-mnist-noise05", "gaussian-noise"),
+                                               ("lenet-mnist-noise05", "gaussian-noise")])
+def test_certified_models_are_what_their_cards_say(name, defense):
+    """The certified and smoothing models: the recorded accuracy is the true one, made by advlab train."""
+    x, y = advlab.load_dataset("mnist", "test")
+    model = load_model(name)
+    meta = model.advlab_meta
+    assert clean_accuracy(model, x, y)[0] == pytest.approx(meta["acc1"], abs=1e-6)
+    assert meta["command"].startswith("advlab train") and meta["defense"]["name"] == defense
+
+
 def test_cli_models_lists_shipped():
     out = subprocess.run([sys.executable, "-m", "advlab", "models"], capture_output=True, text=True, check=True)
     assert "lenet-mnist" in out.stdout and "googlenet" in out.stdout
