@@ -244,7 +244,8 @@ def header(r: dict[str, Any], args: Any) -> list[str]:
         "# Poisoning and backdoors: measured", "",
         "<!-- Written by benchmarks/poisoning.py; do not edit by hand: rerun the command. -->", "",
         f"Regenerate the whole page: `{cmd}` ({r['wall_minutes']:.1f} min wall time from scratch on "
-        f"{args.threads} thread(s), on a machine shared with other jobs). "
+        f"{args.threads} thread(s), on a machine shared with other jobs: the last fresh run plus the measured runs "
+        "of the sections added since). "
         f"{environment()}.", "",
         "Setup: lenet (LeNet-5, advlab's `create_model(\"lenet\")`) trained by `advlab.train.fit` — Adam, lr 2e-3, "
         f"batch 64, one-cycle cosine, seed 0, {args.epochs} epochs — on the full MNIST training split (60 000 "
