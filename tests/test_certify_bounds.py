@@ -92,6 +92,16 @@ def test_crown_tighter_than_ibp_on_average(digits_mlp, digits):
         assert torch.allclose(margin_lower_bounds(digits_mlp, x, y, 0.0, method=method), exact, atol=1e-4)
 
 
+def test_crown_methods_are_never_looser_than_ibp(ibp_mlp, digits):
+    """Each bound of crown-ibp and crown is at least IBP's (both are sound, so advlab keeps the larger)."""
+    x, y = digits[2][:64], digits[3][:64]
+    ibp = margin_lower_bounds(ibp_mlp, x, y, 0.05, method="ibp")
+    for method in ("crown-ibp", "crown"):
+        m = margin_lower_bounds(ibp_mlp, x, y, 0.05, method=method)
+        finite = ibp.isfinite()
+        assert bool((m[finite] >= ibp[finite]).all()), method
+
+
 @pytest.fixture(scope="module")
 def ibp_mlp(digits):
     """A digits MLP trained with IBP at ε = 0.1 (verifies a good share of the test set at 0.05)."""
