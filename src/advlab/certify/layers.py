@@ -20,6 +20,7 @@ l_{i*} ≥ u_j for every other j (that input always wins), otherwise the constan
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -41,43 +42,41 @@ def _flat(a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return a.reshape(-1, *shape)
 
 
-class Op:
+class Op(ABC):
     """A layer of the chain: ``in_shape`` → ``out_shape``; ``name`` is the model's qualified name."""
-
-    affine = True
 
     def __init__(self, name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
         self.name = name
         self.in_shape = in_shape
         self.out_shape = out_shape
 
+    @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The exact layer on a batch."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ibp(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Interval bounds of the output from interval bounds of the input."""
-        raise NotImplementedError
 
 
 class AffineOp(Op):
     """An affine layer f(x) = Lx + c."""
 
+    @abstractmethod
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """Lx (no constant)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def abs_linear(self, r: torch.Tensor) -> torch.Tensor:
         """|L| r (for the radius of an interval)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def transpose(self, a: torch.Tensor) -> torch.Tensor:
         """A·L: (B, S, *out_shape) → (B, S, *in_shape)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def bias_term(self, a: torch.Tensor) -> torch.Tensor:
         """A·c: (B, S, *out_shape) → (B, S)."""
-        raise NotImplementedError
 
     def ibp(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centre and radius: centre' = f(centre), radius' = |L| radius."""
@@ -224,15 +223,13 @@ class FlattenOp(AffineOp):
 class NonlinearOp(Op):
     """A piecewise-linear layer relaxed by two lines per output element."""
 
-    affine = False
-
+    @abstractmethod
     def relax(self, lo: torch.Tensor, hi: torch.Tensor) -> Relaxation:
         """The relaxation for input bounds ``lo``, ``hi`` (an op-specific object)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def backward(self, a: torch.Tensor, relaxation: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:
         """A lower bound of A·out as A'·in + c: returns (A', c); c has shape (B, S)."""
-        raise NotImplementedError
 
 
 class ReLUOp(NonlinearOp):

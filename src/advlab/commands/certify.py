@@ -19,6 +19,7 @@ from torch import nn
 from advlab._io import atomic_write_text
 from advlab.certify.methods import METHOD_NORMS, Method, certified_masks, check_certifiable, parse_methods
 from advlab.data import load_dataset
+from advlab.metrics import clean_accuracy
 from advlab.models import load_model
 from advlab.train import command_line
 
@@ -55,9 +56,7 @@ def _parse_eps(text: str) -> list[float]:
 def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods: list[Method], eps: list[float],
                   norm: str = "linf", batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
     """Clean accuracy and, per method and ε, the verified accuracy and the seconds the method took."""
-    with torch.no_grad():
-        clean = float((torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).argmax(1)
-                       == y).float().mean())
+    clean = clean_accuracy(model, x, y, batch_size)[0]
     rows = []
     for method in methods:
         t0 = time.perf_counter()

@@ -31,6 +31,7 @@ from advlab.certify.methods import (
     parse_method,
     parse_methods,
 )
+from advlab.metrics import clean_accuracy
 
 
 class UnsoundCertificate(RuntimeError):
@@ -53,8 +54,7 @@ def certify_rows(net: Any, x: torch.Tensor, y: torch.Tensor, worst: dict[float, 
                  config: dict[str, Any]) -> list[dict[str, Any]]:
     """One checked row per (method, ε): certified accuracy, attacked (worst-case) accuracy, clean accuracy."""
     eps = sorted(worst)
-    with torch.no_grad():
-        clean = float((net(x).argmax(1) == y).double().mean())
+    clean = clean_accuracy(net, x, y, int(config["batch_size"]))[0]
     rows = []
     for m in methods:
         t0 = time.perf_counter()
