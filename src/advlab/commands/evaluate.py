@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from advlab._io import atomic_write_text, locked_directory
 from advlab.evaluation import DEFAULT_ATTACKS
 from advlab.evaluation.defaults import NORM_ATTACKS
+from advlab.evaluation.distributed import current_world
 from advlab.evaluation.engine import Plan, Settings, plan, run_plan
 from advlab.evaluation.targeting import TARGETED
 from advlab.models import load_model
@@ -44,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
     p.add_argument("--batch-size", type=int, default=None, help="default 500")
     p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default 2; under torchrun OMP_NUM_THREADS, which torchrun sets to 1)")
     p.add_argument("--config", default=None, help="TOML file with the same keys; flags override it")
     p.add_argument("--out", default=None, help="output directory (default runs/evaluate-MODEL)")
     p.add_argument("--force", action="store_true", help="replace results of a different configuration in --out")
@@ -134,11 +137,18 @@ def _items(name: str, v: Any, cast: type) -> list[Any] | None:
         raise ValueError(f"{name}: expected a comma-separated list, got {v!r}") from None
 
 
+def default_threads() -> int:
+    """Torch threads when none are given: 2, or under torchrun ``OMP_NUM_THREADS`` (torchrun sets 1) per process."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    return 2
+
+
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML config, then the flags; every value type-checked."""
     cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
                            "attacks": None, "eps": None, "norm": "linf", "n": None,
-                           "batch_size": 500, "seed": 0, "out": None, "threads": 2, "params": {},
+                           "batch_size": 500, "seed": 0, "out": None, "threads": default_threads(), "params": {},
                            "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None,
                            "certify": None}
     if args.config:
@@ -186,8 +196,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(cfg["threads"]))
     t0 = time.perf_counter()
     command = command_line()
-    planned = plans(cfg, not args.no_progress, args.force, command)
+    world = current_world()
+    planned = plans(cfg, not args.no_progress and world.rank == 0, args.force, command)
     out = Path(cfg["out"])
+    if world.rank != 0:  # a torchrun worker: its share of the batches; rank 0 writes and shows the results
+        for pl in planned:
+            run_plan(*pl)
+        return 0
     with locked_directory(out, arg="out", command=command):
         ev = run_plan(*planned[0])
         ev.save(out)

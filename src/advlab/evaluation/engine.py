@@ -28,27 +28,24 @@ from advlab._checks import check_bounds, check_choice, check_images, check_label
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import load_dataset
-from advlab.evaluation.certified import certify_step, parse_methods, preflight_certify
+from advlab.evaluation.certified import parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
-from advlab.evaluation.respond import add_cost, respond, white_box_cut
-from advlab.evaluation.result import Evaluation, evaluation_meta
-from advlab.evaluation.run import Run
+from advlab.evaluation.distributed import current_world, run_sharded
+from advlab.evaluation.respond import add_cost
+from advlab.evaluation.result import Evaluation
+from advlab.evaluation.session import finish_run, open_run_store, start_run
 from advlab.evaluation.targeting import CHECKS_SKIPPED_TARGETED, TARGETED, targeted_attacks, targeted_data
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
-from advlab.results.aggregate import aggregate
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
-from advlab.results.records import data_fingerprint, environment, model_fingerprint
-from advlab.results.store import ConfigMismatchError, open_store
+from advlab.results.records import data_fingerprint, model_fingerprint
+from advlab.results.store import ConfigMismatchError
 from advlab.threat import ThreatModel
 
 NORMS = ("linf", "l2", "l1", "l0")
 CHECK_NORMS = ("linf", "l2")  # the gradient-masking checks run for these threat models
 CHECKS_SKIPPED_BLACKBOX = "the model is a BlackBox and the gradient-masking checks need its gradients"
-# Files written from a directory's store (Evaluation.save, advlab evaluate, the report): stale once
-# the store is replaced, so they are removed then rather than left beside results they do not describe.
-DERIVED = ("results.json", "results.csv", "checks.json", "config.json", "report.md", "report.html")
 
 def resolve_model(model: nn.Module | BlackBox | str | os.PathLike[str]) -> tuple[nn.Module | BlackBox, str]:
     """The model to attack and its default name; a BlackBox must give scores (Acc@5 ranks them)."""
@@ -253,8 +250,13 @@ def run_plan(p: Plan, s: Settings) -> Evaluation:
     """Lock ``s.out``, open (or refuse, or replace) its store, run the jobs and the checks, aggregate the rows.
 
     The store lives in a temporary directory when ``s.out`` is None. The lock is taken before the
-    store is opened, so ``force`` never replaces a store another process is writing.
+    store is opened, so ``force`` never replaces a store another process is writing. Under
+    ``torchrun`` the jobs' batches are shared out over the processes and every rank returns the
+    same evaluation (:mod:`advlab.evaluation.distributed`).
     """
+    world = current_world()
+    if world.size > 1:
+        return run_sharded(p, s, world)
     if s.out is None:
         with tempfile.TemporaryDirectory(prefix="advlab-eval-") as tmp:
             return _run_in(p, s, Path(tmp), keep=False)
@@ -263,27 +265,13 @@ def run_plan(p: Plan, s: Settings) -> Evaluation:
 
 
 def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
-    store = open_store(directory, p.config, s.force)
-    if store.replaced:  # (a new store removes nothing: files already there are not known to be advlab's)
-        for name in DERIVED:
-            (directory / name).unlink(missing_ok=True)
+    store = open_run_store(p, s, directory)
     try:
-        env = environment()
-        store.set_meta("environment", env)
-        store.set_meta("command", s.command)
-        if p.checks_skipped:
-            store.set_meta("checks_skipped", p.checks_skipped)
-        run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress, s.examples_per_job, p.target)
-        jobs = white_box_cut(run, p.jobs)
+        run, jobs = start_run(p, s, store)
         t0 = time.perf_counter()
         run.jobs(jobs)
         add_cost(run, "attacks", time.perf_counter() - t0)
-        respond(run, run.config["checks"], s.check_n)
-        rows, worst = aggregate(store, run.config)
-        if run.config.get("certify"):
-            certify_step(run, worst)
-        return Evaluation(rows, run.config, store.path if keep else None, env, store.get_meta("checks") or [],
-                          store.get_meta("checks_skipped"), worst=worst, meta=evaluation_meta(store))
+        return finish_run(run, s, keep)
     finally:
         store.close()
 

@@ -70,12 +70,21 @@ class Run:
         self.store.put_clean(self.y, topk_correct(logits, self.y, 1), topk_correct(logits, self.y, 5),
                              logits.argmax(1), logits.softmax(dim=1).amax(dim=1))
 
+    @property
+    def n_batches(self) -> int:
+        """Batches per job."""
+        return math.ceil(len(self.y) / self.batch_size)
+
     def jobs(self, jobs: list[Job]) -> None:
         """Run every batch of ``jobs`` the store does not hold yet, storing each as it finishes."""
         self.clean_pass()
-        nb = math.ceil(len(self.y) / self.batch_size)
+        nb = self.n_batches
         todo = [(job, b) for job in jobs for b in sorted(set(range(nb)) - self.store.done_batches(job.key))]
-        bar = tqdm(total=len(jobs) * nb, initial=len(jobs) * nb - len(todo), desc="evaluate", unit="batch",
+        self.run_batches(todo, len(jobs) * nb)
+
+    def run_batches(self, todo: list[tuple[Job, int]], total: int) -> None:
+        """Attack and store each (job, batch) of ``todo`` in order; the bar counts up to ``total``."""
+        bar = tqdm(total=total, initial=total - len(todo), desc="evaluate", unit="batch",
                    disable=not self.progress, dynamic_ncols=True)
         for job, b in todo:
             bar.set_postfix_str(f"{job.attack} {'' if job.eps is None else job.eps}")
