@@ -122,8 +122,9 @@ def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evalua
     _broadcast("merged")
     add_cost(run, "attacks", time.perf_counter() - t0)
     ev = finish_run(run, s, keep=True)
+    dist.barrier()  # every worker has removed its shard
     with contextlib.suppress(OSError):
-        (out / SHARDS).rmdir()  # empty once every worker has removed its shard (else left for the next run)
+        (out / SHARDS).rmdir()  # empty unless a shard of a larger group is left (merged by nobody: a cache)
     _broadcast(ev)
     return ev
 
@@ -150,6 +151,7 @@ def _work(p: Plan, s: Settings, world: World) -> Evaluation:
         store.close()
     remove_store(directory / store.path.name)
     shutil.rmtree(directory, ignore_errors=True)
+    dist.barrier()
     ev: Evaluation = _receive()
     return ev
 
