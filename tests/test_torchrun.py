@@ -81,3 +81,16 @@ def test_two_processes_give_the_single_process_results_merge_a_left_shard_and_sh
     res = torchrun(tmp_path / "one", "--seed", "1")
     assert res.returncode != 0
     assert res.stderr.count("holds results of a different configuration") >= 2, res.stderr[-3000:]
+
+
+def test_ranks_that_planned_different_evaluations_are_refused(tmp_path):
+    # the worker (rank 1) sees another seed through the environment: its plan differs from rank 0's
+    script = tmp_path / "per_rank.py"
+    script.write_text("import os, sys\nfrom advlab.cli import main\n"
+                      "extra = ['--seed', '1'] if os.environ['RANK'] == '1' else []\n"
+                      "sys.exit(main(sys.argv[1:] + extra))\n")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), "--", "evaluate", *ARGS, "--out", str(tmp_path / "out")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert res.stderr.count("planned another evaluation than rank 0") >= 2, res.stderr[-3000:]

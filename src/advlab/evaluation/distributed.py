@@ -25,6 +25,7 @@ calls wait up to :data:`TIMEOUT` (a slow rank's share, or rank 0's lock, is wait
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -112,10 +113,16 @@ def run_sharded(p: Plan, s: Settings, world: World) -> Evaluation:
 def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evaluation:
     """Rank 0: merge what the shards hold, deal out and attack the batches, merge again, finish the run."""
     run, jobs = start_run(p, s, store, extra_env={"world_size": world.size})
-    _gather_into(store, None)  # batches a killed run had finished in the shards
+    configs = _gather_into(store, None)  # batches a killed run had finished in the shards
+    other = [r for r, c in enumerate(configs) if r and c != _digest(p.config)]
+    if other:  # another model, other data or other arguments on a rank: its batches are not this run's
+        message = (f"rank(s) {', '.join(map(str, other))} planned another evaluation than rank 0 (model, data or "
+                   "arguments differ); give every rank the same command, model and data")
+        _broadcast({"error": message})
+        raise ValueError(message)
     run.clean_pass()
     done = {job.key: sorted(store.done_batches(job.key)) for job in jobs}
-    _broadcast(done)
+    _broadcast({"done": done})
     t0 = time.perf_counter()
     _attack(run, jobs, world, done)
     _gather_into(store, None)
@@ -142,9 +149,11 @@ def _work(p: Plan, s: Settings, world: World) -> Evaluation:
     store = open_store(directory, p.config, force=True)  # a shard of another configuration is only a cache
     try:
         run, jobs = start_run(p, s, store, progress=False, extra_env={"world_size": world.size})
-        _gather_into(None, shards.dump(store))
-        done: dict[str, list[int]] = _receive()
-        _attack(run, jobs, world, done)
+        _gather_into(None, shards.dump(store), _digest(p.config))
+        answer = _receive()
+        if "error" in answer:
+            raise RankZeroFailed(answer["error"])
+        _attack(run, jobs, world, answer["done"])
         _gather_into(None, shards.dump(store))
         _receive()  # rank 0 has written the shard into the run's store
     finally:
@@ -164,14 +173,32 @@ def _attack(run: Run, jobs: list[Job], world: World, done: dict[str, list[int]])
     run.run_batches(todo, len(mine))
 
 
-def _gather_into(store: Store | None, rows: dict[str, list[tuple[Any, ...]]] | None) -> None:
-    """Every worker's shard rows to rank 0, written into ``store`` there (workers pass their rows)."""
+def _gather_into(store: Store | None, rows: dict[str, list[tuple[Any, ...]]] | None,
+                 config: str | None = None) -> list[str | None]:
+    """Every worker's shard rows to rank 0, written into ``store`` there (workers pass their rows).
+
+    Returns, on rank 0, the configuration digest each rank sent with its rows (None where none was).
+    """
     received: list[Any] | None = [None] * dist.get_world_size() if store is not None else None
-    dist.gather_object(rows, received, dst=0)
-    if store is not None and received is not None:
-        for part in received:
-            if part:
-                shards.load(store, part)
+    dist.gather_object((config, rows), received, dst=0)
+    configs: list[str | None] = []
+    for part in received or []:
+        sent, part_rows = part if part is not None else (None, None)
+        configs.append(sent)
+        if store is not None and part_rows:
+            shards.load(store, part_rows)
+    return configs
+
+
+def _digest(config: dict[str, Any]) -> str:
+    """The run configuration (fingerprints of model and data included) as one comparable string.
+
+    The data counts by its digest: the same bytes read from another directory on another machine
+    are the same data (as :func:`~advlab.results.store.config_changes` counts it).
+    """
+    data = config.get("data_fingerprint")
+    same = {**config, "data_fingerprint": data.get("digest") if isinstance(data, dict) else data}
+    return json.dumps(same, sort_keys=True, default=str)
 
 
 def _broadcast(obj: Any) -> None:
