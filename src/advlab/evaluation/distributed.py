@@ -44,9 +44,9 @@ from advlab.results.plan import Job
 from advlab.results.store import Store, open_store, remove_store
 
 if TYPE_CHECKING:
-    from advlab.evaluation.engine import Plan, Settings
     from advlab.evaluation.result import Evaluation
     from advlab.evaluation.run import Run
+    from advlab.evaluation.settings import Plan, Settings
 
 TIMEOUT = timedelta(hours=24)
 SHARDS = "shards"

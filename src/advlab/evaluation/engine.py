@@ -17,7 +17,6 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from advlab.evaluation.distributed import current_world, run_sharded
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
 from advlab.evaluation.session import finish_run, open_run_store, start_run
+from advlab.evaluation.settings import Plan, Settings
 from advlab.evaluation.targeting import CHECKS_SKIPPED_TARGETED, TARGETED, targeted_attacks, targeted_data
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
@@ -130,49 +130,6 @@ def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs:
         threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=bounds,  # type: ignore[arg-type]
                              targeted=target is not None)
         get_attack(job.attack).check_inputs(net, x[:1], y[:1], threat, None if target is None else target[:1])
-
-
-@dataclass
-class Settings:
-    """The arguments of :func:`evaluate` (documented there), with its defaults."""
-
-    model: nn.Module | BlackBox | str
-    data: str | tuple[torch.Tensor, torch.Tensor] = "mnist"
-    attacks: Sequence[str] | None = None
-    eps: Sequence[float] | None = None
-    norm: str = "linf"
-    n: int | None = None
-    batch_size: int = 500
-    seed: int = 0
-    out: str | Path | None = None
-    params: dict[str, dict[str, Any]] | None = None
-    bounds: tuple[float, float] = (0.0, 1.0)
-    progress: bool = True
-    force: bool = False
-    model_name: str | None = None
-    data_dir: str | None = None
-    command: str | None = None
-    examples_per_job: int = N_EXAMPLES
-    checks: bool = True
-    check_n: int = 200
-    ensemble: bool | None = None
-    surrogate: str | None = None
-    targeted: str | None = None
-    certify: str | Sequence[str] | None = None
-
-
-@dataclass
-class Plan:
-    """A validated evaluation before it runs: model, data, configuration, jobs, why the checks are skipped."""
-
-    net: nn.Module | BlackBox
-    x: torch.Tensor
-    y: torch.Tensor
-    params: dict[str, dict[str, Any]]
-    config: dict[str, Any]
-    jobs: list[Job]
-    checks_skipped: str | None
-    target: torch.Tensor | None = None
 
 
 def check_settings(s: Settings) -> None:

@@ -20,7 +20,7 @@ from advlab.results.records import environment
 from advlab.results.store import Store, open_store
 
 if TYPE_CHECKING:
-    from advlab.evaluation.engine import Plan, Settings
+    from advlab.evaluation.settings import Plan, Settings
 
 # Files written from a directory's store (Evaluation.save, advlab evaluate, the report): stale once
 # the store is replaced, so they are removed then rather than left beside results they do not describe.
