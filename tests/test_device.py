@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from advlab._device import draw, resolve_device, rng_device, setup_cuda_determinism
+from advlab._device import draw, module_device, resolve_device, rng_device, setup_cuda_determinism
 
 
 def one_line(match: str, spec: object) -> None:
@@ -90,3 +92,65 @@ def test_cuda_determinism_switches_tf32_off_and_cudnn_to_deterministic():
         torch.backends.cuda.matmul.allow_tf32 = saved[0]
         for f, v in zip(flags, saved[1:], strict=True):
             setattr(torch.backends.cudnn, f, v)
+
+
+# --- ``--device`` on the sub-commands that run a model -------------------------------------------------------------
+
+DEVICE_COMMANDS = {  # each command's minimal valid arguments (the device is checked before any model is loaded)
+    "attack": ["--attack", "fgsm", "--n", "4"],
+    "train": ["--model", "mlp", "--dataset", "digits", "--epochs", "1"],
+    "certify": ["--model", "lenet-mnist", "--n", "2"],
+    "poison": ["--attack", "badnets", "-o", "fraction=0.01", "--dataset", "digits", "--epochs", "1"],
+    "transfer": ["--n", "2"],
+}
+
+
+def _out(cmd, tmp_path):
+    if cmd == "train":
+        return ["--out", str(tmp_path / "m.safetensors")]
+    return [] if cmd == "certify" else ["--out", str(tmp_path / "o")]
+
+
+@pytest.mark.parametrize("cmd", sorted(DEVICE_COMMANDS))
+@pytest.mark.parametrize(("spec", "message"), [
+    ("cuda:3", r"--device: 'cuda:3' is not available \(torch .* sees no CUDA GPU\); use --device cpu or auto"),
+    ("gpu", r"--device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+])
+def test_commands_refuse_an_unavailable_or_bad_device_in_one_line(cmd, spec, message, tmp_path, monkeypatch,
+                                                                  capsys):
+    from advlab.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main([cmd, *DEVICE_COMMANDS[cmd], *_out(cmd, tmp_path), "--device", spec])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_attack_command_on_cpu_equals_the_default_run(tmp_path, digits_ckpt, capsys):
+    from safetensors.torch import load_file
+
+    from advlab.cli import main
+
+    outs = []
+    for extra in ([], ["--device", "cpu"]):
+        out = tmp_path / f"run{len(outs)}"
+        assert main(["attack", "--model", str(digits_ckpt), "--attack", "pgd", "--n", "10", "--param", "steps=3",
+                     "--out", str(out), *extra]) == 0
+        outs.append(load_file(str(out / "x_adv.safetensors")))
+    capsys.readouterr()
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_fit_moves_an_advlab_built_model_and_trains_where_it_is_told(digits):
+    from advlab.models import create_model
+    from advlab.train import TrainConfig, fit
+
+    xtr, ytr, xte, yte = digits
+    model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=8)
+    res = fit(model, (xtr[:64], ytr[:64]), (xte[:20], yte[:20]), TrainConfig(epochs=1), progress=False,
+              device="cpu")
+    assert res.model is model and module_device(model) == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^device: expected auto, cpu, cuda or cuda:N, got 'tpu'$"):
+        fit(model, (xtr[:64], ytr[:64]), None, TrainConfig(epochs=1), progress=False, device="tpu")

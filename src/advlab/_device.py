@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "draw", "resolve_device", "rng_device", "setup_cuda_determinism"]
+__all__ = ["DEVICE_CHOICES", "draw", "module_device", "resolve_device", "rng_device", "setup_cuda_determinism"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 _SPEC = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
@@ -72,6 +72,20 @@ def _cuda(spec: str, index: int | None) -> torch.device:
         raise ValueError(f"device: {spec!r} is not available (this machine has {count} CUDA device(s): "
                          f"cuda:0..cuda:{count - 1})")
     return torch.device("cuda") if index is None else torch.device("cuda", index)
+
+
+def module_device(model: object) -> torch.device:
+    """Where a model computes: the device of its first parameter (or buffer); the CPU for anything else.
+
+    >>> module_device(torch.nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+        for b in model.buffers():
+            return b.device
+    return torch.device("cpu")
 
 
 def rng_device(generator: torch.Generator | None) -> torch.device:
