@@ -20,8 +20,8 @@ PKG = SRC / "advlab"
 
 # Rooms, lowest first: (room, module prefixes). The longest matching prefix decides a module's room.
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("advlab._checks", "advlab._io", "advlab._version", "advlab._deprecation", "advlab.threat",
-              "advlab.metrics")),
+    ("core", ("advlab._checks", "advlab._device", "advlab._io", "advlab._version", "advlab._deprecation",
+              "advlab.threat", "advlab.metrics")),
     ("data", ("advlab.data",)),
     ("models", ("advlab.models",)),
     ("train", ("advlab.train",)),

@@ -26,17 +26,26 @@ def acc_at_k(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
 
 @torch.no_grad()
 def predict_logits(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1000
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1000,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Logits of ``model`` on ``x``, in batches, without gradients."""
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    """Logits of ``model`` on ``x``, in batches, without gradients, on ``x``'s device.
+
+    ``device``: where the model computes (each batch is moved there, the logits come back to
+    ``x.device``); ``None`` runs the model on ``x`` where it is.
+    """
+    if device is None or torch.device(device) == x.device:
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([model(x[i : i + batch_size].to(device)).to(x.device) for i in range(0, len(x), batch_size)])
 
 
 def clean_accuracy(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+    device: torch.device | None = None,
 ) -> tuple[float, float]:
-    """(Acc@1, Acc@5) of ``model`` on ``(x, y)``."""
-    logits = predict_logits(model, x, batch_size)
+    """(Acc@1, Acc@5) of ``model`` on ``(x, y)``; ``device``: where the model computes (see :func:`predict_logits`)."""
+    logits = predict_logits(model, x, batch_size, device)
+    y = y.to(logits.device)
     return acc_at_k(logits, y, 1), acc_at_k(logits, y, 5)
 
 

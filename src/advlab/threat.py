@@ -13,6 +13,7 @@ from typing import Literal, get_args
 import torch
 
 from advlab._checks import check_bounds, check_choice, check_nonneg
+from advlab._device import rng_device
 
 Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[Norm, ...] = get_args(Norm)
@@ -244,30 +245,30 @@ class ThreatModel:
     def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random point of the ε-ball around ``x`` ∩ the bounds (uniform in the ball, then clipped).
 
-        Draws on the CPU from ``generator`` and moves to ``x.device``, so results do not depend
+        Draws on the generator's device (the CPU for ``None``) and moves to ``x.device``, so results do not depend
         on the device's random stream.
         """
         if not self.bounded:
             raise ValueError("random_init: needs a finite eps, got inf")
-        n, dim = x.shape[0], x[0].numel()
+        n, dim, dev = x.shape[0], x[0].numel(), rng_device(generator)
         if self.norm == "linf":
-            d = (torch.rand(n, dim, generator=generator) * 2 - 1) * self.eps
+            d = (torch.rand(n, dim, generator=generator, device=dev) * 2 - 1) * self.eps
         elif self.norm == "l2":
-            g = torch.randn(n, dim, generator=generator)
+            g = torch.randn(n, dim, generator=generator, device=dev)
             g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            r = torch.rand(n, 1, generator=generator) ** (1.0 / dim)
+            r = torch.rand(n, 1, generator=generator, device=dev) ** (1.0 / dim)
             d = g * r * self.eps
         elif self.norm == "l1":
             # Uniform in the L1 ball: exponential spacings with one slack coordinate.
-            e = -torch.log(torch.rand(n, dim + 1, generator=generator).clamp_min(1e-12))
-            sign = torch.randint(0, 2, (n, dim), generator=generator) * 2 - 1
+            e = -torch.log(torch.rand(n, dim + 1, generator=generator, device=dev).clamp_min(1e-12))
+            sign = torch.randint(0, 2, (n, dim), generator=generator, device=dev) * 2 - 1
             d = sign * e[:, :dim] / e.sum(dim=1, keepdim=True) * self.eps
         else:
             k = min(int(self.eps), dim)
-            order = torch.rand(n, dim, generator=generator).argsort(dim=1)
-            mask = torch.zeros(n, dim, dtype=torch.bool).scatter_(1, order[:, :k], True)
+            order = torch.rand(n, dim, generator=generator, device=dev).argsort(dim=1)
+            mask = torch.zeros(n, dim, dtype=torch.bool, device=dev).scatter_(1, order[:, :k], True)
             lo, hi = self.bounds
-            vals = torch.rand(n, dim, generator=generator) * (hi - lo) + lo
-            d = torch.where(mask, vals - x.detach().cpu().flatten(1), torch.zeros(n, dim))
+            vals = torch.rand(n, dim, generator=generator, device=dev) * (hi - lo) + lo
+            d = torch.where(mask, vals - x.detach().to(dev).flatten(1), torch.zeros(n, dim, device=dev))
         d = d.to(device=x.device, dtype=x.dtype)
         return self.project(x, x + d.view_as(x))

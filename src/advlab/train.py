@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab._checks import check_positive_int
+from advlab._device import draw, module_device, resolve_device
 from advlab._version import __version__
 from advlab.data import dataset_info, half_indices, load_dataset
 from advlab.metrics import clean_accuracy
@@ -112,6 +113,7 @@ class _Loop:
     bar: Any  # the progress bar
     batch_size: int
     total: int  # optimiser steps in the whole run
+    device: torch.device  # where the model trains: each batch is moved there
     it: int = 0  # optimiser steps done
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[float, float]:
@@ -128,11 +130,11 @@ class _Loop:
 
     def epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, float]:
         """One pass over ``(x, y)`` in a fresh random order; returns the epoch's mean loss and accuracy."""
-        order = torch.randperm(len(x), generator=self.gen)
+        order = draw(torch.randperm, len(x), generator=self.gen, device=x.device)
         run_loss = run_correct = seen = 0.0
         for i in range(math.ceil(len(x) / self.batch_size)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            loss, correct = self.step(x[idx], y[idx], idx)
+            loss, correct = self.step(x[idx].to(self.device), y[idx].to(self.device), idx)
             run_loss += loss
             run_correct += correct
             seen += len(idx)
@@ -149,6 +151,20 @@ def _reset_parameters(model: nn.Module) -> None:
             reset()
 
 
+def _train(model: nn.Module, defense: TrainingDefense, config: TrainConfig, data: tuple[torch.Tensor, torch.Tensor],
+           total: int, dev: torch.device, progress: bool) -> list[dict[str, float]]:
+    """The epochs of :func:`fit` (inside its forked, seeded RNG); returns the per-epoch history."""
+    model.requires_grad_(True)
+    model.train()
+    opt, sched = _optimiser(model, config, total)
+    bar = tqdm(total=total, disable=not progress, desc="train", unit="batch", dynamic_ncols=True)
+    loop = _Loop(model, defense, opt, sched, torch.Generator().manual_seed(config.seed), bar,
+                 config.batch_size, total, dev)
+    history = [loop.epoch(*data, epoch) for epoch in range(config.epochs)]
+    bar.close()
+    return history
+
+
 def fit(
     model: nn.Module,
     train_data: tuple[torch.Tensor, torch.Tensor],
@@ -158,11 +174,15 @@ def fit(
     defense: TrainingDefense | None = None,
     progress: bool = True,
     init_seed: bool = True,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and the given step function.
 
     Every RNG ``torch.manual_seed`` seeds (the CPU's and every CUDA device's) is forked, so the
-    caller's random state is the same after training as before.
+    caller's random state is the same after training as before. The parameters are initialised
+    where the model is, then the model is moved to ``device`` (in place: training changes the
+    model anyway); the data stay where they are and each batch is moved to ``device``, so the
+    data order and the defenses' draws (on the seeded CPU generator) are the same on every device.
 
     Args:
         model: The network (its parameters are trained in place).
@@ -174,6 +194,8 @@ def fit(
         progress: Show a progress bar with loss and accuracy.
         init_seed: Whether the seeded RNG also re-initialises the model's parameters (set it to
             False when fine-tuning an already trained model).
+        device: Where to train (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, see
+            :func:`advlab._device.resolve_device`); ``None``: where the model is.
 
     Returns:
         The trained model (eval mode, frozen) with its test accuracy, wall time and per-epoch history.
@@ -181,6 +203,7 @@ def fit(
     check_positive_int("epochs", config.epochs)
     check_positive_int("batch_size", config.batch_size)
     defense = defense if defense is not None else TrainingDefense()
+    dev = module_device(model) if device is None else resolve_device(device)
     x, y = defense.prepare_data(*train_data, torch.Generator().manual_seed(config.seed + 7919))
     total = config.epochs * math.ceil(len(x) / config.batch_size)
     start = time.perf_counter()
@@ -188,19 +211,12 @@ def fit(
         torch.manual_seed(config.seed)
         if init_seed:
             _reset_parameters(model)
-        model.requires_grad_(True)
-        model.train()
-        opt, sched = _optimiser(model, config, total)
-        bar = tqdm(total=total, disable=not progress, desc="train", unit="batch", dynamic_ncols=True)
-        loop = _Loop(model, defense, opt, sched, torch.Generator().manual_seed(config.seed), bar,
-                     config.batch_size, total)
-        history = [loop.epoch(x, y, epoch) for epoch in range(config.epochs)]
-        bar.close()
+        history = _train(model.to(dev), defense, config, (x, y), total, dev, progress)
     model.eval()
     model.requires_grad_(False)
     acc1 = acc5 = float("nan")
     if test_data is not None:
-        acc1, acc5 = clean_accuracy(model, *test_data)
+        acc1, acc5 = clean_accuracy(model, *test_data, device=dev)
     return TrainResult(model, acc1, acc5, time.perf_counter() - start, history)
 
 
@@ -211,6 +227,7 @@ def train_half(
     dataset: str = "mnist",
     config: TrainConfig | None = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train ``arch`` on training half ``half`` of ``dataset`` (see :func:`advlab.data.half_indices`).
 
@@ -220,6 +237,7 @@ def train_half(
         dataset: The dataset whose training split is halved.
         config: The training settings (default: :class:`TrainConfig`'s).
         progress: Show a progress bar.
+        device: Where to train (see :func:`fit`; ``None``: the CPU, where the model is built).
 
     Returns:
         The trained model; its test accuracy is measured on the full test split.
@@ -229,7 +247,7 @@ def train_half(
     idx = half_indices(len(x), half)
     test = load_dataset(dataset, "test")
     model = create_model(arch, in_shape=info.shape, num_classes=info.num_classes)
-    return fit(model, (x[idx], y[idx]), test, config or TrainConfig(), progress=progress)
+    return fit(model, (x[idx], y[idx]), test, config or TrainConfig(), progress=progress, device=device)
 
 
 def command_line() -> str:

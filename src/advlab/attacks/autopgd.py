@@ -89,9 +89,9 @@ class _State:
         cls, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor, success: torch.Tensor, eps: float
     ) -> _State:
         """The state after the first gradient at the starting point ``x``."""
-        eta = torch.full((len(x),), 2.0 * eps, dtype=x.dtype)
+        eta = torch.full((len(x),), 2.0 * eps, dtype=x.dtype, device=x.device)
         return cls(x, x.clone(), x.clone(), x.clone(), grad, grad.clone(), loss, loss.clone(), success, eta,
-                   torch.zeros(len(x)), eta.clone(), loss.clone())
+                   torch.zeros(len(x), device=x.device), eta.clone(), loss.clone())
 
     def record(self, active: torch.Tensor, z: torch.Tensor, la: torch.Tensor, ga: torch.Tensor,
                hit: torch.Tensor) -> None:
@@ -186,7 +186,7 @@ def apgd(
     """
     obj, hits = objective(loss, y, target), success_on_rows(y, target)
     x_adv = x.detach().clone()
-    success = torch.zeros(len(x), dtype=torch.bool)
+    success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(restarts):
         todo = (~success).nonzero().squeeze(1)
         if len(todo) == 0:
@@ -279,8 +279,8 @@ def apgd_ensemble(
     """
     with torch.no_grad():
         success = model(x).argmax(1) != y
-    out = _Ensemble(x.detach().clone(), success, torch.zeros(len(x), dtype=torch.int64),
-                    torch.full((len(x),), math.inf))
+    out = _Ensemble(x.detach().clone(), success, torch.zeros(len(x), dtype=torch.int64, device=x.device),
+                    torch.full((len(x),), math.inf, device=x.device))
 
     def sq(xs: torch.Tensor, ys: torch.Tensor) -> AttackResult:
         return square(model, xs, ys, threat, generator=generator, max_queries=max_queries, restarts=restarts)

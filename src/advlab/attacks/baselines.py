@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from advlab._checks import NonNegFloat
+from advlab._device import draw
 from advlab.attacks.losses import is_adversarial
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import NORMS, ThreatModel
@@ -18,7 +19,8 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 def _score(model: Model, x_adv: torch.Tensor, y: torch.Tensor) -> AttackResult:
     with torch.no_grad():
         logits = model(x_adv)
-    return AttackResult(x_adv, is_adversarial(logits, y, None), torch.ones(len(y), dtype=torch.int64))
+    ones = torch.ones(len(y), dtype=torch.int64, device=x_adv.device)
+    return AttackResult(x_adv, is_adversarial(logits, y, None), ones)
 
 
 @register_attack(
@@ -50,7 +52,7 @@ def noise(
             raise ValueError("sigma: needed when threat.eps is inf")
         span = threat.bounds[1] - threat.bounds[0]
         sigma = {"linf": threat.eps, "l2": threat.eps / math.sqrt(d), "l1": threat.eps / d, "l0": span}[threat.norm]
-    z = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+    z = draw(torch.randn, x.shape, generator=generator, device=x.device).to(x.dtype)
     x_adv = threat.project(x, x + sigma * z)
     return _score(model, x_adv, y)
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from advlab._checks import NonNegInt, PositiveFloat, PositiveInt
+from advlab._device import draw
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.models.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
@@ -116,9 +117,9 @@ def _estimate_direction(
     for start in range(0, k_max, chunk):
         k = min(chunk, k_max - start)
         if norm == "l2":
-            u = torch.randn(n, k, dim, generator=generator)
+            u = draw(torch.randn, n, k, dim, generator=generator)
         else:
-            u = torch.rand(n, k, dim, generator=generator) * 2 - 1
+            u = draw(torch.rand, n, k, dim, generator=generator) * 2 - 1
         u = (u / u.norm(dim=2, keepdim=True).clamp_min(1e-12)).to(dev)
         valid = (torch.arange(start, start + k, device=dev)[None, :] < evals_d[:, None])
         rows = valid.nonzero()
@@ -202,7 +203,7 @@ def hopskipjump(
     success = found & walk.within(threat.distance(x, x_adv)) if threat.bounded else found.clone()
     x_adv = threat.project(x, x_adv) if threat.bounded else x_adv
     x_adv = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
-    return AttackResult(x_adv, success.cpu(), session.queries.clone())
+    return AttackResult(x_adv, success, session.queries.to(x.device, copy=True))
 
 
 @dataclass
@@ -235,7 +236,7 @@ class _Walk:
         """
         x, oracle, session = self.x, self.oracle, self.oracle.session
         dev = x.device
-        found = oracle(x, torch.arange(x.shape[0]))
+        found = oracle(x, torch.arange(x.shape[0], device="cpu"))  # the session's index (CPU)
         clean_adv = found.clone()  # already misclassified: x_adv = x, distance 0
         x_adv = x.clone()
         tries = [self.threat.clip(starting_points.detach().to(x))] if starting_points is not None else []
@@ -247,7 +248,7 @@ class _Walk:
             if k < len(tries):
                 cand = tries[k]
             else:
-                cand = (torch.rand(x.shape, generator=self.generator) * (hi - lo) + lo).to(x)
+                cand = (draw(torch.rand, x.shape, generator=self.generator) * (hi - lo) + lo).to(x)
             i = need.nonzero().squeeze(1)
             idd = i.to(dev)
             ok = oracle(cand[idd], i)

@@ -141,7 +141,11 @@ def fast_view(model: Model, probe: torch.Tensor) -> Model:
     The view's parameters are detached clones (autograd keeps nothing for the weight gradients
     an attack never asks for) and its 4-D CPU weights are ``channels_last`` (convolutions then
     take PyTorch's oneDNN path: LeNet-5's forward+backward on 1 000 MNIST images runs about 2.4×
-    faster on 2 cores). It shares no tensor and no mutable attribute with the model, so nothing
+    faster on 2 cores). On CUDA the weights keep their layout: channels_last pays there mainly
+    through TF32 / half-precision tensor-core kernels, which advlab's commands switch off for
+    determinism (:func:`advlab._device.setup_cuda_determinism`); the detached clones still save
+    the weight-gradient work on any device (``benchmarks/gpu.py`` times the view on and off). It
+    shares no tensor and no mutable attribute with the model, so nothing
     the view does changes the model (its parameters, buffers, attributes or mode); its methods
     (``bpda``, ...) and flags (``randomized``, ...) are the model's. A model in training mode is
     viewed through :func:`inference_view` (an eval-mode copy, with a warning).

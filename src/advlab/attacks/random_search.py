@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import torch
 
 from advlab._checks import Fraction, PositiveInt, Range
+from advlab._device import draw
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.models.blackbox import QuerySession, as_blackbox
 from advlab.threat import ThreatModel
@@ -81,17 +82,17 @@ def _rings(a: int, b: int) -> torch.Tensor:
     """An a×b bump: concentric rectangles around the centre with weights Σ_{r≥ring} 1/(r+1)²."""
     ci, cj = a // 2, b // 2
     ring = torch.maximum(
-        (torch.arange(a)[:, None] - ci).abs(), (torch.arange(b)[None, :] - cj).abs()
+        (torch.arange(a, device="cpu")[:, None] - ci).abs(), (torch.arange(b, device="cpu")[None, :] - cj).abs()
     )
     top = max(a, b)
-    tail = torch.tensor([sum(1.0 / (r + 1) ** 2 for r in range(k, top)) for k in range(top)])
+    tail = torch.tensor([sum(1.0 / (r + 1) ** 2 for r in range(k, top)) for k in range(top)], device="cpu")
     bump = tail[ring]
     unit: torch.Tensor = bump / bump.norm()
     return unit
 
 
 def pseudo_gaussian(s: int) -> torch.Tensor:
-    """The L2 Square Attack's s×s update: two stacked bumps of opposite sign, unit L2 norm."""
+    """The L2 Square Attack's s×s update: two stacked bumps of opposite sign, unit L2 norm (on the CPU)."""
     half = s // 2
     out = torch.cat([_rings(half, s), -_rings(s - half, s)]) if half > 0 else _rings(s, s)
     unit: torch.Tensor = out / out.norm()
@@ -99,14 +100,14 @@ def pseudo_gaussian(s: int) -> torch.Tensor:
 
 
 def _signs(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
+    return draw(torch.randint, 0, 2, shape, generator=generator).float() * 2 - 1
 
 
 def _corners(
     n: int, s: int, h: int, w: int, g: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    top = torch.randint(0, h - s + 1, (n,), generator=g)
-    return top, torch.randint(0, w - s + 1, (n,), generator=g)
+    top = draw(torch.randint, 0, h - s + 1, (n,), generator=g)
+    return top, draw(torch.randint, 0, w - s + 1, (n,), generator=g)
 
 
 def _init_linf(x: torch.Tensor, threat: ThreatModel, g: torch.Generator | None) -> torch.Tensor:
@@ -121,12 +122,12 @@ def _init_l2(x: torch.Tensor, threat: ThreatModel, g: torch.Generator | None) ->
     n, c, h, w = x.shape
     s = max(min(h, w) // 5, 1)
     bump = pseudo_gaussian(s)
-    delta = torch.zeros(n, c, h, w)
+    delta = torch.zeros(n, c, h, w, device="cpu")  # built beside the CPU draws, then moved
     top0, left0 = (h - s * (h // s)) // 2, (w - s * (w // s)) // 2
     for i in range(h // s):
         for j in range(w // s):
             r, q = top0 + i * s, left0 + j * s
-            delta[:, :, r : r + s, q : q + s] += bump * _signs((n, c, 1, 1), g)
+            delta[:, :, r : r + s, q : q + s] += bump * _signs((n, c, 1, 1), g).to(delta)
     delta = delta.to(x)
     delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None] * threat.eps
     return threat.project(x, x + delta)
@@ -182,9 +183,9 @@ def _propose_l2(
     norm_w1 = chan_norm(delta * m1)
     norm_union = chan_norm(delta * union)
     spare = (threat.eps**2 - delta.flatten(1).square().sum(dim=1)).clamp_min(0) / c
-    bump = pseudo_gaussian(s)
-    flip = torch.rand(n, generator=g) < 0.5
-    patterns = torch.where(flip[:, None, None], bump.T, bump).to(xa)
+    bump = pseudo_gaussian(s).to(xa)
+    flip = draw(torch.rand, n, generator=g, device=dev) < 0.5
+    patterns = torch.where(flip[:, None, None], bump.T, bump)
     fresh = _place(patterns, top1, left1, h, w) * _signs((n, c, 1, 1), g).to(xa)
     new_w1 = fresh + delta * m1 / (norm_w1 + 1e-10)
     new_w1 = new_w1 / chan_norm(new_w1).clamp_min(1e-12)
@@ -235,11 +236,11 @@ def square(
         raise ValueError(f"x: square needs images N×C×H×W, got shape {tuple(x.shape)}")
     if p_init is None:
         p_init = 0.05 if threat.norm == "linf" else 0.1
-    x = x.detach()
+    x, box = x.detach(), as_blackbox(model)
     y, target = y.to(x.device), None if target is None else target.to(x.device)
-    box = as_blackbox(model)
-    best, success = x.clone(), torch.zeros(len(x), dtype=torch.bool)
-    queries = torch.zeros(len(x), dtype=torch.int64)
+    # success and queries are host-side bookkeeping beside the (CPU) query session; returned on x.device
+    best, success = x.clone(), torch.zeros(len(x), dtype=torch.bool, device="cpu")
+    queries = torch.zeros(len(x), dtype=torch.int64, device="cpu")
     for r in range(restarts):
         todo = (~success).nonzero().squeeze(1)
         if len(todo) == 0:
@@ -254,7 +255,7 @@ def square(
         keep = torch.ones_like(better) if r == 0 else better  # a later restart's point replaces only a success
         best[todo[keep].to(x.device)] = found[keep.to(x.device)]
         success[todo[better]] = True
-    return AttackResult(best, success, queries)
+    return AttackResult(best, success.to(x.device), queries.to(x.device))
 
 
 def _start(session: QuerySession, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import torch
 
 from advlab._checks import Fraction, Range
+from advlab._device import draw
 from advlab.attacks.losses import Loss, objective
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.models.blackbox import QuerySession, as_blackbox
@@ -71,7 +72,7 @@ class _State:
 def _vertices(shape: tuple[int, ...], bounds: tuple[float, float], g: torch.Generator | None,
               like: torch.Tensor) -> torch.Tensor:
     lo, hi = bounds
-    return torch.where(torch.rand(shape, generator=g) < 0.5, lo, hi).to(like)
+    return torch.where(draw(torch.rand, shape, generator=g) < 0.5, lo, hi).to(like)
 
 
 def _apply(x_flat: torch.Tensor, st: _State) -> torch.Tensor:
@@ -82,14 +83,14 @@ def _propose(st: _State, m: int, bounds: tuple[float, float], g: torch.Generator
     """Swap m random perturbed elements for m random unperturbed ones, with fresh vertices."""
     n, k = st.inside.shape
     dev = st.inside.device
-    slot_in = torch.rand(n, k, generator=g).topk(m, dim=1).indices.to(dev)
+    slot_in = draw(torch.rand, n, k, generator=g).topk(m, dim=1).indices.to(dev)
     fresh = _vertices((n, m), bounds, g, st.vals)
     vals = st.vals.scatter(1, slot_in, fresh)
     if st.outside.shape[1] == 0:  # every element is perturbed: resample values only
         return _State(st.inside, st.outside, vals, st.margin, st.loss)
     # fewer unperturbed elements than m (ε close to the input's size): swap as many as there are
     m_out = min(m, st.outside.shape[1])
-    slot_out = torch.rand(n, st.outside.shape[1], generator=g).topk(m_out, dim=1).indices.to(dev)
+    slot_out = draw(torch.rand, n, st.outside.shape[1], generator=g).topk(m_out, dim=1).indices.to(dev)
     swap = slot_in[:, :m_out]
     leaving, coming = st.inside.gather(1, swap), st.outside.gather(1, slot_out)
     inside = st.inside.scatter(1, swap, coming)
@@ -143,7 +144,7 @@ def sparse_rs(
     y, target = y.to(x.device), None if target is None else target.to(x.device)
     k = min(int(threat.eps), x[0].numel())
     run = _Run(as_blackbox(model).session(len(x), max_queries), x, y, target, threat.bounds, loss, generator)
-    margin, _ = run.losses(x.flatten(1), torch.arange(len(x)))
+    margin, _ = run.losses(x.flatten(1), torch.arange(len(x), device="cpu"))  # idx: the session's (CPU)
     best = x.flatten(1).clone()
     todo = (margin >= 0).cpu().nonzero().squeeze(1)
     if k > 0 and len(todo):
@@ -153,7 +154,7 @@ def sparse_rs(
         best[on] = _apply(run.x_flat[on], st)
         margin[on] = st.margin
     x_adv = threat.project(x, best.view_as(x))
-    return AttackResult(x_adv, (margin < 0).cpu(), run.session.queries.clone())
+    return AttackResult(x_adv, margin < 0, run.session.queries.to(x.device, copy=True))
 
 
 @dataclass
@@ -185,9 +186,9 @@ class _Run:
     def start(self, todo: torch.Tensor, k: int) -> _State:
         """The random initial set of k elements at random vertices for examples ``todo``, queried once."""
         n, d = len(todo), self.x[0].numel()
-        order = torch.rand(n, d, generator=self.g).argsort(dim=1).to(self.x.device)
-        st = _State(order[:, :k], order[:, k:], _vertices((n, k), self.bounds, self.g, self.x), torch.empty(0),
-                    torch.empty(0))
+        order = draw(torch.rand, n, d, generator=self.g).argsort(dim=1).to(self.x.device)
+        st = _State(order[:, :k], order[:, k:], _vertices((n, k), self.bounds, self.g, self.x), self.x.new_empty(0),
+                    self.x.new_empty(0))
         st.margin, st.loss = self.losses(_apply(self.x_flat[todo.to(self.x.device)], st), todo)
         return st
 

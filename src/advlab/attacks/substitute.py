@@ -171,7 +171,8 @@ def train_substitute(
     model: nn.Module = create_model(arch, in_shape=shape, num_classes=num_classes)
     for rho in range(rounds + 1):
         model = create_model(arch, in_shape=shape, num_classes=num_classes)
-        fit(model, (xs, ys), None, round_config(config, len(xs), rho, min_steps), progress=False, defense=defense)
+        fit(model, (xs, ys), None, round_config(config, len(xs), rho, min_steps), progress=False, defense=defense,
+            device=xs.device)  # the substitute advlab builds trains (and is returned) on the seed set's device
         history.append({"round": rho, "size": len(xs), "queries": oracle.spent})
         if eval_x is not None and eval_labels is not None:
             history[-1]["agreement"] = label_accuracy(predict_logits(model, eval_x, LABEL_BATCH).argmax(1), eval_labels)

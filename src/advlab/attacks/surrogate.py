@@ -51,14 +51,16 @@ def transfer(
         target: Target labels when ``threat.targeted``.
         generator: Source of randomness of the random start.
         surrogate: A shipped model name or checkpoint path of the same task (input shape and
-            classes), or a torch model (attacked through its eval-mode copy; never changed).
+            classes), loaded onto ``x.device``, or a torch model on ``x.device`` (attacked through
+            its eval-mode copy; never changed, never moved).
         steps: PGD iterations on the surrogate.
         loss: The surrogate's objective (``margin``, ``ce`` or ``dlr``).
 
     Returns:
         ``AttackResult``: the crafted examples, success on the target, one query each.
     """
-    src = load_model(surrogate) if isinstance(surrogate, str) else surrogate
+    # a shipped model advlab loads itself goes to x's device; a caller's model is used where it is
+    src = load_model(surrogate).to(x.device) if isinstance(surrogate, str) else surrogate
     if isinstance(src, BlackBox):
         raise ValueError(f"surrogate: expected a differentiable torch model, got the black box {surrogate!r}")
     crafted = iterative_gradient(inference_view(src), x, y, threat, target=target, steps=steps,
@@ -66,7 +68,7 @@ def transfer(
                                  loss=loss, generator=generator).x_adv
     pred = as_blackbox(model).session(len(x)).labels(crafted)
     success = (pred == target) if target is not None else (pred != y)
-    return AttackResult(crafted, success.cpu(), torch.ones(len(x), dtype=torch.int64))
+    return AttackResult(crafted, success.to(x.device), torch.ones(len(x), dtype=torch.int64, device=x.device))
 
 
 __all__ = ["transfer"]

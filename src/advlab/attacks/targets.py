@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from advlab._checks import check_choice, check_images, check_labels
+from advlab._device import draw
 from advlab.attacks.fastview import inference_view
 from advlab.attacks.registry import check_class_range, check_finite_logits
 
@@ -56,9 +57,9 @@ def choose_targets(
         check_class_range("y", y, num_classes)
         if mode == "least-likely":
             masked = logits.clone()
-            masked[torch.arange(len(y)), y] = float("inf")
+            masked[torch.arange(len(y), device=masked.device), y.to(masked.device)] = float("inf")
             return masked.argmin(dim=1)
     else:
         check_class_range("y", y, num_classes, f"num_classes={num_classes}")
-    offset = torch.randint(1, num_classes, (len(y),), generator=generator).to(y.device)
+    offset = draw(torch.randint, 1, num_classes, (len(y),), generator=generator, device=y.device)
     return (y + offset) % num_classes

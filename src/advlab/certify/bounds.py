@@ -93,7 +93,7 @@ def crown_interval(ops: list[Op], end: int, relax: dict[int, Relaxation], box: B
     lows, highs = [], []
     for start in range(0, len(index), rows):
         part = torch.zeros(len(index[start:start + rows]), n, dtype=box[0].dtype, device=box[0].device)
-        part[torch.arange(len(part)), index[start:start + rows]] = 1.0
+        part[torch.arange(len(part), device=part.device), index[start:start + rows].to(part.device)] = 1.0
         a = torch.cat([part, -part]).reshape(1, -1, *shape).expand(b, -1, *shape)
         bound = backward_lower(ops, a, end, 0, relax, box)
         lows.append(bound[:, :len(part)])

@@ -19,6 +19,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from advlab._device import module_device
 from advlab.certify.layers import (
     ConvOp,
     FlattenOp,
@@ -59,8 +60,8 @@ def trace(model: nn.Module) -> torch.fx.Graph:
         raise ValueError(f"certify: cannot trace {type(model).__name__} into a chain of layers: {msg}") from None
 
 
-def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, ...]) -> Op:
-    """The op for a leaf module with input shape ``shape`` and output shape ``out``."""
+def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, ...], dev: torch.device) -> Op:
+    """The op for a leaf module with input shape ``shape`` and output shape ``out``; constants on ``dev``."""
     if isinstance(m, nn.Linear):
         return LinearOp(name, m, shape)
     if isinstance(m, nn.Conv2d):
@@ -74,20 +75,20 @@ def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, 
     if isinstance(m, nn.MaxPool2d):
         return MaxPoolOp(name, m, shape, out)
     if isinstance(m, nn.AvgPool2d):
-        return avgpool_op(name, m, shape, out)
+        return avgpool_op(name, m, shape, out, dev)
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if m.training:
             raise ValueError(f"certify: layer {name!r} ({type(m).__name__}) is in train mode: its output depends on "
                              "the batch; call model.eval() (bounds need the running statistics)")
-        return ScaleShiftOp.of_module(name, m, shape)
+        return ScaleShiftOp.of_module(name, m, shape, dev)
     if isinstance(m, nn.Dropout):
         if m.training and m.p > 0:
             raise ValueError(f"certify: layer {name!r} (Dropout) is in train mode; call model.eval()")
-        return ScaleShiftOp(name, torch.ones(()), torch.zeros(()), shape)
+        return ScaleShiftOp(name, torch.ones((), device=dev), torch.zeros((), device=dev), shape)
     if isinstance(m, Normalize):
-        return ScaleShiftOp.of_module(name, m, shape)
+        return ScaleShiftOp.of_module(name, m, shape, dev)
     if isinstance(m, nn.Identity):
-        return ScaleShiftOp(name, torch.ones(()), torch.zeros(()), shape)
+        return ScaleShiftOp(name, torch.ones((), device=dev), torch.zeros((), device=dev), shape)
     raise _unsupported(name, type(m).__name__)
 
 
@@ -128,8 +129,8 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
     modules = dict(model.named_modules())
     steps: list[_Step] = []
     prev: torch.fx.Node | None = None
-    shape = tuple(in_shape)
-    x = torch.zeros(1, *shape)
+    shape, dev = tuple(in_shape), module_device(model)
+    x = torch.zeros(1, *shape, device=dev)
     for node in graph.nodes:
         if node.op == "placeholder":
             if prev is not None:
@@ -142,7 +143,7 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
                 raise ValueError("certify: the model's output is not the last layer's output")
             break
         _check_args(node, prev)
-        op = _node_op(node, modules, shape, x)
+        op = _node_op(node, modules, shape, x)  # x is on the model's device: the op's constants follow it
         with torch.no_grad():
             x = op.forward(x)
         steps.append((node, shape, tuple(x.shape[1:])))
@@ -157,11 +158,11 @@ def build_chain(model: nn.Module, in_shape: tuple[int, ...]) -> list[Op]:
     plans = _PLANS.setdefault(model, {})
     if in_shape not in plans:
         plans[in_shape] = _plan(model, in_shape)
-    modules = dict(model.named_modules())
+    modules, dev = dict(model.named_modules()), module_device(model)
     ops = []
     for node, shape, out in plans[in_shape]:
         if node.op == "call_module":
-            ops.append(_module_op(str(node.target), modules[str(node.target)], shape, out))
+            ops.append(_module_op(str(node.target), modules[str(node.target)], shape, out, dev))
         else:
             ops.append(_function_op(node, shape))
     return ops
@@ -175,10 +176,10 @@ def _node_op(node: torch.fx.Node, modules: dict[str, nn.Module], shape: tuple[in
     if node.op == "call_module":
         m = modules[str(node.target)]
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout)):
-            return _module_op(str(node.target), m, shape, shape)
+            return _module_op(str(node.target), m, shape, shape, x.device)
         with torch.no_grad():
             out: Any = m(x)
-        return _module_op(str(node.target), m, shape, tuple(out.shape[1:]))
+        return _module_op(str(node.target), m, shape, tuple(out.shape[1:]), x.device)
     if node.op in ("call_function", "call_method"):
         return _function_op(node, shape)
     raise _unsupported(node.name, f"{node.op} {node.target}")

@@ -157,14 +157,15 @@ class ConvOp(AffineOp):
         return torch.einsum("bschw,c->bs", a, self.bias)
 
 
-def avgpool_op(name: str, m: nn.AvgPool2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> ConvOp:
-    """``nn.AvgPool2d`` as a depthwise convolution (zero padding counted, as ``count_include_pad``)."""
+def avgpool_op(name: str, m: nn.AvgPool2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+               device: torch.device | None = None) -> ConvOp:
+    """``nn.AvgPool2d`` as a depthwise convolution (zero padding counted, as ``count_include_pad``), on ``device``."""
     k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
     if m.ceil_mode or (not m.count_include_pad and any(p)):
         raise ValueError(f"certify: unsupported layer {name!r} (AvgPool2d with ceil_mode or count_include_pad=False)")
     c = in_shape[0]
     div = m.divisor_override or k[0] * k[1]
-    weight = torch.full((c, 1, k[0], k[1]), 1.0 / div)
+    weight = torch.full((c, 1, k[0], k[1]), 1.0 / div, device=device)
     conv = (s, p, (1, 1), c)
     return ConvOp(name, weight, None, conv, in_shape, out_shape)
 
@@ -177,10 +178,11 @@ class ScaleShiftOp(AffineOp):
         self.scale, self.shift = scale, shift  # both broadcastable to shape
 
     @classmethod
-    def of_module(cls, name: str, m: nn.Module, shape: tuple[int, ...]) -> ScaleShiftOp:
-        """Read scale and shift off an element-wise affine module by evaluating it at 0 and 1."""
-        zero = m(torch.zeros(1, *shape))[0]
-        return cls(name, m(torch.ones(1, *shape))[0] - zero, zero, shape)
+    def of_module(cls, name: str, m: nn.Module, shape: tuple[int, ...],
+                  device: torch.device | None = None) -> ScaleShiftOp:
+        """Read scale and shift off an element-wise affine module by evaluating it at 0 and 1 (on ``device``)."""
+        zero = m(torch.zeros(1, *shape, device=device))[0]
+        return cls(name, m(torch.ones(1, *shape, device=device))[0] - zero, zero, shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return x * self.scale + self.shift

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from advlab._device import module_device
 from advlab.certify.chain import LEAVES, trace
 from advlab.models.nets import Normalize
 
@@ -54,11 +55,11 @@ def _gram_norm(matrix: torch.Tensor) -> float:
     return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
 
 
-def _explicit_norm(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...]) -> float:
-    """Spectral norm of the linear map ``fn`` on inputs of ``in_shape`` (C×H×W), from its explicit matrix."""
+def _explicit_norm(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], dev: torch.device) -> float:
+    """Spectral norm of the linear map ``fn`` on inputs of ``in_shape`` (C×H×W) on ``dev``, from its explicit matrix."""
     d = math.prod(in_shape)
     with torch.no_grad():
-        cols = fn(torch.eye(d).view(d, *in_shape)).flatten(1)  # row i = the map applied to basis image i
+        cols = fn(torch.eye(d, device=dev).view(d, *in_shape)).flatten(1)  # row i = the map applied to basis image i
     return _gram_norm(cols)
 
 
@@ -68,8 +69,8 @@ def _overlap(kernel: Any, stride: Any) -> int:
     return math.ceil(kh / sh) * math.ceil(kw / sw)
 
 
-def _conv_norm(m: nn.Conv2d, in_shape: tuple[int, ...], max_entries: int) -> float:
-    out_numel = math.prod(m(torch.zeros(1, *in_shape)).shape[1:])
+def _conv_norm(m: nn.Conv2d, in_shape: tuple[int, ...], max_entries: int, dev: torch.device) -> float:
+    out_numel = math.prod(m(torch.zeros(1, *in_shape, device=dev)).shape[1:])
     if m.groups == 1 and (m.dilation in (1, (1, 1))) and math.prod(in_shape) * out_numel > max_entries:
         w = m.weight.detach()
         return math.sqrt(_overlap(m.kernel_size, m.stride)) * _gram_norm(w.flatten(1))
@@ -80,7 +81,7 @@ def _conv_norm(m: nn.Conv2d, in_shape: tuple[int, ...], max_entries: int) -> flo
     def conv(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, m.weight.detach(), None, m.stride, m.padding, m.dilation, m.groups)
 
-    return _explicit_norm(conv, in_shape)
+    return _explicit_norm(conv, in_shape, dev)
 
 
 def _pool_norm(m: nn.MaxPool2d) -> float:
@@ -89,18 +90,18 @@ def _pool_norm(m: nn.MaxPool2d) -> float:
     return math.sqrt(_overlap(m.kernel_size, m.stride if m.stride is not None else m.kernel_size))
 
 
-def _module_norm(m: nn.Module, in_shape: tuple[int, ...], max_entries: int) -> float:
-    """Upper bound on the L2 Lipschitz constant of layer ``m`` on inputs of ``in_shape``."""
+def _module_norm(m: nn.Module, in_shape: tuple[int, ...], max_entries: int, dev: torch.device) -> float:
+    """Upper bound on the L2 Lipschitz constant of layer ``m`` on inputs of ``in_shape`` (on the model's ``dev``)."""
     if isinstance(m, _ONE_MODULES):
         return 1.0
     if isinstance(m, nn.Linear):
         return _gram_norm(m.weight.detach())
     if isinstance(m, nn.Conv2d):
-        return _conv_norm(m, in_shape, max_entries)
+        return _conv_norm(m, in_shape, max_entries, dev)
     if isinstance(m, nn.MaxPool2d):
         return _pool_norm(m)
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        return _explicit_norm(m, in_shape)
+        return _explicit_norm(m, in_shape, dev)
     if isinstance(m, Normalize):
         return float((1 / m.std.detach().abs().double()).max())
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -114,7 +115,7 @@ def _module_norm(m: nn.Module, in_shape: tuple[int, ...], max_entries: int) -> f
 def _node_norm(node: fx.Node, modules: dict[str, nn.Module], x: torch.Tensor, max_entries: int) -> float:
     """The bound of one graph node applied to ``x`` (one example)."""
     if node.op == "call_module":
-        return _module_norm(modules[str(node.target)], tuple(x.shape[1:]), max_entries)
+        return _module_norm(modules[str(node.target)], tuple(x.shape[1:]), max_entries, x.device)
     if node.op == "call_function" and node.target in _ONE_FUNCTIONS:
         return 1.0
     if node.op == "call_method" and node.target in _ONE_METHODS:
@@ -161,7 +162,7 @@ def lipschitz_constant(model: nn.Module, in_shape: tuple[int, ...], *, max_entri
             if node.op == "placeholder":
                 if prev is not None:
                     raise ValueError("lipschitz: models with more than one input are not supported")
-                values[node], prev = torch.zeros(1, *shape), node
+                values[node], prev = torch.zeros(1, *shape, device=module_device(model)), node
                 continue
             if node.op == "output":
                 if node.args[0] is not prev:

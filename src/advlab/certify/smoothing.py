@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from advlab._checks import check_nonneg, check_positive_int
+from advlab._device import draw
 from advlab.attacks.fastview import attack_view
 from advlab.certify.stats import binom_test_half, clopper_pearson_lower, normal_ppf
 
@@ -101,7 +102,7 @@ class Smoothed:
         """``rows`` draws of N(0, I) shaped like one image, each from a 16-aligned row of the stream."""
         d = x[0].numel()
         width = -(-d // 16) * 16
-        z = torch.randn(rows, width, generator=generator, dtype=x.dtype)[:, :d]
+        z = draw(torch.randn, rows, width, generator=generator, dtype=x.dtype)[:, :d]
         return z.reshape(rows, *x.shape[1:]).to(x.device)
 
     def _classes(self, logits: Any, rows: int) -> torch.Tensor:
@@ -124,7 +125,7 @@ class Smoothed:
         top = counts.topk(2, dim=1)
         n_a, n_b = top.values[:, 0].cpu(), top.values[:, 1].cpu()
         p = binom_test_half(n_a, n_a + n_b)
-        return torch.where(p <= a, top.indices[:, 0].cpu(), torch.full_like(n_a, ABSTAIN))
+        return torch.where(p <= a, top.indices[:, 0].cpu(), torch.full_like(n_a, ABSTAIN)).to(x.device)
 
     def certify(
         self, x: torch.Tensor, n0: int = 100, n: int = 10_000, alpha: float = 0.001, *, batch_size: int = 1000,
@@ -145,7 +146,7 @@ class Smoothed:
         ok = p_a > 0.5
         radius = torch.where(ok, self.sigma * normal_ppf(p_a.clamp(min=0.5)), torch.zeros_like(p_a))
         pred = torch.where(ok, guess.cpu(), torch.full_like(guess.cpu(), ABSTAIN))
-        return pred, radius.float()
+        return pred.to(x.device), radius.float().to(x.device)
 
 
 def certified_accuracy(

@@ -1,7 +1,8 @@
 """Binomial statistics for randomized smoothing: Clopper–Pearson bounds and the two-sided binomial test.
 
 All functions are vectorised over tensors of counts (int64) and return float64 tensors; the
-distributions are scipy's (``scipy.stats.beta``, ``scipy.stats.binom``).
+distributions are scipy's (``scipy.stats.beta``, ``scipy.stats.binom``), so counts on any device
+are read on the CPU and the results are CPU tensors (callers move them to their data's device).
 
 * Clopper & Pearson 1934, The use of confidence or fiducial limits illustrated in the case of the
   binomial, Biometrika 26(4): the exact ("beta") interval. The one-sided lower bound at level
@@ -23,8 +24,8 @@ PAPER = "Clopper & Pearson 1934, The use of confidence or fiducial limits illust
 
 def _counts(k: torch.Tensor | int, n: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(k, n)`` as broadcast int64 tensors, checked: 0 ≤ k ≤ n."""
-    kt = torch.as_tensor(k)
-    nt = torch.as_tensor(n)
+    kt = torch.as_tensor(k, device="cpu")  # scipy reads them: on the CPU, whatever the default device
+    nt = torch.as_tensor(n, device="cpu")
     if kt.is_floating_point() or nt.is_floating_point():
         raise TypeError("k, n: expected integer counts, got floating-point values")
     shape = torch.broadcast_shapes(kt.shape, nt.shape)  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from safetensors.torch import save
 from advlab._checks import check_out_dir
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
+from advlab.commands.device import add_device_argument, use_device
 from advlab.data import load_dataset
 from advlab.metrics import acc_at_k, predict_logits
 from advlab.models import check_input_shape, load_model
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="attack parameter (JSON value), e.g. --param steps=40 --param step_size=0.01")
     p.add_argument("--out", required=True)
+    add_device_argument(p)
     p.set_defaults(func=run_attack)
 
 
@@ -93,11 +95,14 @@ def run_attack(args: argparse.Namespace) -> int:
     out = check_out_dir("--out", args.out)
     params = info.bind(parse_options(args.param))
     norm, threat = _threat(args, info)
+    device = use_device(args)
     model = load_model(args.model)
     dataset = model_dataset(model, args.model, args.dataset)
     x, y = load_dataset(dataset, "test", root=args.data_dir)
     check_input_shape(model, x, name=args.model, source=dataset)
-    x, y = x[: args.n], y[: args.n]
+    x, y = x[: args.n].to(device), y[: args.n].to(device)
+    if isinstance(model, torch.nn.Module):  # loaded here, a fresh object: moving it changes nothing of the caller's
+        model = model.to(device)
     gen = torch.Generator().manual_seed(args.seed)
     target = choose_targets(model, x, y, args.targeted, generator=gen) if args.targeted else None
     info.check_inputs(model, x, y, threat, target)
@@ -106,7 +111,7 @@ def run_attack(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "x_adv.safetensors",
-                       save({"x_adv": res.x_adv.contiguous(), "y": y, "success": res.success}))
+                       save({"x_adv": res.x_adv.contiguous().cpu(), "y": y.cpu(), "success": res.success.cpu()}))
     logits = predict_logits(model, res.x_adv)
     clean = predict_logits(model, x)
     summary = {
@@ -118,7 +123,8 @@ def run_attack(args: argparse.Namespace) -> int:
     if target is not None:
         summary["target_hit_rate"] = float((logits.argmax(1) == target).float().mean())
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    atomic_write_bytes(out / "grid.png", adversarial_grid(x, res.x_adv, y, clean.argmax(1), logits.argmax(1)))
+    grid = adversarial_grid(x.cpu(), res.x_adv.cpu(), y.cpu(), clean.argmax(1).cpu(), logits.argmax(1).cpu())
+    atomic_write_bytes(out / "grid.png", grid)
     print(json.dumps(summary, indent=2))
     print(f"wrote {out / 'x_adv.safetensors'}, {out / 'grid.png'}, {out / 'summary.json'}")
     return 0

@@ -18,6 +18,7 @@ from torch import nn
 
 from advlab._io import atomic_write_text
 from advlab.certify.methods import METHOD_NORMS, Method, certified_masks, check_certifiable, parse_methods
+from advlab.commands.device import add_device_argument, use_device
 from advlab.data import load_dataset
 from advlab.metrics import clean_accuracy
 from advlab.models import load_model
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -72,15 +74,18 @@ def run(args: argparse.Namespace) -> int:
     methods, eps = parse_methods(args.method, args.norm), _parse_eps(args.eps)
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n: expected a positive integer, got {args.n}")
+    device = use_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model: {args.model} is not a torch model; bound propagation needs its layers")
+    model = model.to(device)  # loaded here: a fresh object
     dataset = args.dataset or getattr(model, "advlab_meta", {}).get("dataset", "mnist")
     x, y = load_dataset(dataset, "test", root=args.data_dir)
     if args.n is not None:
         x, y = x[: args.n], y[: args.n]
+    x, y = x.to(device), y.to(device)
     check_certifiable(model, tuple(x.shape[1:]), methods)
     table = certify_table(model, x, y, methods, eps, args.norm, args.batch_size, args.seed)
     print(f"{args.model} on {dataset} test ({table['n']} images): clean accuracy {table['clean_acc']:.4f}")

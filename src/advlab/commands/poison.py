@@ -9,6 +9,7 @@ import torch
 from advlab._checks import check_out_dir
 from advlab._io import locked_directory
 from advlab.commands.attack import parse_options
+from advlab.commands.device import add_device_argument, use_device
 from advlab.data import dataset_info
 from advlab.poison.base import Share
 from advlab.poison.experiment import ATTACKS, DEFENSES, Setup, run_experiment, split_options
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default="poison-report", help="output directory (default poison-report)")
     p.add_argument("--no-progress", action="store_true")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     setup = Setup(arch=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=args.lr, seed=args.seed)
+                  lr=args.lr, seed=args.seed, device=use_device(args))
     command = command_line()
     with locked_directory(out, arg="out", command=command) as d:
         outcome = run_experiment(setup.load(), args.attack, attack_kw, defense=args.defense,

@@ -13,6 +13,7 @@ from torch import nn
 from advlab._checks import check_out_file
 from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
+from advlab.commands.device import add_device_argument, use_device
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
 from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", default=None, help="model name recorded in the metadata (default: from --out)")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--no-progress", action="store_true")
+    add_device_argument(p)
     p.set_defaults(func=run)
     d = sub.add_parser("defenses", help="list the training defenses and their options")
     d.set_defaults(func=run_list)
@@ -61,6 +63,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate on the test split, write the checkpoint atomically."""
     check_out_file("--out", args.out)  # before training, not after it
+    device = use_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     info = dataset_info(args.dataset)
@@ -93,13 +96,17 @@ def run(args: argparse.Namespace) -> int:
     writable_directory(out.parent, arg="out")
     with locked_file(out.parent / f".{out.name}.lock", str(out), arg="out", command=command_line(),
                      instead="another path"):
-        return fit_and_save(args, model, defense, config, train, test, arch_kwargs, options)
+        return fit_and_save(args, model, defense, config, train, test, arch_kwargs, options, device)
 
 
 def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDefense, config: TrainConfig,
                  train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                 arch_kwargs: dict[str, Any], options: dict[str, Any]) -> int:
-    """Train (or distil), then write the checkpoint atomically; the caller holds the checkpoint's lock."""
+                 arch_kwargs: dict[str, Any], options: dict[str, Any], device: torch.device | None = None) -> int:
+    """Train (or distil) on ``device``, then write the checkpoint atomically; the caller holds the checkpoint's lock.
+
+    The model (built or loaded by the command) is moved to ``device`` by the training loop; the data stay
+    on the CPU and each batch is moved.
+    """
     t0 = time.perf_counter()
     extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
     if args.init:
@@ -108,13 +115,13 @@ def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDe
         temperature = float(options.get("temperature", 100.0))
         teacher = create_model(args.model, **arch_kwargs)
         result, teacher_result = distill(teacher, model, train, test, config, temperature=temperature,
-                                         progress=not args.no_progress)
+                                         progress=not args.no_progress, device=device)
         assert teacher_result is not None
         extra["teacher_acc1"] = round(teacher_result.acc1, 6)
         extra["teacher_train_seconds"] = round(teacher_result.seconds, 1)
     else:
         result = fit(model, train, test, config, defense=defense, progress=not args.no_progress,
-                     init_seed=not args.init)
+                     init_seed=not args.init, device=device)
     if args.name:
         extra["name"] = args.name
     net = result.model

@@ -11,6 +11,7 @@ import torch
 from advlab._checks import check_out_dir, check_out_file
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import get_attack
+from advlab.commands.device import add_device_argument, use_device
 from advlab.data import HALF_SPLIT_SEED, dataset_info, load_dataset
 from advlab.evaluation.transfer import transfer_matrix
 from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="train --arch on MNIST training half a or b and save to --out")
     p.add_argument("--arch", default="lenet", help="architecture for --train-half")
     p.add_argument("--epochs", type=int, default=10, help="epochs for --train-half")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +59,7 @@ def _train_half(args: argparse.Namespace) -> int:
     check_out_file("--out", args.out)
     create_model(args.arch)  # an unknown --arch fails here, with suggestions, before any training
     config = TrainConfig(epochs=args.epochs, seed=args.seed)
-    result = train_half(args.train_half, arch=args.arch, config=config)
+    result = train_half(args.train_half, arch=args.arch, config=config, device=use_device(args))
     info = dataset_info("mnist")
     arch_kwargs = {"in_shape": list(info.shape), "num_classes": info.num_classes}
     meta = checkpoint_meta(
@@ -69,6 +71,10 @@ def _train_half(args: argparse.Namespace) -> int:
     print(f"{args.arch} on MNIST half {args.train_half}: test Acc@1 {result.acc1:.4f} "
           f"({result.seconds:.0f} s) -> {args.out}")
     return 0
+
+
+def _to(model: object, device: torch.device) -> object:
+    return model.to(device) if isinstance(model, torch.nn.Module) else model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
     threat = ThreatModel(args.norm, args.eps)
     params = info.bind({"steps": args.steps} if args.steps is not None else {})
     out = check_out_dir("--out", args.out)
+    device = use_device(args)
     x, y = load_dataset("mnist", "test")
-    x, y = x[: args.n], y[: args.n]
-    models = {name: load_model(name) for name in names}
+    x, y = x[: args.n].to(device), y[: args.n].to(device)
+    # loaded here, fresh objects: the torch models move to the device; scikit-learn black boxes stay on the CPU
+    models = {name: _to(load_model(name), device) for name in names}
     for name, model in models.items():
         check_input_shape(model, x, name=name, source="mnist")
     t0 = time.perf_counter()

@@ -25,6 +25,7 @@ from torch import nn
 
 from advlab._checks import check_nonneg, check_positive_int
 from advlab._deprecation import renamed_value
+from advlab._device import draw
 from advlab.attacks import get_attack
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import loss_grad
@@ -169,7 +170,7 @@ class Trades(AdversarialTraining):
             def kl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="none").sum(1)
 
-            noise = torch.randn(xb.shape, generator=generator, dtype=xb.dtype)
+            noise = draw(torch.randn, xb.shape, generator=generator, dtype=xb.dtype, device=xb.device)
             x_adv = threat.project(xb, xb + 0.001 * noise)
             for _ in range(self.steps):
                 _, grad, _ = loss_grad(model, x_adv, p_clean, kl)
@@ -207,5 +208,5 @@ class NegativeImages(TrainingDefense):
         n = len(x) if self.count == -1 else min(self.count, len(x))
         if n == 0:
             return x, y
-        idx = torch.randperm(len(x), generator=generator)[:n]
+        idx = draw(torch.randperm, len(x), generator=generator, device=x.device)[:n]
         return torch.cat([x, 1.0 - x[idx]]), torch.cat([y, y[idx]])

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab._checks import check_nonneg
+from advlab._device import module_device
 from advlab.train import TrainConfig, TrainingDefense, TrainResult, fit
 
 
@@ -41,7 +42,7 @@ class DistillationStudent(TrainingDefense):
         index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.soft_labels is not None  # prepare_data refused otherwise
-        soft = self.soft_labels[index]
+        soft = self.soft_labels[index.to(self.soft_labels.device)].to(xb.device)
         logits = model(xb)
         loss = -(soft * F.log_softmax(logits / self.temperature, dim=1)).sum(1).mean()
         return loss, logits
@@ -75,6 +76,7 @@ def distill(
     temperature: float = 100.0,
     train_teacher: bool = True,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> tuple[TrainResult, TrainResult | None]:
     """Defensive distillation (Papernot et al. 2016): teacher at T, soft labels at T, student at T.
 
@@ -88,6 +90,7 @@ def distill(
         temperature: T.
         train_teacher: Whether to train the teacher first.
         progress: Show progress bars.
+        device: Where both networks train (see :func:`~advlab.train.fit`; ``None``: where each is).
 
     Returns:
         ``(student result, teacher result or None)``.
@@ -98,12 +101,13 @@ def distill(
     teacher_result = None
     if train_teacher:
         teacher_result = fit(teacher, train_data, test_data, config,
-                             defense=TemperatureTeacher(temperature=temperature), progress=progress)
-    x = train_data[0]
+                             defense=TemperatureTeacher(temperature=temperature), progress=progress, device=device)
+    x, dev = train_data[0], module_device(teacher)
     teacher.eval()
     with torch.no_grad():
-        soft = torch.cat([F.softmax(teacher(x[i : i + 1000]) / temperature, dim=1) for i in range(0, len(x), 1000)])
+        soft = torch.cat([F.softmax(teacher(x[i : i + 1000].to(dev)) / temperature, dim=1).to(x.device)
+                          for i in range(0, len(x), 1000)])
     student_defense = DistillationStudent(temperature=temperature, soft_labels=soft)
     result = fit(student, train_data, test_data, replace(config, seed=config.seed + 1),
-                 defense=student_defense, progress=progress)
+                 defense=student_defense, progress=progress, device=device)
     return result, teacher_result

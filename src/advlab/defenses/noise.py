@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab._checks import check_nonneg
+from advlab._device import draw
 from advlab.train import TrainingDefense
 
 PAPER = ("Cohen, Rosenfeld, Kolter 2019, Certified Adversarial Robustness via Randomized Smoothing, "
@@ -43,6 +44,6 @@ class GaussianNoise(TrainingDefense):
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator, progress: float,
         index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn(xb.shape, generator=generator, dtype=xb.dtype).to(xb.device)
+        noise = draw(torch.randn, xb.shape, generator=generator, dtype=xb.dtype, device=xb.device)
         logits = model(xb + self.sigma * noise)
         return F.cross_entropy(logits, yb), logits

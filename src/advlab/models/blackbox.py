@@ -111,7 +111,7 @@ class BlackBox:
             out = self.fn(inp)
         self.calls += 1
         self.total_queries += x.shape[0]
-        t = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
+        t = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out), device="cpu")
         if t.shape[:1] != x.shape[:1]:
             raise ValueError(
                 f"fn: expected an output with {x.shape[0]} rows, got shape {tuple(t.shape)}"
@@ -166,14 +166,15 @@ class QuerySession:
     Every query names the examples it belongs to (``idx``, positions in the attack's batch);
     several rows for the same example (e.g. HopSkipJump's gradient estimate) are passed with a
     repeated index. A query that would exceed an example's budget raises
-    :class:`QueryBudgetExceeded` before ``fn`` is called.
+    :class:`QueryBudgetExceeded` before ``fn`` is called. The counts (``queries``) are host-side
+    bookkeeping on the CPU whatever the attacked batch's device; attacks return them on ``x.device``.
     """
 
     def __init__(self, box: BlackBox, n: int, max_queries: int | None) -> None:
         self.box = box
         self.n = n
         self.max_queries = max_queries
-        self.queries = torch.zeros(n, dtype=torch.int64)
+        self.queries = torch.zeros(n, dtype=torch.int64, device="cpu")  # host-side bookkeeping
 
     @property
     def remaining(self) -> torch.Tensor:
@@ -185,7 +186,7 @@ class QuerySession:
         if idx is None:
             if rows != self.n:
                 raise ValueError(f"idx: needed when querying {rows} rows for a batch of {self.n}")
-            idx = torch.arange(self.n)
+            idx = torch.arange(self.n, device="cpu")
         idx = idx.detach().cpu().long()
         if idx.shape != (rows,):
             raise ValueError(f"idx: expected shape ({rows},), got {tuple(idx.shape)}")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab._checks import suggest
+from advlab._device import draw
 
 
 class _Undeclared(nn.Module):
@@ -128,10 +129,10 @@ class RandomResize(_Undeclared):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         h, w = x.shape[-2:]
         side = min(h, w)
-        r = int(torch.randint(min(self.min_size, side), side + 1, (1,), generator=self.generator))
+        r = int(draw(torch.randint, min(self.min_size, side), side + 1, (1,), generator=self.generator))
         small = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
-        top = int(torch.randint(0, h - r + 1, (1,), generator=self.generator))
-        left = int(torch.randint(0, w - r + 1, (1,), generator=self.generator))
+        top = int(draw(torch.randint, 0, h - r + 1, (1,), generator=self.generator))
+        left = int(draw(torch.randint, 0, w - r + 1, (1,), generator=self.generator))
         out: torch.Tensor = self.net(F.pad(small, (left, w - r - left, top, h - r - top)))
         return out
 

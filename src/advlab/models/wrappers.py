@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab._checks import suggest
+from advlab._device import draw
 
 
 class Transform(nn.Module):
@@ -94,10 +95,10 @@ class RandomResizePad(Transform):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         self.check_input(tuple(x.shape[1:]))
         h, w = x.shape[-2:]
-        r = int(torch.randint(self.min_size, min(h, w) + 1, (1,), generator=self.generator))
+        r = int(draw(torch.randint, self.min_size, min(h, w) + 1, (1,), generator=self.generator))
         small = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
-        top = int(torch.randint(0, h - r + 1, (1,), generator=self.generator))
-        left = int(torch.randint(0, w - r + 1, (1,), generator=self.generator))
+        top = int(draw(torch.randint, 0, h - r + 1, (1,), generator=self.generator))
+        left = int(draw(torch.randint, 0, w - r + 1, (1,), generator=self.generator))
         return F.pad(small, (left, w - r - left, top, h - r - top))
 
 

@@ -58,7 +58,7 @@ def badnets(x: torch.Tensor, y: torch.Tensor, *, fraction: float, target: int = 
         labels = torch.full_like(idx, target)
         params["target"] = target
     else:
-        idx = pick(torch.arange(len(y)), k, gen, "examples")
+        idx = pick(torch.arange(len(y), device=y.device), k, gen, "examples")
         labels = all_to_all_target(y[idx], classes)
     new_x = apply_trigger(x[idx], trig) if k else None
     return finish(x, y, idx, new_x, labels, f"badnets-{mode}", params=params, trigger=trig,

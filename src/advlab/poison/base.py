@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import torch
 
 from advlab._checks import Range, check_images, check_labels, check_param
+from advlab._device import draw
 
 # A share of a set, 0 and 1 included (the registry's ``Fraction`` excludes 0).
 Share = Annotated[float, Range(0.0, 1.0)]
@@ -50,7 +51,7 @@ class PoisonedData:
     @property
     def mask(self) -> torch.Tensor:
         """Per-example bool: poisoned."""
-        m = torch.zeros(len(self.y), dtype=torch.bool)
+        m = torch.zeros(len(self.y), dtype=torch.bool, device=self.y.device)
         m[self.poisoned_idx] = True
         return m
 
@@ -110,7 +111,7 @@ def pick(pool: torch.Tensor, k: int, generator: torch.Generator, what: str) -> t
     """
     if k > len(pool):
         raise ValueError(f"fraction: asks for {k} poisons but there are only {len(pool)} {what}")
-    chosen = pool[torch.randperm(len(pool), generator=generator)[:k]]
+    chosen = pool[draw(torch.randperm, len(pool), generator=generator, device=pool.device)[:k]]
     return chosen.sort().values
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from advlab._device import module_device
 from advlab.metrics import predict_logits
 from advlab.poison.base import PoisonedData, check_class, check_data, default_generator, finish, pick, poison_count
 from advlab.poison.features import features, last_linear, penultimate_features
@@ -34,8 +35,8 @@ def _collide(model: nn.Module, base: torch.Tensor, goal: torch.Tensor, beta: flo
              lr: float) -> torch.Tensor:
     """Forward–backward splitting from ``base`` towards the features ``goal``; per-example step halving."""
     p = base.clone()
-    step = torch.full((len(p), 1, 1, 1), lr)
-    prev = torch.full((len(p),), float("inf"))
+    step = torch.full((len(p), 1, 1, 1), lr, device=p.device)
+    prev = torch.full((len(p),), float("inf"), device=p.device)
     for _ in range(steps):
         q = p.detach().requires_grad_(True)
         obj = (features(model, q) - goal).pow(2).sum(1)
@@ -84,7 +85,8 @@ def feature_collision(x: torch.Tensor, y: torch.Tensor, *, fraction: float, mode
     new_x = None
     if len(idx):
         base = ((1 - opacity) * x[idx] + opacity * t).clamp(0.0, 1.0)
-        new_x = _collide(model, base, goal, float(beta), steps, lr)
+        dev = module_device(model)  # the poisons are optimised where the model is, returned to x's device
+        new_x = _collide(model, base.to(dev), goal.to(dev), float(beta), steps, lr).to(x.device)
     params = {"fraction": fraction, "base_class": base_class, "beta": beta, "steps": steps, "opacity": opacity}
     return finish(x, y, idx, new_x, None, "feature-collision", params=params, target=base_class,
                   extra={"target_x": t})
@@ -119,7 +121,7 @@ def fine_tune_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: T
 
 def collision_success(victim: Callable[[torch.Tensor], torch.Tensor], poisoned: PoisonedData) -> bool:
     """Whether the victim now classifies the attack's target image as the base class."""
-    pred = int(predict_logits(victim, poisoned.extra["target_x"]).argmax(1))
+    pred = int(predict_logits(victim, poisoned.extra["target_x"], device=module_device(victim)).argmax(1))
     return pred == poisoned.target
 
 

@@ -58,8 +58,8 @@ def spectral_signatures(feats: torch.Tensor, y: torch.Tensor, *, removal: float 
     _check(feats, y)
     check_param("removal", Share, removal)
     f = feats.double()
-    scores = torch.zeros(len(f), dtype=torch.float64)
-    flagged = torch.zeros(len(f), dtype=torch.bool)
+    scores = torch.zeros(len(f), dtype=torch.float64, device=f.device)
+    flagged = torch.zeros(len(f), dtype=torch.bool, device=f.device)
     for c in torch.unique(y).tolist():
         rows = (y == c).nonzero().flatten()
         r = f[rows] - f[rows].mean(0)
@@ -102,8 +102,8 @@ def activation_clustering(feats: torch.Tensor, y: torch.Tensor, *, dims: int = 1
     _check(feats, y)
     check_param("max_share", Share, max_share)
     check_param("reduce", Literal["ica", "pca"], reduce)
-    f = feats.double().numpy()
-    labels = y.numpy()
+    f = feats.double().cpu().numpy()  # scikit-learn reads NumPy: on the CPU; the result goes back to feats' device
+    labels = y.cpu().numpy()
     scores = np.zeros(len(f))
     flagged = np.zeros(len(f), dtype=bool)
     for c in np.unique(labels):
@@ -117,7 +117,8 @@ def activation_clustering(feats: torch.Tensor, y: torch.Tensor, *, dims: int = 1
         scores[rows] = np.where(assign == small, 1.0 - share, share)  # members of a small cluster score high
         if share <= max_share:
             flagged[rows[assign == small]] = True
-    return Detection(torch.from_numpy(flagged), torch.from_numpy(scores), "activation-clustering")
+    return Detection(torch.from_numpy(flagged).to(feats.device), torch.from_numpy(scores).to(feats.device),
+                     "activation-clustering")
 
 
 def detection_rates(detection: Detection, poison_mask: torch.Tensor, y: torch.Tensor,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from advlab._checks import suggest
+from advlab._device import module_device
 from advlab.data import dataset_info, load_dataset
 from advlab.models import create_model
 from advlab.poison.backdoor import badnets, clean_label
@@ -57,6 +58,7 @@ class Setup:
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
+    device: str | torch.device | None = None  # where the models train and run (None: the CPU); data stay put
     train: tuple[torch.Tensor, torch.Tensor] = field(default=(torch.empty(0), torch.empty(0)), repr=False)
     test: tuple[torch.Tensor, torch.Tensor] = field(default=(torch.empty(0), torch.empty(0)), repr=False)
 
@@ -71,15 +73,15 @@ class Setup:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
 
     def describe(self) -> dict[str, Any]:
-        """The recipe as plain values (no tensors)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("train", "test")}
+        """The recipe as plain values (no tensors; not the device, which does not change the recipe)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("train", "test", "device")}
 
 
 def train_on(setup: Setup, x: torch.Tensor, y: torch.Tensor, progress: bool = False) -> TrainResult:
     """A fresh model of the recipe's architecture trained on ``(x, y)`` and scored on the test split."""
     info = dataset_info(setup.dataset)
     model = create_model(setup.arch, in_shape=info.shape, num_classes=info.num_classes)
-    return fit(model, (x, y), setup.test, setup.config(), progress=progress)
+    return fit(model, (x, y), setup.test, setup.config(), progress=progress, device=setup.device)
 
 
 def split_options(attack: str, defense: str | None, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -211,9 +213,10 @@ def run_collision(setup: Setup, options: dict[str, Any], clean: TrainResult) -> 
                "poisoned": fine_tune_head(clean.model, p.x, p.y, config)}
     summary: dict[str, Any] = {"attack": "feature-collision", "params": p.params, "poisons": len(p.poisoned_idx),
                                "n_train": len(p.y), "poison_seconds": seconds, "target_index": index}
+    dev = module_device(clean.model)
     for name, victim in victims.items():
-        acc = float((victim(setup.test[0]).argmax(1) == setup.test[1]).float().mean())
-        pred = int(victim(p.extra["target_x"]).argmax(1))
+        acc = float((victim(setup.test[0].to(dev)).argmax(1).cpu() == setup.test[1].cpu()).float().mean())
+        pred = int(victim(p.extra["target_x"].to(dev)).argmax(1))
         summary[name] = {"acc1": acc, "target_pred": pred, "success": collision_success(victim, p)}
     summary["target_class"] = int(setup.test[1][index])
     return Outcome(summary, *_examples(setup, p))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advlab._device import module_device
+
 
 def last_linear(model: nn.Module, depth: int = 1) -> nn.Linear:
     """The model's ``depth``-th ``nn.Linear`` from the end (1: its classifier head); a one-line error if none."""
@@ -40,10 +42,15 @@ def features(model: nn.Module, x: torch.Tensor, depth: int = 1) -> torch.Tensor:
 
 
 def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, depth: int = 1) -> torch.Tensor:
-    """Features of a whole set (penultimate for ``depth=1``), in batches, without gradients (N×D)."""
+    """Features of a whole set (penultimate for ``depth=1``), in batches, without gradients (N×D).
+
+    Each batch runs where the model is; the features come back to ``x``'s device.
+    """
     last_linear(model, depth)  # a bad depth fails before any forward pass
+    dev = module_device(model)
     with torch.no_grad():
-        return torch.cat([features(model, x[i : i + batch_size], depth) for i in range(0, len(x), batch_size)])
+        return torch.cat([features(model, x[i : i + batch_size].to(dev), depth).to(x.device)
+                          for i in range(0, len(x), batch_size)])
 
 
 __all__ = ["features", "last_linear", "penultimate_features"]

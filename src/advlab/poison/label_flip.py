@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from advlab._device import draw, module_device
 from advlab.metrics import predict_logits
 from advlab.poison.base import PoisonedData, check_class, check_data, default_generator, finish, pick, poison_count
 
@@ -32,8 +33,8 @@ def uniform_flip(x: torch.Tensor, y: torch.Tensor, *, fraction: float, generator
     """Flip ``round(fraction·N)`` labels drawn uniformly, each to a uniformly drawn other class."""
     x, y, classes = check_data(x, y, num_classes)
     gen = default_generator(generator)
-    idx = pick(torch.arange(len(y)), poison_count(fraction, len(y)), gen, "examples")
-    shift = torch.randint(1, classes, (len(idx),), generator=gen)
+    idx = pick(torch.arange(len(y), device=y.device), poison_count(fraction, len(y)), gen, "examples")
+    shift = draw(torch.randint, 1, classes, (len(idx),), generator=gen, device=y.device)
     return finish(x, y, idx, None, (y[idx] + shift) % classes, "flip-uniform", params={"fraction": fraction})
 
 
@@ -54,7 +55,7 @@ def pair_flip(x: torch.Tensor, y: torch.Tensor, *, fraction: float, source: int,
 def margins(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example: the true-class logit minus the largest other, and that other (runner-up) class."""
-    logits = predict_logits(model, x)
+    logits = predict_logits(model, x, device=module_device(model))
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     best, runner_up = others.max(1)

@@ -97,7 +97,7 @@ def examples_figure(examples: torch.Tensor, labels: torch.Tensor) -> bytes:
     axes = fig.subplots(2, max(k, 1), squeeze=False)
     for j in range(k):
         for i, title in enumerate(("original", "poisoned")):
-            img = examples[j, i].permute(1, 2, 0).squeeze(-1).numpy()
+            img = examples[j, i].permute(1, 2, 0).squeeze(-1).cpu().numpy()
             axes[i][j].imshow(img, cmap="gray", vmin=0, vmax=1)
             axes[i][j].set_title(f"{title}, label {int(labels[j, i])}", fontsize=7)
     for ax in axes.flat:

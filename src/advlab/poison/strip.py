@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from advlab._checks import check_images, check_positive_int
+from advlab._device import draw, module_device
 from advlab.metrics import predict_logits
 from advlab.poison.base import default_generator
 
@@ -29,9 +30,9 @@ def strip_entropy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     check_positive_int("n", n)
     if pool.shape[1:] != x.shape[1:]:
         raise ValueError(f"pool: expected images of shape {tuple(x.shape[1:])}, got {tuple(pool.shape[1:])}")
-    draw = torch.randint(0, len(pool), (len(x), n), generator=default_generator(generator))
-    blends = (x[:, None] + pool[draw]).clamp(0.0, 1.0).flatten(0, 1)
-    logp = torch.log_softmax(predict_logits(model, blends, batch_size).double(), 1)
+    which = draw(torch.randint, 0, len(pool), (len(x), n), generator=default_generator(generator), device=pool.device)
+    blends = (x[:, None] + pool[which].to(x.device)).clamp(0.0, 1.0).flatten(0, 1)
+    logp = torch.log_softmax(predict_logits(model, blends, batch_size, module_device(model)).double(), 1)
     entropy = -(logp.exp() * logp).sum(1)
     return entropy.view(len(x), n).mean(1)
 

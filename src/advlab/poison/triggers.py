@@ -14,13 +14,14 @@ from typing import Literal
 import torch
 
 from advlab._checks import check_images
+from advlab._device import module_device
 from advlab.metrics import predict_logits
 
 PAPER_BADNETS = ("Gu, Dolan-Gavitt, Garg 2017, BadNets: Identifying Vulnerabilities in the Machine Learning "
                  "Model Supply Chain, https://arxiv.org/abs/1708.06733")
 TriggerKind = Literal["pattern", "pixel"]
 # The pattern trigger: a 3×3 checkerboard of bright pixels (Gu et al.'s MNIST "pattern" backdoor).
-_PATTERN = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+_PATTERN = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], device="cpu")
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ def make_trigger(shape: tuple[int, ...], kind: TriggerKind = "pattern", amplitud
     if not 0.0 < amplitude <= 1.0:
         raise ValueError(f"amplitude: expected a number in (0, 1], got {amplitude}")
     _c, h, w = shape
-    mask = torch.zeros(shape)
-    pattern = torch.zeros(shape)
+    mask = torch.zeros(shape, device="cpu")  # a trigger is built on the CPU; apply_trigger moves it to x
+    pattern = torch.zeros(shape, device="cpu")
     if kind == "pixel":
         mask[:, h - 2, w - 2] = 1.0
         pattern[:, h - 2, w - 2] = 1.0
@@ -73,8 +74,8 @@ def apply_trigger(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
     if tuple(x.shape[1:]) != tuple(trigger.mask.shape):
         raise ValueError(f"x: expected images of shape {tuple(trigger.mask.shape)} for this trigger, "
                          f"got {tuple(x.shape[1:])}")
-    a = trigger.amplitude * trigger.mask
-    return (x + a * (trigger.pattern - x)).clamp(0.0, 1.0)
+    a = trigger.amplitude * trigger.mask.to(x.device)
+    return (x + a * (trigger.pattern.to(x.device) - x)).clamp(0.0, 1.0)
 
 
 def all_to_all_target(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -94,7 +95,7 @@ def attack_success_rate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.
     xs, ys = x[keep], y[keep]
     if len(xs) == 0:
         raise ValueError("y: no test input outside the target class to measure the attack success rate on")
-    pred = predict_logits(model, apply_trigger(xs, trigger)).argmax(1)
+    pred = predict_logits(model, apply_trigger(xs, trigger), device=module_device(model)).argmax(1)
     goal = torch.full_like(ys, target) if target is not None else all_to_all_target(ys, num_classes)
     return float((pred == goal).float().mean())
 
