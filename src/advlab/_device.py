@@ -19,13 +19,15 @@ deterministic kernels; the commands call it when they run on CUDA.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "draw", "module_device", "resolve_device", "rng_device", "setup_cuda_determinism"]
+__all__ = ["DEVICE_CHOICES", "OnDevice", "draw", "module_device", "place_model", "resolve_device", "rng_device",
+           "setup_cuda_determinism"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 _SPEC = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
@@ -122,3 +124,52 @@ def setup_cuda_determinism(device: torch.device) -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+class OnDevice(torch.nn.Module):
+    """``model`` computing on ``device`` for inputs on any device: the input goes there, the output comes back.
+
+    Both moves are differentiable, so an attack holding its tensors on the CPU still gets the
+    input gradient of a model on a GPU; an input already on ``device`` is not copied. Attributes
+    the wrapper does not have (``advlab_meta``, ``randomized``, ...) are read from ``model``.
+
+    >>> net = OnDevice(torch.nn.Linear(2, 1), torch.device("cpu"))
+    >>> net(torch.ones(1, 2)).shape
+    torch.Size([1, 1])
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.device = device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` computed on ``device``, returned on ``x``'s device."""
+        out: torch.Tensor = self.model(x.to(self.device))
+        return out.to(x.device)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(self._modules["model"], name)
+
+
+def place_model(model: torch.nn.Module, device: str | torch.device | None, *, owned: bool) -> torch.nn.Module:
+    """``model`` where ``device`` says, never moving a caller's model: a copy of it is moved instead.
+
+    Args:
+        model: The model.
+        device: ``None`` (where the model is), or a :func:`resolve_device` spec.
+        owned: Whether advlab loaded the model itself (then it is moved, not copied).
+
+    Returns:
+        ``model`` (or its moved copy); on a device other than the CPU, wrapped in :class:`OnDevice`
+        so that inputs and outputs on the CPU still work.
+    """
+    target = module_device(model) if device is None else resolve_device(device)
+    if module_device(model) != target:
+        model = (model if owned else copy.deepcopy(model)).to(target)
+    return model if target.type == "cpu" else OnDevice(model, target)

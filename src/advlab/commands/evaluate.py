@@ -12,6 +12,7 @@ from typing import Any
 import tomllib
 import torch
 
+from advlab._device import DEVICE_CHOICES, resolve_device, setup_cuda_determinism
 from advlab._io import atomic_write_text, locked_directory
 from advlab.evaluation import DEFAULT_ATTACKS
 from advlab.evaluation.defaults import NORM_ATTACKS
@@ -27,8 +28,8 @@ from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags), and the type each must have.
 CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted", "certify")
-STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted", "certify")
+               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted", "certify", "device")
+STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted", "certify", "device")
 INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
 
@@ -69,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="after the attacks, certify the same examples at every ε and show the proven lower bound "
                         "next to the attacked upper bound: ibp, crown-ibp, crown (linf), lipschitz, "
                         "smoothing[:sigma=S][:n=N] (comma-separated; alone: ibp,crown-ibp for linf, lipschitz for l2)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help=f"where the model computes: {DEVICE_CHOICES} (default auto: cuda when available, else cpu; "
+                        "under torchrun cuda means each process's own GPU, cuda:LOCAL_RANK)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -137,6 +141,18 @@ def _items(name: str, v: Any, cast: type) -> list[Any] | None:
         raise ValueError(f"{name}: expected a comma-separated list, got {v!r}") from None
 
 
+def evaluation_device(spec: str) -> torch.device:
+    """The device ``--device`` names, set up for deterministic runs; under torchrun ``cuda`` is the rank's own GPU."""
+    try:
+        device = resolve_device(spec)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))
+    setup_cuda_determinism(device)
+    return device
+
+
 def default_threads() -> int:
     """Torch threads when none are given: 2, or under torchrun ``OMP_NUM_THREADS`` (torchrun sets 1) per process."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
@@ -150,7 +166,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
                            "attacks": None, "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": default_threads(), "params": {},
                            "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None,
-                           "certify": None}
+                           "certify": None, "device": "auto"}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -166,7 +182,8 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str) -> list[tuple[Plan, Settings]]:
+def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str,
+          device: torch.device | None = None) -> list[tuple[Plan, Settings]]:
     """The model's evaluation, then the baseline's (if any), each validated and planned: nothing is written yet."""
     model: Any = cfg["model"]
     name = str(cfg["model"])
@@ -178,6 +195,7 @@ def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str) -> lis
         "batch_size": cfg["batch_size"], "seed": cfg["seed"], "params": cfg["params"], "progress": progress,
         "force": force, "data_dir": cfg["data_dir"], "command": command, "checks": bool(cfg["checks"]),
         "ensemble": cfg["ensemble"], "targeted": cfg["targeted"], "certify": cfg["certify"],
+        "device": device,
     }
     surrogate = str(cfg["baseline"]) if cfg["baseline"] else None
     settings = [Settings(model, out=cfg["out"], model_name=name, surrogate=surrogate, **common)]
@@ -196,8 +214,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(cfg["threads"]))
     t0 = time.perf_counter()
     command = command_line()
-    world = current_world()
-    planned = plans(cfg, not args.no_progress and world.rank == 0, args.force, command)
+    device = evaluation_device(str(cfg["device"]))
+    world = current_world("nccl" if device.type == "cuda" else "gloo")
+    planned = plans(cfg, not args.no_progress and world.rank == 0, args.force, command, device)
     out = Path(cfg["out"])
     if world.rank != 0:  # a torchrun worker: its share of the batches; rank 0 writes and shows the results
         for pl in planned:

@@ -34,6 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.distributed as dist
 
 from advlab._io import locked_directory
@@ -76,6 +77,8 @@ def current_world(backend: str | None = None) -> World:
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this torch build; run advlab without torchrun")
     if not dist.is_initialized():
+        if backend == "nccl":  # one GPU per process: the collectives run on this rank's own
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0") or 0))
         dist.init_process_group(backend or "gloo", timeout=TIMEOUT)
     return World(dist.get_rank(), dist.get_world_size())
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from advlab._checks import check_bounds, check_choice, check_images, check_labels, check_positive_int
+from advlab._device import OnDevice, place_model, resolve_device
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import load_dataset
@@ -57,7 +58,24 @@ def resolve_model(model: nn.Module | BlackBox | str | os.PathLike[str]) -> tuple
         return model, str(model.name)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, a BlackBox or a model name/path, got {type(model).__name__}")
-    return model, type(model).__name__
+    return model, type(model.model if isinstance(model, OnDevice) else model).__name__
+
+
+def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned: bool) -> tuple[
+    nn.Module | BlackBox, torch.device
+]:
+    """The model on ``device`` (a caller's model is copied, never moved) and where it computes.
+
+    A model off the CPU is wrapped in :class:`~advlab._device.OnDevice`: the evaluation keeps the
+    images on the CPU and each batch is moved to the device to be attacked. A BlackBox runs where its
+    predict function runs.
+    """
+    if isinstance(net, BlackBox):
+        if device is not None and resolve_device(device).type != "cpu":
+            raise ValueError(f"device: a BlackBox runs where its predict function runs; got device={device!r}")
+        return net, torch.device("cpu")
+    net = place_model(net, device, owned=owned)
+    return net, net.device if isinstance(net, OnDevice) else torch.device("cpu")
 
 
 def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | os.PathLike[str] | None,
@@ -166,6 +184,7 @@ def plan(s: Settings) -> Plan:
     check_settings(s)
     bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
+    net, device = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds)
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)
@@ -200,7 +219,7 @@ def plan(s: Settings) -> Plan:
     skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
     if target is not None and s.checks and s.norm in CHECK_NORMS and not blackbox:
         skipped = CHECKS_SKIPPED_TARGETED
-    return Plan(net, x, y, params, config, jobs, skipped, target)
+    return Plan(net, x, y, params, config, jobs, skipped, target, device)
 
 
 def run_plan(p: Plan, s: Settings) -> Evaluation:
@@ -211,7 +230,7 @@ def run_plan(p: Plan, s: Settings) -> Evaluation:
     ``torchrun`` the jobs' batches are shared out over the processes and every rank returns the
     same evaluation (:mod:`advlab.evaluation.distributed`).
     """
-    world = current_world()
+    world = current_world("nccl" if p.device.type == "cuda" else "gloo")
     if world.size > 1:
         return run_sharded(p, s, world)
     if s.out is None:
@@ -246,6 +265,7 @@ def evaluate(
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
     surrogate: str | None = None, targeted: str | None = None, certify: str | Sequence[str] | None = None,
+    device: str | torch.device | None = None,
 ) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
@@ -278,6 +298,9 @@ def evaluate(
             classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
         certify: Certificates after the attacks (``"default"``, ``"ibp,crown-ibp"``, a list): a checked row
             per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
+        device: Where the model computes: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (None: where it
+            is). A caller's model is never moved: a copy of it is. The images stay on the CPU and each
+            batch is attacked on the device; results come back to the CPU.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
@@ -297,7 +320,7 @@ def evaluate(
     """
     return execute(Settings(model, data, attacks, eps, norm, n, batch_size, seed, out, params, bounds, progress,
                             force, model_name, data_dir, command, examples_per_job, checks, check_n, ensemble,
-                            surrogate, targeted, certify))
+                            surrogate, targeted, certify, device))
 
 
 __all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate", "plan",

@@ -47,6 +47,7 @@ class Run:
     progress: bool = True
     keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
     target: torch.Tensor | None = None  # a targeted evaluation's target per example (success: reaching it)
+    device: torch.device | None = None  # where each batch is attacked (None: the CPU; the images stay there)
 
     def __post_init__(self) -> None:
         self.net = inference_view(self.net)  # warns once for a model in training mode
@@ -97,14 +98,15 @@ class Run:
         threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
                              targeted=self.target is not None)
         sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
-        xb, yb = self.x[sl], self.y[sl]
-        tb = None if self.target is None else self.target[sl]
+        dev = self.device or xb_device(self.x)
+        xb, yb = self.x[sl].to(dev), self.y[sl].to(dev)
+        tb = None if self.target is None else self.target[sl].to(dev)
         gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
         t0 = time.perf_counter()
         res = info(self.net, xb, yb, threat, target=tb, generator=gen, **attack_params(info, job, self.params))
         seconds = time.perf_counter() - t0
         outcome = self.score(xb, yb, res.x_adv, res.queries, tb)
-        examples = [(i, self.x[i].numpy(), res.x_adv[i - sl.start].detach().numpy())
+        examples = [(i, self.x[i].cpu().numpy(), res.x_adv[i - sl.start].detach().cpu().numpy())
                     for i in range(sl.start, min(sl.stop, self.keep))]
         self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
 
@@ -149,6 +151,11 @@ class Run:
             outcome = self.score(self.x[idx], self.y[idx], x_adv, None)
             self.store.put_batch(key, 0, seconds, idx.tolist(), outcome, [])
         return {"key": key, "name": name, "norm": norm, "eps": eps, "minimal": minimal}
+
+
+def xb_device(x: Any) -> torch.device:
+    """Where the images are (the CPU for an image set that is read batch by batch)."""
+    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
 
 __all__ = ["Run"]

@@ -39,12 +39,12 @@ def open_run_store(p: Plan, s: Settings, directory: Path) -> Store:
 def start_run(p: Plan, s: Settings, store: Store, *, progress: bool | None = None,
               extra_env: dict[str, Any] | None = None) -> tuple[Run, list[Job]]:
     """Record the environment and the command, make the :class:`Run`; returns it and the jobs that can run."""
-    store.set_meta("environment", {**environment(), **(extra_env or {})})
+    store.set_meta("environment", {**environment(), "device": str(p.device), **(extra_env or {})})
     store.set_meta("command", s.command)
     if p.checks_skipped:
         store.set_meta("checks_skipped", p.checks_skipped)
     run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress if progress is None else progress,
-              s.examples_per_job, p.target)
+              s.examples_per_job, p.target, p.device)
     return run, white_box_cut(run, p.jobs)
 
 

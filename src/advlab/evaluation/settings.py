@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class Settings:
     surrogate: str | None = None
     targeted: str | None = None
     certify: str | Sequence[str] | None = None
+    device: str | torch.device | None = None
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Plan:
     jobs: list[Job]
     checks_skipped: str | None
     target: torch.Tensor | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the model computes
 
 
 __all__ = ["Plan", "Settings"]

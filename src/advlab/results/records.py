@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._device import OnDevice
 from advlab._version import __version__
 from advlab.models.blackbox import BlackBox
 from advlab.models.checkpoint import tensor_digest
@@ -80,6 +81,8 @@ def model_fingerprint(model: nn.Module | BlackBox) -> dict[str, Any]:
     if isinstance(model, BlackBox):
         meta = json.dumps(model.meta, sort_keys=True, default=repr)
         return {"class": "BlackBox", "name": str(model.name), "meta": hashlib.sha256(meta.encode()).hexdigest()}
+    if isinstance(model, OnDevice):  # the same weights on another device are the same model
+        model = model.model
     cls = type(model)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "weights": tensor_digest(model)}
 
