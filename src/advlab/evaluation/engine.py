@@ -12,6 +12,7 @@ the data before anything is written; only then is the output directory locked an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -257,6 +258,9 @@ def execute(s: Settings) -> Evaluation:
     return run_plan(plan(s), s)
 
 
+SETTINGS = frozenset(f.name for f in dataclasses.fields(Settings))
+
+
 def evaluate(
     model: nn.Module | BlackBox | str, data: str | tuple[torch.Tensor, torch.Tensor] = "mnist",
     attacks: Sequence[str] | None = None, eps: Sequence[float] | None = None, *, norm: str = "linf",
@@ -265,8 +269,7 @@ def evaluate(
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
     surrogate: str | None = None, targeted: str | None = None, certify: str | Sequence[str] | None = None,
-    device: str | torch.device | None = None,
-) -> Evaluation:
+    device: str | torch.device | None = None) -> Evaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
     Args:
@@ -298,9 +301,8 @@ def evaluate(
             classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
         certify: Certificates after the attacks (``"default"``, ``"ibp,crown-ibp"``, a list): a checked row
             per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
-        device: Where the model computes: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (None: where it
-            is). A caller's model is never moved: a copy of it is. The images stay on the CPU and each
-            batch is attacked on the device; results come back to the CPU.
+        device: Where the model computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is); a
+            caller's model is copied there, never moved; each batch is attacked there.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
@@ -318,9 +320,7 @@ def evaluate(
         >>> [(r.attack, r.eps, r.n) for r in ev.rows]
         [('fgsm', 0.1, 100), ('worst-case', 0.1, 100)]
     """
-    return execute(Settings(model, data, attacks, eps, norm, n, batch_size, seed, out, params, bounds, progress,
-                            force, model_name, data_dir, command, examples_per_job, checks, check_n, ensemble,
-                            surrogate, targeted, certify, device))
+    return execute(Settings(**{k: v for k, v in locals().items() if k in SETTINGS}))
 
 
 __all__ = ["CHECKS_SKIPPED_BLACKBOX", "ConfigMismatchError", "Evaluation", "Plan", "Settings", "evaluate", "plan",
