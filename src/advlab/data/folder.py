@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from advlab._checks import check_image_batches
 from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
@@ -194,12 +195,17 @@ class NpzSource(ImageSource):
         return t.contiguous()
 
 
-def open_images(spec: str, *, size: int | None = None) -> tuple[Images, torch.Tensor]:
+def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | None = None,
+                bounds: tuple[float, float] | None = None) -> tuple[Images, torch.Tensor]:
     """A ``folder:`` or ``npz:`` spec as a lazy image set and its int64 labels.
 
     Args:
         spec: ``folder:PATH[:size=S][:workers=W]`` or ``npz:PATH[:workers=W]``.
-        size: A folder's image side when the spec gives none (e.g. from the model's input shape).
+        size: A folder's image side when the spec gives none; a C×H×W shape (a model's declared input
+            shape) gives its side when square, else nothing.
+        n: Keep the first ``n`` images only.
+        bounds: Check every kept image against these bounds, in one streamed pass
+            (:func:`~advlab._checks.check_image_batches`).
 
     Returns:
         ``(images, labels)``: an :class:`~advlab.data.source.Images` (read when indexed) and a tensor.
@@ -209,6 +215,8 @@ def open_images(spec: str, *, size: int | None = None) -> tuple[Images, torch.Te
     """
     kind, path, options = parse_spec(spec)
     workers = options.get("workers", 0)
+    if size is not None and not isinstance(size, int):
+        size = size[-1] if len(size) >= 2 and size[-1] == size[-2] else None
     source: FolderSource | NpzSource
     if kind == "folder":
         side = options.get("size", size)
@@ -220,7 +228,12 @@ def open_images(spec: str, *, size: int | None = None) -> tuple[Images, torch.Te
         source = NpzSource(path)
     if source.n == 0:
         raise ValueError(f"{kind}: {path} holds no images")
-    return Images(source, num_workers=workers, name=f"{kind}:{os.fspath(path)}"), source.labels
+    images, labels = Images(source, num_workers=workers, name=f"{kind}:{os.fspath(path)}"), source.labels
+    if n is not None:
+        images, labels = images.subset(slice(0, n)), labels[:n]
+    if bounds is not None:
+        check_image_batches("data", images.iter_batches(), bounds)
+    return images, labels
 
 
 __all__ = ["IMAGE_SUFFIXES", "KINDS", "FolderSource", "NpzSource", "is_spec", "open_images", "parse_spec"]
