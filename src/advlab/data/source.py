@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 Index = int | slice | Sequence[int] | torch.Tensor
+STREAM_BYTES = 32 * 2**20  # a whole-set pass reads batches of at most this many bytes of float32 images
 
 
 class ImageSource(ABC):
@@ -129,15 +130,26 @@ class Images:
         """A lazy set of the images ``key`` selects (nothing is read): ``x.subset(slice(0, n))`` is the first n."""
         return Images(self.source, self.index[self.positions(key)], num_workers=self.num_workers, name=self.name)
 
-    def iter_batches(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
-        """Every image, in order, in float32 batches of ``batch_size`` (the last may be smaller), via a DataLoader."""
+    @property
+    def stream_rows(self) -> int:
+        """Images per batch of a whole-set pass: as many as fit in :data:`STREAM_BYTES` (at least one)."""
+        c, h, w = self.source.item_shape
+        return max(1, STREAM_BYTES // (4 * c * h * w))
+
+    def iter_batches(self, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """Every image, in order, in float32 batches via a DataLoader (the last may be smaller).
+
+        Args:
+            batch_size: Images per batch (default :attr:`stream_rows`, so a pass holds about
+                :data:`STREAM_BYTES` of images at a time, whatever the number of images).
+        """
         if len(self) == 0:
             return
-        loader = DataLoader(_Items(self.source, self.index), batch_size=batch_size, shuffle=False,
-                            num_workers=self.num_workers)
+        loader = DataLoader(_Items(self.source, self.index), batch_size=batch_size or self.stream_rows,
+                            shuffle=False, num_workers=self.num_workers)
         yield from loader
 
-    def materialise(self, batch_size: int = 256) -> torch.Tensor:
+    def materialise(self, batch_size: int | None = None) -> torch.Tensor:
         """Every image read into one N×C×H×W tensor (for small sets)."""
         if len(self) == 0:
             return torch.empty(tuple(self.shape), dtype=torch.float32)
@@ -170,12 +182,12 @@ def resize_crop(img: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def stream_batches(x: torch.Tensor | Images, batch_size: int = 256) -> Iterator[torch.Tensor]:
-    """A tensor's row chunks, or a lazy set's DataLoader batches: one whole-set pass either way."""
+    """One whole-set pass: a tensor's row chunks, or a lazy set's DataLoader batches (also capped at ~STREAM_BYTES)."""
     if isinstance(x, Images):
-        yield from x.iter_batches(batch_size)
+        yield from x.iter_batches(min(batch_size, x.stream_rows))
         return
     for start in range(0, len(x), batch_size):
         yield x[start:start + batch_size]
 
 
-__all__ = ["ImageSource", "Images", "resize_crop", "stream_batches"]
+__all__ = ["STREAM_BYTES", "ImageSource", "Images", "resize_crop", "stream_batches"]

@@ -25,7 +25,6 @@ from advlab.attacks.registry import check_finite_logits
 from advlab.data.source import Images
 
 TARGETED = ("random", "least-likely", "all")
-STREAM_BATCH = 256  # images per batch of a lazy set's logits pass
 TARGET_SEED_OFFSET = 7919  # (the random targets' generator: seed-derived, apart from the attacks' batches)
 CHECKS_SKIPPED_TARGETED = ("a targeted evaluation: the gradient-masking checks and the ensemble are untargeted "
                            "(evaluate without --targeted for them)")
@@ -68,7 +67,7 @@ def _streamed_targets(net: Any, x: Images, y: torch.Tensor, mode: str, gen: torc
     """
     view = inference_view(net)
     with torch.no_grad():
-        logits = torch.cat([view(xb) for xb in x.iter_batches(STREAM_BATCH)])
+        logits = torch.cat([view(xb) for xb in x.iter_batches()])
     return choose_targets(lambda _: logits, torch.zeros(len(x), 1), y, mode, generator=gen)  # type: ignore[arg-type]
 
 

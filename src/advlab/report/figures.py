@@ -40,7 +40,7 @@ def png_bytes(fig: Figure, **savefig: Any) -> bytes:
 def _image(a: np.ndarray) -> np.ndarray:
     """C×H×W (one or three channels) as an image matplotlib shows: H×W or H×W×3."""
     if a.shape[0] == 1:
-        return a[0]
+        return np.asarray(a[0])
     return a.transpose(1, 2, 0) if a.shape[0] == 3 else a
 
 
