@@ -94,6 +94,16 @@ def test_resize_crop_by_hand():
     assert torch.allclose(resize_crop(img, 4)[0], want)
     assert torch.equal(resize_crop(torch.arange(8.0).reshape(1, 2, 4), 2)[0], torch.tensor([[1.0, 2], [5, 6]]))
     assert resize_crop(torch.ones(3, 40, 30), 16).shape == (3, 16, 16)
+    # resize=4 then crop 2: the centre 2×2 of the ×2 image above (rows 1..2, columns 2..3)
+    assert torch.allclose(resize_crop(img, 2, resize=4)[0], (base[1:3][None, :] + torch.tensor([0.75, 2.25])[:, None]))
+
+
+def test_per_class_subset_and_resize(folder):
+    x, y = open_images(f"folder:{folder}:size=8:resize=12:per_class=3")
+    assert tuple(x.shape) == (6, 3, 8, 8) and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert [p.name for p in x.source.files[:3]] == ["000.png", "001.png", "002.png"]
+    with pytest.raises(ValueError, match=r"resize \(4\) must be at least size \(8\)"):
+        open_images(f"folder:{folder}:size=8:resize=4")
 
 
 def test_fingerprint_streams_to_the_materialised_digest(folder):

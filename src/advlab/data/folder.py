@@ -2,12 +2,14 @@
 
 A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
 
-* ``folder:PATH[:size=S][:workers=W]`` — ``PATH/CLASS/IMAGE`` files; classes sorted by folder name
-  are labels 0, 1, …; files sorted by name within a class. Each image is opened with Pillow,
-  converted to RGB, resized (shorter side to ``S``) and centre-cropped to S×S
-  (:func:`~advlab.data.source.resize_crop`), values in [0, 1]. ``S`` comes from the option or,
-  when the caller knows it, the model's declared input shape. Images are read when indexed (never
-  all at once); ``W`` DataLoader workers decode whole-set passes in parallel (default 0).
+* ``folder:PATH[:size=S][:resize=R][:per_class=K][:workers=W]`` — ``PATH/CLASS/IMAGE`` files;
+  classes sorted by folder name are labels 0, 1, …; files sorted by name within a class (only the
+  first ``K`` of each class with ``per_class``: a subset that covers every class). Each image is
+  opened with Pillow, converted to RGB, resized (shorter side to ``R``, default ``S``) and
+  centre-cropped to S×S (:func:`~advlab.data.source.resize_crop`; ImageNet's usual evaluation is
+  ``size=224:resize=256``), values in [0, 1]. ``S`` comes from the option or, when the caller
+  knows it, the model's declared input shape. Images are read when indexed (never all at once);
+  ``W`` DataLoader workers decode whole-set passes in parallel (default 0).
 * ``npz:PATH`` — a NumPy ``.npz`` with ``x`` (N×C×H×W or N×H×W×C, or N×H×W for one channel;
   uint8 0–255 or float in [0, 1]) and ``y`` (N integer labels). An uncompressed file
   (``numpy.savez``) is memory-mapped — read from disk when indexed; a compressed one
@@ -33,7 +35,7 @@ from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-OPTION = re.compile(r"^(size|workers)=(\d+)$")
+OPTION = re.compile(r"^(size|resize|per_class|workers)=(\d+)$")
 RANGE_ROWS = 4096  # rows of a float npz checked for [0, 1] at a time
 
 
@@ -52,17 +54,19 @@ def parse_spec(spec: str) -> tuple[str, Path, dict[str, int]]:
     while len(parts) > 1 and (m := OPTION.match(parts[-1])):
         options[m.group(1)] = int(m.group(2))
         parts.pop()
-    if kind == "npz" and "size" in options:
-        raise ValueError(f"dataset: {spec!r}: size= is a folder option (npz images keep their own size)")
-    if options.get("size") == 0:
-        raise ValueError(f"dataset: {spec!r}: size must be a positive integer")
+    folder_only = sorted(set(options) & {"size", "resize", "per_class"})
+    if kind == "npz" and folder_only:
+        raise ValueError(f"dataset: {spec!r}: {'=, '.join(folder_only)}= is a folder option (npz images are as stored)")
+    zero = [k for k in ("size", "resize", "per_class") if options.get(k) == 0]
+    if zero:
+        raise ValueError(f"dataset: {spec!r}: {zero[0]} must be a positive integer")
     return kind, Path(":".join(parts)), options
 
 
 class FolderSource(ImageSource):
     """The images of an ImageFolder tree, each decoded with Pillow when read."""
 
-    def __init__(self, root: Path, size: int) -> None:
+    def __init__(self, root: Path, size: int, resize: int | None = None, per_class: int | None = None) -> None:
         if not root.is_dir():
             why = "is not a directory" if root.exists() else "does not exist"
             raise ValueError(f"folder: {root} {why}")
@@ -75,12 +79,14 @@ class FolderSource(ImageSource):
             found = sorted(p for p in (root / c).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise ValueError(f"folder: class folder {root / c} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            found = found[:per_class]
             files += found
             labels += [k] * len(found)
         self.root, self.classes, self.files = root, classes, files
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.n = len(files)
         self.item_shape = (3, size, size)
+        self.resize = resize
 
     def load(self, i: int) -> torch.Tensor:
         """Image ``i``: RGB, resized and centre-cropped, float32 in [0, 1]."""
@@ -93,7 +99,7 @@ class FolderSource(ImageSource):
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ValueError(f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
         img = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        return resize_crop(img, self.item_shape[1])
+        return resize_crop(img, self.item_shape[1], self.resize)
 
 
 def _member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarray:
@@ -200,7 +206,7 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
     """A ``folder:`` or ``npz:`` spec as a lazy image set and its int64 labels.
 
     Args:
-        spec: ``folder:PATH[:size=S][:workers=W]`` or ``npz:PATH[:workers=W]``.
+        spec: ``folder:PATH[:size=S][:resize=R][:per_class=K][:workers=W]`` or ``npz:PATH[:workers=W]``.
         size: A folder's image side when the spec gives none; a C×H×W shape (a model's declared input
             shape) gives its side when square, else nothing.
         n: Keep the first ``n`` images only.
@@ -223,7 +229,9 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
         if side is None:
             raise ValueError(f"dataset: {spec!r}: give the image size, e.g. folder:{path}:size=224 "
                              "(the model declares no input shape)")
-        source = FolderSource(path, side)
+        if options.get("resize", side) < side:
+            raise ValueError(f"dataset: {spec!r}: resize ({options['resize']}) must be at least size ({side})")
+        source = FolderSource(path, side, options.get("resize"), options.get("per_class"))
     else:
         source = NpzSource(path)
     if source.n == 0:

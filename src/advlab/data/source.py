@@ -156,23 +156,25 @@ class Images:
         return torch.cat(list(self.iter_batches(batch_size)))
 
 
-def resize_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a C×H×W image so its shorter side is ``size`` (bilinear, antialiased), then crop its centre to size×size.
+def resize_crop(img: torch.Tensor, size: int, resize: int | None = None) -> torch.Tensor:
+    """Resize a C×H×W image (shorter side to ``resize``; bilinear, antialiased), then crop its centre to size×size.
 
-    The usual ImageNet evaluation preprocessing (resize then centre crop), done with
+    The usual ImageNet evaluation preprocessing (resize to 256, centre crop 224), done with
     :func:`torch.nn.functional.interpolate`; values stay within the input's range (clamped).
 
     Args:
         img: A float C×H×W image.
         size: The output side.
+        resize: The shorter side after resizing (default ``size``; at least ``size``).
 
     Returns:
         The C×size×size image.
     """
     _, h, w = img.shape
-    if min(h, w) != size:
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    short = size if resize is None else resize
+    if min(h, w) != short:
+        scale = short / min(h, w)
+        nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
         lo, hi = float(img.min()), float(img.max())
         img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False,
                             antialias=nh < h or nw < w)[0].clamp_(lo, hi)
