@@ -212,3 +212,13 @@ def test_spec_parsing_and_split():
         parse_spec("npz:/x.npz:size=3")
     with pytest.raises(ValueError, match=r"is one split read as 'test'"):
         load_dataset("npz:/x.npz", "train")
+
+
+def test_attack_command_reads_the_first_n_of_a_folder(folder, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "atk"
+    assert main(["attack", "--model", FACTORY, "--dataset", f"folder:{folder}:size=16", "--attack", "fgsm",
+                 "--eps", "0.1", "--n", "5", "--out", str(out)]) == 0
+    saved = load_file(str(out / "x_adv.safetensors"))
+    assert tuple(saved["x_adv"].shape) == (5, 3, 16, 16) and saved["y"].tolist() == [0] * 5
