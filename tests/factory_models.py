@@ -27,3 +27,9 @@ def not_a_model() -> str:
 def broken() -> nn.Module:
     """A factory that fails."""
     raise RuntimeError("out of coffee")
+
+
+def make_linear() -> nn.Module:
+    """A certifiable MLP (Flatten, Linear, ReLU, Linear) for 3×16×16 images, 2 classes."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(768, 16), nn.ReLU(), nn.Linear(16, 2))

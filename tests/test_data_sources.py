@@ -222,3 +222,13 @@ def test_attack_command_reads_the_first_n_of_a_folder(folder, tmp_path, capsys):
                  "--eps", "0.1", "--n", "5", "--out", str(out)]) == 0
     saved = load_file(str(out / "x_adv.safetensors"))
     assert tuple(saved["x_adv"].shape) == (5, 3, 16, 16) and saved["y"].tolist() == [0] * 5
+
+
+def test_evaluate_certify_on_a_folder(folder, tmp_path, capsys):
+    out = tmp_path / "cert"
+    spec = FACTORY.replace(":make_tiny", ":make_linear")
+    assert main(["evaluate", "--model", spec, "--dataset", f"folder:{folder}:size=16", "--attacks", "fgsm", "--eps",
+                 "0.01", "--certify", "ibp", "--threads", "1", "--no-progress", "--no-checks", "--out", str(out)]) == 0
+    import re
+
+    assert re.search(r"^ibp\s+linf\s+0\.01\s+[01]\.\d{3}\s+[01]\.\d{3}", capsys.readouterr().out, re.M)
