@@ -205,10 +205,11 @@ def section(raw: dict[str, object]) -> list[str]:
             "HopSkipJump L2, minimal (ε = ∞); generator seed 0, the first MNIST test images.", "",
             *onnx_text(raw["onnx"]),  # type: ignore[arg-type]
             "", "Why they are not all bitwise equal: onnxruntime's CPU kernels and torch's sum in other orders, so "
-            "the logits differ by a few 1e-6 (line above) — and so do torch's own channels-last fast view and the "
-            "plain module, which is why `torch vs torch-plain` is in the table. No onnxruntime setting removes it "
-            "(all graph optimisations or none leave the same gap), and the rounding also depends on the batch, so "
-            "how many trajectories diverge depends on which images are attacked together. Square accepts a step "
+            "the logits differ by a few 1e-6 (line above); torch's own channels-last fast view rounds differently from "
+            "the plain module too, and its trajectories diverge the same way (`torch vs torch-plain`). No "
+            "onnxruntime setting removes the gap (all graph optimisations or none leave the same 5.7e-6), and "
+            "torch's rounding also depends on the batch an image is in, so how many trajectories diverge depends "
+            "on which images are attacked together. Square accepts a step "
             "when the margin loss falls: where images fall within the first queries (ε 0.3) every run is "
             "identical; with up to 5 000 queries (ε 0.1) a near-tie now and then goes the other way and that "
             "image's trajectory diverges. HopSkipJump's binary searches end within θ of the decision boundary, "
