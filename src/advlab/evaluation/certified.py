@@ -31,6 +31,7 @@ from advlab.certify.methods import (
     parse_method,
     parse_methods,
 )
+from advlab.data.source import Images
 from advlab.metrics import clean_accuracy
 
 
@@ -86,7 +87,8 @@ def certify_step(run: Any, worst: dict[float, Any]) -> list[dict[str, Any]]:
     if stored is not None and list(dict.fromkeys(r["method"] for r in stored)) == labels:
         return list(stored)
     methods = [parse_method(label, run.config["norm"]) for label in labels]
-    rows = certify_rows(run.net, run.x, run.y, worst, methods, run.config)
+    x = run.x.materialise() if isinstance(run.x, Images) else run.x  # (the bounds need the images as one tensor)
+    rows = certify_rows(run.net, x, run.y, worst, methods, run.config)
     run.store.set_meta("certified", rows)
     return rows
 

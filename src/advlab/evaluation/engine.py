@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from advlab._checks import check_bounds, check_choice, check_images, check_label
 from advlab._device import OnDevice, place_model, resolve_device
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
-from advlab.data import load_dataset
+from advlab.data import is_spec, load_dataset, open_images
 from advlab.evaluation.certified import parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
 from advlab.evaluation.distributed import current_world, run_sharded
@@ -40,6 +40,7 @@ from advlab.evaluation.targeting import CHECKS_SKIPPED_TARGETED, TARGETED, targe
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
+from advlab.models.wrappers import declared_input_shape
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
 from advlab.results.records import data_fingerprint, model_fingerprint
 from advlab.results.store import ConfigMismatchError
@@ -80,14 +81,22 @@ def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned
 
 
 def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | os.PathLike[str] | None,
-                 n: int | None, bounds: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor, str]:
+                 n: int | None, bounds: tuple[float, float], model: object = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name.
 
     Every image is checked against the bounds and every label for its type and shape here, before
-    anything runs or is written.
+    anything runs or is written. A ``folder:`` / ``npz:`` spec gives a lazy :class:`~advlab.data.Images`
+    (read when indexed, checked in one streamed pass; a folder's size from the spec or ``model``'s
+    input shape): it stands for the images tensor, which the engine only indexes or streams.
     """
     if n is not None:
         check_positive_int("n", n)
+    if isinstance(data, str) and is_spec(data):
+        if data_dir is not None:
+            raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with {data!r}")
+        images, labels = open_images(data, size=declared_input_shape(model), n=n, bounds=bounds)
+        return cast(torch.Tensor, images), check_labels("data", labels, len(images)), data
     if isinstance(data, str):
         x, y = load_dataset(data, "test", root=data_dir)
         name = data
@@ -112,7 +121,7 @@ def check_compatible(net: nn.Module | BlackBox, dataset: str, y: torch.Tensor) -
     if not isinstance(meta, dict):
         return
     trained_on = meta.get("dataset")
-    if dataset != "tensors" and isinstance(trained_on, str) and trained_on != dataset:
+    if dataset != "tensors" and not is_spec(dataset) and isinstance(trained_on, str) and trained_on != dataset:
         raise ValueError(f"model: expected a model of {dataset}, got one trained on {trained_on}")
     classes = (meta.get("arch_kwargs") or {}).get("num_classes")
     if isinstance(classes, int):
@@ -186,7 +195,7 @@ def plan(s: Settings) -> Plan:
     bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
     net, device = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
-    x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds)
+    x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds, net)
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)
     sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], bounds)

@@ -16,12 +16,13 @@ its target. The modes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from advlab.attacks import choose_targets, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
+from advlab.data.source import Images
 
 TARGETED = ("random", "least-likely", "all")
 TARGET_SEED_OFFSET = 7919  # (the random targets' generator: seed-derived, apart from the attacks' batches)
@@ -39,14 +40,35 @@ def num_classes(net: Any, x: torch.Tensor) -> int:
 
 def targeted_data(net: Any, x: torch.Tensor, y: torch.Tensor, mode: str, seed: int
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The images, labels and targets of a targeted evaluation (``all``: each example once per other class)."""
+    """The images, labels and targets of a targeted evaluation (``all``: each example once per other class).
+
+    A lazy image set (:class:`~advlab.data.source.Images`) stays lazy: ``all`` repeats its index,
+    not its images, and the other modes read the model's logits in one streamed pass.
+    """
     if mode == "all":
         c = num_classes(net, x)
         offsets = torch.arange(1, c, dtype=y.dtype)
         target = ((y[:, None] + offsets[None, :]) % c).flatten()
+        if isinstance(x, Images):
+            lazy = x.subset(torch.arange(len(x)).repeat_interleave(c - 1))
+            return cast(torch.Tensor, lazy), y.repeat_interleave(c - 1), target
         return x.repeat_interleave(c - 1, dim=0), y.repeat_interleave(c - 1), target
     gen = torch.Generator().manual_seed(seed + TARGET_SEED_OFFSET)
+    if isinstance(x, Images):
+        return x, y, _streamed_targets(net, x, y, mode, gen)
     return x, y, choose_targets(net, x, y, mode, generator=gen)  # type: ignore[arg-type]
+
+
+def _streamed_targets(net: Any, x: Images, y: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """:func:`~advlab.attacks.choose_targets` on a lazy set: the logits streamed once, then chosen from as usual.
+
+    ``choose_targets`` sees a stand-in N×1 input and a model that returns the precomputed logits,
+    so the targets (and the generator's draws) are exactly those of the materialised images.
+    """
+    view = inference_view(net)
+    with torch.no_grad():
+        logits = torch.cat([view(xb) for xb in x.iter_batches()])
+    return choose_targets(lambda _: logits, torch.zeros(len(x), 1), y, mode, generator=gen)  # type: ignore[arg-type]
 
 
 def targeted_attacks(attacks: list[str], given: Sequence[str] | None) -> tuple[list[str], list[str]]:

@@ -23,7 +23,9 @@ from torch import nn
 from advlab._checks import suggest
 from advlab.models.blackbox import BlackBox
 from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
+from advlab.models.factory import is_factory_spec, load_factory
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
+from advlab.models.onnx import load_onnx
 from advlab.models.sklearn import SKLEARN_MODELS, SklearnName, is_sklearn_model, load_sklearn_model
 from advlab.models.wrappers import Defended, declared_input_shape, parse_defense
 
@@ -199,35 +201,48 @@ def _load_checkpoint(path: Path, freeze: bool) -> nn.Module:
 
 # A scikit-learn name gives a BlackBox; for any other string type checkers see a torch model.
 @overload
-def load_model(name_or_path: SklearnName, *, freeze: bool = True) -> BlackBox:  # type: ignore[overload-overlap]
+def load_model(name_or_path: SklearnName, *, freeze: bool = True,  # type: ignore[overload-overlap]
+               weights: str | os.PathLike[str] | None = None) -> BlackBox:
     ...
 
 
 @overload
-def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> nn.Module:
+def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True,
+               weights: str | os.PathLike[str] | None = None) -> nn.Module:
     ...
 
 
-def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True) -> nn.Module | BlackBox:
-    """Load a model: a shipped checkpoint name, an advlab checkpoint path or a scikit-learn target.
+def load_model(name_or_path: str | os.PathLike[str], *, freeze: bool = True,
+               weights: str | os.PathLike[str] | None = None) -> nn.Module | BlackBox:
+    """Load a model: a shipped checkpoint name or path, a scikit-learn target, your own factory, or ONNX.
 
     Args:
-        name_or_path: ``"lenet-mnist"`` (see :func:`list_pretrained`), a checkpoint path, or
+        name_or_path: ``"lenet-mnist"`` (see :func:`list_pretrained`), a checkpoint path,
             ``"sklearn-logreg"`` / ``"sklearn-logreg-digits"`` (trained once, then cached; see
-            :func:`~advlab.models.sklearn.load_sklearn_model`).
+            :func:`~advlab.models.sklearn.load_sklearn_model`), a factory ``"package.module:factory"``
+            or ``"file.py:factory"`` (:func:`~advlab.models.factory.load_factory`), or an ``.onnx``
+            file (:func:`~advlab.models.onnx.load_onnx`; needs the ``onnx`` extra).
         freeze: For a torch model, set ``requires_grad=False`` on its parameters.
+        weights: For a factory only: the ``.safetensors`` state dict to load (strictly).
 
     Returns:
-        A torch model in eval mode, its metadata at ``model.advlab_meta``; or, for a scikit-learn
-        name, a :class:`~advlab.models.blackbox.BlackBox` over ``predict_proba`` (its test
-        accuracy at ``box.meta["acc1"]``).
+        A torch model in eval mode, its metadata at ``model.advlab_meta`` (not for a factory's);
+        or, for a scikit-learn name, a :class:`~advlab.models.blackbox.BlackBox` over
+        ``predict_proba`` (its test accuracy at ``box.meta["acc1"]``); or, for an ONNX file, a
+        BlackBox over its logits (typed as the ``str`` overload's ``nn.Module``: check with ``isinstance``).
 
     Raises:
         ValueError: Unknown name (with suggestions among shipped checkpoints and scikit-learn
-            targets), a pickle file, a foreign safetensors file, or metadata that does not
-            match the weights.
+            targets), a pickle file, a foreign safetensors file, metadata that does not match
+            the weights, a factory that fails, or ``weights`` given for anything but a factory.
         FileNotFoundError: A path that does not exist.
     """
+    if is_factory_spec(name_or_path):
+        return load_factory(str(name_or_path), weights, freeze=freeze)
+    if weights is not None:
+        raise ValueError(f"weights: only read for a factory 'package.module:factory', got model {str(name_or_path)!r}")
+    if str(name_or_path).lower().endswith(".onnx"):
+        return load_onnx(name_or_path)
     if isinstance(name_or_path, str) and is_sklearn_model(name_or_path):
         return load_sklearn_model(name_or_path)
     path = _find_checkpoint(str(name_or_path))

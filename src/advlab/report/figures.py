@@ -39,7 +39,9 @@ def png_bytes(fig: Figure, **savefig: Any) -> bytes:
 
 def _image(a: np.ndarray) -> np.ndarray:
     """C×H×W (one or three channels) as an image matplotlib shows: H×W or H×W×3."""
-    return a.transpose(1, 2, 0).squeeze(-1) if a.shape[0] in (1, 3) else a
+    if a.shape[0] == 1:
+        return np.asarray(a[0])
+    return a.transpose(1, 2, 0) if a.shape[0] == 3 else a
 
 
 def triplet_figure(examples: list[tuple[int, np.ndarray, np.ndarray]], clean: dict[str, Any],

@@ -14,6 +14,7 @@ from torch import nn
 
 from advlab._device import OnDevice
 from advlab._version import __version__
+from advlab.data.source import Images, stream_batches
 from advlab.models.blackbox import BlackBox
 from advlab.models.checkpoint import tensor_digest
 
@@ -87,11 +88,15 @@ def model_fingerprint(model: nn.Module | BlackBox) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "weights": tensor_digest(model)}
 
 
-def data_fingerprint(x: torch.Tensor, y: torch.Tensor, data_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+def data_fingerprint(x: torch.Tensor | Images, y: torch.Tensor, data_dir: str | os.PathLike[str] | None
+                     ) -> dict[str, Any]:
     """A SHA-256 over the evaluated images and labels (dtype, shape, bytes), hashed in chunks, and the data directory.
 
+    A lazy image set (:class:`~advlab.data.source.Images`) is hashed as its batches stream past,
+    to the digest its materialised tensor would have.
+
     Args:
-        x: The evaluated images.
+        x: The evaluated images (a tensor or a lazy image set).
         y: Their labels.
         data_dir: The data directory as given (None: the offline copy), recorded beside the digest.
 
@@ -101,9 +106,8 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor, data_dir: str | os.PathLi
     h = hashlib.sha256()
     for t in (x, y):
         h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        for start in range(0, len(t), DIGEST_ROWS):
-            chunk = t[start:start + DIGEST_ROWS].detach().cpu().contiguous().reshape(-1)
-            h.update(chunk.view(torch.uint8).numpy().tobytes())
+        for chunk in stream_batches(t, DIGEST_ROWS):
+            h.update(chunk.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return {"digest": h.hexdigest(), "data_dir": None if data_dir is None else os.fspath(data_dir)}
 
 

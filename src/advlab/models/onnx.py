@@ -1,0 +1,124 @@
+"""ONNX models as black boxes: ``load_onnx("model.onnx")`` runs them with onnxruntime (an optional extra).
+
+Install with ``pip install 'advlab[onnx]'``. The model must map float32 images N×C×H×W in
+pixel space ([0, 1]; normalisation inside the graph) to logits N×K, with a dynamic batch axis.
+advlab sees it only through its predictions — a :class:`~advlab.models.blackbox.BlackBox` — so
+score- and decision-based attacks (``square``, ``hopskipjump``, …) run on it; gradient attacks
+do not. :func:`export_onnx` writes a torch model in that form.
+
+Determinism: the session runs on the CPU provider, ops sequentially, with ``intra_op`` threads
+(default: torch's thread count at load time) and one inter-op thread, so the same input gives
+the same output on every call.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advlab.models.blackbox import BlackBox
+
+ONNX_EXTRA = "onnxruntime is not installed: pip install 'advlab[onnx]' (or pip install onnxruntime)"
+OPTIMIZATION = ("all", "basic", "none")
+
+
+def _session(path: Path, threads: int, optimization: str) -> Any:
+    """A deterministic CPU InferenceSession for ``path``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError(ONNX_EXTRA) from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own error types (InvalidGraph, Fail, ...), in one line
+        text = " ".join(str(e).split())[:200]
+        raise ValueError(f"model: {path} is not a model onnxruntime can run ({type(e).__name__}: {text})") from None
+
+
+def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optimization: str = "all",
+              batch_size: int | None = None) -> BlackBox:
+    """An ONNX model as a :class:`~advlab.models.blackbox.BlackBox` returning logits.
+
+    Args:
+        path: The ``.onnx`` file (one float32 input N×C×H×W with a dynamic batch axis, logits out).
+        threads: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``).
+        optimization: onnxruntime's graph optimisation level: ``"all"`` (default), ``"basic"``
+            or ``"none"`` (fused kernels may round differently from torch; see docs/benchmarks.md).
+        batch_size: Largest batch passed to the session in one call (None: no limit).
+
+    Returns:
+        A black box over the session; ``box.meta`` names the file, its input name and shape.
+
+    Raises:
+        ImportError: onnxruntime is not installed (the ``onnx`` extra).
+        FileNotFoundError: No such file.
+        ValueError: A file onnxruntime cannot load, or a graph without exactly one input.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model: ONNX file {p} does not exist")
+    if optimization not in OPTIMIZATION:
+        raise ValueError(f"optimization: expected one of {', '.join(OPTIMIZATION)}, got {optimization!r}")
+    n_threads = torch.get_num_threads() if threads is None else threads
+    sess = _session(p, n_threads, optimization)
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(f"model: {p} has {len(inputs)} inputs; advlab feeds one (the images)")
+    name = inputs[0].name
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0])
+
+    predict.__name__ = p.name
+    meta = {"onnx": str(p), "input": name, "input_shape": [d if isinstance(d, int) else str(d)
+                                                           for d in inputs[0].shape],
+            "threads": n_threads, "optimization": optimization}
+    return BlackBox(predict, output="logits", input_format="numpy", batch_size=batch_size, name=p.name, meta=meta)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike[str], in_shape: tuple[int, ...], *,
+                opset: int | None = None) -> Path:
+    """Write a torch model as ONNX with a dynamic batch axis (torch's TorchScript-based exporter, ``dynamo=False``).
+
+    The TorchScript-based exporter needs only the ``onnx`` package (the dynamo exporter would also
+    need ``onnxscript``); torch warns that it is deprecated, and that warning is silenced here.
+
+    Args:
+        model: The network (its mode and parameters are not changed; it is traced in eval mode).
+        path: The ``.onnx`` file to write.
+        in_shape: One image's shape C×H×W.
+        opset: The ONNX opset (default: the exporter's).
+
+    Returns:
+        The path written.
+    """
+    out = Path(path)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            torch.onnx.export(model, (torch.zeros(2, *in_shape),), str(out), dynamo=False, input_names=["x"],
+                              output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                              opset_version=opset)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return out
+
+
+__all__ = ["ONNX_EXTRA", "export_onnx", "load_onnx"]
