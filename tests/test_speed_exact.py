@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +10,8 @@ from torch import nn
 
 import advlab
 from advlab.attacks import fast_view
+from advlab.attacks.carlini_wagner import _Search
+from advlab.attacks.cw_objectives import cw_objective
 from advlab.attacks.fastview import PoolFirstSequential, _swappable
 
 
@@ -110,3 +113,45 @@ def test_the_plain_order_is_kept_where_the_reordered_forward_differs_or_raises(m
         assert type(view) is nn.Sequential and view is not net
         with torch.no_grad():
             torch.testing.assert_close(view(x), net(x))
+
+
+def _reference_objective_grad(search: _Search, w: torch.Tensor, const: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The objective and gradient as plain autograd computes them (the code before the speed-up)."""
+    wr = w.detach().clone().requires_grad_(True)
+    xa = search.to_x(wr)
+    logits = search.model(xa)
+    l2sq = (xa - search.x).flatten(1).square().sum(dim=1)
+    f = cw_objective(search.objective, logits, search.labels, search.target is not None, search.kappa)
+    obj = l2sq + const * f
+    (grad,) = torch.autograd.grad(obj.sum(), wr)
+    return obj.detach(), grad, xa.detach()
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-1.0, 2.0), (0.25, 1.0), (-0.5, 0.5)])
+@pytest.mark.parametrize("objective", ["f6", "f2", "f1"])
+def test_cw_objective_and_gradient_are_autograds_bit_for_bit(digits_mlp, digits, bounds, objective):
+    _, _, xte, yte = digits
+    lo, hi = bounds
+    x, y = lo + (hi - lo) * xte[:64], yte[:64]
+    search = _Search(digits_mlp, x, y, None, bounds, 0.0, objective)
+    gen = torch.Generator().manual_seed(3)
+    const = torch.rand(64, generator=gen) * 10
+    for scale in (0.0, 0.3, 3.0):
+        w = search.w0 + scale * torch.randn(search.w0.shape, generator=gen)
+        want_obj, want_grad, want_x = _reference_objective_grad(search, w, const)
+        assert torch.equal(search._from_tanh(torch.tanh(w)), want_x)
+        obj, grad = search._objective_grad(w.clone(), const, torch.zeros(64, dtype=torch.bool))
+        assert torch.equal(obj, want_obj) and torch.equal(grad, want_grad)
+
+
+def test_cw_gradient_on_the_lenet_view_is_autograds_bit_for_bit():
+    x, y = advlab.load_dataset("mnist", "test")
+    view = fast_view(advlab.load_model("lenet-mnist"), x[:2])
+    search = _Search(view, x[:200], y[:200], None, (0.0, 1.0), 0.0)
+    gen = torch.Generator().manual_seed(4)
+    const = torch.full((200,), 2.0)
+    for scale in (0.1, 1.0):
+        w = search.w0 + scale * torch.randn(search.w0.shape, generator=gen)
+        want_obj, want_grad, _ = _reference_objective_grad(search, w, const)
+        obj, grad = search._objective_grad(w.clone(), const, torch.zeros(200, dtype=torch.bool))
+        assert torch.equal(obj, want_obj) and torch.equal(grad, want_grad)
