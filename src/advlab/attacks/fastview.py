@@ -6,7 +6,9 @@ Every registered attack, called directly or through the registry, runs on
 
 The view is a copy of the module tree that shares no tensor and no mutable attribute with the
 model: parameters are detached clones (4-D CPU weights in ``channels_last`` layout), buffers,
-tensor and NumPy attributes are clones, lists, dicts, sets and torch generators are copies.
+tensor and NumPy attributes are clones, lists, dicts, sets and torch generators are copies;
+a plain ``nn.Sequential`` holding a ReLU followed by max-pooling runs them as pooling then ReLU
+(:class:`PoolFirstSequential`: the same logits and gradients bit for bit, less work).
 Whether it may be used is decided on copies only, under a forked RNG, so deciding never changes
 the model or the caller's random streams. Where the view could change the outcome or the model's
 state, the model itself is returned and :class:`FastViewSkipped` says why.
@@ -145,6 +147,8 @@ def fast_view(model: Model, probe: torch.Tensor) -> Model:
     through TF32 / half-precision tensor-core kernels, which advlab's commands switch off for
     determinism (:func:`advlab._device.setup_cuda_determinism`); the detached clones still save
     the weight-gradient work on any device (``benchmarks/gpu.py`` times the view on and off). It
+    runs each ReLU → max-pool pair of a plain ``nn.Sequential`` as max-pool → ReLU
+    (:class:`PoolFirstSequential`, kept only where the probe's logits stay bitwise the same). It
     shares no tensor and no mutable attribute with the model, so nothing
     the view does changes the model (its parameters, buffers, attributes or mode); its methods
     (``bpda``, ...) and flags (``randomized``, ...) are the model's. A model in training mode is
