@@ -1,7 +1,7 @@
 """The default ``advlab evaluate`` timed on a base commit and on this tree, interleaved, with its results compared.
 
     python benchmarks/default_speed.py                    # full default run (10 000 images), 2 rounds
-    python benchmarks/default_speed.py --rounds 1 --n 1000 --no-doc   # a quick look
+    python benchmarks/default_speed.py --rounds 1 --n 1000 --threads 1   # a quick look on a busy machine
 
 Each round runs ``python -m advlab evaluate --out DIR --force --no-progress`` (every other option at
 its default: lenet-mnist, all MNIST test images, the default attacks, ε 0.1/0.2/0.3 L∞, the
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,9 +86,13 @@ def main() -> None:
     ap.add_argument("--base", default=BASE, help=f"commit to compare against (default {BASE}, main at the start)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--n", type=int, default=None, help="first n test images (default all: the default run)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of every run (default: the command's own, 2); 1 is steadier on a loaded machine")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md and the JSON")
     args = ap.parse_args()
-    extra = [] if args.n is None else ["--n", str(args.n)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still removes its worktree
+    extra = ([] if args.n is None else ["--n", str(args.n)]) + ([] if args.threads is None else
+                                                                 ["--threads", str(args.threads)])
     base = _git("rev-parse", "--short", args.base)
     head = _git("rev-parse", "--short", "HEAD") + ("+changes" if _git("status", "--porcelain", "src") else "")
     runs: list[dict[str, Any]] = []
@@ -121,7 +126,8 @@ def main() -> None:
             f"Command: `{command}` — each run is `python -m advlab evaluate --out DIR --force --no-progress`"
             f"{' ' + ' '.join(extra) if extra else ''} (defaults: lenet-mnist, "
             f"{'all 10 000' if args.n is None else f'the first {args.n}'} MNIST test images, noise, semantic, fgsm, "
-            "bim, pgd, deepfool, cw, ε 0.1/0.2/0.3 L∞, checks, batch 500, 2 torch threads, report with figures), "
+            f"bim, pgd, deepfool, cw, ε 0.1/0.2/0.3 L∞, checks, batch 500, {args.threads or 2} torch thread(s), "
+            "report with figures), "
             "base and this tree alternately; wall time of the whole command, and each attack's seconds as "
             "results.json records them (the rest is start-up, the clean pass, the checks and the report).\n\n"
             f"{_table(runs)}\n\nMedian wall time: base {t_base:.1f} s, this tree {t_this:.1f} s — "
