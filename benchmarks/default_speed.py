@@ -81,6 +81,29 @@ def _table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _write(args: argparse.Namespace, extra: list[str], base: str, head: str, runs: list[dict[str, Any]],
+           identical: bool) -> None:
+    """The docs section and the JSON of the measurement."""
+    t_base = statistics.median(r["seconds"] for r in runs if r["code"].startswith("base"))
+    t_this = statistics.median(r["seconds"] for r in runs if r["code"].startswith("this"))
+    command = "python benchmarks/default_speed.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
+    body = (f"## The default `advlab evaluate`: base {base} vs this tree\n\n{environment()}\n\n"
+            f"Command: `{command}` — each run is `python -m advlab evaluate --out DIR --force --no-progress`"
+            f"{' ' + ' '.join(extra) if extra else ''} (defaults: lenet-mnist, "
+            f"{'all 10 000' if args.n is None else f'the first {args.n}'} MNIST test images, noise, semantic, fgsm, "
+            f"bim, pgd, deepfool, cw, ε 0.1/0.2/0.3 L∞, checks, batch 500, {args.threads or 2} torch thread(s), "
+            "report with figures), "
+            "base and this tree alternately; wall time of the whole command, and each attack's seconds as "
+            "results.json records them (the rest is start-up, the clean pass, the checks and the report).\n\n"
+            f"{_table(runs)}\n\nMedian wall time: base {t_base:.1f} s, this tree {t_this:.1f} s — "
+            f"**{t_base / t_this:.2f}×**. results.json (every key but `seconds`) and checks.json identical "
+            f"in every run: **{'yes' if identical else 'NO'}**.\n")
+    write_section("default-speed", body)
+    RESULTS.write_text(json.dumps({"base": base, "this": head, "command": command, "runs": runs,
+                                   "median_base": t_base, "median_this": t_this, "identical": identical},
+                                  indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default=BASE, help=f"commit to compare against (default {BASE}, main at the start)")
@@ -121,22 +144,7 @@ def main() -> None:
     print(f"median base {t_base:.1f} s, this {t_this:.1f} s: {t_base / t_this:.2f}x; identical: {identical}")
     if args.no_doc:
         return
-    command = "python benchmarks/default_speed.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
-    body = (f"## The default `advlab evaluate`: base {base} vs this tree\n\n{environment()}\n\n"
-            f"Command: `{command}` — each run is `python -m advlab evaluate --out DIR --force --no-progress`"
-            f"{' ' + ' '.join(extra) if extra else ''} (defaults: lenet-mnist, "
-            f"{'all 10 000' if args.n is None else f'the first {args.n}'} MNIST test images, noise, semantic, fgsm, "
-            f"bim, pgd, deepfool, cw, ε 0.1/0.2/0.3 L∞, checks, batch 500, {args.threads or 2} torch thread(s), "
-            "report with figures), "
-            "base and this tree alternately; wall time of the whole command, and each attack's seconds as "
-            "results.json records them (the rest is start-up, the clean pass, the checks and the report).\n\n"
-            f"{_table(runs)}\n\nMedian wall time: base {t_base:.1f} s, this tree {t_this:.1f} s — "
-            f"**{t_base / t_this:.2f}×**. results.json (every key but `seconds`) and checks.json identical "
-            f"in every run: **{'yes' if identical else 'NO'}**.\n")
-    write_section("default-speed", body)
-    RESULTS.write_text(json.dumps({"base": base, "this": head, "command": command, "runs": runs,
-                                   "median_base": t_base, "median_this": t_this, "identical": identical},
-                                  indent=1) + "\n")
+    _write(args, extra, base, head, runs, identical)
 
 
 if __name__ == "__main__":
