@@ -98,6 +98,18 @@ class _Search:
         """From tanh space to the bounds."""
         return self.lo + (self.hi - self.lo) * (torch.tanh(w) + 1) / 2
 
+    def _from_tanh(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`to_x` from ``t = tanh(w)``, bit for bit, without its identity steps.
+
+        ``(hi − lo)·u`` is skipped where hi − lo = 1 (u·1 = u exactly) and ``lo + q`` where lo = 0
+        (q + 0 = q exactly, q = (t + 1)/2 being never −0).
+        """
+        x = t + 1
+        if self.hi - self.lo != 1.0:
+            x = (self.hi - self.lo) * x
+        x = x.div_(2)
+        return x if self.lo == 0.0 else self.lo + x
+
     def round(self, const: torch.Tensor, steps: int, lr: float, early_stop: bool) -> torch.Tensor:
         """One round of Adam from the clean image at constants ``const``; returns which examples succeeded."""
         b1, b2, adam_eps = _ADAM
@@ -125,23 +137,37 @@ class _Search:
     def _objective_grad(self, w: torch.Tensor, const: torch.Tensor, found: torch.Tensor) -> tuple[
         torch.Tensor, torch.Tensor
     ]:
-        """‖δ‖₂² + c·f at ``w`` and its gradient; records successes (``found``, the best so far)."""
-        wr = w.requires_grad_(True)
-        with torch.enable_grad():
-            xa = self.to_x(wr)
-            logits = self.model(xa)
-            l2sq = (xa - self.x).flatten(1).square().sum(dim=1)
-            f = cw_objective(self.objective, logits, self.labels, self.target is not None, self.kappa)
-            obj = l2sq + const * f
-            (grad,) = torch.autograd.grad(obj.sum(), wr)
+        """‖δ‖₂² + c·f at ``w`` and its gradient; records successes (``found``, the best so far).
+
+        The gradient is autograd's of ``(l2sq + const·f).sum()`` through :meth:`to_x`, bit for bit,
+        with only the model's part taken by autograd: ∂‖δ‖²/∂x = 2δ exactly (autograd's
+        1·(2·δ¹)), added to the model's part (the sum of two is order-free), then autograd's
+        steps of the change of variables: /2, ·(hi − lo), tanh's backward.
+        """
         with torch.no_grad():
-            adv = is_adversarial(logits, self.y, self.target)
+            t = torch.tanh(w)
+            xa = self._from_tanh(t)
+            delta = xa - self.x
+            l2sq = delta.flatten(1).square().sum(dim=1)
+        xr = xa.requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(xr)
+            f = cw_objective(self.objective, logits, self.labels, self.target is not None, self.kappa)
+            cf = const * f
+            (grad,) = torch.autograd.grad(cf.sum(), xr)
+        with torch.no_grad():
+            grad = grad.add_(delta, alpha=2).div_(2)
+            if self.hi - self.lo != 1.0:
+                grad = grad.mul_(self.hi - self.lo)
+            grad = torch.ops.aten.tanh_backward(grad, t)
+            obj = l2sq + cf.detach()
+            adv = is_adversarial(logits.detach(), self.y, self.target)
             if self.kappa > 0:
-                adv = adv & meets_kappa(f, self.objective, self.kappa)
-            l2 = l2sq.detach().sqrt()
+                adv = adv & meets_kappa(f.detach(), self.objective, self.kappa)
+            l2 = l2sq.sqrt()
             better = adv & (l2 < self.best_l2)
             if bool(better.any()):
                 self.best_l2 = torch.where(better, l2, self.best_l2)
                 self.best_x[better] = xa.detach()[better]
             found |= adv
-        return obj.detach(), grad
+        return obj, grad

@@ -6,7 +6,9 @@ Every registered attack, called directly or through the registry, runs on
 
 The view is a copy of the module tree that shares no tensor and no mutable attribute with the
 model: parameters are detached clones (4-D CPU weights in ``channels_last`` layout), buffers,
-tensor and NumPy attributes are clones, lists, dicts, sets and torch generators are copies.
+tensor and NumPy attributes are clones, lists, dicts, sets and torch generators are copies;
+a plain ``nn.Sequential`` holding a ReLU followed by max-pooling runs them as pooling then ReLU
+(:class:`PoolFirstSequential`: the same logits and gradients bit for bit, less work).
 Whether it may be used is decided on copies only, under a forked RNG, so deciding never changes
 the model or the caller's random streams. Where the view could change the outcome or the model's
 state, the model itself is returned and :class:`FastViewSkipped` says why.
@@ -145,6 +147,8 @@ def fast_view(model: Model, probe: torch.Tensor) -> Model:
     through TF32 / half-precision tensor-core kernels, which advlab's commands switch off for
     determinism (:func:`advlab._device.setup_cuda_determinism`); the detached clones still save
     the weight-gradient work on any device (``benchmarks/gpu.py`` times the view on and off). It
+    runs each ReLU → max-pool pair of a plain ``nn.Sequential`` as max-pool → ReLU
+    (:class:`PoolFirstSequential`, kept only where the probe's logits stay bitwise the same). It
     shares no tensor and no mutable attribute with the model, so nothing
     the view does changes the model (its parameters, buffers, attributes or mode); its methods
     (``bpda``, ...) and flags (``randomized``, ...) are the model's. A model in training mode is
@@ -238,6 +242,8 @@ def _probe(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module | None, str
         stage = "running the channels_last view"
         with rng_sandbox(probe.device), torch.no_grad():
             got = view(probe)
+        if isinstance(got, torch.Tensor):
+            _reorder(tree, view, probe, got)
     except Exception as e:  # reported to the user: the attack then runs on the model as given
         return None, f"{stage} raised {_short(e)}", first if isinstance(first, torch.Tensor) else None
     if logits is None or not isinstance(got, torch.Tensor):
@@ -250,6 +256,58 @@ def _probe(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module | None, str
         return None, f"the view's logits differ from the model's by {diff:.1e}, beyond float32 rounding", logits
     tree.mark()
     return view, None, logits
+
+
+class PoolFirstSequential(nn.Sequential):
+    """An ``nn.Sequential`` that runs each ``ReLU`` followed by a max-pooling layer as the pooling, then the ReLU.
+
+    ReLU is monotone, so max(ReLU(a)) = ReLU(max(a)) in every window, and the gradients are the
+    same too: where the window's maximum is positive both orders send the gradient to the first
+    position holding it (torch's tie rule), where it is ≤ 0 both give 0. The ReLU and its backward
+    then run on the pooled tensor (4× smaller after a 2×2 pool). The children, their order,
+    indexing, slicing and iteration are the ``nn.Sequential``'s own; only this container's forward
+    changes, and the fast view keeps it only where it gives bitwise the same logits on the probe.
+    """
+
+    def forward(self, input: Any) -> Any:  # noqa: D102
+        mods = list(self._modules.values())
+        i = 0
+        while i < len(mods):
+            if i + 1 < len(mods) and _swappable(mods[i], mods[i + 1]):
+                input = mods[i](mods[i + 1](input))
+                i += 2
+            else:
+                input = mods[i](input)
+                i += 1
+        return input
+
+
+def _swappable(relu: Any, pool: Any) -> bool:
+    """A plain ``nn.ReLU`` followed by a plain max-pooling layer that returns no indices."""
+    return (type(relu) is nn.ReLU and type(pool) in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+            and not pool.return_indices)
+
+
+def _reorder(tree: Tree, view: nn.Module, probe: torch.Tensor, logits: torch.Tensor) -> None:
+    """Make every plain ``nn.Sequential`` of the view with a ReLU → max-pool pair a :class:`PoolFirstSequential`.
+
+    Kept only if the view's logits on ``probe`` stay bitwise ``logits`` (else undone, as when it raises).
+    """
+    seqs = [new for _, _, new, _ in tree.modules if type(new) is nn.Sequential
+            and any(_swappable(a, b) for a, b in zip(list(new), list(new)[1:], strict=False))]
+    if not seqs:
+        return
+    for s in seqs:
+        s.__class__ = PoolFirstSequential
+    try:
+        with rng_sandbox(probe.device), torch.no_grad():
+            got = view(probe)
+        kept = isinstance(got, torch.Tensor) and got.shape == logits.shape and torch.equal(got, logits)
+    except Exception:  # the reordered forward is only an option: the view runs in the given order
+        kept = False
+    if not kept:
+        for s in seqs:
+            s.__class__ = nn.Sequential
 
 
 def _short(e: BaseException, limit: int = 120) -> str:
