@@ -118,7 +118,7 @@ def test_the_plain_order_is_kept_where_the_reordered_forward_differs_or_raises(m
 def _reference_objective_grad(search: _Search, w: torch.Tensor, const: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The objective and gradient as plain autograd computes them (the code before the speed-up)."""
     wr = w.detach().clone().requires_grad_(True)
-    xa = search.to_x(wr)
+    xa = search.lo + (search.hi - search.lo) * (torch.tanh(wr) + 1) / 2  # the change of variables as it was
     logits = search.model(xa)
     l2sq = (xa - search.x).flatten(1).square().sum(dim=1)
     f = cw_objective(search.objective, logits, search.labels, search.target is not None, search.kappa)

@@ -34,9 +34,8 @@ def predict_logits(
     ``device``: where the model computes (each batch is moved there, the logits come back to
     ``x.device``); ``None`` runs the model on ``x`` where it is.
     """
-    if device is None or torch.device(device) == x.device:
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return torch.cat([model(x[i : i + batch_size].to(device)).to(x.device) for i in range(0, len(x), batch_size)])
+    where = x.device if device is None else device  # (.to the tensor's own device returns it, no copy)
+    return torch.cat([model(x[i : i + batch_size].to(where)).to(x.device) for i in range(0, len(x), batch_size)])
 
 
 def clean_accuracy(

@@ -94,12 +94,8 @@ class _Search:
         with torch.no_grad():
             self.best_l2[is_adversarial(model(x), y, target)] = 0.0
 
-    def to_x(self, w: torch.Tensor) -> torch.Tensor:
-        """From tanh space to the bounds."""
-        return self.lo + (self.hi - self.lo) * (torch.tanh(w) + 1) / 2
-
     def _from_tanh(self, t: torch.Tensor) -> torch.Tensor:
-        """:meth:`to_x` from ``t = tanh(w)``, bit for bit, without its identity steps.
+        """X = lo + (hi − lo)·(tanh(w) + 1)/2 from ``t = tanh(w)``, bit for bit, without its identity steps.
 
         ``(hi − lo)·u`` is skipped where hi − lo = 1 (u·1 = u exactly) and ``lo + q`` where lo = 0
         (q + 0 = q exactly, q = (t + 1)/2 being never −0).
@@ -139,7 +135,7 @@ class _Search:
     ]:
         """‖δ‖₂² + c·f at ``w`` and its gradient; records successes (``found``, the best so far).
 
-        The gradient is autograd's of ``(l2sq + const·f).sum()`` through :meth:`to_x`, bit for bit,
+        The gradient is autograd's of ``(l2sq + const·f).sum()`` through :meth:`_from_tanh`, bit for bit,
         with only the model's part taken by autograd: ∂‖δ‖²/∂x = 2δ exactly (autograd's
         1·(2·δ¹)), added to the model's part (the sum of two is order-free), then autograd's
         steps of the change of variables: /2, ·(hi − lo), tanh's backward.

@@ -14,6 +14,7 @@ import argparse
 import torch
 
 from advlab._device import DEVICE_CHOICES, resolve_device, setup_cuda_determinism
+from advlab.evaluation.distributed import launched_size, local_rank
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
@@ -24,12 +25,19 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 
 def use_device(args: argparse.Namespace) -> torch.device:
     """The device ``--device`` names, set up for deterministic runs; a one-line error naming ``--device``."""
+    return device_for(args.device)
+
+
+def device_for(spec: str) -> torch.device:
+    """:func:`use_device` for a spec: under torchrun a bare ``cuda`` is the process's own GPU (``cuda:LOCAL_RANK``)."""
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(spec)
     except ValueError as e:
         raise ValueError(f"--{e}") from None
+    if device.type == "cuda" and device.index is None and launched_size() > 1:
+        device = torch.device("cuda", local_rank())
     setup_cuda_determinism(device)
     return device
 
 
-__all__ = ["add_device_argument", "use_device"]
+__all__ = ["add_device_argument", "device_for", "use_device"]

@@ -12,11 +12,12 @@ from typing import Any
 import tomllib
 import torch
 
-from advlab._device import DEVICE_CHOICES, resolve_device, setup_cuda_determinism
+from advlab._device import DEVICE_CHOICES
 from advlab._io import atomic_write_text, locked_directory
+from advlab.commands.device import device_for
 from advlab.evaluation import DEFAULT_ATTACKS
 from advlab.evaluation.defaults import NORM_ATTACKS
-from advlab.evaluation.distributed import current_world
+from advlab.evaluation.distributed import current_world, launched_size
 from advlab.evaluation.engine import Plan, Settings, plan, run_plan
 from advlab.evaluation.targeting import TARGETED
 from advlab.models import load_model
@@ -145,21 +146,9 @@ def _items(name: str, v: Any, cast: type) -> list[Any] | None:
         raise ValueError(f"{name}: expected a comma-separated list, got {v!r}") from None
 
 
-def evaluation_device(spec: str) -> torch.device:
-    """The device ``--device`` names, set up for deterministic runs; under torchrun ``cuda`` is the rank's own GPU."""
-    try:
-        device = resolve_device(spec)
-    except ValueError as e:
-        raise ValueError(f"--{e}") from None
-    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))
-    setup_cuda_determinism(device)
-    return device
-
-
 def default_threads() -> int:
     """Torch threads when none are given: 2, or under torchrun ``OMP_NUM_THREADS`` (torchrun sets 1) per process."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if launched_size() > 1:
         return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     return 2
 
@@ -220,7 +209,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(cfg["threads"]))
     t0 = time.perf_counter()
     command = command_line()
-    device = evaluation_device(str(cfg["device"]))
+    device = device_for(str(cfg["device"]))
     world = current_world("nccl" if device.type == "cuda" else "gloo")
     planned = plans(cfg, not args.no_progress and world.rank == 0, args.force, command, device)
     out = Path(cfg["out"])

@@ -25,7 +25,6 @@ calls wait up to :data:`TIMEOUT` (a slow rank's share, or rank 0's lock, is wait
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -42,7 +41,7 @@ from advlab.evaluation.respond import add_cost
 from advlab.evaluation.session import finish_run, open_run_store, start_run
 from advlab.results import shards
 from advlab.results.plan import Job
-from advlab.results.store import Store, open_store, remove_store
+from advlab.results.store import Store, config_changes, open_store
 
 if TYPE_CHECKING:
     from advlab.evaluation.result import Evaluation
@@ -65,20 +64,29 @@ class World:
     size: int = 1
 
 
+def launched_size() -> int:
+    """The number of processes torchrun started (``WORLD_SIZE``; 1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (``LOCAL_RANK``; 0 when not launched by torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
 def current_world(backend: str | None = None) -> World:
     """The group this process runs in: torchrun's ``WORLD_SIZE``/``RANK``, its process group made once.
 
     Args:
         backend: ``"gloo"`` (CPU, the default) or ``"nccl"`` (CUDA); used when the group is made.
     """
-    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if size <= 1:
+    if launched_size() <= 1:
         return World()
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this torch build; run advlab without torchrun")
     if not dist.is_initialized():
         if backend == "nccl":  # one GPU per process: the collectives run on this rank's own
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0") or 0))
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend or "gloo", timeout=TIMEOUT)
     return World(dist.get_rank(), dist.get_world_size())
 
@@ -117,7 +125,7 @@ def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evalua
     """Rank 0: merge what the shards hold, deal out and attack the batches, merge again, finish the run."""
     run, jobs = start_run(p, s, store, extra_env={"world_size": world.size})
     configs = _gather_into(store, None)  # batches a killed run had finished in the shards
-    other = [r for r, c in enumerate(configs) if r and c != _digest(p.config)]
+    other = [r for r, c in enumerate(configs) if c is not None and config_changes(c, p.config)]
     if other:  # another model, other data or other arguments on a rank: its batches are not this run's
         message = (f"rank(s) {', '.join(map(str, other))} planned another evaluation than rank 0 (model, data or "
                    "arguments differ); give every rank the same command, model and data")
@@ -152,7 +160,7 @@ def _work(p: Plan, s: Settings, world: World) -> Evaluation:
     store = open_store(directory, p.config, force=True)  # a shard of another configuration is only a cache
     try:
         run, jobs = start_run(p, s, store, progress=False, extra_env={"world_size": world.size})
-        _gather_into(None, shards.dump(store), _digest(p.config))
+        _gather_into(None, shards.dump(store), p.config)
         answer = _receive()
         if "error" in answer:
             raise RankZeroFailed(answer["error"])
@@ -161,8 +169,7 @@ def _work(p: Plan, s: Settings, world: World) -> Evaluation:
         _receive()  # rank 0 has written the shard into the run's store
     finally:
         store.close()
-    remove_store(directory / store.path.name)
-    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)  # the shard with its write-ahead log
     dist.barrier()
     ev: Evaluation = _receive()
     return ev
@@ -177,31 +184,20 @@ def _attack(run: Run, jobs: list[Job], world: World, done: dict[str, list[int]])
 
 
 def _gather_into(store: Store | None, rows: dict[str, list[tuple[Any, ...]]] | None,
-                 config: str | None = None) -> list[str | None]:
+                 config: dict[str, Any] | None = None) -> list[dict[str, Any] | None]:
     """Every worker's shard rows to rank 0, written into ``store`` there (workers pass their rows).
 
-    Returns, on rank 0, the configuration digest each rank sent with its rows (None where none was).
+    Returns, on rank 0, the configuration each rank sent with its rows (None where none was).
     """
     received: list[Any] | None = [None] * dist.get_world_size() if store is not None else None
     dist.gather_object((config, rows), received, dst=0)
-    configs: list[str | None] = []
+    configs: list[dict[str, Any] | None] = []
     for part in received or []:
         sent, part_rows = part if part is not None else (None, None)
         configs.append(sent)
         if store is not None and part_rows:
             shards.load(store, part_rows)
     return configs
-
-
-def _digest(config: dict[str, Any]) -> str:
-    """The run configuration (fingerprints of model and data included) as one comparable string.
-
-    The data counts by its digest: the same bytes read from another directory on another machine
-    are the same data (as :func:`~advlab.results.store.config_changes` counts it).
-    """
-    data = config.get("data_fingerprint")
-    same = {**config, "data_fingerprint": data.get("digest") if isinstance(data, dict) else data}
-    return json.dumps(same, sort_keys=True, default=str)
 
 
 def _broadcast(obj: Any) -> None:

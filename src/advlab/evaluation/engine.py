@@ -63,10 +63,8 @@ def resolve_model(model: nn.Module | BlackBox | str | os.PathLike[str]) -> tuple
     return model, type(model.model if isinstance(model, OnDevice) else model).__name__
 
 
-def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned: bool) -> tuple[
-    nn.Module | BlackBox, torch.device
-]:
-    """The model on ``device`` (a caller's model is copied, never moved) and where it computes.
+def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned: bool) -> nn.Module | BlackBox:
+    """The model on ``device`` (a caller's model is copied, never moved).
 
     A model off the CPU is wrapped in :class:`~advlab._device.OnDevice`: the evaluation keeps the
     images on the CPU and each batch is moved to the device to be attacked. A BlackBox runs where its
@@ -75,9 +73,8 @@ def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned
     if isinstance(net, BlackBox):
         if device is not None and resolve_device(device).type != "cpu":
             raise ValueError(f"device: a BlackBox runs where its predict function runs; got device={device!r}")
-        return net, torch.device("cpu")
-    net = place_model(net, device, owned=owned)
-    return net, net.device if isinstance(net, OnDevice) else torch.device("cpu")
+        return net
+    return place_model(net, device, owned=owned)
 
 
 def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | os.PathLike[str] | None,
@@ -194,7 +191,7 @@ def plan(s: Settings) -> Plan:
     check_settings(s)
     bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
-    net, device = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
+    net = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds, net)
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)
@@ -229,7 +226,7 @@ def plan(s: Settings) -> Plan:
     skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
     if target is not None and s.checks and s.norm in CHECK_NORMS and not blackbox:
         skipped = CHECKS_SKIPPED_TARGETED
-    return Plan(net, x, y, params, config, jobs, skipped, target, device)
+    return Plan(net, x, y, params, config, jobs, skipped, target)
 
 
 def run_plan(p: Plan, s: Settings) -> Evaluation:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from advlab._device import module_device
 from advlab.attacks import AttackInfo, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
 from advlab.evaluation.defaults import attack_params
@@ -47,7 +48,6 @@ class Run:
     progress: bool = True
     keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
     target: torch.Tensor | None = None  # a targeted evaluation's target per example (success: reaching it)
-    device: torch.device | None = None  # where each batch is attacked (None: the CPU; the images stay there)
 
     def __post_init__(self) -> None:
         self.net = inference_view(self.net)  # warns once for a model in training mode
@@ -98,7 +98,7 @@ class Run:
         threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
                              targeted=self.target is not None)
         sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
-        dev = self.device or xb_device(self.x)
+        dev = module_device(self.net)  # where the model computes; the images stay on the CPU
         xb, yb = self.x[sl].to(dev), self.y[sl].to(dev)
         tb = None if self.target is None else self.target[sl].to(dev)
         gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
@@ -151,11 +151,6 @@ class Run:
             outcome = self.score(self.x[idx], self.y[idx], x_adv, None)
             self.store.put_batch(key, 0, seconds, idx.tolist(), outcome, [])
         return {"key": key, "name": name, "norm": norm, "eps": eps, "minimal": minimal}
-
-
-def xb_device(x: Any) -> torch.device:
-    """Where the images are (the CPU for an image set that is read batch by batch)."""
-    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
 
 __all__ = ["Run"]

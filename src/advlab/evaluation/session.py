@@ -44,7 +44,7 @@ def start_run(p: Plan, s: Settings, store: Store, *, progress: bool | None = Non
     if p.checks_skipped:
         store.set_meta("checks_skipped", p.checks_skipped)
     run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress if progress is None else progress,
-              s.examples_per_job, p.target, p.device)
+              s.examples_per_job, p.target)
     return run, white_box_cut(run, p.jobs)
 
 

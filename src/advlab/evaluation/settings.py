@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from advlab._device import module_device
 from advlab.evaluation.defaults import N_EXAMPLES
 from advlab.models.blackbox import BlackBox
 from advlab.results.plan import Job
@@ -57,7 +58,11 @@ class Plan:
     jobs: list[Job]
     checks_skipped: str | None
     target: torch.Tensor | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the model computes
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes (a model off the CPU is an :class:`~advlab._device.OnDevice`)."""
+        return module_device(self.net)
 
 
 __all__ = ["Plan", "Settings"]

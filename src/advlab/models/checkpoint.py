@@ -185,6 +185,15 @@ def tensor_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"checkpoint: {path} is corrupt ({e})") from None
 
 
+def state_differences(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> tuple[
+    list[str], list[str], list[str]
+]:
+    """How a file's tensors differ from a model's: (missing, unexpected, of another shape), each sorted by name."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    return missing, unexpected, reshaped
+
+
 def check_state(path: str | os.PathLike[str], model: nn.Module) -> None:
     """Compare the tensor names and shapes in ``path``'s header with ``model``'s state (no data is read).
 
@@ -200,17 +209,16 @@ def check_state(path: str | os.PathLike[str], model: nn.Module) -> None:
     """
     shapes = tensor_shapes(path)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if set(shapes) != set(expected):
-        extra, missing = sorted(set(shapes) - set(expected)), sorted(set(expected) - set(shapes))
+    missing, extra, reshaped = state_differences(expected, shapes)
+    if missing or extra:
         raise CheckpointError(
             f"checkpoint: {path} does not match its architecture (unexpected {extra[:3]}, missing {missing[:3]})"
         )
-    for k in sorted(shapes):
-        if shapes[k] != expected[k]:
-            raise CheckpointError(
-                f"checkpoint: {path} tensor {k} has shape {shapes[k]}, its metadata's architecture expects "
-                f"{expected[k]}"
-            )
+    if reshaped:
+        k = reshaped[0]
+        raise CheckpointError(
+            f"checkpoint: {path} tensor {k} has shape {shapes[k]}, its metadata's architecture expects {expected[k]}"
+        )
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:

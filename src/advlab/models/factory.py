@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from advlab.models.checkpoint import state_differences
+
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|.+\.py):(?P<name>[A-Za-z_]\w*)$")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 SHOWN_KEYS = 5  # keys named in a missing/unexpected message
@@ -81,13 +83,12 @@ def load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"weights: {path} is not a safetensors file ({e})") from None
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    missing, unexpected, bad = state_differences({k: tuple(v.shape) for k, v in own.items()},
+                                                 {k: tuple(v.shape) for k, v in state.items()})
     if missing or unexpected:
         parts = ([f"missing {_keys_text(missing)}"] if missing else []) + (
             [f"unexpected {_keys_text(unexpected)}"] if unexpected else [])
         raise ValueError(f"weights: {path} does not fit the model: {'; '.join(parts)}")
-    bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
     if bad:
         k = bad[0]
         raise ValueError(f"weights: {path}: {len(bad)} tensor(s) of another shape, e.g. {k} is "

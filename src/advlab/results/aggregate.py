@@ -24,6 +24,8 @@ from advlab.results.records import Row
 from advlab.results.store import Store
 
 Outcome = dict[str, torch.Tensor]
+# the store's bookkeeping lives on the CPU, whatever torch's default device is
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -50,7 +52,7 @@ class _Table:
     def row(self, attack: str, norm: str, eps: float | None, s: _Scored, o: Outcome | None) -> Row:
         """A row from scored outcomes; ``o`` (None for the worst case) gives the norms and queries."""
         med = {k: median_or_none(o[k][s.broken]) if o is not None else None for k in ("l0", "l1", "l2", "linf")}
-        q = o["queries"][~torch.isnan(o["queries"])] if o is not None else torch.empty(0, device="cpu")
+        q = o["queries"][~torch.isnan(o["queries"])] if o is not None else torch.empty(0, device=CPU)
         n_correct = int(self.clean["top1"].sum())
         c = self.config
         return Row(attack, c["dataset"], c["model"], norm, eps, self.n, float(s.top1.double().mean()),
@@ -90,17 +92,16 @@ def _partial(table: _Table, d: dict[str, Any], o: Outcome, eps: float) -> _Score
     dist = o[d["norm"]]
     broken, top1, top5 = outcome_at_eps(o["adv"], dist, eps if d.get("minimal") else None, o["top1"], o["top5"],
                                         table.clean["top1"][idx], table.clean["top5"][idx])
-    full = _Scored(torch.zeros(n, dtype=torch.bool, device="cpu"), table.clean["top1"].clone(),
+    full = _Scored(torch.zeros(n, dtype=torch.bool, device=CPU), table.clean["top1"].clone(),
                    table.clean["top5"].clone(), 0.0)
     full.broken[idx], full.top1[idx], full.top5[idx] = broken, top1, top5
     return full
 
 
 def _attribute(worst: dict[float, WorstCase], name: str, e: float, s: _Scored, n: int) -> None:
-    cpu = torch.device("cpu")  # the store's bookkeeping lives on the CPU, whatever the default device
-    w = worst.setdefault(e, WorstCase(torch.zeros(n, dtype=torch.bool, device=cpu),
-                                      torch.ones(n, dtype=torch.bool, device=cpu),
-                                      torch.ones(n, dtype=torch.bool, device=cpu), 0.0, [None] * n))
+    w = worst.setdefault(e, WorstCase(torch.zeros(n, dtype=torch.bool, device=CPU),
+                                      torch.ones(n, dtype=torch.bool, device=CPU),
+                                      torch.ones(n, dtype=torch.bool, device=CPU), 0.0, [None] * n))
     for i in (s.broken & ~w.broken).nonzero().flatten().tolist():
         w.broken_by[i] = name
     w.broken |= s.broken

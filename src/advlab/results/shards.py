@@ -1,7 +1,7 @@
 """Moving finished batches between results stores: a worker's shard into the run's one store.
 
 Under ``torchrun`` each rank other than 0 writes the batches it attacks into its own shard store
-(``OUT/shards/rank-R.sqlite``, the same schema, resumable); :func:`dump` reads every finished batch
+(``OUT/shards/rank-R/results.sqlite``, the same schema, resumable); :func:`dump` reads every finished batch
 of a shard as plain rows, which travel to rank 0 over ``torch.distributed`` (so the ranks need no
 shared file system), and :func:`load` writes them into rank 0's store in one transaction.
 Loading is idempotent: a batch is keyed by (job, batch) and an outcome by (job, example), and the
