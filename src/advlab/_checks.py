@@ -239,8 +239,9 @@ def _describe(hint: Any) -> str:
 def check_param(arg: str, hint: Any, value: Any) -> None:
     """Check ``value`` against a parameter's type annotation: type, ``Literal`` choices, ``Range``.
 
-    Understands ``int``, ``float``, ``bool``, ``str``, classes, callables, ``X | None``,
-    ``Literal[...]`` and ``Annotated[..., Range(...)]``; anything else (``Any``) passes.
+    Understands ``int``, ``float``, ``bool``, ``str``, classes, callables, unions of them (``X | None``,
+    ``Literal[...] | SomeClass``: where the value has the type of exactly one option, that option's
+    error is raised), ``Literal[...]`` and ``Annotated[..., Range(...)]``; anything else (``Any``) passes.
     Raises a one-line ``TypeError`` (wrong type) or ``ValueError`` (wrong value).
     """
     origin = get_origin(hint)
@@ -257,15 +258,18 @@ def check_param(arg: str, hint: Any, value: Any) -> None:
         if value is None and type(None) in options:
             return
         errors: list[Exception] = []
+        near: list[Exception] = []  # errors of options whose type the value has (a wrong value, not a wrong type)
         for option in (o for o in options if o is not type(None)):
             try:
                 check_param(arg, option, value)
                 return
             except (TypeError, ValueError) as e:
                 errors.append(e)
-        if len(errors) == 1:
-            raise errors[0]
-        raise TypeError(f"{arg}: expected {_describe(hint)}, got {value!r}")
+                if _type_fits(option, value) and isinstance(e, ValueError):
+                    near.append(e)
+        if len(errors) == 1 or len(near) == 1:
+            raise (near or errors)[0]
+        raise TypeError(f"{arg}: expected {_describe(hint)}, got {value!r}"[:200])
     if origin is Literal:
         choices = get_args(hint)
         if value not in choices:
@@ -275,6 +279,19 @@ def check_param(arg: str, hint: Any, value: Any) -> None:
             )
         return
     _check_plain(arg, hint, origin, value)
+
+
+def _type_fits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` has the type of a Union's option (a ``Literal`` of strings: is a string).
+
+    In ``Literal["ce", "dlr"] | TaskLoss`` a misspelt ``"cee"`` fails the Literal by value and the
+    class by type; the Literal's error (with its close names) is the one worth showing.
+    """
+    if get_origin(hint) is Annotated:
+        return _type_fits(get_args(hint)[0], value)
+    if get_origin(hint) is Literal:
+        return any(type(c) is type(value) for c in get_args(hint))
+    return True
 
 
 def _check_plain(arg: str, hint: Any, origin: Any, value: Any) -> None:

@@ -15,7 +15,9 @@ from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.carlini_wagner_l0 import cw_l0
 from advlab.attacks.carlini_wagner_linf import cw_linf
+from advlab.attacks.dag import DenseResult, dag, dag_detection
 from advlab.attacks.decision_based import hopskipjump
+from advlab.attacks.detection import DetectionLoss, VanishingLoss, vanishing
 from advlab.attacks.elastic_net import ead
 from advlab.attacks.fastview import (
     FastViewSkipped,
@@ -43,12 +45,19 @@ from advlab.attacks.saliency import jsma
 from advlab.attacks.sparse import sparse_rs
 from advlab.attacks.surrogate import transfer
 from advlab.attacks.targets import choose_targets
+from advlab.attacks.tasks import CustomLoss, SegmentationLoss, TaskLoss
 
 __all__ = [
     "AttackInfo",
     "AttackResult",
+    "CustomLoss",
+    "DenseResult",
+    "DetectionLoss",
     "FastViewSkipped",
     "ModelInTrainingMode",
+    "SegmentationLoss",
+    "TaskLoss",
+    "VanishingLoss",
     "apgd",
     "apgd_ensemble",
     "apgd_t",
@@ -58,6 +67,8 @@ __all__ = [
     "cw",
     "cw_l0",
     "cw_linf",
+    "dag",
+    "dag_detection",
     "deepfool",
     "ead",
     "eot_bpda",
@@ -85,4 +96,5 @@ __all__ = [
     "sparse_rs",
     "square",
     "transfer",
+    "vanishing",
 ]

@@ -41,6 +41,7 @@ from advlab.attacks.losses import (
 )
 from advlab.attacks.random_search import square
 from advlab.attacks.registry import AttackResult, Renamed, register_attack
+from advlab.attacks.tasks import TaskLoss
 from advlab.threat import Norm, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -172,7 +173,7 @@ def apgd(
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     steps: PositiveInt = 100,
-    loss: Loss = "ce",
+    loss: Loss | TaskLoss = "ce",
     restarts: PositiveInt = 1,
     random_start: bool = True,
     grad_fn: GradFn = loss_grad,
@@ -184,7 +185,7 @@ def apgd(
     examples still robust. Cost per restart: at most ``steps`` + 1 forward and backward passes per
     example (fewer: an example stops when it is broken).
     """
-    obj, hits = objective(loss, y, target), success_on_rows(y, target)
+    obj, hits = objective(loss, y, target), success_on_rows(y, target, loss)
     x_adv = x.detach().clone()
     success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(restarts):

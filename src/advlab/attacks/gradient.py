@@ -15,6 +15,7 @@ import torch
 from advlab._checks import Fraction, NonNegFloat, PositiveInt
 from advlab.attacks.losses import GradFn, Loss, LossFn, loss_grad, objective, success_on_rows
 from advlab.attacks.registry import AttackResult, register_attack
+from advlab.attacks.tasks import TaskLoss
 from advlab.threat import Norm, ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -84,7 +85,7 @@ def iterative_gradient(
     random_start: bool,
     restarts: int = 1,
     early_stop: bool = False,
-    loss: Loss = "ce",
+    loss: Loss | TaskLoss = "ce",
     l1_sparsity: float | None = 0.01,
     generator: torch.Generator | None = None,
     grad_fn: GradFn = loss_grad,
@@ -98,7 +99,7 @@ def iterative_gradient(
     classifies as the target) — the same robust accuracy for less work. Each restart attacks
     only the examples no earlier restart has broken.
     """
-    run = _Run(model, threat, objective(loss, y, target), success_on_rows(y, target), steps, step_size,
+    run = _Run(model, threat, objective(loss, y, target), success_on_rows(y, target, loss), steps, step_size,
                early_stop, l1_sparsity, grad_fn)
     x = x.detach()
     x_best = x.clone()
@@ -183,7 +184,7 @@ def fgsm(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    loss: Loss = "ce",
+    loss: Loss | TaskLoss = "ce",
     grad_fn: GradFn = loss_grad,
 ) -> AttackResult:
     """Fast Gradient Sign Method: one step of size ε along the loss gradient's steepest direction.
@@ -221,7 +222,7 @@ def bim(
     steps: PositiveInt = 10,
     step_size: NonNegFloat | None = None,
     early_stop: bool = False,
-    loss: Loss = "ce",
+    loss: Loss | TaskLoss = "ce",
     grad_fn: GradFn = loss_grad,
 ) -> AttackResult:
     """Basic Iterative Method: iterated FGSM steps of size α, projected after every step.
@@ -250,7 +251,7 @@ def pgd(
     restarts: PositiveInt = 1,
     random_start: bool = True,
     early_stop: bool = False,
-    loss: Loss = "ce",
+    loss: Loss | TaskLoss = "ce",
     l1_sparsity: Fraction = 0.01,
     grad_fn: GradFn = loss_grad,
 ) -> AttackResult:

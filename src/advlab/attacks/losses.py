@@ -10,7 +10,9 @@ One vocabulary for every loss-driven attack (``loss="ce" | "margin" | "dlr"``):
 
 :func:`objective` turns a loss name, the labels and the targets into the function an attack
 ascends. It is called with the *row numbers* of the examples in the batch, so one signature
-serves losses that need the true class, the target, or both.
+serves losses that need the true class, the target, or both. A :class:`~advlab.attacks.tasks.TaskLoss`
+in place of a name makes the same attacks (same loops) attack any differentiable task:
+segmentation maps, detections, or a user's ``CustomLoss``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from advlab.attacks.registry import AttackResult
+from advlab.attacks.tasks import TaskLoss
 from advlab.threat import ThreatModel
 
 Loss = Literal["ce", "margin", "dlr"]
@@ -63,12 +66,16 @@ def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     return -(true - tgt) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
 
 
-def objective(loss: Loss, y: torch.Tensor, target: torch.Tensor | None) -> LossFn:
+def objective(loss: Loss | TaskLoss, y: torch.Tensor, target: torch.Tensor | None) -> LossFn:
     """The per-example quantity an attack ascends, as a function of (logits, row numbers).
 
     ``rows`` index ``y`` and ``target``: an attack passes ``torch.arange(n)`` (or the rows of the
-    examples still active) as the labels of the gradient seam.
+    examples still active) as the labels of the gradient seam. A :class:`TaskLoss` is called with
+    the labels (and targets) of those rows.
     """
+    if isinstance(loss, TaskLoss):
+        task = loss
+        return lambda z, rows: task.objective(z, y[rows], None if target is None else target[rows])
     if target is None:
         losses: dict[str, LossFn] = {"ce": ce_loss, "margin": margin_loss, "dlr": dlr_loss}
         untargeted = losses[loss]
@@ -100,9 +107,15 @@ def minimal_result(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
 
 
 def success_on_rows(
-    y: torch.Tensor, target: torch.Tensor | None
+    y: torch.Tensor, target: torch.Tensor | None, loss: Loss | TaskLoss = "ce"
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """:func:`is_adversarial` as a function of (logits, row numbers), like :func:`objective`."""
+    """:func:`is_adversarial` as a function of (logits, row numbers), like :func:`objective`.
+
+    With a :class:`TaskLoss`, its own ``success`` on the labels (and targets) of the rows.
+    """
+    if isinstance(loss, TaskLoss):
+        task = loss
+        return lambda z, rows: task.success(z, y[rows], None if target is None else target[rows])
     if target is None:
         return lambda z, rows: z.argmax(dim=1) != y[rows]
     return lambda z, rows: z.argmax(dim=1) == target[rows]

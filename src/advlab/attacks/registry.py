@@ -7,7 +7,8 @@ pgd``) and a registry call (``get_attack("pgd")``) take the same path:
 
 1. the inputs are checked against the metadata — the threat model's norm and budget, images
    (shape, dtype, NaN, bounds), labels through the task's label check, targeted mode and
-   targets — with one-line errors naming the argument;
+   targets — with one-line errors naming the argument (labels and targets by the task of a
+   task loss given as ``loss=``, see :mod:`advlab.attacks.tasks`, else by the attack's task);
 2. keyword parameters are bound against the function's signature: an unknown or misspelled name
    fails with the closest names, a renamed one still works for one release with a
    ``DeprecationWarning``, and each value is checked against its annotation (type, ``Literal``
@@ -152,18 +153,22 @@ class AttackInfo:
         **params: Any,
     ) -> AttackResult:
         """Check the inputs, bind the parameters, and run the attack on the fast view of ``model``."""
-        y, target = self.check_inputs(model, x, y, threat, target)
+        task = task_of(params.get("loss")) or self.task
+        y, target = self.check_inputs(model, x, y, threat, target, task=task)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         bound = self.bind(params)
         net, logits = prepare(model, x)
-        self.check_outputs(logits, y, target)
+        self.check_outputs(logits, y, target, task=task)
         return self.fn(net, x, y, threat, target=target, generator=generator, **bound)
 
     def check_inputs(
-        self, model: Any, x: object, y: object, threat: object, target: object
+        self, model: Any, x: object, y: object, threat: object, target: object, *, task: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Validate model, threat model, images, labels and targets; returns (labels, targets)."""
+        """Validate model, threat model, images, labels and targets; returns (labels, targets).
+
+        ``task``: whose label check applies (default the attack's; a task loss's task when one is given).
+        """
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"threat: expected a ThreatModel, got {type(threat).__name__}")
         if threat.norm not in self.norms:
@@ -178,8 +183,9 @@ class AttackInfo:
         if self.kind == "score-based" and isinstance(model, BlackBox) and not model.has_scores:
             raise ValueError(f"model: {self.name} is score-based; got a labels-only BlackBox")
         xt = check_images("x", x, threat.bounds)
-        labels = TASKS[self.task]("y", y, xt)
-        classes = self.task == "classification"
+        task = task or self.task
+        labels = TASKS[task]("y", y, xt)
+        classes = task == "classification"
         if classes:
             check_class_range("y", labels, None)
         if threat.targeted:
@@ -189,7 +195,7 @@ class AttackInfo:
                 raise ValueError(
                     "target: targeted threat model needs target labels (see advlab.attacks.choose_targets)"
                 )
-            targets = TASKS[self.task]("target", target, xt)
+            targets = TASKS[task]("target", target, xt)
             if classes:
                 check_class_range("target", targets, None)
                 check_targets(labels, targets)
@@ -198,9 +204,10 @@ class AttackInfo:
             raise ValueError("target: given, but threat.targeted is False")
         return labels, None
 
-    def check_outputs(self, logits: torch.Tensor | None, labels: torch.Tensor, target: torch.Tensor | None) -> None:
+    def check_outputs(self, logits: torch.Tensor | None, labels: torch.Tensor, target: torch.Tensor | None, *,
+                      task: str | None = None) -> None:
         """Check the model's logits on a couple of the inputs (computed on copies; None: skipped) against the labels."""
-        if logits is None or self.task != "classification" or logits.dim() != 2:
+        if logits is None or (task or self.task) != "classification" or logits.dim() != 2:
             return
         check_finite_logits(logits, "on the attacked inputs")
         check_class_range("y", labels, logits.shape[1])
@@ -223,6 +230,12 @@ class AttackInfo:
         for key, value in bound.items():
             check_param(key, self.parameters[key][1], value)
         return bound
+
+
+def task_of(loss: object) -> str | None:
+    """The task a ``loss=`` parameter names: a task loss's ``task`` (a registered one), else None (a loss name)."""
+    task = getattr(loss, "task", None)
+    return task if isinstance(task, str) and not isinstance(loss, str) and task in TASKS else None
 
 
 def check_finite_logits(logits: torch.Tensor, where: str) -> None:
@@ -327,6 +340,13 @@ def get_attack(name: str) -> AttackInfo:
     return _REGISTRY[key]
 
 
-def list_attacks(pattern: str = "*") -> list[str]:
-    """Registered attack names matching a shell-style wildcard, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern.lower()))
+def list_attacks(pattern: str = "*", task: str | None = "classification") -> list[str]:
+    """Registered attack names matching a shell-style wildcard, sorted.
+
+    ``task``: only the attacks of that task (default ``"classification"``, the attacks that take class
+    labels: what the evaluation's defaults and the classification contract tests iterate over);
+    ``None``: every task's. The classification attacks that take a task loss (FGSM, BIM, PGD, APGD)
+    are listed under classification.
+    """
+    return sorted(n for n, info in _REGISTRY.items()
+                  if fnmatch.fnmatch(n, pattern.lower()) and (task is None or info.task == task))
