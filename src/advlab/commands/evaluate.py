@@ -18,7 +18,7 @@ from advlab.commands.device import device_for
 from advlab.evaluation import DEFAULT_ATTACKS
 from advlab.evaluation.defaults import NORM_ATTACKS
 from advlab.evaluation.distributed import current_world, launched_size
-from advlab.evaluation.engine import Plan, Settings, plan, run_plan
+from advlab.evaluation.engine import Evaluation, Plan, Settings, plan, run_plan
 from advlab.evaluation.targeting import TARGETED
 from advlab.models import load_model
 from advlab.models.wrappers import wrap_defense
@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--model", default=None, help="pretrained name, checkpoint path, your factory "
                    "package.module:factory (or file.py:factory), or an .onnx file (default lenet-mnist)")
     p.add_argument("--weights", default=None, help="a factory model's .safetensors state dict (loaded strictly)")
-    p.add_argument("--dataset", default=None, help="dataset whose test split is used (default mnist), or your images: "
+    p.add_argument("--dataset", default=None,
+                   help="dataset whose test split is used (default: the model's own, else mnist), or your images: "
                    "folder:PATH[:size=224] (PATH/CLASS/IMAGE) or npz:PATH (arrays x, y); streamed, never loaded whole")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)}; "
@@ -155,7 +156,7 @@ def default_threads() -> int:
 
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML config, then the flags; every value type-checked."""
-    cfg: dict[str, Any] = {"model": "lenet-mnist", "weights": None, "dataset": "mnist", "data_dir": None,
+    cfg: dict[str, Any] = {"model": "lenet-mnist", "weights": None, "dataset": None, "data_dir": None,
                            "attacks": None, "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": default_threads(), "params": {},
                            "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None,
@@ -228,7 +229,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             base = run_plan(*planned[1])
             base.save(out / "baseline")
         md, html = render_report(out)
-    print(ev if base is None else format_comparison(ev.rows, base.rows))
+    if isinstance(ev, Evaluation) and isinstance(base, Evaluation):
+        print(format_comparison(ev.rows, base.rows))
+    else:  # (a dense task's rows have the task's columns: the baseline's table follows the model's)
+        print(ev if base is None else f"{ev}\n\nbaseline {base.config['model']}:\n{base}")
     print(f"\n{len(ev.rows)} rows in {time.perf_counter() - t0:.1f} s → {out / 'results.json'}, {md}, {html}")
     return 0
 

@@ -44,6 +44,7 @@ from advlab.results.plan import Job
 from advlab.results.store import Store, config_changes, open_store
 
 if TYPE_CHECKING:
+    from advlab.evaluation.dense import DenseEvaluation
     from advlab.evaluation.result import Evaluation
     from advlab.evaluation.run import Run
     from advlab.evaluation.settings import Plan, Settings
@@ -102,7 +103,7 @@ def shard_dir(out: str | os.PathLike[str], rank: int) -> Path:
     return Path(out) / SHARDS / f"rank-{rank}"
 
 
-def run_sharded(p: Plan, s: Settings, world: World) -> Evaluation:
+def run_sharded(p: Plan, s: Settings, world: World) -> Evaluation | DenseEvaluation:
     """Run the plan as rank ``world.rank`` of ``world.size``; every rank returns rank 0's evaluation."""
     if s.out is None:
         raise ValueError("out: an evaluation under torchrun needs an output directory (--out)")
@@ -121,7 +122,7 @@ def run_sharded(p: Plan, s: Settings, world: World) -> Evaluation:
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: ExitStack may swallow exceptions)
 
 
-def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evaluation:
+def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evaluation | DenseEvaluation:
     """Rank 0: merge what the shards hold, deal out and attack the batches, merge again, finish the run."""
     run, jobs = start_run(p, s, store, extra_env={"world_size": world.size})
     configs = _gather_into(store, None)  # batches a killed run had finished in the shards
@@ -147,7 +148,7 @@ def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evalua
     return ev
 
 
-def _work(p: Plan, s: Settings, world: World) -> Evaluation:
+def _work(p: Plan, s: Settings, world: World) -> Evaluation | DenseEvaluation:
     """A rank other than 0: attack its share of the batches into its shard, send it to rank 0, delete it.
 
     Returns rank 0's evaluation once it is finished (the checks run there, on the merged results).
@@ -171,7 +172,7 @@ def _work(p: Plan, s: Settings, world: World) -> Evaluation:
         store.close()
     shutil.rmtree(directory, ignore_errors=True)  # the shard with its write-ahead log
     dist.barrier()
-    ev: Evaluation = _receive()
+    ev: Evaluation | DenseEvaluation = _receive()
     return ev
 
 

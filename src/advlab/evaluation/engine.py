@@ -31,6 +31,7 @@ from advlab.attacks import get_attack
 from advlab.data import is_spec, load_dataset, open_images
 from advlab.evaluation.certified import parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
+from advlab.evaluation.dense import DenseEvaluation, plan_dense, task_of
 from advlab.evaluation.distributed import current_world, run_sharded
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
@@ -77,7 +78,14 @@ def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned
     return place_model(net, device, owned=owned)
 
 
-def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | os.PathLike[str] | None,
+def model_dataset(net: nn.Module | BlackBox) -> str:
+    """The dataset a model's checkpoint records (``advlab_meta["dataset"]``), else ``"mnist"``."""
+    meta = getattr(net, "advlab_meta", None)
+    found = meta.get("dataset") if isinstance(meta, dict) else None
+    return found if isinstance(found, str) else "mnist"
+
+
+def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor] | None, data_dir: str | os.PathLike[str] | None,
                  n: int | None, bounds: tuple[float, float], model: object = None
                  ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name.
@@ -89,6 +97,8 @@ def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor], data_dir: str | 
     """
     if n is not None:
         check_positive_int("n", n)
+    if data is None:
+        data = "mnist"
     if isinstance(data, str) and is_spec(data):
         if data_dir is not None:
             raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with {data!r}")
@@ -192,6 +202,11 @@ def plan(s: Settings) -> Plan:
     bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
     net = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
+    if s.data is None:  # the dataset the model was trained on, as its checkpoint records it (else MNIST)
+        s = dataclasses.replace(s, data=model_dataset(net))
+    task = task_of(net)
+    if task != "classification":
+        return plan_dense(s, cast(nn.Module, net), default_name, task, validate_eps)
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds, net)
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)
@@ -229,7 +244,7 @@ def plan(s: Settings) -> Plan:
     return Plan(net, x, y, params, config, jobs, skipped, target)
 
 
-def run_plan(p: Plan, s: Settings) -> Evaluation:
+def run_plan(p: Plan, s: Settings) -> Evaluation | DenseEvaluation:
     """Lock ``s.out``, open (or refuse, or replace) its store, run the jobs and the checks, aggregate the rows.
 
     The store lives in a temporary directory when ``s.out`` is None. The lock is taken before the
@@ -247,7 +262,7 @@ def run_plan(p: Plan, s: Settings) -> Evaluation:
         return _run_in(p, s, out, keep=True)
 
 
-def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
+def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation | DenseEvaluation:
     store = open_run_store(p, s, directory)
     try:
         run, jobs = start_run(p, s, store)
@@ -259,7 +274,7 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation:
         store.close()
 
 
-def execute(s: Settings) -> Evaluation:
+def execute(s: Settings) -> Evaluation | DenseEvaluation:
     """Plan (validating everything), then run the plan."""
     return run_plan(plan(s), s)
 
@@ -268,19 +283,21 @@ SETTINGS = frozenset(f.name for f in dataclasses.fields(Settings))
 
 
 def evaluate(
-    model: nn.Module | BlackBox | str, data: str | tuple[torch.Tensor, torch.Tensor] = "mnist",
+    model: nn.Module | BlackBox | str, data: str | tuple[torch.Tensor, torch.Tensor] | None = None,
     attacks: Sequence[str] | None = None, eps: Sequence[float] | None = None, *, norm: str = "linf",
     n: int | None = None, batch_size: int = 500, seed: int = 0, out: str | Path | None = None,
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
     surrogate: str | None = None, targeted: str | None = None, certify: str | Sequence[str] | None = None,
-    device: str | torch.device | None = None) -> Evaluation:
+    device: str | torch.device | None = None) -> Evaluation | DenseEvaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
-        data: A dataset name (its test split is used) or a tuple ``(x, y)``.
+        data: A dataset name (its test split is used) or a tuple ``(x, y)``; None: the dataset the model's
+            checkpoint records, else ``"mnist"``. A segmentation or detection model (its checkpoint
+            declares the task) gets the task's labels and metrics (:mod:`advlab.evaluation.dense`).
         attacks: Registered attack names, each run once in the order first given (default
             :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).

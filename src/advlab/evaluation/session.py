@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advlab.evaluation.certified import certify_step
+from advlab.evaluation.dense import DenseEvaluation, DenseRun, finish_dense
 from advlab.evaluation.respond import respond, white_box_cut
 from advlab.evaluation.result import Evaluation, evaluation_meta
 from advlab.evaluation.run import Run
@@ -43,13 +44,16 @@ def start_run(p: Plan, s: Settings, store: Store, *, progress: bool | None = Non
     store.set_meta("command", s.command)
     if p.checks_skipped:
         store.set_meta("checks_skipped", p.checks_skipped)
-    run = Run(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress if progress is None else progress,
+    make = DenseRun if p.config.get("task") else Run
+    run = make(p.net, p.x, p.y, s.bounds, p.params, p.config, store, s.progress if progress is None else progress,
               s.examples_per_job, p.target)
     return run, white_box_cut(run, p.jobs)
 
 
-def finish_run(run: Run, s: Settings, keep: bool) -> Evaluation:
+def finish_run(run: Run, s: Settings, keep: bool) -> Evaluation | DenseEvaluation:
     """The checks (and what they add), the rows, the certificates: the :class:`Evaluation`."""
+    if run.config.get("task"):  # a segmentation or detection model: the task's rows, no checks
+        return finish_dense(run, keep)
     respond(run, run.config["checks"], s.check_n)
     store = run.store
     rows, worst = aggregate(store, run.config)

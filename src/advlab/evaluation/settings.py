@@ -21,7 +21,7 @@ class Settings:
     """The arguments of :func:`evaluate` (documented there), with its defaults."""
 
     model: nn.Module | BlackBox | str
-    data: str | tuple[torch.Tensor, torch.Tensor] = "mnist"
+    data: str | tuple[torch.Tensor, torch.Tensor] | None = None
     attacks: Sequence[str] | None = None
     eps: Sequence[float] | None = None
     norm: str = "linf"

@@ -17,8 +17,7 @@ import torch
 
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import new_figure, png_bytes
-from advlab.report.render import PAGE_CSS, embedded_figures
-from advlab.report.settings import html_table, md_table
+from advlab.report.settings import PAGE_CSS, embedded_figures, html_table, md_table
 from advlab.report.tables import fmt as fmt_number
 from advlab.report.tables import text_table
 

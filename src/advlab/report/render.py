@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.certified import certified_figure, certified_html, certified_markdown
+from advlab.report.dense import render_dense
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
 from advlab.report.responses import responses_html, responses_markdown
 from advlab.report.settings import (
+    PAGE_CSS,
     PARAM_HEAD,
     code_spans_html,
+    embedded_figures,
     environment_rows,
     html_table,
     md_table,
@@ -101,6 +102,19 @@ def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple
             out.append((f"triplet_{job.name}", f"{label}: original | perturbation | adversarial",
                         triplet_figure(ex[:4], clean, store.outcomes(job.key), label)))
     return out
+
+
+def dense_config(directory: Path) -> tuple[Store, dict[str, Any]] | None:
+    """The open store and configuration of a segmentation or detection evaluation in ``directory`` (else None)."""
+    path = directory / "results.sqlite"
+    if not path.exists():
+        return None
+    store = Store(path)
+    config = store.get_config()
+    if config is not None and config.get("task"):
+        return store, config
+    store.close()
+    return None
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -236,28 +250,6 @@ def figures_html(report: Report) -> str:
     return embedded_figures(report.figures)
 
 
-def embedded_figures(figures: Sequence[tuple[str, str, bytes]]) -> str:
-    """(name, caption, PNG) figures as ``<figure>`` elements with the PNG embedded as a data URI."""
-    return "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-        for name, cap, png in figures
-    )
-
-
-# The page fits a 1 280-px window: body at most 1 200 px, tables scroll inside their own container,
-# the warnings column wraps, figures scale down (their PNGs are drawn at most about 950 px wide).
-PAGE_CSS = """*{box-sizing:border-box}
-body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-p,code{overflow-wrap:anywhere}p code{white-space:nowrap}
-.wide{max-width:100%;overflow-x:auto;margin:.5em 0}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:first-child{text-align:left}#results td,#results th,#checks td{white-space:nowrap}
-#results td:last-child{white-space:normal;text-align:left;min-width:12em}
-#settings td,#settings th,#params td,#params th,#environment td,#environment th{text-align:left;
-overflow-wrap:anywhere}
-figure{display:inline-block;max-width:100%;margin:1em 0;vertical-align:top}
-img{max-width:100%;height:auto}figcaption{font-size:12px}"""
 
 
 def html_page(report: Report) -> str:
@@ -299,6 +291,13 @@ window.addEventListener("load", function () {{
 def render_report(directory: str | Path) -> tuple[Path, Path]:
     """Render ``report.md`` (with PNGs in ``figures/``) and ``report.html`` from ``DIR/results.sqlite``."""
     d = Path(directory)
+    dense = dense_config(d)
+    if dense is not None:
+        store, config = dense
+        try:
+            return render_dense(d, store, config)
+        finally:
+            store.close()
     report = read_report(d)
     figdir = d / "figures"
     figdir.mkdir(exist_ok=True)

@@ -7,6 +7,7 @@ dict or JSON. Keys the report does not know (added by a later advlab) still appe
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 import re
@@ -144,7 +145,45 @@ def html_table(head: Sequence[str], rows: Sequence[Sequence[str]], table_id: str
     return f'<div class="wide"><table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+# The page fits a 1 280-px window: body at most 1 200 px, tables scroll inside their own container,
+# the warnings column wraps, figures scale down (their PNGs are drawn at most about 950 px wide).
+PAGE_CSS = """*{box-sizing:border-box}
+body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+p,code{overflow-wrap:anywhere}p code{white-space:nowrap}
+.wide{max-width:100%;overflow-x:auto;margin:.5em 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child{text-align:left}#results td,#results th,#checks td{white-space:nowrap}
+#results td:last-child{white-space:normal;text-align:left;min-width:12em}
+#settings td,#settings th,#params td,#params th,#environment td,#environment th{text-align:left;
+overflow-wrap:anywhere}
+figure{display:inline-block;max-width:100%;margin:1em 0;vertical-align:top}
+img{max-width:100%;height:auto}figcaption{font-size:12px}"""
+
+
+def embedded_figures(figures: Sequence[tuple[str, str, bytes]]) -> str:
+    """(name, caption, PNG) figures as ``<figure>`` elements with the PNG embedded as a data URI."""
+    return "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+        for name, cap, png in figures
+    )
+
+
+
 __all__ = [
-    "NORM_LABEL", "PARAM_HEAD", "code_spans_html", "environment_rows", "html_table", "md_table", "norm_label",
-    "param_rows", "params_note", "params_text", "setting_rows", "threat_text", "value_text",
+    "NORM_LABEL",
+    "PAGE_CSS",
+    "PARAM_HEAD",
+    "code_spans_html",
+    "embedded_figures",
+    "environment_rows",
+    "html_table",
+    "md_table",
+    "norm_label",
+    "param_rows",
+    "params_note",
+    "params_text",
+    "setting_rows",
+    "threat_text",
+    "value_text",
 ]

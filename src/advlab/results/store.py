@@ -37,9 +37,12 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE TABLE IF NOT EXISTS examples (
     job TEXT, idx INTEGER, shape TEXT, x BLOB, x_adv BLOB, PRIMARY KEY (job, idx)
 );
+CREATE TABLE IF NOT EXISTS dense (
+    job TEXT, idx INTEGER, stats BLOB, PRIMARY KEY (job, idx)
+);
 """
 STORE_NAME = "results.sqlite"
-TABLES = ("config", "clean", "batches", "outcomes", "examples")
+TABLES = ("config", "clean", "batches", "outcomes", "examples", "dense")
 FINGERPRINTS = ("model_fingerprint", "data_fingerprint")  # configuration keys compared by content digest
 
 
@@ -162,8 +165,8 @@ class Store:
         return {r[0] for r in self.db.execute("SELECT batch FROM batches WHERE job = ?", (job,))}
 
     def put_batch(self, job: str, batch: int, seconds: float, idx: list[int], outcome: dict[str, list[Any]],
-                  examples: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
-        """Store one finished batch atomically: outcomes, examples for figures, wall time."""
+                  examples: list[tuple[int, np.ndarray, np.ndarray]], dense: list[np.ndarray] | None = None) -> None:
+        """Store one finished batch atomically: outcomes, examples for figures, a dense task's stats, wall time."""
         cols = ("adv", "top1", "top5", "pred", "conf", "l0", "l1", "l2", "linf", "queries")
         rows = [(job, i, *(outcome[c][k] for c in cols)) for k, i in enumerate(idx)]
         with self.db:
@@ -173,7 +176,21 @@ class Store:
                 [(job, i, json.dumps(list(x.shape)), x.astype(np.float32).tobytes(),
                   xa.astype(np.float32).tobytes()) for i, x, xa in examples],
             )
+            if dense is not None:
+                self.db.executemany("INSERT OR REPLACE INTO dense VALUES (?, ?, ?)",
+                                    [(job, i, s.tobytes()) for i, s in zip(idx, dense, strict=True)])
             self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (job, batch, seconds))
+
+    def put_dense(self, job: str, stats: list[np.ndarray]) -> None:
+        """Store a dense task's per-image stats of a whole pass (the clean one) in one transaction."""
+        with self.db:
+            self.db.execute("DELETE FROM dense WHERE job = ?", (job,))
+            self.db.executemany("INSERT INTO dense VALUES (?, ?, ?)",
+                                [(job, i, s.tobytes()) for i, s in enumerate(stats)])
+
+    def dense(self, job: str) -> list[tuple[int, bytes]]:
+        """A dense task's stored (example index, stats record) pairs of a job, by example index."""
+        return list(self.db.execute("SELECT idx, stats FROM dense WHERE job = ? ORDER BY idx", (job,)))
 
     def outcomes(self, job: str) -> dict[str, torch.Tensor]:
         """Per-example outcomes of a job, ordered by example index."""

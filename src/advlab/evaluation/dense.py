@@ -1,0 +1,267 @@
+"""Evaluating a segmentation or detection model: the same plan, store, resume and report, the task's metrics.
+
+:func:`advlab.evaluation.engine.plan` hands a model whose checkpoint declares a dense task
+(``advlab_meta["task"]``: ``"segmentation"`` or ``"detection"``) to :func:`plan_dense`. The jobs
+are the same (attack, norm, ε) jobs, run batch by batch into the same resumable store under the same
+lock, with the same per-batch seeds; what differs is what an image's outcome is:
+
+* the gradient attacks (FGSM, BIM, PGD, APGD) run with the task's loss (``loss=`` a
+  :class:`~advlab.attacks.tasks.TaskLoss`), DAG and the vanishing attack are the task's own;
+* each image's outcome is judged by the model's own output on x_adv — its confusion matrix
+  (segmentation) or its decoded detections (detection) — and the rows give mIoU and pixel accuracy,
+  or mAP@0.5 and recall, with and without attack (:mod:`advlab.results.dense`);
+* DAG on a segmentation model is targeted, as in Xie et al.: each scene's target is the label map
+  of the previous test scene, and its row adds the share of the pixels to change that took the target.
+
+The gradient-masking checks, the escalation and certificates are classification's and are not run
+(the store records why).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advlab._checks import check_images, check_positive_int
+from advlab._device import module_device
+from advlab._io import atomic_write_text
+from advlab.attacks import get_attack, list_attacks
+from advlab.attacks.detection import DetectionLoss
+from advlab.attacks.registry import TASKS, AttackInfo
+from advlab.attacks.tasks import SegmentationLoss, TaskLoss
+from advlab.data import load_dataset
+from advlab.evaluation.defaults import attack_params, bind_params
+from advlab.evaluation.run import Run
+from advlab.evaluation.settings import Plan, Settings
+from advlab.metrics import perturbation_norms
+from advlab.metrics_dense import confusion
+from advlab.models.blackbox import BlackBox
+from advlab.models.dense import decode
+from advlab.report.dense import format_dense_table
+from advlab.results.dense import CLEAN, DenseRow, dense_rows, det_stats, seg_stats, with_map
+from advlab.results.plan import DEFAULT_EPS, Job, batch_seed, plan_jobs
+from advlab.results.records import data_fingerprint, model_fingerprint
+from advlab.threat import ThreatModel
+
+DENSE_TASKS = ("segmentation", "detection")
+TASK_ATTACKS: dict[str, tuple[str, ...]] = {
+    "segmentation": ("fgsm", "pgd", "dag"),
+    "detection": ("fgsm", "pgd", "vanishing", "dag-detection"),
+}
+TASK_EPS: dict[str, tuple[float, ...]] = {"linf": (0.05, 0.1, 0.2)}
+LOSS_ATTACKS = ("fgsm", "bim", "pgd", "apgd")  # classification attacks that take a task loss
+TARGETED_DENSE = ("dag",)  # run targeted on a segmentation model: towards the previous scene's label map
+CHECKS_SKIPPED_DENSE = ("the gradient-masking checks, the escalation and the ensemble are classification's; "
+                        "they do not run on a {task} model")
+
+
+def task_loss(task: str) -> TaskLoss:
+    """The loss the gradient attacks ascend on a ``task`` model, and whose rule says which scenes are fooled."""
+    return SegmentationLoss() if task == "segmentation" else DetectionLoss()
+
+
+def task_of(net: nn.Module | BlackBox) -> str:
+    """The task a model declares in its checkpoint metadata (``advlab_meta["task"]``); else classification."""
+    meta = getattr(net, "advlab_meta", None)
+    task = meta.get("task") if isinstance(meta, dict) else None
+    return str(task) if task in DENSE_TASKS else "classification"
+
+
+def dense_attacks(names: list[str] | None, task: str) -> list[str]:
+    """The attacks of a dense evaluation (default :data:`TASK_ATTACKS`), each one that can attack the task."""
+    chosen = list(dict.fromkeys(names)) if names else list(TASK_ATTACKS[task])
+    for name in chosen:
+        info = get_attack(name)
+        if info.name not in LOSS_ATTACKS and info.task != task:
+            able = [*LOSS_ATTACKS, *list_attacks(task=task)]
+            raise ValueError(f"attacks: {name} does not attack a {task} model; these do: {', '.join(able)}")
+    return [get_attack(a).name for a in chosen]
+
+
+def dense_data(s: Settings, task: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The test images and the task's labels (a dataset name's test split, or a tuple checked by the task)."""
+    if s.n is not None:
+        check_positive_int("n", s.n)
+    if isinstance(s.data, str):
+        x, y = load_dataset(s.data, "test", root=s.data_dir, task=task)
+        name = s.data
+    elif isinstance(s.data, tuple) and len(s.data) == 2:
+        (x, y), name = s.data, "tensors"
+    else:
+        raise TypeError(f"data: expected a dataset name or a tuple (x, labels) of tensors, got {type(s.data).__name__}")
+    if s.n is not None:
+        x, y = x[: s.n], y[: s.n]
+    check_images("data", x, s.bounds)
+    return x, TASKS[task]("data", y, x), name
+
+
+def plan_dense(s: Settings, net: nn.Module, default_name: str, task: str, sweep_of: Any) -> Plan:
+    """Validate a dense evaluation and plan its jobs (nothing runs, nothing is written)."""
+    if s.targeted is not None:
+        raise ValueError(f"targeted: a {task} model's evaluation has no targeted mode; its targeted attack is "
+                         "DAG (towards another scene's label map), run by default")
+    if s.certify:
+        raise ValueError(f"certify: certificates are for classifiers, got a {task} model")
+    x, y, dataset = dense_data(s, task)
+    sweep = sweep_of(s.norm, s.eps if s.eps is not None else TASK_EPS.get(s.norm, DEFAULT_EPS[s.norm]), s.bounds)
+    attacks = dense_attacks(list(s.attacks) if s.attacks else None, task)
+    jobs = plan_jobs(attacks, s.norm, sweep)
+    params = bind_params(s.params, jobs, [])
+    config: dict[str, Any] = {
+        "model": s.model_name or default_name, "dataset": dataset, "n": len(y), "batch_size": s.batch_size,
+        "seed": s.seed, "attacks": attacks, "norm": s.norm, "eps": list(sweep), "bounds": list(s.bounds),
+        "params": params, "checks": False, "ensemble": False, "surrogate": None, "targeted": None,
+        "untargetable": [], "task": task,
+        "dag_target": "the label map of the previous test scene" if task == "segmentation" else None,
+        "effective_params": {j.key: attack_params(get_attack(j.attack), j, params) for j in jobs},
+        "model_fingerprint": model_fingerprint(net), "data_fingerprint": data_fingerprint(x, y, s.data_dir),
+    }
+    return Plan(net, x, y, params, config, jobs, CHECKS_SKIPPED_DENSE.format(task=task))
+
+
+class DenseRun(Run):
+    """A :class:`Run` whose outcomes are a dense task's: confusion matrices or detections per image."""
+
+    @property
+    def task(self) -> str:
+        """``"segmentation"`` or ``"detection"``."""
+        return str(self.config["task"])
+
+    def clean_pass(self) -> None:
+        """Store the clean outcome of every image once (a resumed run reads it back)."""
+        if len(self.store.dense(CLEAN)) == len(self.y):
+            return
+        dev, stats = module_device(self.net), []
+        for start in range(0, len(self.y), self.batch_size):  # (a whole split's maps would not fit in memory)
+            sl = slice(start, min(len(self.y), start + self.batch_size))
+            with torch.no_grad():
+                out = self.net(self.x[sl].to(dev))
+            stats += self.stats(out, self.y[sl].to(dev), None, None, range(sl.start, sl.stop), clean=True)
+        self.store.put_dense(CLEAN, stats)
+
+    def stats(self, out: torch.Tensor, y: torch.Tensor, hit: torch.Tensor | None, eligible: torch.Tensor | None,
+              idx: range, *, clean: bool = False) -> list[np.ndarray]:
+        """Per image: its stats record.
+
+        Segmentation: with the predicted map for the first ``keep`` images; detection: with the true
+        boxes on the clean pass.
+        """
+        if self.task == "segmentation":
+            pred = out.argmax(dim=1)
+            rows = seg_stats(confusion(pred, y), hit, eligible)
+            kept = [i < self.keep for i in idx]
+            return [with_map(r, pred[k]) if kept[k] else r for k, r in enumerate(rows)]
+        return det_stats(decode(out), y if clean else None)
+
+    def targets(self, info: AttackInfo, xb: torch.Tensor, sl: slice) -> torch.Tensor | None:
+        """DAG's targets on a segmentation model: the label map of the previous scene (None: untargeted)."""
+        if self.task != "segmentation" or info.name not in TARGETED_DENSE:
+            return None
+        prev = torch.arange(sl.start, sl.stop) - 1
+        return self.y[prev % len(self.y)].to(xb.device)
+
+    def batch(self, info: AttackInfo, job: Job, b: int) -> None:
+        """Attack batch ``b`` of ``job`` with the task's loss, judge x_adv by the model's output, store it."""
+        sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
+        dev = module_device(self.net)
+        xb, yb = self.x[sl].to(dev), self.y[sl].to(dev)
+        tb = self.targets(info, xb, sl)
+        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
+                             targeted=tb is not None)
+        params = attack_params(info, job, self.params)
+        if info.name in LOSS_ATTACKS:
+            params["loss"] = task_loss(self.task)
+        gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
+        t0 = time.perf_counter()
+        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **params)
+        seconds = time.perf_counter() - t0
+        outcome, stats = self.score_dense(xb, yb, res.x_adv, tb, range(sl.start, sl.stop))
+        examples = [(i, self.x[i].cpu().numpy(), res.x_adv[i - sl.start].detach().cpu().numpy())
+                    for i in range(sl.start, min(sl.stop, self.keep))]
+        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples, stats)
+
+    def score_dense(self, xb: torch.Tensor, yb: torch.Tensor, x_adv: torch.Tensor, tb: torch.Tensor | None,
+                    idx: range) -> tuple[dict[str, list[Any]], list[np.ndarray]]:
+        """The outcome of x_adv by the model's own output: success by the task's rule, norms, stats."""
+        with torch.no_grad():
+            out = self.net(x_adv)
+            hit = eligible = None
+            if tb is not None:  # a targeted segmentation job: the pixels whose target differs from the clean map
+                eligible = (tb != self.net(xb).argmax(dim=1))
+                hit = (eligible & (out.argmax(dim=1) == tb)).flatten(1).sum(1)
+                eligible = eligible.flatten(1).sum(1)
+            fooled = task_loss(self.task).success(out, yb, tb)
+        stats = self.stats(out, yb, hit, eligible, idx)
+        norms = perturbation_norms(xb, x_adv)
+        none = [None] * len(yb)
+        outcome = {"adv": fooled.int().tolist(), "top1": none, "top5": none, "pred": none, "conf": none,
+                   **{k: v.tolist() for k, v in norms.items()}, "queries": none}
+        return outcome, stats
+
+
+
+
+@dataclass
+class DenseEvaluation:
+    """The result of evaluating a segmentation or detection model: a :class:`DenseRow` per (attack, ε)."""
+
+    rows: list[DenseRow]
+    config: dict[str, Any]
+    store_path: Path | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks_skipped: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Rows as dicts with the public keys (the task's metrics under ``metrics``)."""
+        return [r.as_dict() for r in self.rows]
+
+    def to_markdown(self) -> str:
+        """The task's robustness table as Markdown."""
+        return format_dense_table(self.rows, markdown=True)
+
+    def __str__(self) -> str:
+        return format_dense_table(self.rows, markdown=False) + f"\n{self.checks_skipped}"
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``results.json`` and ``results.csv`` (one column per metric) into ``directory`` atomically."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        records = self.to_records()
+        atomic_write_text(d / "results.json", json.dumps(records, indent=2) + "\n")
+        flat = [{**{k: v for k, v in r.items() if k != "metrics"}, **r["metrics"]} for r in records]
+        names = list(dict.fromkeys(k for r in flat for k in r))
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=names)
+        w.writeheader()
+        w.writerows(flat)
+        atomic_write_text(d / "results.csv", buf.getvalue())
+
+
+def finish_dense(run: Run, keep: bool) -> DenseEvaluation:
+    """The rows of a dense evaluation, from its store alone."""
+    store = run.store
+    rows = dense_rows(store, run.config, planned_jobs(run.config))
+    return DenseEvaluation(rows, run.config, store.path if keep else None, store.get_meta("environment"), [],
+                           store.get_meta("checks_skipped"),
+                           {"costs": store.get_meta("costs")})
+
+
+def planned_jobs(config: dict[str, Any]) -> list[Job]:
+    """A dense evaluation's jobs, from its configuration."""
+    return plan_jobs(config["attacks"], config["norm"], config["eps"])
+
+
+__all__ = ["CHECKS_SKIPPED_DENSE", "DENSE_TASKS", "TASK_ATTACKS", "TASK_EPS", "DenseEvaluation", "DenseRun",
+           "dense_attacks", "finish_dense", "plan_dense", "planned_jobs", "task_of"]
