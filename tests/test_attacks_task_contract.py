@@ -252,7 +252,7 @@ def test_apply_patch_pastes_exactly_and_is_differentiable():
 def test_beside_never_covers_the_chosen_digit_and_is_seeded():
     from advlab.data import load_dataset
 
-    x, boxes = load_dataset("mnist-scenes", "test", task="detection")
+    _, boxes = load_dataset("mnist-scenes", "test", task="detection")
     rows = torch.arange(200)
     a = beside(boxes, 28, 96)(rows, torch.Generator().manual_seed(0))
     b = beside(boxes, 28, 96)(rows, torch.Generator().manual_seed(0))
