@@ -21,7 +21,7 @@ PKG = SRC / "advlab"
 # Rooms, lowest first: (room, module prefixes). The longest matching prefix decides a module's room.
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("advlab._checks", "advlab._device", "advlab._io", "advlab._version", "advlab._deprecation",
-              "advlab.threat", "advlab.metrics")),
+              "advlab.threat", "advlab.metrics", "advlab.metrics_dense")),
     ("data", ("advlab.data",)),
     ("models", ("advlab.models",)),
     ("train", ("advlab.train",)),

@@ -50,6 +50,15 @@ class TrainingDefense:
         logits = model(xb)
         return F.cross_entropy(logits, yb), logits
 
+    def correct(self, out: torch.Tensor, yb: torch.Tensor) -> float:
+        """The batch's training-accuracy count: correct top-1 predictions (dense tasks: per-image fractions)."""
+        return float((out.argmax(1) == yb).sum())
+
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, float]:
+        """The test metrics written into checkpoint metadata: ``acc1`` and ``acc5`` for classifiers."""
+        acc1, acc5 = clean_accuracy(model, x, y, device=device)
+        return {"acc1": acc1, "acc5": acc5}
+
     def prepare_data(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +95,7 @@ class TrainResult:
     acc5: float
     seconds: float
     history: list[dict[str, float]]
+    metrics: dict[str, float] = field(default_factory=dict)  # the task's test metrics (acc1/acc5 for classifiers)
 
 
 def _optimiser(
@@ -126,7 +136,7 @@ class _Loop:
         self.it += 1
         if self.sched is not None:
             self.sched.step()
-        return float(loss.detach()) * len(idx), float((logits.argmax(1) == yb).sum())
+        return float(loss.detach()) * len(idx), self.defense.correct(logits.detach(), yb)
 
     def epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, float]:
         """One pass over ``(x, y)`` in a fresh random order; returns the epoch's mean loss and accuracy."""
@@ -187,7 +197,8 @@ def fit(
     Args:
         model: The network (its parameters are trained in place).
         train_data: ``(x, y)`` training tensors.
-        test_data: ``(x, y)`` evaluated at the end (Acc@1, Acc@5), or ``None``.
+        test_data: ``(x, y)`` evaluated at the end (``defense.evaluate``: Acc@1 and Acc@5 for
+            classifiers, the task's metric for dense tasks), or ``None``.
         config: Epochs, batch size, learning rate, seed, schedule.
         defense: What one batch contributes to the loss, the training set, and a hook after each
             optimiser step (see :mod:`advlab.defenses`); ``None`` is plain cross-entropy.
@@ -214,10 +225,9 @@ def fit(
         history = _train(model.to(dev), defense, config, (x, y), total, dev, progress)
     model.eval()
     model.requires_grad_(False)
-    acc1 = acc5 = float("nan")
-    if test_data is not None:
-        acc1, acc5 = clean_accuracy(model, *test_data, device=dev)
-    return TrainResult(model, acc1, acc5, time.perf_counter() - start, history)
+    metrics = defense.evaluate(model, *test_data, device=dev) if test_data is not None else {}
+    acc1, acc5 = metrics.get("acc1", float("nan")), metrics.get("acc5", float("nan"))
+    return TrainResult(model, acc1, acc5, time.perf_counter() - start, history, metrics)
 
 
 def train_half(
@@ -267,14 +277,14 @@ def checkpoint_meta(
     command: str,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The metadata block written with a trained checkpoint."""
+    """The metadata block written with a trained checkpoint (its test metrics: ``acc1``/``acc5`` or the task's)."""
+    metrics = result.metrics or {"acc1": result.acc1, "acc5": result.acc5}
     return {
         "architecture": architecture,
         "arch_kwargs": arch_kwargs,
         "dataset": dataset,
         "bounds": [0.0, 1.0],
-        "acc1": round(result.acc1, 6),
-        "acc5": round(result.acc5, 6),
+        **{k: round(v, 6) for k, v in metrics.items()},
         "seed": config.seed,
         "epochs": config.epochs,
         "batch_size": config.batch_size,

@@ -16,16 +16,18 @@ from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
-from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
+from advlab.models import architecture_task, check_input_shape, create_model, load_model, save_checkpoint
 from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
-from advlab.train import TrainConfig, TrainingDefense, checkpoint_meta, command_line, fit
+from advlab.train import TrainConfig, TrainingDefense, TrainResult, checkpoint_meta, command_line, fit
+from advlab.train_dense import task_defense
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``train`` sub-command."""
     p = sub.add_parser("train", help="train a model (optionally with a defense) and save a checkpoint")
-    p.add_argument("--model", required=True, help="architecture: lenet, googlenet, mlp")
-    p.add_argument("--dataset", default="mnist", help="mnist or digits (default mnist)")
+    p.add_argument("--model", required=True,
+                   help="architecture: lenet, googlenet, mlp, cnn; segnet or detnet (on mnist-scenes)")
+    p.add_argument("--dataset", default="mnist", help="mnist, digits or mnist-scenes (default mnist)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST IDX files (default: offline copy)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
@@ -67,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = dataset_info(args.dataset)
-    train = load_dataset(args.dataset, "train", root=args.data_dir)
-    test = load_dataset(args.dataset, "test", root=args.data_dir)
+    task = _task(args, info.tasks)
+    train = load_dataset(args.dataset, "train", root=args.data_dir, task=task)
+    test = load_dataset(args.dataset, "test", root=args.data_dir, task=task)
     arch_kwargs = {"in_shape": list(info.shape), "num_classes": info.num_classes}
     options = parse_options(args.option, "-o/--option")
     wrapper = None
@@ -79,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if wrapper is not None and options:
         raise ValueError(f"-o/--option: {args.defense} is an input transformation and takes no options, "
                          f"got {', '.join(options)}")
-    defense = make_training_defense("none" if wrapper is not None else args.defense, **options)
+    if task != "classification":
+        defense = task_defense(task)
+    else:
+        defense = make_training_defense("none" if wrapper is not None else args.defense, **options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          schedule=args.schedule)
     if args.init:
@@ -99,6 +105,25 @@ def run(args: argparse.Namespace) -> int:
         return fit_and_save(args, model, defense, config, train, test, arch_kwargs, options, device)
 
 
+def _task(args: argparse.Namespace, tasks: tuple[str, ...]) -> str:
+    """The task the architecture is built for, checked against the dataset's and the options."""
+    task = architecture_task(args.model)
+    if task not in tasks:
+        raise ValueError(f"--model: {args.model} is a {task} network and {args.dataset} has labels for "
+                         f"{' and '.join(tasks)} only")
+    if task != "classification" and (args.defense != "none" or args.option):
+        raise ValueError(f"--defense: {args.model} ({task}) trains with its task's loss, "
+                         "without a defense or options")
+    return task
+
+
+def _summary(result: TrainResult) -> str:
+    """The test metrics of a run, for the command's last line."""
+    if set(result.metrics) <= {"acc1", "acc5"}:
+        return f"test Acc@1 {result.acc1:.4f}  Acc@5 {result.acc5:.4f}"
+    return "test " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+
+
 def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDefense, config: TrainConfig,
                  train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  arch_kwargs: dict[str, Any], options: dict[str, Any], device: torch.device | None = None) -> int:
@@ -109,6 +134,8 @@ def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDe
     """
     t0 = time.perf_counter()
     extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
+    if defense.name in ("segmentation", "detection"):
+        extra["task"] = defense.name
     if args.init:
         extra["init"] = args.init
     if args.defense == "distill":
@@ -131,7 +158,7 @@ def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDe
     meta = checkpoint_meta(args.model, arch_kwargs, args.dataset, result, config, command_line(), **extra)
     save_checkpoint(net, args.out, meta)
     print(
-        f"{args.model} ({args.defense}) on {args.dataset}: test Acc@1 {result.acc1:.4f}  Acc@5 {result.acc5:.4f}  "
+        f"{args.model} ({args.defense}) on {args.dataset}: {_summary(result)}  "
         f"({time.perf_counter() - t0:.1f} s) -> {args.out}"
     )
     return 0

@@ -38,13 +38,14 @@ class DatasetInfo:
     shape: tuple[int, int, int]
     num_classes: int
     description: str
+    tasks: tuple[str, ...] = ("classification",)  # what its labels are for; the first is the default
 
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, "MNIST handwritten digits, 60 000 train / 10 000 test"),
     "digits": DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn 8×8 digits, 1 437 train / 360 test"),
     "mnist-scenes": DatasetInfo("mnist-scenes", (1, 96, 96), 10,
-                                "96×96 scenes of 1-5 MNIST digits, maps or boxes, 20 000 train / 2 000 test"),
+                                "96×96 scenes of 1-5 MNIST digits, maps or boxes, 20 000 train / 2 000 test", TASKS),
 }
 
 

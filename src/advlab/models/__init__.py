@@ -2,7 +2,8 @@
 
 * :mod:`advlab.models.zoo` — ``create_model`` (architectures by name) and ``load_model`` (shipped
   checkpoint names, checkpoint paths and scikit-learn target names);
-* :mod:`advlab.models.nets` — the networks; :mod:`advlab.models.checkpoint` — checkpoint I/O;
+* :mod:`advlab.models.nets` — the classifiers; :mod:`advlab.models.dense` — segmentation and detection nets;
+  :mod:`advlab.models.checkpoint` — checkpoint I/O;
 * :mod:`advlab.models.blackbox` — ``BlackBox``, a model seen only through its predictions;
 * :mod:`advlab.models.sklearn` — scikit-learn targets, trained on demand, as black boxes;
 * :mod:`advlab.models.wrappers` — input transformations: ``Defended`` is a model behind one.
@@ -17,6 +18,7 @@ from advlab.models.zoo import (
     ARCHITECTURES,
     WEIGHTS_DIR,
     ArchInfo,
+    architecture_task,
     check_input_shape,
     create_model,
     list_models,
@@ -28,7 +30,8 @@ from advlab.models.zoo import (
 
 __all__ = [
     "ARCHITECTURES", "MLP", "WEIGHTS_DIR", "ArchInfo", "BlackBox", "CheckpointError", "Defended", "LeNet5",
-    "Normalize", "QueryBudgetExceeded", "QuerySession", "SmallCNN", "SmallGoogLeNet", "as_blackbox",
+    "Normalize", "QueryBudgetExceeded", "QuerySession", "SmallCNN", "SmallGoogLeNet", "architecture_task",
+    "as_blackbox",
     "check_input_shape", "create_model", "list_models", "list_pretrained", "load_model", "load_sklearn_model",
     "load_state", "parse_defense", "read_metadata", "register_model", "resolve_checkpoint", "save_checkpoint",
     "tensor_digest", "wrap_defense",

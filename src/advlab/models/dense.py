@@ -31,6 +31,7 @@ STRIDE = 4
 HEAT_PRIOR = 0.1  # initial centre probability of the heat-map head (CenterNet's bias −2.19)
 SIZE_WEIGHT = 1.0  # L1 on log sizes (CenterNet weighs L1 on raw pixel sizes by 0.1)
 OFFSET_WEIGHT = 1.0
+SCENE_MEAN, SCENE_STD = 0.0331, 0.1563  # pixel mean and std of the mnist-scenes train split
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -60,7 +61,7 @@ class SegNet(nn.Module):
 
     def __init__(
         self, in_shape: tuple[int, int, int] = (1, 96, 96), num_classes: int = 10,
-        mean: float = 0.0, std: float = 1.0, width: int = 16,
+        mean: float = SCENE_MEAN, std: float = SCENE_STD, width: int = 16,
     ) -> None:
         super().__init__()
         _check_shape("segnet", tuple(in_shape), 8)
@@ -106,7 +107,7 @@ class DetNet(nn.Module):
 
     def __init__(
         self, in_shape: tuple[int, int, int] = (1, 96, 96), num_classes: int = 10,
-        mean: float = 0.0, std: float = 1.0, width: int = 32,
+        mean: float = SCENE_MEAN, std: float = SCENE_STD, width: int = 32,
     ) -> None:
         super().__init__()
         _check_shape("detnet", tuple(in_shape), 8)

@@ -68,6 +68,13 @@ def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Mo
     return deco
 
 
+def architecture_task(name: str) -> str:
+    """The task an architecture is built for: ``"classification"``, ``"segmentation"`` or ``"detection"``."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"model: unknown architecture {name!r}{suggest(name, ARCHITECTURES)}")
+    return str(getattr(ARCHITECTURES[name].build, "task", "classification"))
+
+
 register_model("lenet", "LeNet-5 (LeCun et al. 1998), ReLU + max-pool, 62k parameters")(LeNet5)
 register_model("googlenet", "small Inception-style net for 28×28 (Szegedy et al. 2015), 83k parameters")(
     SmallGoogLeNet
