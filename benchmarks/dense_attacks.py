@@ -167,11 +167,19 @@ def dag_figure(ex: dict, path: Path) -> None:
                   (ex["adv"][r].numpy(), cmap, (0, 10), f"prediction at ε = {ex['eps']:g}"),
                   (d, "RdBu", (-ex["eps"], ex["eps"]), f"perturbation (L∞ {np.abs(d).max():.2f})")]
         for ax, (img, cm, (lo, hi), title) in zip(axes[r], panels, strict=True):
-            ax.imshow(img, cmap=cm, vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("DAG (Xie et al. 2017) on segnet-mnist-scenes: the map rewritten into another scene's", fontsize=9)
+            panel(ax, img, title, cmap=cm, vmin=lo, vmax=hi)
+    save(fig, "DAG (Xie et al. 2017) on segnet-mnist-scenes: the map rewritten into another scene's", path)
+
+
+def panel(ax, img: np.ndarray, title: str, **imshow) -> None:
+    ax.imshow(img, interpolation="nearest", **imshow)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save(fig, title: str, path: Path) -> None:
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -202,14 +210,9 @@ def patch_figure(fig_data: dict, path: Path) -> None:
         chosen = fig_data["boxes"][r, fig_data["chosen"][r]]
         for ax, img, dets, title in ((axes[r, 0], fig_data["x"], before, "clean: detections"),
                                      (axes[r, 1], fig_data["xp"], after, "with the patch beside the red digit")):
-            ax.imshow(img[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            panel(ax, img[r, 0].numpy(), title, cmap="gray", vmin=0, vmax=1)
             draw_boxes(ax, dets[r], chosen)
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("The hiding patch (28×28, 8.5% of the scene) on detnet-mnist-scenes", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save(fig, "The hiding patch (28×28, 8.5% of the scene) on detnet-mnist-scenes", path)
 
 
 def report(args: argparse.Namespace, dag_rows: list[dict], pixels: int, det: dict, patch: dict) -> str:
