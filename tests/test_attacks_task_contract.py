@@ -12,6 +12,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from advlab import ThreatModel
@@ -287,3 +289,20 @@ def test_optimise_patch_serves_a_classifier_patch_too(digits_mlp, digits):
         trained = float(loss(apply_patch(held_x, patch, held.positions), rows, held).mean())
         rand = float(loss(apply_patch(held_x, noise, held.positions), rows, held).mean())
     assert trained < rand
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), size=st.integers(4, 28), k=st.integers(1, 5))
+def test_beside_placements_are_inside_and_apart_for_any_boxes(seed, size, k):
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randint(0, 80, (6, k, 2), generator=g).float()
+    wh = torch.randint(4, 40, (6, k, 2), generator=g).float()
+    boxes = torch.cat([torch.randint(0, 10, (6, k, 1), generator=g).float(), lo, (lo + wh).clamp(max=96)], 2)
+    boxes[0, :] = -1.0  # a scene without digits gets no patch
+    place = beside(boxes, size, 96)(torch.arange(6), g)
+    ok = place.positions[:, 0] >= 0
+    assert not bool(ok[0]) and bool((place.chosen[~ok] == -1).all())
+    pos, box = place.positions[ok].float(), boxes[ok.nonzero()[:, 0], place.chosen[ok], 1:]
+    assert bool(((pos >= 0) & (pos <= 96 - size)).all())
+    top, left = pos[:, 0], pos[:, 1]
+    assert bool(((left + size <= box[:, 0]) | (left >= box[:, 2]) | (top + size <= box[:, 1]) | (top >= box[:, 3])).all())
