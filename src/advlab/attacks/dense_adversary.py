@@ -119,7 +119,7 @@ def dag(
     steps: PositiveInt = 200,
     gamma: PositiveFloat = GAMMA,
     pattern: Literal["random", "other-scene"] = "random",
-    threshold: Fraction = 0.9,
+    min_share: Fraction = 0.9,
 ) -> DenseResult:
     """DAG on a segmentation network (N×C×H×W logits, int64 N×H×W label maps).
 
@@ -129,8 +129,8 @@ def dag(
     (seeded by ``generator``), ``"other-scene"`` the clean prediction of the next scene in the
     batch. ``gamma`` is the L∞ length of a step (default the paper's 0.5/255); the accumulated
     perturbation is projected into the ε-ball (advlab's extension). Success per example: the
-    :class:`SegmentationLoss` rule with ``threshold`` (targeted: ≥ threshold of the pixels whose
-    target differs from ``y`` take it; untargeted: ≥ threshold of the pixels change label).
+    :class:`SegmentationLoss` rule with ``min_share`` (targeted: ≥ min_share of the pixels whose
+    target differs from ``y`` take it; untargeted: ≥ min_share of the pixels change label).
     Cost: at most ``steps`` + 1 forward and ``steps`` backward passes.
     """
     with torch.no_grad():
@@ -140,7 +140,7 @@ def dag(
     x_adv, active = dag_loop(model, x, threat, segmentation_gains(adv), steps=steps, gamma=gamma)
     with torch.no_grad():
         out = model(x_adv)
-    success = SegmentationLoss(threshold).success(out, y, target)
+    success = SegmentationLoss(min_share).success(out, y, target)
     return DenseResult(x_adv, success, reached=~active.view_as(adv), is_target=adv != clean)
 
 
