@@ -32,9 +32,16 @@ def _outputs(model: nn.Module, x: torch.Tensor, device: torch.device,
 
 @dataclass
 class SegmentationLoss(TrainingDefense):
-    """Per-pixel cross-entropy over the N×(C+1)×H×W logits; accuracy is the per-image pixel accuracy."""
+    """Per-pixel cross-entropy over the N×(C+1)×H×W logits; accuracy is the per-image pixel accuracy.
+
+    ``background_weight`` weighs background pixels in the (weighted-mean) cross-entropy: digits
+    cover about 3% of a scene, and a weight below 1 keeps them from being drowned out (in short
+    trials, 3 epochs of 3 000 scenes, mIoU 0.11 with weight 1, 0.31 with 0.2 at batch 32; 0.84
+    with 0.2 at batch 16 and learning rate 6e-3).
+    """
 
     name: str = "segmentation"
+    background_weight: float = 0.2
 
     def step(
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator, progress: float,
@@ -42,7 +49,9 @@ class SegmentationLoss(TrainingDefense):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the batch's logits against its label maps."""
         out = model(xb)
-        return F.cross_entropy(out, yb), out
+        weight = torch.ones(out.shape[1], device=out.device)
+        weight[0] = self.background_weight
+        return F.cross_entropy(out, yb, weight=weight), out
 
     def correct(self, out: torch.Tensor, yb: torch.Tensor) -> float:
         """Sum over the batch of each image's pixel accuracy."""

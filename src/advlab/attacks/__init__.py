@@ -15,8 +15,8 @@ from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.carlini_wagner_l0 import cw_l0
 from advlab.attacks.carlini_wagner_linf import cw_linf
-from advlab.attacks.dag import DenseResult, dag, dag_detection
 from advlab.attacks.decision_based import hopskipjump
+from advlab.attacks.dense_adversary import DenseResult, dag, dag_detection
 from advlab.attacks.detection import DetectionLoss, VanishingLoss, vanishing
 from advlab.attacks.elastic_net import ead
 from advlab.attacks.fastview import (

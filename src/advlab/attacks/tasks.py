@@ -13,7 +13,7 @@ Built-ins:
 * :class:`SegmentationLoss` (task ``"segmentation"``, labels int64 N×H×W label maps) — untargeted:
   ascend the per-pixel cross-entropy of the true map; targeted: descend the cross-entropy toward a
   target map. Success: the share of pixels whose predicted label changed (untargeted), or of the
-  pixels the target changes that took their target label (targeted), is at least ``threshold``
+  pixels the target changes that took their target label (targeted), is at least ``min_share``
   (default 0.9).
 * :class:`advlab.attacks.detection.DetectionLoss` and ``VanishingLoss`` (task ``"detection"``,
   labels float N×K×5 rows ``(cls, x0, y0, x1, y1)``, padding rows −1).
@@ -102,21 +102,21 @@ class SegmentationLoss(TaskLoss):
     """Per-pixel cross-entropy over a segmentation map (N×C×H×W logits, N×H×W labels).
 
     Untargeted: the mean over pixels of the cross-entropy of the true label, ascended. Targeted: the
-    same toward the target map, descended. Success (per example): at least ``threshold`` of the
-    pixels changed their predicted label away from ``y`` (untargeted), or at least ``threshold`` of
+    same toward the target map, descended. Success (per example): at least ``min_share`` of the
+    pixels changed their predicted label away from ``y`` (untargeted), or at least ``min_share`` of
     the pixels whose target differs from ``y`` are predicted as their target (targeted; an example
     whose target equals ``y`` everywhere succeeds when nothing is left to change).
 
     Args:
-        threshold: The share of pixels that makes an example a success (default 0.9).
+        min_share: The share of pixels that makes an example a success (default 0.9).
     """
 
     task = "segmentation"
 
-    def __init__(self, threshold: float = 0.9) -> None:
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold <= 1:
-            raise ValueError(f"threshold: expected a number in (0, 1], got {threshold!r}")
-        self.threshold = float(threshold)
+    def __init__(self, min_share: float = 0.9) -> None:
+        if not isinstance(min_share, (int, float)) or isinstance(min_share, bool) or not 0 < min_share <= 1:
+            raise ValueError(f"min_share: expected a number in (0, 1], got {min_share!r}")
+        self.min_share = float(min_share)
 
     def objective(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
         """Mean per-pixel CE of ``y`` (ascended), or minus that of ``target``."""
@@ -125,8 +125,8 @@ class SegmentationLoss(TaskLoss):
         return -F.cross_entropy(out, target, reduction="none").flatten(1).mean(1)
 
     def success(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
-        """The share of changed (or target-taking) pixels is at least ``threshold``."""
-        return pixel_share(out.argmax(1), y, target) >= self.threshold
+        """The share of changed (or target-taking) pixels is at least ``min_share``."""
+        return pixel_share(out.argmax(1), y, target) >= self.min_share
 
 
 def pixel_share(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

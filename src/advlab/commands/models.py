@@ -22,10 +22,11 @@ def run(args: argparse.Namespace) -> int:
     print("Pretrained (advlab.load_model(NAME), --model NAME):")
     for name in list_pretrained():
         m = read_metadata(resolve_checkpoint(name))
-        print(
-            f"  {name:<20} {m['architecture']:<10} {m['dataset']:<7} "
-            f"Acc@1 {m.get('acc1', float('nan')):.4f}  Acc@5 {m.get('acc5', float('nan')):.4f}"
-        )
+        if "task" in m:  # a dense task: its own test metrics
+            shown = "  ".join(f"{k} {m[k]:.4f}" for k in ("miou", "pixel_accuracy", "map50", "recall") if k in m)
+        else:
+            shown = f"Acc@1 {m.get('acc1', float('nan')):.4f}  Acc@5 {m.get('acc5', float('nan')):.4f}"
+        print(f"  {name:<20} {m['architecture']:<10} {m['dataset']:<7} {shown}")
     print("Scikit-learn targets (advlab.load_model(NAME), advlab transfer --models; black boxes trained on first use):")
     for name, spec in SKLEARN_MODELS.items():
         print(f"  {name:<22} {spec.dataset:<7} {spec.description}")

@@ -134,7 +134,7 @@ def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDe
     """
     t0 = time.perf_counter()
     extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
-    if defense.name in ("segmentation", "detection"):
+    if defense.name in ("segmentation", "detection"):  # no defense: the task's loss, its options recorded
         extra["task"] = defense.name
     if args.init:
         extra["init"] = args.init

@@ -50,11 +50,12 @@ def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class SegNet(nn.Module):
-    """A small U-Net (Ronneberger et al. 2015): 96 → 48 → 24 → 12 and back, with skips.
+    """A small U-Net (Ronneberger et al. 2015): 96 → 48 → 24 → 12 and back to 48, with skips.
 
-    Widths 8 at full resolution, 16/32/64 at 48/24/12. The full-resolution head is 1×1 convolutions
-    over the upsampled features, the first-level features and the input itself: which pixels are
-    digit is a local intensity rule, which digit they are comes from the coarse levels.
+    Widths 16/32/64 at 48/24/12 (strided convolutions down, nearest upsampling and concatenated
+    skips up). The full-resolution head is 1×1 convolutions over the bilinearly upsampled 48×48
+    features and the input itself: which pixels are digit is a local intensity rule, which digit
+    they are comes from the coarse levels.
     """
 
     task: ClassVar[str] = "segmentation"
@@ -67,23 +68,21 @@ class SegNet(nn.Module):
         _check_shape("segnet", tuple(in_shape), 8)
         c, w = in_shape[0], width
         self.norm = Normalize(mean, std)
-        self.enc1 = _conv(c, w // 2)
-        self.enc2 = nn.Sequential(nn.MaxPool2d(2), _conv(w // 2, w), _conv(w, w))
-        self.enc3 = nn.Sequential(nn.MaxPool2d(2), _conv(w, 2 * w), _conv(2 * w, 2 * w))
-        self.mid = nn.Sequential(nn.MaxPool2d(2), _conv(2 * w, 4 * w), _conv(4 * w, 4 * w))
-        self.dec3 = nn.Sequential(_conv(6 * w, 2 * w), _conv(2 * w, 2 * w))
-        self.dec2 = _conv(3 * w, w)
-        self.head = nn.Sequential(_conv(w + w // 2 + c, w, 1), nn.Conv2d(w, num_classes + 1, 1))
+        self.enc1 = nn.Sequential(_conv(c, w, stride=2), _conv(w, w))
+        self.enc2 = nn.Sequential(_conv(w, 2 * w, stride=2), _conv(2 * w, 2 * w))
+        self.mid = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))
+        self.dec2 = _conv(6 * w, 2 * w)
+        self.dec1 = _conv(3 * w, w)
+        self.head = nn.Sequential(nn.Conv2d(w + c, w, 1), nn.ReLU(), nn.Conv2d(w, num_classes + 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         z = self.norm(x)
         e1 = self.enc1(z)
         e2 = self.enc2(e1)
-        e3 = self.enc3(e2)
-        m = self.mid(e3)
-        d3 = self.dec3(torch.cat([_up(m, e3), e3], 1))
-        d2 = self.dec2(torch.cat([_up(d3, e2), e2], 1))
-        out: torch.Tensor = self.head(torch.cat([_up(d2, e1), e1, z], 1))
+        d2 = self.dec2(torch.cat([_up(self.mid(e2), e2), e2], 1))
+        d1 = self.dec1(torch.cat([_up(d2, e1), e1], 1))
+        full = F.interpolate(d1, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        out: torch.Tensor = self.head(torch.cat([full, z], 1))
         return out
 
 

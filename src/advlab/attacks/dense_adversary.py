@@ -40,8 +40,8 @@ PAPER = (
 DAG_NORMS: tuple[Norm, ...] = ("linf", "l2")
 GAMMA = 0.5 / 255  # the paper's γ = 0.5 on 0–255 images
 Model = Callable[[torch.Tensor], torch.Tensor]
-# out -> (gain N×T to ascend where active, active N×T)
-Gains = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (output of the rows, rows) -> (gain to ascend where active, active), one entry per target of those rows
+Gains = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 __all__ = ["DenseResult", "dag", "dag_detection", "dag_loop", "detection_targets", "segmentation_gains"]
 
 
@@ -64,31 +64,36 @@ def dag_loop(model: Model, x: torch.Tensor, threat: ThreatModel, gains: Gains, *
              gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """DAG's iteration; returns (x_adv, the targets still active at x_adv).
 
-    Each step: one forward and backward pass for Σ_active gain, the step γ·g/‖g‖∞ per example
-    (0 where nothing is active), then projection into the ε-ball ∩ bounds. Stops when no target of
-    any example is active, or after ``steps`` steps.
+    Each step: one forward and backward pass for Σ_active gain over the examples that still have
+    an active target (the others are done and leave the batch), the step γ·g/‖g‖∞ per example,
+    then projection into the ε-ball ∩ bounds. Stops when no target is active, or after ``steps``.
     """
     x = x.detach()
     x_adv = x.clone()
+    rows = torch.arange(len(x), device=x.device)
+    active_all = torch.empty(0, dtype=torch.bool)
     for m in range(steps + 1):
-        xr = x_adv.requires_grad_(True)
+        xr = x_adv[rows].requires_grad_(True)
         with torch.enable_grad():
-            gain, active = gains(model(xr))
-            if m == steps or not bool(active.any()):
+            gain, active = gains(model(xr), rows)
+            if m == 0:
+                active_all = active.detach().clone()
+            active_all[rows] = active.detach()
+            live = active.flatten(1).any(1)
+            if m == steps or not bool(live.any()):
                 break
             (g,) = torch.autograd.grad((gain * active).sum(), xr)
         scale = g.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        x_adv = threat.project(x, x_adv.detach() + gamma * g / scale)
-    return x_adv.detach(), active.detach()
-
-
+        x_adv[rows] = threat.project(x[rows], xr.detach() + gamma * g / scale)
+        rows = rows[live]
+    return x_adv, active_all
 def segmentation_gains(adv: torch.Tensor) -> Gains:
     """Gains for a map of adversarial labels ``adv`` (N×H×W): z_{l′} − z_{top}, active where top ≠ l′."""
 
-    def gains(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gains(out: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         top = out.argmax(1, keepdim=True)
-        gain = out.gather(1, adv[:, None]) - out.gather(1, top)
-        return gain.flatten(1), (top[:, 0] != adv).flatten(1)
+        gain = out.gather(1, adv[rows, None]) - out.gather(1, top)
+        return gain.flatten(1), (top[:, 0] != adv[rows]).flatten(1)
 
     return gains
 
@@ -114,7 +119,7 @@ def dag(
     steps: PositiveInt = 200,
     gamma: PositiveFloat = GAMMA,
     pattern: Literal["random", "other-scene"] = "random",
-    threshold: Fraction = 0.9,
+    min_share: Fraction = 0.9,
 ) -> DenseResult:
     """DAG on a segmentation network (N×C×H×W logits, int64 N×H×W label maps).
 
@@ -124,8 +129,8 @@ def dag(
     (seeded by ``generator``), ``"other-scene"`` the clean prediction of the next scene in the
     batch. ``gamma`` is the L∞ length of a step (default the paper's 0.5/255); the accumulated
     perturbation is projected into the ε-ball (advlab's extension). Success per example: the
-    :class:`SegmentationLoss` rule with ``threshold`` (targeted: ≥ threshold of the pixels whose
-    target differs from ``y`` take it; untargeted: ≥ threshold of the pixels change label).
+    :class:`SegmentationLoss` rule with ``min_share`` (targeted: ≥ min_share of the pixels whose
+    target differs from ``y`` take it; untargeted: ≥ min_share of the pixels change label).
     Cost: at most ``steps`` + 1 forward and ``steps`` backward passes.
     """
     with torch.no_grad():
@@ -135,7 +140,7 @@ def dag(
     x_adv, active = dag_loop(model, x, threat, segmentation_gains(adv), steps=steps, gamma=gamma)
     with torch.no_grad():
         out = model(x_adv)
-    success = SegmentationLoss(threshold).success(out, y, target)
+    success = SegmentationLoss(min_share).success(out, y, target)
     return DenseResult(x_adv, success, reached=~active.view_as(adv), is_target=adv != clean)
 
 
@@ -172,13 +177,13 @@ def detection_targets(dets: torch.Tensor, classes: int, size: int, mode: str,
 def detection_gains(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, tau: float) -> Gains:
     """Gains z_{l′} − z_l (remove: −z_l) per target cell; active while z_l ≥ τ or (relabel) z_{l′} < τ."""
 
-    def gains(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gains(out: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         heat = heat_logits(out).flatten(1)
-        z_src = heat.gather(1, src)
-        z_dst = heat.gather(1, dst.clamp_min(0))
-        has = dst >= 0
+        z_src = heat.gather(1, src[rows])
+        z_dst = heat.gather(1, dst[rows].clamp_min(0))
+        has = dst[rows] >= 0
         gain = torch.where(has, z_dst, torch.zeros_like(z_dst)) - z_src
-        active = valid & ((z_src >= tau) | (has & (z_dst < tau)))
+        active = valid[rows] & ((z_src >= tau) | (has & (z_dst < tau)))
         return gain, active
 
     return gains
