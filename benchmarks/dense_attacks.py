@@ -43,9 +43,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=200, help="test scenes for DAG and vanishing")
-    p.add_argument("--eps", default="0.05,0.1,0.15,0.2,0.3", help="DAG's L∞ budgets")
-    p.add_argument("--dag-steps", type=int, default=40)
-    p.add_argument("--dag-gamma", type=float, default=0.125, help="DAG's step γ as a fraction of ε")
+    p.add_argument("--eps", default="0.05,0.1,0.15,0.2,0.3", help="DAG's L∞ budgets (the stripes target)")
+    p.add_argument("--eps-scene", default="0.2,0.3", help="DAG's L∞ budgets for another scene's map")
+    p.add_argument("--dag-steps", type=int, default=80)
+    p.add_argument("--dag-gamma", type=float, default=0.25, help="DAG's step γ as a fraction of ε")
     p.add_argument("--patch-train", type=int, default=1000, help="training scenes for the patch")
     p.add_argument("--patch-test", type=int, default=500, help="held-out test scenes for the patch")
     p.add_argument("--patch-steps", type=int, default=300)
@@ -58,16 +59,27 @@ def batched(fn, n: int, size: int) -> list:
     return [fn(slice(i, min(i + size, n))) for i in range(0, n, size)]
 
 
-def dag_curve(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    """DAG at each ε: the share of the pixels to change that take their target label."""
+def dag_targets(kind: str, n: int, clean: torch.Tensor, y_all: torch.Tensor) -> torch.Tensor:
+    """``scene``: the true map of test scene n + i; ``stripes``: the clean digit pixels relabelled in stripes."""
+    if kind == "scene":
+        return y_all[n: 2 * n]
+    stripes = (torch.arange(clean.shape[-1]) // 10 % 10 + 1).view(1, 1, -1).expand_as(clean)
+    return torch.where(clean > 0, stripes, torch.zeros_like(clean))
+
+
+def dag_curve(args: argparse.Namespace, kind: str, eps_list: list[float]) -> tuple[list[dict], dict]:
+    """DAG at each ε: the share of the pixels to change that take their target label (and per kind of change)."""
     model = load_model("segnet-mnist-scenes")
     x_all, y_all = load_dataset("mnist-scenes", "test", task="segmentation")
-    x, y, target = x_all[: args.n], y_all[: args.n], y_all[args.n: 2 * args.n]
+    x, y = x_all[: args.n], y_all[: args.n]
     with torch.no_grad():
         clean = torch.cat(batched(lambda s: model(x[s]).argmax(1), args.n, args.batch))
+    target = dag_targets(kind, args.n, clean, y_all)
     todo = target != clean
-    rows, example = [], {}
-    for eps in (float(e) for e in args.eps.split(",")):
+    kinds = {"bg→digit": todo & (clean == 0), "digit→bg": todo & (target == 0),
+             "digit→digit": todo & (clean > 0) & (target > 0)}
+    rows, example = [], {"pixels": int(todo.sum()), "kinds": {k: int(v.sum()) for k, v in kinds.items()}}
+    for eps in eps_list:
         threat = ThreatModel("linf", eps, targeted=True)
         t0 = time.perf_counter()
 
@@ -83,12 +95,13 @@ def dag_curve(args: argparse.Namespace) -> tuple[list[dict], dict]:
         per_scene = took.flatten(1).sum(1).float() / todo.flatten(1).sum(1).clamp_min(1)
         rows.append({"eps": eps, "share": float(took.sum()) / float(todo.sum()),
                      "median": float(per_scene.median()), "ge90": float((per_scene >= 0.9).float().mean()),
-                     "linf": float((x_adv - x).abs().flatten(1).amax(1).max()), "seconds": seconds})
-        print(rows[-1], flush=True)
+                     **{k: float((took & v).sum()) / max(1, int(v.sum())) for k, v in kinds.items()},
+                     "seconds": seconds})
+        print(kind, rows[-1], flush=True)
         if abs(eps - 0.2) < 1e-9:
-            example = {"x": x[:2], "clean": clean[:2], "target": target[:2], "x_adv": x_adv[:2], "adv": pred[:2],
-                       "eps": eps}
-    return rows, {**example, "pixels": int(todo.sum())}
+            example.update({"x": x[:1], "clean": clean[:1], "target": target[:1], "x_adv": x_adv[:1],
+                            "adv": pred[:1], "eps": eps})
+    return rows, example
 
 
 def detection_study(args: argparse.Namespace) -> dict:
@@ -134,11 +147,16 @@ def patch_study(args: argparse.Namespace) -> dict:
     out = {"placed": int(ok.sum()), "scenes": len(xte), "seconds": seconds}
     images = {"none": xte, "patch": apply_patch(xte, patch, place.positions),
               "noise": apply_patch(xte, noise, place.positions)}
+    others = bte.clone()  # every digit but the chosen one: what the patch does to its neighbours
+    others[torch.arange(len(xte)), place.chosen.clamp_min(0), 0] = -1.0
     for key, xs in images.items():
         found = torch.cat(batched(lambda s, xs=xs: chosen_recovered(model, xs[s], bte[s], place.__class__(
             place.positions[s], place.chosen[s])), len(xte), args.batch))
         out[key] = float(found[ok].float().mean())
-        print(key, out[key], flush=True)
+        with torch.no_grad():
+            dets = torch.cat(batched(lambda s, xs=xs: decode(model(xs[s])), len(xte), args.batch))
+        out[f"{key}_others"] = recall(dets[ok], others[ok])
+        print(key, out[key], out[f"{key}_others"], flush=True)
     out["figure"] = {"x": images["none"][:3], "xp": images["patch"][:3], "pos": place.positions[:3],
                      "chosen": place.chosen[:3], "boxes": bte[:3], "model": model, "patch": patch}
     return out
@@ -151,24 +169,23 @@ def label_cmap():
     return ListedColormap(colours)
 
 
-def dag_figure(ex: dict, path: Path) -> None:
-    """Per scene: the scene, the clean map, the target, the adversarial map, the perturbation."""
+def dag_figure(examples: list[tuple[str, dict]], path: Path) -> None:
+    """Per target: the scene, the clean map, the target, the adversarial map, the perturbation."""
     from matplotlib.figure import Figure
 
-    k = len(ex["x"])
-    fig = Figure(figsize=(11, 2.4 * k))
-    axes = fig.subplots(k, 5, squeeze=False)
+    fig = Figure(figsize=(11, 2.5 * len(examples)))
+    axes = fig.subplots(len(examples), 5, squeeze=False)
     cmap = label_cmap()
-    for r in range(k):
-        d = (ex["x_adv"][r, 0] - ex["x"][r, 0]).numpy()
-        panels = [(ex["x"][r, 0].numpy(), "gray", (0, 1), "scene"),
-                  (ex["clean"][r].numpy(), cmap, (0, 10), "clean prediction"),
-                  (ex["target"][r].numpy(), cmap, (0, 10), "target (another scene's map)"),
-                  (ex["adv"][r].numpy(), cmap, (0, 10), f"prediction at ε = {ex['eps']:g}"),
+    for r, (name, ex) in enumerate(examples):
+        d = (ex["x_adv"][0, 0] - ex["x"][0, 0]).numpy()
+        panels = [(ex["x"][0, 0].numpy(), "gray", (0, 1), "scene"),
+                  (ex["clean"][0].numpy(), cmap, (0, 10), "clean prediction"),
+                  (ex["target"][0].numpy(), cmap, (0, 10), f"target: {name}"),
+                  (ex["adv"][0].numpy(), cmap, (0, 10), f"DAG's prediction at ε = {ex['eps']:g}"),
                   (d, "RdBu", (-ex["eps"], ex["eps"]), f"perturbation (L∞ {np.abs(d).max():.2f})")]
         for ax, (img, cm, (lo, hi), title) in zip(axes[r], panels, strict=True):
             panel(ax, img, title, cmap=cm, vmin=lo, vmax=hi)
-    save(fig, "DAG (Xie et al. 2017) on segnet-mnist-scenes: the map rewritten into another scene's", path)
+    save(fig, "DAG (Xie et al. 2017) on segnet-mnist-scenes (black: background; colours: digits 0–9)", path)
 
 
 def panel(ax, img: np.ndarray, title: str, **imshow) -> None:
@@ -215,47 +232,66 @@ def patch_figure(fig_data: dict, path: Path) -> None:
     save(fig, "The hiding patch (28×28, 8.5% of the scene) on detnet-mnist-scenes", path)
 
 
-def report(args: argparse.Namespace, dag_rows: list[dict], pixels: int, det: dict, patch: dict) -> str:
+def dag_table(rows: list[dict], kinds: bool) -> list[str]:
+    head = "| L∞ ε | pixels taking the target | median per scene | scenes ≥ 90% |"
+    lines = [head + (" bg→digit | digit→bg | digit→digit |" if kinds else "") + " seconds |",
+             "|---" * (5 + 3 * kinds) + "|"]
+    for r in rows:
+        extra = "".join(f" {r[k]:.1%} |" for k in ("bg→digit", "digit→bg", "digit→digit")) if kinds else ""
+        lines.append(f"| {r['eps']:g} | {r['share']:.1%} | {r['median']:.1%} | {r['ge90']:.1%} |{extra} "
+                     f"{r['seconds']:.0f} |")
+    return lines
+
+
+def report(args: argparse.Namespace, dags: dict, det: dict, patch: dict) -> str:
+    (scene, scene_ex), (stripes, stripes_ex) = dags["scene"], dags["stripes"]
     lines = [f"## Attacks on segmentation and detection (issue 19)\n\n{environment()}\n\n`{COMMAND}`\n",
-             f"**DAG, targeted** on `segnet-mnist-scenes`, {args.n} test scenes; the target of scene i is the "
-             f"true label map of test scene {args.n} + i; {pixels} pixels whose target differs from the clean "
-             f"prediction. {args.dag_steps} steps of γ = {args.dag_gamma:g}·ε (γ·g/‖g‖∞ on the active pixels), "
-             "projected into the L∞ ε-ball (advlab's extension; the paper's γ = 0.5/255 and 200 steps are the "
-             "defaults of `dag`).\n",
-             "| L∞ ε | pixels taking the target | median per scene | scenes ≥ 90% | seconds |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['eps']:g} | {r['share']:.1%} | {r['median']:.1%} | {r['ge90']:.1%} | {r['seconds']:.0f} |"
-              for r in dag_rows]
-    lines += ["", f"**Detection** on `detnet-mnist-scenes`, {args.n} test scenes, L∞ ε = 0.1, recall at IoU 0.5 "
+             f"**DAG, targeted** on `segnet-mnist-scenes`, the first {args.n} test scenes; scored over the pixels "
+             f"whose target differs from the clean prediction. {args.dag_steps} steps of γ = {args.dag_gamma:g}·ε "
+             "(γ·g/‖g‖∞ on the active pixels), projected into the L∞ ε-ball (advlab's extension; `dag`'s defaults "
+             "are the paper's γ = 0.5/255 and 200 steps).\n",
+             f"Target: another scene's map (the true map of test scene {args.n} + i; {scene_ex['pixels']} pixels to "
+             f"change: {', '.join(f'{k} {v}' for k, v in scene_ex['kinds'].items())}):\n", *dag_table(scene, True),
+             "", f"Target: a fixed pattern on the digits (every clean digit pixel relabelled to digit ⌊column/10⌋ mod "
+             f"10, vertical stripes; background kept; {stripes_ex['pixels']} pixels to change):\n",
+             *dag_table(stripes, False), ""]
+    lines += [f"**Detection** on `detnet-mnist-scenes`, {args.n} test scenes, L∞ ε = 0.1, recall at IoU 0.5 "
               "(decode threshold 0.3):", "", "| attack | recall | examples with success | seconds |", "|---|---|---|---|",
               f"| none | {det['clean']:.3f} | | |",
               f"| vanishing (40 PGD steps, hinge on every heat-map logit) | {det['vanishing']:.3f} | "
               f"{det['vanishing_success']:.1%} | {det['vanishing_seconds']:.0f} |",
               f"| pgd, loss = DetectionLoss() (40 steps) | {det['pgd']:.3f} | {det['pgd_success']:.1%} | "
-              f"{det['pgd_seconds']:.0f} |", "",
-              f"**The hiding patch** (28×28 = 8.5% of the scene), trained {args.patch_steps} Adam steps (batch 32, "
-              f"lr 0.05) on {args.patch_train} training scenes ({patch['seconds']:.0f} s); held out: the last "
-              f"{patch['scenes']} test scenes, placements drawn with another seed ({patch['placed']} placed). "
-              "Recall of the digit beside the patch:", "", "| patch | recall of the chosen digit |", "|---|---|",
-              f"| none | {patch['none']:.3f} |", f"| uniform noise, same size and places | {patch['noise']:.3f} |",
-              f"| trained | {patch['patch']:.3f} |", "",
-              f"Drop: {100 * (patch['none'] - patch['patch']):.1f} points (noise: "
-              f"{100 * (patch['none'] - patch['noise']):.1f}). Figures: `docs/figures/dag-segmentation.png`, "
-              "`docs/figures/hiding-patch.png`."]
+              f"{det['pgd_seconds']:.0f} |", ""]
+    lines += patch_lines(args, patch)
     return "\n".join(lines)
+
+
+def patch_lines(args: argparse.Namespace, patch: dict) -> list[str]:
+    return [f"**The hiding patch** (28×28 = 8.5% of the scene), trained {args.patch_steps} Adam steps (batch 32, "
+            f"lr 0.05) on {args.patch_train} training scenes ({patch['seconds']:.0f} s); held out: the last "
+            f"{patch['scenes']} test scenes, placements drawn with another seed ({patch['placed']} placed). "
+            "Recall (IoU 0.5, same class) of the digit beside the patch, and of the scene's other digits (the "
+            "patch may cover some of them):", "", "| patch | chosen digit | other digits |", "|---|---|---|",
+            *[f"| {name} | {patch[key]:.3f} | {patch[key + '_others']:.3f} |" for name, key in
+              (("none", "none"), ("uniform noise, same size and places", "noise"), ("trained", "patch"))], "",
+            f"Drop: {100 * (patch['none'] - patch['patch']):.1f} points (noise: "
+            f"{100 * (patch['none'] - patch['noise']):.1f}). Figures: `docs/figures/dag-segmentation.png`, "
+            "`docs/figures/hiding-patch.png`."]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    dag_rows, ex = dag_curve(args)
+    dags = {kind: dag_curve(args, kind, [float(e) for e in eps.split(",")])
+            for kind, eps in (("scene", args.eps_scene), ("stripes", args.eps))}
     det = detection_study(args)
     patch = patch_study(args)
     FIGURES.mkdir(parents=True, exist_ok=True)
-    if "x" in ex:
-        dag_figure(ex, FIGURES / "dag-segmentation.png")
+    dag_figure([(name, dags[kind][1]) for kind, name in (("scene", "another scene's map"),
+                                                          ("stripes", "stripes on the digits"))
+                if "x" in dags[kind][1]], FIGURES / "dag-segmentation.png")
     patch_figure(patch.pop("figure"), FIGURES / "hiding-patch.png")
-    body = report(args, dag_rows, ex["pixels"], det, patch)
+    body = report(args, dags, det, patch)
     print(body)
     if not args.no_doc:
         write_section("dense-attacks", body)
