@@ -56,14 +56,14 @@ def pixel_accuracy(conf: torch.Tensor) -> float:
     return float(c.diagonal().sum() / c.sum().clamp(min=1))
 
 
-def _iou(dets: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """IoU N×D×K between detection boxes N×D×4 and ground-truth boxes N×K×4."""
-    lt = torch.maximum(dets[..., :, None, :2], gt[..., None, :, :2])
-    rb = torch.minimum(dets[..., :, None, 2:], gt[..., None, :, 2:])
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of boxes ``(..., A, 4)`` and ``(..., B, 4)`` rows ``(x0, y0, x1, y1)`` → ``(..., A, B)``."""
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.minimum(a[..., :, None, 2:4], b[..., None, :, 2:4])
     inter = (rb - lt).clamp(min=0).prod(-1)
-    area_d = (dets[..., 2:] - dets[..., :2]).clamp(min=0).prod(-1)
-    area_g = (gt[..., 2:] - gt[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area_d[..., :, None] + area_g[..., None, :] - inter).clamp(min=1e-9)
+    area_a = (a[..., 2:4] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:4] - b[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter).clamp(min=1e-9)
 
 
 def match(dets: torch.Tensor, boxes: torch.Tensor, iou: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +78,7 @@ def match(dets: torch.Tensor, boxes: torch.Tensor, iou: float = 0.5) -> tuple[to
     d = dets.gather(1, order[..., None].expand_as(dets))
     n, nd = d.shape[:2]
     same = (d[..., 5, None] == boxes[..., None, :, 0]) & (d[..., 5, None] >= 0) & (boxes[..., None, :, 0] >= 0)
-    ov = torch.where(same, _iou(d[..., :4], boxes[..., 1:]), torch.full_like(same, -1.0, dtype=d.dtype))
+    ov = torch.where(same, box_iou(d[..., :4], boxes[..., 1:]), torch.full_like(same, -1.0, dtype=d.dtype))
     taken = torch.zeros(n, boxes.shape[1], dtype=torch.bool, device=d.device)
     tp_sorted = torch.zeros(n, nd, dtype=torch.bool, device=d.device)
     rows = torch.arange(n, device=d.device)
@@ -139,5 +139,5 @@ def recall(dets: torch.Tensor, boxes: torch.Tensor, iou: float = 0.5, threshold:
     return float(found.sum()) / n_gt if n_gt else float("nan")
 
 
-__all__ = ["PAPER", "average_precision", "class_iou", "confusion", "match", "mean_average_precision", "miou",
+__all__ = ["PAPER", "average_precision", "box_iou", "class_iou", "confusion", "match", "mean_average_precision", "miou",
            "pixel_accuracy", "recall"]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab.metrics_dense import box_iou
 from advlab.models.nets import Normalize
 
 PAPER = ("Zhou, Wang and Krähenbühl 2019, Objects as Points, https://arxiv.org/abs/1904.07850; "
@@ -212,17 +213,6 @@ def detection_loss(out: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     offset = ((out[:, num_classes + 2 :] - t.offset).abs() * m).sum((1, 2, 3)) / n_obj
     loss: torch.Tensor = focal + SIZE_WEIGHT * size + OFFSET_WEIGHT * offset
     return loss
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of boxes ``(..., A, 4)`` and ``(..., B, 4)`` rows ``(x0, y0, x1, y1)`` → ``(..., A, B)``."""
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:4], b[..., None, :, 2:4])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:4] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:4] - b[..., :2]).clamp(min=0).prod(-1)
-    union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return inter / union.clamp(min=1e-9)
 
 
 def nms(boxes: torch.Tensor, cls: torch.Tensor, keep: torch.Tensor, iou: float = 0.5) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advlab._io import atomic_write_bytes, atomic_write_text
-from advlab.report.figures import new_figure, plain_axes, png_bytes
+from advlab.report.figures import new_figure, png_bytes
 from advlab.report.settings import PAGE_CSS, embedded_figures, environment_rows, html_table, md_table, setting_rows
 from advlab.report.tables import eps_label, fmt, text_table
 from advlab.results.dense import CLEAN, MAX_DET, METRICS, TARGET_METRIC, DenseRow, dense_rows, read_stats
@@ -124,7 +124,8 @@ def example_figure(store: Store, job: str, task: str, title: str) -> bytes | Non
         for col, (img, caption) in enumerate(panels):
             ax = axes[row][col]
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            plain_axes(ax)
+            ax.set_xticks([])
+            ax.set_yticks([])
             ax.set_title(caption, fontsize=7)
         if task == "detection":
             _boxes(axes[row][1], clean[idx, : MAX_DET * 6].reshape(MAX_DET, 6).numpy(), "lime")
