@@ -24,7 +24,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
               "advlab.threat", "advlab.metrics", "advlab.metrics_dense")),
     ("data", ("advlab.data",)),
     ("models", ("advlab.models",)),
-    ("train", ("advlab.train",)),
+    ("train", ("advlab.train", "advlab.train_dense")),
     ("attacks", ("advlab.attacks",)),
     ("certify", ("advlab.certify",)),
     ("defenses", ("advlab.defenses",)),

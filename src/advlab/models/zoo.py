@@ -80,8 +80,12 @@ register_model("googlenet", "small Inception-style net for 28×28 (Szegedy et al
     SmallGoogLeNet
 )
 register_model("mlp", "2 hidden layers of 256 ReLU units, 269k parameters")(MLP)
-register_model("segnet", "small U-Net for mnist-scenes segmentation (96→48→24→12, widths 8/16/32/64)")(SegNet)
-register_model("detnet", "small CenterNet detector for mnist-scenes (stride 4, heat-map/size/offset heads)")(DetNet)
+register_model("segnet", "small U-Net for mnist-scenes segmentation (96→48→24→12, widths 16/32/64), 107k parameters")(
+    SegNet
+)
+register_model("detnet", "small CenterNet for mnist-scenes (stride 4, heat-map/size/offset heads), 170k parameters")(
+    DetNet
+)
 register_model("cnn", "small strided CNN conv32-conv64-128 (adversarial-training size), 436k parameters")(SmallCNN)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
