@@ -36,7 +36,6 @@ from advlab.models import load_model
 from advlab.models.dense import decode
 
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
-COMMAND = "PYTHONPATH=src python benchmarks/dense_attacks.py --threads 1"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +50,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--patch-test", type=int, default=500, help="held-out test scenes for the patch")
     p.add_argument("--patch-steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--parts", default="scene,stripes,detection,patch", help="what to measure")
+    p.add_argument("--section", default="dense-attacks", help="the section of docs/benchmarks.md written")
+    p.add_argument("--no-figures", dest="figures", action="store_false", help="do not redraw docs/figures/")
     p.add_argument("--no-doc", action="store_true", help="print, do not write docs/benchmarks.md")
     return p.parse_args(argv)
 
@@ -243,26 +245,33 @@ def dag_table(rows: list[dict], kinds: bool) -> list[str]:
     return lines
 
 
-def report(args: argparse.Namespace, dags: dict, det: dict, patch: dict) -> str:
-    (scene, scene_ex), (stripes, stripes_ex) = dags["scene"], dags["stripes"]
-    lines = [f"## Attacks on segmentation and detection (issue 19)\n\n{environment()}\n\n`{COMMAND}`\n",
-             f"**DAG, targeted** on `segnet-mnist-scenes`, the first {args.n} test scenes; scored over the pixels "
-             f"whose target differs from the clean prediction. {args.dag_steps} steps of γ = {args.dag_gamma:g}·ε "
-             "(γ·g/‖g‖∞ on the active pixels), projected into the L∞ ε-ball (advlab's extension; `dag`'s defaults "
-             "are the paper's γ = 0.5/255 and 200 steps).\n",
-             f"Target: another scene's map (the true map of test scene {args.n} + i; {scene_ex['pixels']} pixels to "
-             f"change: {', '.join(f'{k} {v}' for k, v in scene_ex['kinds'].items())}):\n", *dag_table(scene, True),
-             "", f"Target: a fixed pattern on the digits (every clean digit pixel relabelled to digit ⌊column/10⌋ mod "
-             f"10, vertical stripes; background kept; {stripes_ex['pixels']} pixels to change):\n",
-             *dag_table(stripes, False), ""]
-    lines += [f"**Detection** on `detnet-mnist-scenes`, {args.n} test scenes, L∞ ε = 0.1, recall at IoU 0.5 "
-              "(decode threshold 0.3):", "", "| attack | recall | examples with success | seconds |", "|---|---|---|---|",
-              f"| none | {det['clean']:.3f} | | |",
-              f"| vanishing (40 PGD steps, hinge on every heat-map logit) | {det['vanishing']:.3f} | "
-              f"{det['vanishing_success']:.1%} | {det['vanishing_seconds']:.0f} |",
-              f"| pgd, loss = DetectionLoss() (40 steps) | {det['pgd']:.3f} | {det['pgd_success']:.1%} | "
-              f"{det['pgd_seconds']:.0f} |", ""]
-    lines += patch_lines(args, patch)
+def report(args: argparse.Namespace, dags: dict, det: dict | None, patch: dict | None) -> str:
+    command = " ".join(["PYTHONPATH=src python benchmarks/dense_attacks.py", *args.argv])
+    lines = [f"## Attacks on segmentation and detection (issue 19)\n\n{environment()}\n\n`{command}`\n"]
+    if dags:
+        lines += [f"**DAG, targeted** on `segnet-mnist-scenes`, the first {args.n} test scenes; scored over the "
+                  f"pixels whose target differs from the clean prediction. {args.dag_steps} steps of γ = "
+                  f"{args.dag_gamma:g}·ε (γ·g/‖g‖∞ on the active pixels), projected into the L∞ ε-ball (advlab's "
+                  "extension; `dag`'s defaults are the paper's γ = 0.5/255 and 200 steps).\n"]
+    if "scene" in dags:
+        rows, ex = dags["scene"]
+        lines += [f"Target: another scene's map (the true map of test scene {args.n} + i; {ex['pixels']} pixels to "
+                  f"change: {', '.join(f'{k} {v}' for k, v in ex['kinds'].items())}):\n", *dag_table(rows, True), ""]
+    if "stripes" in dags:
+        rows, ex = dags["stripes"]
+        lines += ["Target: a fixed pattern on the digits (every clean digit pixel relabelled to digit ⌊column/10⌋ "
+                  f"mod 10, vertical stripes; background kept; {ex['pixels']} pixels to change):\n",
+                  *dag_table(rows, False), ""]
+    if det is not None:
+        lines += [f"**Detection** on `detnet-mnist-scenes`, {args.n} test scenes, L∞ ε = 0.1, recall at IoU 0.5 "
+                  "(decode threshold 0.3):", "", "| attack | recall | examples with success | seconds |",
+                  "|---|---|---|---|", f"| none | {det['clean']:.3f} | | |",
+                  f"| vanishing (40 PGD steps, hinge on every heat-map logit) | {det['vanishing']:.3f} | "
+                  f"{det['vanishing_success']:.1%} | {det['vanishing_seconds']:.0f} |",
+                  f"| pgd, loss = DetectionLoss() (40 steps) | {det['pgd']:.3f} | {det['pgd_success']:.1%} | "
+                  f"{det['pgd_seconds']:.0f} |", ""]
+    if patch is not None:
+        lines += patch_lines(args, patch)
     return "\n".join(lines)
 
 
@@ -281,20 +290,26 @@ def patch_lines(args: argparse.Namespace, patch: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
     dags = {kind: dag_curve(args, kind, [float(e) for e in eps.split(",")])
-            for kind, eps in (("scene", args.eps_scene), ("stripes", args.eps))}
-    det = detection_study(args)
-    patch = patch_study(args)
+            for kind, eps in (("scene", args.eps_scene), ("stripes", args.eps)) if kind in parts}
+    det = detection_study(args) if "detection" in parts else None
+    patch = patch_study(args) if "patch" in parts else None
     FIGURES.mkdir(parents=True, exist_ok=True)
-    dag_figure([(name, dags[kind][1]) for kind, name in (("scene", "another scene's map"),
-                                                          ("stripes", "stripes on the digits"))
-                if "x" in dags[kind][1]], FIGURES / "dag-segmentation.png")
-    patch_figure(patch.pop("figure"), FIGURES / "hiding-patch.png")
-    body = report(args, dags, det, patch)
+    shown = [(name, dags[kind][1]) for kind, name in (("scene", "another scene's map"),
+                                                      ("stripes", "stripes on the digits"))
+             if kind in dags and "x" in dags[kind][1]]
+    if shown and args.figures:
+        dag_figure(shown, FIGURES / "dag-segmentation.png")
+    if patch is not None and args.figures:
+        patch_figure(patch.pop("figure"), FIGURES / "hiding-patch.png")
+    body = report(args, dags, det, patch) + f"\n\nWall time {time.perf_counter() - t0:.0f} s."
     print(body)
     if not args.no_doc:
-        write_section("dense-attacks", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

@@ -306,3 +306,30 @@ def test_beside_placements_are_inside_and_apart_for_any_boxes(seed, size, k):
     assert bool(((pos >= 0) & (pos <= 96 - size)).all())
     top, left = pos[:, 0], pos[:, 1]
     assert bool(((left + size <= box[:, 0]) | (left >= box[:, 2]) | (top + size <= box[:, 1]) | (top >= box[:, 3])).all())
+
+
+@pytest.mark.slow
+def test_shipped_detector_vanishes_and_the_segmenter_takes_a_pattern():
+    """On the shipped mnist-scenes models (20 test scenes): vanishing at L∞ 0.1, DAG toward stripes at 0.2."""
+    from advlab.data import load_dataset
+    from advlab.metrics_dense import recall
+    from advlab.models import load_model
+
+    det = load_model("detnet-mnist-scenes")
+    x, boxes = load_dataset("mnist-scenes", "test", task="detection")
+    x, boxes = x[:20], boxes[:20]
+    res = run("vanishing", det, x, boxes, ThreatModel("linf", 0.1), steps=40)
+    with torch.no_grad():
+        assert recall(decode(det(x)), boxes) > 0.9
+        assert recall(decode(det(res.x_adv)), boxes) <= 0.1
+    seg = load_model("segnet-mnist-scenes")
+    xs, _ = load_dataset("mnist-scenes", "test", task="segmentation")
+    xs = xs[:20]
+    with torch.no_grad():
+        clean = seg(xs).argmax(1)
+    stripes = (torch.arange(96) // 10 % 10 + 1).view(1, 1, 96).expand_as(clean)
+    target = torch.where(clean > 0, stripes, 0)
+    res = run("dag", seg, xs, clean, ThreatModel("linf", 0.2, targeted=True), target=target, steps=80, gamma=0.05)
+    todo = target != clean
+    took = (res.reached & todo).sum() / todo.sum()
+    assert float(took) >= 0.5
