@@ -1,7 +1,7 @@
 """Dense tasks on the one training loop: the loss of a batch, its training accuracy, the test metric.
 
-:class:`SegmentationLoss` (per-pixel cross-entropy; test: mIoU and pixel accuracy) and
-:class:`DetectionLoss` (CenterNet's loss; test: mAP@0.5 and recall of the decoded detections) are
+:class:`SegmentationTraining` (per-pixel cross-entropy; test: mIoU and pixel accuracy) and
+:class:`DetectionTraining` (CenterNet's loss; test: mAP@0.5 and recall of the decoded detections) are
 :class:`~advlab.train.TrainingDefense` subclasses, so :func:`advlab.train.fit` trains them
 without a loop of their own. :func:`task_defense` picks the one an architecture's task needs.
 """
@@ -31,7 +31,7 @@ def _outputs(model: nn.Module, x: torch.Tensor, device: torch.device,
 
 
 @dataclass
-class SegmentationLoss(TrainingDefense):
+class SegmentationTraining(TrainingDefense):
     """Per-pixel cross-entropy over the N×(C+1)×H×W logits; accuracy is the per-image pixel accuracy.
 
     ``background_weight`` weighs background pixels in the (weighted-mean) cross-entropy: digits
@@ -65,7 +65,7 @@ class SegmentationLoss(TrainingDefense):
 
 
 @dataclass
-class DetectionLoss(TrainingDefense):
+class DetectionTraining(TrainingDefense):
     """CenterNet's loss (mean over the batch).
 
     Training accuracy: the fraction of each image's objects whose centre cell has heat-map
@@ -97,7 +97,7 @@ class DetectionLoss(TrainingDefense):
                 "recall": recall(dets, y, 0.5, 0.3)}
 
 
-TASK_DEFENSES: dict[str, type[TrainingDefense]] = {"segmentation": SegmentationLoss, "detection": DetectionLoss}
+TASK_DEFENSES: dict[str, type[TrainingDefense]] = {"segmentation": SegmentationTraining, "detection": DetectionTraining}
 
 
 def task_defense(task: str) -> TrainingDefense:
@@ -109,4 +109,4 @@ def task_defense(task: str) -> TrainingDefense:
     return TASK_DEFENSES[task]()
 
 
-__all__ = ["TASK_DEFENSES", "DetectionLoss", "SegmentationLoss", "task_defense"]
+__all__ = ["TASK_DEFENSES", "DetectionTraining", "SegmentationTraining", "task_defense"]

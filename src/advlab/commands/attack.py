@@ -50,10 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the registry."""
-    print(f"{'name':<14} {'kind':<15} {'norms':<16} {'targeted':<9} {'minimal':<8} paper")
-    for name in list_attacks(args.pattern):
+    print(f"{'name':<14} {'task':<15} {'kind':<15} {'norms':<16} {'targeted':<9} {'minimal':<8} paper")
+    for name in list_attacks(args.pattern, task=None):
         a = get_attack(name)
-        print(f"{name:<14} {a.kind:<15} {','.join(a.norms):<16} {a.targeted!s:<9} {a.minimal!s:<8} "
+        print(f"{name:<14} {a.task:<15} {a.kind:<15} {','.join(a.norms):<16} {a.targeted!s:<9} {a.minimal!s:<8} "
               f"{a.paper.split(',')[0]}")
     return 0
 

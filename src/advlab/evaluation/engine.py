@@ -295,9 +295,8 @@ def evaluate(
 
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
-        data: A dataset name (its test split is used) or a tuple ``(x, y)``; None: the dataset the model's
-            checkpoint records, else ``"mnist"``. A segmentation or detection model (its checkpoint
-            declares the task) gets the task's labels and metrics (:mod:`advlab.evaluation.dense`).
+        data: A dataset name (its test split), a tuple ``(x, y)``, or None: the model's own (else mnist).
+            A segmentation or detection model gets its task's labels and metrics (``evaluation.dense``).
         attacks: Registered attack names, each run once in the order first given (default
             :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
