@@ -295,8 +295,7 @@ def evaluate(
 
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
-        data: A dataset name (its test split), a tuple ``(x, y)``, or None: the model's own (else mnist).
-            A segmentation or detection model gets its task's labels and metrics (``evaluation.dense``).
+        data: A dataset name (its test split), ``(x, y)``, or None: the model's own (``evaluation.dense``: dense tasks).
         attacks: Registered attack names, each run once in the order first given (default
             :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
