@@ -46,6 +46,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eps-scene", default="0.2,0.3", help="DAG's L∞ budgets for another scene's map")
     p.add_argument("--dag-steps", type=int, default=80)
     p.add_argument("--dag-gamma", type=float, default=0.25, help="DAG's step γ as a fraction of ε")
+    p.add_argument("--dag-gamma-end", type=float, default=None,
+                   help="anneal γ (cosine) to this fraction of ε (default: constant γ)")
     p.add_argument("--patch-train", type=int, default=1000, help="training scenes for the patch")
     p.add_argument("--patch-test", type=int, default=500, help="held-out test scenes for the patch")
     p.add_argument("--patch-steps", type=int, default=300)
@@ -86,8 +88,9 @@ def dag_curve(args: argparse.Namespace, kind: str, eps_list: list[float]) -> tup
         t0 = time.perf_counter()
 
         def attack(s: slice, threat: ThreatModel = threat, eps: float = eps) -> torch.Tensor:
+            end = None if args.dag_gamma_end is None else args.dag_gamma_end * eps
             return dag(model, x[s], y[s], threat, target=target[s], steps=args.dag_steps,
-                       gamma=args.dag_gamma * eps).x_adv
+                       gamma=args.dag_gamma * eps, gamma_end=end).x_adv
 
         x_adv = torch.cat(batched(attack, args.n, args.batch))
         seconds = time.perf_counter() - t0
@@ -251,8 +254,10 @@ def report(args: argparse.Namespace, dags: dict, det: dict | None, patch: dict |
     if dags:
         lines += [f"**DAG, targeted** on `segnet-mnist-scenes`, the first {args.n} test scenes; scored over the "
                   f"pixels whose target differs from the clean prediction. {args.dag_steps} steps of γ = "
-                  f"{args.dag_gamma:g}·ε (γ·g/‖g‖∞ on the active pixels), projected into the L∞ ε-ball (advlab's "
-                  "extension; `dag`'s defaults are the paper's γ = 0.5/255 and 200 steps).\n"]
+                  f"{args.dag_gamma:g}·ε (γ·g/‖g‖∞ on the active pixels)"
+                  + ("" if args.dag_gamma_end is None else f", cosine-annealed to {args.dag_gamma_end:g}·ε")
+                  + ", projected into the L∞ ε-ball, each scene's answer its iterate with the fewest active "
+                  "pixels (advlab's extensions; `dag`'s defaults are the paper's γ = 0.5/255 and 200 steps).\n"]
     if "scene" in dags:
         rows, ex = dags["scene"]
         lines += [f"Target: another scene's map (the true map of test scene {args.n} + i; {ex['pixels']} pixels to "

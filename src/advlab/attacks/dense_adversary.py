@@ -61,32 +61,48 @@ class DenseResult(AttackResult):
 
 
 def dag_loop(model: Model, x: torch.Tensor, threat: ThreatModel, gains: Gains, *, steps: int,
-             gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """DAG's iteration; returns (x_adv, the targets still active at x_adv).
+             gamma: float, gamma_end: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """DAG's iteration; returns, per example, the iterate with the fewest active targets, and its active mask.
 
     Each step: one forward and backward pass for Σ_active gain over the examples that still have
     an active target (the others are done and leave the batch), the step γ·g/‖g‖∞ per example,
     then projection into the ε-ball ∩ bounds. Stops when no target is active, or after ``steps``.
+    ``gamma_end``: γ is cosine-annealed from ``gamma`` to it (None: constant, the paper's). The
+    best iterate is read from the forward passes the steps make anyway (no extra query).
     """
     x = x.detach()
-    x_adv = x.clone()
+    x_adv, best_x = x.clone(), x.clone()
     rows = torch.arange(len(x), device=x.device)
-    active_all = torch.empty(0, dtype=torch.bool)
+    best_count = torch.full((len(x),), math.inf, device=x.device)
+    best_active = torch.empty(0, dtype=torch.bool)
     for m in range(steps + 1):
         xr = x_adv[rows].requires_grad_(True)
         with torch.enable_grad():
             gain, active = gains(model(xr), rows)
             if m == 0:
-                active_all = active.detach().clone()
-            active_all[rows] = active.detach()
+                best_active = active.detach().clone()
+            count = active.flatten(1).sum(1).to(best_count.dtype)
+            better = count < best_count[rows]
+            best_count[rows[better]] = count[better]
+            best_active[rows[better]] = active[better].detach()
+            best_x[rows[better]] = xr.detach()[better]
             live = active.flatten(1).any(1)
             if m == steps or not bool(live.any()):
                 break
             (g,) = torch.autograd.grad((gain * active).sum(), xr)
         scale = g.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        x_adv[rows] = threat.project(x[rows], xr.detach() + gamma * g / scale)
+        x_adv[rows] = threat.project(x[rows], xr.detach() + step_length(gamma, gamma_end, m, steps) * g / scale)
         rows = rows[live]
-    return x_adv, active_all
+    return best_x, best_active
+
+
+def step_length(gamma: float, gamma_end: float | None, m: int, steps: int) -> float:
+    """γ at step ``m``: constant, or cosine-annealed from ``gamma`` to ``gamma_end`` over ``steps``."""
+    if gamma_end is None:
+        return gamma
+    return gamma_end + (gamma - gamma_end) * 0.5 * (1 + math.cos(math.pi * m / steps))
+
+
 def segmentation_gains(adv: torch.Tensor) -> Gains:
     """Gains for a map of adversarial labels ``adv`` (N×H×W): z_{l′} − z_{top}, active where top ≠ l′."""
 
@@ -118,6 +134,7 @@ def dag(
     generator: torch.Generator | None = None,
     steps: PositiveInt = 200,
     gamma: PositiveFloat = GAMMA,
+    gamma_end: PositiveFloat | None = None,
     pattern: Literal["random", "other-scene"] = "random",
     min_share: Fraction = 0.9,
 ) -> DenseResult:
@@ -127,8 +144,9 @@ def dag(
     scene, or a letter); pixels whose target equals the clean prediction are kept there (they turn
     active if they drift). Untargeted: ``pattern="random"`` gives each pixel a random other label
     (seeded by ``generator``), ``"other-scene"`` the clean prediction of the next scene in the
-    batch. ``gamma`` is the L∞ length of a step (default the paper's 0.5/255); the accumulated
-    perturbation is projected into the ε-ball (advlab's extension). Success per example: the
+    batch. ``gamma`` is the L∞ length of a step (default the paper's 0.5/255), cosine-annealed to
+    ``gamma_end`` if given; the accumulated perturbation is projected into the ε-ball, and each
+    example's answer is its iterate with the fewest active targets (advlab's extensions). Success per example: the
     :class:`SegmentationLoss` rule with ``min_share`` (targeted: ≥ min_share of the pixels whose
     target differs from ``y`` take it; untargeted: ≥ min_share of the pixels change label).
     Cost: at most ``steps`` + 1 forward and ``steps`` backward passes.
@@ -137,7 +155,7 @@ def dag(
         logits = model(x)
     clean = logits.argmax(1)
     adv = target if target is not None else _adversarial_map(clean, logits.shape[1], pattern, generator)
-    x_adv, active = dag_loop(model, x, threat, segmentation_gains(adv), steps=steps, gamma=gamma)
+    x_adv, active = dag_loop(model, x, threat, segmentation_gains(adv), steps=steps, gamma=gamma, gamma_end=gamma_end)
     with torch.no_grad():
         out = model(x_adv)
     success = SegmentationLoss(min_share).success(out, y, target)
@@ -200,6 +218,7 @@ def dag_detection(
     generator: torch.Generator | None = None,
     steps: PositiveInt = 150,
     gamma: PositiveFloat = GAMMA,
+    gamma_end: PositiveFloat | None = None,
     mode: Literal["remove", "relabel"] = "remove",
     threshold: Fraction = 0.3,
 ) -> DenseResult:
@@ -210,12 +229,14 @@ def dag_detection(
     class is pushed below the threshold (to background); ``"relabel"``: the centre cell is pushed to
     a random other class (seeded by ``generator``) above the threshold, and the original class
     below it at all nine cells. Success per example: every target reached (an example without
-    clean detections succeeds trivially). ``gamma``, ``steps`` and the ε-projection as in ``dag``.
+    clean detections succeeds trivially). ``gamma``, ``gamma_end``, ``steps``, the ε-projection and the
+    best iterate as in ``dag``.
     """
     with torch.no_grad():
         out = model(x)
     classes, size = out.shape[1] - 4, out.shape[-1]
     src, dst, valid = detection_targets(decode(out, threshold=threshold), classes, size, mode, generator)
     tau = math.log(threshold / (1 - threshold))
-    x_adv, active = dag_loop(model, x, threat, detection_gains(src, dst, valid, tau), steps=steps, gamma=gamma)
+    gains = detection_gains(src, dst, valid, tau)
+    x_adv, active = dag_loop(model, x, threat, gains, steps=steps, gamma=gamma, gamma_end=gamma_end)
     return DenseResult(x_adv, ~active.any(1), reached=valid & ~active, is_target=valid)
