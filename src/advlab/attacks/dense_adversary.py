@@ -10,9 +10,11 @@ class (the paper's l is the true class: the same while the target still has it; 
 drifted to a third class is pulled from where it is); the step is r_m = γ·g/‖g‖∞ and r accumulates
 until no target is active or after ``steps`` (paper: 200 for segmentation, 150 for detection).
 
-advlab's extension (not in the paper): after each step x + r is projected onto the threat model's
-ε-ball ∩ bounds (L∞ or L2), so DAG is a fixed-budget attack that can be swept over ε like PGD; at
-L∞ ε = 1 it is the paper's unconstrained attack clipped to the image range.
+advlab's extensions (not in the paper): after each step x + r is projected onto the threat model's
+ε-ball ∩ bounds (L∞ or L2), so DAG is a fixed-budget attack that can be swept over ε like PGD (at
+L∞ ε = 1 it is the paper's unconstrained attack clipped to the image range); γ may be
+cosine-annealed (``gamma_end``); and each example's answer is its iterate with the fewest active
+targets.
 
 Per-target success is kept in :class:`DenseResult` (``reached``, ``is_target``).
 """
@@ -27,10 +29,10 @@ from typing import Literal
 import torch
 
 from advlab._checks import Fraction, PositiveFloat, PositiveInt
-from advlab.attacks.detection import heat_logits
+from advlab.attacks.detection import centre_cells, heat_logits, logit
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.attacks.tasks import SegmentationLoss
-from advlab.models.dense import STRIDE, decode
+from advlab.models.dense import decode
 from advlab.threat import Norm, ThreatModel
 
 PAPER = (
@@ -80,11 +82,11 @@ def dag_loop(model: Model, x: torch.Tensor, threat: ThreatModel, gains: Gains, *
         with torch.enable_grad():
             gain, active = gains(model(xr), rows)
             if m == 0:
-                best_active = active.detach().clone()
+                best_active = active.clone()
             count = active.flatten(1).sum(1).to(best_count.dtype)
             better = count < best_count[rows]
             best_count[rows[better]] = count[better]
-            best_active[rows[better]] = active[better].detach()
+            best_active[rows[better]] = active[better]
             best_x[rows[better]] = xr.detach()[better]
             live = active.flatten(1).any(1)
             if m == steps or not bool(live.any()):
@@ -173,13 +175,9 @@ def detection_targets(dets: torch.Tensor, classes: int, size: int, mode: str,
     """
     n, d = dets.shape[:2]
     cls = dets[..., 5].long()
-    cx = ((dets[..., 0] + dets[..., 2]) / 2 / STRIDE).floor().long()
-    cy = ((dets[..., 1] + dets[..., 3]) / 2 / STRIDE).floor().long()
-    off = torch.tensor([-1, 0, 1], device=dets.device)
-    ix = (cx[..., None, None] + off[None, None, None, :]).expand(n, d, 3, 3).reshape(n, -1)
-    iy = (cy[..., None, None] + off[None, None, :, None]).expand(n, d, 3, 3).reshape(n, -1)
+    iy, ix, inside = (t.reshape(n, -1) for t in centre_cells(dets[..., :4], size))
     c9 = cls[..., None].expand(n, d, 9).reshape(n, -1)
-    valid = (c9 >= 0) & (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size)
+    valid = (c9 >= 0) & inside
     cell = iy.clamp(0, size - 1) * size + ix.clamp(0, size - 1)
     src = c9.clamp_min(0) * size * size + cell
     dst = torch.full_like(src, -1)
@@ -236,7 +234,7 @@ def dag_detection(
         out = model(x)
     classes, size = out.shape[1] - 4, out.shape[-1]
     src, dst, valid = detection_targets(decode(out, threshold=threshold), classes, size, mode, generator)
-    tau = math.log(threshold / (1 - threshold))
+    tau = logit(threshold)
     gains = detection_gains(src, dst, valid, tau)
     x_adv, active = dag_loop(model, x, threat, gains, steps=steps, gamma=gamma, gamma_end=gamma_end)
     return DenseResult(x_adv, ~active.any(1), reached=valid & ~active, is_target=valid)

@@ -25,14 +25,32 @@ from advlab.attacks.gradient import GRADIENT_NORMS, default_step_size, iterative
 from advlab.attacks.losses import GradFn, loss_grad
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.attacks.tasks import Rows, TaskLoss
-from advlab.models.dense import box_iou, decode, detection_loss
+from advlab.models.dense import STRIDE, box_iou, decode, detection_loss
 from advlab.threat import ThreatModel
 
 PAPER_VANISHING = (
     "Chow, Liu, Truex, Wei, Wei, Wu 2020, Adversarial Objectness Gradient Attacks in Real-time Object "
     "Detection Systems (TOG-vanishing), https://arxiv.org/abs/2004.04320"
 )
-__all__ = ["DetectionLoss", "VanishingLoss", "heat_logits", "recovered", "vanishing"]
+__all__ = ["DetectionLoss", "VanishingLoss", "centre_cells", "heat_logits", "logit", "recovered", "vanishing"]
+
+
+def logit(p: float) -> float:
+    """log(p / (1 − p)): the heat-map logit at which a cell's score is ``p``."""
+    return math.log(p / (1 - p))
+
+
+def centre_cells(xyxy: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 3×3 heat-map cells around boxes' centres: rows, columns (each ``(..., 3, 3)``) and which lie on the map.
+
+    ``xyxy``: boxes ``(..., 4)`` in pixels; the map is ``size``×``size`` cells of ``STRIDE`` pixels.
+    """
+    cx = ((xyxy[..., 0] + xyxy[..., 2]) / 2 / STRIDE).floor().long()
+    cy = ((xyxy[..., 1] + xyxy[..., 3]) / 2 / STRIDE).floor().long()
+    off = torch.tensor([-1, 0, 1], device=xyxy.device)
+    ix = (cx[..., None, None] + off).expand(*cx.shape, 3, 3)
+    iy = (cy[..., None, None] + off[:, None]).expand(*cy.shape, 3, 3)
+    return iy, ix, (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size)
 
 
 def heat_logits(out: torch.Tensor) -> torch.Tensor:
@@ -89,7 +107,7 @@ class VanishingLoss(TaskLoss):
 
     def __init__(self, threshold: float = 0.3, margin: float = 1.0) -> None:
         self.threshold, self.margin = float(threshold), float(margin)
-        self.tau = math.log(self.threshold / (1 - self.threshold)) - self.margin
+        self.tau = logit(self.threshold) - self.margin
 
     def objective(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
         """Minus the summed excess of every heat-map logit over τ."""

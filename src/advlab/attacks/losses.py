@@ -74,8 +74,7 @@ def objective(loss: Loss | TaskLoss, y: torch.Tensor, target: torch.Tensor | Non
     the labels (and targets) of those rows.
     """
     if isinstance(loss, TaskLoss):
-        task = loss
-        return lambda z, rows: task.objective(z, y[rows], None if target is None else target[rows])
+        return _on_rows(loss.objective, y, target)
     if target is None:
         losses: dict[str, LossFn] = {"ce": ce_loss, "margin": margin_loss, "dlr": dlr_loss}
         untargeted = losses[loss]
@@ -85,6 +84,12 @@ def objective(loss: Loss | TaskLoss, y: torch.Tensor, target: torch.Tensor | Non
     if loss == "margin":
         return lambda z, rows: -margin_loss(z, target[rows])
     return lambda z, rows: dlr_targeted_loss(z, y[rows], target[rows])
+
+
+def _on_rows(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor], y: torch.Tensor,
+             target: torch.Tensor | None) -> LossFn:
+    """A task loss's per-example ``fn(out, labels, targets)`` as a function of (output, row numbers)."""
+    return lambda z, rows: fn(z, y[rows], None if target is None else target[rows])
 
 
 def is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -114,8 +119,7 @@ def success_on_rows(
     With a :class:`TaskLoss`, its own ``success`` on the labels (and targets) of the rows.
     """
     if isinstance(loss, TaskLoss):
-        task = loss
-        return lambda z, rows: task.success(z, y[rows], None if target is None else target[rows])
+        return _on_rows(loss.success, y, target)
     if target is None:
         return lambda z, rows: z.argmax(dim=1) != y[rows]
     return lambda z, rows: z.argmax(dim=1) == target[rows]

@@ -22,7 +22,6 @@ the chosen digit's box (it may cover another digit). A scene where no side fits 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -30,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from advlab._checks import check_positive_int
-from advlab.attacks.detection import heat_logits, recovered
-from advlab.models.dense import STRIDE, decode
+from advlab.attacks.detection import centre_cells, heat_logits, logit, recovered
+from advlab.models.dense import decode
 
 PAPER = (
     "Thys, Van Ranst, Goedemé 2019, Fooling automated surveillance cameras: adversarial patches to attack "
@@ -123,13 +122,9 @@ def hiding_loss(model: Model, boxes: torch.Tensor, tau: float) -> PatchLoss:
         s = heat.shape[-1]
         box = boxes[rows, placement.chosen.clamp_min(0)]
         cls = box[:, 0].long().clamp_min(0)
-        cx = ((box[:, 1] + box[:, 3]) / 2 / STRIDE).floor().long()
-        cy = ((box[:, 2] + box[:, 4]) / 2 / STRIDE).floor().long()
-        off = torch.tensor([-1, 0, 1], device=xp.device)
-        ix = (cx[:, None, None] + off[None, None, :]).clamp(0, s - 1).expand(-1, 3, 3)
-        iy = (cy[:, None, None] + off[None, :, None]).clamp(0, s - 1).expand(-1, 3, 3)
+        iy, ix, _ = centre_cells(box[:, 1:5], s)
         n = torch.arange(len(rows), device=xp.device)[:, None, None]
-        z = heat[n, cls[:, None, None], iy, ix]
+        z = heat[n, cls[:, None, None], iy.clamp(0, s - 1), ix.clamp(0, s - 1)]
         return F.softplus(z - tau).flatten(1).sum(1)
 
     return loss
@@ -177,7 +172,7 @@ def train_patch(model: Model, x: torch.Tensor, boxes: torch.Tensor, *, size: int
     threshold). The model is only called, never changed (wrap a training-mode model in
     :func:`advlab.attacks.inference_view` first).
     """
-    tau = math.log(threshold / (1 - threshold)) - margin
+    tau = logit(threshold) - margin
     return optimise_patch(hiding_loss(model, boxes, tau), x, beside(boxes, size, x.shape[-1]), size=size,
                           steps=steps, batch_size=batch_size, lr=lr, generator=generator)
 

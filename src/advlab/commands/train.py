@@ -19,7 +19,7 @@ from advlab.defenses import DEFENSES, distill, list_training_defenses, make_trai
 from advlab.models import architecture_task, check_input_shape, create_model, load_model, save_checkpoint
 from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
 from advlab.train import TrainConfig, TrainingDefense, TrainResult, checkpoint_meta, command_line, fit
-from advlab.train_dense import task_defense
+from advlab.train_dense import TASK_DEFENSES, task_defense
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -134,7 +134,7 @@ def fit_and_save(args: argparse.Namespace, model: nn.Module, defense: TrainingDe
     """
     t0 = time.perf_counter()
     extra: dict[str, object] = {"defense": {"name": args.defense, **defense.options()}}
-    if defense.name in ("segmentation", "detection"):  # no defense: the task's loss, its options recorded
+    if defense.name in TASK_DEFENSES:  # no defense: the task's loss, its options recorded
         extra["task"] = defense.name
     if args.init:
         extra["init"] = args.init

@@ -20,10 +20,9 @@ The gradient-masking checks, the escalation and certificates are classification'
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab._checks import check_images, check_positive_int
 from advlab._device import module_device
 from advlab._io import atomic_write_text
 from advlab.attacks import get_attack, list_attacks
 from advlab.attacks.detection import DetectionLoss
-from advlab.attacks.registry import TASKS, AttackInfo
+from advlab.attacks.registry import AttackInfo, AttackResult
 from advlab.attacks.tasks import SegmentationLoss, TaskLoss
-from advlab.data import load_dataset
 from advlab.evaluation.defaults import attack_params, bind_params
+from advlab.evaluation.inputs import resolve_data, validate_eps
 from advlab.evaluation.run import Run
 from advlab.evaluation.settings import Plan, Settings
 from advlab.metrics import perturbation_norms
@@ -49,9 +47,8 @@ from advlab.models.blackbox import BlackBox
 from advlab.models.dense import decode
 from advlab.report.dense import format_dense_table
 from advlab.results.dense import CLEAN, DenseRow, dense_rows, det_stats, seg_stats, with_map
-from advlab.results.plan import DEFAULT_EPS, Job, batch_seed, plan_jobs
+from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
 from advlab.results.records import data_fingerprint, model_fingerprint
-from advlab.threat import ThreatModel
 
 DENSE_TASKS = ("segmentation", "detection")
 TASK_ATTACKS: dict[str, tuple[str, ...]] = {
@@ -86,7 +83,7 @@ def task_loss(task: str) -> TaskLoss:
     return SegmentationLoss() if task == "segmentation" else DetectionLoss()
 
 
-def task_of(net: nn.Module | BlackBox) -> str:
+def model_task(net: nn.Module | BlackBox) -> str:
     """The task a model declares in its checkpoint metadata (``advlab_meta["task"]``); else classification."""
     meta = getattr(net, "advlab_meta", None)
     task = meta.get("task") if isinstance(meta, dict) else None
@@ -95,41 +92,23 @@ def task_of(net: nn.Module | BlackBox) -> str:
 
 def dense_attacks(names: list[str] | None, task: str) -> list[str]:
     """The attacks of a dense evaluation (default :data:`TASK_ATTACKS`), each one that can attack the task."""
-    chosen = list(dict.fromkeys(names)) if names else list(TASK_ATTACKS[task])
-    for name in chosen:
-        info = get_attack(name)
+    infos = [get_attack(name) for name in dict.fromkeys(names or TASK_ATTACKS[task])]
+    for info in infos:
         if info.name not in LOSS_ATTACKS and info.task != task:
             able = [*LOSS_ATTACKS, *list_attacks(task=task)]
-            raise ValueError(f"attacks: {name} does not attack a {task} model; these do: {', '.join(able)}")
-    return [get_attack(a).name for a in chosen]
+            raise ValueError(f"attacks: {info.name} does not attack a {task} model; these do: {', '.join(able)}")
+    return [info.name for info in infos]
 
 
-def dense_data(s: Settings, task: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The test images and the task's labels (a dataset name's test split, or a tuple checked by the task)."""
-    if s.n is not None:
-        check_positive_int("n", s.n)
-    if isinstance(s.data, str):
-        x, y = load_dataset(s.data, "test", root=s.data_dir, task=task)
-        name = s.data
-    elif isinstance(s.data, tuple) and len(s.data) == 2:
-        (x, y), name = s.data, "tensors"
-    else:
-        raise TypeError(f"data: expected a dataset name or a tuple (x, labels) of tensors, got {type(s.data).__name__}")
-    if s.n is not None:
-        x, y = x[: s.n], y[: s.n]
-    check_images("data", x, s.bounds)
-    return x, TASKS[task]("data", y, x), name
-
-
-def plan_dense(s: Settings, net: nn.Module, default_name: str, task: str, sweep_of: Any) -> Plan:
+def plan_dense(s: Settings, net: nn.Module, default_name: str, task: str) -> Plan:
     """Validate a dense evaluation and plan its jobs (nothing runs, nothing is written)."""
     if s.targeted is not None:
         raise ValueError(f"targeted: a {task} model's evaluation has no targeted mode; its targeted attack is "
                          "DAG (towards another scene's label map), run by default")
     if s.certify:
         raise ValueError(f"certify: certificates are for classifiers, got a {task} model")
-    x, y, dataset = dense_data(s, task)
-    sweep = sweep_of(s.norm, s.eps if s.eps is not None else TASK_EPS.get(s.norm, DEFAULT_EPS[s.norm]), s.bounds)
+    x, y, dataset = resolve_data(s.data, s.data_dir, s.n, s.bounds, net, task)
+    sweep = validate_eps(s.norm, s.eps if s.eps is not None else TASK_EPS.get(s.norm, DEFAULT_EPS[s.norm]), s.bounds)
     attacks = dense_attacks(list(s.attacks) if s.attacks else None, task)
     jobs = plan_jobs(attacks, s.norm, sweep)
     params = bind_params(s.params, jobs, [])
@@ -179,52 +158,39 @@ class DenseRun(Run):
             return [with_map(r, pred[k]) if kept[k] else r for k, r in enumerate(rows)]
         return det_stats(decode(out), y if clean else None)
 
-    def targets(self, info: AttackInfo, xb: torch.Tensor, sl: slice) -> torch.Tensor | None:
+    @functools.cached_property
+    def loss(self) -> TaskLoss:
+        """The task's loss: the gradient attacks ascend it, and its rule says which scenes are fooled."""
+        return task_loss(self.task)
+
+    def batch_target(self, info: AttackInfo, sl: slice, dev: torch.device) -> torch.Tensor | None:
         """DAG's targets on a segmentation model: the label map of the previous scene (None: untargeted)."""
         if self.task != "segmentation" or info.name not in TARGETED_DENSE:
             return None
         prev = torch.arange(sl.start, sl.stop) - 1
-        return self.y[prev % len(self.y)].to(xb.device)
+        return self.y[prev % len(self.y)].to(dev)
 
-    def batch(self, info: AttackInfo, job: Job, b: int) -> None:
-        """Attack batch ``b`` of ``job`` with the task's loss, judge x_adv by the model's output, store it."""
-        sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
-        dev = module_device(self.net)
-        xb, yb = self.x[sl].to(dev), self.y[sl].to(dev)
-        tb = self.targets(info, xb, sl)
-        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
-                             targeted=tb is not None)
+    def job_params(self, info: AttackInfo, job: Job) -> dict[str, Any]:
+        """:func:`dense_attack_params`, and the task's loss for the gradient attacks."""
         params = dense_attack_params(info, job, self.params)
-        if info.name in LOSS_ATTACKS:
-            params["loss"] = task_loss(self.task)
-        gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
-        t0 = time.perf_counter()
-        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **params)
-        seconds = time.perf_counter() - t0
-        outcome, stats = self.score_dense(xb, yb, res.x_adv, tb, range(sl.start, sl.stop))
-        examples = [(i, self.x[i].cpu().numpy(), res.x_adv[i - sl.start].detach().cpu().numpy())
-                    for i in range(sl.start, min(sl.stop, self.keep))]
-        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples, stats)
+        return {**params, "loss": self.loss} if info.name in LOSS_ATTACKS else params
 
-    def score_dense(self, xb: torch.Tensor, yb: torch.Tensor, x_adv: torch.Tensor, tb: torch.Tensor | None,
-                    idx: range) -> tuple[dict[str, list[Any]], list[np.ndarray]]:
+    def judge(self, xb: torch.Tensor, yb: torch.Tensor, res: AttackResult, tb: torch.Tensor | None, sl: slice
+              ) -> tuple[dict[str, list[Any]], list[np.ndarray]]:
         """The outcome of x_adv by the model's own output: success by the task's rule, norms, stats."""
         with torch.no_grad():
-            out = self.net(x_adv)
+            out = self.net(res.x_adv)
             hit = eligible = None
             if tb is not None:  # a targeted segmentation job: the pixels whose target differs from the clean map
                 eligible = (tb != self.net(xb).argmax(dim=1))
                 hit = (eligible & (out.argmax(dim=1) == tb)).flatten(1).sum(1)
                 eligible = eligible.flatten(1).sum(1)
-            fooled = task_loss(self.task).success(out, yb, tb)
-        stats = self.stats(out, yb, hit, eligible, idx)
-        norms = perturbation_norms(xb, x_adv)
+            fooled = self.loss.success(out, yb, tb)
+        stats = self.stats(out, yb, hit, eligible, range(sl.start, sl.stop))
         none = [None] * len(yb)
         outcome = {"adv": fooled.int().tolist(), "top1": none, "top5": none, "pred": none, "conf": none,
-                   **{k: v.tolist() for k, v in norms.items()}, "queries": none}
+                   **{k: v.tolist() for k, v in perturbation_norms(xb, res.x_adv).items()}, "queries": none}
         return outcome, stats
-
-
 
 
 @dataclass
@@ -268,16 +234,11 @@ class DenseEvaluation:
 def finish_dense(run: Run, keep: bool) -> DenseEvaluation:
     """The rows of a dense evaluation, from its store alone."""
     store = run.store
-    rows = dense_rows(store, run.config, planned_jobs(run.config))
+    rows = dense_rows(store, run.config)
     return DenseEvaluation(rows, run.config, store.path if keep else None, store.get_meta("environment"), [],
                            store.get_meta("checks_skipped"),
                            {"costs": store.get_meta("costs")})
 
 
-def planned_jobs(config: dict[str, Any]) -> list[Job]:
-    """A dense evaluation's jobs, from its configuration."""
-    return plan_jobs(config["attacks"], config["norm"], config["eps"])
-
-
 __all__ = ["CHECKS_SKIPPED_DENSE", "DENSE_TASKS", "TASK_ATTACKS", "TASK_EPS", "DenseEvaluation", "DenseRun",
-           "dense_attacks", "finish_dense", "plan_dense", "planned_jobs", "task_of"]
+           "dense_attacks", "finish_dense", "model_task", "plan_dense"]

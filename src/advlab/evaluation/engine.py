@@ -24,15 +24,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from advlab._checks import check_bounds, check_choice, check_images, check_labels, check_positive_int
+from advlab._checks import check_bounds, check_choice, check_labels, check_positive_int
 from advlab._device import OnDevice, place_model, resolve_device
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
-from advlab.data import is_spec, load_dataset, open_images
+from advlab.data import is_spec
 from advlab.evaluation.certified import parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
-from advlab.evaluation.dense import DenseEvaluation, plan_dense, task_of
+from advlab.evaluation.dense import DenseEvaluation, model_task, plan_dense
 from advlab.evaluation.distributed import current_world, run_sharded
+from advlab.evaluation.inputs import model_dataset, resolve_data, validate_eps
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
 from advlab.evaluation.session import finish_run, open_run_store, start_run
@@ -41,7 +42,6 @@ from advlab.evaluation.targeting import CHECKS_SKIPPED_TARGETED, TARGETED, targe
 from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox
 from advlab.models.sklearn import SKLEARN_MODELS
-from advlab.models.wrappers import declared_input_shape
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
 from advlab.results.records import data_fingerprint, model_fingerprint
 from advlab.results.store import ConfigMismatchError
@@ -78,47 +78,6 @@ def place(net: nn.Module | BlackBox, device: str | torch.device | None, *, owned
     return place_model(net, device, owned=owned)
 
 
-def model_dataset(net: nn.Module | BlackBox) -> str:
-    """The dataset a model's checkpoint records (``advlab_meta["dataset"]``), else ``"mnist"``."""
-    meta = getattr(net, "advlab_meta", None)
-    found = meta.get("dataset") if isinstance(meta, dict) else None
-    return found if isinstance(found, str) else "mnist"
-
-
-def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor] | None, data_dir: str | os.PathLike[str] | None,
-                 n: int | None, bounds: tuple[float, float], model: object = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name.
-
-    Every image is checked against the bounds and every label for its type and shape here, before
-    anything runs or is written. A ``folder:`` / ``npz:`` spec gives a lazy :class:`~advlab.data.Images`
-    (read when indexed, checked in one streamed pass; a folder's size from the spec or ``model``'s
-    input shape): it stands for the images tensor, which the engine only indexes or streams.
-    """
-    if n is not None:
-        check_positive_int("n", n)
-    if data is None:
-        data = "mnist"
-    if isinstance(data, str) and is_spec(data):
-        if data_dir is not None:
-            raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with {data!r}")
-        images, labels = open_images(data, size=declared_input_shape(model), n=n, bounds=bounds)
-        return cast(torch.Tensor, images), check_labels("data", labels, len(images)), data
-    if isinstance(data, str):
-        x, y = load_dataset(data, "test", root=data_dir)
-        name = data
-    elif isinstance(data, tuple) and len(data) == 2:
-        if data_dir is not None:
-            raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with tensors (x, y)")
-        (x, y), name = data, "tensors"
-    else:
-        raise TypeError(f"data: expected a dataset name or a tuple (x, y) of tensors, got {type(data).__name__}")
-    if n is not None:
-        x, y = x[:n], y[:n]
-    check_images("data", x, bounds)
-    return x, check_labels("data", y, len(x)), name
-
-
 def check_compatible(net: nn.Module | BlackBox, dataset: str, y: torch.Tensor) -> None:
     """A model that records its training set and classes (``advlab_meta``; a scikit-learn target) must fit the data."""
     if isinstance(net, BlackBox) and net.name in SKLEARN_MODELS:
@@ -133,29 +92,6 @@ def check_compatible(net: nn.Module | BlackBox, dataset: str, y: torch.Tensor) -
     classes = (meta.get("arch_kwargs") or {}).get("num_classes")
     if isinstance(classes, int):
         check_labels("data", y, len(y), classes)
-
-
-def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -> tuple[float, ...]:
-    """The sweep sorted and without repeats; each budget a number ≥ 0 (and, for L∞, within the bounds' range)."""
-    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
-        raise TypeError(f"eps: expected a sequence of numbers, got {type(eps).__name__}")
-    out = []
-    span = bounds[1] - bounds[0]
-    for e in eps:
-        if isinstance(e, (bool, str, bytes)):
-            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})")
-        try:
-            e = float(e)
-        except (TypeError, ValueError):
-            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})") from None
-        if math.isnan(e) or e < 0:
-            raise ValueError(f"eps: expected numbers >= 0, got {e}")
-        if norm == "linf" and e > span:
-            raise ValueError(f"eps: {e} is outside the bounds' range for linf (at most {span:g})")
-        out.append(e)
-    if not out:
-        raise ValueError("eps: expected at least one budget")
-    return tuple(sorted(set(out)))
 
 
 def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs: list[Job],
@@ -204,9 +140,9 @@ def plan(s: Settings) -> Plan:
     net = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
     if s.data is None:  # the dataset the model was trained on, as its checkpoint records it (else MNIST)
         s = dataclasses.replace(s, data=model_dataset(net))
-    task = task_of(net)
+    task = model_task(net)
     if task != "classification":
-        return plan_dense(s, cast(nn.Module, net), default_name, task, validate_eps)
+        return plan_dense(s, cast(nn.Module, net), default_name, task)
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds, net)
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)

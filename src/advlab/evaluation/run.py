@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from advlab._device import module_device
-from advlab.attacks import AttackInfo, get_attack, inference_view
+from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
@@ -95,20 +96,33 @@ class Run:
 
     def batch(self, info: AttackInfo, job: Job, b: int) -> None:
         """Attack batch ``b`` of ``job``, judge x_adv by the model's own prediction, store the outcomes."""
-        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
-                             targeted=self.target is not None)
         sl = slice(b * self.batch_size, min(len(self.y), (b + 1) * self.batch_size))
         dev = module_device(self.net)  # where the model computes; the images stay on the CPU
         xb, yb = self.x[sl].to(dev), self.y[sl].to(dev)
-        tb = None if self.target is None else self.target[sl].to(dev)
+        tb = self.batch_target(info, sl, dev)
+        threat = ThreatModel(job.norm, math.inf if job.eps is None else job.eps, bounds=self.bounds,  # type: ignore[arg-type]
+                             targeted=tb is not None)
         gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
         t0 = time.perf_counter()
-        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **attack_params(info, job, self.params))
+        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **self.job_params(info, job))
         seconds = time.perf_counter() - t0
-        outcome = self.score(xb, yb, res.x_adv, res.queries, tb)
+        outcome, stats = self.judge(xb, yb, res, tb, sl)
         examples = [(i, self.x[i].cpu().numpy(), res.x_adv[i - sl.start].detach().cpu().numpy())
                     for i in range(sl.start, min(sl.stop, self.keep))]
-        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples)
+        self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples, stats)
+
+    def batch_target(self, info: AttackInfo, sl: slice, dev: torch.device) -> torch.Tensor | None:
+        """The targets of the examples ``sl`` (None: the job is untargeted)."""
+        return None if self.target is None else self.target[sl].to(dev)
+
+    def job_params(self, info: AttackInfo, job: Job) -> dict[str, Any]:
+        """The parameters ``job``'s attack runs with."""
+        return attack_params(info, job, self.params)
+
+    def judge(self, xb: torch.Tensor, yb: torch.Tensor, res: AttackResult, tb: torch.Tensor | None, sl: slice
+              ) -> tuple[dict[str, list[Any]], list[np.ndarray] | None]:
+        """A batch's per-example outcomes and (a dense task's) per-image stats records."""
+        return self.score(xb, yb, res.x_adv, res.queries, tb), None
 
     def score(self, xb: torch.Tensor, yb: torch.Tensor, x_adv: torch.Tensor, queries: torch.Tensor | None,
               target: torch.Tensor | None = None) -> dict[str, list[Any]]:

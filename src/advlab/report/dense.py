@@ -19,7 +19,7 @@ from advlab.report.figures import new_figure, png_bytes
 from advlab.report.settings import PAGE_CSS, embedded_figures, environment_rows, html_table, md_table, setting_rows
 from advlab.report.tables import eps_label, fmt, text_table
 from advlab.results.dense import CLEAN, MAX_DET, METRICS, TARGET_METRIC, DenseRow, dense_rows, read_stats
-from advlab.results.plan import plan_jobs
+from advlab.results.plan import Job
 from advlab.results.store import Store
 
 if TYPE_CHECKING:
@@ -135,25 +135,23 @@ def example_figure(store: Store, job: str, task: str, title: str) -> bytes | Non
     return png_bytes(fig, dpi=100)
 
 
-def dense_figures(store: Store, config: dict[str, Any], rows: list[DenseRow]) -> list[tuple[str, str, bytes]]:
+def dense_figures(store: Store, rows: list[DenseRow]) -> list[tuple[str, str, bytes]]:
     """The metric-against-ε figure and, per attack at its largest ε, the example figure."""
     figs = [("metrics", f"{', '.join(LABELS[m] for m in METRICS[rows[0].task])} under attack against ε",
              metric_figure(rows))] if rows else []
-    last = {r.attack: r for r in rows}  # each attack's row at its largest ε
-    for job in plan_jobs(config["attacks"], config["norm"], config["eps"]):
-        if job.attack not in last or last[job.attack].eps != job.eps:
-            continue
-        png = example_figure(store, job.key, str(config["task"]), f"{job.attack} at ε = {job.eps:g} ({job.norm})")
+    for r in {r.attack: r for r in rows}.values():  # each attack at its largest ε
+        job = Job(r.attack, r.norm, r.eps, ())
+        png = example_figure(store, job.key, r.task, f"{r.attack} at ε = {r.eps:g} ({r.norm})")
         if png is not None:
-            caption = f"{job.attack} at ε = {job.eps:g}: scenes, outputs, perturbation"
-            figs.append((f"examples-{job.attack}", caption, png))
+            caption = f"{r.attack} at ε = {r.eps:g}: scenes, outputs, perturbation"
+            figs.append((f"examples-{r.attack}", caption, png))
     return figs
 
 
 def render_dense(directory: Path, store: Store, config: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``report.md`` (PNGs in ``figures/``) and a self-contained ``report.html`` for a dense evaluation."""
-    rows = dense_rows(store, config, plan_jobs(config["attacks"], config["norm"], config["eps"]))
-    figs = dense_figures(store, config, rows)
+    rows = dense_rows(store, config)
+    figs = dense_figures(store, rows)
     figdir = directory / "figures"
     figdir.mkdir(exist_ok=True)
     for name, _, png in figs:

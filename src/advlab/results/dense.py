@@ -23,7 +23,7 @@ import torch
 
 from advlab.metrics import median_or_none
 from advlab.metrics_dense import mean_average_precision, miou, pixel_accuracy, recall
-from advlab.results.plan import Job
+from advlab.results.plan import Job, plan_jobs
 from advlab.results.store import Store
 
 CLEAN = "clean"  # the job name of the clean pass in the dense table
@@ -77,7 +77,7 @@ def seg_stats(conf: torch.Tensor, hit: torch.Tensor | None = None, eligible: tor
     if hit is not None and eligible is not None:
         extra = torch.stack([hit.long().cpu(), eligible.long().cpu()], dim=1)
     rows = torch.cat([conf.long().cpu().reshape(n, -1), extra], dim=1).numpy()
-    return [r for r in rows]
+    return list(rows)
 
 
 def det_stats(dets: torch.Tensor, boxes: torch.Tensor | None = None) -> list[np.ndarray]:
@@ -85,7 +85,7 @@ def det_stats(dets: torch.Tensor, boxes: torch.Tensor | None = None) -> list[np.
     parts = [dets.float().cpu().reshape(len(dets), -1)]
     if boxes is not None:
         parts.append(boxes.float().cpu().reshape(len(boxes), -1))
-    return [r for r in torch.cat(parts, dim=1).numpy()]
+    return list(torch.cat(parts, dim=1).numpy())
 
 
 def with_map(stats: np.ndarray, label_map: torch.Tensor) -> np.ndarray:
@@ -134,28 +134,30 @@ def det_metrics(stats: torch.Tensor, boxes: torch.Tensor) -> dict[str, float]:
     return {"map50": float(mean_average_precision(dets, boxes)), "recall": float(recall(dets, boxes))}
 
 
-def clean_boxes(store: Store) -> torch.Tensor:
-    """The true boxes stored with a detection evaluation's clean pass."""
-    stats, _ = read_stats(store, CLEAN, "detection")
-    return stats[:, MAX_DET * 6:].reshape(-1, BOX_ROWS, BOX_COLS).float()
-
-
-def task_metrics(store: Store, job: str, task: str, boxes: torch.Tensor | None = None) -> dict[str, float]:
-    """The task's metrics over one job's images (or the clean pass's)."""
-    stats, _ = read_stats(store, job, task)
+def job_metrics(stats: torch.Tensor, task: str, boxes: torch.Tensor | None) -> dict[str, float]:
+    """The task's metrics over one job's stats records (or the clean pass's); ``boxes``: detection's truth."""
     if task == "segmentation":
         return seg_metrics(stats)
-    return det_metrics(stats, clean_boxes(store) if boxes is None else boxes)
+    assert boxes is not None  # (read from the clean pass by dense_rows)
+    return det_metrics(stats, boxes)
 
 
-def dense_rows(store: Store, config: dict[str, Any], jobs: list[Job]) -> list[DenseRow]:
+def dense_jobs(config: dict[str, Any]) -> list[Job]:
+    """A dense evaluation's jobs, from its configuration."""
+    return plan_jobs(config["attacks"], config["norm"], config["eps"])
+
+
+def dense_rows(store: Store, config: dict[str, Any]) -> list[DenseRow]:
     """One row per job: the task's metrics with and without attack, success, perturbation sizes, time."""
     task = str(config["task"])
-    boxes = clean_boxes(store) if task == "detection" else None
-    clean = task_metrics(store, CLEAN, task, boxes)
+    clean_stats, _ = read_stats(store, CLEAN, task)
+    boxes = None
+    if task == "detection":  # the true boxes are stored with the clean pass's detections
+        boxes = clean_stats[:, MAX_DET * 6:].reshape(-1, BOX_ROWS, BOX_COLS).float()
+    clean = job_metrics(clean_stats, task, boxes)
     rows = []
-    for job in jobs:
-        adv = task_metrics(store, job.key, task, boxes)
+    for job in dense_jobs(config):
+        adv = job_metrics(read_stats(store, job.key, task)[0], task, boxes)
         metrics = {f"{k}_adv": adv[k] for k in METRICS[task]} | {f"{k}_clean": clean[k] for k in METRICS[task]}
         if TARGET_METRIC in adv:
             metrics[TARGET_METRIC] = adv[TARGET_METRIC]
@@ -170,5 +172,5 @@ def dense_rows(store: Store, config: dict[str, Any], jobs: list[Job]) -> list[De
     return rows
 
 
-__all__ = ["CLEAN", "DENSE_KEYS", "METRICS", "TARGET_METRIC", "DenseRow", "clean_boxes", "dense_rows", "det_stats",
-           "read_stats", "seg_stats", "task_metrics", "with_map"]
+__all__ = ["CLEAN", "DENSE_KEYS", "METRICS", "TARGET_METRIC", "DenseRow", "dense_jobs", "dense_rows", "det_stats",
+           "job_metrics", "read_stats", "seg_stats", "with_map"]

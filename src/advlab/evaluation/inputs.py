@@ -1,0 +1,91 @@
+"""What an evaluation reads before it plans: the data (and its labels, by task), the ε sweep, the default dataset.
+
+Shared by the classification engine (:mod:`advlab.evaluation.engine`) and the dense tasks'
+planning (:mod:`advlab.evaluation.dense`), so both check their inputs the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+from torch import nn
+
+from advlab._checks import check_images, check_labels, check_positive_int
+from advlab.attacks.registry import TASKS
+from advlab.data import is_spec, load_dataset, open_images
+from advlab.models.blackbox import BlackBox
+from advlab.models.wrappers import declared_input_shape
+
+
+def model_dataset(net: nn.Module | BlackBox) -> str:
+    """The dataset a model's checkpoint records (``advlab_meta["dataset"]``), else ``"mnist"``."""
+    meta = getattr(net, "advlab_meta", None)
+    found = meta.get("dataset") if isinstance(meta, dict) else None
+    return found if isinstance(found, str) else "mnist"
+
+
+def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor] | None, data_dir: str | os.PathLike[str] | None,
+                 n: int | None, bounds: tuple[float, float], model: object = None, task: str = "classification"
+                 ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name.
+
+    Every image is checked against the bounds and every label for its type and shape here (by the
+    ``task``'s label check: class indices, label maps or boxes), before anything runs or is written.
+    A ``folder:`` / ``npz:`` spec gives a lazy :class:`~advlab.data.Images`
+    (read when indexed, checked in one streamed pass; a folder's size from the spec or ``model``'s
+    input shape): it stands for the images tensor, which the engine only indexes or streams.
+    """
+    if n is not None:
+        check_positive_int("n", n)
+    if data is None:
+        data = "mnist"
+    if isinstance(data, str) and is_spec(data):
+        if data_dir is not None:
+            raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with {data!r}")
+        if task != "classification":
+            raise ValueError(f"data: a folder or npz file holds class labels; a {task} model needs its task's labels")
+        images, labels = open_images(data, size=declared_input_shape(model), n=n, bounds=bounds)
+        return cast(torch.Tensor, images), check_labels("data", labels, len(images)), data
+    if isinstance(data, str):
+        x, y = load_dataset(data, "test", root=data_dir, task=None if task == "classification" else task)
+        name = data
+    elif isinstance(data, tuple) and len(data) == 2:
+        if data_dir is not None:
+            raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with tensors (x, y)")
+        (x, y), name = data, "tensors"
+    else:
+        raise TypeError(f"data: expected a dataset name or a tuple (x, y) of tensors, got {type(data).__name__}")
+    if n is not None:
+        x, y = x[:n], y[:n]
+    check_images("data", x, bounds)
+    return x, check_labels("data", y, len(x)) if task == "classification" else TASKS[task]("data", y, x), name
+
+
+def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -> tuple[float, ...]:
+    """The sweep sorted and without repeats; each budget a number ≥ 0 (and, for L∞, within the bounds' range)."""
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
+        raise TypeError(f"eps: expected a sequence of numbers, got {type(eps).__name__}")
+    out = []
+    span = bounds[1] - bounds[0]
+    for e in eps:
+        if isinstance(e, (bool, str, bytes)):
+            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})")
+        try:
+            e = float(e)
+        except (TypeError, ValueError):
+            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})") from None
+        if math.isnan(e) or e < 0:
+            raise ValueError(f"eps: expected numbers >= 0, got {e}")
+        if norm == "linf" and e > span:
+            raise ValueError(f"eps: {e} is outside the bounds' range for linf (at most {span:g})")
+        out.append(e)
+    if not out:
+        raise ValueError("eps: expected at least one budget")
+    return tuple(sorted(set(out)))
+
+
+__all__ = ["model_dataset", "resolve_data", "validate_eps"]
