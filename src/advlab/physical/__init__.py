@@ -7,8 +7,9 @@ for Expectation over Transformation); :func:`lab_grid` is the fixed lab test gri
 light). Everything is batched, differentiable in the pixels, and deterministic under a generator.
 """
 
+from advlab.physical.camera import DISTANCE, homography, mip_levels, render, transform_images, warp
 from advlab.physical.conditions import LAB, Conditions, TransformDistribution, lab_grid
-from advlab.physical.render import DISTANCE, homography, photometric, render, transform_images, warp
+from advlab.physical.photometry import MAX_BLUR, blur, photometric
 
-__all__ = ["DISTANCE", "LAB", "Conditions", "TransformDistribution", "homography", "lab_grid", "photometric",
-           "render", "transform_images", "warp"]
+__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "Conditions", "TransformDistribution", "blur", "homography", "lab_grid",
+           "mip_levels", "photometric", "render", "transform_images", "warp"]
