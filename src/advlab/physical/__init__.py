@@ -9,7 +9,8 @@ light). Everything is batched, differentiable in the pixels, and deterministic u
 
 from advlab.physical.camera import DISTANCE, homography, mip_levels, render, transform_images, warp
 from advlab.physical.conditions import LAB, Conditions, TransformDistribution, lab_grid
+from advlab.physical.eot import PAPER_EOT, Transformed, eot_grad_fn
 from advlab.physical.photometry import MAX_BLUR, blur, photometric
 
-__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "Conditions", "TransformDistribution", "blur", "homography", "lab_grid",
-           "mip_levels", "photometric", "render", "transform_images", "warp"]
+__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "PAPER_EOT", "Conditions", "TransformDistribution", "Transformed", "blur",
+           "eot_grad_fn", "homography", "lab_grid", "mip_levels", "photometric", "render", "transform_images", "warp"]

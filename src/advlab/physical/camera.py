@@ -60,13 +60,14 @@ def homography(cond: Conditions) -> torch.Tensor:
 
 
 def _sampling_grid(inv: torch.Tensor, out_hw: tuple[int, int], supersample: int, affine: torch.Tensor,
-                   limit: torch.Tensor) -> torch.Tensor:
+                   limit: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """N×(H·s)×(W·s)×2 grid_sample coordinates of the object at each (sub)pixel.
 
     ``inv`` is H⁻¹ (N×3×3, float64) with grid_sample's y already scaled. Object coordinates
     (u, y) are clamped to ±``limit`` (N×2: one texel beyond the object's edge, where the
     sampled value is 0), then mapped by the per-row ``affine`` (N×2×2: scale, offset) into the
     texture (an atlas of mip levels); the affine is folded into H⁻¹ and the clamp moved after it.
+    The grid has the ``dtype`` of the images it samples.
     """
     h, w = out_hw
     s = supersample
@@ -78,9 +79,9 @@ def _sampling_grid(inv: torch.Tensor, out_hw: tuple[int, int], supersample: int,
     a, b = affine[:, :, 0], affine[:, :, 1]  # N×2
     m = inv.clone()
     m[:, :2] = a[:, :, None] * inv[:, :2] + b[:, :, None] * inv[:, 2:]  # (a·q + b·q_z) / q_z = a·(q/q_z) + b
-    q = torch.matmul(pix.to(torch.float32), m.to(torch.float32).transpose(1, 2))  # N×P×3: one bmm
+    q = torch.matmul(pix.to(dtype), m.to(dtype).transpose(1, 2))  # N×P×3: one bmm
     depth = q[..., 2:]
-    lo, hi = (b - a * limit).to(torch.float32)[:, None], (b + a * limit).to(torch.float32)[:, None]
+    lo, hi = (b - a * limit).to(dtype)[:, None], (b + a * limit).to(dtype)[:, None]
     uv = torch.clamp(q[..., :2] / depth, min=lo, max=hi)
     if float(depth.min()) <= 1e-9:  # rays that miss the plane or meet it behind the camera: outside the object
         uv = torch.where(depth > 1e-9, uv, lo)
@@ -171,7 +172,7 @@ def _shared(obj: torch.Tensor, inv: torch.Tensor, lh: torch.Tensor, lw: torch.Te
     size = torch.stack([lw, lh], 1).to(f64)
     corner = torch.tensor(places, dtype=f64, device=dev)[which]
     affine = torch.stack([size / atlas_wh, (2 * corner + size) / atlas_wh - 1], 2)  # level [−1, 1] → atlas
-    grid = _sampling_grid(inv, out_hw, supersample, affine, _limit(lh, lw))
+    grid = _sampling_grid(inv, out_hw, supersample, affine, _limit(lh, lw), obj.dtype)
     n, gh, gw, _ = grid.shape
     out = F.grid_sample(atlas, grid.reshape(1, n * gh, gw, 2), mode="bilinear", padding_mode="zeros",
                         align_corners=False)
@@ -184,7 +185,7 @@ def _per_row(obj: torch.Tensor, inv: torch.Tensor, lh: torch.Tensor, lw: torch.T
     n = len(inv)
     same = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64, device=inv.device).expand(n, 2, 2)
     limit = _limit(lh, lw) if padding == "zeros" else torch.full((n, 2), 1e6, dtype=torch.float64, device=inv.device)
-    grid = _sampling_grid(inv, out_hw, supersample, same, limit)
+    grid = _sampling_grid(inv, out_hw, supersample, same, limit, obj.dtype)
     key = lh * _KEY + lw
     groups = torch.unique(key).tolist()
     if len(groups) == 1:
