@@ -11,6 +11,17 @@ from advlab.physical.camera import DISTANCE, homography, mip_levels, render, tra
 from advlab.physical.conditions import LAB, Conditions, TransformDistribution, lab_grid
 from advlab.physical.eot import PAPER_EOT, Transformed, eot_grad_fn
 from advlab.physical.photometry import MAX_BLUR, blur, photometric
+from advlab.physical.printing import (
+    PAPER_KURAKIN,
+    PrintPhoto,
+    destruction,
+    jpeg,
+    kurakin_bim,
+    print_photo,
+    print_photo_table,
+)
 
-__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "PAPER_EOT", "Conditions", "TransformDistribution", "Transformed", "blur",
-           "eot_grad_fn", "homography", "lab_grid", "mip_levels", "photometric", "render", "transform_images", "warp"]
+__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "PAPER_EOT", "PAPER_KURAKIN", "Conditions", "PrintPhoto",
+           "TransformDistribution", "Transformed", "blur", "destruction", "eot_grad_fn", "homography", "jpeg",
+           "kurakin_bim", "lab_grid", "mip_levels", "photometric", "print_photo", "print_photo_table", "render",
+           "transform_images", "warp"]
