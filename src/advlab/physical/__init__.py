@@ -13,15 +13,18 @@ from advlab.physical.eot import PAPER_EOT, Transformed, eot_grad_fn
 from advlab.physical.photometry import MAX_BLUR, blur, photometric
 from advlab.physical.printing import (
     PAPER_KURAKIN,
+    PhotoRun,
     PrintPhoto,
     destruction,
     jpeg,
     kurakin_bim,
     print_photo,
+    print_photo_runs,
     print_photo_table,
+    summarise,
 )
 
-__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "PAPER_EOT", "PAPER_KURAKIN", "Conditions", "PrintPhoto",
+__all__ = ["DISTANCE", "LAB", "MAX_BLUR", "PAPER_EOT", "PAPER_KURAKIN", "Conditions", "PhotoRun", "PrintPhoto",
            "TransformDistribution", "Transformed", "blur", "destruction", "eot_grad_fn", "homography", "jpeg",
-           "kurakin_bim", "lab_grid", "mip_levels", "photometric", "print_photo", "print_photo_table", "render",
-           "transform_images", "warp"]
+           "kurakin_bim", "lab_grid", "mip_levels", "photometric", "print_photo", "print_photo_runs",
+           "print_photo_table", "render", "summarise", "transform_images", "warp"]

@@ -39,7 +39,8 @@ from advlab.physical.conditions import Conditions
 from advlab.physical.photometry import photometric
 from advlab.threat import ThreatModel
 
-__all__ = ["PAPER_KURAKIN", "PrintPhoto", "destruction", "jpeg", "kurakin_bim", "print_photo", "print_photo_table"]
+__all__ = ["PAPER_KURAKIN", "PhotoRun", "PrintPhoto", "destruction", "jpeg", "kurakin_bim", "print_photo",
+           "print_photo_runs", "print_photo_table", "summarise"]
 
 PAPER_KURAKIN = ("Kurakin, Goodfellow, Bengio 2017, Adversarial examples in the physical world, "
                  "https://arxiv.org/abs/1607.02533")
@@ -168,7 +169,7 @@ def kurakin_bim(eps: float) -> dict[str, Any]:
 
 def destruction(clean_ok: torch.Tensor, adv_ok: torch.Tensor, clean_photo_ok: torch.Tensor,
                 adv_photo_ok: torch.Tensor) -> tuple[int, int]:
-    """Kurakin's destruction rate's counts (destroyed, base).
+    """Kurakin's destruction rate's counts (destroyed, base); photo tensors may be draws × N.
 
     base: clean right before and after the pipeline, adversarial wrong before; destroyed: of
     those, adversarial right after.
@@ -196,24 +197,70 @@ def _photos(x: torch.Tensor, seed: int, draws: int, severity: float, spec: Print
             for k in range(draws)]
 
 
-def _row(name: str, eps: float, clean_ok: torch.Tensor, clean_photo_ok: list[torch.Tensor], adv: tuple[torch.Tensor,
-         torch.Tensor], adv_photo_ok: list[torch.Tensor]) -> dict[str, Any]:
-    adv_ok, margin = adv
-    bases = [clean_ok & ~adv_ok & c for c in clean_photo_ok]
-    counts = [destruction(clean_ok, adv_ok, c, a) for c, a in zip(clean_photo_ok, adv_photo_ok, strict=True)]
-    destroyed, base = sum(d for d, _ in counts), sum(b for _, b in counts)
-    in_base = torch.cat([margin[b] for b in bases])
+@dataclass(frozen=True)
+class PhotoRun:
+    """One (attack, ε) of the experiment, per image (N) and photo (draws × N).
+
+    ``ok``/``margin``: the (adversarial) images classified correctly, and their margin
+    max_{i≠y} z_i − z_y, before the pipeline; ``photo_ok``: correctly after it, per photo. The
+    clean images' own run has attack "clean" and ε 0. ``x_adv`` is kept for figures.
+    """
+
+    attack: str
+    eps: float
+    ok: torch.Tensor
+    margin: torch.Tensor
+    photo_ok: torch.Tensor
+    x_adv: torch.Tensor
+
+
+def summarise(clean: PhotoRun, run: PhotoRun) -> dict[str, Any]:
+    """A table row: accuracies before and after, and Kurakin's destruction rate of ``run`` against ``clean``."""
+    base = clean.ok & ~run.ok & clean.photo_ok  # draws × N
+    destroyed, counted = destruction(clean.ok, run.ok, clean.photo_ok, run.photo_ok)
+    in_base = run.margin.expand_as(base)[base]
     return {
-        "attack": name, "eps": eps, "n": len(clean_ok), "draws": len(adv_photo_ok),
-        "clean_acc": float(clean_ok.float().mean()),
-        "clean_photo_acc": float(torch.stack(clean_photo_ok).float().mean()),
-        "adv_acc": float(adv_ok.float().mean()),
-        "adv_photo_acc": float(torch.stack(adv_photo_ok).float().mean()),
-        "base": base, "destroyed": destroyed,
-        "destruction_rate": destroyed / base if base else float("nan"),
-        "survival_rate": (base - destroyed) / base if base else float("nan"),
-        "margin_median": float(in_base.median()) if base else float("nan"),
+        "attack": run.attack, "eps": run.eps, "n": len(run.ok), "draws": len(run.photo_ok),
+        "clean_acc": float(clean.ok.float().mean()), "clean_photo_acc": float(clean.photo_ok.float().mean()),
+        "adv_acc": float(run.ok.float().mean()), "adv_photo_acc": float(run.photo_ok.float().mean()),
+        "base": counted, "destroyed": destroyed,
+        "destruction_rate": destroyed / counted if counted else float("nan"),
+        "survival_rate": (counted - destroyed) / counted if counted else float("nan"),
+        "margin_median": float(in_base.median()) if counted else float("nan"),
     }
+
+
+def _run(model: Callable[[torch.Tensor], torch.Tensor], name: str, eps: float, x_adv: torch.Tensor, y: torch.Tensor,
+         photo: Callable[[torch.Tensor], list[torch.Tensor]], batch_size: int) -> PhotoRun:
+    ok, margin = _judge(model, x_adv, y, batch_size)
+    photo_ok = torch.stack([_judge(model, p, y, batch_size)[0] for p in photo(x_adv)])
+    return PhotoRun(name, eps, ok, margin, photo_ok, x_adv)
+
+
+def print_photo_runs(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     eps_list: Sequence[float], attacks: Mapping[str, Attack], *, severity: float = 1.0,
+                     draws: int = 1, seed: int = 0, batch_size: int = 500,
+                     spec: PrintPhoto | None = None) -> list[PhotoRun]:
+    """The experiment's per-image outcomes: the clean run first, then one per (attack, ε).
+
+    Arguments as for :func:`print_photo_table`, which aggregates these runs.
+    """
+    check_images("x", x, (0.0, 1.0))
+    check_positive_int("draws", draws)
+    check_positive_int("batch_size", batch_size)
+    if len(y) != len(x):
+        raise ValueError(f"y: expected {len(x)} labels, one per image, got {len(y)}")
+
+    def photo(images: torch.Tensor) -> list[torch.Tensor]:
+        return _photos(images, seed, draws, severity, spec)
+
+    runs = [_run(model, "clean", 0.0, x, y, photo, batch_size)]
+    for name, attack in attacks.items():
+        for eps in eps_list:
+            threat = ThreatModel("linf", float(eps))
+            x_adv = attack(model, x, y, threat, generator=torch.Generator().manual_seed(seed)).x_adv
+            runs.append(_run(model, name, float(eps), x_adv, y, photo, batch_size))
+    return runs
 
 
 def print_photo_table(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -247,20 +294,6 @@ def print_photo_table(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     pipeline: how deep into a wrong class they were). The first row is the clean images
     (``attack`` "clean", ε 0).
     """
-    check_images("x", x, (0.0, 1.0))
-    check_positive_int("draws", draws)
-    check_positive_int("batch_size", batch_size)
-    if len(y) != len(x):
-        raise ValueError(f"y: expected {len(x)} labels, one per image, got {len(y)}")
-    clean = _judge(model, x, y, batch_size)
-    clean_ok = clean[0]
-    clean_photo_ok = [_judge(model, p, y, batch_size)[0] for p in _photos(x, seed, draws, severity, spec)]
-    rows = [_row("clean", 0.0, clean_ok, clean_photo_ok, clean, clean_photo_ok)]
-    for name, attack in attacks.items():
-        for eps in eps_list:
-            threat = ThreatModel("linf", float(eps))
-            x_adv = attack(model, x, y, threat, generator=torch.Generator().manual_seed(seed)).x_adv
-            adv = _judge(model, x_adv, y, batch_size)
-            adv_photo_ok = [_judge(model, p, y, batch_size)[0] for p in _photos(x_adv, seed, draws, severity, spec)]
-            rows.append(_row(name, float(eps), clean_ok, clean_photo_ok, adv, adv_photo_ok))
-    return rows
+    runs = print_photo_runs(model, x, y, eps_list, attacks, severity=severity, draws=draws, seed=seed,
+                            batch_size=batch_size, spec=spec)
+    return [summarise(runs[0], run) for run in runs]
