@@ -196,7 +196,7 @@ def _per_row(obj: torch.Tensor, inv: torch.Tensor, lh: torch.Tensor, lw: torch.T
         rows = (key == k).nonzero()[:, 0]
         seen = F.grid_sample(_prefilter(obj[rows], (k // _KEY, k % _KEY)), grid[rows], mode="bilinear",
                              padding_mode=padding, align_corners=False)
-        out = out.index_copy(0, rows, seen)
+        out.index_copy_(0, rows, seen)
     return out
 
 
