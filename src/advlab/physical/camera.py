@@ -275,7 +275,9 @@ def transform_images(x: torch.Tensor, cond: Conditions, *, generator: torch.Gene
         raise ValueError(f"cond: need one row per image ({n}), got {cond.rows}")
     keep = _geometric_identity(cond, h, w)
     out = x
-    if not bool(keep.all()):
+    if not bool(keep.any()):  # every row moves: no gathering
+        out = warp(x - fill, cond, (h, w), supersample=supersample) + fill
+    elif not bool(keep.all()):
         moved = (~keep).nonzero()[:, 0]
         seen = warp(x[moved] - fill, cond.select(moved), (h, w), supersample=supersample)
         out = x.index_put((moved,), seen + fill)
