@@ -5,6 +5,14 @@ distance, rotation, light, printing colour error, blur, camera noise); :func:`tr
 applies the same to whole images. :class:`TransformDistribution` samples conditions (for data and
 for Expectation over Transformation); :func:`lab_grid` is the fixed lab test grid (width × angle ×
 light). Everything is batched, differentiable in the pixels, and deterministic under a generator.
+
+:func:`eot_grad_fn` is EOT over a distribution as a gradient seam for every attack that takes
+``grad_fn``; :class:`Transformed` is a model seen through the distribution. :func:`print_photo`
+simulates printing an image and photographing it (Kurakin et al.), and :func:`print_photo_table`
+measures how many adversarial examples that destroys.
+
+Modules: ``conditions`` (conditions, distributions, the lab grid), ``camera`` (homography, mip
+pre-filter, warp, render, transform_images), ``photometry``, ``eot``, ``printing``.
 """
 
 from advlab.physical.camera import DISTANCE, homography, mip_levels, render, transform_images, warp
