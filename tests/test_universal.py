@@ -122,7 +122,7 @@ def test_patch_is_deterministic_fits_and_reaches_the_target(digits_mlp, split):
     baseline = patch_success(digits_mlp, xh, yh, grey, draws=2, generator=torch.Generator().manual_seed(1))
     assert score.excluded == int((yh == 0).sum()) and score.trials == 2 * int((yh != 0).sum())
     # measured on this fixture (a disc covering up to half of the 8×8 image, anywhere, any rotation): 0.65 and
-    # 0.66 targeted success (seeds 0, 1), a grey patch 0.06. The MLP has no translation invariance: a patch that
+    # 0.66 targeted success (seeds 0, 1), a grey patch 0.07. The MLP has no translation invariance: a patch that
     # may go anywhere needs that much area (a quarter of the image gave 0.03-0.04; fixed in place, 0.99).
     assert score.success >= 0.5, score
     assert score.success > baseline.success + 0.4

@@ -37,8 +37,8 @@ from advlab.attacks.fastview import inference_view, prepare
 from advlab.attacks.patch import Placement, optimise_patch
 from advlab.metrics import predict_logits
 from advlab.models.blackbox import BlackBox
+from advlab.physical.camera import render
 from advlab.physical.conditions import Conditions
-from advlab.physical.render import render
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 Shape = Literal["circle", "square"]
