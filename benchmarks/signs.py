@@ -17,6 +17,7 @@ Writes the section ``signs`` of docs/benchmarks.md and the figures docs/figures/
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -51,14 +52,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def time_generation() -> dict[str, tuple[float, float]]:
-    """Wall and CPU seconds to generate each split from scratch."""
+def time_generation() -> dict[str, tuple[float, float, str]]:
+    """Wall and CPU seconds to generate each split from scratch, and the SHA-256 (first 12 hex) of its bytes."""
     out = {}
     for split in ("train", "test"):
         signs_mod.signs_split.cache_clear()
         t, c = time.perf_counter(), time.process_time()
-        signs_mod.signs_split(split)
-        out[split] = (time.perf_counter() - t, time.process_time() - c)
+        x, y = signs_mod.signs_split(split)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:12]
+        out[split] = (wall, cpu, digest)
     return out
 
 
@@ -69,10 +72,10 @@ def generation_lines(thread_counts: list[int]) -> list[str]:
         torch.set_num_threads(threads)
         load = os.getloadavg()[0]
         gen = time_generation()
-        total = sum(w for w, _ in gen.values())
-        lines += [f"- Generation at {threads} thread(s), from scratch: "
-                  + "; ".join(f"{s} ({signs_mod.SIGNS[s]} images) {w:.1f} s wall / {c:.1f} s CPU"
-                              for s, (w, c) in gen.items())
+        total = sum(w for w, _, _ in gen.values())
+        lines += [f"- Generation with {threads} torch thread(s) set, from scratch: "
+                  + "; ".join(f"{s} ({signs_mod.SIGNS[s]} images, sha256 {h}…) {w:.1f} s wall / {c:.1f} s CPU"
+                              for s, (w, c, h) in gen.items())
                   + f"; **both splits {total:.1f} s wall** (load average {load:.1f} → {os.getloadavg()[0]:.1f} "
                   f"on {os.cpu_count()} cores)."]
         print(lines[-1], flush=True)
