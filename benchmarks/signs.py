@@ -1,7 +1,8 @@
 """The signs world (issue 18): how long the dataset takes to generate, and signnet's accuracy per lab cell.
 
 * Generation: both splits of ``load_dataset("signs")`` generated from scratch (the per-process cache
-  cleared) at ``--threads`` torch threads: wall and CPU seconds per split.
+  cleared) with each of ``--gen-threads`` torch threads set (the generator itself runs on one thread
+  and restores the setting): wall and CPU seconds per split, and a digest of each split's bytes.
 * signnet: test Acc@1 of the shipped ``signnet-signs``, and its accuracy in every cell of the lab grid
   (``advlab.physical.lab_grid(draws=3)``: width 40/32/24/16 px × viewing angle 0/15/30/45° × light
   0.6/1.0/1.4, three held-out draws of the rest per cell): every class's canonical sign rendered at
@@ -45,7 +46,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads for the model passes")
     p.add_argument("--gen-threads", default="2", help="thread counts to time the generation at, e.g. 1,2")
     p.add_argument("--model", default="signnet-signs")
-    p.add_argument("--backgrounds", type=int, default=5, help="held-out backgrounds per lab row and class")
+    p.add_argument("--backgrounds", type=int, default=6,
+                   help="held-out backgrounds per lab row and class (6: one of each kind)")
     p.add_argument("--draws", type=int, default=3, help="lab draws per cell")
     p.add_argument("--parts", default="generation,accuracy,lab,figures")
     p.add_argument("--no-doc", action="store_true", help="print, do not write docs/benchmarks.md")
