@@ -18,8 +18,8 @@ splits differ in every seed (classes, backgrounds, conditions, JPEG).
 Generation runs on one torch thread (the caller's setting is restored afterwards): it is a long
 chain of medium-sized element-wise operations, which a second thread barely speeds up and which,
 on a machine shared with other jobs, wait for the descheduled thread at every operation —
-measured: both splits 67 s on one thread and 146 s on two, at a load average of about 6 on 2 cores
-(benchmarks/signs.py).
+measured on the train split: 21 s on one thread and 57 s on two, at a load average of about 3 on
+2 cores (docs/signs.md).
 """
 
 from __future__ import annotations
