@@ -47,7 +47,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default="mnist", help="dataset whose test split is used")
     p.add_argument("--craft", type=int, default=2000, help="crafting images: the first of the test split")
     p.add_argument("--held", type=int, default=2000, help="held-out images: the ones after the crafting images")
-    p.add_argument("--linf", default="0.1,0.2", help="L∞ budgets")
+    p.add_argument("--linf", default="0.1,0.2", help="L∞ budgets (numbers or fractions like 8/255)")
     p.add_argument("--l2", default="3.0", help="L2 budgets")
     p.add_argument("--passes", type=int, default=10, help="max passes of the batched UAP")
     p.add_argument("--batch", type=int, default=32, help="images per DeepFool call of the batched UAP")
@@ -56,6 +56,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target", default="0", help="the patch's target class: an index, or a sign's name (speed-80)")
     p.add_argument("--fractions", default="0.1,0.2,0.3", help="patch areas (share of the image)")
     p.add_argument("--patch-steps", type=int, default=1000)
+    p.add_argument("--patch-lr", type=float, default=0.05)
     p.add_argument("--draws", type=int, default=3, help="held-out placements per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parts", default="uap,patch")
@@ -75,6 +76,15 @@ def class_index(spec: str) -> int:
     if spec not in names:
         raise SystemExit(f"--target: expected a class index or one of {', '.join(names) or '(no named classes)'}")
     return names.index(spec)
+
+
+def budgets(spec: str) -> list[float]:
+    """Comma-separated budgets; each a number or a fraction ``a/b``."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        num, _, den = item.partition("/")
+        out.append(float(num) / float(den or 1))
+    return out
 
 
 def random_perturbation(norm: str, eps: float, shape: torch.Size, seed: int) -> torch.Tensor:
@@ -105,15 +115,14 @@ def pgd_row(args, model, xh: torch.Tensor, yh: torch.Tensor, norm: str, eps: flo
 
 
 def uap_study(args, model, data) -> list[dict]:
-    budgets = [("linf", float(e)) for e in args.linf.split(",") if e] + [("l2", float(e)) for e in args.l2.split(",")
-                                                                          if e]
+    pairs = [("linf", e) for e in budgets(args.linf)] + [("l2", e) for e in budgets(args.l2)]
     rows = []
-    for norm, eps in budgets:
+    for norm, eps in pairs:
         row = uap_row(args, model, data, norm, eps, args.batch, args.passes)
         row["pgd"] = pgd_row(args, model, data[1], data[2], norm, eps)
         rows.append(row)
         print(f"uap {norm} {eps}: {row['held']} pgd {row['pgd']}", flush=True)
-    linf = [eps for norm, eps in budgets if norm == "linf"]
+    linf = [eps for norm, eps in pairs if norm == "linf"]
     if args.paper_passes and linf:
         row = uap_row(args, model, data, "linf", max(linf), 1, args.paper_passes)
         rows.append(row)
@@ -129,7 +138,7 @@ def patch_study(args, model, data) -> list[dict]:
     for frac, placement in [*((f, {}) for f in fractions), (max(fractions), fixed)]:
         t = time.perf_counter()
         patch = universal_patch(model, xc, class_index(args.target), size_fraction=frac, steps=args.patch_steps,
-                                generator=torch.Generator().manual_seed(args.seed), **placement)
+                                lr=args.patch_lr, generator=torch.Generator().manual_seed(args.seed), **placement)
         seconds = time.perf_counter() - t
         grey = replace(patch, image=torch.full_like(patch.image, 0.5))
         scores = {name: patch_success(model, xh, yh, p, draws=args.draws,
@@ -157,7 +166,7 @@ def uap_lines(args, rows: list[dict]) -> list[str]:
         pg = r.get("pgd")
         tail = f"{pg['fool']:.3f} | {pg['acc']:.3f}" if pg else "– | –"
         size = float(r["v"].abs().max() if r["norm"] == "linf" else r["v"].norm())
-        lines.append(f"| {r['norm']} | {r['eps']:g} | {update} | {r['passes']} | {size:.3f} | {r['seconds']:.0f} | "
+        lines.append(f"| {r['norm']} | {r['eps']:.4g} | {update} | {r['passes']} | {size:.3f} | {r['seconds']:.0f} | "
                      f"{r['craft'].fooling_rate:.3f} | {r['held'].fooling_rate:.3f} | {r['held'].accuracy:.3f} | "
                      f"{r['noise'].fooling_rate:.3f} | {tail} |")
     clean = rows[0]["held"].clean_accuracy if rows else float("nan")
@@ -167,10 +176,10 @@ def uap_lines(args, rows: list[dict]) -> list[str]:
 
 def patch_lines(args, rows: list[dict]) -> list[str]:
     lines = [f"**The universal patch** on `{args.model}`, target class {args.target}: a disc, any position "
-             "(its square inside the image), rotation ±180°, scale 0.9–1.1 (last row: neither); Adam (lr 0.05, 32 images per step, "
-             f"{args.patch_steps} steps) on the crafting images; success = share of (image, placement) trials "
-             f"answering the target, {args.draws} fresh placements (another seed) per image whose true class is not "
-             "the target.", "", "| area ≤ | placements | disc width at scale 1 (px) | s | success (held-out) | success "
+             "(its square inside the image), rotation ±180°, scale 0.9–1.1 (last row: neither); Adam (lr "
+             f"{args.patch_lr:g}, 32 images per step, {args.patch_steps} steps) on the crafting images; success = "
+             f"share of (image, placement) trials answering the target, {args.draws} fresh placements (another seed) "
+             "per image whose true class is not the target.", "", "| area ≤ | placements | disc width at scale 1 (px) | s | success (held-out) | success "
              "(crafting images) | grey disc (held-out) | held-out trials |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kind = "no rotation, scale 1" if r["fixed"] else "rotation ±180°, scale 0.9–1.1"
