@@ -15,11 +15,12 @@ pushing a view once it is read as the target with margin κ). Here the sticker's
 the sign's inside the mask (a printed sticker covers what is under it), so M·δ is the sticker minus
 the sign's colour there, and the sticker's values are clamped to [0, 1] after every step.
 
-Non-printability (Sharif et al. 2016, used by Eykholt et al.): a colour's score is the product of
-its distances to every colour of a fixed printable palette — zero exactly at a printable colour.
-With a palette of K colours the plain product is of order 0.5^K and its gradient vanishes, so the
-score here is the product's K-th root (its geometric mean); its zeros, and therefore what it
-rewards, are the paper's. The palette :data:`PRINTABLE` is the 3×3×3 grid of levels
+Non-printability (Sharif et al. 2016, used by Eykholt et al.) scores a colour by the product of its
+distances to every colour of a fixed printable palette: zero exactly at a printable colour. With a
+palette of K = 27 colours in [0, 1] that product is of order 0.5^27 and its gradient vanishes, so
+the score here is the distance to the *nearest* printable colour (the form of Thys et al. 2019):
+the same zeros, a gradient of constant size towards the nearest printable colour. A sticker's NPS
+is the mean over its pixels. The palette :data:`PRINTABLE` is the 3×3×3 grid of levels
 {0.1, 0.5, 0.9} per channel: a printer's reachable gamut, short of the pure extremes.
 
 The sticker mask :data:`BARS` is two horizontal bars above and below the word STOP, the look of the
@@ -46,7 +47,9 @@ __all__ = ["BARS", "PAPER", "PRINTABLE", "Sticker", "mask_share", "nps", "render
 
 PAPER = (
     "Eykholt, Evtimov, Fernandes, Li, Rahmati, Xiao, Prakash, Kohno, Song 2018, Robust Physical-World Attacks "
-    "on Deep Learning Visual Classification, https://arxiv.org/abs/1707.08945"
+    "on Deep Learning Visual Classification, https://arxiv.org/abs/1707.08945; non-printability: Sharif, "
+    "Bhagavatula, Bauer, Reiter 2016, Accessorize to a Crime, https://doi.org/10.1145/2976749.2978392, in the "
+    "nearest-colour form of Thys, Van Ranst, Goedemé 2019, https://arxiv.org/abs/1904.08653"
 )
 Model = Callable[[torch.Tensor], torch.Tensor]
 Rect = tuple[int, int, int, int]  # (top, bottom, left, right), rows top:bottom, columns left:right
@@ -113,9 +116,9 @@ def render_sticker(sticker: Sticker, sign: torch.Tensor, backgrounds: torch.Tens
 
 
 def nps(colours: torch.Tensor, palette: torch.Tensor = PRINTABLE) -> torch.Tensor:
-    """Mean non-printability of ``colours`` (P×3): the geometric mean of each one's distances to the palette."""
-    d = torch.cdist(colours, palette.to(colours))  # P×K
-    return torch.exp(torch.log(d + 1e-6).mean(dim=1)).mean()
+    """Mean non-printability of ``colours`` (P×3): each one's distance to the nearest palette colour."""
+    d2 = ((colours[:, None, :] - palette.to(colours)[None]) ** 2).sum(dim=2)  # P×K
+    return torch.sqrt(d2.min(dim=1).values + 1e-12).mean()
 
 
 def _penalty(delta: torch.Tensor, norm: str) -> torch.Tensor:
