@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``train`` sub-command."""
     p = sub.add_parser("train", help="train a model (optionally with a defense) and save a checkpoint")
     p.add_argument("--model", required=True,
-                   help="architecture: lenet, googlenet, mlp, cnn; segnet or detnet (on mnist-scenes)")
-    p.add_argument("--dataset", default="mnist", help="mnist, digits or mnist-scenes (default mnist)")
+                   help="architecture: lenet, googlenet, mlp, cnn; signnet (on signs); segnet or detnet "
+                        "(on mnist-scenes)")
+    p.add_argument("--dataset", default="mnist", help="mnist, digits, signs or mnist-scenes (default mnist)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST IDX files (default: offline copy)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)

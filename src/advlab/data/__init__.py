@@ -4,6 +4,8 @@
 ``load_dataset("digits", split)`` gives scikit-learn's 8×8 digits, a tiny dataset for fast tests.
 ``load_dataset("mnist-scenes", split, task="segmentation"|"detection")`` gives 96×96 multi-digit
 scenes with per-pixel labels or boxes (:mod:`advlab.data.scenes`).
+``load_dataset("signs", split)`` gives 48×48 colour images of 12 traffic signs rendered on street-like
+backgrounds under random viewpoint, light, blur, noise and JPEG (:mod:`advlab.data.signs`).
 ``half_indices(n, "a")`` picks one of the two fixed disjoint halves of a training set.
 
 Your own images: ``open_images("folder:PATH:size=224")`` / ``open_images("npz:PATH")`` give a lazy
@@ -24,6 +26,7 @@ from advlab.data.folder import is_spec, open_images, parse_spec
 from advlab.data.idx import read_idx, write_idx
 from advlab.data.mnist import load_mnist
 from advlab.data.scenes import TASKS, load_scenes
+from advlab.data.signs import load_signs
 from advlab.data.source import Images, ImageSource, resize_crop, stream_batches
 from advlab.data.splits import HALF_SPLIT_SEED, HALVES, half_indices
 
@@ -46,6 +49,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn 8×8 digits, 1 437 train / 360 test"),
     "mnist-scenes": DatasetInfo("mnist-scenes", (1, 96, 96), 10,
                                 "96×96 scenes of 1-5 MNIST digits, maps or boxes, 20 000 train / 2 000 test", TASKS),
+    "signs": DatasetInfo("signs", (3, 48, 48), 12,
+                         "48×48 RGB traffic signs (12 classes) rendered on street-like backgrounds, "
+                         "24 000 train / 4 800 test"),
 }
 
 
@@ -75,8 +81,8 @@ def load_dataset(
     """Load a dataset split as tensors.
 
     Args:
-        name: ``"mnist"``, ``"digits"``, or a ``folder:PATH[:size=S]`` / ``npz:PATH`` spec
-            (:mod:`advlab.data.folder`): every image is read into memory (for a large set use
+        name: ``"mnist"``, ``"digits"``, ``"mnist-scenes"``, ``"signs"``, or a ``folder:PATH[:size=S]`` /
+            ``npz:PATH`` spec (:mod:`advlab.data.folder`): every image is read into memory (for a large set use
             :func:`open_images`, which reads them when indexed).
         split: ``"train"`` or ``"test"``. A folder or an npz file is one split: it is the
             evaluation data, named ``"test"`` (the default); ``"train"`` is refused for it.
@@ -110,7 +116,7 @@ def load_dataset(
         return load_mnist(split, root)
     if root is not None:
         raise ValueError(f"root: dataset {name!r} takes no data directory")
-    return _load_digits(split)
+    return load_signs(split) if name == "signs" else _load_digits(split)
 
 
 __all__ = [

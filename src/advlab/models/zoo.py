@@ -27,6 +27,7 @@ from advlab.models.dense import DetNet, SegNet
 from advlab.models.factory import is_factory_spec, load_factory
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
 from advlab.models.onnx import load_onnx
+from advlab.models.signnet import SignNet
 from advlab.models.sklearn import SKLEARN_MODELS, SklearnName, is_sklearn_model, load_sklearn_model
 from advlab.models.wrappers import Defended, declared_input_shape, parse_defense
 
@@ -87,6 +88,7 @@ register_model("detnet", "small CenterNet for mnist-scenes (stride 4, heat-map/s
     DetNet
 )
 register_model("cnn", "small strided CNN conv32-conv64-128 (adversarial-training size), 436k parameters")(SmallCNN)
+register_model("signnet", "small VGG-style CNN for 48×48 colour signs (BatchNorm, global average pool)")(SignNet)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
