@@ -6,13 +6,15 @@ of the same size, different from the clean sign only where the attack may paint.
 (:mod:`advlab.lab.grid`) then photographs clean and crafted sign under the same held-out conditions.
 
 * ``rp2``: :func:`advlab.attacks.rp2.rp2`, a sticker inside a mask optimised with EOT over the
-  signs' distribution and the training backgrounds.
+  signs' distribution and the training backgrounds; the mask found by
+  :func:`advlab.attacks.rp2.find_mask` (default) or fixed.
 * ``pgd``: the plain, single-view baseline — advlab's targeted :func:`~advlab.attacks.pgd` on the
   sign's texture seen through one fixed view (:class:`FrontalView`: frontal, width 40 px, neutral
   light, one training background, no noise), so the perturbation lives in the sign's texture and is
   mapped onto the sign exactly. ``region="mask"`` (default) lets it repaint the same sticker
-  region as RP2 (L∞ ε = 1: any colour there), ``region="sign"`` perturbs the whole sign face within
-  a small L∞ ε (e.g. 16/255). Either way the only thing it lacks is the expectation over conditions.
+  region as the attack it runs next to (L∞ ε = 1: any colour there); ``region="sign"`` perturbs
+  the whole sign face within a small L∞ ε (e.g. 16/255). Either way the only thing it lacks is the
+  expectation over conditions.
 
 :data:`CRAFTERS` maps names to crafters; :data:`COMPARE` says which baselines run next to an
 attack. Another physical attack joins by adding its crafter here.
@@ -29,10 +31,11 @@ from typing import Any, Literal, get_type_hints
 import torch
 import torch.nn as nn
 
-from advlab._checks import NonNegFloat, PositiveInt, check_param, suggest
+from advlab._checks import Fraction, NonNegFloat, PositiveInt, check_param, suggest
 from advlab.attacks.fastview import inference_view
 from advlab.attacks.gradient import pgd
-from advlab.attacks.rp2 import BARS, Rect, mask_share, rp2, sticker_mask, with_sticker
+from advlab.attacks.rp2 import find_mask, rp2
+from advlab.attacks.stickers import BARS, Rect, mask_share, sticker_mask, with_sticker
 from advlab.physical import Conditions, render
 from advlab.threat import ThreatModel
 
@@ -88,40 +91,65 @@ def bind_options(name: str, hints: Mapping[str, Any], defaults: Mapping[str, Any
 
 
 def _rp2_options() -> tuple[dict[str, Any], dict[str, Any]]:
-    """rp2's tunable keyword parameters (type hints, defaults), and the lab's ``mask`` option."""
+    """rp2's tunable keyword parameters and the lab's mask options: (type hints, defaults)."""
     hints = get_type_hints(rp2, include_extras=True)
-    skip = {"model", "sign", "target", "backgrounds", "mask", "distribution", "generator", "return"}
+    skip = {"model", "sign", "target", "backgrounds", "mask", "distribution", "generator", "init", "return"}
     params = inspect.signature(rp2).parameters
     keys = [k for k in params if k not in skip]
-    types = {k: hints[k] for k in keys} | {"mask": Literal["bars"] | list}
-    return types, {k: params[k].default for k in keys} | {"mask": "bars"}
+    types = {k: hints[k] for k in keys} | {"init": Literal["sign", "random"], **MASK_HINTS}
+    return types, {k: params[k].default for k in keys} | {"init": "sign", **MASK_DEFAULTS}
+
+
+# The sticker's mask: "found" by find_mask (with these options), the fixed "bars", or a list of rectangles.
+MASK_HINTS: dict[str, Any] = {"mask": Literal["found", "bars"] | list, "mask_share": Fraction,
+                              "mask_block": PositiveInt, "mask_steps": PositiveInt}
+MASK_DEFAULTS: dict[str, Any] = {"mask": "found", "mask_share": 0.095, "mask_block": 4, "mask_steps": 40}
 
 
 def _mask(spec: str | list[Any], size: int) -> torch.Tensor:
-    """The sticker mask: ``"bars"`` (:data:`~advlab.attacks.rp2.BARS`) or a list of [top, bottom, left, right]."""
-    if spec == "bars":
+    """A fixed sticker mask: ``"bars"`` (:data:`~advlab.attacks.stickers.BARS`) or [top, bottom, left, right] lists."""
+    if isinstance(spec, str):
+        if spec != "bars":
+            raise ValueError(f"-o mask: expected 'found', 'bars' or a list of [top, bottom, left, right], got {spec!r}")
         return sticker_mask(BARS, size)
     try:
         rects: list[Rect] = [(int(a), int(b), int(c), int(d)) for a, b, c, d in spec]
     except (TypeError, ValueError):
-        raise ValueError(f"-o mask: expected 'bars' or a list of [top, bottom, left, right], got {spec!r}") from None
+        raise ValueError(f"-o mask: expected 'found', 'bars' or a list of [top, bottom, left, right], "
+                         f"got {spec!r}") from None
     return sticker_mask(rects, size)
 
 
-def craft_rp2(scene: Scene, options: Mapping[str, Any], seed: int) -> Crafted:
-    """RP2's sticker on the sign (options: rp2's keyword parameters, and ``mask``)."""
+def craft_rp2(scene: Scene, options: Mapping[str, Any], seed: int, primary: Crafted | None = None) -> Crafted:
+    """RP2's sticker on the sign (options: rp2's keyword parameters and the mask's, :data:`MASK_HINTS`).
+
+    With ``mask="found"`` (default) :func:`~advlab.attacks.rp2.find_mask` first finds the mask
+    (``mask_share`` of the sign at most, ``mask_block``-pixel blocks, ``mask_steps`` steps per
+    round), and RP2 starts from its sticker.
+    """
     hints, defaults = _rp2_options()
     params = bind_options("rp2", hints, defaults, options)
-    mask = _mask(params["mask"], scene.sign.shape[-1])
-    kwargs = {k: v for k, v in params.items() if k != "mask"}
+    kwargs = {k: v for k, v in params.items() if k not in MASK_HINTS}
+    g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    sticker = rp2(scene.model, scene.sign, scene.target, backgrounds=scene.backgrounds, mask=mask,
-                  generator=torch.Generator().manual_seed(seed), **kwargs)
+    history: tuple[float, ...] = ()
+    if params["mask"] == "found":
+        found = find_mask(scene.model, scene.sign, scene.target, backgrounds=scene.backgrounds,
+                          share=params["mask_share"], block=params["mask_block"], steps_per_round=params["mask_steps"],
+                          samples_per_step=params["samples_per_step"], lr=params["lr"], loss=params["loss"],
+                          kappa=params["kappa"], generator=g)
+        mask, kwargs["init"], history = found.mask, found.image + scene.sign[:3] * (1 - found.mask), found.history
+        params["init"] = "find_mask's sticker"
+    else:
+        mask = _mask(params["mask"], scene.sign.shape[-1])
+        params = {k: v for k, v in params.items() if k not in MASK_HINTS or k == "mask"}
+    sticker = rp2(scene.model, scene.sign, scene.target, backgrounds=scene.backgrounds, mask=mask, generator=g,
+                  **kwargs)
     seconds = time.perf_counter() - start
     notes = {"region": "sticker mask", "share": mask_share(mask, scene.sign[3]),
-             "budget": "any colour inside the mask", "seconds": seconds,
-             "backgrounds": len(scene.backgrounds), "eot_success_last_10": _tail(sticker.history)}
-    return Crafted("rp2", sticker.apply(scene.sign), mask, params, notes, sticker.history)
+             "budget": "any colour inside the mask", "seconds": seconds, "backgrounds": len(scene.backgrounds),
+             "mask_steps_total": len(history), "eot_success_last_10": _tail(sticker.history)}
+    return Crafted("rp2", sticker.apply(scene.sign), mask, params, notes, history + sticker.history)
 
 
 def _tail(history: tuple[float, ...], k: int = 10) -> float:
@@ -154,28 +182,33 @@ class FrontalView(nn.Module):
 
 PGD_HINTS: dict[str, Any] = {"region": Literal["mask", "sign"], "eps": NonNegFloat | None, "steps": PositiveInt,
                              "step_size": NonNegFloat | None, "width": PositiveInt, "background": int,
-                             "mask": Literal["bars"] | list}
+                             "mask": Literal["auto", "bars"] | list}
 PGD_DEFAULTS: dict[str, Any] = {"region": "mask", "eps": None, "steps": 100, "step_size": None, "width": 40,
-                                "background": 0, "mask": "bars"}
+                                "background": 0, "mask": "auto"}
 
 
-def craft_pgd(scene: Scene, options: Mapping[str, Any], seed: int) -> Crafted:
+def craft_pgd(scene: Scene, options: Mapping[str, Any], seed: int, primary: Crafted | None = None) -> Crafted:
     """Targeted PGD on the sign's texture through one frontal view (:class:`FrontalView`), no EOT.
 
-    Options: ``region`` (``"mask"``: the sticker mask, ε = 1 by default; ``"sign"``: the whole
-    sign face, ε = 16/255 by default), ``eps`` (L∞), ``steps``, ``step_size`` (default 2.5·ε/steps),
-    ``width`` of the view in pixels, ``background`` (the training background's index), ``mask``.
+    Options: ``region`` (``"mask"``: a sticker mask, ε = 1 by default; ``"sign"``: the whole sign
+    face, ε = 16/255 by default), ``mask`` (``"auto"``: the mask of the attack it runs next to —
+    the same region — or :data:`~advlab.attacks.stickers.BARS` alone; ``"bars"``; a list of
+    rectangles), ``eps`` (L∞), ``steps``, ``step_size`` (default 2.5·ε/steps), ``width`` of the
+    view in pixels, ``background`` (the training background's index).
     """
     p = bind_options("pgd", PGD_HINTS, PGD_DEFAULTS, options)
-    size = scene.sign.shape[-1]
-    if p["region"] == "mask":
-        region = _mask(p["mask"], size)
-    else:
+    if p["region"] == "sign":
         region = (scene.sign[3] > 0).to(scene.sign.dtype)
         p.pop("mask")
+    elif p["mask"] == "auto":
+        region = primary.mask if primary is not None else _mask("bars", scene.sign.shape[-1])
+        p["mask"] = f"the {primary.name} mask" if primary is not None else "bars"
+    else:
+        region = _mask(p["mask"], scene.sign.shape[-1])
     p["eps"] = (1.0 if p["region"] == "mask" else 16 / 255) if p["eps"] is None else p["eps"]
     if not 0 <= p["background"] < len(scene.backgrounds):
-        raise ValueError(f"-o background: expected an index in [0, {len(scene.backgrounds) - 1}], got {p['background']}")
+        raise ValueError(f"-o background: expected an index in [0, {len(scene.backgrounds) - 1}], "
+                         f"got {p['background']}")
     view = FrontalView(inference_view(scene.model), scene.sign, region, scene.backgrounds[p["background"]],
                        float(p["width"])).eval()
     x = scene.sign[None, :3].clone()
@@ -190,7 +223,8 @@ def craft_pgd(scene: Scene, options: Mapping[str, Any], seed: int) -> Crafted:
     return Crafted("pgd", with_sticker(scene.sign, result.x_adv[0], region), region, p, notes)
 
 
-Crafter = Callable[[Scene, Mapping[str, Any], int], Crafted]
+# (scene, options, seed, the attack a baseline runs next to, or None) -> the attacked sign
+Crafter = Callable[[Scene, Mapping[str, Any], int, Crafted | None], Crafted]
 CRAFTERS: dict[str, Crafter] = {"rp2": craft_rp2, "pgd": craft_pgd}
 # The baselines whose rows the lab report shows next to an attack's (crafted on the same scene).
 COMPARE: dict[str, tuple[str, ...]] = {"rp2": ("pgd",)}

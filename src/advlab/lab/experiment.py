@@ -96,9 +96,14 @@ def choose_grid(widths: Sequence[float] | None = None, angles: Sequence[float] |
     return out
 
 
-def _nested(t: torch.Tensor) -> list[Any]:
+def _num(v: float) -> float | None:
+    """A number for JSON: NaN as None."""
+    return None if math.isnan(v) else v
+
+
+def _nested(t: torch.Tensor) -> Any:
     """A tensor as nested lists, NaN as None (JSON has no NaN)."""
-    return [_nested(r) for r in t] if t.dim() else (None if math.isnan(float(t)) else t.item())  # type: ignore[list-item]
+    return [_nested(r) for r in t] if t.dim() else _num(t.item())
 
 
 class _Examples:
@@ -122,8 +127,9 @@ def _photograph(model: Model, sign: torch.Tensor, views: LabViews, draws: int) -
 
 
 def _attack_summary(c: Crafted, cells: Cells) -> dict[str, Any]:
-    return {"name": c.name, "params": c.params, "notes": c.notes, "average": cells.average(),
-            "pooled": cells.pooled(), "rate": _nested(cells.rate), "hits": _nested(cells.hits),
+    notes = {k: _num(v) if isinstance(v, float) else v for k, v in c.notes.items()}
+    return {"name": c.name, "params": c.params, "notes": notes, "average": _num(cells.average()),
+            "pooled": _num(cells.pooled()), "rate": _nested(cells.rate), "hits": _nested(cells.hits),
             "counted": _nested(cells.counted), "history": list(c.history)}
 
 
@@ -138,7 +144,8 @@ def run_lab(setup: LabSetup, attack: str, options: Mapping[str, Mapping[str, Any
                          f"(it crafts {', '.join(names)})")
     model = inference_view(setup.model)
     scene = replace(setup.scene(), model=model)
-    crafted = [CRAFTERS[n](scene, options.get(n, {}), setup.seed) for n in names]
+    first = CRAFTERS[attack](scene, options.get(attack, {}), setup.seed, None)
+    crafted = [first, *(CRAFTERS[n](scene, options.get(n, {}), setup.seed, first) for n in names[1:])]
     size = setup.test_backgrounds.shape[-1]
     cond, index = lab_grid(setup.draws, size=size, lab=setup.grid)
     shape = (len(setup.grid["widths"]), len(setup.grid["angles"]), len(setup.grid["lights"]))
