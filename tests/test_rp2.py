@@ -10,9 +10,9 @@ from torch import nn
 
 from advlab.attacks.rp2 import (
     BARS,
-    find_mask,
     PRINTABLE,
     Sticker,
+    find_mask,
     mask_share,
     nps,
     render_sticker,
@@ -177,5 +177,5 @@ def test_find_mask_keeps_the_blocks_under_the_share(stop, backgrounds):
 
 
 def test_find_mask_bad_block(stop, backgrounds):
-    with pytest.raises(ValueError, match="^block: must divide the sign's size"):
+    with pytest.raises(ValueError, match=r"^block: must divide the sign's size"):
         find_mask(tiny_net(), stop, 5, backgrounds=backgrounds, block=5)
