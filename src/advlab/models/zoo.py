@@ -88,7 +88,7 @@ register_model("detnet", "small CenterNet for mnist-scenes (stride 4, heat-map/s
     DetNet
 )
 register_model("cnn", "small strided CNN conv32-conv64-128 (adversarial-training size), 436k parameters")(SmallCNN)
-register_model("signnet", "small VGG-style CNN for 48×48 colour signs (BatchNorm, global average pool)")(SignNet)
+register_model("signnet", "VGG-style CNN for 48×48 colour signs, conv16-16-32-32-64-64+BN, 73k parameters")(SignNet)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
