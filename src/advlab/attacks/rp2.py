@@ -29,6 +29,7 @@ is a fixed alternative: two bars above and below the word STOP, 9.38 % of the st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -185,20 +186,39 @@ def rp2(model: Model, sign: torch.Tensor, target: int, *, backgrounds: torch.Ten
     return Sticker(image * problem.mask, problem.mask.clone(), tuple(history))
 
 
-def _keep(image: torch.Tensor, sign: torch.Tensor, chosen: torch.Tensor, block: int, share: float) -> torch.Tensor:
-    """Of the ``chosen`` blocks, those whose colour changed most (Σ|δ|), as many as fit in ``share`` of the sign."""
-    change = F.avg_pool2d((image - sign[:3]).abs().sum(0)[None, None], block)[0, 0]
+def _keep(score: torch.Tensor, sign: torch.Tensor, chosen: torch.Tensor, block: int, share: float) -> torch.Tensor:
+    """Of the ``chosen`` blocks, those of highest ``score`` (per pixel), as many as fit in ``share`` of the sign."""
+    per_block = F.avg_pool2d(score[None, None], block)[0, 0]
     k = int(share * float(sign[3].sum()) // block ** 2)
-    order = torch.where(chosen, change, -1.0).flatten().argsort(descending=True, stable=True)[:k]
+    order = torch.where(chosen, per_block, -math.inf).flatten().argsort(descending=True, stable=True)[:k]
     return torch.zeros(chosen.numel(), dtype=torch.bool, device=chosen.device).index_fill_(0, order, True).view_as(
         chosen) & chosen
+
+
+def _score(problem: _Problem, image: torch.Tensor, criterion: str, g: torch.Generator | None) -> torch.Tensor:
+    """Per pixel (S×S): how much the sticker there matters.
+
+    ``"change"``: Σ_c |δ| (how far the colour moved); ``"taylor"``: the first-order estimate
+    ∇J·(sign − image) of how much the objective rises if the pixel is given back to the sign, the
+    gradient averaged over four EOT draws.
+    """
+    if criterion == "change":
+        return (image - problem.sign[:3]).abs().sum(0)
+    x = image.detach().clone().requires_grad_(True)
+    grad = torch.zeros_like(x)
+    for _ in range(4):
+        with torch.enable_grad():
+            value, _ = problem.objective(x, g)
+            grad += torch.autograd.grad(value, x)[0] / 4
+    return (grad * (problem.sign[:3] - image)).sum(0)
 
 
 def find_mask(model: Model, sign: torch.Tensor, target: int, *, backgrounds: torch.Tensor, share: Fraction = 0.095,
               block: PositiveInt = 4, schedule: Sequence[float] = SCHEDULE, steps_per_round: PositiveInt = 40,
               lambda_l1: NonNegFloat = 0.002, distribution: TransformDistribution | None = None,
               samples_per_step: PositiveInt = 32, lr: NonNegFloat = 0.05, loss: Literal["ce", "margin"] = "ce",
-              kappa: NonNegFloat = 5.0, generator: torch.Generator | None = None) -> Sticker:
+              kappa: NonNegFloat = 5.0, criterion: Literal["change", "taylor"] = "change",
+              generator: torch.Generator | None = None) -> Sticker:
     """Where a sticker of at most ``share`` of the sign's area works best: RP2's mask-finding pass, in blocks.
 
     An L1-regularised RP2 pass (weight ``lambda_l1``) over every ``block``×``block`` block on the
@@ -216,7 +236,7 @@ def find_mask(model: Model, sign: torch.Tensor, target: int, *, backgrounds: tor
                        samples_per_step, (lambda_l1, 0.0), "l1", loss, kappa, steps_per_round)
     image, history = problem.optimise(problem.sign[:3], steps_per_round, lr, generator)
     for keep in rounds:
-        chosen = _keep(image, problem.sign, chosen, block, keep)
+        chosen = _keep(_score(problem, image, criterion, generator), problem.sign, chosen, block, keep)
         if not bool(chosen.any()):
             raise ValueError(f"share: {keep:g} of the sign is less than one {block}×{block} block")
         problem = replace(problem, mask=block_mask(chosen, block).to(problem.sign), weights=(0.0, 0.0))

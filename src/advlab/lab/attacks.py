@@ -102,8 +102,10 @@ def _rp2_options() -> tuple[dict[str, Any], dict[str, Any]]:
 
 # The sticker's mask: "found" by find_mask (with these options), the fixed "bars", or a list of rectangles.
 MASK_HINTS: dict[str, Any] = {"mask": Literal["found", "bars"] | list, "mask_share": Fraction,
-                              "mask_block": PositiveInt, "mask_steps": PositiveInt}
-MASK_DEFAULTS: dict[str, Any] = {"mask": "found", "mask_share": 0.095, "mask_block": 4, "mask_steps": 40}
+                              "mask_block": PositiveInt, "mask_steps": PositiveInt,
+                              "mask_criterion": Literal["change", "taylor"]}
+MASK_DEFAULTS: dict[str, Any] = {"mask": "found", "mask_share": 0.095, "mask_block": 4, "mask_steps": 40,
+                                 "mask_criterion": "change"}
 
 
 def _mask(spec: str | list[Any], size: int) -> torch.Tensor:
@@ -137,7 +139,7 @@ def craft_rp2(scene: Scene, options: Mapping[str, Any], seed: int, primary: Craf
         found = find_mask(scene.model, scene.sign, scene.target, backgrounds=scene.backgrounds,
                           share=params["mask_share"], block=params["mask_block"], steps_per_round=params["mask_steps"],
                           samples_per_step=params["samples_per_step"], lr=params["lr"], loss=params["loss"],
-                          kappa=params["kappa"], generator=g)
+                          kappa=params["kappa"], criterion=params["mask_criterion"], generator=g)
         mask, kwargs["init"], history = found.mask, found.image + scene.sign[:3] * (1 - found.mask), found.history
         params["init"] = "find_mask's sticker"
     else:
