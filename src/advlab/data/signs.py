@@ -14,12 +14,20 @@ every run (on one machine: Pillow's JPEG codec is part of the recipe). The recip
 
 ``load_signs(split)`` gives 24 000 training and 4 800 test images (2 000 and 400 per class); the
 splits differ in every seed (classes, backgrounds, conditions, JPEG).
+
+Generation runs on one torch thread (the caller's setting is restored afterwards): it is a long
+chain of medium-sized element-wise operations, which a second thread barely speeds up and which,
+on a machine shared with other jobs, wait for the descheduled thread at every operation —
+measured: both splits 67 s on one thread and 146 s on two, at a load average of about 6 on 2 cores
+(benchmarks/signs.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -58,6 +66,17 @@ def _labels(n: int, g: torch.Generator) -> torch.Tensor:
     return (torch.arange(n) % k)[torch.randperm(n, generator=g)]
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then restore the caller's thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def make_signs(n: int, *, seed: int, size: int = SIZE, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate ``n`` sign images (a multiple of 12, balanced) from ``seed``, as the module docstring describes.
 
@@ -70,6 +89,12 @@ def make_signs(n: int, *, seed: int, size: int = SIZE, batch: int = BATCH) -> tu
     Returns:
         ``(x, y)``: uint8 N×3×size×size images and int64 labels (indices into :data:`SIGN_CLASSES`).
     """
+    with _one_thread():
+        return _generate(n, seed, size, batch)
+
+
+def _generate(n: int, seed: int, size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`make_signs` on the current threads."""
     g = torch.Generator().manual_seed(seed)
     y = _labels(n, g)
     backgrounds = make_backgrounds(n, seed=seed + 1, size=size)
