@@ -96,7 +96,7 @@ def test_run_lab_summary_is_consistent():
     for a in s["attacks"]:
         assert len(a["rate"]) == 1 and len(a["rate"][0]) == 2 and len(a["rate"][0][0]) == 1
         assert 0.08 < a["notes"]["share"] <= 0.095
-    assert s["attacks"][1]["params"]["mask"] == "the rp2 mask" and len(s["attacks"][0]["history"]) == 1 + 6 + 2  # L1 pass, 6 cuts, rp2
+    assert s["attacks"][1]["params"]["mask"] == "the rp2 mask" and len(s["attacks"][0]["history"]) == 1 + 12 + 2  # L1 pass, 12 cuts, rp2
     assert set(out.examples) == {"clean", "rp2", "pgd"} and out.examples["rp2"][0].shape == (1, 2, 1, 3, 48, 48)
     json.dumps(s, allow_nan=False)
 

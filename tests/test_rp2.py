@@ -162,14 +162,14 @@ def test_frontal_view_sees_the_texture(stop, backgrounds):
 @pytest.mark.parametrize("criterion", ["change", "taylor"])
 def test_find_mask_keeps_the_blocks_under_the_share(stop, backgrounds, criterion):
     g = torch.Generator().manual_seed(0)
-    s = find_mask(tiny_net(), stop, 5, backgrounds=backgrounds, share=0.05, block=8, schedule=(0.5, 0.2),
+    s = find_mask(tiny_net(), stop, 5, backgrounds=backgrounds, share=0.05, block=8, shrink=0.4,
                   steps_per_round=2, samples_per_step=4, criterion=criterion, generator=g)
-    assert len(s.history) == 2 * 4  # the L1 pass, two scheduled cuts, the cut to the share
+    assert len(s.history) == 2 * 5  # the L1 pass, cuts to 0.5, 0.2, 0.08, the cut to the share
     assert 0 < s.share(stop) <= 0.05
     blocks = s.mask.view(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
     assert set(blocks.sum(1).unique().tolist()) <= {0.0, 64.0}  # whole 8×8 blocks
     assert bool((stop[3][s.mask > 0] > 0.99).all())  # all on the sign's face
-    again = find_mask(tiny_net(), stop, 5, backgrounds=backgrounds, share=0.05, block=8, schedule=(0.5, 0.2),
+    again = find_mask(tiny_net(), stop, 5, backgrounds=backgrounds, share=0.05, block=8, shrink=0.4,
                       steps_per_round=2, samples_per_step=4, criterion=criterion,
                       generator=torch.Generator().manual_seed(0))
     assert torch.equal(s.mask, again.mask) and torch.equal(s.image, again.image)

@@ -21,16 +21,16 @@ fixed printable palette — see that module for why not the paper's product over
 The mask. The paper finds where to put stickers with a first, L1-regularised pass over the whole
 sign (sparse perturbations show where the model is vulnerable), then optimises inside a mask
 there. :func:`find_mask` does this with b×b blocks: an L1 pass over every block on the sign's face,
-then rounds that keep only the blocks whose colour changed most — half the face, then less and
-less down to ``share`` — re-optimising the sticker after each cut (a sticker that shrinks in
-steps adapts where a single cut to 10 % loses most of its effect). :data:`~advlab.attacks.stickers.BARS`
+then rounds that keep only the blocks that matter most — half the sign's area, then 15 % less
+each round, down to ``share`` — re-optimising the sticker after each cut (a sticker that shrinks
+in small steps adapts where a single cut to 10 % loses most of its effect). :data:`~advlab.attacks.stickers.BARS`
 is a fixed alternative: two bars above and below the word STOP, 9.38 % of the stop sign's area.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -62,7 +62,7 @@ from advlab.attacks.stickers import (
 )
 from advlab.physical import TransformDistribution, render
 
-__all__ = ["BARS", "PAPER", "PRINTABLE", "SCHEDULE", "Sticker", "find_mask", "mask_share", "nps", "render_sticker",
+__all__ = ["BARS", "PAPER", "PRINTABLE", "Sticker", "find_mask", "mask_share", "nps", "render_sticker",
            "rp2", "sticker_mask", "with_sticker"]
 
 PAPER = (
@@ -73,8 +73,6 @@ PAPER = (
 )
 Model = Callable[[torch.Tensor], torch.Tensor]
 Init = Literal["sign", "random"] | torch.Tensor
-# find_mask's rounds: the share of the sign's area kept after each cut, before the last cut to `share`.
-SCHEDULE = (0.5, 0.3, 0.2, 0.15, 0.12)
 
 def _penalty(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """‖δ‖_p for p = 1 or 2 (the square root kept differentiable at zero)."""
@@ -214,21 +212,26 @@ def _score(problem: _Problem, image: torch.Tensor, criterion: str, g: torch.Gene
 
 
 def find_mask(model: Model, sign: torch.Tensor, target: int, *, backgrounds: torch.Tensor, share: Fraction = 0.095,
-              block: PositiveInt = 4, schedule: Sequence[float] = SCHEDULE, steps_per_round: PositiveInt = 40,
+              block: PositiveInt = 4, shrink: Fraction = 0.85, steps_per_round: PositiveInt = 25,
               lambda_l1: NonNegFloat = 0.002, distribution: TransformDistribution | None = None,
               samples_per_step: PositiveInt = 32, lr: NonNegFloat = 0.05, loss: Literal["ce", "margin"] = "ce",
-              kappa: NonNegFloat = 5.0, criterion: Literal["change", "taylor"] = "change",
+              kappa: NonNegFloat = 5.0, criterion: Literal["change", "taylor"] = "taylor",
               generator: torch.Generator | None = None) -> Sticker:
     """Where a sticker of at most ``share`` of the sign's area works best: RP2's mask-finding pass, in blocks.
 
     An L1-regularised RP2 pass (weight ``lambda_l1``) over every ``block``×``block`` block on the
-    sign's face, then one round per entry of ``schedule`` and a last one at ``share``: keep the
-    blocks whose colour changed most, as many as fit in that share of the sign's area, and run
-    ``steps_per_round`` more steps inside them (no norm term). Returns the last round's sticker:
-    its mask covers at most ``share`` of the sign; use it as ``rp2(..., mask=s.mask, init=s.image)``.
+    sign's face; then rounds that keep 50 % of the sign's area, then ``shrink`` times the last
+    share, …, and finally ``share``: each keeps the blocks of highest score that fit and runs
+    ``steps_per_round`` more steps inside them (no norm term). The score (``criterion``) is
+    ``"taylor"``, the first-order estimate of how much the objective would rise if the block were
+    given back to the sign (the usual pruning saliency), or ``"change"``, how far the block's colour
+    moved. Returns the last round's sticker: its mask covers at most ``share`` of the sign; use it
+    as ``rp2(..., mask=s.mask, init=s.image + sign[:3] * (1 - s.mask))``.
     """
     check_nonneg("share", share)
-    rounds = [float(r) for r in schedule if float(r) > share] + [float(share)]
+    if not 0 < shrink < 1:
+        raise ValueError(f"shrink: expected a number in (0, 1), got {shrink}")
+    rounds = [0.5 * shrink ** k for k in range(64) if 0.5 * shrink ** k > share] + [float(share)]
     chosen = face_blocks(sign[3], block)
     if not bool(chosen.any()):
         raise ValueError(f"block: no {block}×{block} block lies wholly on the sign's face")

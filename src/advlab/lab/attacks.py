@@ -104,8 +104,8 @@ def _rp2_options() -> tuple[dict[str, Any], dict[str, Any]]:
 MASK_HINTS: dict[str, Any] = {"mask": Literal["found", "bars"] | list, "mask_share": Fraction,
                               "mask_block": PositiveInt, "mask_steps": PositiveInt,
                               "mask_criterion": Literal["change", "taylor"]}
-MASK_DEFAULTS: dict[str, Any] = {"mask": "found", "mask_share": 0.095, "mask_block": 4, "mask_steps": 40,
-                                 "mask_criterion": "change"}
+MASK_DEFAULTS: dict[str, Any] = {"mask": "found", "mask_share": 0.095, "mask_block": 4, "mask_steps": 25,
+                                 "mask_criterion": "taylor"}
 
 
 def _mask(spec: str | list[Any], size: int) -> torch.Tensor:
