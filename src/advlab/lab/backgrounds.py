@@ -14,10 +14,12 @@ import torch
 
 from advlab._checks import check_choice, check_positive_int
 from advlab.data.sign_backgrounds import make_backgrounds
+from advlab.data.signs import SEEDS
 
 __all__ = ["BACKGROUND_SEEDS", "lab_backgrounds"]
 
-BACKGROUND_SEEDS = {"train": 18_002, "test": 18_003}
+# The seeds make_signs draws each split's backgrounds from (its split seed + 1).
+BACKGROUND_SEEDS = {split: seed + 1 for split, seed in SEEDS.items()}
 
 
 @functools.lru_cache(maxsize=4)
