@@ -15,8 +15,9 @@ Rows measured (``--parts``):
 * ``share20``, ``share30``: RP2 with a found mask of at most 20 % / 30 % of the sign (beyond the
   issue's 10 %: where the success bar is reached).
 
-Writes the section ``rp2`` of docs/benchmarks.md, the section ``rp2-lab`` of docs/physical.md, the
-figures docs/figures/rp2-*.png and benchmarks/results/rp2.json.
+Writes the section ``rp2`` of docs/benchmarks.md, the section ``rp2-lab`` of docs/physical.md (the
+per-cell tables of the rp2 and share20 parts), the figures docs/figures/rp2-*.png (the signs and a
+view per cell at light 1.0, for the rp2 and share20 parts) and benchmarks/results/rp2.json.
 
     PYTHONPATH=src python benchmarks/rp2.py --threads 1
 """
@@ -48,6 +49,8 @@ PHYSICAL_DOC = ROOT / "docs" / "physical.md"
 RESULTS = Path(__file__).resolve().parent / "results" / "rp2.json"
 PARTS = {"rp2": ("rp2", {}), "face": ("pgd", {"pgd": {"region": "sign"}}), "bars": ("rp2", {"rp2": {"mask": "bars"}}),
          "share20": ("rp2", {"rp2": {"mask_share": 0.2}}), "share30": ("rp2", {"rp2": {"mask_share": 0.3}})}
+FIGURE_PARTS = {"rp2": "rp2", "share20": "rp2-share20"}  # parts whose signs and views are drawn (file prefix)
+TABLE_PARTS = {"rp2", "share20"}  # parts whose per-cell lab tables are printed
 LABELS = {"rp2": "rp2 (found mask)", "face": "pgd, whole face", "bars": "rp2 (two bars)",
           "share20": "rp2 (found mask, 20 % of the sign)", "share30": "rp2 (found mask, 30 % of the sign)"}
 
@@ -77,18 +80,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["parts"][part] = outcome.summary
         print(f"{part}: " + "; ".join(f"{a['name']} {pct(a['average'])}" for a in outcome.summary["attacks"])
               + f" ({out['seconds'][part]:.0f} s)", flush=True)
-        if part == "rp2":
-            draw_figures(outcome.summary, outcome.examples, outcome.signs)
+        if part in FIGURE_PARTS:
+            draw_figures(outcome.summary, outcome.examples, outcome.signs, FIGURE_PARTS[part])
     return out
 
 
 def draw_figures(s: dict[str, Any], examples: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 signs: dict[str, torch.Tensor]) -> None:
+                 signs: dict[str, torch.Tensor], prefix: str) -> None:
     FIGURES.mkdir(parents=True, exist_ok=True)
-    (FIGURES / "rp2-signs.png").write_bytes(signs_figure(signs))
+    (FIGURES / f"{prefix}-signs.png").write_bytes(signs_figure(signs))
     middle = len(s["grid"]["lights"]) // 2
     for name, (images, pred) in examples.items():
-        (FIGURES / f"rp2-views-{name}.png").write_bytes(views_figure(s, images, pred, middle))
+        if name != "clean" or prefix == "rp2":
+            (FIGURES / f"{prefix}-views-{name}.png").write_bytes(views_figure(s, images, pred, middle))
 
 
 def summary_table(results: dict[str, Any]) -> list[str]:
@@ -114,6 +118,8 @@ def body(results: dict[str, Any], args: argparse.Namespace, seconds: float) -> s
              "`advlab physical --attack rp2 --model signnet-signs --threads 1` (rp2 row and its PGD baseline).", "",
              *summary_table(results), ""]
     for part, s in results["parts"].items():
+        if part not in TABLE_PARTS:
+            continue
         for a in s["attacks"]:
             label = LABELS[part] if a is s["attacks"][0] else f"{a['name']} next to {LABELS[part]}"
             head, rows = lab_rows(s, a)
