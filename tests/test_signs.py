@@ -103,6 +103,22 @@ def test_load_dataset_path(monkeypatch):
         signs_mod.signs_split.cache_clear()
 
 
+def test_shipped_signnet_loads_and_classifies(small):
+    from advlab.models import list_pretrained, load_model
+
+    assert "signnet-signs" in list_pretrained()
+    model = load_model("signnet-signs")
+    meta = model.advlab_meta
+    assert meta["architecture"] == "signnet" and meta["dataset"] == "signs"
+    assert meta["command"].startswith("advlab train --model signnet --dataset signs")
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    (x, y), _, _ = small
+    with torch.no_grad():
+        logits = model(x.float() / 255)
+    assert logits.shape == (96, 12)
+    assert float((logits.argmax(1) == y).float().mean()) > 0.9  # held-out seed, 96 images
+
+
 @pytest.mark.slow
 def test_shipped_signnet_accuracy():
     from advlab.metrics import clean_accuracy
@@ -111,4 +127,5 @@ def test_shipped_signnet_accuracy():
     model = load_model("signnet-signs")
     x, y = load_dataset("signs", "test")
     acc1, _ = clean_accuracy(model, x, y)
+    assert acc1 == pytest.approx(model.advlab_meta["acc1"], abs=1e-6)  # the card's figure is the true one
     assert acc1 >= 0.97, acc1

@@ -26,7 +26,7 @@ from advlab.data.folder import is_spec, open_images, parse_spec
 from advlab.data.idx import read_idx, write_idx
 from advlab.data.mnist import load_mnist
 from advlab.data.scenes import TASKS, load_scenes
-from advlab.data.signs import load_signs
+from advlab.data.signs import SIGN_CLASSES, load_signs, sign_mask, sign_rgba
 from advlab.data.source import Images, ImageSource, resize_crop, stream_batches
 from advlab.data.splits import HALF_SPLIT_SEED, HALVES, half_indices
 
@@ -120,7 +120,7 @@ def load_dataset(
 
 
 __all__ = [
-    "DATASETS", "HALF_SPLIT_SEED", "HALVES", "SPLITS", "DatasetInfo", "ImageSource", "Images", "dataset_info",
-    "half_indices", "is_spec", "load_dataset", "open_images", "parse_spec", "read_idx", "resize_crop",
-    "stream_batches", "write_idx",
+    "DATASETS", "HALF_SPLIT_SEED", "HALVES", "SIGN_CLASSES", "SPLITS", "DatasetInfo", "ImageSource", "Images",
+    "dataset_info", "half_indices", "is_spec", "load_dataset", "open_images", "parse_spec", "read_idx", "resize_crop",
+    "sign_mask", "sign_rgba", "stream_batches", "write_idx",
 ]
