@@ -277,6 +277,8 @@ def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         f"![accuracy against flipped fraction]({figs['flips']})", "",
         flip_note(r["flips"], c, src), "",
         "## Data-level defenses against BadNets 1 % (pattern, target 7)", "",
+        "The papers' rules first (they miss); then their robust variants, `spectral-robust` and "
+        "`activation-clustering-robust`, on nine runs (last subsection).", "",
         f"The poisoned model's penultimate features (lenet: the 84-unit layer feeding the classifier; `-o depth=2` "
         "reads the 120-unit layer before it) for every "
         f"training example; each class inspected separately; flagged examples removed and a fresh model trained "
@@ -354,11 +356,14 @@ def body3(r: dict[str, Any]) -> list[str]:
         "## Reproduce one row with the command", "",
         "```", "advlab poison --attack badnets -o fraction=0.01 -o target=7 --model lenet --epochs 5 "
         "--defense activation-clustering --sweep 0.001,0.005,0.01 --out runs/badnets", "advlab poison --attack flip-pair "
-        "-o fraction=0.05 -o source=3 -o target=8 --epochs 5 --out runs/flip", "```", "",
+        "-o fraction=0.05 -o source=3 -o target=8 --epochs 5 --out runs/flip",
+        "advlab poison --attack badnets -o fraction=0.01 -o target=7 --epochs 5 --defense spectral-robust "
+        "--out runs/robust", "```", "",
         "Each writes `report.md`, `report.html` (self-contained, with example images and, for a sweep, ASR "
         "against fraction) and `results.json` into `--out`. Training is deterministic under the seed, so the "
         "first command reproduces this page's BadNets 1 % row, its activation-clustering row and the sweep's "
-        "0.001 / 0.005 / 0.01 rows (checked once by hand when this page was written).", "",
+        "0.001 / 0.005 / 0.01 rows (checked once by hand when this page was written); the third is the robust "
+        "section's run (0, 7) with spectral-robust (same seeds; not run separately for this page).", "",
     ]
 
 
