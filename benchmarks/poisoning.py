@@ -307,6 +307,7 @@ def main() -> None:
         b.cache["_added_minutes"] = b.cache.get("_added_minutes", 0.0) + minutes
     b.path.write_text(json.dumps(b.cache, indent=1, default=str))
     results["wall_minutes"] = b.cache.get("_wall_minutes", float("nan")) + b.cache.get("_added_minutes", 0.0)
+    results["wall_parts"] = (b.cache.get("_wall_minutes", float("nan")), b.cache.get("_added_minutes", 0.0))
     doc = ROOT / ("benchmarks/results/poisoning-quick.md" if args.quick else "docs/poisoning.md")
     poisoning_doc.write(doc, results, args, b)
     print(f"wrote {doc} ({(time.perf_counter() - t0) / 60:.1f} min; from scratch: {results['wall_minutes']:.1f} min)")

@@ -96,8 +96,7 @@ def section(c: dict[str, Any], table: Any) -> list[str]:
         table(["transform", "CPU (s)", "share of training (CPU)", "wall (s)", "share of training (wall)"], rows), "",
         "Changed to get here (issue 17's ≤ 5 % line): the concentrated flip's margins are one pass without "
         "gradients over the model's fast view (`advlab.attacks.fastview`: a detached copy with channels-last "
-        "weights; logits equal up to float32 rounding) in batches of 512 (faster per image than 1 000 on this CPU: "
-        "the activations stay in cache), where it was a pass over the plain model in batches of 1 000 — it flips "
+        "weights; logits equal up to float32 rounding) in batches of 512, where it was a pass over the plain model in batches of 1 000 — it flips "
         "the same examples to the same labels as the plain model's margins at every fraction on this page ("
         + ", ".join(f"{k}: {'same' if v else 'DIFFERENT'}" for k, v in same.items()) + "). The clean-label "
         "backdoor's PGD takes 20 steps (step size 2.5·ε/20) where it took 40: **a parameter change**, so the "

@@ -66,8 +66,11 @@ def acceptance(r: dict[str, Any]) -> list[list[str]]:
                  "fine-tuning set", "reported"])
     rows.append(poisoning_cost.acceptance_row(r["cost"]))
     rows.append(["Whole doc regenerated in ≤ 60 min on 2 cores",
-                 f"{r['wall_minutes']:.1f} min on {r['threads']} thread(s)",
-                 verdict(r["wall_minutes"] <= 60) + ("" if r["threads"] >= 2 else " (measured on 1 thread)")])
+                 f"{r['wall_minutes']:.1f} min counted on {r['threads']} thread(s): the last fresh run "
+                 f"({r['wall_parts'][0]:.1f} min) plus the runs that added or re-measured sections since "
+                 f"({r['wall_parts'][1]:.1f} min; re-measured sections count twice), on a machine shared with other "
+                 "jobs; not re-measured from scratch",
+                 verdict(r["wall_minutes"] <= 60) + ("" if r["threads"] >= 2 else " (as counted, 1 thread)")])
     return rows
 
 
