@@ -12,7 +12,6 @@ are matplotlib ``Figure`` objects (never pyplot); every file is written atomical
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +19,8 @@ from typing import Any
 
 import torch
 
-from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import new_figure, png_bytes
-from advlab.report.settings import PAGE_CSS, embedded_figures, html_table, md_table, value_text
+from advlab.report.settings import html_document, html_table, md_table, value_text, write_bundle
 from advlab.report.tables import text_table
 
 __all__ = ["figures", "html_page", "lab_rows", "markdown", "summary_rows", "tables", "terminal", "write_report"]
@@ -205,20 +203,12 @@ def html_page(s: Mapping[str, Any], figs: Sequence[Figure], command: str) -> str
     body = "".join(f"<h2>{html.escape(t)}</h2>{html_table(h, r, t.lower().replace(' ', '-').replace(':', ''))}"
                    for t, h, r in tables(s, command))
     title = f"Physical lab report: {s['source']} → {s['target']}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>advlab {html.escape(title)}'
-            f"</title><style>{PAGE_CSS}</style></head><body><h1>{html.escape(title)}</h1><p><code>"
-            f"{html.escape(command)}</code></p><p>{html.escape(verdict(s))}</p>{body}<h2>Figures</h2>"
-            f"{embedded_figures(figs)}</body></html>\n")
+    return html_document(title, command, html.escape(verdict(s)), body, figs)
 
 
 def write_report(directory: Path, s: Mapping[str, Any], examples: Examples, signs: Mapping[str, torch.Tensor],
                  command: str) -> list[Path]:
     """Write results.json, report.md, report.html and figures/*.png into ``directory`` (atomically)."""
     figs = figures(s, examples, signs)
-    (directory / "figures").mkdir(parents=True, exist_ok=True)
-    for name, _, png in figs:
-        atomic_write_bytes(directory / "figures" / f"{name}.png", png)
-    atomic_write_text(directory / "results.json", json.dumps({"command": command, **s}, indent=1, default=str))
-    atomic_write_text(directory / "report.md", markdown(s, figs, command))
-    atomic_write_text(directory / "report.html", html_page(s, figs, command))
-    return [directory / n for n in ("report.md", "report.html", "results.json")]
+    return write_bundle(directory, figs, {"command": command, **s}, markdown(s, figs, command),
+                        html_page(s, figs, command))
