@@ -108,3 +108,14 @@ __all__ = [
     "acc_at_k", "clean_accuracy", "label_accuracy", "mean_or_none", "median_or_none", "outcome_at_eps",
     "perturbation_norms", "predict_logits", "topk_correct", "transfer_success",
 ]
+
+
+def fooling_rate(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> float:
+    """The share of examples whose top-1 prediction changes from ``clean_logits`` to ``adv_logits``.
+
+    Moosavi-Dezfooli et al. 2017's fooling rate of a universal perturbation: the true label plays no
+    part (a clean error that the perturbation moves to another wrong class counts as fooled).
+    """
+    if len(clean_logits) == 0:
+        return float("nan")
+    return float((clean_logits.argmax(dim=1) != adv_logits.argmax(dim=1)).float().mean())

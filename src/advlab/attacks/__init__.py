@@ -9,6 +9,7 @@ in the import list below.
 """
 
 from advlab.attacks.adaptive import eot_bpda, pgd_adaptive
+from advlab.attacks.adversarial_patch import Patch, PatchScore, patch_success, universal_patch
 from advlab.attacks.autobpda import auto_bpda, pgd_bpda
 from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
@@ -46,6 +47,7 @@ from advlab.attacks.sparse import sparse_rs
 from advlab.attacks.surrogate import transfer
 from advlab.attacks.targets import choose_targets
 from advlab.attacks.tasks import CustomLoss, SegmentationLoss, TaskLoss
+from advlab.attacks.universal import UniversalScore, apply_universal, universal_perturbation, universal_score
 
 __all__ = [
     "AttackInfo",
@@ -55,12 +57,16 @@ __all__ = [
     "DetectionLoss",
     "FastViewSkipped",
     "ModelInTrainingMode",
+    "Patch",
+    "PatchScore",
     "SegmentationLoss",
     "TaskLoss",
+    "UniversalScore",
     "VanishingLoss",
     "apgd",
     "apgd_ensemble",
     "apgd_t",
+    "apply_universal",
     "auto_bpda",
     "bim",
     "choose_targets",
@@ -88,6 +94,7 @@ __all__ = [
     "margin_loss",
     "mi_fgsm",
     "noise",
+    "patch_success",
     "pgd",
     "pgd_adaptive",
     "pgd_bpda",
@@ -96,5 +103,8 @@ __all__ = [
     "sparse_rs",
     "square",
     "transfer",
+    "universal_patch",
+    "universal_perturbation",
+    "universal_score",
     "vanishing",
 ]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from advlab._checks import check_positive_int
 from advlab.attacks.detection import centre_cells, heat_logits, logit, recovered
 from advlab.models.dense import decode
+from advlab.physical.conditions import Conditions
 
 PAPER = (
     "Thys, Van Ranst, Goedemé 2019, Fooling automated surveillance cameras: adversarial patches to attack "
@@ -38,23 +39,27 @@ PAPER = (
     "Adversarial Patch, https://arxiv.org/abs/1712.09665"
 )
 Model = Callable[[torch.Tensor], torch.Tensor]
-__all__ = ["Placement", "anywhere", "apply_patch", "beside", "chosen_recovered", "hiding_loss", "optimise_patch",
-           "train_patch"]
+__all__ = ["Paste", "Placement", "anywhere", "apply_patch", "beside", "chosen_recovered", "hiding_loss",
+           "optimise_patch", "paste_at_positions", "train_patch"]
 
 
 class Placement(NamedTuple):
     """Where each example's patch goes.
 
     ``positions``: int64 N×2 (top, left; −1: no patch); ``chosen``: int64 N, the index of the box
-    it sits beside (−1 where not applicable).
+    it sits beside (−1 where not applicable); ``conditions``: for a patch rendered through
+    :func:`advlab.physical.render` (rotated, scaled, at a sub-pixel centre), each example's viewing
+    conditions (None for a patch pasted pixel for pixel at ``positions``).
     """
 
     positions: torch.Tensor
     chosen: torch.Tensor
+    conditions: Conditions | None = None
 
 
 Sampler = Callable[[torch.Tensor, torch.Generator | None], Placement]  # (rows, generator) -> Placement
 PatchLoss = Callable[[torch.Tensor, torch.Tensor, Placement], torch.Tensor]  # (x_patched, rows, placement) -> (N,)
+Paste = Callable[[torch.Tensor, torch.Tensor, Placement], torch.Tensor]  # (x, patch, placement) -> x_patched
 
 
 def apply_patch(x: torch.Tensor, patch: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -75,6 +80,11 @@ def apply_patch(x: torch.Tensor, patch: torch.Tensor, positions: torch.Tensor) -
     view[b[:, None, None], rows[:, :, None], cols[:, None, :]] = patch.permute(1, 2, 0).to(x.dtype).expand(
         len(b), s, s, -1)
     return out
+
+
+def paste_at_positions(x: torch.Tensor, patch: torch.Tensor, placement: Placement) -> torch.Tensor:
+    """The default :data:`Paste`: :func:`apply_patch` at ``placement.positions``."""
+    return apply_patch(x, patch, placement.positions)
 
 
 def anywhere(size: int, image: int) -> Sampler:
@@ -132,13 +142,14 @@ def hiding_loss(model: Model, boxes: torch.Tensor, tau: float) -> PatchLoss:
 
 def optimise_patch(loss: PatchLoss, x: torch.Tensor, sampler: Sampler, *, size: int, steps: int,
                    batch_size: int = 32, lr: float = 0.05, generator: torch.Generator | None = None,
-                   bounds: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+                   bounds: tuple[float, float] = (0.0, 1.0), paste: Paste = paste_at_positions) -> torch.Tensor:
     """A universal patch minimising ``loss`` (mean over examples) by Adam, with EOT over placements.
 
     Each step draws ``batch_size`` of the inputs ``x`` and a fresh placement for each
-    (``sampler``), pastes the patch, and takes one Adam step on the patch, then clips it to
-    ``bounds``. Examples without a placement (position −1) do not count. Returns the patch
-    (C×size×size, detached).
+    (``sampler``), pastes the patch (``paste``: pixel for pixel at the positions by default; the
+    universal patch renders it rotated and scaled), and takes one Adam step on the patch, then
+    clips it to ``bounds``. Examples without a placement (position −1) do not count. Returns the
+    patch (C×size×size, detached).
     """
     check_positive_int("steps", steps)
     lo, hi = bounds
@@ -152,7 +163,7 @@ def optimise_patch(loss: PatchLoss, x: torch.Tensor, sampler: Sampler, *, size: 
         if not bool(ok.any()):
             continue
         with torch.enable_grad():
-            xp = apply_patch(x[rows], patch, placement.positions)
+            xp = paste(x[rows], patch, placement)
             value = (loss(xp, rows, placement) * ok).sum() / ok.sum()
             (patch.grad,) = torch.autograd.grad(value, patch)
         opt.step()
