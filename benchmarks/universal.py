@@ -5,14 +5,15 @@
   share whose prediction changes; and accuracy), at each L∞ and L2 ε; next to a random
   perturbation of the same norm and per-image PGD (40 steps, advlab's ``pgd``) at the same ε on
   the same held-out images. The mean-of-chunk update (``--batch``) runs for every ε, the paper's
-  per-image update (batch 1) for ``--paper-passes`` passes at the largest L∞ ε.
+  per-image update (batch 1) for ``--paper-passes`` passes at the largest L∞ ε; ``--parts art``
+  adds ART's ``UniversalPerturbation`` (the same per-image algorithm) at that ε as a cross-check.
 * The universal patch (Brown et al. 2017, ``advlab.attacks.universal_patch``): a disc covering at
-  most ``--fractions`` of the image, any position, rotation ±180°, scale 0.9–1.1, targeted;
+  most ``--fractions`` of the image, any position, rotation ±``--rotation``° (180), scale 0.9–1.1, targeted;
   trained on the crafting images, scored on the held-out images (true class ≠ target) at
   ``--draws`` fresh placements each (another seed); next to a grey disc at the same placements, and
   (an ablation) the largest area trained and scored without rotation and at scale 1.
 
-Writes the section ``universal`` of docs/benchmarks.md and docs/figures/universal.png.
+Writes the section ``universal`` (``--section``) of docs/benchmarks.md and docs/figures/<section>.png.
 
     PYTHONPATH=src python benchmarks/universal.py --threads 1
 """
@@ -47,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default="mnist", help="dataset whose test split is used")
     p.add_argument("--craft", type=int, default=2000, help="crafting images: the first of the test split")
     p.add_argument("--held", type=int, default=2000, help="held-out images: the ones after the crafting images")
-    p.add_argument("--linf", default="0.1,0.2", help="L∞ budgets")
+    p.add_argument("--linf", default="0.1,0.2", help="L∞ budgets (numbers or fractions like 8/255)")
     p.add_argument("--l2", default="3.0", help="L2 budgets")
     p.add_argument("--passes", type=int, default=10, help="max passes of the batched UAP")
     p.add_argument("--batch", type=int, default=32, help="images per DeepFool call of the batched UAP")
@@ -56,6 +57,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target", default="0", help="the patch's target class: an index, or a sign's name (speed-80)")
     p.add_argument("--fractions", default="0.1,0.2,0.3", help="patch areas (share of the image)")
     p.add_argument("--patch-steps", type=int, default=1000)
+    p.add_argument("--patch-lr", type=float, default=0.05)
+    p.add_argument("--rotation", type=float, default=180.0, help="the patch's rotation range ±this, degrees")
+    p.add_argument("--no-ablation", dest="ablation", action="store_false",
+                   help="skip the largest area without rotation and at scale 1")
     p.add_argument("--draws", type=int, default=3, help="held-out placements per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parts", default="uap,patch")
@@ -75,6 +80,15 @@ def class_index(spec: str) -> int:
     if spec not in names:
         raise SystemExit(f"--target: expected a class index or one of {', '.join(names) or '(no named classes)'}")
     return names.index(spec)
+
+
+def budgets(spec: str) -> list[float]:
+    """Comma-separated budgets; each a number or a fraction ``a/b``."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        num, _, den = item.partition("/")
+        out.append(float(num) / float(den or 1))
+    return out
 
 
 def random_perturbation(norm: str, eps: float, shape: torch.Size, seed: int) -> torch.Tensor:
@@ -105,15 +119,14 @@ def pgd_row(args, model, xh: torch.Tensor, yh: torch.Tensor, norm: str, eps: flo
 
 
 def uap_study(args, model, data) -> list[dict]:
-    budgets = [("linf", float(e)) for e in args.linf.split(",") if e] + [("l2", float(e)) for e in args.l2.split(",")
-                                                                          if e]
+    pairs = [("linf", e) for e in budgets(args.linf)] + [("l2", e) for e in budgets(args.l2)]
     rows = []
-    for norm, eps in budgets:
+    for norm, eps in pairs:
         row = uap_row(args, model, data, norm, eps, args.batch, args.passes)
         row["pgd"] = pgd_row(args, model, data[1], data[2], norm, eps)
         rows.append(row)
         print(f"uap {norm} {eps}: {row['held']} pgd {row['pgd']}", flush=True)
-    linf = [eps for norm, eps in budgets if norm == "linf"]
+    linf = [eps for norm, eps in pairs if norm == "linf"]
     if args.paper_passes and linf:
         row = uap_row(args, model, data, "linf", max(linf), 1, args.paper_passes)
         rows.append(row)
@@ -121,15 +134,43 @@ def uap_study(args, model, data) -> list[dict]:
     return rows
 
 
+def art_row(args, model, data) -> dict:
+    """ART's UniversalPerturbation (its L2 DeepFool, 10 iterations, overshoot 0.02) at the largest L∞ ε, per image."""
+    import random
+
+    import numpy as np
+    from art.attacks.evasion import UniversalPerturbation
+    from art.estimators.classification import PyTorchClassifier
+
+    xc, xh, yh, yc = data
+    eps = max(budgets(args.linf))
+    clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(xc.shape[1:]),
+                            nb_classes=int(predict_logits(model, xc[:1]).shape[1]), clip_values=(0.0, 1.0))
+    random.seed(args.seed)  # ART shuffles with Python's random module
+    attack = UniversalPerturbation(clf, attacker="deepfool", attacker_params={"max_iter": 10, "epsilon": 0.02,
+                                                                              "verbose": False},
+                                   delta=1 - args.target_rate, max_iter=args.paper_passes, eps=eps, norm=np.inf,
+                                   verbose=False)
+    t = time.perf_counter()
+    attack.generate(xc.numpy())
+    seconds = time.perf_counter() - t
+    v = torch.from_numpy(attack.noise[0]).float()
+    return {"norm": "linf", "eps": eps, "batch": "art", "passes": args.paper_passes, "seconds": seconds, "v": v,
+            "craft": universal_score(model, xc, yc, v), "held": universal_score(model, xh, yh, v),
+            "noise": universal_score(model, xh, yh, random_perturbation("linf", eps, v.shape, args.seed + 1))}
+
+
 def patch_study(args, model, data) -> list[dict]:
     xc, xh, yh = data[:3]
     rows = []
     fractions = [float(f) for f in args.fractions.split(",")]
     fixed = {"rotation": (0.0, 0.0), "scale": (1.0, 1.0)}
-    for frac, placement in [*((f, {}) for f in fractions), (max(fractions), fixed)]:
+    free = {"rotation": (-args.rotation, args.rotation)}
+    ablation = [(max(fractions), fixed)] if args.ablation else []
+    for frac, placement in [*((f, free) for f in fractions), *ablation]:
         t = time.perf_counter()
         patch = universal_patch(model, xc, class_index(args.target), size_fraction=frac, steps=args.patch_steps,
-                                generator=torch.Generator().manual_seed(args.seed), **placement)
+                                lr=args.patch_lr, generator=torch.Generator().manual_seed(args.seed), **placement)
         seconds = time.perf_counter() - t
         grey = replace(patch, image=torch.full_like(patch.image, 0.5))
         scores = {name: patch_success(model, xh, yh, p, draws=args.draws,
@@ -138,7 +179,7 @@ def patch_study(args, model, data) -> list[dict]:
         train = patch_success(model, xc, data[3], patch, draws=args.draws,
                               generator=torch.Generator().manual_seed(args.seed + 1))
         rows.append({"fraction": frac, "patch": patch, "seconds": seconds, "train": train, "score": scores["patch"],
-                     "grey": scores["grey"], "fixed": bool(placement)})
+                     "grey": scores["grey"], "fixed": placement is fixed})
         print(f"patch {frac}: {scores['patch']} train {train.success:.3f} grey {scores['grey'].success:.3f}",
               flush=True)
     return rows
@@ -153,11 +194,12 @@ def uap_lines(args, rows: list[dict]) -> list[str]:
              "| norm | ε | update | passes | ‖v‖ | s | fooling (craft) | fooling (held-out) | acc (held-out) | "
              "random fooling | PGD fooling | PGD acc |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        update = "per image (paper)" if r["batch"] == 1 else f"mean of {r['batch']}"
+        update = {1: "per image (paper)", "art": "ART 1.20 UniversalPerturbation"}.get(r["batch"],
+                                                                                   f"mean of {r['batch']}")
         pg = r.get("pgd")
         tail = f"{pg['fool']:.3f} | {pg['acc']:.3f}" if pg else "– | –"
         size = float(r["v"].abs().max() if r["norm"] == "linf" else r["v"].norm())
-        lines.append(f"| {r['norm']} | {r['eps']:g} | {update} | {r['passes']} | {size:.3f} | {r['seconds']:.0f} | "
+        lines.append(f"| {r['norm']} | {r['eps']:.4g} | {update} | {r['passes']} | {size:.3f} | {r['seconds']:.0f} | "
                      f"{r['craft'].fooling_rate:.3f} | {r['held'].fooling_rate:.3f} | {r['held'].accuracy:.3f} | "
                      f"{r['noise'].fooling_rate:.3f} | {tail} |")
     clean = rows[0]["held"].clean_accuracy if rows else float("nan")
@@ -167,25 +209,27 @@ def uap_lines(args, rows: list[dict]) -> list[str]:
 
 def patch_lines(args, rows: list[dict]) -> list[str]:
     lines = [f"**The universal patch** on `{args.model}`, target class {args.target}: a disc, any position "
-             "(its square inside the image), rotation ±180°, scale 0.9–1.1 (last row: neither); Adam (lr 0.05, 32 images per step, "
-             f"{args.patch_steps} steps) on the crafting images; success = share of (image, placement) trials "
-             f"answering the target, {args.draws} fresh placements (another seed) per image whose true class is not "
-             "the target.", "", "| area ≤ | placements | disc width at scale 1 (px) | s | success (held-out) | success "
+             f"(its square inside the image), rotation ±{args.rotation:g}°, scale 0.9–1.1{' (last row: neither)' if args.ablation else ''}; Adam (lr "
+             f"{args.patch_lr:g}, 32 images per step, {args.patch_steps} steps) on the crafting images; success = "
+             f"share of (image, placement) trials answering the target, {args.draws} fresh placements (another seed) "
+             "per image whose true class is not the target.", "", "| area ≤ | placements | disc width at scale 1 (px) | s | success (held-out) | success "
              "(crafting images) | grey disc (held-out) | held-out trials |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        kind = "no rotation, scale 1" if r["fixed"] else "rotation ±180°, scale 0.9–1.1"
+        kind = "no rotation, scale 1" if r["fixed"] else f"rotation ±{args.rotation:g}°, scale 0.9–1.1"
         lines.append(f"| {100 * r['fraction']:g}% | {kind} | {r['patch'].width:.2f} | {r['seconds']:.0f} | "
                      f"{r['score'].success:.3f} | {r['train'].success:.3f} | {r['grey'].success:.3f} | "
                      f"{r['score'].trials} |")
     return lines
 
 
-def figure(uaps: list[dict], patches: list[dict], xh: torch.Tensor, path: Path) -> None:
-    """The batched UAPs (v scaled to grey ± ε) and the patches, each pasted on one held-out image."""
+def figure(uaps: list[dict], patches: list[dict], xh: torch.Tensor, path: Path) -> bool:
+    """The batched UAPs (v in red/blue) and the patches, each on one held-out image; False: nothing to draw."""
     from matplotlib.figure import Figure
 
-    shown = [r for r in uaps if r["batch"] != 1]
+    shown = [r for r in uaps if r["batch"] not in (1, "art")]
     n = len(shown) + len(patches)
+    if n == 0:
+        return False
     fig = Figure(figsize=(1.6 * n, 3.4))
     axes = fig.subplots(2, n, squeeze=False)
     for i, r in enumerate(shown):
@@ -205,6 +249,7 @@ def figure(uaps: list[dict], patches: list[dict], xh: torch.Tensor, path: Path) 
         ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,16 +263,17 @@ def main(argv: list[str] | None = None) -> None:
     data = (xc, xh, yh, yc)
     parts = set(args.parts.split(","))
     uaps = uap_study(args, model, data) if "uap" in parts else []
+    if "art" in parts:
+        uaps.append(art_row(args, model, data))
     patches = patch_study(args, model, data) if "patch" in parts else []
     command = "PYTHONPATH=src python benchmarks/universal.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = "\n".join([f"### Universal perturbations and the universal patch ({args.model})", "", f"`{command}`", "",
                       environment(), "", *(uap_lines(args, uaps) if uaps else []), "",
                       *(patch_lines(args, patches) if patches else []), "",
                       f"Wall time {time.perf_counter() - t0:.0f} s."])
-    if args.figure and (uaps or patches):
-        FIGURES.mkdir(parents=True, exist_ok=True)
-        figure(uaps, patches, xh, FIGURES / f"universal-{args.model}.png")
-        body += f" Figure: `docs/figures/universal-{args.model}.png`."
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    if args.figure and figure(uaps, patches, xh, FIGURES / f"{args.section}.png"):
+        body += f" Figure: `docs/figures/{args.section}.png`."
     print(body)
     if not args.no_doc:
         write_section(args.section, body)
