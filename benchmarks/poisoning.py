@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import poisoning_cost
 import poisoning_doc
+import poisoning_robust
 
 from advlab.models import load_model
 from advlab.poison import (
@@ -65,12 +67,15 @@ class Bench:
         if self.cache["_setup"] != self.setup.describe():
             self.cache = {"_setup": self.setup.describe()}
         self._clean = None
+        self.clean_cpu = float("nan")  # CPU seconds of the clean model's training run (this process)
         self.examples: dict[str, Any] = {}
 
     @property
     def clean(self):
         if self._clean is None:
+            start = time.process_time()
             self._clean = train_on(self.setup, *self.setup.train)
+            self.clean_cpu = time.process_time() - start
         return self._clean
 
     def measure(self, key: str, fn) -> Any:
@@ -245,7 +250,7 @@ def clean_label_runs(b: Bench) -> list[dict[str, Any]]:
     out = []
     for name, kw, surrogate in runs:
         opts = {"fraction": 0.01, "target": TARGET, **kw}
-        res = b.measure(f"clean-label/{name}", lambda opts=opts, s=surrogate: backdoor(
+        res = b.measure(f"clean-label/steps20/{name}", lambda opts=opts, s=surrogate: backdoor(
             b, opts, strip=False, attack="clean-label", surrogate=s if s is not None else b.clean.model))
         out.append({"variant": name, **res})
     return out
@@ -269,6 +274,9 @@ def run_all(b: Bench) -> dict[str, Any]:
     r["defenses"] = b.measure("defenses/badnets-0.01/v2", lambda: badnets_defended(b))
     r["held_out"] = [b.measure(f"defenses/held-out/{s}-{t}", lambda s=s, t=t: held_out(b, s, t))
                      for s, t in HELD_OUT]
+    r["cost"] = b.measure("cost/v2", lambda: poisoning_cost.cost(b, tuple(a.flip_fractions)))
+    r["robust"] = [b.measure(f"defenses/robust/{s}-{t}", lambda s=s, t=t: poisoning_robust.robust_run(b.setup, s, t))
+                   for s, t, _ in poisoning_robust.RUNS]
     r["collision"] = collision(b)
     return r
 
@@ -299,6 +307,7 @@ def main() -> None:
         b.cache["_added_minutes"] = b.cache.get("_added_minutes", 0.0) + minutes
     b.path.write_text(json.dumps(b.cache, indent=1, default=str))
     results["wall_minutes"] = b.cache.get("_wall_minutes", float("nan")) + b.cache.get("_added_minutes", 0.0)
+    results["wall_parts"] = (b.cache.get("_wall_minutes", float("nan")), b.cache.get("_added_minutes", 0.0))
     doc = ROOT / ("benchmarks/results/poisoning-quick.md" if args.quick else "docs/poisoning.md")
     poisoning_doc.write(doc, results, args, b)
     print(f"wrote {doc} ({(time.perf_counter() - t0) / 60:.1f} min; from scratch: {results['wall_minutes']:.1f} min)")

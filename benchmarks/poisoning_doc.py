@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import poisoning_cost
+import poisoning_robust
 import torch
 from _doc import environment
 from poisoning_notes import (
     backdoor_note,
     clean_label_note,
-    cost_note,
     first_over,
     flip_note,
     held_out_note,
@@ -55,23 +56,21 @@ def acceptance(r: dict[str, Any]) -> list[list[str]]:
                               ("≤ 5 % of the target class's clean images flagged", "fpr_class", lambda v: v <= 0.05),
                               ("ASR < 5 % after retraining", "asr", lambda v: v < 0.05)):
             vals = [(label, run[name][key]) for label, run in runs]
-            rows.append([f"{name}: {what}", "; ".join(f"{pct(v)} ({label})" for label, v in vals),
+            rows.append([f"{name} (the paper's rule): {what}", "; ".join(f"{pct(v)} ({label})" for label, v in vals),
                          verdict(all(ok(v) for _, v in vals))])
+    rows += poisoning_robust.acceptance_rows(r["robust"], verdict)
     rows.append(["STRIP AUC, triggered vs clean test inputs", f"{bd['strip_auc']:.4f}", "reported"])
     best_fc = max(r["collision"], key=lambda v: (v["success"], -v["poisons"]))
     rows.append(["Feature collision (not an acceptance figure): best success",
                  f"{pct(best_fc['success'], 0)} with {best_fc['poisons']} poisons in a {best_fc['n']}-image "
                  "fine-tuning set", "reported"])
-    shares = cost_shares(r)
-    data_only = [v for k, v in shares.items() if not k.startswith(("clean-label: PGD", "flip-concentrated"))]
-    model_run = {k: v for k, v in shares.items() if k.startswith(("clean-label: PGD", "flip-concentrated"))}
-    rows.append(["Poisoning transform ≤ 5 % of a training run",
-                 f"data transforms (BadNets, clean-label trigger, uniform/pair flips) ≤ {pct(max(data_only), 3)}; "
-                 "transforms that run a model: " + ", ".join(f"{k} {pct(v, 1)}" for k, v in model_run.items()),
-                 verdict(max(shares.values()) <= 0.05)])
+    rows.append(poisoning_cost.acceptance_row(r["cost"]))
     rows.append(["Whole doc regenerated in ≤ 60 min on 2 cores",
-                 f"{r['wall_minutes']:.1f} min on {r['threads']} thread(s)",
-                 verdict(r["wall_minutes"] <= 60) + ("" if r["threads"] >= 2 else " (measured on 1 thread)")])
+                 f"{r['wall_minutes']:.1f} min counted on {r['threads']} thread(s): the last fresh run "
+                 f"({r['wall_parts'][0]:.1f} min) plus the runs that added or re-measured sections since "
+                 f"({r['wall_parts'][1]:.1f} min; re-measured sections count twice), on a machine shared with other "
+                 "jobs; not re-measured from scratch",
+                 verdict(r["wall_minutes"] <= 60) + ("" if r["threads"] >= 2 else " (as counted, 1 thread)")])
     return rows
 
 
@@ -168,31 +167,6 @@ def collision_rows(r: dict[str, Any]) -> list[list[str]]:
              pct(v["success"], 0), f"{v['feature_distance_ratio']:.3f}"] for v in r["collision"]]
 
 
-def cost_shares(r: dict[str, Any]) -> dict[str, float]:
-    """Each transform's wall time over the 5-epoch training run it poisons (flips: over the clean model's run)."""
-    out = {name: v["poison_seconds"] / v["train_seconds"] for name, v in
-           [("BadNets pattern 1 %", r["badnets"]), ("BadNets pixel 1 %", r["pixel"])]
-           + [(f"clean-label: {v['variant']}", v) for v in r["clean_label"]]}
-    top = max(f["fraction"] for f in r["flips"])
-    out.update({f"{v['attack']} {v['fraction']:g}": v["poison_seconds"] / r["clean"]["seconds"]
-                for v in r["flips"] if v["fraction"] == top})
-    return out
-
-
-def cost_rows(r: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for name, v in [("BadNets pattern 1 %", r["badnets"]), ("BadNets pixel 1 %", r["pixel"])] + [
-            (f"clean-label: {v['variant']}", v) for v in r["clean_label"]]:
-        rows.append([name, f"{v['poison_seconds']:.2f}", f"{v['train_seconds']:.1f}",
-                     pct(v["poison_seconds"] / v["train_seconds"], 3)])
-    top = max(f["fraction"] for f in r["flips"])
-    for v in r["flips"]:
-        if v["fraction"] == top:
-            rows.append([f"{v['attack']} {v['fraction']:g}", f"{v['poison_seconds']:.2f}",
-                         f"{r['clean']['seconds']:.1f} (clean run)", pct(v["poison_seconds"] / r["clean"]["seconds"], 3)])
-    return rows
-
-
 def write_figures(doc: Path, r: dict[str, Any], b: Any) -> dict[str, str]:
     figdir = doc.parent / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
@@ -281,8 +255,9 @@ def body(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         f"![poisons]({figs['examples']})", "",
         "## Clean-label backdoor (Turner et al. 2019)", "",
         f"600 poisons = 1 % of the training set, all drawn from class {t} ({r['class_count']} images, so "
-        f"{pct(600 / r['class_count'], 1)} of the class); labels untouched; PGD-40 (advlab's `pgd`, L∞, "
-        "untargeted, random start) on the surrogate named, then the pattern trigger at full amplitude.", "",
+        f"{pct(600 / r['class_count'], 1)} of the class); labels untouched; PGD-20 (advlab's `pgd`, L∞, "
+        "untargeted, random start, step 2.5·ε/20; 40 steps before the transform's cost was cut, see 'Cost of the "
+        "poisoning transform') on the surrogate named, then the pattern trigger at full amplitude.", "",
         table(["variant", "poisons", "share of class", "surrogate: poisons called 7", "clean lenet: poisons called 7",
                "clean Acc@1", "Δ (points)", "ASR", "craft (s)"],
               clean_label_rows(r)), "",
@@ -305,6 +280,8 @@ def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         f"![accuracy against flipped fraction]({figs['flips']})", "",
         flip_note(r["flips"], c, src), "",
         "## Data-level defenses against BadNets 1 % (pattern, target 7)", "",
+        "The papers' rules first (they miss); then their robust variants, `spectral-robust` and "
+        "`activation-clustering-robust`, on nine runs (last subsection).", "",
         f"The poisoned model's penultimate features (lenet: the 84-unit layer feeding the classifier; `-o depth=2` "
         "reads the 120-unit layer before it) for every "
         f"training example; each class inspected separately; flagged examples removed and a fresh model trained "
@@ -327,6 +304,7 @@ def body2(r: dict[str, Any], figs: dict[str, str]) -> list[str]:
         table(["run", "poisons (share of class)", "poisoned ASR", "defense", "TPR", "FPR (class)", "FPR (all)",
                "retrained clean Acc@1", "ASR after", "|cos| top vector / shift"], held_out_rows(r)), "",
         held_out_note(r), "",
+        *poisoning_robust.section(r["robust"], table),
     ]
 
 
@@ -357,10 +335,7 @@ def body3(r: dict[str, Any]) -> list[str]:
         "of ‖f(p) − f(t)‖ / ‖f(b) − f(t)‖ (how far the collision got).", "",
         table(["fine-tuning set", "poisons", "fraction", "trials", "success", "feature ratio"], collision_rows(r)),
         "",
-        "## Cost of the poisoning transform", "",
-        "Wall time of the transform against the training run it poisons (one thread, the same machine).", "",
-        table(["transform", "transform (s)", "training (s)", "share"], cost_rows(r)), "",
-        cost_note(r), "",
+        *poisoning_cost.section(r["cost"], table),
         "## Changed after first results", "",
         "Stated so the figures can be judged: (1) the recipe's 5 epochs were chosen after a 2-epoch probe of "
         "BadNets 1 % (ASR 98.95 %, spectral TPR about 41 %); every model on this page uses the same 5. (2) The "
@@ -374,16 +349,24 @@ def body3(r: dict[str, Any]) -> list[str]:
         "the 120-unit layer found 97 % of the poisons with under 4 % of class 7 flagged (its row); on a held-out "
         "poison draw (seed 1, target 3, training seed 0; a scratch run, not on this page) it found none, so it "
         "was dropped and the library keeps Tran et al.'s rule. The held-out runs were added then, for both "
-        "detectors, to show which figures carry over: activation clustering's, met on this run, do not.", "",
+        "detectors, to show which figures carry over: activation clustering's, met on this run, do not. (5) The "
+        "robust variants (spectral-robust, activation-clustering-robust) were written after all of that, on the "
+        "development runs named in their section; their rule changed once (v1 → v2) after a held-out miss, and "
+        "the section gives both, with which runs each version had seen. (6) The clean-label PGD went from 40 to "
+        "20 steps to hold its cost under 5 % of a training run (its rows were measured again with 20 steps); the "
+        "concentrated flip's margins moved to the model's fast view (the same flips, checked).", "",
         "## Published figures (for comparison; settings differ)", "", PUBLISHED,
         "## Reproduce one row with the command", "",
         "```", "advlab poison --attack badnets -o fraction=0.01 -o target=7 --model lenet --epochs 5 "
         "--defense activation-clustering --sweep 0.001,0.005,0.01 --out runs/badnets", "advlab poison --attack flip-pair "
-        "-o fraction=0.05 -o source=3 -o target=8 --epochs 5 --out runs/flip", "```", "",
+        "-o fraction=0.05 -o source=3 -o target=8 --epochs 5 --out runs/flip",
+        "advlab poison --attack badnets -o fraction=0.01 -o target=7 --epochs 5 --defense spectral-robust "
+        "--out runs/robust", "```", "",
         "Each writes `report.md`, `report.html` (self-contained, with example images and, for a sweep, ASR "
         "against fraction) and `results.json` into `--out`. Training is deterministic under the seed, so the "
         "first command reproduces this page's BadNets 1 % row, its activation-clustering row and the sweep's "
-        "0.001 / 0.005 / 0.01 rows (checked once by hand when this page was written).", "",
+        "0.001 / 0.005 / 0.01 rows (checked once by hand when this page was written); the third is the robust "
+        "section's run (0, 7) with spectral-robust (same seeds; not run separately for this page).", "",
     ]
 
 

@@ -53,23 +53,6 @@ def flip_note(flips: list[dict[str, Any]], clean: float, src: int) -> str:
             + f". The pair flip's damage falls on class {src} (last column).")
 
 
-def cost_note(r: dict[str, Any]) -> str:
-    train = r["badnets"]["train_seconds"]
-    over = [v for v in r["clean_label"] if v["poison_seconds"] / v["train_seconds"] > 0.05]
-    conc = max((v for v in r["flips"] if v["attack"] == "flip-concentrated"), key=lambda v: v["poison_seconds"])
-    text = (f"The data-only transforms (BadNets, uniform and pair flips) cost about 0.2 s against a "
-            f"{train:.0f} s training run; most of that is the input checks (NaN, bounds) and the copy of the "
-            "60 000 images. ")
-    if over or conc["poison_seconds"] / train > 0.05:
-        pgd = ", ".join(f"{v['poison_seconds']:.1f} s" for v in over) or "within 5 %"
-        text += ("The transforms that run a model cost more: the clean-label PGD (40 forward+backward passes on "
-                 f"600 images: {pgd}) and "
-                 f"the concentrated flip's margins (one forward pass over the 60 000 images: "
-                 f"{conc['poison_seconds']:.1f} s), i.e. above 5 % of a {train:.0f} s, "
-                 f"{r['epochs']}-epoch run; they are reported, not hidden.")
-    return text
-
-
 def spectral_note(r: dict[str, Any]) -> str:
     """The arithmetic of a fixed removal share: the least clean share of the class it must remove."""
     m, poisons, n_clean = r["defenses"]["spectral"], r["badnets"]["poisons"], r["class_count"]

@@ -32,6 +32,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("advlab.results",)),
     ("report", ("advlab.report",)),
     ("poison", ("advlab.poison",)),
+    ("lab", ("advlab.lab",)),
     ("evaluation", ("advlab.evaluation",)),
     ("commands", ("advlab.commands", "advlab.cli", "advlab.__main__")),
 ]

@@ -29,6 +29,15 @@ def test_badnets_with_a_defense_writes_the_report(tmp_path, capsys):
     assert (out / "figures" / "examples.png").stat().st_size > 1000
 
 
+def test_a_robust_defense_reads_the_layer_before_the_penultimate_by_default(tmp_path):
+    out = tmp_path / "robust"
+    assert main([*BASE, "--attack", "badnets", "-o", "fraction=0.01", "-o", "target=7", "--defense", "spectral-robust",
+                 "-o", "trim=0.2", "--out", str(out)]) == 0
+    d = json.loads((out / "results.json").read_text())["defense"]
+    assert d["name"] == "spectral-robust" and d["depth"] == 2 and d["options"] == {"trim": 0.2}
+    assert 0.0 <= d["tpr"] <= 1.0 and 0.0 <= d["asr"] <= 1.0
+
+
 def test_label_flip_reports_the_accuracy_drop(tmp_path, capsys):
     out = tmp_path / "flip"
     assert main([*BASE, "--attack", "flip-uniform", "-o", "fraction=0.3", "--out", str(out)]) == 0
@@ -54,6 +63,10 @@ def test_feature_collision_runs(tmp_path):
     (["--attack", "badnets", "-o", "fraction=0.1", "--defense", "spectra"], "did you mean 'spectral'"),
     (["--attack", "badnets", "-o", "fraction=0.1", "--sweep", "0.1,x"], "--sweep"),
     (["--attack", "feature-collision", "-o", "fraction=0.01"], "base_class"),
+    (["--attack", "badnets", "-o", "fraction=0.1", "--defense", "spectral-robust", "-o", "trimm=0.1"],
+     "did you mean 'trim'"),
+    (["--attack", "badnets", "-o", "fraction=0.1", "--defense", "activation-clustering-robus"],
+     "did you mean 'activation-clustering-robust'"),
 ])
 def test_bad_input_is_one_line(argv, needle, tmp_path, capsys):
     code = main([*BASE, *argv, "--out", str(tmp_path / "x")])

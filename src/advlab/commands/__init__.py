@@ -9,7 +9,7 @@ import importlib
 from types import ModuleType
 
 # One module per sub-command (or group); imported explicitly, in this order, for ``--help``.
-MODULES: tuple[str, ...] = ("models", "train", "attack", "evaluate", "certify", "transfer", "poison")
+MODULES: tuple[str, ...] = ("models", "train", "attack", "evaluate", "certify", "transfer", "poison", "physical")
 
 
 def modules() -> list[ModuleType]:

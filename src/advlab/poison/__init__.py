@@ -13,7 +13,10 @@ changes exactly ``round(fraction·N)`` examples (halves rounded up; :func:`poiso
 
 Defenses: :func:`spectral_signatures` (Tran et al. 2018) and :func:`activation_clustering` (Chen
 et al. 2018) flag suspected poisons from a trained model's :func:`penultimate_features`;
-:func:`remove_flagged` gives the set to retrain on. :func:`strip_entropy` (STRIP, Gao et al.
+:func:`remove_flagged` gives the set to retrain on. Their robust variants
+:func:`robust_spectral` and :func:`robust_activation_clustering` (``spectral-robust``,
+``activation-clustering-robust``: robust whitening after SPECTRE, Hayase et al. 2021, and a
+data-adaptive cut) flag without a fixed removal share. :func:`strip_entropy` (STRIP, Gao et al.
 2019) detects triggered inputs at test time. :mod:`advlab.poison.experiment` runs the whole
 clean / poisoned / cleaned comparison that ``advlab poison`` reports.
 """
@@ -30,6 +33,7 @@ from advlab.poison.detect import (
 )
 from advlab.poison.features import penultimate_features
 from advlab.poison.label_flip import concentrated_flip, margins, pair_flip, uniform_flip
+from advlab.poison.robust import robust_activation_clustering, robust_spectral
 from advlab.poison.strip import far_at_frr, roc_auc, strip_entropy
 from advlab.poison.triggers import Trigger, apply_trigger, attack_success_rate, make_trigger
 
@@ -37,6 +41,7 @@ __all__ = [
     "Detection", "FineTuned", "PoisonedData", "Trigger", "activation_clustering", "apply_trigger",
     "attack_success_rate", "badnets", "clean_label", "collision_success", "concentrated_flip", "detection_rates",
     "far_at_frr", "feature_collision", "fine_tune_head", "make_trigger", "margins", "pair_flip",
-    "penultimate_features", "poison_count", "remove_flagged", "roc_auc", "spectral_signatures", "strip_entropy",
+    "penultimate_features", "poison_count", "remove_flagged", "robust_activation_clustering", "robust_spectral",
+    "roc_auc", "spectral_signatures", "strip_entropy",
     "uniform_flip",
 ]

@@ -16,7 +16,7 @@ Both return a :class:`Detection`; :func:`detection_rates` scores it against the 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -32,14 +32,20 @@ PAPER_AC = ("Chen, Carvalho, Baracaldo, Ludwig, Edwards, Lee, Molloy, Srivastava
 
 @dataclass
 class Detection:
-    """Which training examples a detector flags (bool, N) and its per-example score (higher = more suspect)."""
+    """Which training examples a detector flags (bool, N) and its per-example score (higher = more suspect).
+
+    ``details`` (the robust variants, :mod:`advlab.poison.robust`): per class, each round's split —
+    the smaller group's share and size, its separation, and whether it was flagged.
+    """
 
     flagged: torch.Tensor
     scores: torch.Tensor
     method: str
+    details: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # per class: each round's split
 
 
-def _check(feats: torch.Tensor, y: torch.Tensor) -> None:
+def check_features(feats: torch.Tensor, y: torch.Tensor) -> None:
+    """One-line errors for features that are not N×D or labels that do not match them."""
     if feats.dim() != 2:
         raise ValueError(f"features: expected N×D feature vectors, got shape {tuple(feats.shape)}")
     if y.shape != (len(feats),):
@@ -55,7 +61,7 @@ def spectral_signatures(feats: torch.Tensor, y: torch.Tensor, *, removal: float 
         removal: Share of each class removed, fixed in advance (default 0.15 = 1.5 × an assumed
             bound ε = 0.1 on the poisons' share of a class, Tran et al.'s rule).
     """
-    _check(feats, y)
+    check_features(feats, y)
     check_param("removal", Share, removal)
     f = feats.double()
     scores = torch.zeros(len(f), dtype=torch.float64, device=f.device)
@@ -99,7 +105,7 @@ def activation_clustering(feats: torch.Tensor, y: torch.Tensor, *, dims: int = 1
     """
     from sklearn.cluster import KMeans
 
-    _check(feats, y)
+    check_features(feats, y)
     check_param("max_share", Share, max_share)
     check_param("reduce", Literal["ica", "pca"], reduce)
     f = feats.double().cpu().numpy()  # scikit-learn reads NumPy: on the CPU; the result goes back to feats' device
@@ -143,5 +149,5 @@ def remove_flagged(x: torch.Tensor, y: torch.Tensor, detection: Detection) -> tu
     return x[keep], y[keep]
 
 
-__all__ = ["PAPER_AC", "PAPER_SPECTRAL", "Detection", "activation_clustering", "detection_rates",
+__all__ = ["PAPER_AC", "PAPER_SPECTRAL", "Detection", "activation_clustering", "check_features", "detection_rates",
            "remove_flagged", "spectral_signatures"]

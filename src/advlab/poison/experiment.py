@@ -30,6 +30,7 @@ from advlab.poison.collision import collision_success, feature_collision, fine_t
 from advlab.poison.detect import activation_clustering, detection_rates, remove_flagged, spectral_signatures
 from advlab.poison.features import penultimate_features
 from advlab.poison.label_flip import concentrated_flip, pair_flip, uniform_flip
+from advlab.poison.robust import DEFAULT_DEPTH, robust_activation_clustering, robust_spectral
 from advlab.poison.strip import far_at_frr, roc_auc, strip_entropy
 from advlab.poison.triggers import apply_trigger, attack_success_rate
 from advlab.train import TrainConfig, TrainResult, fit
@@ -40,7 +41,11 @@ ATTACKS: dict[str, Callable[..., PoisonedData]] = {
 }
 DEFENSES: dict[str, Callable[..., Any]] = {
     "spectral": spectral_signatures, "activation-clustering": activation_clustering,
+    "spectral-robust": robust_spectral, "activation-clustering-robust": robust_activation_clustering,
 }
+# The features each detector reads by default (-o depth=K overrides): the papers' penultimate layer, and
+# the layer before it for the robust variants (advlab.poison.robust).
+DEPTH = {"spectral-robust": DEFAULT_DEPTH, "activation-clustering-robust": DEFAULT_DEPTH}
 # Arguments the experiment supplies itself (never options); and options the experiment reads itself.
 _SUPPLIED = {"x", "y", "generator", "model", "num_classes", "target_x", "feats"}
 _OWN = {"target_index"}
@@ -159,7 +164,7 @@ def defend(setup: Setup, name: str, options: dict[str, Any], model: nn.Module, p
            progress: bool = False) -> dict[str, Any]:
     """Flag suspected poisons with the poisoned model's features, retrain without them, measure."""
     kw = dict(options)
-    depth = kw.pop("depth", 1)
+    depth = kw.pop("depth", DEPTH.get(name, 1))
     start = time.perf_counter()
     det = DEFENSES[name](penultimate_features(model, p.x, depth=depth), p.y, **kw)
     detect_seconds = time.perf_counter() - start
@@ -261,5 +266,5 @@ def run_experiment(setup: Setup, attack: str, options: dict[str, Any], *, defens
     return Outcome(summary, *_examples(setup, p))
 
 
-__all__ = ["ATTACKS", "DEFENSES", "Outcome", "Setup", "backdoor_metrics", "collision_target", "defend",
+__all__ = ["ATTACKS", "DEFENSES", "DEPTH", "Outcome", "Setup", "backdoor_metrics", "collision_target", "defend",
            "make_poison", "run_collision", "run_experiment", "split_options", "sweep_point", "train_on"]

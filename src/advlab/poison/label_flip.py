@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from advlab._device import draw, module_device
+from advlab.attacks.fastview import fast_view
 from advlab.metrics import predict_logits
 from advlab.poison.base import PoisonedData, check_class, check_data, default_generator, finish, pick, poison_count
 
@@ -52,10 +54,19 @@ def pair_flip(x: torch.Tensor, y: torch.Tensor, *, fraction: float, source: int,
                   params={"fraction": fraction, "source": source, "target": target}, target=target)
 
 
-def margins(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-            y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per example: the true-class logit minus the largest other, and that other (runner-up) class."""
-    logits = predict_logits(model, x, device=module_device(model))
+def margins(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+            batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: the true-class logit minus the largest other, and that other (runner-up) class.
+
+    One pass without gradients, on the model's fast view (:func:`advlab.attacks.fastview.fast_view`:
+    the same network with ``channels_last`` weights, its logits equal to the model's up to float32
+    rounding; the model itself is untouched), in batches of ``batch_size`` (measured on lenet / MNIST,
+    one thread: the view halves the pass's time; 512 is as fast as 1 000 there, and faster on a plain model).
+    """
+    dev = module_device(model)
+    net = fast_view(model, x[:2].to(dev)) if isinstance(model, nn.Module) and len(x) else model
+    with torch.no_grad():
+        logits = predict_logits(net, x, batch_size, device=dev)
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     best, runner_up = others.max(1)

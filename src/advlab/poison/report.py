@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.figures import new_figure, png_bytes
-from advlab.report.settings import PAGE_CSS, embedded_figures, html_table, md_table
+from advlab.report.settings import html_document, html_table, md_table, write_bundle
 from advlab.report.tables import fmt as fmt_number
 from advlab.report.tables import text_table
 
@@ -145,24 +144,15 @@ def markdown(s: dict[str, Any], figs: Sequence[tuple[str, str, bytes]], command:
 def html_page(s: dict[str, Any], figs: Sequence[tuple[str, str, bytes]], command: str) -> str:
     """report.html: self-contained (figures embedded)."""
     body = "".join(f"<h2>{html.escape(t)}</h2>{html_table(h, r, t.lower().replace(' ', '-'))}" for t, h, r in tables(s))
-    imgs = embedded_figures(figs)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>advlab poisoning report: '
-            f"{html.escape(s['attack'])}</title><style>{PAGE_CSS}</style></head><body>"
-            f"<h1>Poisoning report: {html.escape(s['attack'])}</h1><p><code>{html.escape(command)}</code></p>"
-            f"{body}<h2>Figures</h2>{imgs}</body></html>\n")
+    return html_document(f"Poisoning report: {s['attack']}", command, "", body, figs)
 
 
 def write_report(directory: Path, s: dict[str, Any], examples: torch.Tensor, labels: torch.Tensor,
                  command: str) -> list[Path]:
     """Write results.json, report.md, report.html and figures/*.png into ``directory`` (atomically)."""
     figs = figures(s, examples, labels)
-    (directory / "figures").mkdir(parents=True, exist_ok=True)
-    for name, _, png in figs:
-        atomic_write_bytes(directory / "figures" / f"{name}.png", png)
-    atomic_write_text(directory / "results.json", json.dumps({"command": command, **s}, indent=1, default=str))
-    atomic_write_text(directory / "report.md", markdown(s, figs, command))
-    atomic_write_text(directory / "report.html", html_page(s, figs, command))
-    return [directory / n for n in ("report.md", "report.html", "results.json")]
+    return write_bundle(directory, figs, {"command": command, **s}, markdown(s, figs, command),
+                        html_page(s, figs, command))
 
 
 __all__ = ["examples_figure", "figures", "html_page", "markdown", "sweep_figure", "terminal", "write_report"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.results.plan import Job
 
 NORM_LABEL = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
@@ -169,6 +172,28 @@ def embedded_figures(figures: Sequence[tuple[str, str, bytes]]) -> str:
     )
 
 
+def html_document(title: str, command: str, intro: str, body: str, figures: Sequence[tuple[str, str, bytes]]) -> str:
+    """A self-contained report page: title, the command, an ``intro`` paragraph (HTML), ``body``, the figures."""
+    lead = f"<p>{intro}</p>" if intro else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>advlab {html.escape(title)}'
+            f"</title><style>{PAGE_CSS}</style></head><body><h1>{html.escape(title)}</h1><p><code>"
+            f"{html.escape(command)}</code></p>{lead}{body}<h2>Figures</h2>{embedded_figures(figures)}</body></html>\n")
+
+
+def write_bundle(directory: Path, figures: Sequence[tuple[str, str, bytes]], results: Mapping[str, Any],
+                 markdown: str, page: str) -> list[Path]:
+    """Write ``figures/*.png``, ``results.json``, ``report.md`` and ``report.html`` into ``directory`` atomically.
+
+    Returns the paths of the report, the page and the results, in that order.
+    """
+    (directory / "figures").mkdir(parents=True, exist_ok=True)
+    for name, _, png in figures:
+        atomic_write_bytes(directory / "figures" / f"{name}.png", png)
+    atomic_write_text(directory / "results.json", json.dumps(dict(results), indent=1, default=str))
+    atomic_write_text(directory / "report.md", markdown)
+    atomic_write_text(directory / "report.html", page)
+    return [directory / n for n in ("report.md", "report.html", "results.json")]
+
 
 __all__ = [
     "NORM_LABEL",
@@ -177,6 +202,7 @@ __all__ = [
     "code_spans_html",
     "embedded_figures",
     "environment_rows",
+    "html_document",
     "html_table",
     "md_table",
     "norm_label",
@@ -186,4 +212,5 @@ __all__ = [
     "setting_rows",
     "threat_text",
     "value_text",
+    "write_bundle",
 ]
