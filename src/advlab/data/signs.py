@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 from collections.abc import Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 
 from advlab.data.sign_art import SIGN_CLASSES, all_signs, sign_mask, sign_rgba
 from advlab.data.sign_backgrounds import make_backgrounds
-from advlab.physical import TransformDistribution, render
+from advlab.physical import TransformDistribution, jpeg, render
 
 SIZE = 48
 SIGNS = {"train": 24_000, "test": 4_800}
@@ -47,15 +44,7 @@ BATCH = 512
 
 def _jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """uint8 N×3×H×W images after a JPEG round trip each at its ``quality`` (Pillow, 4:2:0 chroma)."""
-    out = torch.empty_like(x)
-    hwc = x.permute(0, 2, 3, 1).numpy()
-    for i in range(len(x)):  # Pillow codes one image at a time
-        buf = io.BytesIO()
-        Image.fromarray(hwc[i], "RGB").save(buf, format="JPEG", quality=int(quality[i]))
-        buf.seek(0)
-        with Image.open(buf) as im:
-            out[i] = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-    return out
+    return (jpeg(x.float() / 255, quality) * 255).round().to(torch.uint8)
 
 
 def _labels(n: int, g: torch.Generator) -> torch.Tensor:

@@ -24,8 +24,6 @@ name                  class                       declared twin
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +31,7 @@ from torch import nn
 
 from advlab._checks import suggest
 from advlab._device import draw
+from advlab.physical import jpeg
 
 
 class _Undeclared(nn.Module):
@@ -143,19 +142,9 @@ def pillow_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     Grey (1 channel) and RGB (3 channels) images go through whole, as in
     :class:`~advlab.models.wrappers.JPEG`; any other channel count, channel by channel as grey.
     """
-    from PIL import Image
-
-    arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    out = np.empty_like(arr)
-    for i in range(arr.shape[0]):
-        planes = [arr[i].transpose(1, 2, 0)] if arr.shape[1] == 3 else list(arr[i])
-        decoded = []
-        for img in planes:
-            buf = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=quality)
-            decoded.append(np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
-        out[i] = decoded[0].transpose(2, 0, 1) if arr.shape[1] == 3 else np.stack(decoded)
-    return torch.from_numpy(out).to(x.device, x.dtype) / 255
+    if x.shape[1] in (1, 3):
+        return jpeg(x, quality)
+    return jpeg(x.reshape(-1, 1, *x.shape[2:]), quality).reshape(x.shape)
 
 
 class PillowJPEG(_Undeclared):

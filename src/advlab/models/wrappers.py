@@ -24,18 +24,17 @@ needs a network trained on the encoding (``advlab train --model lenet --defense 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advlab._checks import suggest
 from advlab._device import draw
+from advlab.physical import jpeg
 
 
 class Transform(nn.Module):
@@ -186,20 +185,8 @@ class JPEG(Transform):
             raise ValueError(f"jpeg: expected 1 (grey) or 3 (RGB) channels, got {shape[0]}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        from PIL import Image
-
         self.check_input(tuple(x.shape[1:]))
-
-        arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        out = np.empty_like(arr)
-        for i in range(arr.shape[0]):
-            img = arr[i, 0] if arr.shape[1] == 1 else arr[i].transpose(1, 2, 0)
-            buf = io.BytesIO()
-            Image.fromarray(img).save(buf, format="JPEG", quality=self.quality)
-            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
-            out[i] = dec[None] if arr.shape[1] == 1 else dec.transpose(2, 0, 1)
-        y = torch.from_numpy(out).to(x.device, x.dtype) / 255
-        return y + 0 * x  # attached to x with a zero gradient, as a non-differentiable op's is
+        return jpeg(x, self.quality) + 0 * x  # attached to x with a zero gradient, as a non-differentiable op's is
 
 
 class Thermometer(Transform):

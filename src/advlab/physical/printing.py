@@ -121,16 +121,23 @@ def _shading(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     return x * field[:, None]
 
 
-def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Each image (1 or 3 channels) through a Pillow JPEG round trip at its own quality, as 8-bit."""
+def jpeg(x: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
+    """Each image through a Pillow JPEG round trip at ``quality`` (one int, or one per image), as 8-bit levels.
+
+    Grey (1 channel) and RGB (3 channels) images only; a new tensor on ``x``'s device, detached from it.
+    The one JPEG codec of advlab: the printed photo, the signs data, and the ``jpeg`` defenses use it.
+    """
     from PIL import Image
 
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"jpeg: expected N×C×H×W images with 1 (grey) or 3 (RGB) channels, got {tuple(x.shape)}")
+    qualities = [int(quality)] * len(x) if isinstance(quality, int) else [int(q) for q in quality]
     arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     out = np.empty_like(arr)
-    for i in range(arr.shape[0]):
+    for i in range(arr.shape[0]):  # Pillow codes one image at a time
         img = arr[i, 0] if arr.shape[1] == 1 else arr[i].transpose(1, 2, 0)
         buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=int(quality[i]))
+        Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=qualities[i])
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
         out[i] = dec[None] if arr.shape[1] == 1 else dec.transpose(2, 0, 1)
     return torch.from_numpy(out).to(x.device, x.dtype) / 255
