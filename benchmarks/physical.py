@@ -8,7 +8,7 @@
 from ``TransformDistribution.signs(48)`` (the EOT loop of a sticker or patch attack), forward and
 forward + backward with respect to the object (what RP2 and the patch do each step), and
 ``transform_images`` of N 48×48 images at ``TransformDistribution.image()`` (whole-image EOT).
-"before" is the lead's first version (benchmarks/_physical_before.py) at its default
+"before" is the lead's first version (src/advlab/physical/render.py at commit dbb7421, read from git) at its default
 supersample=2; "after" is the package at its default (mip pre-filter, supersample=1). Variants
 are interleaved repeat by repeat; medians of wall-clock images per second and of CPU seconds per
 1 000 images (the latter is what a busy machine changes least). Accuracy: the mean absolute
@@ -32,15 +32,16 @@ import argparse
 import itertools
 import os
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _physical_before as before
 from _doc import environment, write_section
 
 import advlab
@@ -60,6 +61,22 @@ from advlab.physical import (
 )
 
 SIZE = 48
+
+
+BEFORE = ("dbb7421", "src/advlab/physical/render.py")  # the first renderer, the speed comparison's "before"
+
+
+def _before() -> types.ModuleType:
+    """The first renderer, read from git history (it imports only advlab.physical.conditions, unchanged since)."""
+    rev, path = BEFORE
+    text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=Path(__file__).resolve().parent, check=True,
+                          capture_output=True, text=True).stdout
+    module = types.ModuleType("advlab_physical_before")
+    exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+before = _before()
 
 
 def sign_like(side: int = 64) -> torch.Tensor:
