@@ -46,13 +46,12 @@ from _doc import environment, write_section
 
 import advlab
 from advlab import ThreatModel
-from advlab.attacks import bim, fgsm, pgd
+from advlab.attacks import bim, eot_grad_fn, fgsm, pgd
 from advlab.physical import (
     PhotoRun,
     TransformDistribution,
     Transformed,
     blur,
-    eot_grad_fn,
     kurakin_bim,
     print_photo_runs,
     render,

@@ -10,14 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advlab import ThreatModel
-from advlab.attacks import bim, fgsm, get_attack, pgd
+from advlab.attacks import bim, eot_grad_fn, fgsm, get_attack, pgd
 from advlab.physical import (
     LAB,
     MAX_BLUR,
     Conditions,
     TransformDistribution,
     Transformed,
-    eot_grad_fn,
     kurakin_bim,
     lab_grid,
     print_photo,

@@ -8,7 +8,7 @@ randomness), so no attack changes the model. Adding an attack is one new module 
 in the import list below.
 """
 
-from advlab.attacks.adaptive import eot_bpda, pgd_adaptive
+from advlab.attacks.adaptive import eot_bpda, eot_grad_fn, pgd_adaptive
 from advlab.attacks.adversarial_patch import Patch, PatchScore, patch_success, universal_patch
 from advlab.attacks.autobpda import auto_bpda, pgd_bpda
 from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
@@ -78,6 +78,7 @@ __all__ = [
     "deepfool",
     "ead",
     "eot_bpda",
+    "eot_grad_fn",
     "fast_view",
     "fast_views",
     "fgsm",

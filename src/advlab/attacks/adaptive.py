@@ -10,7 +10,8 @@ https://arxiv.org/abs/1802.00420:
 * **EOT** (Expectation over Transformation, Athalye et al. 2018, https://arxiv.org/abs/1707.07397):
   where a forward pass is random, average the gradient over ``samples`` draws.
 
-:func:`eot_bpda` builds a ``grad_fn`` for any white-box attack (``pgd(..., grad_fn=eot_bpda(10))``).
+:func:`eot_bpda` builds a ``grad_fn`` for any white-box attack (``pgd(..., grad_fn=eot_bpda(10))``);
+:func:`eot_grad_fn` does EOT over a transformation distribution of :mod:`advlab.physical`.
 ``pgd-adaptive`` is PGD with the margin (CW) loss on the logits — unaffected by a saturated
 softmax, the masking of defensive distillation — through BPDA and EOT where the model declares
 it needs them (``model.differentiable is False``, ``model.randomized is True``).
@@ -27,6 +28,7 @@ from advlab._checks import NonNegFloat, PositiveInt, check_positive_int
 from advlab.attacks.gradient import GRADIENT_NORMS, default_step_size, iterative_gradient
 from advlab.attacks.losses import GradFn, Loss, LossFn, loss_grad
 from advlab.attacks.registry import AttackResult, register_attack
+from advlab.physical import TransformDistribution, transform_images
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -63,6 +65,53 @@ def eot_bpda(samples: int = 1, bpda: bool = True) -> GradFn:
             lo, g, z = loss_grad(forward, x, labels, loss_fn)
             loss, grad, logits = loss + lo, grad + g, logits + z
         return loss / samples, grad / samples, logits / samples
+
+    return grad_fn
+
+
+def eot_grad_fn(distribution: TransformDistribution, samples: int = 8, *, generator: torch.Generator | None = None,
+                relative_width: bool = True, fill: float = 0.0) -> GradFn:
+    """EOT over a transformation distribution: the loss gradient averaged over ``samples`` draws of the transform.
+
+    Athalye, Engstrom, Ilyas, Kwok 2018, "Synthesizing Robust Adversarial Examples",
+    https://arxiv.org/abs/1707.07397: an example that must survive a distribution T maximises
+    E_{t∼T}[L(f(t(x)), y)]. Every attack that takes ``grad_fn`` gains it without a copied loop::
+
+        pgd(model, x, y, threat, grad_fn=eot_grad_fn(TransformDistribution.image(), 8))
+
+    Args:
+        distribution: Where the conditions come from (e.g. :meth:`TransformDistribution.image`).
+        samples: Draws per gradient; all of them go through the model as one batch of N·samples.
+        generator: The draws' randomness; ``None`` makes a generator seeded 0 when the seam is
+            built, so an attack through it is deterministic (each call draws new conditions).
+        relative_width: ``distribution.width`` is a factor of the image width (the ``image``
+            preset); False reads it in pixels.
+        fill: The value outside the transformed image.
+
+    Returns the per-example loss, gradient and logits, each averaged over the draws. The gradient
+    flows through ``model.bpda`` where the model declares a non-differentiable forward pass.
+    """
+    check_positive_int("samples", samples)
+    if not isinstance(distribution, TransformDistribution):
+        raise TypeError(f"distribution: expected a TransformDistribution, got {type(distribution).__name__}")
+    rng = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def grad_fn(model: Model, x: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
+        n = len(x)
+        cond = distribution.sample_like(x, n * samples, relative_width=relative_width, generator=rng)
+        forward = model.bpda if needs_bpda(model) else model  # type: ignore[attr-defined]
+
+        def seen(xr: torch.Tensor) -> torch.Tensor:
+            return forward(transform_images(xr.repeat(samples, *([1] * (x.dim() - 1))), cond, generator=rng,
+                                            fill=fill))
+
+        def mean_loss(z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return loss_fn(z, rows.repeat(samples)).view(samples, n).mean(0)
+
+        loss, grad, logits = loss_grad(seen, x, labels, mean_loss)
+        return loss, grad, logits.view(samples, n, *logits.shape[1:]).mean(0)
 
     return grad_fn
 

@@ -6,8 +6,8 @@ applies the same to whole images. :class:`TransformDistribution` samples conditi
 for Expectation over Transformation); :func:`lab_grid` is the fixed lab test grid (width × angle ×
 light). Everything is batched, differentiable in the pixels, and deterministic under a generator.
 
-:func:`eot_grad_fn` is EOT over a distribution as a gradient seam for every attack that takes
-``grad_fn``; :class:`Transformed` is a model seen through the distribution. :func:`print_photo`
+EOT over a distribution as a gradient seam is :func:`advlab.attacks.eot_grad_fn` (for every attack that takes
+``grad_fn``); :class:`Transformed` is a model seen through the distribution. :func:`print_photo`
 simulates printing an image and photographing it (Kurakin et al.), and :func:`print_photo_table`
 measures how many adversarial examples that destroys.
 
@@ -17,7 +17,7 @@ pre-filter, warp, render, transform_images), ``photometry``, ``eot``, ``printing
 
 from advlab.physical.camera import DISTANCE, homography, mip_levels, render, transform_images, warp
 from advlab.physical.conditions import LAB, Conditions, TransformDistribution, lab_grid
-from advlab.physical.eot import PAPER_EOT, Transformed, eot_grad_fn
+from advlab.physical.eot import PAPER_EOT, Transformed
 from advlab.physical.photometry import MAX_BLUR, blur, photometric
 from advlab.physical.printing import (
     PAPER_KURAKIN,
@@ -33,6 +33,6 @@ from advlab.physical.printing import (
 )
 
 __all__ = ["DISTANCE", "LAB", "MAX_BLUR", "PAPER_EOT", "PAPER_KURAKIN", "Conditions", "PhotoRun", "PrintPhoto",
-           "TransformDistribution", "Transformed", "blur", "destruction", "eot_grad_fn", "homography", "jpeg",
+           "TransformDistribution", "Transformed", "blur", "destruction", "homography", "jpeg",
            "kurakin_bim", "lab_grid", "mip_levels", "photometric", "print_photo", "print_photo_runs",
            "print_photo_table", "render", "summarise", "transform_images", "warp"]

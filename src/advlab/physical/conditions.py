@@ -160,6 +160,12 @@ class TransformDistribution:
                           _uniform(self.blur, n, generator, device), _uniform(self.noise, n, generator, device))
 
 
+    def sample_like(self, x: torch.Tensor, n: int | None = None, *, relative_width: bool = False,
+                    generator: torch.Generator | None = None) -> Conditions:
+        """:meth:`sample` for images shaped like ``x`` (N×C×H×W), on its device; ``n`` rows (default: one per image)."""
+        return self.sample(len(x) if n is None else n, (int(x.shape[-2]), int(x.shape[-1])), channels=int(x.shape[1]),
+                           relative_width=relative_width, generator=generator, device=x.device)
+
 LAB: dict[str, tuple[float, ...]] = {"widths": (40.0, 32.0, 24.0, 16.0), "angles": (0.0, 15.0, 30.0, 45.0),
                                      "lights": (0.6, 1.0, 1.4)}
 LAB_SEED = 18_045
