@@ -34,6 +34,7 @@ import torch
 
 from advlab._checks import check_images, check_nonneg, check_positive_int
 from advlab._device import draw
+from advlab.metrics import predict_logits
 from advlab.physical.camera import warp
 from advlab.physical.conditions import Conditions
 from advlab.physical.photometry import photometric
@@ -192,7 +193,7 @@ def _judge(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: to
            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image: classified correctly, and the margin max_{i≠y} z_i − z_y (positive: misclassified)."""
     with torch.no_grad():
-        z = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        z = predict_logits(model, x, batch_size)
     true = z.gather(1, y[:, None]).squeeze(1)
     other = z.scatter(1, y[:, None], float("-inf")).amax(1)
     return z.argmax(1) == y, other - true
