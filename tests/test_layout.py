@@ -29,6 +29,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("attacks", ("advlab.attacks",)),
     ("certify", ("advlab.certify",)),
     ("defenses", ("advlab.defenses",)),
+    ("detect", ("advlab.detect",)),
     ("results", ("advlab.results",)),
     ("report", ("advlab.report",)),
     ("poison", ("advlab.poison",)),

@@ -106,7 +106,8 @@ def transfer_success(clean_correct: torch.Tensor, adv_correct: torch.Tensor) -> 
 
 __all__ = [
     "acc_at_k", "clean_accuracy", "label_accuracy", "mean_or_none", "median_or_none", "outcome_at_eps",
-    "perturbation_norms", "predict_logits", "topk_correct", "transfer_success",
+    "perturbation_norms", "predict_logits", "roc_auc", "roc_curve", "threshold_at_fpr", "topk_correct",
+    "transfer_success",
 ]
 
 
@@ -119,3 +120,61 @@ def fooling_rate(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> float:
     if len(clean_logits) == 0:
         return float("nan")
     return float((clean_logits.argmax(dim=1) != adv_logits.argmax(dim=1)).float().mean())
+
+
+def roc_auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """Area under the ROC curve of scores where positives should score higher (ties count ½).
+
+    Computed from ranks (the Mann–Whitney U statistic), in O(n log n).
+
+    Example:
+        >>> roc_auc(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 2.0]))
+        0.875
+    """
+    if len(positive) == 0 or len(negative) == 0:
+        raise ValueError("roc_auc: expected at least one positive and one negative score")
+    both = torch.cat([positive.double(), negative.double()])
+    _values, inverse, counts = torch.unique(both, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts  # 0-based rank of each distinct value's first occurrence
+    ranks = (first + (counts - 1) / 2.0 + 1.0)[inverse]  # average 1-based ranks
+    n_pos, n_neg = len(positive), len(negative)
+    u = float(ranks[:n_pos].sum()) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
+
+
+def roc_curve(positive: torch.Tensor, negative: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ROC curve of scores where positives should score higher: (false-positive rates, true-positive rates).
+
+    One point per distinct threshold, from (0, 0) to (1, 1); a threshold t flags every score ≥ t.
+
+    Example:
+        >>> fpr, tpr = roc_curve(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 2.0]))
+        >>> fpr.tolist(), tpr.tolist()
+        ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0])
+    """
+    if len(positive) == 0 or len(negative) == 0:
+        raise ValueError("roc_curve: expected at least one positive and one negative score")
+    thresholds = torch.unique(torch.cat([positive.double(), negative.double()])).flip(0)
+    tpr = (positive.double()[None, :] >= thresholds[:, None]).double().mean(1)
+    fpr = (negative.double()[None, :] >= thresholds[:, None]).double().mean(1)
+    zero = torch.zeros(1, dtype=torch.float64)
+    return torch.cat([zero, fpr]), torch.cat([zero, tpr])
+
+
+def threshold_at_fpr(negative: torch.Tensor, fpr: float = 0.05) -> float:
+    """The threshold that flags at most ``fpr`` of the negatives: an input is flagged when its score is > t.
+
+    Scores are "higher = more suspect". At most
+    ⌊fpr·n⌋ of the n negatives are flagged (ties never push the rate over ``fpr``).
+
+    Example:
+        >>> threshold_at_fpr(torch.arange(100.0), 0.05)
+        94.0
+    """
+    if len(negative) == 0:
+        raise ValueError("threshold_at_fpr: expected at least one negative score")
+    if not 0.0 <= fpr < 1.0:
+        raise ValueError(f"threshold_at_fpr: fpr must be in [0, 1), got {fpr}")
+    ordered = torch.sort(negative.double(), descending=True).values
+    allowed = int(fpr * len(ordered) + 1e-9)  # negatives that may be flagged
+    return float(ordered[allowed])

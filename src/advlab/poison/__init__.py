@@ -21,6 +21,7 @@ data-adaptive cut) flag without a fixed removal share. :func:`strip_entropy` (ST
 clean / poisoned / cleaned comparison that ``advlab poison`` reports.
 """
 
+from advlab.models.features import penultimate_features
 from advlab.poison.backdoor import badnets, clean_label
 from advlab.poison.base import PoisonedData, poison_count
 from advlab.poison.collision import FineTuned, collision_success, feature_collision, fine_tune_head
@@ -31,7 +32,6 @@ from advlab.poison.detect import (
     remove_flagged,
     spectral_signatures,
 )
-from advlab.poison.features import penultimate_features
 from advlab.poison.label_flip import concentrated_flip, margins, pair_flip, uniform_flip
 from advlab.poison.robust import robust_activation_clustering, robust_spectral
 from advlab.poison.strip import far_at_frr, roc_auc, strip_entropy

@@ -23,8 +23,8 @@ from torch import nn
 
 from advlab._device import module_device
 from advlab.metrics import predict_logits
+from advlab.models.features import features, last_linear, penultimate_features
 from advlab.poison.base import PoisonedData, check_class, check_data, default_generator, finish, pick, poison_count
-from advlab.poison.features import features, last_linear, penultimate_features
 from advlab.train import TrainConfig, fit
 
 PAPER = ("Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein 2018, Poison Frogs! Targeted Clean-Label "

@@ -24,11 +24,11 @@ from advlab._checks import suggest
 from advlab._device import module_device
 from advlab.data import dataset_info, load_dataset
 from advlab.models import create_model
+from advlab.models.features import penultimate_features
 from advlab.poison.backdoor import badnets, clean_label
 from advlab.poison.base import PoisonedData
 from advlab.poison.collision import collision_success, feature_collision, fine_tune_head
 from advlab.poison.detect import activation_clustering, detection_rates, remove_flagged, spectral_signatures
-from advlab.poison.features import penultimate_features
 from advlab.poison.label_flip import concentrated_flip, pair_flip, uniform_flip
 from advlab.poison.robust import DEFAULT_DEPTH, robust_activation_clustering, robust_spectral
 from advlab.poison.strip import far_at_frr, roc_auc, strip_entropy

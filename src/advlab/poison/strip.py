@@ -15,7 +15,7 @@ import torch
 
 from advlab._checks import check_images, check_positive_int
 from advlab._device import draw, module_device
-from advlab.metrics import predict_logits
+from advlab.metrics import predict_logits, roc_auc
 from advlab.poison.base import default_generator
 
 PAPER = ("Gao, Xu, Wang, Chen, Ranasinghe, Nepal 2019, STRIP: A Defence Against Trojan Attacks on Deep Neural "
@@ -35,26 +35,6 @@ def strip_entropy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     logp = torch.log_softmax(predict_logits(model, blends, batch_size, module_device(model)).double(), 1)
     entropy = -(logp.exp() * logp).sum(1)
     return entropy.view(len(x), n).mean(1)
-
-
-def roc_auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """Area under the ROC curve of scores where positives should score higher (ties count ½).
-
-    Computed from ranks (the Mann–Whitney U statistic), in O(n log n).
-
-    Example:
-        >>> roc_auc(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 2.0]))
-        0.875
-    """
-    if len(positive) == 0 or len(negative) == 0:
-        raise ValueError("roc_auc: expected at least one positive and one negative score")
-    both = torch.cat([positive.double(), negative.double()])
-    _values, inverse, counts = torch.unique(both, return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts  # 0-based rank of each distinct value's first occurrence
-    ranks = (first + (counts - 1) / 2.0 + 1.0)[inverse]  # average 1-based ranks
-    n_pos, n_neg = len(positive), len(negative)
-    u = float(ranks[:n_pos].sum()) - n_pos * (n_pos + 1) / 2.0
-    return u / (n_pos * n_neg)
 
 
 def far_at_frr(positive: torch.Tensor, negative: torch.Tensor, frr: float = 0.01) -> float:
