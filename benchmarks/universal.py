@@ -58,6 +58,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fractions", default="0.1,0.2,0.3", help="patch areas (share of the image)")
     p.add_argument("--patch-steps", type=int, default=1000)
     p.add_argument("--patch-lr", type=float, default=0.05)
+    p.add_argument("--patch-schedule", default="constant", choices=("constant", "cosine"),
+                   help="Adam's rate: constant, or cosine-annealed to 0")
     p.add_argument("--rotation", type=float, default=180.0, help="the patch's rotation range ±this, degrees")
     p.add_argument("--no-ablation", dest="ablation", action="store_false",
                    help="skip the largest area without rotation and at scale 1")
@@ -170,7 +172,8 @@ def patch_study(args, model, data) -> list[dict]:
     for frac, placement in [*((f, free) for f in fractions), *ablation]:
         t = time.perf_counter()
         patch = universal_patch(model, xc, class_index(args.target), size_fraction=frac, steps=args.patch_steps,
-                                lr=args.patch_lr, generator=torch.Generator().manual_seed(args.seed), **placement)
+                                lr=args.patch_lr, schedule=args.patch_schedule,
+                                generator=torch.Generator().manual_seed(args.seed), **placement)
         seconds = time.perf_counter() - t
         grey = replace(patch, image=torch.full_like(patch.image, 0.5))
         scores = {name: patch_success(model, xh, yh, p, draws=args.draws,
@@ -210,7 +213,8 @@ def uap_lines(args, rows: list[dict]) -> list[str]:
 def patch_lines(args, rows: list[dict]) -> list[str]:
     lines = [f"**The universal patch** on `{args.model}`, target class {args.target}: a disc, any position "
              f"(its square inside the image), rotation ±{args.rotation:g}°, scale 0.9–1.1{' (last row: neither)' if args.ablation else ''}; Adam (lr "
-             f"{args.patch_lr:g}, 32 images per step, {args.patch_steps} steps) on the crafting images; success = "
+             f"{args.patch_lr:g}{', cosine-annealed' if args.patch_schedule == 'cosine' else ''}, 32 images per step, "
+             f"{args.patch_steps} steps) on the crafting images; success = "
              f"share of (image, placement) trials answering the target, {args.draws} fresh placements (another seed) "
              "per image whose true class is not the target.", "", "| area ≤ | placements | disc width at scale 1 (px) | s | success (held-out) | success "
              "(crafting images) | grey disc (held-out) | held-out trials |", "|---|---|---|---|---|---|---|---|"]

@@ -135,6 +135,7 @@ def universal_patch(
     rotation: Range = (-180.0, 180.0),
     scale: Range = (0.9, 1.1),
     shape: Shape = "circle",
+    schedule: Literal["constant", "cosine"] = "constant",
     generator: torch.Generator | None = None,
 ) -> Patch:
     """A universal patch making ``model`` answer ``target`` on the images ``x`` (the module docstring).
@@ -142,12 +143,12 @@ def universal_patch(
     Brown et al. 2017 (https://arxiv.org/abs/1712.09665). ``steps`` Adam steps of ``lr`` on
     ``batch_size`` images from ``x`` (N×C×H×W in [0, 1]), each with a fresh placement;
     ``size_fraction`` bounds the covered share of the image; ``rotation`` (degrees) and ``scale``
-    are the placement ranges. Deterministic under ``generator``; the model is never changed (it
-    runs through the attacks' fast view). Cost: ``steps`` forward + backward passes on
-    ``batch_size`` rendered images.
+    are the placement ranges; ``schedule`` ``"cosine"`` anneals Adam's rate to 0. Deterministic
+    under ``generator``; the model is never changed (it runs through the attacks' fast view).
+    Cost: ``steps`` forward + backward passes on ``batch_size`` rendered images.
     """
     _check(model, x, target, size_fraction=size_fraction, steps=steps, lr=lr, batch_size=batch_size,
-           rotation=rotation, scale=scale, shape=shape, generator=generator)
+           rotation=rotation, scale=scale, shape=shape, schedule=schedule, generator=generator)
     x = x.detach()
     hw = (x.shape[-2], x.shape[-1])
     side, alpha, width = _geometry(size_fraction, hw, scale, shape)
@@ -172,7 +173,7 @@ def universal_patch(
         return F.cross_entropy(net(xp), goal[rows], reduction="none")
 
     image = optimise_patch(loss, x, sampler, size=side, steps=steps, batch_size=batch_size, lr=lr,
-                           generator=generator, paste=paste)
+                           generator=generator, paste=paste, schedule=schedule)
     return Patch(image, alpha.detach(), width, target, tuple(map(float, rotation)),  # type: ignore[arg-type]
                  tuple(map(float, scale)), float(size_fraction))  # type: ignore[arg-type]
 
@@ -222,7 +223,7 @@ def _check(model: object, x: object, target: object, **params: object) -> None:
     if xt.dim() != 4:
         raise ValueError(f"x: expected images N×C×H×W, got shape {tuple(xt.shape)}")
     hints = {"size_fraction": Fraction, "steps": PositiveInt, "lr": PositiveFloat, "batch_size": PositiveInt,
-             "shape": Shape}
+             "shape": Shape, "schedule": Literal["constant", "cosine"]}
     for name, hint in hints.items():
         check_param(name, hint, params[name])
     for name in ("rotation", "scale"):

@@ -22,6 +22,7 @@ the chosen digit's box (it may cover another digit). A scene where no side fits 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -142,21 +143,27 @@ def hiding_loss(model: Model, boxes: torch.Tensor, tau: float) -> PatchLoss:
 
 def optimise_patch(loss: PatchLoss, x: torch.Tensor, sampler: Sampler, *, size: int, steps: int,
                    batch_size: int = 32, lr: float = 0.05, generator: torch.Generator | None = None,
-                   bounds: tuple[float, float] = (0.0, 1.0), paste: Paste = paste_at_positions) -> torch.Tensor:
+                   bounds: tuple[float, float] = (0.0, 1.0), paste: Paste = paste_at_positions,
+                   schedule: str = "constant") -> torch.Tensor:
     """A universal patch minimising ``loss`` (mean over examples) by Adam, with EOT over placements.
 
     Each step draws ``batch_size`` of the inputs ``x`` and a fresh placement for each
     (``sampler``), pastes the patch (``paste``: pixel for pixel at the positions by default; the
     universal patch renders it rotated and scaled), and takes one Adam step on the patch, then
-    clips it to ``bounds``. Examples without a placement (position −1) do not count. Returns the
-    patch (C×size×size, detached).
+    clips it to ``bounds``. Examples without a placement (position −1) do not count. ``schedule``
+    ``"cosine"`` anneals the rate from ``lr`` to 0 over the steps. Returns the patch (C×size×size,
+    detached).
     """
     check_positive_int("steps", steps)
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule: expected 'constant' or 'cosine', got {schedule!r}")
     lo, hi = bounds
     patch = (lo + (hi - lo) * torch.rand(x.shape[1], size, size, generator=generator)).to(x.device)
     patch.requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr)
-    for _ in range(steps):
+    for step in range(steps):
+        if schedule == "cosine":
+            opt.param_groups[0]["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
         rows = torch.randperm(len(x), generator=generator)[:batch_size].to(x.device)
         placement = sampler(rows, generator)
         ok = placement.positions[:, 0] >= 0

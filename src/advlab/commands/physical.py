@@ -7,6 +7,10 @@ held-out backgrounds; and writes results.json, report.md and report.html (with e
 every cell) into ``--out``. ``-o KEY=VALUE`` sets an option of the attack (``-o steps=300``);
 ``-o pgd.KEY=VALUE`` one of the baseline next to it (``-o pgd.region=sign``). ``--widths``,
 ``--angles`` and ``--lights`` restrict the grid to a subset of its values (a quick run).
+
+``--attack patch|uap|print-photo`` runs the attacks on whole images instead (:mod:`advlab.lab.images`):
+crafted on ``--craft`` images of the model's training split, measured on ``--n`` held-out test
+images, with ``-o KEY=VALUE`` their options (``-o target=speed-80 -o size_fraction=0.1``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ import torch
 from advlab._checks import check_out_dir
 from advlab._io import locked_directory
 from advlab.commands.attack import parse_options
+from advlab.commands.device import add_device_argument, use_device
+from advlab.data import load_dataset
 from advlab.data.sign_art import SIGN_CLASSES, all_signs
+from advlab.evaluation.inputs import model_dataset
 from advlab.lab import COMPARE, CRAFTERS, LabSetup, choose_grid, run_lab
 from advlab.lab.backgrounds import lab_backgrounds
+from advlab.lab.images import IMAGE_STUDIES, Study
 from advlab.models import load_model
 from advlab.report.physical import terminal, write_report
+from advlab.report.physical_images import image_report, image_terminal
 from advlab.train import command_line
 
 
@@ -31,9 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``physical`` sub-command."""
     p = sub.add_parser("physical", help="attack a traffic sign in simulation and run the lab test (distance × angle "
                                         "× light)")
-    p.add_argument("--attack", required=True, choices=tuple(CRAFTERS),
-                   help="rp2 (a sticker crafted with EOT; the single-view PGD baseline runs next to it) or pgd")
-    p.add_argument("--model", default="signnet-signs", help="a classifier of the signs (default signnet-signs)")
+    p.add_argument("--attack", required=True, choices=(*CRAFTERS, *IMAGE_STUDIES),
+                   help="rp2 (a sticker crafted with EOT; the single-view PGD baseline runs next to it) or pgd on the "
+                        "lab grid; patch (universal patch), uap (universal perturbation) or print-photo on images")
+    p.add_argument("--model", default="signnet-signs", help="the classifier (default signnet-signs; the lab grid "
+                                                            "needs a classifier of the signs)")
+    p.add_argument("--craft", type=int, default=2000, help="patch/uap: crafting images from the training split "
+                                                          "(default 2000)")
+    p.add_argument("--n", type=int, default=1000, help="patch/uap/print-photo: held-out test images (default 1000)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="attack option (JSON value), e.g. -o steps=300 -o lr=0.05; the baseline's as -o pgd.KEY=VALUE")
     p.add_argument("--source", default="stop", help="the attacked sign (default stop)")
@@ -48,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=256, help="views rendered and classified at once")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default="physical-report", help="output directory (default physical-report)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -85,8 +100,39 @@ def _model_classes(model: Any) -> None:
                          f"got {k} outputs")
 
 
+def run_images(args: argparse.Namespace) -> int:
+    """An attack on whole images (patch, uap, print-photo): craft on training images, measure on test images."""
+    out = check_out_dir("--out", args.out)
+    options = parse_options(args.option, "-o/--option")
+    for flag in ("craft", "n"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag}: expected an integer >= 1, got {getattr(args, flag)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = use_device(args)
+    model = load_model(args.model).to(device)
+    dataset = model_dataset(model)
+    classes = SIGN_CLASSES if dataset == "signs" else [str(k) for k in range(10)]
+    (xc, yc), (xt, yt) = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+    study = Study(model, classes, xc[:args.craft].to(device), yc[:args.craft].to(device), xt[:args.n].to(device),
+                  yt[:args.n].to(device), seed=args.seed)
+    command = command_line()
+    with locked_directory(out, arg="out", command=command) as d:
+        o = IMAGE_STUDIES[args.attack](study, options)
+        summary = {"attack": args.attack, "model": args.model, "dataset": dataset, "seed": args.seed,
+                   "craft_images": len(study.x_craft), "test_images": len(study.x_test), "title": o.title,
+                   "verdict": o.verdict, "settings": o.settings,
+                   "tables": [{"title": t, "head": h, "rows": r} for t, h, r in o.tables]}
+        paths = image_report(d, summary, o.examples, command)
+    print(image_terminal(summary))
+    print(f"\nwrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Craft, run the lab test and write the report."""
+    if args.attack in IMAGE_STUDIES:
+        return run_images(args)
     out = check_out_dir("--out", args.out)
     options = split_options(args.attack, args.option)
     grid = choose_grid(parse_values("--widths", args.widths), parse_values("--angles", args.angles),
@@ -96,10 +142,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {getattr(args, flag)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    device = use_device(args)
+    model = load_model(args.model).to(device)
     _model_classes(model)
-    setup = LabSetup(model, SIGN_CLASSES, all_signs(), args.source, args.target,
-                     lab_backgrounds("train", args.train_backgrounds), lab_backgrounds("test", args.backgrounds),
+    setup = LabSetup(model, SIGN_CLASSES, all_signs().to(device), args.source, args.target,
+                     lab_backgrounds("train", args.train_backgrounds).to(device),
+                     lab_backgrounds("test", args.backgrounds).to(device),
                      draws=args.draws, grid=grid, seed=args.seed, batch_size=args.batch_size)
     setup.scene()  # class names checked before any work
     command = command_line()
