@@ -122,9 +122,9 @@ def test_the_command_writes_its_report(tmp_path, capsys):
 
 def test_an_attack_not_built_is_not_a_choice(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["physical", "--attack", "patch"])
+        main(["physical", "--attack", "turtle"])
     assert e.value.code == 2
-    assert "invalid choice: 'patch' (choose from 'rp2', 'pgd')" in capsys.readouterr().err
+    assert "invalid choice: 'turtle' (choose from 'rp2', 'pgd', 'patch', 'uap', 'print-photo')" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
