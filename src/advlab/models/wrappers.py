@@ -16,9 +16,10 @@ Each transform declares what an adaptive attacker needs to know:
 
 Transforms: random resize + pad (Xie et al. 2018, https://arxiv.org/abs/1711.01991), bit-depth
 reduction (Xu, Evans, Qi 2018, https://arxiv.org/abs/1704.01155), median and Gaussian smoothing,
-JPEG compression (Dziugaite et al. 2016; Guo et al. 2018, https://arxiv.org/abs/1711.00117) and
-thermometer encoding (Buckman et al. 2018, https://openreview.net/forum?id=S18Su--CW), which
-needs a network trained on the encoding (``advlab train --model lenet --defense thermometer:16``;
+JPEG compression (Dziugaite et al. 2016; Guo et al. 2018, https://arxiv.org/abs/1711.00117),
+thermometer encoding (Buckman et al. 2018, https://openreview.net/forum?id=S18Su--CW), and
+Defense-GAN's projection onto a generator's range (``defensegan``, :mod:`advlab.models.defense_gan`);
+the thermometer needs a network trained on the encoding (``advlab train --model lenet --defense thermometer:16``;
 ``load_model`` re-wraps such a checkpoint).
 """
 
@@ -276,6 +277,13 @@ def declared_input_shape(model: object) -> tuple[int, ...] | None:
     return out
 
 
+def _defense_gan(steps: int | None = None) -> Transform:
+    """Defense-GAN on the shipped ``wgan-mnist`` generator (its module imports this one, so it is imported here)."""
+    from advlab.models.defense_gan import DefenseGAN
+
+    return DefenseGAN() if steps is None else DefenseGAN(steps=steps)
+
+
 TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
     "resize": (RandomResizePad, int),
     "bitdepth": (BitDepth, int),
@@ -283,6 +291,7 @@ TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
     "gaussian": (GaussianSmoothing, float),
     "jpeg": (JPEG, int),
     "thermometer": (Thermometer, int),
+    "defensegan": (_defense_gan, int),
 }
 
 
