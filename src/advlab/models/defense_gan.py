@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from advlab.models.gan import Generator, load_generator
-from advlab.models.wrappers import Transform, _int_arg
+from advlab.models.transform import Transform, int_arg
 
 PAPER = ("Samangouei, Kabkab, Chellappa 2018, Defense-GAN: Protecting Classifiers Against Adversarial Attacks "
          "Using Generative Models, https://arxiv.org/abs/1805.06605")
@@ -95,8 +95,8 @@ class DefenseGAN(Transform):
         if not isinstance(g, nn.Module) or not isinstance(getattr(g, "latent_dim", None), int):
             raise TypeError(f"defensegan: expected a generator module with an integer latent_dim, got "
                             f"{type(g).__name__}")
-        self.steps = _int_arg("defensegan", "steps", steps, 1)
-        self.restarts = _int_arg("defensegan", "restarts", restarts, 1)
+        self.steps = int_arg("defensegan", "steps", steps, 1)
+        self.restarts = int_arg("defensegan", "restarts", restarts, 1)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"defensegan: lr must be a finite number > 0, got {lr!r}")
         self.lr = float(lr)
