@@ -41,6 +41,7 @@ from advlab.models.gan import load_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / "results" / "defense_gan"
+FIGURES = ROOT / "docs" / "figures"
 COMMAND = "python benchmarks/defense_gan.py --threads 1"
 EPS = 0.3
 PIXELS = 784
@@ -124,6 +125,38 @@ def stage_bare_cw(bare: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]
             "l2_median_success": float(l2[res.success].median())}
 
 
+def figure(bare: Any, net: Any, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> None:
+    """docs/figures/defense-gan.png: images, their projections, BPDA and latent answers and their projections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gen = torch.Generator().manual_seed(0)
+    bp = pgd_adaptive(net, x, y, ThreatModel("linf", EPS), steps=args.bpda_steps, step_size=2.5 * EPS / args.bpda_steps,
+                      eot_samples=1, generator=gen).x_adv
+    lat = defensegan_latent(net, x, y, ThreatModel("l2", math.inf), kappa=args.margin_kappa, generator=gen).x_adv
+    rows = [("test image", x), ("its projection", net.transform.project(x)[0]), ("BPDA, L∞ 0.3", bp),
+            ("its projection", net.transform.project(bp)[0]), (f"latent, κ = {args.margin_kappa:g}", lat),
+            ("its projection", net.transform.project(lat)[0])]
+    fig, axes = plt.subplots(len(rows), len(x), figsize=(1.2 * len(x), 1.35 * len(rows)))
+    for i, (label, imgs) in enumerate(rows):
+        with torch.no_grad():
+            pred = bare(imgs).argmax(1)
+        for j in range(len(x)):
+            ax = axes[i, j]
+            ax.imshow(imgs[j, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(str(int(pred[j])), fontsize=8, color="black" if int(pred[j]) == int(y[j]) else "red")
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle("Defense-GAN on lenet-mnist (title: lenet's label; red = wrong)", fontsize=9)
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "defense-gan.png", dpi=100)
+    plt.close(fig)
+
+
 def at_budget(latent: dict[str, Any], clean_ok: list[bool], budget_l2: float) -> float:
     """Defended accuracy when the attacker may use the latent attack's answer only within ‖δ‖₂ ≤ budget."""
     broken = [ok and d <= budget_l2 for ok, d in zip(latent["ok"], latent["l2"], strict=True)]
@@ -177,13 +210,14 @@ def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     table = ["| setting | images | bare Acc@1 | defended Acc@1 | note |", "|---|---|---|---|---|"]
     table += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     return "\n".join([
-        "## Defense-GAN (issue 16)", "",
+        "### Defense-GAN", "",
         f"Command: `{COMMAND}` · {environment()} · classifier `lenet-mnist`, first {clean['n']} MNIST test images.",
         "", _gen_line(args.generator), "",
         f"**One fixed projection throughout: L = {STEPS} Adam steps (lr {LR:g}) on ‖G(z) − x‖² × R = {RESTARTS} "
         f"random restarts**, best restart kept (`wrap_defense(model, \"defensegan\")`; the paper's MNIST setting "
         f"is L = 200, R = 10). Mean projection distance of clean images ‖G(z*) − x‖₂ = {clean['proj_l2_mean']:.2f}.",
         "", *table, "",
+        "![Defense-GAN: test images, projections, BPDA and latent answers](figures/defense-gan.png)", "",
         "Gradient-masking checks (`advlab.evaluation.checks.check_model`, as `advlab evaluate` runs them, "
         f"L∞ 0.3): {_checks_text(r['checks'])}", "",
         _latent_text(lat, bp), "", _latent_text(mar, bp), "", _athalye_text(mse_l2, rms_l2), "",
@@ -263,7 +297,10 @@ def main() -> None:
     }
     if args.only:
         for name in args.only.split(","):
-            _cached(c, name, args.fresh, stages[name])
+            if name == "figure":
+                figure(bare, net, x[:8], y[:8], args)
+            else:
+                _cached(c, name, args.fresh, stages[name])
         return
     r = {name: _cached(c, name, args.fresh, run) for name, run in stages.items()}
     if not args.no_doc:
