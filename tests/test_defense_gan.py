@@ -5,6 +5,8 @@ generator is loaded once (its metadata and output range), without projecting any
 """
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -133,3 +135,18 @@ def test_shipped_generator_and_the_registered_spec():
     assert out.shape == (4, 1, 28, 28) and float(out.min()) >= 0 and float(out.max()) <= 1
     net = wrap_defense(load_model("lenet-mnist"), "defensegan:7")
     assert isinstance(net.transform, DefenseGAN) and net.transform.steps == 7 and net.defense_spec == "defensegan:7"
+
+
+def test_cli_trains_a_generator_and_refuses_bad_options(tmp_path):
+    out = tmp_path / "g.safetensors"
+    run = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "wgan", "--dataset", "digits",
+                          "-o", "iterations=3", "-o", "hidden=16", "--batch-size", "8", "--lr", "1e-3",
+                          "--threads", "1", "--no-progress", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    g = load_generator(out)
+    assert g.out_shape == (1, 8, 8) and g.advlab_meta["gan"]["iterations"] == 3
+    bad = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "wgan", "--dataset", "digits",
+                          "-o", "steps=3", "--out", str(tmp_path / "h.safetensors")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "wgan takes iterations, n_critic, gp_weight, latent_dim, hidden, got steps" in bad.stderr
