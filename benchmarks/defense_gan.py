@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFENSES_DOC, DEFENSES_HEADER, environment, write_section
 
 from advlab import ThreatModel
-from advlab.attacks import cw, defensegan_latent, pgd, pgd_adaptive
+from advlab.attacks import cw, defensegan_latent, fgsm, pgd, pgd_adaptive
 from advlab.data import load_dataset
 from advlab.evaluation.checks import check_model
 from advlab.models import Defended, load_model
@@ -92,6 +92,11 @@ def stage_transfer(bare: Any, net: Any, x: torch.Tensor, y: torch.Tensor) -> dic
     res = pgd(bare, x, y, ThreatModel("linf", EPS), steps=40, step_size=0.01,
               generator=torch.Generator().manual_seed(0))
     return {"n": len(x), "bare": _acc(_predict(bare, res.x_adv), y), "defended": _acc(_predict(net, res.x_adv), y)}
+
+
+def stage_transfer_fgsm(bare: Any, net: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    x_adv = fgsm(bare, x, y, ThreatModel("linf", EPS)).x_adv
+    return {"n": len(x), "bare": _acc(_predict(bare, x_adv), y), "defended": _acc(_predict(net, x_adv), y)}
 
 
 def stage_checks(net: Any, x: torch.Tensor, y: torch.Tensor, n: int, queries: int) -> dict[str, Any]:
@@ -208,6 +213,9 @@ def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         ("clean", clean["n"], f"{clean['bare']:.3f}", f"{clean['defended']:.3f}", _bar(clean["defended"], 0.95)),
         ("PGD-40, L∞ 0.3, crafted on the bare classifier, then purified", tr["n"], f"{tr['bare']:.3f}",
          f"{tr['defended']:.3f}", _bar(tr["defended"], 0.80) + " (the paper's claim)"),
+        ("FGSM, L∞ 0.3, crafted on the bare classifier, then purified", r["transfer_fgsm"]["n"],
+         f"{r['transfer_fgsm']['bare']:.3f}", f"{r['transfer_fgsm']['defended']:.3f}",
+         "the L∞ attack of the paper's MNIST tables"),
         (f"clean, first {m}", m, "", f"{base:.3f}", "reference for the adaptive rows"),
         (f"BPDA through the projection (PGD-{bp['steps']}, margin loss, identity backward), L∞ 0.3", m, "",
          f"{bp['defended']:.3f}", f"drop {base - bp['defended']:.3f}: " + _bar(base - bp["defended"], 0.30)),
@@ -218,7 +226,7 @@ def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     table += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     return "\n".join([
         "### Defense-GAN", "",
-        f"Command: `{COMMAND}` (run here as two processes, `--only clean,transfer,latent,latent_margin,bare_cw` "
+        f"Command: `{COMMAND}` (run here as two processes, `--only clean,transfer,latent,latent_margin,bare_cw,transfer_fgsm` "
         f"and `--only checks,bpda`, then the command itself, which reads their cached records, draws the figure and "
         f"writes this section) · {environment()} · classifier `lenet-mnist`, first {clean['n']} MNIST test images.",
         "", _gen_line(args.generator), "",
@@ -227,12 +235,25 @@ def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"is L = 200, R = 10). Mean projection distance of clean images ‖G(z*) − x‖₂ = {clean['proj_l2_mean']:.2f}.",
         "", *table, "",
         "![Defense-GAN: test images, projections, BPDA and latent answers](figures/defense-gan.png)", "",
+        _transfer_text(r), "",
         "Gradient-masking checks (`advlab.evaluation.checks.check_model`, as `advlab evaluate` runs them, "
         f"L∞ 0.3): {_checks_text(r['checks'])}", "",
         _latent_text(lat, bp), "", _latent_text(mar, bp), "", _athalye_text(mse_l2, rms_l2), "",
         _budget_text(r, mse_l2, rms_l2), "",
         "Wall times (s, shared machine): " + ", ".join(f"{k} {v['seconds']}" for k, v in r.items()) + ".",
     ])
+
+
+def _transfer_text(r: dict[str, Any]) -> str:
+    tr, fg = r["transfer"]["defended"], r["transfer_fgsm"]["defended"]
+    verdict = "meets" if tr >= 0.80 else "falls short of"
+    return (f"Zero-knowledge purification {verdict} the 0.80 bar against PGD-40 ({tr:.3f}); against FGSM at the same "
+            f"ε it keeps {fg:.3f}. Not tuned: L, R and the generator were fixed before this was measured, and the "
+            f"difference to the paper is not isolated here; candidates are the generator (an MLP trained for 5 000 "
+            f"steps on one thread; mean projection distance of clean images {r['clean']['proj_l2_mean']:.2f}, where "
+            f"Athalye et al.'s notebook projects its example onto their Defense-GAN generator to 0.48) and the shorter projection (L·R = {STEPS * RESTARTS} "
+            f"generator passes against the paper's 2 000). A projection that fits the input more closely also keeps "
+            f"more of the perturbation, so neither direction is obvious without measuring it.")
 
 
 def _latent_text(lat: dict[str, Any], bp: dict[str, Any]) -> str:
@@ -266,8 +287,8 @@ def _budget_text(r: dict[str, Any], mse_l2: float, rms_l2: float) -> str:
     return (f"Why the small budget leaves our defended accuracy high: the latent attack answers with a point G(z) "
             f"of the generator's range, so it can come no closer to x than x's own distance to the range — here, as "
             f"the projection measures it, median {dist[m // 2]:.2f}, and only {near:.1%} of the {m} images lie within "
-            f"{mse_l2:.2f} of it. The authors' generator is closer to the data: their notebook projects its example "
-            f"image to L2 0.48 (best of 30 restarts × 3 000 steps). For scale, unbounded CW-L2 (100 steps × 5 "
+            f"{mse_l2:.2f} of it. Athalye et al.'s generator was closer to the data: their notebook projects its "
+            f"example image to L2 0.48 (best of 30 restarts × 3 000 steps). For scale, unbounded CW-L2 (100 steps × 5 "
             f"constants) on the *bare* lenet-mnist needs median L2 {cw_['l2_median_success']:.2f} on the same images "
             f"and succeeds within {mse_l2:.2f} on {within(mse_l2):.1%}, within {rms_l2:.2f} on {within(rms_l2):.1%}.")
 
@@ -298,6 +319,7 @@ def main() -> None:
     stages = {
         "clean": lambda: stage_clean(bare, net, x, y),
         "transfer": lambda: stage_transfer(bare, net, x, y),
+        "transfer_fgsm": lambda: stage_transfer_fgsm(bare, net, x, y),
         "checks": lambda: stage_checks(net, x, y, args.n_checks, args.check_queries),
         "bpda": lambda: stage_bpda(net, x[:m], y[:m], args.bpda_steps),
         "latent": lambda: stage_latent(net, x[:m], y[:m], args.latent_kappa),
