@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from advlab import ThreatModel
-from advlab.attacks import defensegan_latent, get_attack, list_attacks, pgd_adaptive
+from advlab.attacks import defensegan_latent, get_attack, list_attacks, pgd_adaptive, pgd_bpda
 from advlab.attacks.adaptive import describe_adaptive, needs_bpda, needs_eot
 from advlab.attacks.losses import loss_grad
 from advlab.evaluation.checks import zero_or_nan_gradients
@@ -75,6 +75,9 @@ def test_the_wrapper_is_non_differentiable_random_and_bpda_sees_through_it(digit
     res = pgd_adaptive(net, x, y, ThreatModel("linf", 0.3), steps=10, eot_samples=1,
                        generator=torch.Generator().manual_seed(0))
     assert float((res.x_adv - x).abs().max()) <= 0.3 + 1e-6 and bool(res.success.any())
+    auto = pgd_bpda(net, x, y, ThreatModel("linf", 0.3), steps=10, eot_samples=1,
+                    generator=torch.Generator().manual_seed(0))
+    assert bool(auto.success.any())
 
 
 def test_latent_attack_output_is_misclassified_after_projection(digits_mlp, tiny, batch):
