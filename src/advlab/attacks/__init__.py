@@ -29,6 +29,7 @@ from advlab.attacks.fastview import (
     keep_train_mode,
 )
 from advlab.attacks.gradient import bim, fgsm, pgd
+from advlab.attacks.latent import defensegan_latent
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
 from advlab.attacks.mifgsm import mi_fgsm
@@ -76,6 +77,7 @@ __all__ = [
     "dag",
     "dag_detection",
     "deepfool",
+    "defensegan_latent",
     "ead",
     "eot_bpda",
     "eot_grad_fn",

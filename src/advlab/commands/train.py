@@ -14,6 +14,7 @@ from advlab._checks import check_out_file
 from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
+from advlab.commands.train_gan import GAN_MODELS, run_gan
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
 from advlab.models import architecture_task, check_input_shape, create_model, load_model, save_checkpoint
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train a model (optionally with a defense) and save a checkpoint")
     p.add_argument("--model", required=True,
                    help="architecture: lenet, googlenet, mlp, cnn; signnet (on signs); segnet or detnet "
-                        "(on mnist-scenes)")
+                        "(on mnist-scenes); wgan (a WGAN-GP generator for Defense-GAN)")
     p.add_argument("--dataset", default="mnist", help="mnist, digits, signs or mnist-scenes (default mnist)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST IDX files (default: offline copy)")
     p.add_argument("--epochs", type=int, default=10)
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     device = use_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model in GAN_MODELS:  # a generator (Defense-GAN's), not a classifier
+        return run_gan(args)
     info = dataset_info(args.dataset)
     task = _task(args, info.tasks)
     train = load_dataset(args.dataset, "train", root=args.data_dir, task=task)

@@ -16,9 +16,10 @@ Each transform declares what an adaptive attacker needs to know:
 
 Transforms: random resize + pad (Xie et al. 2018, https://arxiv.org/abs/1711.01991), bit-depth
 reduction (Xu, Evans, Qi 2018, https://arxiv.org/abs/1704.01155), median and Gaussian smoothing,
-JPEG compression (Dziugaite et al. 2016; Guo et al. 2018, https://arxiv.org/abs/1711.00117) and
-thermometer encoding (Buckman et al. 2018, https://openreview.net/forum?id=S18Su--CW), which
-needs a network trained on the encoding (``advlab train --model lenet --defense thermometer:16``;
+JPEG compression (Dziugaite et al. 2016; Guo et al. 2018, https://arxiv.org/abs/1711.00117),
+thermometer encoding (Buckman et al. 2018, https://openreview.net/forum?id=S18Su--CW), and
+Defense-GAN's projection onto a generator's range (``defensegan``, :mod:`advlab.models.defense_gan`);
+the thermometer needs a network trained on the encoding (``advlab train --model lenet --defense thermometer:16``;
 ``load_model`` re-wraps such a checkpoint).
 """
 
@@ -34,22 +35,9 @@ from torch import nn
 
 from advlab._checks import suggest
 from advlab._device import draw
+from advlab.models.defense_gan import DefenseGAN
+from advlab.models.transform import Transform, int_arg
 from advlab.physical import jpeg
-
-
-class Transform(nn.Module):
-    """An input transformation. Subclasses set ``differentiable`` / ``randomized`` and ``spec``."""
-
-    differentiable = True
-    randomized = False
-    spec = "identity"
-
-    def approx(self, x: torch.Tensor) -> torch.Tensor:
-        """The differentiable stand-in used by BPDA on the backward pass (default: identity)."""
-        return x
-
-    def check_input(self, shape: tuple[int, ...]) -> None:
-        """Raise a one-line ValueError if images of ``shape`` (C×H×W) cannot go through (default: any can)."""
 
 
 def _check_spatial(spec: str, shape: tuple[int, ...], reach: int = 0, what: str = "") -> None:
@@ -58,18 +46,6 @@ def _check_spatial(spec: str, shape: tuple[int, ...], reach: int = 0, what: str 
         raise ValueError(f"{spec}: expected images C×H×W, got inputs of shape {tuple(shape)}")
     if reach and reach >= min(shape[1:]):
         raise ValueError(f"{spec}: {what} is too large for {shape[1]}×{shape[2]} images")
-
-
-def _int_arg(spec: str, name: str, value: object, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high], else a one-line ValueError naming the transform's argument."""
-    n = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
-        n = int(value)
-    if n is None or n < low or (high is not None and n > high):
-        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        what = span if n is not None and high is not None else f"an integer {span}"
-        raise ValueError(f"{spec}: {name} must be {what}, got {value!r}")
-    return n
 
 
 class RandomResizePad(Transform):
@@ -82,7 +58,7 @@ class RandomResizePad(Transform):
 
     def __init__(self, min_size: int = 22, seed: int = 0) -> None:
         super().__init__()
-        self.min_size = _int_arg("resize", "min_size", min_size, 1)
+        self.min_size = int_arg("resize", "min_size", min_size, 1)
         self.generator = torch.Generator().manual_seed(seed)
         self.spec = f"resize:{self.min_size}"
 
@@ -108,7 +84,7 @@ class BitDepth(Transform):
 
     def __init__(self, bits: int = 3) -> None:
         super().__init__()
-        bits = _int_arg("bitdepth", "bits", bits, 1, 16)
+        bits = int_arg("bitdepth", "bits", bits, 1, 16)
         self.levels = 2**bits - 1
         self.spec = f"bitdepth:{bits}"
 
@@ -122,7 +98,7 @@ class MedianSmoothing(Transform):
 
     def __init__(self, k: int = 3) -> None:
         super().__init__()
-        self.k = _int_arg("median", "k", k, 1)
+        self.k = int_arg("median", "k", k, 1)
         if self.k % 2 == 0:
             raise ValueError(f"median: k must be an odd integer >= 1, got {k!r}")
         self.spec = f"median:{self.k}"
@@ -176,7 +152,7 @@ class JPEG(Transform):
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
-        self.quality = _int_arg("jpeg", "quality", quality, 1, 95)
+        self.quality = int_arg("jpeg", "quality", quality, 1, 95)
         self.spec = f"jpeg:{self.quality}"
 
     def check_input(self, shape: tuple[int, ...]) -> None:  # noqa: D102
@@ -199,7 +175,7 @@ class Thermometer(Transform):
 
     def __init__(self, levels: int = 16) -> None:
         super().__init__()
-        self.levels = _int_arg("thermometer", "levels", levels, 2, 1024)
+        self.levels = int_arg("thermometer", "levels", levels, 2, 1024)
         self.spec = f"thermometer:{self.levels}"
 
     def _grid(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,6 +252,11 @@ def declared_input_shape(model: object) -> tuple[int, ...] | None:
     return out
 
 
+def _defense_gan(steps: int | None = None) -> Transform:
+    """Defense-GAN on the shipped ``wgan-mnist`` generator, L = ``steps`` (default ``defense_gan.STEPS``)."""
+    return DefenseGAN() if steps is None else DefenseGAN(steps=steps)
+
+
 TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
     "resize": (RandomResizePad, int),
     "bitdepth": (BitDepth, int),
@@ -283,6 +264,7 @@ TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
     "gaussian": (GaussianSmoothing, float),
     "jpeg": (JPEG, int),
     "thermometer": (Thermometer, int),
+    "defensegan": (_defense_gan, int),
 }
 
 
