@@ -161,8 +161,9 @@ class KernelDensityUncertainty(Detector):
         self.in_shape = check_fit_sets(self.name, model, {"x_clean": x_clean, "x_adv": x_adv, "x_noisy": x_noisy})
         self.bind(model)
         gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
-        feats, logits = (torch.cat(t) for t in zip(*[_features_and_logits(model, x_clean[i : i + 500])
-                                                     for i in range(0, len(x_clean), 500)]))
+        with torch.no_grad():
+            parts = [_features_and_logits(model, x_clean[i : i + 500]) for i in range(0, len(x_clean), 500)]
+        feats, logits = torch.cat([f for f, _ in parts]), torch.cat([lg for _, lg in parts])
         pred = logits.argmax(1)
         rows = self._reference(pred, logits.shape[1], gen)
         self.ref, self.ref_labels = feats[rows].detach().clone(), pred[rows].clone()
@@ -198,7 +199,8 @@ class KernelDensityUncertainty(Detector):
         check_input(self.name, x, self.in_shape)
         if not len(self.reg.weight):
             raise RuntimeError(f"{self.name}: not fitted; call fit(model, x_clean, x_adv) or load_detector first")
-        return self.reg(self._features(x))
+        out: torch.Tensor = self.reg(self._features(x))
+        return out
 
     def score(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """``forward`` in batches after reseeding the dropout draws with ``seed`` (reproducible)."""

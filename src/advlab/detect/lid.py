@@ -112,7 +112,8 @@ class LocalIntrinsicDimensionality(Detector):
         check_input(self.name, x, self.in_shape)
         if not len(self.reg.weight):
             raise RuntimeError(f"{self.name}: not fitted; call fit(model, x_clean, x_adv) or load_detector first")
-        return self.reg(self.lids(x))
+        out: torch.Tensor = self.reg(self.lids(x))
+        return out
 
     def score(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:  # noqa: D102
         return super().score(check_input(self.name, x, self.in_shape), batch_size)

@@ -27,7 +27,8 @@ class LogisticRegression(nn.Module):
             self.register_buffer(key, torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
 
-    def fit(self, features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-3, steps: int = 50) -> LogisticRegression:
+    def fit(self, features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-3,
+            steps: int = 50) -> LogisticRegression:
         """Fit on ``features`` (N×D) and 0/1 ``labels`` (N): minimise log-loss + ``l2``·‖w‖²/2 (bias unpenalised).
 
         The log-loss is class-balanced (each class weighs ½ however many examples it has, like
