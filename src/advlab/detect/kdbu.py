@@ -131,15 +131,21 @@ class KernelDensityUncertainty(Detector):
         """
         feat, logits = _features_and_logits(self.model, x)
         pred = logits.argmax(1)
-        ref = self.ref.to(feat.device)
-        d2 = ((feat**2).sum(1, keepdim=True) - 2 * feat @ ref.T + (ref**2).sum(1)).clamp_min(0)
-        other = self.ref_labels.to(feat.device)[None, :] != pred[:, None]
-        if exclude is not None:
-            other = other | (torch.arange(len(ref), device=feat.device)[None, :] == exclude[:, None])
-        logk = (-d2 / (2 * self.bandwidth**2)).masked_fill(other, -math.inf)
-        count = (~other).sum(1).clamp_min(1).to(feat.dtype)
+        ends = torch.cumsum(self.counts, 0).tolist()
         norm = 0.5 * feat.shape[1] * math.log(2 * math.pi * self.bandwidth**2)
-        return torch.logsumexp(logk, 1) - count.log() - norm
+        out = feat.new_zeros(len(x))
+        for c in sorted(set(pred.tolist())):  # one block per predicted class (the reference is grouped by class)
+            sel = (pred == c).nonzero().squeeze(1)
+            lo, hi = ends[c] - int(self.counts[c]), ends[c]
+            ref, f = self.ref[lo:hi].to(feat.device), feat[sel]
+            d2 = ((f**2).sum(1, keepdim=True) - 2 * f @ ref.T + (ref**2).sum(1)).clamp_min(0)
+            logk = -d2 / (2 * self.bandwidth**2)
+            count = torch.full((len(sel),), float(hi - lo), dtype=feat.dtype, device=feat.device)
+            if exclude is not None:
+                drop = torch.arange(lo, hi, device=feat.device)[None, :] == exclude[sel].to(feat.device)[:, None]
+                logk, count = logk.masked_fill(drop, -math.inf), count - drop.sum(1)
+            out = out.index_put((sel,), torch.logsumexp(logk, 1) - count.clamp_min(1).log() - norm)
+        return out
 
     def bu(self, x: torch.Tensor) -> torch.Tensor:
         """Feinman et al.'s MC-dropout uncertainty of ``x`` (N), ``passes`` draws from the detector's generator."""
@@ -184,14 +190,14 @@ class KernelDensityUncertainty(Detector):
         return self
 
     def _reference(self, pred: torch.Tensor, classes: int, gen: torch.Generator) -> torch.Tensor:
-        """Indices of at most ``cap`` clean images per predicted class (a seeded subsample), sorted."""
+        """Indices of at most ``cap`` clean images per predicted class (a seeded subsample), grouped by class."""
         order = torch.randperm(len(pred), generator=gen)
         keep = [order[pred[order] == c][: self.cap] for c in range(classes)]
         missing = [c for c, k in enumerate(keep) if not len(k)]
         if missing:
             raise ValueError(f"{self.name}: no clean image is predicted as class(es) {missing}; KD needs clean "
                              f"reference images of every class")
-        return torch.cat(keep).sort().values
+        return torch.cat([k.sort().values for k in keep])
 
     # -- scoring -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

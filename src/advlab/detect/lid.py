@@ -6,7 +6,9 @@ activations of a minibatch of clean images (the paper's MNIST setting: k = 20, m
 The layers are every leaf module's output of ``advlab.models.features.layer_outputs`` (input
 normalisation, each convolution, activation, pooling and linear layer, the last linear layer's
 output being the logits), with an output equal to an earlier one on the reference batch dropped
-(a flatten of the previous layer, an in-place activation): :meth:`layer_names` lists them.
+(a flatten of the previous layer, an in-place activation): :meth:`layer_names` lists them. With
+``softmax=True`` (the default) the softmax of the logits is one more layer, as in the paper, whose
+Keras networks end in a softmax layer whose output is among the layers it estimates LID on.
 
 The paper estimates LID within each random minibatch; here the minibatch is fixed: one reference
 batch of ``batch`` clean images, drawn (seeded) from the clean images passed to ``fit`` and
@@ -42,8 +44,9 @@ def mle_lid(acts: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
     return -k / total
 
 
-def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    return [out.flatten(1) for _name, out in layer_outputs(model, x)[1]]
+def _outputs(model: nn.Module, x: torch.Tensor, softmax: bool) -> list[torch.Tensor]:
+    logits, outs = layer_outputs(model, x)
+    return [out.flatten(1) for _name, out in outs] + ([logits.softmax(1)] if softmax else [])
 
 
 @register_detector
@@ -54,29 +57,29 @@ class LocalIntrinsicDimensionality(Detector):
     layers: torch.Tensor
     in_shape: torch.Tensor
 
-    def __init__(self, k: int = 20, batch: int = 100, seed: int = 0, l2: float = 1e-3) -> None:
+    def __init__(self, k: int = 20, batch: int = 100, softmax: bool = True, seed: int = 0, l2: float = 1e-3) -> None:
         super().__init__()
         self.k, self.batch = check_positive_int("k", k), check_positive_int("batch", batch)
         if self.k >= self.batch:
             raise ValueError(f"k: expected fewer neighbours than the reference batch ({batch}), got {k}")
-        self.seed, self.l2 = int(seed), check_nonneg("l2", l2)
+        self.seed, self.l2, self.softmax = int(seed), check_nonneg("l2", l2), bool(softmax)
         self.register_buffer("layers", torch.zeros(0, dtype=torch.long))
         self.register_buffer("in_shape", torch.zeros(0, dtype=torch.long))
         self.reg = LogisticRegression(0)
 
     def config(self) -> dict[str, Any]:  # noqa: D102
-        return {"k": self.k, "batch": self.batch, "seed": self.seed, "l2": self.l2}
+        return {"k": self.k, "batch": self.batch, "softmax": self.softmax, "seed": self.seed, "l2": self.l2}
 
     def layer_names(self) -> list[str]:
         """The names (as in ``layer_outputs``) of the layers whose LID the detector uses."""
         shape = (1, *(int(s) for s in self.in_shape))
         with torch.no_grad():
-            names = [name for name, _ in layer_outputs(self.model, torch.zeros(shape))[1]]
+            names = [name for name, _ in layer_outputs(self.model, torch.zeros(shape))[1]] + ["softmax"]
         return [names[i] for i in self.layers.tolist()]
 
     def lids(self, x: torch.Tensor) -> torch.Tensor:
         """Per-layer LID estimates of ``x`` against the stored reference batch (N×L, float64), differentiable."""
-        outs = _outputs(self.model, x)
+        outs = _outputs(self.model, x, self.softmax)
         return torch.stack([mle_lid(outs[i], getattr(self, f"ref_{j}").to(x.device), self.k)
                             for j, i in enumerate(self.layers.tolist())], 1)
 
@@ -91,7 +94,7 @@ class LocalIntrinsicDimensionality(Detector):
         gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(x_clean), generator=gen)
         with torch.no_grad():
-            outs = _outputs(model, x_clean[order[: self.batch]])
+            outs = _outputs(model, x_clean[order[: self.batch]], self.softmax)
         kept: list[int] = []
         for i, out in enumerate(outs):
             if not any(outs[j].shape == out.shape and torch.equal(outs[j], out) for j in kept):
