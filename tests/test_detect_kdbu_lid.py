@@ -174,3 +174,15 @@ def test_kd_leaves_each_clean_reference_out_of_its_own_density(digits_mlp, sets)
         with_self, without = det.kd(x), det.kd(x, exclude=rows[:50])
     assert (without < with_self).all() and torch.isfinite(without).all()
     assert det.dropnet is None  # KD alone trains no dropout variant
+
+
+def test_cross_validated_penalty_is_on_the_grid_and_saved(fitted):
+    from advlab.detect.logistic import L2_GRID
+
+    x = torch.cat([torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+                   torch.randn(100, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 1.5])
+    y = torch.cat([torch.zeros(200), torch.ones(100)])
+    a, b = LogisticRegression(2).fit_cv(x, y), LogisticRegression(2).fit_cv(x, y)
+    assert float(a.l2) in L2_GRID and torch.equal(a.weight, b.weight) and float(a.weight[0]) > 0
+    for det in fitted.values():  # the detectors' default: cross-validated, kept with the regression
+        assert float(det.reg.l2) in L2_GRID and "reg.l2" in det.state_dict()

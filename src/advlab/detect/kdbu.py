@@ -17,7 +17,8 @@ a submodule, saved with the detector. Draws come from the detector's generator s
 ``seed``; ``score`` reseeds it first, so a score is reproducible, while repeated ``forward`` calls
 draw afresh (``randomized = True``: an adaptive attacker averages over draws).
 
-The two features, z-scored, are combined by a class-balanced logistic regression fitted on
+The two features, z-scored, are combined by a class-balanced logistic regression (its L2 penalty
+``l2``, or, by default, cross-validated like the paper's ``LogisticRegressionCV``) fitted on
 clean + noisy images (negatives) against adversarial ones (positives), as in the paper; the score
 is its logit. ``use="kd"`` or ``"bu"`` keeps one feature (the paper's single-feature rows).
 Clean images passed to ``fit`` are scored leave-one-out against the reference set; the noisy and
@@ -36,7 +37,7 @@ from torch import nn
 from advlab._checks import check_choice, check_nonneg, check_positive_int
 from advlab.detect.base import Detector, register_detector
 from advlab.detect.dropout import dropout_layers, mc_softmax, train_dropout_variant, uncertainty, with_dropout
-from advlab.detect.logistic import LogisticRegression
+from advlab.detect.logistic import LogisticRegression, fit_regression
 from advlab.models.features import last_linear
 
 PAPER = ("Feinman, Shinn, Gardner, Curtis 2017, Detecting Adversarial Samples from Artifacts, "
@@ -100,13 +101,13 @@ class KernelDensityUncertainty(Detector):
     in_shape: torch.Tensor
 
     def __init__(self, bandwidth: float = 1.2, cap: int = 1000, passes: int = 50, p: float = 0.5, epochs: int = 5,
-                 use: str = "kd+bu", seed: int = 0, l2: float = 1e-3) -> None:
+                 use: str = "kd+bu", seed: int = 0, l2: float | None = None) -> None:
         super().__init__()
         if check_nonneg("bandwidth", bandwidth) == 0:
             raise ValueError("bandwidth: expected a number > 0, got 0")
         if not 0 < p < 1:
             raise ValueError(f"p: expected a dropout probability in (0, 1), got {p}")
-        self.bandwidth, self.p, self.l2 = float(bandwidth), float(p), check_nonneg("l2", l2)
+        self.bandwidth, self.p, self.l2 = float(bandwidth), float(p), None if l2 is None else check_nonneg("l2", l2)
         self.cap, self.passes = check_positive_int("cap", cap), check_positive_int("passes", passes)
         self.epochs, self.seed = check_positive_int("epochs", epochs), int(seed)
         self.use = check_choice("use", use, ("kd+bu", "kd", "bu"))
@@ -185,7 +186,7 @@ class KernelDensityUncertainty(Detector):
             negatives.append(batched(self._features, x_noisy))
         positives = batched(self._features, x_adv)
         neg = torch.cat(negatives)
-        self.reg = LogisticRegression(neg.shape[1]).fit(
+        self.reg = fit_regression(
             torch.cat([neg, positives]), torch.cat([torch.zeros(len(neg)), torch.ones(len(positives))]), self.l2)
         return self
 

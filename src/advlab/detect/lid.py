@@ -14,8 +14,9 @@ The paper estimates LID within each random minibatch; here the minibatch is fixe
 batch of ``batch`` clean images, drawn (seeded) from the clean images passed to ``fit`` and
 stored as buffers (one per layer), so an input's score is a deterministic, differentiable function
 of that input alone, which an adaptive attack can follow. The per-layer LIDs, z-scored, go to a
-class-balanced logistic regression fitted on clean (the ones not in the reference batch) + noisy
-images against adversarial ones; the score is its logit.
+class-balanced logistic regression (penalty ``l2``, by default cross-validated) fitted on clean
+images (the ones not in the reference batch) + noisy ones against adversarial ones; the score is
+its logit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from advlab._checks import check_nonneg, check_positive_int
 from advlab.detect.base import Detector, register_detector
 from advlab.detect.kdbu import batched, check_fit_sets, check_input
-from advlab.detect.logistic import LogisticRegression
+from advlab.detect.logistic import LogisticRegression, fit_regression
 from advlab.models.features import layer_outputs
 
 PAPER = ("Ma, Li, Wang, Erfani, Wijewickrema, Schoenebeck, Song, Houle, Bailey 2018, Characterizing Adversarial "
@@ -57,12 +58,13 @@ class LocalIntrinsicDimensionality(Detector):
     layers: torch.Tensor
     in_shape: torch.Tensor
 
-    def __init__(self, k: int = 20, batch: int = 100, softmax: bool = True, seed: int = 0, l2: float = 1e-3) -> None:
+    def __init__(self, k: int = 20, batch: int = 100, softmax: bool = True, seed: int = 0,
+                 l2: float | None = None) -> None:
         super().__init__()
         self.k, self.batch = check_positive_int("k", k), check_positive_int("batch", batch)
         if self.k >= self.batch:
             raise ValueError(f"k: expected fewer neighbours than the reference batch ({batch}), got {k}")
-        self.seed, self.l2, self.softmax = int(seed), check_nonneg("l2", l2), bool(softmax)
+        self.seed, self.l2, self.softmax = int(seed), None if l2 is None else check_nonneg("l2", l2), bool(softmax)
         self.register_buffer("layers", torch.zeros(0, dtype=torch.long))
         self.register_buffer("in_shape", torch.zeros(0, dtype=torch.long))
         self.reg = LogisticRegression(0)
@@ -106,7 +108,7 @@ class LocalIntrinsicDimensionality(Detector):
         if x_noisy is not None:
             negatives.append(batched(self.lids, x_noisy))
         neg, pos = torch.cat(negatives), batched(self.lids, x_adv)
-        self.reg = LogisticRegression(neg.shape[1]).fit(
+        self.reg = fit_regression(
             torch.cat([neg, pos]), torch.cat([torch.zeros(len(neg)), torch.ones(len(pos))]), self.l2)
         return self
 
