@@ -67,9 +67,10 @@ PAPER = {
 }
 
 
-def craft(model: torch.nn.Module, name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Adversarial examples of ``x`` by attack ``name`` (cached): x_adv, success, correct (bool per image)."""
-    path = CACHE / f"{split}-{name}-{len(x)}.safetensors"
+def craft(model: torch.nn.Module, name: str, split: str, x: torch.Tensor, y: torch.Tensor,
+          tag: str = "") -> dict[str, torch.Tensor]:
+    """Adversarial examples of ``x`` by attack ``name`` (cached under ``tag``): x_adv, success, correct per image."""
+    path = CACHE / f"{tag}{split}-{name}-{len(x)}.safetensors"
     if path.exists():
         return load_file(str(path))
     attack, norm, eps, params = ATTACKS[name]
@@ -98,9 +99,9 @@ def noisy_like(x: torch.Tensor, x_adv: torch.Tensor, gen: torch.Generator) -> to
     return (x + noise * scale.view(-1, *([1] * (x.ndim - 1)))).clamp(0, 1)
 
 
-def sets(model: torch.nn.Module, name: str, split: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+def sets(model: torch.nn.Module, name: str, split: str, x: torch.Tensor, y: torch.Tensor, tag: str = "") -> dict[str, Any]:
     """Positives (successful adversarial examples of correctly classified images), their clean and noisy versions."""
-    c = craft(model, name, split, x, y)
+    c = craft(model, name, split, x, y, tag)
     ok = c["correct"] & c["success"] & c["fooled"]
     x_adv = c["x_adv"][ok]
     l2 = (x_adv - x[ok]).flatten(1).norm(dim=1)
