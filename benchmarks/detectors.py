@@ -265,7 +265,28 @@ def render(record: dict[str, Any]) -> str:
     """The docs/defenses.md section: setup, the per-attack sets, the AUC table next to the papers', notes."""
     rows = record["rows"]
     return "\n".join(_setup(record) + _attack_table(rows) + [""] + _auc_table(rows) + [""]
-                     + _layer_table(record.get("per_layer", {})) + ["", PAPERS, "", *_notes(record)])
+                     + _layer_table(record.get("per_layer", {})) + ["", PAPERS, "", *_notes(record)] + _papernet())
+
+
+def _papernet() -> list[str]:
+    """The same detectors on the papers' network (benchmarks/detectors_papernet.py's JSON), if it was run."""
+    path = ROOT / "benchmarks" / "results" / "detectors-papernet.json"
+    if not path.exists():
+        return []
+    rec = json.loads(path.read_text())
+    a = rec["args"]
+    lines = ["", f"**The papers' network.** `PYTHONPATH=src python benchmarks/detectors_papernet.py --threads {a['threads']} "
+             f"--n {a['n']} --epochs {a['epochs']}` · {rec['environment']} · {rec['seconds'] / 60:.1f} min: Feinman et "
+             f"al.'s MNIST CNN rebuilt in torch, trained {a['epochs']} epoch(s) by advlab.train.fit (test Acc@1 "
+             f"{rec['acc1']:.4f}); BU samples its own two dropout layers; {a['n']} training images attacked for "
+             f"fitting, {a['n']} test images; otherwise the protocol above.", "",
+             "| attack | detector | AUC % (this network) | lenet AUC % (above) | paper % | median top-1 softmax |",
+             "|---|---|---:|---:|---:|---:|"]
+    lenet = {(r["detector"], r["attack"]): r["auc"] for r in json.loads(
+        (ROOT / "benchmarks" / "results" / "detectors.json").read_text())["rows"]}
+    lines += [f"| {r['attack']} | {r['detector']} | {r['auc']:.2f} | {_fmt(lenet.get((r['detector'], r['attack'])))} | "
+              f"{_fmt(r['paper'])} | {r['adv_conf']:.3f} |" for r in rec["rows"]]
+    return lines
 
 
 PAPERS = (
@@ -332,8 +353,10 @@ def _notes(record: dict[str, Any]) -> list[str]:
     big = [f"{d} {a} ({r['auc'] - r['paper']:+.1f})" for (d, a), r in auc.items()
            if r["paper"] is not None and abs(r["auc"] - r["paper"]) > 5]
     conf = {a: auc[("KD", a)]["adv_conf"] for d, a in auc if d == "KD"}
+    t = [r["dropout_train_s"] for r in record["rows"] if r["dropout_train_s"] > 0] or [0.0]
     return ["**Differences over 5 points:** " + (", ".join(big) if big else "none") + ".", "", *NOTES,
-            "", "Median top-1 softmax of the positives: " + ", ".join(f"{a} {c:.3f}" for a, c in conf.items()) + "."]
+            "", "Training BU's dropout variant (5 epochs on the clean set, inside each BU / KD+BU fit): median "
+            f"{sorted(t)[len(t) // 2]:.0f} s over {len(t)} fits. Median top-1 softmax of the positives: " + ", ".join(f"{a} {c:.3f}" for a, c in conf.items()) + "."]
 
 
 def _layer_table(per_layer: dict[str, dict[str, float]]) -> list[str]:
