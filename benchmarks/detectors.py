@@ -276,10 +276,11 @@ def _papernet() -> list[str]:
     rec = json.loads(path.read_text())
     a = rec["args"]
     lines = ["", f"**The papers' network.** `PYTHONPATH=src python benchmarks/detectors_papernet.py --threads {a['threads']} "
-             f"--n {a['n']} --epochs {a['epochs']}` · {rec['environment']} · {rec['seconds'] / 60:.1f} min: Feinman et "
-             f"al.'s MNIST CNN rebuilt in torch, trained {a['epochs']} epoch(s) by advlab.train.fit (test Acc@1 "
-             f"{rec['acc1']:.4f}); BU samples its own two dropout layers; {a['n']} training images attacked for "
-             f"fitting, {a['n']} test images; otherwise the protocol above.", "",
+             f"--n {a['n']} --clean {a['clean']} --epochs {a['epochs']} --train-n {a['train_n']}` · {rec['environment']} · {rec['seconds'] / 60:.1f} min: Feinman et "
+             f"al.'s MNIST CNN rebuilt in torch, trained {a['epochs']} epoch(s) on {a['train_n']} training images by "
+             f"advlab.train.fit (test Acc@1 "
+             f"{rec['acc1']:.4f}); BU samples its own two dropout layers; {a['clean']} clean training images, {a['n']} "
+             f"more attacked for fitting, {a['n']} test images; otherwise the protocol above.", "",
              "| attack | detector | AUC % (this network) | lenet AUC % (above) | paper % | median top-1 softmax |",
              "|---|---|---:|---:|---:|---:|"]
     lenet = {(r["detector"], r["attack"]): r["auc"] for r in json.loads(

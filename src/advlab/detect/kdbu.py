@@ -175,6 +175,7 @@ class KernelDensityUncertainty(Detector):
         rows = self._reference(pred, logits.shape[1], gen)
         self.ref, self.ref_labels = feats[rows].detach().clone(), pred[rows].clone()
         self.counts = torch.bincount(self.ref_labels, minlength=logits.shape[1])
+        self.dropnet = None
         if self.use != "kd" and not dropout_layers(model):
             self.dropnet = with_dropout(model, self.p)
             self.train_seconds = train_dropout_variant(self.dropnet, x_clean, pred, self.epochs, self.seed)
