@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     x_fit, y_fit = xtr[args.clean : args.clean + args.n], ytr[args.clean : args.clean + args.n]
     rows = []
     for attack in ("fgsm", "bim-a", "bim-b"):
-        fit_set = bench.sets(net, attack, "train", x_fit, y_fit, tag="papernet-")
-        test_set = bench.sets(net, attack, "test", xte[: args.n], yte[: args.n], tag="papernet-")
+        fit_set = bench.sets(net, attack, "train", x_fit, y_fit, tag=f"papernet-{args.epochs}ep-{args.train_n}-")
+        test_set = bench.sets(net, attack, "test", xte[: args.n], yte[: args.n], tag=f"papernet-{args.epochs}ep-{args.train_n}-")
         for label, spec in SPECS.items():
             r = bench.evaluate(net, spec, x_clean, fit_set, test_set)
             r.update(attack=attack, detector=label, n_pos_test=test_set["n_pos"], adv_conf=test_set["adv_conf"],
