@@ -14,6 +14,8 @@ from advlab.detect.base import (
     register_detector,
     save_detector,
 )
+from advlab.detect.kdbu import KernelDensityUncertainty
+from advlab.detect.lid import LocalIntrinsicDimensionality
 
-__all__ = ["DETECTORS", "Detector", "defended_outcome", "load_detector", "make_detector", "register_detector",
-           "save_detector"]
+__all__ = ["DETECTORS", "Detector", "KernelDensityUncertainty", "LocalIntrinsicDimensionality", "defended_outcome",
+           "load_detector", "make_detector", "register_detector", "save_detector"]
