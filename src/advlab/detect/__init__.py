@@ -14,6 +14,7 @@ from advlab.detect.base import (
     register_detector,
     save_detector,
 )
+from advlab.detect.network import NetworkDetector
 
-__all__ = ["DETECTORS", "Detector", "defended_outcome", "load_detector", "make_detector", "register_detector",
-           "save_detector"]
+__all__ = ["DETECTORS", "Detector", "NetworkDetector", "defended_outcome", "load_detector", "make_detector",
+           "register_detector", "save_detector"]
