@@ -167,7 +167,7 @@ class TrueClassMerged(nn.Module):
         """K logits with the true class's raised to the rejection logit where that is higher."""
         if len(x) != len(self.y):
             raise ValueError(f"TrueClassMerged: bound to a batch of {len(self.y)} labels, called on {len(x)} inputs")
-        out = self.joint(x)
+        out: torch.Tensor = self.joint(x)
         real, extra = out[:, :-1], out[:, -1]
         true = real.gather(1, self.y[:, None]).squeeze(1)
         return real.scatter(1, self.y[:, None], torch.maximum(true, extra)[:, None])

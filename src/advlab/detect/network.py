@@ -44,7 +44,7 @@ _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.
 
 
 def auto_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """The default layer: the first pooling layer's output, else the first activation's (a one-line error if neither)."""
+    """The default layer: the first pooling layer's output, else the first activation's (else a one-line error)."""
     with torch.no_grad():
         _, outs = layer_outputs(model, x[:1])
     names = [n for n, _ in outs]
@@ -136,7 +136,7 @@ class NetworkDetector(Detector):
         """The subnetwork's logit per input (N); higher = more likely adversarial."""
         if self.head is None:
             raise RuntimeError("net: not fitted; call fit(model, x_clean, x_adv) or load_detector first")
-        out = self.head(self._standardise(self.activations(x)))
+        out: torch.Tensor = self.head(self._standardise(self.activations(x)))
         return out.flatten(1).mean(1)
 
     def fit(self, model: nn.Module, x_clean: torch.Tensor, x_adv: torch.Tensor, x_noisy: torch.Tensor | None = None,
@@ -162,7 +162,7 @@ class NetworkDetector(Detector):
                     a = self.activations(xs[idx])
                 loss = F.binary_cross_entropy_with_logits(self.head(self._standardise(a)).flatten(1).mean(1), ys[idx])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                torch.autograd.backward(loss)
                 opt.step()
         self.head.requires_grad_(False)
         return self
