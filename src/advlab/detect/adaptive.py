@@ -36,9 +36,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from advlab.attacks import apgd, cw, pgd
 from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, eot_bpda
+from advlab.attacks.autopgd import apgd
+from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.fastview import fast_views
+from advlab.attacks.gradient import pgd
 from advlab.attacks.losses import loss_grad
 from advlab.attacks.registry import AttackResult
 from advlab.attacks.tasks import Rows, TaskLoss
