@@ -95,7 +95,7 @@ class Joint(nn.Module):
         """G(x): N×(K+1) logits; the last wins exactly when the detector rejects ``x``."""
         logits, margin = self.parts(x)
         top = logits.amax(dim=1)
-        extra = top + self.scale * margin
+        extra = top + self.scale * margin.to(top.dtype)  # (a float64 score joins float32 logits as float32)
         with torch.no_grad():  # exact: > top where rejected, ≤ top where accepted (argmax takes the first tie)
             exact = torch.where(margin > 0, torch.maximum(extra, torch.nextafter(top, top + 1)),
                                 torch.minimum(extra, top))
