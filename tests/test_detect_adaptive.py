@@ -112,6 +112,21 @@ def test_adaptive_pgd_beats_the_zero_knowledge_attack(fitted, digits, digits_mlp
     assert all(torch.equal(v, digits_mlp.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("spec", ["kdbu", "lid"])
+def test_adaptive_pgd_on_kdbu_and_lid(digits, digits_mlp, spec):
+    xtr, ytr, xte, yte = digits
+    xa = pgd(digits_mlp, xtr[600:1000], ytr[600:1000], LINF, steps=10, generator=torch.Generator().manual_seed(1)).x_adv
+    noisy = (xtr[600:1000] + 0.3 * torch.randn(xa.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    det = make_detector(spec).fit(digits_mlp, xtr[:600], xa, noisy, generator=torch.Generator().manual_seed(0))
+    det.calibrate(xtr[1000:1400], fpr=0.05)
+    x, y = xte[:100], yte[:100]
+    zk = pgd(digits_mlp, x, y, LINF, steps=20, generator=torch.Generator().manual_seed(2)).x_adv
+    r = adaptive_attack(digits_mlp, det, x, y, LINF, "pgd", steps=20, eot_samples=2,
+                        generator=torch.Generator().manual_seed(2))
+    zk_acc, ad_acc = defended_accuracy(digits_mlp, det, zk, y), defended_accuracy(digits_mlp, det, r.x_adv, y)
+    assert ad_acc < zk_acc and ad_acc < 0.10, (zk_acc, ad_acc)
+
+
 def test_adaptive_apgd_and_high_confidence(fitted, digits, digits_mlp):
     det, x, y = fitted["net"], digits[2][:100], digits[3][:100]
     r = adaptive_attack(digits_mlp, det, x, y, LINF, "apgd", steps=30, generator=torch.Generator().manual_seed(0))
