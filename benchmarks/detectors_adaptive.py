@@ -194,8 +194,9 @@ def report(res: dict[str, Any]) -> str:
         "adaptive CW L2 (classifier + detector) | undefended CW examples fooling both |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    res["rows"] = [{"n_cw": len(res["cw_idx"]), "cw_undefended": res["cw_l2"], **r}  # (rows of the whole CW subset)
+                   for r in res["rows"]]
     for r in res["rows"]:
-        r = {"n_cw": len(res["cw_idx"]), "cw_undefended": res["cw_l2"], **r}  # (rows measured on the whole CW subset)
         lines.append(
             f"| `{r['detector']}`{' (randomized)' if r['randomized'] else ''} | {r['fit_s']:.0f} | "
             f"{_pct(r['clean_rejected'])} | {_pct(r['clean_defended'])} | {100 * r['zk_auc']:.1f} | "
@@ -211,10 +212,29 @@ def report(res: dict[str, Any]) -> str:
                   "| attack | " + " | ".join(res["auc"]) + " |", "|---|" + "---|" * len(res["auc"]),
                   "| ROC-AUC (%) | " + " | ".join(f"{100 * v['auc']:.1f}" for v in res["auc"].values()) + " |",
                   "| positives | " + " | ".join(str(v["positives"]) for v in res["auc"].values()) + " |"]
-    lines += ["", "Paper figures for comparison: Carlini & Wagner 2017 report on MNIST a mean L2 of 2.05 for their "
-              "undefended CW and 3.81 for CW adapted to the KD detector (their model, targeted attacks with random "
-              "targets, mean not median); Metzen et al. 2017 report detectors on CIFAR-10 only."]
+    lines += ["", *verdict(res["rows"])]
+    lines += ["", "Paper figures for comparison: Carlini & Wagner 2017 give, on MNIST, an L2 distortion of 2.05 for "
+              "their undefended CW and 3.81 for CW adapted to the KD detector (the figures issue 16 quotes; their "
+              "classifier and attack settings are not ours, so the ratio is the comparable quantity). CW is a "
+              "heuristic optimiser: on the joint model it may end a few per cent below the undefended run on the "
+              "same images, which means the detector added no measurable cost. Metzen et al. 2017 evaluate the "
+              "detector network on CIFAR-10 (and a 10-class ImageNet subset), not MNIST."]
     return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """What the rows say against the issue's bar and C&W's cost figures, computed from them."""
+    met = [r["detector"] for r in rows if r["adaptive_defended"] < 0.10]
+    missed = [r["detector"] for r in rows if r["adaptive_defended"] >= 0.10]
+    out = [f"Issue bar (adaptive PGD brings defended accuracy at L∞ 0.3 below 10 %): met for "
+           f"{', '.join(f'`{d}`' for d in met) or 'none'}; missed for {', '.join(f'`{d}`' for d in missed) or 'none'}."]
+    for r in rows:
+        und = r.get("cw_undefended") or {}
+        a, u = r["cw_adaptive"].get("median"), und.get("median")
+        if a is not None and u is not None:
+            out.append(f"`{r['detector']}`: the adaptive CW needs {a / u:.2f}× the undefended CW's median L2 "
+                       f"({a:.3f} vs {u:.3f}; C&W 2017's KD: 3.81 / 2.05 = 1.86×).")
+    return [line + "  " for line in out]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
