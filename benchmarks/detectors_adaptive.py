@@ -67,11 +67,15 @@ def noisy_like(x: torch.Tensor, x_adv: torch.Tensor, gen: torch.Generator) -> to
     return (x + noise * scale.view(-1, 1, 1, 1)).clamp(0, 1)
 
 
-def fit_sets(model: Any, n_fit: int, n_cal: int) -> dict[str, torch.Tensor]:
-    """Clean, PGD and noisy fitting images and the held-out clean calibration images, all from the training split."""
+def fit_sets(model: Any, n_fit: int, n_cal: int, attack: str = "pgd") -> dict[str, torch.Tensor]:
+    """Clean, adversarial and noisy fitting images and the held-out clean calibration images (training split).
+
+    ``attack``: PGD-40 at L∞ 0.3, or ``"cw"``, the unbounded CW L2 with 4 binary-search steps × 100.
+    """
     x, y = advlab.load_dataset("mnist", "train")
     xf, yf = x[:n_fit], y[:n_fit]
-    xa = batched_attack(model, "pgd", xf, yf, LINF, **PGD40)
+    xa = (batched_attack(model, "pgd", xf, yf, LINF, **PGD40) if attack == "pgd"
+          else batched_attack(model, "cw", xf, yf, L2, binary_search_steps=4))
     ok = (predict_logits(model, xf).argmax(1) == yf) & (predict_logits(model, xa).argmax(1) != yf)
     return {"clean": xf, "adv": xa[ok], "noisy": noisy_like(xf[ok], xa[ok], torch.Generator().manual_seed(SEED)),
             "cal": x[n_fit : n_fit + n_cal]}
@@ -116,8 +120,8 @@ def _adaptive(model: Any, det: Detector, x: torch.Tensor, y: torch.Tensor, attac
 def measure(model: Any, det: Detector, fit_s: float, spec: str, x: torch.Tensor, y: torch.Tensor,
             test: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """One fitted detector's row: clean rejection, zero-knowledge and adaptive defended accuracy, CW medians."""
-    row: dict[str, Any] = {"detector": spec, "fit_s": fit_s, "randomized": det.randomized,
-                           "threshold": float(det.threshold)}
+    row: dict[str, Any] = {"detector": spec, "fit_attack": args.fit_attack, "n_fit": args.n_fit, "fit_s": fit_s,
+                           "randomized": det.randomized, "threshold": float(det.threshold)}
     clean_rej = det.reject(x)
     row["clean_rejected"] = float(clean_rej.float().mean())
     row["clean_defended"] = float((~clean_rej & test["correct"]).float().mean())
@@ -179,7 +183,9 @@ def report(res: dict[str, Any]) -> str:
         f"lenet-mnist (clean Acc@1 {res['clean_acc']:.4f} on the {a['n']} test images). Each detector is fitted on "
         f"the first {a['n_fit']} MNIST training images vs their successful PGD-40 examples (L∞ 0.3, step 0.01, "
         f"random start; {res['n_fit_adv']} of them; kdbu/lid also get one noisy copy per image, the detector network "
-        f"does not) and thresholded at 5 % FPR on the next {a['n_cal']} clean training images. Zero-knowledge = "
+        f"does not) and thresholded at 5 % FPR on the next {a['n_cal']} clean training images; a row *fitted on "
+        f"CW* used instead the successful unbounded CW L2 examples (4 binary-search steps × 100) of the first n "
+        f"training images and the next {a['n_cal']} for the threshold. Zero-knowledge = "
         f"PGD-40 L∞ 0.3 on the classifier alone ({a['n']} test images); adaptive = PGD-{a['adaptive_steps']} "
         f"(step 2.5·ε/steps, random start) on the joint model G of `advlab.detect.adaptive` (the classifier's 10 "
         f"logits and an 11th = max logit + (score − threshold); success = misclassified and accepted; EOT for a "
@@ -194,11 +200,12 @@ def report(res: dict[str, Any]) -> str:
         "adaptive CW L2 (classifier + detector) | undefended CW examples fooling both |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    res["rows"] = [{"n_cw": len(res["cw_idx"]), "cw_undefended": res["cw_l2"], **r}  # (rows of the whole CW subset)
-                   for r in res["rows"]]
+    res["rows"] = [{"n_cw": len(res["cw_idx"]), "cw_undefended": res["cw_l2"], "fit_attack": "pgd",
+                    "n_fit": a["n_fit"], **r} for r in res["rows"]]  # (defaults: rows of the first version)
     for r in res["rows"]:
+        fitted = "" if r["fit_attack"] == "pgd" else f", fitted on CW ({r['n_fit']} images)"
         lines.append(
-            f"| `{r['detector']}`{' (randomized)' if r['randomized'] else ''} | {r['fit_s']:.0f} | "
+            f"| `{r['detector']}`{' (randomized)' if r['randomized'] else ''}{fitted} | {r['fit_s']:.0f} | "
             f"{_pct(r['clean_rejected'])} | {_pct(r['clean_defended'])} | {100 * r['zk_auc']:.1f} | "
             f"{_pct(r['zk_defended'])} | {r['n_adaptive']} | **{_pct(r['adaptive_defended'])}** | "
             f"{_pct(r['adaptive_kappa_defended'])} | {r['n_cw']} | {_l2(r['cw_undefended'])} | "
@@ -233,7 +240,8 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         a, u = r["cw_adaptive"].get("median"), und.get("median")
         if a is not None and u is not None:
             out.append(f"`{r['detector']}`: the adaptive CW needs {a / u:.2f}× the undefended CW's median L2 "
-                       f"({a:.3f} vs {u:.3f}; C&W 2017's KD: 3.81 / 2.05 = 1.86×).")
+                       f"({a:.3f} vs {u:.3f}; C&W 2017's KD: 3.81 / 2.05 = 1.86×)"
+                       f"{'' if r.get('fit_attack', 'pgd') == 'pgd' else ', fitted on CW'}.")
     return [line + "  " for line in out]
 
 
@@ -243,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = advlab.load_model("lenet-mnist")
     x, y = advlab.load_dataset("mnist", "test")
     x, y = x[: args.n], y[: args.n]
-    sets = fit_sets(model, args.n_fit, args.n_cal)
+    sets = fit_sets(model, args.n_fit, args.n_cal, args.fit_attack)
     test = craft_test(model, x, y, args.n_cw)
     specs = [s for s in args.detectors.split(",") if s.split(":")[0] in DETECTORS]
     skipped = [s for s in args.detectors.split(",") if s not in specs]
@@ -268,8 +276,10 @@ def merge(res: dict[str, Any], path: Path, command: str) -> dict[str, Any]:
     old = json.loads(path.read_text())
     if old["args"]["n"] != res["args"]["n"] or old["cw_idx"] != res["cw_idx"]:
         raise SystemExit(f"--merge: {path} was measured on other images (--n / --n-cw differ); rerun without --merge")
-    mine = {r["detector"] for r in res["rows"]}
-    res["rows"] = [r for r in old["rows"] if r["detector"] not in mine] + res["rows"]
+    mine = {(r["detector"], r["fit_attack"]) for r in res["rows"]}
+    res["rows"] = [r for r in old["rows"] if (r["detector"], r.get("fit_attack", "pgd")) not in mine] + res["rows"]
+    res["args"] = old["args"]  # (the settings the description states; a row's own fit attack and n_fit are in it)
+    res["n_fit_adv"] = old["n_fit_adv"]
     if "auc" not in res and "auc" in old:
         res["auc_spec"], res["auc"] = old["auc_spec"], old["auc"]
     res["commands"] = old.get("commands", []) + res["commands"]
@@ -293,6 +303,8 @@ def main() -> None:
     p.add_argument("--n-cal", type=int, default=1000)
     p.add_argument("--adaptive-steps", type=int, default=100)
     p.add_argument("--kappa", type=float, default=5.0)
+    p.add_argument("--fit-attack", choices=("pgd", "cw"), default="pgd",
+                   help="the adversarial examples the detectors are fitted on (rows say which)")
     p.add_argument("--auc", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--merge", action="store_true",
