@@ -140,7 +140,8 @@ def measure(model: Any, det: Detector, fit_s: float, spec: str, x: torch.Tensor,
     nc = min(args.n_cw_slow, len(test["cw_idx"])) if slow else len(test["cw_idx"])
     idx = test["cw_idx"][:nc]
     t0 = time.perf_counter()
-    xc, ok = _adaptive(model, det, x[idx], y[idx], "cw", L2)
+    xc, _ = _adaptive(model, det, x[idx], y[idx], "cw", L2)
+    ok = (predict_logits(model, xc).argmax(1) != y[idx]) & ~det.reject(xc)  # (kdbu: its reseeded, reproducible score)
     row["n_cw"], row["cw_adaptive"] = nc, median_l2(x[idx], xc, ok)
     row["cw_undefended"] = median_l2(x[idx], test["cw"][:nc], test["cw_ok"][:nc])
     row["cw_adaptive_s"] = time.perf_counter() - t0
