@@ -243,6 +243,11 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"`{r['detector']}`: the adaptive CW needs {a / u:.2f}× the undefended CW's median L2 "
                        f"({a:.3f} vs {u:.3f}; C&W 2017's KD: 3.81 / 2.05 = 1.86×)"
                        f"{'' if r.get('fit_attack', 'pgd') == 'pgd' else ', fitted on CW'}.")
+        if r["randomized"] and r["cw_adaptive"]["success"] < 0.95:
+            out.append(f"`{r['detector']}` is randomized: the adaptive CW takes one draw per step and stops at the "
+                       f"decision boundary (κ 0), where the detector's reproducible score (the one `reject` uses) "
+                       f"still rejects {100 * (1 - r['cw_adaptive']['success']):.0f} % of its results; its median is "
+                       f"over the rest.")
     return [line + "  " for line in out]
 
 
