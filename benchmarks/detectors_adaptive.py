@@ -316,13 +316,17 @@ def main() -> None:
     p.add_argument("--merge", action="store_true",
                    help="keep the earlier JSON's rows of detectors not measured now (same --n and --n-cw)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write the doc section or JSON")
+    p.add_argument("--render", action="store_true", help="only rewrite the section from the saved JSON")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    res = run(args)
-    command = ("python benchmarks/detectors_adaptive.py " + " ".join(sys.argv[1:])).strip()
     out = ROOT / "benchmarks" / "results" / "detectors_adaptive.json"
-    res = merge(res, out, command) if args.merge else {**res, "commands": [(command, res["environment"],
-                                                                          res["seconds"])]}
+    if args.render:
+        res = json.loads(out.read_text())
+    else:
+        res = run(args)
+        command = ("python benchmarks/detectors_adaptive.py " + " ".join(sys.argv[1:])).strip()
+        res = merge(res, out, command) if args.merge else {**res, "commands": [(command, res["environment"],
+                                                                              res["seconds"])]}
     body = report(res)
     print(body)
     if not args.no_write:
