@@ -20,8 +20,8 @@ from advlab.metrics import roc_auc
 from advlab.models.blackbox import BlackBox
 
 # "Well above chance": both papers report ROC-AUC ≥ 0.9 for their combined detectors against FGSM/BIM
-# on MNIST; on the 64-pixel digits MLP with ε = 0.2 we require ≥ 0.8 (the measured values sit
-# around 0.89–0.95, see the assertion messages), and the issue's ≥ 0.95 for clean vs heavy noise.
+# on MNIST; on the 64-pixel digits MLP with ε = 0.2 we require ≥ 0.8 (measured: KD+BU 0.95 / 0.91,
+# LID 0.90 / 0.86 against FGSM / PGD), and the issue's ≥ 0.95 for clean vs heavy noise.
 SEPARATES = 0.8
 
 
@@ -118,7 +118,7 @@ def test_mc_dropout_expansion_matches_separate_passes(digits_mlp, sets):
     assert one.shape == (6, 16, 10) and torch.allclose(one.sum(-1), torch.ones(6, 16))
     assert not torch.equal(one[0], one[1])  # the draws differ
     assert (uncertainty(one) >= -1e-7).all()
-    with pytest.raises(ValueError, match="no nn.Dropout"):
+    with pytest.raises(ValueError, match=r"no nn\.Dropout"):
         mc_softmax(digits_mlp, x, 2, torch.Generator())
 
 
@@ -129,7 +129,7 @@ def test_bad_inputs_get_one_line_errors(fitted, digits_mlp, sets):
     with pytest.raises(TypeError, match="floating-point"):
         det.score(torch.zeros(3, 1, 8, 8, dtype=torch.long))
     for spec in ("kdbu", "lid"):
-        with pytest.raises(TypeError, match="nn.Module classifier"):
+        with pytest.raises(TypeError, match=r"nn\.Module classifier"):
             make_detector(spec).fit(BlackBox(digits_mlp, output="logits"), sets["clean"], sets["fgsm"])
         with pytest.raises(ValueError, match="x_adv has examples of shape"):
             make_detector(spec).fit(digits_mlp, sets["clean"], torch.zeros(4, 1, 9, 9))
@@ -167,9 +167,22 @@ def test_mle_lid_recovers_the_dimension_of_a_subspace(dim, seed):
 
 def test_kd_leaves_each_clean_reference_out_of_its_own_density(digits_mlp, sets):
     det = KernelDensityUncertainty(use="kd").fit(digits_mlp, sets["clean"], sets["fgsm"])
-    assert len(det.ref) == len(sets["clean"])  # under the cap: every clean image is a reference, in order
+    assert len(det.ref) == len(sets["clean"])  # under the cap: every clean image is a reference
     x = sets["clean"][:50]
-    with torch.no_grad():
-        with_self, without = det.kd(x), det.kd(x, exclude=torch.arange(50))
+    with torch.no_grad():  # the reference is grouped by predicted class, in image order within a class
+        rows = torch.argsort(torch.argsort(digits_mlp(sets["clean"]).argmax(1), stable=True))
+        with_self, without = det.kd(x), det.kd(x, exclude=rows[:50])
     assert (without < with_self).all() and torch.isfinite(without).all()
     assert det.dropnet is None  # KD alone trains no dropout variant
+
+
+def test_cross_validated_penalty_is_on_the_grid_and_saved(fitted):
+    from advlab.detect.logistic import L2_GRID
+
+    x = torch.cat([torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+                   torch.randn(100, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 1.5])
+    y = torch.cat([torch.zeros(200), torch.ones(100)])
+    a, b = LogisticRegression(2).fit_cv(x, y), LogisticRegression(2).fit_cv(x, y)
+    assert float(a.l2) in L2_GRID and torch.equal(a.weight, b.weight) and float(a.weight[0]) > 0
+    for det in fitted.values():  # the detectors' default: cross-validated, kept with the regression
+        assert float(det.reg.l2) in L2_GRID and "reg.l2" in det.state_dict()

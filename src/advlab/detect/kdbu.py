@@ -17,7 +17,8 @@ a submodule, saved with the detector. Draws come from the detector's generator s
 ``seed``; ``score`` reseeds it first, so a score is reproducible, while repeated ``forward`` calls
 draw afresh (``randomized = True``: an adaptive attacker averages over draws).
 
-The two features, z-scored, are combined by a class-balanced logistic regression fitted on
+The two features, z-scored, are combined by a class-balanced logistic regression (its L2 penalty
+``l2``, or, by default, cross-validated like the paper's ``LogisticRegressionCV``) fitted on
 clean + noisy images (negatives) against adversarial ones (positives), as in the paper; the score
 is its logit. ``use="kd"`` or ``"bu"`` keeps one feature (the paper's single-feature rows).
 Clean images passed to ``fit`` are scored leave-one-out against the reference set; the noisy and
@@ -36,7 +37,7 @@ from torch import nn
 from advlab._checks import check_choice, check_nonneg, check_positive_int
 from advlab.detect.base import Detector, register_detector
 from advlab.detect.dropout import dropout_layers, mc_softmax, train_dropout_variant, uncertainty, with_dropout
-from advlab.detect.logistic import LogisticRegression
+from advlab.detect.logistic import LogisticRegression, fit_regression
 from advlab.models.features import last_linear
 
 PAPER = ("Feinman, Shinn, Gardner, Curtis 2017, Detecting Adversarial Samples from Artifacts, "
@@ -100,13 +101,13 @@ class KernelDensityUncertainty(Detector):
     in_shape: torch.Tensor
 
     def __init__(self, bandwidth: float = 1.2, cap: int = 1000, passes: int = 50, p: float = 0.5, epochs: int = 5,
-                 use: str = "kd+bu", seed: int = 0, l2: float = 1e-3) -> None:
+                 use: str = "kd+bu", seed: int = 0, l2: float | None = None) -> None:
         super().__init__()
         if check_nonneg("bandwidth", bandwidth) == 0:
             raise ValueError("bandwidth: expected a number > 0, got 0")
         if not 0 < p < 1:
             raise ValueError(f"p: expected a dropout probability in (0, 1), got {p}")
-        self.bandwidth, self.p, self.l2 = float(bandwidth), float(p), check_nonneg("l2", l2)
+        self.bandwidth, self.p, self.l2 = float(bandwidth), float(p), None if l2 is None else check_nonneg("l2", l2)
         self.cap, self.passes = check_positive_int("cap", cap), check_positive_int("passes", passes)
         self.epochs, self.seed = check_positive_int("epochs", epochs), int(seed)
         self.use = check_choice("use", use, ("kd+bu", "kd", "bu"))
@@ -131,15 +132,21 @@ class KernelDensityUncertainty(Detector):
         """
         feat, logits = _features_and_logits(self.model, x)
         pred = logits.argmax(1)
-        ref = self.ref.to(feat.device)
-        d2 = ((feat**2).sum(1, keepdim=True) - 2 * feat @ ref.T + (ref**2).sum(1)).clamp_min(0)
-        other = self.ref_labels.to(feat.device)[None, :] != pred[:, None]
-        if exclude is not None:
-            other = other | (torch.arange(len(ref), device=feat.device)[None, :] == exclude[:, None])
-        logk = (-d2 / (2 * self.bandwidth**2)).masked_fill(other, -math.inf)
-        count = (~other).sum(1).clamp_min(1).to(feat.dtype)
+        ends = torch.cumsum(self.counts, 0).tolist()
         norm = 0.5 * feat.shape[1] * math.log(2 * math.pi * self.bandwidth**2)
-        return torch.logsumexp(logk, 1) - count.log() - norm
+        out = feat.new_zeros(len(x))
+        for c in sorted(set(pred.tolist())):  # one block per predicted class (the reference is grouped by class)
+            sel = (pred == c).nonzero().squeeze(1)
+            lo, hi = ends[c] - int(self.counts[c]), ends[c]
+            ref, f = self.ref[lo:hi].to(feat.device), feat[sel]
+            d2 = ((f**2).sum(1, keepdim=True) - 2 * f @ ref.T + (ref**2).sum(1)).clamp_min(0)
+            logk = -d2 / (2 * self.bandwidth**2)
+            count = torch.full((len(sel),), float(hi - lo), dtype=feat.dtype, device=feat.device)
+            if exclude is not None:
+                drop = torch.arange(lo, hi, device=feat.device)[None, :] == exclude[sel].to(feat.device)[:, None]
+                logk, count = logk.masked_fill(drop, -math.inf), count - drop.sum(1)
+            out = out.index_put((sel,), torch.logsumexp(logk, 1) - count.clamp_min(1).log() - norm)
+        return out
 
     def bu(self, x: torch.Tensor) -> torch.Tensor:
         """Feinman et al.'s MC-dropout uncertainty of ``x`` (N), ``passes`` draws from the detector's generator."""
@@ -168,6 +175,7 @@ class KernelDensityUncertainty(Detector):
         rows = self._reference(pred, logits.shape[1], gen)
         self.ref, self.ref_labels = feats[rows].detach().clone(), pred[rows].clone()
         self.counts = torch.bincount(self.ref_labels, minlength=logits.shape[1])
+        self.dropnet = None
         if self.use != "kd" and not dropout_layers(model):
             self.dropnet = with_dropout(model, self.p)
             self.train_seconds = train_dropout_variant(self.dropnet, x_clean, pred, self.epochs, self.seed)
@@ -179,19 +187,19 @@ class KernelDensityUncertainty(Detector):
             negatives.append(batched(self._features, x_noisy))
         positives = batched(self._features, x_adv)
         neg = torch.cat(negatives)
-        self.reg = LogisticRegression(neg.shape[1]).fit(
+        self.reg = fit_regression(
             torch.cat([neg, positives]), torch.cat([torch.zeros(len(neg)), torch.ones(len(positives))]), self.l2)
         return self
 
     def _reference(self, pred: torch.Tensor, classes: int, gen: torch.Generator) -> torch.Tensor:
-        """Indices of at most ``cap`` clean images per predicted class (a seeded subsample), sorted."""
+        """Indices of at most ``cap`` clean images per predicted class (a seeded subsample), grouped by class."""
         order = torch.randperm(len(pred), generator=gen)
         keep = [order[pred[order] == c][: self.cap] for c in range(classes)]
         missing = [c for c, k in enumerate(keep) if not len(k)]
         if missing:
             raise ValueError(f"{self.name}: no clean image is predicted as class(es) {missing}; KD needs clean "
                              f"reference images of every class")
-        return torch.cat(keep).sort().values
+        return torch.cat([k.sort().values for k in keep])
 
     # -- scoring -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
