@@ -261,6 +261,12 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
             k = r["cw_adaptive_kappa"]
             out.append(f"`{r['detector']}`: the high-confidence adaptive CW (κ = {args_kappa(r)}) succeeds on "
                        f"{100 * k['success']:.0f} %, median / mean L2 {_l2(k)}.")
+    dyn = [r for r in rows if "dynamic=true" in r["detector"]]
+    if dyn:
+        out.append(f"The dynamic adversary (`net:dynamic=true`: each epoch half the positives re-crafted by 10-step "
+                   f"PGD against the classifier and the current detector) leaves the 100-step adaptive PGD at "
+                   f"{_pct(dyn[0]['adaptive_defended'])} defended accuracy: training against a weaker adaptive "
+                   f"attacker does not stop a stronger one.")
     return [line + "  " for line in out]
 
 
