@@ -184,7 +184,9 @@ def report(res: dict[str, Any]) -> str:
     a = res["args"]
     runs = [f"`{c}` · {env} · {sec / 60:.1f} min" for c, env, sec in res["commands"]]
     lines = [
-        "## Detectors against adaptive attacks (Carlini & Wagner 2017)", "", *[r + "  " for r in runs], "",
+        "## Detectors against adaptive attacks (Carlini & Wagner 2017)", "",
+        "Runs, in order (a later run's row replaces an earlier row of the same detector and fit attack):  ",
+        *[r + "  " for r in runs], "",
         f"lenet-mnist (clean Acc@1 {res['clean_acc']:.4f} on the {a['n']} test images). Each detector is fitted on "
         f"the first {a['n_fit']} MNIST training images vs their successful PGD-40 examples (L∞ 0.3, step 0.01, "
         f"random start; {res['n_fit_adv']} of them; kdbu/lid also get one noisy copy per image, the detector network "
@@ -239,28 +241,33 @@ def args_kappa(row: dict[str, Any]) -> str:
     return f"{row.get('cw_kappa', 1.0):g}"
 
 
+def label(row: dict[str, Any]) -> str:
+    """A row's name: the detector spec, and the fit attack where it is not PGD."""
+    return f"`{row['detector']}`" + ("" if row.get("fit_attack", "pgd") == "pgd" else " fitted on CW")
+
+
 def verdict(rows: list[dict[str, Any]]) -> list[str]:
     """What the rows say against the issue's bar and C&W's cost figures, computed from them."""
-    met = [r["detector"] for r in rows if r["adaptive_defended"] < 0.10]
-    missed = [r["detector"] for r in rows if r["adaptive_defended"] >= 0.10]
+    met = [label(r) for r in rows if r["adaptive_defended"] < 0.10]
+    missed = [label(r) for r in rows if r["adaptive_defended"] >= 0.10]
     out = [f"Issue bar (adaptive PGD brings defended accuracy at L∞ 0.3 below 10 %): met for "
-           f"{', '.join(f'`{d}`' for d in met) or 'none'}; missed for {', '.join(f'`{d}`' for d in missed) or 'none'}."]
+           f"{', '.join(met) or 'none'}; missed for {', '.join(missed) or 'none'}."]
     for r in rows:
         und = r.get("cw_undefended") or {}
         a, u = r["cw_adaptive"].get("median"), und.get("median")
         if a is not None and u is not None:
-            out.append(f"`{r['detector']}`: the adaptive CW needs {a / u:.2f}× the undefended CW's median L2 "
-                       f"({a:.3f} vs {u:.3f}; C&W 2017's KD: 3.81 / 2.05 = 1.86×)"
-                       f"{'' if r.get('fit_attack', 'pgd') == 'pgd' else ', fitted on CW'}.")
+            out.append(f"{label(r)}: the adaptive CW needs {a / u:.2f}× the undefended CW's median L2 "
+                       f"({a:.3f} vs {u:.3f}; C&W 2017's KD: 3.81 / 2.05 = 1.86×).")
         if r["randomized"] and r["cw_adaptive"]["success"] < 0.95:
-            out.append(f"`{r['detector']}` is randomized: the adaptive CW takes one draw per step and stops at the "
+            out.append(f"{label(r)} is randomized: the adaptive CW takes one draw per step and stops at the "
                        f"decision boundary (κ 0), where the detector's reproducible score (the one `reject` uses) "
                        f"still rejects {100 * (1 - r['cw_adaptive']['success']):.0f} % of its results; its median is "
                        f"over the rest.")
         if "cw_adaptive_kappa" in r:
             k = r["cw_adaptive_kappa"]
-            out.append(f"`{r['detector']}`: the high-confidence adaptive CW (κ = {args_kappa(r)}) succeeds on "
-                       f"{100 * k['success']:.0f} %, median / mean L2 {_l2(k)}.")
+            ratio = "" if k["median"] is None or u is None else f", {k['median'] / u:.2f}× the undefended median"
+            out.append(f"{label(r)}: the high-confidence adaptive CW (κ = {args_kappa(r)}) succeeds on "
+                       f"{100 * k['success']:.0f} %, median / mean L2 {_l2(k)}{ratio}.")
     dyn = [r for r in rows if "dynamic=true" in r["detector"]]
     if dyn:
         out.append(f"The dynamic adversary (`net:dynamic=true`: each epoch half the positives re-crafted by 10-step "
