@@ -26,7 +26,8 @@ success rule mean exactly "a real class ≠ y wins and the detector accepts").
 
 A randomized detector (MC dropout) makes G random: PGD and APGD then average ``eot_samples``
 gradient draws (EOT, :func:`advlab.attacks.adaptive.eot_bpda`, default 10); CW takes one draw per
-step.
+step, so with κ = 0 it ends on the boundary where another draw may reject: use κ > 0 against such a
+detector (measured in docs/defenses.md, ``detectors-adaptive``).
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
     over ``eot_samples`` draws for a randomized detector, default 10) or ``"cw"`` (the L2
     Carlini–Wagner attack on G; with ``threat.eps = inf`` unbounded, returning the clean image where
     it fails). ``kappa`` > 0 is the high-confidence variant. ``params`` go to the attack (e.g.
-    ``steps``, ``restarts``, ``binary_search_steps``). The success is re-scored on the returned
+    ``steps``, ``restarts``, ``binary_search_steps``). A ``target`` (classes < K) needs a targeted
+    ``threat`` (``ThreatModel(..., targeted=True)``), as every attack. The success is re-scored on the returned
     points by one forward pass of G (one draw for a randomized detector).
     """
     _check_inputs(x, y, threat, attack)
