@@ -179,6 +179,19 @@ def _l2(d: dict[str, float | None]) -> str:
     return "—" if med is None or mean is None else f"{med:.3f} / {mean:.3f} ({100 * (d['success'] or 0):.0f} %)"
 
 
+def auc_lines(res: dict[str, Any]) -> list[str]:
+    """The detector network's AUC-per-attack table (none when not measured)."""
+    if not res.get("auc"):
+        return []
+    return ["", f"The detector network's (`{res['auc_spec']}`) test ROC-AUC per attack (positives: the "
+            "successful adversarial examples of correctly classified test images; negatives: those clean "
+            "images; FGSM, BIM-10 and PGD-40 at L∞ 0.3, DeepFool (50 steps, overshoot 0.02) and CW unbounded "
+            "L2; CW on the CW subset above):", "",
+            "| attack | " + " | ".join(res["auc"]) + " |", "|---|" + "---|" * len(res["auc"]),
+            "| ROC-AUC (%) | " + " | ".join(f"{100 * v['auc']:.1f}" for v in res["auc"].values()) + " |",
+            "| positives | " + " | ".join(str(v["positives"]) for v in res["auc"].values()) + " |"]
+
+
 def report(res: dict[str, Any]) -> str:
     """The Markdown section: the commands, the settings, the table, the AUC table and what the numbers say."""
     a = res["args"]
@@ -218,14 +231,7 @@ def report(res: dict[str, Any]) -> str:
             f"{_pct(r['adaptive_kappa_defended'])} | {r['n_cw']} | {_l2(r['cw_undefended'])} | "
             f"**{_l2(r['cw_adaptive'])}** | "
             f"{_pct(1 - r['cw_undefended_zk_defended'])} |")
-    if res.get("auc"):
-        lines += ["", f"The detector network's (`{res['auc_spec']}`) test ROC-AUC per attack (positives: the "
-                  "successful adversarial examples of correctly classified test images; negatives: those clean "
-                  "images; FGSM, BIM-10 and PGD-40 at L∞ 0.3, DeepFool (50 steps, overshoot 0.02) and CW unbounded "
-                  "L2; CW on the CW subset above):", "",
-                  "| attack | " + " | ".join(res["auc"]) + " |", "|---|" + "---|" * len(res["auc"]),
-                  "| ROC-AUC (%) | " + " | ".join(f"{100 * v['auc']:.1f}" for v in res["auc"].values()) + " |",
-                  "| positives | " + " | ".join(str(v["positives"]) for v in res["auc"].values()) + " |"]
+    lines += auc_lines(res)
     if res.get("speed"):
         sp = res["speed"]
         lines += ["", f"Speed ({res['speed_command']}): the detector network fits on {sp['n']} training images and "
@@ -240,11 +246,6 @@ def report(res: dict[str, Any]) -> str:
               "same images, which means the detector added no measurable cost. Metzen et al. 2017 evaluate the "
               "detector network on CIFAR-10 (and a 10-class ImageNet subset), not MNIST."]
     return "\n".join(lines)
-
-
-def args_kappa(row: dict[str, Any]) -> str:
-    """The κ of a row's high-confidence CW."""
-    return f"{row.get('cw_kappa', 1.0):g}"
 
 
 def label(row: dict[str, Any]) -> str:
@@ -272,7 +273,7 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         if "cw_adaptive_kappa" in r:
             k = r["cw_adaptive_kappa"]
             ratio = "" if k["median"] is None or u is None else f", {k['median'] / u:.2f}× the undefended median"
-            out.append(f"{label(r)}: the high-confidence adaptive CW (κ = {args_kappa(r)}) succeeds on "
+            out.append(f"{label(r)}: the high-confidence adaptive CW (κ = {r.get('cw_kappa', 1.0):g}) succeeds on "
                        f"{100 * k['success']:.0f} %, median / mean L2 {_l2(k)}{ratio}.")
     dyn = [r for r in rows if "dynamic=true" in r["detector"]]
     if dyn:
