@@ -44,6 +44,7 @@ from advlab.models.gan import load_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / "results" / "defense_gan"
+EARLIER = ROOT / "benchmarks" / "results" / "defense_gan_mlp"  # the first (MLP) generator's records
 FIGURES = ROOT / "docs" / "figures"
 COMMAND = "python benchmarks/defense_gan.py --threads 1"
 EPS = 0.3
@@ -197,11 +198,18 @@ def _checks_text(checks: dict[str, Any]) -> str:
 
 def _gen_line(name: str) -> str:
     meta = load_generator(name).advlab_meta
-    g = meta["gan"]
-    return (f"Generator `wgan-mnist` (src/advlab/weights/generators/): MLP z ∈ R^{g['latent_dim']} → {g['hidden']} → "
-            f"{g['hidden']} → 784, WGAN-GP (λ = {g['gp_weight']:g}, n_critic = {g['n_critic']}, Adam lr {g['lr']:g}, "
-            f"batch {g['batch_size']}, {g['iterations']} generator steps, seed {g['seed']}), trained by "
-            f"`{meta['command']}` in {meta['train_seconds']:.0f} s wall on one thread of the shared 2-core machine.")
+    g, kw = meta["gan"], meta["arch_kwargs"]
+    if kw.get("arch") == "conv":
+        c = kw["channels"]
+        arch = (f"DCGAN-style z ∈ R^{kw['latent_dim']} → linear → {2 * c}×7×7 → transposed convs {c}×14×14 → "
+                f"1×28×28 sigmoid (batch norm), conv critic without normalisation")
+    else:
+        arch = f"MLP z ∈ R^{kw['latent_dim']} → {kw['hidden']} → {kw['hidden']} → 784"
+    where = " (src/advlab/weights/generators/)" if name == "wgan-mnist" else ""
+    return (f"Generator `{name}`{where}: {arch}, WGAN-GP "
+            f"(λ = {g['gp_weight']:g}, n_critic = {g['n_critic']}, Adam lr {g['lr']:g}, batch {g['batch_size']}, "
+            f"{g['iterations']} generator steps, seed {g['seed']}), trained by `{meta['command']}` in "
+            f"{meta['train_seconds']:.0f} s wall on one thread of the shared 2-core machine.")
 
 
 def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -235,13 +243,28 @@ def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"is L = 200, R = 10). Mean projection distance of clean images ‖G(z*) − x‖₂ = {clean['proj_l2_mean']:.2f}.",
         "", *table, "",
         "![Defense-GAN: test images, projections, BPDA and latent answers](figures/defense-gan.png)", "",
-        _transfer_text(r), "",
+        _transfer_text(r), "", *([_earlier_text(), ""] if _earlier_text() else []),
         "Gradient-masking checks (`advlab.evaluation.checks.check_model`, as `advlab evaluate` runs them, "
         f"L∞ 0.3): {_checks_text(r['checks'])}", "",
         _latent_text(lat, bp), "", _latent_text(mar, bp), "", _athalye_text(mse_l2, rms_l2), "",
         _budget_text(r, mse_l2, rms_l2), "",
         "Wall times (s, shared machine): " + ", ".join(f"{k} {v['seconds']}" for k, v in r.items()) + ".",
     ])
+
+
+def _earlier_text(cache: Path = EARLIER) -> str:
+    """A short note with the first (MLP, 5 000 steps) generator's figures, read from its cached records."""
+    try:
+        r = {k: json.loads((cache / f"{k}.json").read_text()) for k in ("clean", "transfer", "bpda", "latent")}
+    except FileNotFoundError:
+        return ""
+    m = r["bpda"]["n"]
+    base = sum(r["clean"]["defended_correct"][:m]) / m
+    return (f"Earlier generator (the first `wgan-mnist`: MLP z ∈ R^64 → 512 → 512 → 784, 5 000 steps; same L, R, "
+            f"images and stages; records in {cache.relative_to(ROOT)}/): mean projection distance "
+            f"{r['clean']['proj_l2_mean']:.2f}; clean {r['clean']['defended']:.3f}; PGD-40 transferred then purified "
+            f"{r['transfer']['defended']:.3f}; BPDA {r['bpda']['defended']:.3f} (drop {base - r['bpda']['defended']:.3f}); "
+            f"latent attack κ = 0 {1 - r['latent']['success']:.3f}.")
 
 
 def _transfer_text(r: dict[str, Any]) -> str:
