@@ -262,7 +262,7 @@ def _conv_text(cache: Path = CONV_CACHE) -> str:
     if "clean" not in r or "transfer" not in r:
         return ""
     parts = [f"mean projection distance of clean images {r['clean']['proj_l2_mean']:.2f} (median "
-             f"{r['clean']['proj_l2_median']:.2f}); clean {r['clean']['defended']:.3f}; PGD-40 transferred then "
+             f"{r['clean']['proj_l2_median']:.2f}); defended Acc@1: clean {r['clean']['defended']:.3f}; PGD-40 transferred then "
              f"purified {r['transfer']['defended']:.3f}"]
     if "transfer_fgsm" in r:
         parts.append(f"FGSM transferred then purified {r['transfer_fgsm']['defended']:.3f}")
@@ -277,8 +277,20 @@ def _conv_text(cache: Path = CONV_CACHE) -> str:
     return (f"A convolutional generator was also trained and measured (not shipped: it is worse on the transfer "
             f"bar): `{CONV_COMMAND}` (DCGAN-style, z ∈ R^128 → 32×7×7 → 16×14×14 → 28×28, 213 905 params, "
             f"{CONV_TRAIN}). Same L, R, images and stages (records in {cache.relative_to(ROOT)}/): "
-            + "; ".join(parts) + ". It fits clean images closer than the MLP "
-            "and, as the transfer paragraph anticipates, also keeps more of the perturbation.")
+            + "; ".join(parts) + ". It fits clean images closer than the MLP" + _kept_text(cache))
+
+
+def _kept_text(cache: Path) -> str:
+    """The measured share of the perturbation each generator carries through (benchmarks/defense_gan_kept.py)."""
+    if not (cache / "kept.json").exists():
+        return "."
+    k = json.loads((cache / "kept.json").read_text())
+    mlp, conv = k["mlp"], k["conv"]
+    return (f" and, as anticipated above, also keeps more of the perturbation: on the first {k['n']} images "
+            f"(`python benchmarks/defense_gan_kept.py --threads 1 --conv wgan-conv.safetensors`) the projection of "
+            f"x + δ moves away from that of x by ‖P(x + δ) − P(x)‖₂ {conv['proj_moved_l2']:.2f} (MLP "
+            f"{mlp['proj_moved_l2']:.2f}), carrying {conv['kept']:.1%} of δ (mean ⟨P(x + δ) − P(x), δ⟩/‖δ‖₂²; "
+            f"MLP {mlp['kept']:.1%}).")
 
 
 def _transfer_text(r: dict[str, Any]) -> str:
