@@ -44,6 +44,10 @@ from advlab.models.gan import load_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / "results" / "defense_gan"
+CONV_CACHE = ROOT / "benchmarks" / "results" / "defense_gan_conv"  # the convolutional generator's records
+CONV_COMMAND = ("advlab train --model wgan --dataset mnist -o arch=conv -o channels=16 -o latent_dim=128 "
+                "-o iterations=3000 --batch-size 64 --lr 1e-4 --seed 0 --threads 1 --no-progress --out wgan-conv.safetensors")
+CONV_TRAIN = "785 s wall, 434 s CPU on one thread of the shared machine"
 FIGURES = ROOT / "docs" / "figures"
 COMMAND = "python benchmarks/defense_gan.py --threads 1"
 EPS = 0.3
@@ -197,11 +201,18 @@ def _checks_text(checks: dict[str, Any]) -> str:
 
 def _gen_line(name: str) -> str:
     meta = load_generator(name).advlab_meta
-    g = meta["gan"]
-    return (f"Generator `wgan-mnist` (src/advlab/weights/generators/): MLP z ∈ R^{g['latent_dim']} → {g['hidden']} → "
-            f"{g['hidden']} → 784, WGAN-GP (λ = {g['gp_weight']:g}, n_critic = {g['n_critic']}, Adam lr {g['lr']:g}, "
-            f"batch {g['batch_size']}, {g['iterations']} generator steps, seed {g['seed']}), trained by "
-            f"`{meta['command']}` in {meta['train_seconds']:.0f} s wall on one thread of the shared 2-core machine.")
+    g, kw = meta["gan"], meta["arch_kwargs"]
+    if kw.get("arch") == "conv":
+        c = kw["channels"]
+        arch = (f"DCGAN-style z ∈ R^{kw['latent_dim']} → linear → {2 * c}×7×7 → transposed convs {c}×14×14 → "
+                f"1×28×28 sigmoid (batch norm), conv critic without normalisation")
+    else:
+        arch = f"MLP z ∈ R^{kw['latent_dim']} → {kw['hidden']} → {kw['hidden']} → 784"
+    where = " (src/advlab/weights/generators/)" if name == "wgan-mnist" else ""
+    return (f"Generator `{name}`{where}: {arch}, WGAN-GP "
+            f"(λ = {g['gp_weight']:g}, n_critic = {g['n_critic']}, Adam lr {g['lr']:g}, batch {g['batch_size']}, "
+            f"{g['iterations']} generator steps, seed {g['seed']}), trained by `{meta['command']}` in "
+            f"{meta['train_seconds']:.0f} s wall on one thread of the shared 2-core machine.")
 
 
 def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -235,13 +246,51 @@ def report(r: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"is L = 200, R = 10). Mean projection distance of clean images ‖G(z*) − x‖₂ = {clean['proj_l2_mean']:.2f}.",
         "", *table, "",
         "![Defense-GAN: test images, projections, BPDA and latent answers](figures/defense-gan.png)", "",
-        _transfer_text(r), "",
+        _transfer_text(r), "", *([_conv_text(), ""] if _conv_text() else []),
         "Gradient-masking checks (`advlab.evaluation.checks.check_model`, as `advlab evaluate` runs them, "
         f"L∞ 0.3): {_checks_text(r['checks'])}", "",
         _latent_text(lat, bp), "", _latent_text(mar, bp), "", _athalye_text(mse_l2, rms_l2), "",
         _budget_text(r, mse_l2, rms_l2), "",
         "Wall times (s, shared machine): " + ", ".join(f"{k} {v['seconds']}" for k, v in r.items()) + ".",
     ])
+
+
+def _conv_text(cache: Path = CONV_CACHE) -> str:
+    """A note with the convolutional generator's figures (tried, not shipped), read from its cached records."""
+    names = ("clean", "transfer", "transfer_fgsm", "bpda", "latent", "checks")
+    r = {k: json.loads((cache / f"{k}.json").read_text()) for k in names if (cache / f"{k}.json").exists()}
+    if "clean" not in r or "transfer" not in r:
+        return ""
+    parts = [f"mean projection distance of clean images {r['clean']['proj_l2_mean']:.2f} (median "
+             f"{r['clean']['proj_l2_median']:.2f}); defended Acc@1: clean {r['clean']['defended']:.3f}; PGD-40 transferred then "
+             f"purified {r['transfer']['defended']:.3f}"]
+    if "transfer_fgsm" in r:
+        parts.append(f"FGSM transferred then purified {r['transfer_fgsm']['defended']:.3f}")
+    if "bpda" in r:
+        m = r["bpda"]["n"]
+        base = sum(r["clean"]["defended_correct"][:m]) / m
+        parts.append(f"BPDA {r['bpda']['defended']:.3f} on {m} (drop {base - r['bpda']['defended']:.3f})")
+    if "latent" in r:
+        parts.append(f"latent attack κ = 0 {1 - r['latent']['success']:.3f}")
+    if "checks" in r:
+        parts.append("checks fired: " + (", ".join(c["code"] for c in r["checks"]["results"] if c["fired"]) or "none"))
+    return (f"A convolutional generator was also trained and measured (not shipped: it is worse on the transfer "
+            f"bar): `{CONV_COMMAND}` (DCGAN-style, z ∈ R^128 → 32×7×7 → 16×14×14 → 28×28, 213 905 params, "
+            f"{CONV_TRAIN}). Same L, R, images and stages (records in {cache.relative_to(ROOT)}/): "
+            + "; ".join(parts) + ". It fits clean images closer than the MLP" + _kept_text(cache))
+
+
+def _kept_text(cache: Path) -> str:
+    """The measured share of the perturbation each generator carries through (benchmarks/defense_gan_kept.py)."""
+    if not (cache / "kept.json").exists():
+        return "."
+    k = json.loads((cache / "kept.json").read_text())
+    mlp, conv = k["mlp"], k["conv"]
+    return (f" and, as anticipated above, also keeps more of the perturbation: on the first {k['n']} images "
+            f"(`python benchmarks/defense_gan_kept.py --threads 1 --conv wgan-conv.safetensors`) the projection of "
+            f"x + δ moves away from that of x by ‖P(x + δ) − P(x)‖₂ {conv['proj_moved_l2']:.2f} (MLP "
+            f"{mlp['proj_moved_l2']:.2f}), carrying {conv['kept']:.1%} of δ (mean ⟨P(x + δ) − P(x), δ⟩/‖δ‖₂²; "
+            f"MLP {mlp['kept']:.1%}).")
 
 
 def _transfer_text(r: dict[str, Any]) -> str:

@@ -15,11 +15,11 @@ from pathlib import Path
 from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
 from advlab.data import load_dataset
-from advlab.models.gan import GanConfig, save_generator, train_wgan_gp
+from advlab.models.gan import ARCHS, GanConfig, save_generator, train_wgan_gp
 from advlab.train import command_line
 
 GAN_MODELS = ("wgan",)
-_OPTIONS = ("iterations", "n_critic", "gp_weight", "latent_dim", "hidden")
+_OPTIONS = ("iterations", "n_critic", "gp_weight", "latent_dim", "hidden", "arch", "channels")
 
 
 def gan_config(args: argparse.Namespace) -> GanConfig:
@@ -31,7 +31,9 @@ def gan_config(args: argparse.Namespace) -> GanConfig:
     if unknown:
         raise ValueError(f"-o/--option: wgan takes {', '.join(_OPTIONS)}, got {', '.join(unknown)}")
     config = GanConfig(batch_size=args.batch_size, lr=args.lr, seed=args.seed, **options)
-    for name in ("iterations", "n_critic", "latent_dim", "hidden", "batch_size"):
+    if config.arch not in ARCHS:
+        raise ValueError(f"-o/--option: arch must be one of {', '.join(ARCHS)}, got {config.arch!r}")
+    for name in ("iterations", "n_critic", "latent_dim", "hidden", "channels", "batch_size"):
         v = getattr(config, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"-o/--option: {name} must be a positive integer, got {v!r}")

@@ -6,10 +6,13 @@ penalty ``λ·E[(‖∇D(x̂)‖₂ − 1)²]`` on random interpolates x̂ of re
 generator minimises ``−E[D(G(z))]``. Their MNIST settings: λ = 10, n_critic = 5, Adam
 (lr 1e-4, β = (0.5, 0.9)), batch 64.
 
-Both networks are multi-layer perceptrons: Defense-GAN runs L·R generator passes (forward and
-backward) per image it classifies, so the generator is kept small (z ∈ R^64 → 512 → 512 → 784,
-sigmoid to [0, 1]; about 0.7 M multiply-adds per image). Training is deterministic under a seed
-(initialisation inside a forked, seeded RNG; batches and z from explicit generators).
+Two architectures (``GanConfig.arch``), both small because Defense-GAN runs L·R generator passes
+(forward and backward) per image it classifies. ``"mlp"``: multi-layer perceptrons (z ∈ R^64 → 512
+→ 512 → 784, sigmoid to [0, 1]; about 0.7 M multiply-adds per image). ``"conv"``: DCGAN-style, after
+Samangouei et al.'s MNIST generator (z → linear → 2c×7×7 → transposed convolutions → 28×28 sigmoid;
+with c = 16 about 0.65 M multiply-adds) and a convolutional critic without normalisation layers.
+Training is deterministic under a seed (initialisation inside a forked, seeded RNG; batches and z
+from explicit generators).
 
 A trained generator is a safetensors file with advlab metadata (architecture ``wgan-generator``,
 its arguments, the seed, the command, the wall time), shipped in ``weights/generators/`` —
@@ -35,6 +38,7 @@ PAPER = ("Gulrajani, Ahmed, Arjovsky, Dumoulin, Courville 2017, Improved Trainin
          "https://arxiv.org/abs/1704.00028")
 GENERATORS_DIR = Path(__file__).resolve().parent.parent / "weights" / "generators"
 ARCHITECTURE = "wgan-generator"
+ARCHS = ("mlp", "conv")
 
 
 class Generator(nn.Module):
@@ -82,6 +86,61 @@ class Critic(nn.Module):
         return out
 
 
+class ConvGenerator(nn.Module):
+    """DCGAN-style z → image (after Samangouei et al.'s MNIST generator, narrower).
+
+    Linear to 2c×(H/4)×(W/4), BN-ReLU, ConvTranspose(4, stride 2) to c×(H/2)×(W/2), BN-ReLU,
+    ConvTranspose(4, stride 2) to C×H×W, sigmoid.
+
+    Args:
+        latent_dim: The size of z.
+        channels: c, the width of the last hidden feature map (the first has 2c).
+        out_shape: The image shape C×H×W (H and W multiples of 4).
+    """
+
+    def __init__(self, latent_dim: int = 128, channels: int = 32, out_shape: tuple[int, ...] = (1, 28, 28)) -> None:
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+        self.channels = int(channels)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        c_out, h, w = self.out_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"conv generator: image height and width must be multiples of 4, got {h}×{w}")
+        c = self.channels
+        self.seed_shape = (2 * c, h // 4, w // 4)
+        self.fc = nn.Sequential(nn.Linear(self.latent_dim, 2 * c * (h // 4) * (w // 4)),
+                                nn.BatchNorm1d(2 * c * (h // 4) * (w // 4)), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out: torch.Tensor = self.net(self.fc(z).view(len(z), *self.seed_shape))
+        return out
+
+
+class ConvCritic(nn.Module):
+    """Image → a real score: Conv(4, stride 2) c, LeakyReLU, Conv(4, stride 2) 2c, LeakyReLU, Linear.
+
+    No normalisation layers: WGAN-GP's penalty is per example.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), channels: int = 32) -> None:
+        super().__init__()
+        c_in, h, w = (int(s) for s in in_shape)
+        c = int(channels)
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * c * (h // 4) * (w // 4), 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out: torch.Tensor = self.net(x).squeeze(1)
+        return out
+
+
 @dataclass
 class GanConfig:
     """WGAN-GP hyper-parameters (defaults: Gulrajani et al.'s MNIST settings; ``iterations`` = generator steps)."""
@@ -94,13 +153,15 @@ class GanConfig:
     latent_dim: int = 64
     hidden: int = 512
     seed: int = 0
+    arch: str = "mlp"
+    channels: int = 32
 
 
 @dataclass
 class GanResult:
     """A trained generator, its wall time and the critic's Wasserstein estimate every 100 steps."""
 
-    generator: Generator
+    generator: Generator | ConvGenerator
     seconds: float
     history: list[dict[str, float]]
 
@@ -114,7 +175,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return out
 
 
-def _critic_step(g: Generator, d: Critic, opt: torch.optim.Optimizer, x: torch.Tensor, cfg: GanConfig,
+def _critic_step(g: nn.Module, d: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, cfg: GanConfig,
                  gen: torch.Generator) -> float:
     """One critic update on a random real batch; returns the Wasserstein estimate E[D(real)] − E[D(fake)]."""
     real = x[torch.randint(0, len(x), (cfg.batch_size,), generator=gen)]
@@ -128,7 +189,8 @@ def _critic_step(g: Generator, d: Critic, opt: torch.optim.Optimizer, x: torch.T
     return float(wdist.detach())
 
 
-def _generator_step(g: Generator, d: Critic, opt: torch.optim.Optimizer, cfg: GanConfig, gen: torch.Generator) -> None:
+def _generator_step(g: nn.Module, d: nn.Module, opt: torch.optim.Optimizer, cfg: GanConfig,
+                    gen: torch.Generator) -> None:
     """One generator update: minimise −E[D(G(z))] (the critic's parameters get no step)."""
     loss = -d(g(torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen))).mean()
     opt.zero_grad(set_to_none=True)
@@ -145,23 +207,49 @@ def train_wgan_gp(x: torch.Tensor, config: GanConfig | None = None, *, progress:
         The generator (eval mode, frozen), the wall time and the critic's Wasserstein estimates.
     """
     cfg = config or GanConfig()
-    for name in ("iterations", "batch_size", "n_critic", "latent_dim", "hidden"):
+    for name in ("iterations", "batch_size", "n_critic", "latent_dim", "hidden", "channels"):
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"arch: expected one of {', '.join(ARCHS)}, got {cfg.arch!r}")
     if x.dim() != 4 or not torch.is_floating_point(x):
         raise ValueError(f"images: expected a float N×C×H×W tensor, got shape {tuple(x.shape)}")
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        g, d = Generator(cfg.latent_dim, cfg.hidden, tuple(x.shape[1:])), Critic(tuple(x.shape[1:]), cfg.hidden)
+        g, d = _networks(cfg, tuple(x.shape[1:]))
         history = _train_loop(g, d, x, cfg, progress)
     g.eval()
     g.requires_grad_(False)
     return GanResult(g, time.perf_counter() - start, history)
 
 
-def _train_loop(g: Generator, d: Critic, x: torch.Tensor, cfg: GanConfig, progress: bool) -> list[dict[str, float]]:
+def _networks(cfg: GanConfig, shape: tuple[int, ...]) -> tuple[Generator | ConvGenerator, nn.Module]:
+    """A fresh generator and critic of ``cfg.arch`` for images of ``shape`` (C×H×W)."""
+    if cfg.arch == "conv":
+        return ConvGenerator(cfg.latent_dim, cfg.channels, shape), ConvCritic(shape, cfg.channels)
+    return Generator(cfg.latent_dim, cfg.hidden, shape), Critic(shape, cfg.hidden)
+
+
+def _arch_kwargs(g: Generator | ConvGenerator, config: GanConfig) -> dict[str, Any]:
+    """The checkpoint's ``arch_kwargs``: enough to rebuild the generator (``arch`` absent = MLP)."""
+    if isinstance(g, ConvGenerator):
+        return {"arch": "conv", "latent_dim": g.latent_dim, "channels": g.channels, "out_shape": list(g.out_shape)}
+    return {"latent_dim": g.latent_dim, "hidden": config.hidden, "out_shape": list(g.out_shape)}
+
+
+def _build(kw: dict[str, Any]) -> Generator | ConvGenerator:
+    """The generator an ``arch_kwargs`` record describes."""
+    shape = tuple(int(s) for s in kw["out_shape"])
+    if kw.get("arch", "mlp") == "conv":
+        return ConvGenerator(int(kw["latent_dim"]), int(kw["channels"]), shape)
+    if kw.get("arch", "mlp") != "mlp":
+        raise ValueError(f"unknown arch {kw['arch']!r}")
+    return Generator(int(kw["latent_dim"]), int(kw["hidden"]), shape)
+
+
+def _train_loop(g: nn.Module, d: nn.Module, x: torch.Tensor, cfg: GanConfig, progress: bool) -> list[dict[str, float]]:
     """The alternating updates: ``n_critic`` critic steps, then one generator step, ``iterations`` times."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
@@ -189,7 +277,7 @@ def save_generator(result: GanResult, path: str | os.PathLike[str], config: GanC
     g = result.generator
     meta = {
         "architecture": ARCHITECTURE,
-        "arch_kwargs": {"latent_dim": g.latent_dim, "hidden": config.hidden, "out_shape": list(g.out_shape)},
+        "arch_kwargs": _arch_kwargs(g, config),
         "dataset": dataset, "bounds": [0.0, 1.0], "gan": asdict(config),
         "train_seconds": round(result.seconds, 1), "final_wdist": round(result.history[-1]["wdist"], 5),
         "seed": config.seed, "command": command, "advlab_version": __version__, "torch_version": torch.__version__,
@@ -198,7 +286,7 @@ def save_generator(result: GanResult, path: str | os.PathLike[str], config: GanC
     save_checkpoint(g, path, meta)
 
 
-def load_generator(name_or_path: str | os.PathLike[str] = "wgan-mnist") -> Generator:
+def load_generator(name_or_path: str | os.PathLike[str] = "wgan-mnist") -> Generator | ConvGenerator:
     """A shipped generator by name (``"wgan-mnist"``) or a generator checkpoint path, eval mode, frozen.
 
     Raises:
@@ -217,7 +305,7 @@ def load_generator(name_or_path: str | os.PathLike[str] = "wgan-mnist") -> Gener
         raise CheckpointError(f"generator: {path} holds a {meta['architecture']!r}, not a {ARCHITECTURE}")
     kw = meta["arch_kwargs"]
     try:
-        g = Generator(int(kw["latent_dim"]), int(kw["hidden"]), tuple(int(s) for s in kw["out_shape"]))
+        g = _build(kw)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"generator: {path} has unusable arch_kwargs ({e})") from None
     check_state(path, g)
@@ -228,5 +316,6 @@ def load_generator(name_or_path: str | os.PathLike[str] = "wgan-mnist") -> Gener
     return g
 
 
-__all__ = ["ARCHITECTURE", "GENERATORS_DIR", "PAPER", "Critic", "GanConfig", "GanResult", "Generator",
-           "gradient_penalty", "load_generator", "save_generator", "train_wgan_gp"]
+__all__ = ["ARCHITECTURE", "ARCHS", "GENERATORS_DIR", "PAPER", "ConvCritic", "ConvGenerator", "Critic",
+           "GanConfig", "GanResult", "Generator", "gradient_penalty", "load_generator", "save_generator",
+           "train_wgan_gp"]
