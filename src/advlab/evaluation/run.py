@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
+from advlab.detect.base import Detector
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
 from advlab.results.plan import Job, batch_seed, json_params
-from advlab.results.store import Store
+from advlab.results.store import CLEAN_JOB, Store
 from advlab.threat import ThreatModel
 
 
@@ -49,6 +50,7 @@ class Run:
     progress: bool = True
     keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
     target: torch.Tensor | None = None  # a targeted evaluation's target per example (success: reaching it)
+    detector: Detector | None = None  # the reject option: each input's score and decision are stored too
 
     def __post_init__(self) -> None:
         self.net = inference_view(self.net)  # warns once for a model in training mode
@@ -59,10 +61,25 @@ class Run:
         return int(self.config["batch_size"])
 
     def clean_pass(self) -> None:
-        """Store the clean predictions (once: a resumed run reads them back); non-finite logits end the run."""
+        """Store the clean predictions and detector scores (once: a resumed run reads them back)."""
         n = len(self.y)
-        if self.store.has_clean(n):
-            return
+        if not self.store.has_clean(n):
+            self.clean_predictions()
+        if self.detector is not None and len(self.store.detect(CLEAN_JOB)["idx"]) != n:
+            found = [self.detect(self.x[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
+            self.store.put_detect(CLEAN_JOB, list(range(n)), [v for f in found for v in f["det_score"]],
+                                  [v for f in found for v in f["det_rejected"]])
+
+    def detect(self, x: torch.Tensor) -> dict[str, list[Any]]:
+        """The detector's score and decision (1 = rejected) per input, on the model's device."""
+        assert self.detector is not None
+        score = self.detector.score(x.to(module_device(self.net)), self.batch_size).double().cpu()
+        rejected = score > float(self.detector.threshold)
+        return {"det_score": score.tolist(), "det_rejected": rejected.int().tolist()}
+
+    def clean_predictions(self) -> None:
+        """Store the clean predictions; non-finite logits end the run."""
+        n = len(self.y)
         with torch.no_grad():
             logits = predict_logits(self.net, self.x, self.batch_size)
         bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()
@@ -135,6 +152,7 @@ class Run:
         pred = logits.argmax(dim=1)
         norms = perturbation_norms(xb, x_adv)
         return {
+            **(self.detect(x_adv) if self.detector is not None else {}),
             "adv": (pred != yb if target is None else pred == target).int().tolist(),
             "top1": topk_correct(logits, yb, 1).int().tolist(),
             "top5": topk_correct(logits, yb, 5).int().tolist(), "pred": pred.tolist(),
