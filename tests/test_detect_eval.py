@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_detect_base import _Distance
 
 from advlab.attacks import get_attack
 from advlab.cli import main
@@ -28,6 +27,7 @@ from advlab.results import shards
 from advlab.results.aggregate import compute_rows
 from advlab.results.store import CLEAN_JOB, Store
 from advlab.threat import ThreatModel
+from test_detect_base import _Distance
 
 COLS = ("adv", "top1", "top5", "pred", "conf", "l0", "l1", "l2", "linf", "queries")
 

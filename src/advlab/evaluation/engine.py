@@ -234,15 +234,13 @@ def evaluate(
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
     surrogate: str | None = None, targeted: str | None = None, certify: str | Sequence[str] | None = None,
-    device: str | torch.device | None = None, detector: str | Detector | None = None
-) -> Evaluation | DenseEvaluation:
+    device: str | torch.device | None = None, detector: str | Detector | None = None) -> Evaluation | DenseEvaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
         data: A dataset name (its test split), ``(x, y)``, or None: the model's own (``evaluation.dense``: dense tasks).
-        attacks: Registered attack names, each run once in the order first given (default
-            :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient).
+        attacks: Registered names, each run once in order (default :data:`DEFAULT_ATTACKS`; a BlackBox: gradient-free).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
         norm: The threat model's norm (an attack without it runs at its own first norm and sweep).
         n: Evaluate the first ``n`` examples (default: all).
@@ -256,7 +254,7 @@ def evaluate(
         model_name: Name recorded in the rows (default: the name/path given or the class name).
         data_dir: Directory of IDX files for MNIST (default: the offline copy).
         command: The command line, recorded with the results.
-        examples_per_job: (x, x_adv) pairs of each attack the store keeps for the figures.
+        examples_per_job: (x, x_adv) pairs of each attack kept for the figures.
         checks: Run the gradient-masking checks on ``check_n`` correctly classified inputs at the
             largest ε; one that fires adds ``pgd-adaptive`` and the escalation (docs/warnings.md).
             A BlackBox's checks are skipped, and recorded as skipped.
@@ -269,9 +267,7 @@ def evaluate(
             per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
         device: Where the model computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is); a
             caller's model is copied there, never moved; each batch is attacked there.
-        detector: The reject option (:mod:`advlab.evaluation.detection`): ``"kdbu"``, ``"lid:k=20"`` (fitted on
-            the training split), ``"NAME:PATH.safetensors"`` or a fitted :class:`~advlab.detect.Detector`; the
-            rows gain detection ROC-AUC, TPR at 5% FPR, the clean rejection rate and the defended accuracy.
+        detector: The reject option (docs/evaluation.md): ``"kdbu"``, ``"NAME:PATH.safetensors"`` or a fitted Detector.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds
