@@ -68,12 +68,15 @@ def detector_html(meta: dict[str, Any] | None) -> str:
             f"<p>{html.escape(COLUMNS_TEXT)}</p>")
 
 
-def roc_points(store: Store, config: dict[str, Any]) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
-    """Per attack family: (ε label, positive scores, negative scores) per budget of the evaluation's norm."""
+Curves = list[tuple[str, torch.Tensor, torch.Tensor]]  # (ε label, positive scores, negative scores) per budget
+
+
+def roc_points(store: Store, config: dict[str, Any]) -> dict[tuple[str, str], Curves]:
+    """Per attack family and its norm: (ε label, positive scores, negative scores) per budget."""
     clean = store.clean()
     n = len(clean["label"])
     cd = clean_detected(store, n)
-    out: dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]] = {}
+    out: dict[tuple[str, str], Curves] = {}
     if cd is None:
         return out
     for job in stored_jobs(store, config):
@@ -81,18 +84,19 @@ def roc_points(store: Store, config: dict[str, Any]) -> dict[str, list[tuple[str
             continue
         o, d = store.outcomes(job.key), job_detected(store, job, n)
         for e in (list(job.sweep) if job.eps == math.inf else [job.eps]):
-            out.setdefault(job.name, []).append((f"ε = {e:g}", *_positives(job, o, d, cd, e, clean), cd.score))
+            pos = _positives(job, o, d, cd, e, clean)
+            out.setdefault((job.name, job.norm), []).append((f"ε = {e:g}", pos, cd.score))
     return out
 
 
 def _positives(job: Job, o: dict[str, torch.Tensor], d: Detected, cd: Detected, e: float,
-               clean: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
+               clean: dict[str, torch.Tensor]) -> torch.Tensor:
     scored = e if job.eps == math.inf else None
     broken = outcome_at_eps(o["adv"], o[job.norm], scored, o["top1"], o["top5"], clean["top1"], clean["top5"])[0]
-    return (at_budget(job, d, cd, broken).score[broken],)
+    return at_budget(job, d, cd, broken).score[broken]
 
 
-def roc_figure(name: str, curves: list[tuple[str, torch.Tensor, torch.Tensor]], threshold: float, norm: str) -> bytes:
+def roc_figure(name: str, curves: Curves, threshold: float, norm: str) -> bytes:
     """One attack family's ROC curves (one per ε), the calibrated threshold's operating point marked on each."""
     fig = new_figure((4.6, 4.0))
     ax = fig.subplots()
@@ -126,8 +130,8 @@ def roc_figures(store: Store, config: dict[str, Any]) -> list[tuple[str, str, by
     meta = store.get_meta("detector") or {}
     threshold = float(meta.get("threshold", math.nan))
     return [(f"roc_{name}", f"Detection ROC of {name}: adversarial examples that fool the classifier vs clean "
-             "test images, one curve per ε", roc_figure(name, curves, threshold, config["norm"]))
-            for name, curves in roc_points(store, config).items()]
+             "test images, one curve per ε", roc_figure(name, curves, threshold, norm))
+            for (name, norm), curves in roc_points(store, config).items()]
 
 
 __all__ = ["COLUMNS_TEXT", "detector_html", "detector_markdown", "detector_text", "roc_figure", "roc_figures",

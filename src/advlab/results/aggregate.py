@@ -160,8 +160,8 @@ def _rows_and_worst(store: Store, config: dict[str, Any], checks: bool = True
         o = store.outcomes(job.key)
         if len(o["idx"]) != table.n:
             raise RuntimeError(f"store: job {job.key} has {len(o['idx'])} of {table.n} outcomes; re-run to finish it")
-        d = job_detected(store, job, table.n) if table.detect is not None else None
-        rows += _job_rows(table, job, o, store.seconds(job.key), fired, worst, d)
+        det = job_detected(store, job, table.n) if table.detect is not None else None
+        rows += _job_rows(table, job, o, store.seconds(job.key), fired, worst, det)
     for d in (store.get_meta("check_jobs") or []) if checks else []:
         if d["norm"] == config["norm"] and d["eps"] in worst:
             # (seconds 0: the checks' time is reported as the checks' cost, not the worst case's)
