@@ -200,6 +200,7 @@ def test_cli_flag_and_toml_key(tmp_path, digits_ckpt, capsys):
         "detect_auc,detect_tpr,clean_rejected,defended_acc")
     md = (tmp_path / "a" / "report.md").read_text()
     assert "## Reject option" in md and "figures/roc_fgsm.png" in md and "figures/roc_deepfool.png" in md
+    assert "| detector (reject option) | test-distance, fitted on 958 training images (+ noise and pgd linf" in md
     assert "Reject option" in (tmp_path / "a" / "report.html").read_text()
     render_report(tmp_path / "a")  # from the store alone, again
     cfg = tmp_path / "e.toml"
