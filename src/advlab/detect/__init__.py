@@ -14,6 +14,9 @@ from advlab.detect.base import (
     register_detector,
     save_detector,
 )
+from advlab.detect.kdbu import KernelDensityUncertainty
+from advlab.detect.lid import LocalIntrinsicDimensionality
+from advlab.detect.network import NetworkDetector
 
-__all__ = ["DETECTORS", "Detector", "defended_outcome", "load_detector", "make_detector", "register_detector",
-           "save_detector"]
+__all__ = ["DETECTORS", "Detector", "KernelDensityUncertainty", "LocalIntrinsicDimensionality", "NetworkDetector",
+           "defended_outcome", "load_detector", "make_detector", "register_detector", "save_detector"]
