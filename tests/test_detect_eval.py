@@ -247,3 +247,16 @@ def test_two_processes_give_the_single_process_detector_columns(tmp_path, digits
         return [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads((d / "results.json").read_text())]
 
     assert rows(tmp_path / "two") == rows(tmp_path / "one") and "defended_acc" in rows(tmp_path / "one")[0]
+
+
+def test_the_joint_attacks_join_the_rows_next_to_the_zero_knowledge_ones(tmp_path, digits_mlp):
+    ev = run(digits_mlp, tmp_path, attacks=["pgd", "cw"], eps=[0.3], n=40, params={"cw": {"steps": 20}})
+    rows = {(r.attack, r.norm, r.eps): r for r in ev.rows}
+    joint, zero = rows[("pgd-joint", "linf", 0.3)], rows[("pgd", "linf", 0.3)]
+    assert joint.defended_acc is not None and zero.defended_acc is not None
+    assert ("cw-joint", "l2", 1.0) in rows  # the unbounded CW on the joint model, scored on the L2 sweep
+    md = (render_report(tmp_path)[0]).read_text()
+    assert "## Zero-knowledge vs adaptive" in md and "| pgd | 0.3 (linf) |" in md
+    seconds = {r.attack: r.seconds for r in ev.rows}
+    again = run(digits_mlp, tmp_path, attacks=["pgd", "cw"], eps=[0.3], n=40, params={"cw": {"steps": 20}})
+    assert {r.attack: r.seconds for r in again.rows} == seconds  # resumed: nothing re-run

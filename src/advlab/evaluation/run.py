@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,12 +24,17 @@ from tqdm.auto import tqdm
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
+from advlab.detect.adaptive import adaptive_attack
 from advlab.detect.base import Detector
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
 from advlab.results.plan import Job, batch_seed, json_params
 from advlab.results.store import CLEAN_JOB, Store
 from advlab.threat import ThreatModel
+
+# the C&W 2017 joint attacks an evaluation with a detector adds (advlab.evaluation.detect_adaptive):
+# row name → the attack advlab.detect.adaptive.adaptive_attack runs on classifier and detector together
+JOINT: dict[str, Literal["pgd", "apgd", "cw"]] = {"pgd-joint": "pgd", "cw-joint": "cw"}
 
 
 @dataclass
@@ -121,12 +126,23 @@ class Run:
                              targeted=tb is not None)
         gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
         t0 = time.perf_counter()
-        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **self.job_params(info, job))
+        res = self.attack(info, job, xb, yb, threat, tb, gen)
         seconds = time.perf_counter() - t0
         outcome, stats = self.judge(xb, yb, res, tb, sl)
         examples = [(i, self.x[i].cpu().numpy(), res.x_adv[i - sl.start].detach().cpu().numpy())
                     for i in range(sl.start, min(sl.stop, self.keep))]
         self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples, stats)
+
+    def attack(self, info: AttackInfo, job: Job, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               target: torch.Tensor | None, generator: torch.Generator) -> AttackResult:
+        """Run ``job``'s attack on a batch; a joint job (:data:`JOINT`) attacks the classifier and the detector."""
+        params = self.job_params(info, job)
+        if job.name not in JOINT:
+            return info(self.net, x, y, threat, target=target, generator=generator, **params)
+        if self.detector is None:
+            raise RuntimeError(f"{job.name}: the joint attack needs the run's detector")
+        return adaptive_attack(self.net, self.detector, x, y, threat, JOINT[job.name], target=target,
+                               generator=generator, **params)
 
     def batch_target(self, info: AttackInfo, sl: slice, dev: torch.device) -> torch.Tensor | None:
         """The targets of the examples ``sl`` (None: the job is untargeted)."""
@@ -185,4 +201,4 @@ class Run:
         return {"key": key, "name": name, "norm": norm, "eps": eps, "minimal": minimal}
 
 
-__all__ = ["Run"]
+__all__ = ["JOINT", "Run"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from advlab.evaluation.certified import certify_step
 from advlab.evaluation.dense import DenseEvaluation, DenseRun, finish_dense
+from advlab.evaluation.detect_adaptive import add_joint
 from advlab.evaluation.detection import check_fitted_file, ready_detector
 from advlab.evaluation.respond import add_cost, respond, white_box_cut
 from advlab.evaluation.result import Evaluation, evaluation_meta
@@ -67,6 +68,7 @@ def finish_run(run: Run, s: Settings, keep: bool) -> Evaluation | DenseEvaluatio
     """The checks (and what they add), the rows, the certificates: the :class:`Evaluation`."""
     if run.config.get("task"):  # a segmentation or detection model: the task's rows, no checks
         return finish_dense(run, keep)
+    add_joint(run)  # with a detector: the C&W 2017 joint attacks on classifier and detector
     respond(run, run.config["checks"], s.check_n)
     store = run.store
     rows, worst = aggregate(store, run.config)

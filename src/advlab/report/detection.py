@@ -15,10 +15,12 @@ import torch
 
 from advlab.metrics import outcome_at_eps, roc_auc, roc_curve
 from advlab.report.figures import new_figure, plain_axes, png_bytes
-from advlab.report.settings import norm_label
+from advlab.report.settings import html_table, md_table, norm_label
+from advlab.report.tables import eps_label, fmt
 from advlab.results.aggregate import stored_jobs
 from advlab.results.detection import Detected, at_budget, clean_detected, job_detected
 from advlab.results.plan import Job
+from advlab.results.records import Row
 from advlab.results.store import Store
 
 COLUMNS_TEXT = (
@@ -66,6 +68,48 @@ def detector_html(meta: dict[str, Any] | None) -> str:
         return ""
     return (f"<h2>Reject option</h2><p>{html.escape(detector_text(meta))}</p>"
             f"<p>{html.escape(COLUMNS_TEXT)}</p>")
+
+
+JOINT_SUFFIX = "-joint"  # the C&W 2017 joint attacks evaluate adds with a detector (pgd-joint, cw-joint)
+ADAPTIVE_HEAD = ["attack", "ε (norm)", "defended, zero-knowledge", "defended, adaptive", "Acc@1, zero-knowledge",
+                 "Acc@1, adaptive", "median norm, zero-knowledge", "median norm, adaptive"]
+ADAPTIVE_TEXT = (
+    "Zero-knowledge: the attack ignores the detector. Adaptive: the same attack on Carlini & Wagner's (2017) joint "
+    "model of classifier and detector (`ATTACK-joint` rows; success = misclassified and accepted). Median norm: of "
+    "the successful examples, in the row's norm (for cw, the L2 that fools the classifier, and for cw-joint both)."
+)
+
+
+def adaptive_rows(rows: list[Row]) -> list[list[str]]:
+    """Each joint attack's row next to its zero-knowledge attack's row at the same norm and ε."""
+    by = {(r.attack, r.norm, r.eps): r for r in rows}
+    out = []
+    for r in rows:
+        base = by.get((r.attack.removesuffix(JOINT_SUFFIX), r.norm, r.eps)) if r.attack.endswith(JOINT_SUFFIX) else None
+        if base is None:
+            continue
+        med = f"median_{r.norm}"
+        out.append([base.attack, eps_label(r), fmt(base.defended_acc), fmt(r.defended_acc), fmt(base.acc1_adv),
+                    fmt(r.acc1_adv), fmt(getattr(base, med)), fmt(getattr(r, med))])
+    return out
+
+
+def adaptive_markdown(rows: list[Row]) -> list[str]:
+    """The zero-knowledge vs adaptive section (empty without joint rows)."""
+    table = adaptive_rows(rows)
+    if not table:
+        return []
+    return ["## Zero-knowledge vs adaptive (the detector attacked too)", "", ADAPTIVE_TEXT, "",
+            *md_table(ADAPTIVE_HEAD, table), ""]
+
+
+def adaptive_html(rows: list[Row]) -> str:
+    """The zero-knowledge vs adaptive section of the page (empty without joint rows)."""
+    table = adaptive_rows(rows)
+    if not table:
+        return ""
+    return (f"<h2>Zero-knowledge vs adaptive (the detector attacked too)</h2><p>{html.escape(ADAPTIVE_TEXT)}</p>"
+            f"{html_table(ADAPTIVE_HEAD, table, 'adaptive-detector')}")
 
 
 Curves = list[tuple[str, torch.Tensor, torch.Tensor]]  # (ε label, positive scores, negative scores) per budget
@@ -134,5 +178,5 @@ def roc_figures(store: Store, config: dict[str, Any]) -> list[tuple[str, str, by
             for (name, norm), curves in roc_points(store, config).items()]
 
 
-__all__ = ["COLUMNS_TEXT", "detector_html", "detector_markdown", "detector_text", "roc_figure", "roc_figures",
-           "roc_points"]
+__all__ = ["ADAPTIVE_HEAD", "COLUMNS_TEXT", "adaptive_html", "adaptive_markdown", "adaptive_rows", "detector_html",
+           "detector_markdown", "detector_text", "roc_figure", "roc_figures", "roc_points"]

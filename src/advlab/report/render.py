@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.certified import certified_figure, certified_html, certified_markdown
 from advlab.report.dense import render_dense
-from advlab.report.detection import detector_html, detector_markdown, roc_figures
+from advlab.report.detection import adaptive_html, adaptive_markdown, detector_html, detector_markdown, roc_figures
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
 from advlab.report.responses import responses_html, responses_markdown
 from advlab.report.settings import (
@@ -200,7 +200,7 @@ def markdown(report: Report) -> str:
         f"# Robustness report: {c['model']} on {c['dataset']}", "",
         *md_table(["setting", "value"], setting_rows(c, report.command)),
         "", "## Results", "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
-        *detector_markdown(report.meta.get("detector")),
+        *detector_markdown(report.meta.get("detector")), *adaptive_markdown(report.rows),
         *certified_markdown(report.meta.get("certified")),
     ]
     md += baseline_markdown(report) + checks_markdown(report) + responses_markdown(report.meta, report.rows)
@@ -273,6 +273,7 @@ def html_page(report: Report) -> str:
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
 {detector_html(report.meta.get("detector"))}
+{adaptive_html(report.rows)}
 {certified_html(report.meta.get("certified"))}
 {checks_html(report)}
 {responses_html(report.meta, report.rows)}
