@@ -29,9 +29,10 @@ from advlab.train import command_line
 
 # Keys a TOML config may set (the same as the flags), and the type each must have.
 CONFIG_KEYS = ("model", "weights", "dataset", "data_dir", "attacks", "eps", "norm", "n", "batch_size", "seed", "out",
-               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted", "certify", "device")
+               "threads", "params", "defense", "checks", "baseline", "ensemble", "targeted", "certify", "device",
+               "detector")
 STRING_KEYS = ("model", "weights", "dataset", "data_dir", "norm", "out", "defense", "baseline", "targeted", "certify",
-               "device")
+               "device", "detector")
 INT_MINIMA = {"n": 1, "batch_size": 1, "seed": 0, "threads": 1}
 
 
@@ -79,6 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help=f"where the model computes: {DEVICE_CHOICES} (default auto: cuda when available, else cpu; "
                         "under torchrun cuda means each process's own GPU, cuda:LOCAL_RANK)")
+    p.add_argument("--detector", default=None, metavar="SPEC",
+                   help="the reject option: a detector NAME[:key=value...] fitted on the training split (threshold at "
+                        "5%% FPR on held-out training images; saved as OUT/detector.safetensors), or "
+                        "NAME:PATH.safetensors / PATH.safetensors fitted before; adds detection ROC-AUC, TPR, "
+                        "clean rejection and defended accuracy per row (docs/evaluation.md)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -160,7 +166,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
                            "attacks": None, "eps": None, "norm": "linf", "n": None,
                            "batch_size": 500, "seed": 0, "out": None, "threads": default_threads(), "params": {},
                            "defense": None, "checks": True, "baseline": None, "ensemble": None, "targeted": None,
-                           "certify": None, "device": "auto"}
+                           "certify": None, "device": "auto", "detector": None}
     if args.config:
         cfg.update(load_config(args.config))
     for key in CONFIG_KEYS:
@@ -172,6 +178,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg["eps"] = _items("--eps", cfg["eps"], float)
     if cfg["out"] is None:
         suffix = f"-{str(cfg['defense']).replace(':', '')}" if cfg["defense"] else ""
+        suffix += f"-{Path(str(cfg['detector']).split(':')[0]).stem}" if cfg["detector"] else ""
         cfg["out"] = f"runs/evaluate-{Path(str(cfg['model'])).stem}{suffix}"
     return cfg
 
@@ -194,7 +201,8 @@ def plans(cfg: dict[str, Any], progress: bool, force: bool, command: str,
         "device": device,
     }
     surrogate = str(cfg["baseline"]) if cfg["baseline"] else None
-    settings = [Settings(model, out=cfg["out"], model_name=name, surrogate=surrogate, **common)]
+    settings = [Settings(model, out=cfg["out"], model_name=name, surrogate=surrogate, detector=cfg["detector"],
+                         **common)]
     if cfg["baseline"]:
         base = str(cfg["baseline"])
         settings.append(Settings(base, out=Path(cfg["out"]) / "baseline", model_name=base, **common))

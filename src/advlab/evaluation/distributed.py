@@ -13,7 +13,9 @@ Every rank plans the same evaluation (the plan is deterministic), then the work 
    same numbers on whichever rank runs it: the results do not depend on the number of processes.
 4. The shards travel to rank 0 over ``torch.distributed`` (``gather_object``: no shared file
    system is needed) and are written into the store; each worker then deletes its shard.
-5. Rank 0 alone runs the gradient-masking checks, what they add, the ensemble and the certificates
+5. With a detector (the reject option), rank 0 fits or loads it before the batches are dealt out
+   and sends its file's bytes with them; every rank scores its own batches with it.
+6. Rank 0 alone runs the gradient-masking checks, what they add, the ensemble and the certificates
    (they are decided from the merged results) and sends the evaluation to every rank; the command
    writes the table and the report on rank 0 only.
 
@@ -37,8 +39,9 @@ import torch
 import torch.distributed as dist
 
 from advlab._io import locked_directory
+from advlab.evaluation.detection import detector_bytes, detector_from_bytes
 from advlab.evaluation.respond import add_cost
-from advlab.evaluation.session import finish_run, open_run_store, start_run
+from advlab.evaluation.session import attach_detector, finish_run, open_run_store, start_run
 from advlab.results import shards
 from advlab.results.plan import Job
 from advlab.results.store import Store, config_changes, open_store
@@ -125,6 +128,7 @@ def run_sharded(p: Plan, s: Settings, world: World) -> Evaluation | DenseEvaluat
 def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evaluation | DenseEvaluation:
     """Rank 0: merge what the shards hold, deal out and attack the batches, merge again, finish the run."""
     run, jobs = start_run(p, s, store, extra_env={"world_size": world.size})
+    attach_detector(run, p, s, out)  # fitted (or loaded) here once; its file travels to the other ranks
     configs = _gather_into(store, None)  # batches a killed run had finished in the shards
     other = [r for r, c in enumerate(configs) if c is not None and config_changes(c, p.config)]
     if other:  # another model, other data or other arguments on a rank: its batches are not this run's
@@ -134,7 +138,7 @@ def _lead(p: Plan, s: Settings, world: World, store: Store, out: Path) -> Evalua
         raise ValueError(message)
     run.clean_pass()
     done = {job.key: sorted(store.done_batches(job.key)) for job in jobs}
-    _broadcast({"done": done})
+    _broadcast({"done": done, "detector": None if run.detector is None else detector_bytes(out, run.detector)})
     t0 = time.perf_counter()
     _attack(run, jobs, world, done)
     _gather_into(store, None)
@@ -165,6 +169,8 @@ def _work(p: Plan, s: Settings, world: World) -> Evaluation | DenseEvaluation:
         answer = _receive()
         if "error" in answer:
             raise RankZeroFailed(answer["error"])
+        if answer.get("detector") is not None:
+            run.detector = detector_from_bytes(answer["detector"], run.net)
         _attack(run, jobs, world, answer["done"])
         _gather_into(None, shards.dump(store))
         _receive()  # rank 0 has written the shard into the run's store

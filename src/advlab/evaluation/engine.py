@@ -29,14 +29,16 @@ from advlab._device import OnDevice, place_model, resolve_device
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import is_spec
+from advlab.detect.base import Detector
 from advlab.evaluation.certified import parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
 from advlab.evaluation.dense import DenseEvaluation, model_task, plan_dense
+from advlab.evaluation.detection import plan_detector
 from advlab.evaluation.distributed import current_world, run_sharded
 from advlab.evaluation.inputs import model_dataset, resolve_data, validate_eps
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
-from advlab.evaluation.session import finish_run, open_run_store, start_run
+from advlab.evaluation.session import attach_detector, finish_run, open_run_store, start_run
 from advlab.evaluation.settings import Plan, Settings
 from advlab.evaluation.targeting import CHECKS_SKIPPED_TARGETED, TARGETED, targeted_attacks, targeted_data
 from advlab.models import check_input_shape, load_model
@@ -142,6 +144,8 @@ def plan(s: Settings) -> Plan:
         s = dataclasses.replace(s, data=model_dataset(net))
     task = model_task(net)
     if task != "classification":
+        if s.detector is not None:
+            raise ValueError(f"detector: the reject option is for classifiers, got a {task} model")
         return plan_dense(s, cast(nn.Module, net), default_name, task)
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds, net)
     check_compatible(net, dataset, y)
@@ -174,10 +178,13 @@ def plan(s: Settings) -> Plan:
     }
     if methods:  # only then: the configurations (and stores) of evaluations without certificates are unchanged
         config["certify"] = [m.label for m in methods]
+    detector = plan_detector(s.detector, net, dataset, s.data_dir, s.norm, sweep, params, s.seed)
+    if detector is not None:  # (likewise: a store without a detector keeps its configuration)
+        config["detector"] = detector.entry
     skipped = CHECKS_SKIPPED_BLACKBOX if blackbox and s.checks and s.norm in CHECK_NORMS else None
     if target is not None and s.checks and s.norm in CHECK_NORMS and not blackbox:
         skipped = CHECKS_SKIPPED_TARGETED
-    return Plan(net, x, y, params, config, jobs, skipped, target)
+    return Plan(net, x, y, params, config, jobs, skipped, target, detector)
 
 
 def run_plan(p: Plan, s: Settings) -> Evaluation | DenseEvaluation:
@@ -202,6 +209,7 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation | D
     store = open_run_store(p, s, directory)
     try:
         run, jobs = start_run(p, s, store)
+        attach_detector(run, p, s, directory)
         t0 = time.perf_counter()
         run.jobs(jobs)
         add_cost(run, "attacks", time.perf_counter() - t0)
@@ -226,14 +234,13 @@ def evaluate(
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
     examples_per_job: int = N_EXAMPLES, checks: bool = True, check_n: int = 200, ensemble: bool | None = None,
     surrogate: str | None = None, targeted: str | None = None, certify: str | Sequence[str] | None = None,
-    device: str | torch.device | None = None) -> Evaluation | DenseEvaluation:
+    device: str | torch.device | None = None, detector: str | Detector | None = None) -> Evaluation | DenseEvaluation:
     """Evaluate a model's robustness against attacks over a sweep of budgets.
 
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
         data: A dataset name (its test split), ``(x, y)``, or None: the model's own (``evaluation.dense``: dense tasks).
-        attacks: Registered attack names, each run once in the order first given (default
-            :data:`DEFAULT_ATTACKS`; for a BlackBox, every attack that needs no gradient).
+        attacks: Registered names, each run once in order (default :data:`DEFAULT_ATTACKS`; a BlackBox: gradient-free).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
         norm: The threat model's norm (an attack without it runs at its own first norm and sweep).
         n: Evaluate the first ``n`` examples (default: all).
@@ -247,7 +254,7 @@ def evaluate(
         model_name: Name recorded in the rows (default: the name/path given or the class name).
         data_dir: Directory of IDX files for MNIST (default: the offline copy).
         command: The command line, recorded with the results.
-        examples_per_job: (x, x_adv) pairs of each attack the store keeps for the figures.
+        examples_per_job: (x, x_adv) pairs of each attack kept for the figures.
         checks: Run the gradient-masking checks on ``check_n`` correctly classified inputs at the
             largest ε; one that fires adds ``pgd-adaptive`` and the escalation (docs/warnings.md).
             A BlackBox's checks are skipped, and recorded as skipped.
@@ -260,6 +267,7 @@ def evaluate(
             per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
         device: Where the model computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is); a
             caller's model is copied there, never moved; each batch is attacked there.
+        detector: The reject option (docs/evaluation.md): ``"kdbu"``, ``"NAME:PATH.safetensors"`` or a fitted Detector.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds

@@ -14,10 +14,11 @@ import torch
 
 from advlab._io import atomic_write_text
 from advlab.report.certified import certified_text
+from advlab.report.detection import detector_text
 from advlab.report.tables import format_table
 from advlab.results.aggregate import WorstCase
 from advlab.results.plan import key_names
-from advlab.results.records import CONTRACT_KEYS, Row
+from advlab.results.records import CONTRACT_KEYS, DETECT_KEYS, Row
 from advlab.results.store import Store
 
 
@@ -62,6 +63,8 @@ class Evaluation:
             left_out = self.config.get("untargetable") or []
             text += (f"\nTargeted ({self.config['targeted']}): success = classified as the target"
                      + (f"; left out (no targeted mode): {', '.join(left_out)}" if left_out else ""))
+        if self.meta.get("detector"):
+            text += "\n" + detector_text(self.meta["detector"])
         if self.meta.get("certified"):
             text += "\n\n" + certified_text(self.meta["certified"])
         skipped = self.meta.get("skipped") or {}
@@ -76,7 +79,7 @@ class Evaluation:
         records = self.to_records()
         atomic_write_text(d / "results.json", json.dumps(records, indent=2) + "\n")
         buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=list(CONTRACT_KEYS))
+        w = csv.DictWriter(buf, fieldnames=list(CONTRACT_KEYS + (DETECT_KEYS if self.meta.get("detector") else ())))
         w.writeheader()
         w.writerows(records)
         atomic_write_text(d / "results.csv", buf.getvalue())
@@ -84,7 +87,7 @@ class Evaluation:
             atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
 
 
-META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset", "certified")
+META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset", "certified", "detector")
 
 
 def evaluation_meta(store: Store) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,11 +24,17 @@ from tqdm.auto import tqdm
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
 from advlab.attacks.registry import check_finite_logits
+from advlab.detect.adaptive import adaptive_attack
+from advlab.detect.base import Detector
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import perturbation_norms, predict_logits, topk_correct
 from advlab.results.plan import Job, batch_seed, json_params
-from advlab.results.store import Store
+from advlab.results.store import CLEAN_JOB, Store
 from advlab.threat import ThreatModel
+
+# the C&W 2017 joint attacks an evaluation with a detector adds (advlab.evaluation.detect_adaptive):
+# row name → the attack advlab.detect.adaptive.adaptive_attack runs on classifier and detector together
+JOINT: dict[str, Literal["pgd", "apgd", "cw"]] = {"pgd-joint": "pgd", "cw-joint": "cw"}
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Run:
     progress: bool = True
     keep: int = 6  # (x, x_adv) pairs of each job kept for the report's figures
     target: torch.Tensor | None = None  # a targeted evaluation's target per example (success: reaching it)
+    detector: Detector | None = None  # the reject option: each input's score and decision are stored too
 
     def __post_init__(self) -> None:
         self.net = inference_view(self.net)  # warns once for a model in training mode
@@ -59,10 +66,25 @@ class Run:
         return int(self.config["batch_size"])
 
     def clean_pass(self) -> None:
-        """Store the clean predictions (once: a resumed run reads them back); non-finite logits end the run."""
+        """Store the clean predictions and detector scores (once: a resumed run reads them back)."""
         n = len(self.y)
-        if self.store.has_clean(n):
-            return
+        if not self.store.has_clean(n):
+            self.clean_predictions()
+        if self.detector is not None and len(self.store.detect(CLEAN_JOB)["idx"]) != n:
+            found = [self.detect(self.x[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
+            self.store.put_detect(CLEAN_JOB, list(range(n)), [v for f in found for v in f["det_score"]],
+                                  [v for f in found for v in f["det_rejected"]])
+
+    def detect(self, x: torch.Tensor) -> dict[str, list[Any]]:
+        """The detector's score and decision (1 = rejected) per input, on the model's device."""
+        assert self.detector is not None
+        score = self.detector.score(x.to(module_device(self.net)), self.batch_size).double().cpu()
+        rejected = score > float(self.detector.threshold)
+        return {"det_score": score.tolist(), "det_rejected": rejected.int().tolist()}
+
+    def clean_predictions(self) -> None:
+        """Store the clean predictions; non-finite logits end the run."""
+        n = len(self.y)
         with torch.no_grad():
             logits = predict_logits(self.net, self.x, self.batch_size)
         bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()
@@ -104,12 +126,23 @@ class Run:
                              targeted=tb is not None)
         gen = torch.Generator().manual_seed(batch_seed(self.config["seed"], job.key, b))
         t0 = time.perf_counter()
-        res = info(self.net, xb, yb, threat, target=tb, generator=gen, **self.job_params(info, job))
+        res = self.attack(info, job, xb, yb, threat, tb, gen)
         seconds = time.perf_counter() - t0
         outcome, stats = self.judge(xb, yb, res, tb, sl)
         examples = [(i, self.x[i].cpu().numpy(), res.x_adv[i - sl.start].detach().cpu().numpy())
                     for i in range(sl.start, min(sl.stop, self.keep))]
         self.store.put_batch(job.key, b, seconds, list(range(sl.start, sl.stop)), outcome, examples, stats)
+
+    def attack(self, info: AttackInfo, job: Job, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               target: torch.Tensor | None, generator: torch.Generator) -> AttackResult:
+        """Run ``job``'s attack on a batch; a joint job (:data:`JOINT`) attacks the classifier and the detector."""
+        params = self.job_params(info, job)
+        if job.name not in JOINT:
+            return info(self.net, x, y, threat, target=target, generator=generator, **params)
+        if self.detector is None:
+            raise RuntimeError(f"{job.name}: the joint attack needs the run's detector")
+        return adaptive_attack(self.net, self.detector, x, y, threat, JOINT[job.name], target=target,
+                               generator=generator, **params)
 
     def batch_target(self, info: AttackInfo, sl: slice, dev: torch.device) -> torch.Tensor | None:
         """The targets of the examples ``sl`` (None: the job is untargeted)."""
@@ -135,6 +168,7 @@ class Run:
         pred = logits.argmax(dim=1)
         norms = perturbation_norms(xb, x_adv)
         return {
+            **(self.detect(x_adv) if self.detector is not None else {}),
             "adv": (pred != yb if target is None else pred == target).int().tolist(),
             "top1": topk_correct(logits, yb, 1).int().tolist(),
             "top5": topk_correct(logits, yb, 5).int().tolist(), "pred": pred.tolist(),
@@ -167,4 +201,4 @@ class Run:
         return {"key": key, "name": name, "norm": norm, "eps": eps, "minimal": minimal}
 
 
-__all__ = ["Run"]
+__all__ = ["JOINT", "Run"]

@@ -7,12 +7,15 @@ attacking its share of the batches in between.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advlab.evaluation.certified import certify_step
 from advlab.evaluation.dense import DenseEvaluation, DenseRun, finish_dense
-from advlab.evaluation.respond import respond, white_box_cut
+from advlab.evaluation.detect_adaptive import add_joint
+from advlab.evaluation.detection import check_fitted_file, ready_detector
+from advlab.evaluation.respond import add_cost, respond, white_box_cut
 from advlab.evaluation.result import Evaluation, evaluation_meta
 from advlab.evaluation.run import Run
 from advlab.results.aggregate import aggregate
@@ -25,12 +28,14 @@ if TYPE_CHECKING:
 
 # Files written from a directory's store (Evaluation.save, advlab evaluate, the report): stale once
 # the store is replaced, so they are removed then rather than left beside results they do not describe.
-DERIVED = ("results.json", "results.csv", "checks.json", "config.json", "report.md", "report.html")
+DERIVED = ("results.json", "results.csv", "checks.json", "config.json", "report.md", "report.html",
+           "detector.safetensors")
 
 
 def open_run_store(p: Plan, s: Settings, directory: Path) -> Store:
     """The directory's store for the plan (refused, started afresh or replaced: :func:`open_store`)."""
     store = open_store(directory, p.config, s.force)
+    check_fitted_file(store, p.detector, p.config, directory, s.force)
     if store.replaced:  # (a new store removes nothing: files already there are not known to be advlab's)
         for name in DERIVED:
             (directory / name).unlink(missing_ok=True)
@@ -50,10 +55,20 @@ def start_run(p: Plan, s: Settings, store: Store, *, progress: bool | None = Non
     return run, white_box_cut(run, p.jobs)
 
 
+def attach_detector(run: Run, p: Plan, s: Settings, directory: Path) -> None:
+    """Give the run its detector (loaded, or fitted and saved in ``directory``; time in the meta ``costs``)."""
+    if p.detector is None:
+        return
+    t0 = time.perf_counter()
+    run.detector = ready_detector(run, p.detector, directory)
+    add_cost(run, "detector", time.perf_counter() - t0)
+
+
 def finish_run(run: Run, s: Settings, keep: bool) -> Evaluation | DenseEvaluation:
     """The checks (and what they add), the rows, the certificates: the :class:`Evaluation`."""
     if run.config.get("task"):  # a segmentation or detection model: the task's rows, no checks
         return finish_dense(run, keep)
+    add_joint(run)  # with a detector: the C&W 2017 joint attacks on classifier and detector
     respond(run, run.config["checks"], s.check_n)
     store = run.store
     rows, worst = aggregate(store, run.config)
@@ -64,4 +79,4 @@ def finish_run(run: Run, s: Settings, keep: bool) -> Evaluation | DenseEvaluatio
                       meta=evaluation_meta(store))
 
 
-__all__ = ["DERIVED", "finish_run", "open_run_store", "start_run"]
+__all__ = ["DERIVED", "attach_detector", "finish_run", "open_run_store", "start_run"]

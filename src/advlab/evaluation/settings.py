@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from advlab._device import module_device
+from advlab.detect.base import Detector
 from advlab.evaluation.defaults import N_EXAMPLES
+from advlab.evaluation.detection import DetectorPlan
 from advlab.models.blackbox import BlackBox
 from advlab.results.plan import Job
 
@@ -44,6 +46,7 @@ class Settings:
     targeted: str | None = None
     certify: str | Sequence[str] | None = None
     device: str | torch.device | None = None
+    detector: str | Detector | None = None
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Plan:
     jobs: list[Job]
     checks_skipped: str | None
     target: torch.Tensor | None = None
+    detector: DetectorPlan | None = None  # the reject option (advlab.evaluation.detection)
 
     @property
     def device(self) -> torch.device:

@@ -102,7 +102,7 @@ def accuracy_plot(rows: list[Row], norm: str | None = None) -> Figure:
     """
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for r in rows:
-        if r.eps is not None:
+        if r.eps is not None and r.attack != "clean":  # (the reject option's clean row: the curves start there)
             series.setdefault(r.norm, {}).setdefault(r.attack, []).append((r.eps, r.acc1_adv))
     first = norm if norm is not None else (rows[0].norm if rows else None)
     norms = sorted(series, key=lambda n: (n != first, NORM_ORDER.index(n) if n in NORM_ORDER else 9, n))

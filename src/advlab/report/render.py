@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.report.certified import certified_figure, certified_html, certified_markdown
 from advlab.report.dense import render_dense
+from advlab.report.detection import adaptive_html, adaptive_markdown, detector_html, detector_markdown, roc_figures
 from advlab.report.figures import accuracy_figure, norm_histograms, triplet_figure
 from advlab.report.responses import responses_html, responses_markdown
 from advlab.report.settings import (
@@ -25,7 +26,7 @@ from advlab.report.settings import (
     params_note,
     setting_rows,
 )
-from advlab.report.tables import HEAD, cells, format_comparison, format_table
+from advlab.report.tables import format_comparison, format_table, head_and_cells
 from advlab.results.aggregate import compute_rows, stored_jobs
 from advlab.results.plan import Job
 from advlab.results.records import Row
@@ -58,7 +59,7 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)  # escalation, ensemble, costs, skipped (the store's meta)
 
 
-RESPONSE_META = ("escalation", "ensemble", "costs", "skipped", "certified")
+RESPONSE_META = ("escalation", "ensemble", "costs", "skipped", "certified", "detector")
 
 
 def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job, dict[str, torch.Tensor]]]:
@@ -89,6 +90,7 @@ def figures(store: Store, config: dict[str, Any], rows: list[Row]) -> list[tuple
     if certified:
         out.append(("certified_vs_attacked", "Certified (proven, ≥) and attacked (≤) Acc@1 against ε; the shaded "
                     "gap is what the evaluation leaves open", certified_figure(certified)))
+    out += roc_figures(store, config)
     clean = store.clean()
     seen = set()
     for job in stored_jobs(store, config)[::-1]:  # the largest budget of each attack
@@ -198,6 +200,7 @@ def markdown(report: Report) -> str:
         f"# Robustness report: {c['model']} on {c['dataset']}", "",
         *md_table(["setting", "value"], setting_rows(c, report.command)),
         "", "## Results", "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
+        *detector_markdown(report.meta.get("detector")), *adaptive_markdown(report.rows),
         *certified_markdown(report.meta.get("certified")),
     ]
     md += baseline_markdown(report) + checks_markdown(report) + responses_markdown(report.meta, report.rows)
@@ -238,9 +241,11 @@ def warnings_cell(row: Row) -> str:
 
 def results_html(rows: list[Row]) -> str:
     """The results table of the page (id ``results``), warnings (check codes) in the last column."""
-    heads = "".join(f"<th>{h}</th>" for h in [*HEAD, "warnings"])
+    head, all_cells = head_and_cells(rows)
+    heads = "".join(f"<th>{h}</th>" for h in [*head, "warnings"])
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + warnings_cell(r) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cs) + warnings_cell(r) + "</tr>"
+        for r, cs in zip(rows, all_cells, strict=True)
     )
     return f'<div class="wide"><table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table></div>'
 
@@ -267,6 +272,8 @@ def html_page(report: Report) -> str:
 <p>Acc@1/Acc@5 w/ = under attack, w/o = clean; success = share of correctly classified examples the attack
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>
+{detector_html(report.meta.get("detector"))}
+{adaptive_html(report.rows)}
 {certified_html(report.meta.get("certified"))}
 {checks_html(report)}
 {responses_html(report.meta, report.rows)}

@@ -89,7 +89,8 @@ def cost_section(meta: dict[str, Any]) -> Section | None:
     total = sum(costs.values())
     extra = costs.get("checks", 0.0) + costs.get("escalation", 0.0)
     rows = [[phase, f"{costs[phase]:.1f}", f"{costs[phase] / total:.0%}" if total else "—"]
-            for phase in ("attacks", "checks", "escalation", "ensemble") if phase in costs]
+            for phase in ("detector", "attacks", "adaptive vs detector", "checks", "escalation", "ensemble")
+            if phase in costs]
     text = f"The checks and the escalation took {extra / total:.0%} of the evaluation's time." if total else ""
     return Section("Cost", text, ["phase", "time (s)", "share"], rows, "costs")
 

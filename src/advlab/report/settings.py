@@ -23,7 +23,7 @@ NORM_LABEL = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 PARAM_HEAD = ["attack", "norm", "ε", "parameters it ran with", "set by you"]
 # configuration keys the settings table shows in its own words (or in the parameters table)
 SHOWN_KEYS = ("model", "dataset", "n", "norm", "eps", "bounds", "seed", "batch_size", "checks", "attacks", "params",
-              "effective_params")
+              "effective_params", "detector")
 ENV_LABEL = {"advlab": "advlab", "torch": "torch", "python": "Python", "machine": "machine",
              "threads": "torch threads"}
 
@@ -117,9 +117,23 @@ def setting_rows(config: Mapping[str, Any], command: str | None) -> list[list[st
     ]
     if checks is not None:
         rows.append(["gradient-masking checks", "on" if checks else "off"])
+    if config.get("detector"):
+        rows.append(["detector (reject option)", detector_setting(config["detector"])])
     rows += [[k, value_text(v)] for k, v in config.items() if k not in SHOWN_KEYS]
     rows.append(["command", command or "Python API (advlab.evaluate)"])
     return rows
+
+
+def detector_setting(entry: Mapping[str, Any]) -> str:
+    """The detector setting in words: the spec fitted on the training split, or the file or object given."""
+    given = entry.get("file") or (f"a {entry['object']} detector given as an object" if entry.get("object") else None)
+    what = f"{entry.get('name', '')} from {given}".strip() if entry.get("file") else given or str(entry.get("spec"))
+    if entry.get("fit_n") is None:
+        return f"{what} (its own threshold)"
+    fit = entry.get("fit_attack") or {}
+    fitted = "calibrated" if given else (f"fitted on {entry['fit_n']} training images (+ {entry.get('noise')} and "
+                                         f"{fit.get('attack')} {fit.get('norm')} ε = {fit.get('eps')} copies),")
+    return f"{what}, {fitted} threshold at {entry['fpr']:.0%} FPR on {entry['heldout_n']} held-out ones"
 
 
 def environment_rows(environment: Mapping[str, Any]) -> list[list[str]]:
@@ -200,6 +214,7 @@ __all__ = [
     "PAGE_CSS",
     "PARAM_HEAD",
     "code_spans_html",
+    "detector_setting",
     "embedded_figures",
     "environment_rows",
     "html_document",

@@ -16,6 +16,20 @@ def fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+DETECT_HEAD = ["det. AUC", "TPR@FPR", "clean rej.", "defended"]  # with a detector (the reject option)
+
+
+def detect_cells(row: Row) -> list[str]:
+    """A row's reject-option cells under :data:`DETECT_HEAD` (— where a number does not apply)."""
+    return [fmt(row.detect_auc), fmt(row.detect_tpr), fmt(row.clean_rejected), fmt(row.defended_acc)]
+
+
+def head_and_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """The table's head and each row's cells: :data:`HEAD`, and :data:`DETECT_HEAD` when the rows have a detector."""
+    det = any(r.has_detector for r in rows)
+    return HEAD + DETECT_HEAD * det, [cells(r) + detect_cells(r) * det for r in rows]
+
+
 def eps_label(row: Row) -> str:
     """The threat model of a row as text, e.g. ``0.3 (linf)``."""
     return f"— ({row.norm}, unbounded)" if row.eps is None else f"{row.eps:g} ({row.norm})"
@@ -49,10 +63,10 @@ def format_table(rows: Sequence[Row], markdown: bool, show_model: bool = False) 
     Columns: Attack | Dataset | ε (norm) | Acc@1 w/ | Acc@5 w/ | Acc@1 w/o | Acc@5 w/o | success |
     median L0/L1/L2/L∞ | queries | time.
     """
-    head = ["Model"] * show_model + HEAD
+    head_cells, all_cells = head_and_cells(rows)
+    head = ["Model"] * show_model + head_cells
     body = []
-    for r in rows:
-        c = cells(r)
+    for r, c in zip(rows, all_cells, strict=True):
         c[0] += " ⚠" if r.warnings else ""
         body.append([r.model] * show_model + c)
     notes = warning_notes(rows)
@@ -85,4 +99,5 @@ def format_comparison(rows: Sequence[Row], baseline: Sequence[Row], markdown: bo
     return format_table(merged, markdown, show_model=True)
 
 
-__all__ = ["HEAD", "attack_label", "cells", "eps_label", "fmt", "format_comparison", "format_table"]
+__all__ = ["DETECT_HEAD", "HEAD", "attack_label", "cells", "detect_cells", "eps_label", "fmt", "format_comparison",
+           "format_table", "head_and_cells"]

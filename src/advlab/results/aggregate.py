@@ -19,6 +19,7 @@ import torch
 
 from advlab.attacks import get_attack
 from advlab.metrics import mean_or_none, median_or_none, outcome_at_eps
+from advlab.results.detection import Detected, at_budget, clean_detected, clean_numbers, job_detected, row_numbers
 from advlab.results.plan import Job, plan_jobs
 from advlab.results.records import Row
 from advlab.results.store import Store
@@ -44,6 +45,8 @@ class _Table:
 
     config: dict[str, Any]
     clean: Outcome
+    detect: Detected | None = None  # the clean test images' detector scores (an evaluation with a detector)
+    handled: dict[float, torch.Tensor] = field(default_factory=dict)  # per ε: handled under every attack
 
     @property
     def n(self) -> int:
@@ -111,7 +114,7 @@ def _attribute(worst: dict[float, WorstCase], name: str, e: float, s: _Scored, n
 
 
 def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[str],
-              worst: dict[float, WorstCase]) -> list[Row]:
+              worst: dict[float, WorstCase], d: Detected | None = None) -> list[Row]:
     """One job's rows (one per ε for a minimal attack); adds its outcomes to ``worst``."""
     config, clean = table.config, table.clean
     rows = []
@@ -124,14 +127,32 @@ def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[s
         if fired and get_attack(job.attack).maskable and e == max(config["eps"]) and job.norm == config["norm"]:
             row.warnings = list(fired)
         rows.append(row)
+        if d is not None and table.detect is not None:
+            within = o["adv"] if scored_eps is None else _within(o, job.norm, scored_eps)
+            numbers, handled = row_numbers(s.broken, s.top1, at_budget(job, d, table.detect, within), table.detect)
+            _set(row, numbers)
+            if e is not None and job.norm == config["norm"]:
+                table.handled[e] = table.handled.get(e, torch.ones_like(handled)) & handled
         if e is not None and job.norm == config["norm"]:
             _attribute(worst, job.name, e, s, table.n)
     return rows
 
 
+def _within(o: Outcome, norm: str, e: float) -> torch.Tensor:
+    """Whether a minimal attack's example counts at ε (misclassified and within the budget)."""
+    no = torch.zeros_like(o["adv"])
+    return outcome_at_eps(o["adv"], o[norm], e, o["adv"], o["adv"], no, no)[1]
+
+
+def _set(row: Row, numbers: dict[str, float | None]) -> None:
+    for k, v in numbers.items():
+        setattr(row, k, v)
+
+
 def _rows_and_worst(store: Store, config: dict[str, Any], checks: bool = True
                     ) -> tuple[list[Row], dict[float, WorstCase], _Table]:
     table = _Table(config, store.clean())
+    table.detect = clean_detected(store, table.n) if config.get("detector") else None
     fired = [c["message"] for c in (store.get_meta("checks") or []) if c["fired"]]
     rows: list[Row] = []
     worst: dict[float, WorstCase] = {}
@@ -139,7 +160,8 @@ def _rows_and_worst(store: Store, config: dict[str, Any], checks: bool = True
         o = store.outcomes(job.key)
         if len(o["idx"]) != table.n:
             raise RuntimeError(f"store: job {job.key} has {len(o['idx'])} of {table.n} outcomes; re-run to finish it")
-        rows += _job_rows(table, job, o, store.seconds(job.key), fired, worst)
+        det = job_detected(store, job, table.n) if table.detect is not None else None
+        rows += _job_rows(table, job, o, store.seconds(job.key), fired, worst, det)
     for d in (store.get_meta("check_jobs") or []) if checks else []:
         if d["norm"] == config["norm"] and d["eps"] in worst:
             # (seconds 0: the checks' time is reported as the checks' cost, not the worst case's)
@@ -158,15 +180,30 @@ def worst_case(store: Store, config: dict[str, Any], checks: bool = True) -> dic
 def aggregate(store: Store, config: dict[str, Any]) -> tuple[list[Row], dict[float, WorstCase]]:
     """The table's rows and the per-example worst case per ε, from one pass over the store."""
     rows, worst, table = _rows_and_worst(store, config)
+    if table.detect is not None:
+        rows.insert(0, _clean_row(table))
     for e in sorted(worst):
         w = worst[e]
         row = table.row("worst-case", config["norm"], e, w, None)
-        at_e = [r for r in rows if r.eps == e and r.norm == config["norm"]]
+        if e in table.handled:  # handled under every attack with a detector score at ε (not the checks' own)
+            _set(row, {"clean_rejected": rows[0].clean_rejected,
+                       "defended_acc": float(table.handled[e].double().mean())})
+        at_e = [r for r in rows if r.eps == e and r.norm == config["norm"] and r.attack != "clean"]
         if at_e:
             row.strongest = min(at_e, key=lambda r: r.acc1_adv).attack
         row.broken_by = w.counts()
         rows.append(row)
     return rows, worst
+
+
+def _clean_row(table: _Table) -> Row:
+    """The ``clean`` row of an evaluation with a detector: no attack (ε 0), the clean defended accuracy."""
+    c = table.clean
+    s = _Scored(torch.zeros(table.n, dtype=torch.bool, device=CPU), c["top1"], c["top5"], 0.0)
+    row = table.row("clean", table.config["norm"], 0.0, s, None)
+    assert table.detect is not None
+    _set(row, clean_numbers(c["top1"], table.detect))
+    return row
 
 
 def compute_rows(store: Store, config: dict[str, Any]) -> list[Row]:

@@ -24,6 +24,8 @@ CONTRACT_KEYS = (
     "attack", "dataset", "model", "norm", "eps", "n", "acc1_adv", "acc5_adv", "acc1_clean", "acc5_clean",
     "success_rate", "median_l0", "median_l1", "median_l2", "median_linf", "mean_queries", "seconds", "seed",
 )
+# ... and with a detector (``evaluate(detector=...)``, the reject option of docs/evaluation.md), after them:
+DETECT_KEYS = ("detect_auc", "detect_tpr", "clean_rejected", "defended_acc")
 
 
 @dataclass
@@ -51,11 +53,22 @@ class Row:
     warnings: list[str] = field(default_factory=list)
     strongest: str | None = None  # worst-case rows: the attack with the lowest Acc@1 at this ε
     broken_by: dict[str, int] = field(default_factory=dict)  # worst-case rows: examples each attack broke first
+    # with a detector: ROC-AUC and TPR at the calibrated threshold (adversarial examples that fool the
+    # classifier vs the clean test images), the clean test images rejected, and the defended accuracy
+    detect_auc: float | None = None
+    detect_tpr: float | None = None
+    clean_rejected: float | None = None
+    defended_acc: float | None = None
+
+    @property
+    def has_detector(self) -> bool:
+        """Whether the row carries the reject option's columns (an evaluation with a detector)."""
+        return self.defended_acc is not None
 
     def as_dict(self) -> dict[str, Any]:
-        """The contract keys only."""
+        """The contract keys only (and :data:`DETECT_KEYS` after them in an evaluation with a detector)."""
         d = asdict(self)
-        return {k: d[k] for k in CONTRACT_KEYS}
+        return {k: d[k] for k in CONTRACT_KEYS + (DETECT_KEYS if self.has_detector else ())}
 
 
 def environment() -> dict[str, Any]:
@@ -139,5 +152,5 @@ class TransferRecord:
         return json.dumps(asdict(self), indent=2)
 
 
-__all__ = ["CONTRACT_KEYS", "DIGEST_ROWS", "Row", "TransferRecord", "data_fingerprint", "environment",
+__all__ = ["CONTRACT_KEYS", "DETECT_KEYS", "DIGEST_ROWS", "Row", "TransferRecord", "data_fingerprint", "environment",
            "model_fingerprint"]

@@ -27,7 +27,7 @@ from typing import Any
 from advlab.results.store import Store
 
 # The tables a batch writes (Store.put_batch), in the order they are copied.
-BATCH_TABLES = ("outcomes", "examples", "dense", "batches")
+BATCH_TABLES = ("outcomes", "examples", "dense", "detect", "batches")
 
 
 def dump(store: Store) -> dict[str, list[tuple[Any, ...]]]:

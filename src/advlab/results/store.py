@@ -40,9 +40,13 @@ CREATE TABLE IF NOT EXISTS examples (
 CREATE TABLE IF NOT EXISTS dense (
     job TEXT, idx INTEGER, stats BLOB, PRIMARY KEY (job, idx)
 );
+CREATE TABLE IF NOT EXISTS detect (
+    job TEXT, idx INTEGER, score REAL, rejected INTEGER, PRIMARY KEY (job, idx)
+);
 """
 STORE_NAME = "results.sqlite"
-TABLES = ("config", "clean", "batches", "outcomes", "examples", "dense")
+TABLES = ("config", "clean", "batches", "outcomes", "examples", "dense", "detect")
+CLEAN_JOB = "clean"  # the detect table's key of the clean test images (job keys always hold a "|")
 FINGERPRINTS = ("model_fingerprint", "data_fingerprint")  # configuration keys compared by content digest
 
 
@@ -179,7 +183,25 @@ class Store:
             if dense is not None:
                 self.db.executemany("INSERT OR REPLACE INTO dense VALUES (?, ?, ?)",
                                     [(job, i, s.tobytes()) for i, s in zip(idx, dense, strict=True)])
+            if "det_score" in outcome:  # an evaluation with a detector: its score and decision per example
+                self._put_detect(job, idx, outcome["det_score"], outcome["det_rejected"])
             self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (job, batch, seconds))
+
+    def _put_detect(self, job: str, idx: list[int], score: list[float], rejected: list[int]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO detect VALUES (?, ?, ?, ?)",
+                            [(job, i, float(sc), int(r)) for i, sc, r in zip(idx, score, rejected, strict=True)])
+
+    def put_detect(self, job: str, idx: list[int], score: list[float], rejected: list[int]) -> None:
+        """Store a detector's score and decision (1 = rejected) per example of a job (one transaction)."""
+        with self.db:
+            self._put_detect(job, idx, score, rejected)
+
+    def detect(self, job: str) -> dict[str, torch.Tensor]:
+        """A job's detector scores and decisions (``idx``, ``score``, ``rejected``), by example index."""
+        rows = self.db.execute("SELECT idx, score, rejected FROM detect WHERE job = ? ORDER BY idx", (job,)).fetchall()
+        a = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        return {"idx": torch.from_numpy(a[:, 0]).long(), "score": torch.from_numpy(a[:, 1]),
+                "rejected": torch.from_numpy(a[:, 2]).bool()}
 
     def put_dense(self, job: str, stats: list[np.ndarray]) -> None:
         """Store a dense task's per-image stats of a whole pass (the clean one) in one transaction."""
@@ -349,6 +371,6 @@ def open_store(directory: str | Path, config: dict[str, Any], force: bool, *, ar
 
 
 __all__ = [
-    "FINGERPRINTS", "SCHEMA", "STORE_NAME", "TABLES", "ConfigMismatchError", "Store", "StoreCorrupt", "StoreError",
-    "config_changes", "mismatch_message", "open_store", "remove_store",
+    "CLEAN_JOB", "FINGERPRINTS", "SCHEMA", "STORE_NAME", "TABLES", "ConfigMismatchError", "Store", "StoreCorrupt",
+    "StoreError", "config_changes", "mismatch_message", "open_store", "remove_store",
 ]
