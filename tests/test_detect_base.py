@@ -85,6 +85,7 @@ def test_detector_round_trips_through_its_file(tmp_path, digits, digits_mlp):
     assert torch.equal(back.score(xte), det.score(xte)) and torch.equal(back.threshold, det.threshold)
     assert all(torch.equal(v, digits_mlp.state_dict()[k]) for k, v in before.items())  # the model is untouched
     assert "model" not in dict(det.named_children())  # the classifier is never saved with the detector
+    assert det.score(xte[:0]).shape == (0,) and det.reject(xte[:0]).shape == (0,)  # an empty batch is no error
 
 
 def test_detector_file_refuses_another_classifier(tmp_path, digits, digits_mlp):

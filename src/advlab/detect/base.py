@@ -98,6 +98,8 @@ class Detector(nn.Module, ABC):
     def score(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """``forward`` over a whole set in batches, without gradients, on the classifier's device (N, on x's)."""
         dev = module_device(self.model)
+        if len(x) == 0:
+            return torch.zeros(0, dtype=self.threshold.dtype, device=x.device)
         with torch.no_grad():
             return torch.cat([self(x[i : i + batch_size].to(dev)).detach().to(x.device)
                               for i in range(0, len(x), batch_size)])
@@ -129,7 +131,8 @@ def register_detector(cls: D) -> D:
 
 def _lookup(name: str) -> type[Detector]:
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}{suggest(name, DETECTORS)}; known: {', '.join(sorted(DETECTORS))}")
+        raise ValueError(f"detector: unknown detector {name!r}{suggest(name, DETECTORS)}; known: "
+                         f"{', '.join(sorted(DETECTORS))}")
     return DETECTORS[name]
 
 
@@ -139,7 +142,7 @@ def make_detector(spec: str, **kwargs: Any) -> Detector:
     for opt in options:
         key, sep, value = opt.partition("=")
         if not sep or not key:
-            raise ValueError(f"detector {spec!r}: options are key=value, got {opt!r}")
+            raise ValueError(f"detector: {spec!r}: options are key=value, got {opt!r}")
         try:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -148,7 +151,7 @@ def make_detector(spec: str, **kwargs: Any) -> Detector:
     try:
         return cls(**kwargs)
     except TypeError as e:
-        raise ValueError(f"detector {spec!r}: {e}") from None
+        raise ValueError(f"detector: {spec!r}: {e}") from None
 
 
 def save_detector(detector: Detector, path: str | os.PathLike[str]) -> None:
