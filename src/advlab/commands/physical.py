@@ -100,17 +100,22 @@ def _model_classes(model: Any) -> None:
                          f"got {k} outputs")
 
 
+def _counts_and_model(args: argparse.Namespace, flags: tuple[str, ...]) -> tuple[torch.device, torch.nn.Module]:
+    """Check the count flags (each >= 1), set the threads, and load the model onto ``--device``."""
+    for flag in flags:
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {getattr(args, flag)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = use_device(args)
+    return device, load_model(args.model).to(device)
+
+
 def run_images(args: argparse.Namespace) -> int:
     """An attack on whole images (patch, uap, print-photo): craft on training images, measure on test images."""
     out = check_out_dir("--out", args.out)
     options = parse_options(args.option, "-o/--option")
-    for flag in ("craft", "n"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag}: expected an integer >= 1, got {getattr(args, flag)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = use_device(args)
-    model = load_model(args.model).to(device)
+    device, model = _counts_and_model(args, ("craft", "n"))
     dataset = model_dataset(model)
     classes = SIGN_CLASSES if dataset == "signs" else [str(k) for k in range(10)]
     (xc, yc), (xt, yt) = load_dataset(dataset, "train"), load_dataset(dataset, "test")
@@ -137,13 +142,7 @@ def run(args: argparse.Namespace) -> int:
     options = split_options(args.attack, args.option)
     grid = choose_grid(parse_values("--widths", args.widths), parse_values("--angles", args.angles),
                        parse_values("--lights", args.lights))
-    for flag in ("draws", "backgrounds", "train_backgrounds"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {getattr(args, flag)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = use_device(args)
-    model = load_model(args.model).to(device)
+    device, model = _counts_and_model(args, ("draws", "backgrounds", "train_backgrounds"))
     _model_classes(model)
     setup = LabSetup(model, SIGN_CLASSES, all_signs().to(device), args.source, args.target,
                      lab_backgrounds("train", args.train_backgrounds).to(device),
