@@ -65,11 +65,15 @@ def acceptance(r: dict[str, Any]) -> list[list[str]]:
                  f"{pct(best_fc['success'], 0)} with {best_fc['poisons']} poisons in a {best_fc['n']}-image "
                  "fine-tuning set", "reported"])
     rows.append(poisoning_cost.acceptance_row(r["cost"]))
-    rows.append(["Whole doc regenerated in ≤ 60 min on 2 cores",
-                 f"{r['wall_minutes']:.1f} min counted on {r['threads']} thread(s): the last fresh run "
-                 f"({r['wall_parts'][0]:.1f} min) plus the runs that added or re-measured sections since "
-                 f"({r['wall_parts'][1]:.1f} min; re-measured sections count twice), on a machine shared with other "
-                 "jobs; not re-measured from scratch",
+    if r["wall_parts"][1] == 0:  # one run of --fresh measured the whole page
+        counted = (f"{r['wall_minutes']:.1f} min: one from-scratch run (`--fresh`) of the whole page on "
+                   f"{r['threads']} thread(s)")
+    else:
+        counted = (f"{r['wall_minutes']:.1f} min counted on {r['threads']} thread(s): the last fresh run "
+                   f"({r['wall_parts'][0]:.1f} min) plus the runs that added or re-measured sections since "
+                   f"({r['wall_parts'][1]:.1f} min; re-measured sections count twice), on a machine shared with "
+                   "other jobs; not re-measured from scratch")
+    rows.append(["Whole doc regenerated in ≤ 60 min on 2 cores", counted,
                  verdict(r["wall_minutes"] <= 60) + ("" if r["threads"] >= 2 else " (as counted, 1 thread)")])
     return rows
 
