@@ -29,7 +29,6 @@ much of each perturbation a 0.5-pixel blur keeps.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import subprocess
@@ -46,13 +45,13 @@ from _doc import environment, write_section
 
 import advlab
 from advlab import ThreatModel
-from advlab.attacks import bim, eot_grad_fn, fgsm, pgd
+from advlab.attacks import eot_grad_fn, fgsm, pgd
+from advlab.lab.images import DESTRUCTION_HEAD, MARGIN_BINS, bim_paper, destruction_rows, margin_head, margin_rows
 from advlab.physical import (
     PhotoRun,
     TransformDistribution,
     Transformed,
     blur,
-    kurakin_bim,
     print_photo_runs,
     render,
     summarise,
@@ -222,13 +221,6 @@ def speed(args: argparse.Namespace) -> None:
     write_section("physical", body)
 
 
-MARGIN_BINS = (0.0, 2.0, 5.0, 10.0, float("inf"))
-
-
-def _kurakin_bim(model, x, y, threat, *, generator=None):
-    return bim(model, x, y, threat, generator=generator, **kurakin_bim(threat.eps))
-
-
 def _subjects(n: int) -> list[tuple[str, torch.nn.Module, torch.Tensor, torch.Tensor, tuple[float, ...]]]:
     """(model name, model, the first n test images it classifies correctly, labels, ε list) per model."""
     out = []
@@ -249,50 +241,32 @@ def _subjects(n: int) -> list[tuple[str, torch.nn.Module, torch.Tensor, torch.Te
 
 def _evidence(runs: list[PhotoRun], x: torch.Tensor) -> tuple[list[str], list[str]]:
     """Destruction by margin bin (pooled over ε) per attack; and the share of each perturbation a 0.5 px blur keeps."""
-    clean, margin_rows, blur_rows = runs[0], [], []
-    for attack in dict.fromkeys(r.attack for r in runs[1:]):
-        cells = []
-        mine = [r for r in runs[1:] if r.attack == attack]
-        for lo, hi in itertools.pairwise(MARGIN_BINS):
-            destroyed = counted = 0
-            for r in mine:
-                base = clean.ok & ~r.ok & clean.photo_ok & (r.margin >= lo) & (r.margin < hi)
-                destroyed, counted = destroyed + int((base & r.photo_ok).sum()), counted + int(base.sum())
-            cells.append(f"{destroyed / counted:.3f} ({counted})" if counted else "–")
-        margin_rows.append(f"| {attack} | " + " | ".join(cells) + " |")
-        for r in mine:
-            delta = (r.x_adv - x).flatten(1)
-            kept = blur(r.x_adv - x, torch.full((len(x),), 0.5)).flatten(1).norm(dim=1) / delta.norm(dim=1).clamp_min(1e-12)
-            blur_rows.append(f"| {attack} | {r.eps:g} | {float(kept.mean()):.3f} | {float(delta.abs().mean()):.4f} |")
-    return margin_rows, blur_rows
+    blur_rows = []
+    for r in runs[1:]:
+        delta = (r.x_adv - x).flatten(1)
+        kept = blur(r.x_adv - x, torch.full((len(x),), 0.5)).flatten(1).norm(dim=1) / delta.norm(dim=1).clamp_min(1e-12)
+        blur_rows.append(f"| {r.attack} | {r.eps:g} | {float(kept.mean()):.3f} | {float(delta.abs().mean()):.4f} |")
+    return [_md_row(row) for row in margin_rows(runs)], blur_rows
 
 
-def _table(runs: list[PhotoRun]) -> list[str]:
-    rows = []
-    for r in (summarise(runs[0], run) for run in runs):
-        rate = "–" if r["base"] == 0 else f"{r['destruction_rate']:.3f}"
-        margin = "–" if r["base"] == 0 else f"{r['margin_median']:.1f}"
-        rows.append(f"| {r['attack']} | {r['eps']:g} | {r['adv_acc']:.3f} | {r['adv_photo_acc']:.3f} | "
-                    f"{r['base']} | {r['destroyed']} | {rate} | {margin} |")
-    return rows
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def print_photo_section(args: argparse.Namespace) -> None:
     parts = []
     for name, model, x, y, eps in _subjects(args.images):
         t0 = time.perf_counter()
-        runs = print_photo_runs(model, x, y, eps, {"FGSM": fgsm, "BIM": _kurakin_bim}, draws=args.draws,
+        runs = print_photo_runs(model, x, y, eps, {"FGSM": fgsm, "BIM": bim_paper}, draws=args.draws,
                                 seed=args.seed)
-        table, (margins, blurs) = _table(runs), _evidence(runs, x)
+        table, (margins, blurs) = [_md_row(r) for r in destruction_rows(runs)], _evidence(runs, x)
         clean = summarise(runs[0], runs[0])
         parts += [f"### {name}: {len(x)} test images it classifies correctly ({time.perf_counter() - t0:.0f} s)", "",
                   f"Clean accuracy after the print and photo: {clean['clean_photo_acc']:.3f}.", "",
-                  "| attack | ε | adv. acc. before | adv. acc. after | base | destroyed | destruction rate "
-                  "| median margin before |", "|---|---|---|---|---|---|---|---|", *table, "",
+                  _md_row(DESTRUCTION_HEAD), "|---" * len(DESTRUCTION_HEAD) + "|", *table, "",
                   "Destruction rate by the adversarial example's logit margin before the photo (max_{i≠y} z_i − "
                   "z_y), pooled over ε (counted pairs in brackets):", "",
-                  "| attack | " + " | ".join(f"[{lo:g}, {hi:g})" for lo, hi in itertools.pairwise(MARGIN_BINS)) + " |",
-                  "|---|" + "---|" * (len(MARGIN_BINS) - 1), *margins, "",
+                  _md_row(margin_head()), "|---|" + "---|" * (len(MARGIN_BINS) - 1), *margins, "",
                   "Share of the perturbation's L2 norm a Gaussian blur of 0.5 px keeps (mean over images), and its "
                   "mean |δ|:", "", "| attack | ε | kept by blur | mean abs δ |", "|---|---|---|---|", *blurs, ""]
         print("\n".join(parts[-40:]), flush=True)

@@ -35,6 +35,7 @@ from advlab import ThreatModel
 from advlab.attacks import pgd, universal_patch, universal_perturbation, universal_score
 from advlab.attacks.adversarial_patch import Patch, patch_success
 from advlab.data import load_dataset
+from advlab.lab.images import random_like
 from advlab.metrics import acc_at_k, fooling_rate, predict_logits
 from advlab.models import load_model
 
@@ -95,11 +96,7 @@ def budgets(spec: str) -> list[float]:
 
 def random_perturbation(norm: str, eps: float, shape: torch.Size, seed: int) -> torch.Tensor:
     """A random perturbation on the ball's surface: random signs × ε (L∞), a Gaussian direction (L2)."""
-    g = torch.Generator().manual_seed(seed)
-    if norm == "linf":
-        return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float() * eps
-    d = torch.randn(shape, generator=g)
-    return d * eps / d.norm()
+    return random_like(torch.zeros(shape), ThreatModel(norm, eps), torch.Generator().manual_seed(seed))
 
 
 def uap_row(args, model, data, norm: str, eps: float, batch: int, passes: int) -> dict:

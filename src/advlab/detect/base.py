@@ -91,9 +91,9 @@ class Detector(nn.Module, ABC):
         """
         for key, shape in shapes.items():
             if "." not in key:
-                self.register_buffer(key, torch.empty(shape, dtype=getattr(self, key).dtype
-                                                      if isinstance(getattr(self, key, None), torch.Tensor)
-                                                      else torch.float32))
+                current = getattr(self, key, None)
+                dtype = current.dtype if isinstance(current, torch.Tensor) else torch.float32
+                self.register_buffer(key, torch.empty(shape, dtype=dtype))
 
     def score(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """``forward`` over a whole set in batches, without gradients, on the classifier's device (N, on x's)."""

@@ -37,7 +37,9 @@ from advlab.physical import kurakin_bim, print_photo, print_photo_runs
 from advlab.physical.printing import PhotoRun, summarise
 from advlab.threat import ThreatModel
 
-__all__ = ["IMAGE_STUDIES", "ImageOutcome", "Study", "patch_study", "print_photo_study", "uap_study"]
+__all__ = ["DESTRUCTION_HEAD", "IMAGE_STUDIES", "MARGIN_BINS", "ImageOutcome", "Study", "bim_paper",
+           "destruction_rows", "margin_head", "margin_rows", "patch_study", "print_photo_study", "random_like",
+           "uap_study"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 MARGIN_BINS = (0.0, 2.0, 5.0, 10.0, float("inf"))
@@ -135,7 +137,7 @@ def uap_study(study: Study, options: Mapping[str, Any]) -> ImageOutcome:
     seconds = time.perf_counter() - start
     held, craft = (universal_score(study.model, x, y, v) for x, y in ((study.x_test, study.y_test),
                                                                     (study.x_craft, study.y_craft)))
-    noise = universal_score(study.model, study.x_test, study.y_test, _random_like(v, threat, study.generator(1)))
+    noise = universal_score(study.model, study.x_test, study.y_test, random_like(v, threat, study.generator(1)))
     res = pgd(study.model, study.x_test, study.y_test, threat, generator=study.generator(2))
     clean, adv = predict_logits(study.model, study.x_test), predict_logits(study.model, res.x_adv)
     head = ["perturbation", "norm", "ε", "fooling (held-out)", "Acc@1 (held-out)", "fooling (crafting images)", "s"]
@@ -155,7 +157,8 @@ def uap_study(study: Study, options: Mapping[str, Any]) -> ImageOutcome:
     return ImageOutcome("Universal adversarial perturbation", verdict, [("Fooling rate", head, rows)], o, examples)
 
 
-def _random_like(v: torch.Tensor, threat: ThreatModel, g: torch.Generator) -> torch.Tensor:
+def random_like(v: torch.Tensor, threat: ThreatModel, g: torch.Generator) -> torch.Tensor:
+    """A random perturbation of ``v``'s shape on the threat's sphere: random signs × ε (L∞), else a random direction."""
     if threat.norm == "linf":
         return (torch.randint(0, 2, v.shape, generator=g) * 2 - 1).to(v) * float(threat.eps)
     d = torch.randn(v.shape, generator=g).to(v)
@@ -180,33 +183,45 @@ def print_photo_study(study: Study, options: Mapping[str, Any]) -> ImageOutcome:
     with torch.no_grad():
         ok = predict_logits(study.model, study.x_test).argmax(1) == study.y_test
     x, y = study.x_test[ok], study.y_test[ok]
-    attacks = {"FGSM": fgsm, "BIM": _bim_paper}
+    attacks = {"FGSM": fgsm, "BIM": bim_paper}
     runs = print_photo_runs(study.model, x, y, eps, attacks, severity=o["severity"], draws=o["draws"],
                             seed=study.seed)
-    head = ["attack", "ε", "adv. acc. before", "adv. acc. after", "base", "destroyed", "destruction rate",
-            "median margin before"]
+    tables = [("Destruction rate per ε", DESTRUCTION_HEAD, destruction_rows(runs)),
+              ("Destruction rate by logit margin before the photo, pooled over ε (counted pairs)", margin_head(),
+               margin_rows(runs))]
+    verdict = _photo_verdict(runs)
+    return ImageOutcome("Print and photo (Kurakin et al.)", verdict, tables, {**o, "images": len(x)},
+                        _photo_examples(study, runs, x, o["severity"]))
+
+
+def bim_paper(model: Model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
+              generator: torch.Generator | None = None) -> AttackResult:
+    """BIM with Kurakin et al.'s step (1/255) and steps (min(255ε + 4, 1.25·255ε))."""
+    return bim(model, x, y, threat, generator=generator, **kurakin_bim(threat.eps))
+
+
+DESTRUCTION_HEAD = ["attack", "ε", "adv. acc. before", "adv. acc. after", "base", "destroyed", "destruction rate",
+                    "median margin before"]
+
+
+def destruction_rows(runs: Sequence[PhotoRun]) -> list[list[str]]:
+    """One row per run (clean first): accuracy before and after the photo, the counted pairs, the destruction rate."""
     rows = []
     for r in (summarise(runs[0], run) for run in runs):
         empty = r["base"] == 0
         rows.append([r["attack"], f"{r['eps']:g}", _f(r["adv_acc"]), _f(r["adv_photo_acc"]), str(r["base"]),
                      str(r["destroyed"]), "—" if empty else _f(r["destruction_rate"]),
                      "—" if empty else f"{r['margin_median']:.1f}"])
-    bins = [f"[{lo:g}, {hi:g})" for lo, hi in itertools.pairwise(MARGIN_BINS)]
-    tables = [("Destruction rate per ε", head, rows),
-              ("Destruction rate by logit margin before the photo, pooled over ε (counted pairs)",
-               ["attack", *bins], _margin_rows(runs))]
-    verdict = _photo_verdict(runs)
-    return ImageOutcome("Print and photo (Kurakin et al.)", verdict, tables, {**o, "images": len(x)},
-                        _photo_examples(study, runs, x, o["severity"]))
+    return rows
 
 
-def _bim_paper(model: Model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
-               generator: torch.Generator | None = None) -> AttackResult:
-    """BIM with Kurakin et al.'s step (1/255) and steps (min(255ε + 4, 1.25·255ε))."""
-    return bim(model, x, y, threat, generator=generator, **kurakin_bim(threat.eps))
+def margin_head() -> list[str]:
+    """The margin table's head: the attack, then one column per bin of :data:`MARGIN_BINS`."""
+    return ["attack", *(f"[{lo:g}, {hi:g})" for lo, hi in itertools.pairwise(MARGIN_BINS))]
 
 
-def _margin_rows(runs: Sequence[PhotoRun]) -> list[list[str]]:
+def margin_rows(runs: Sequence[PhotoRun]) -> list[list[str]]:
+    """Per attack, the destruction rate by the adversarial example's logit margin before the photo, pooled over ε."""
     clean, out = runs[0], []
     for attack in dict.fromkeys(r.attack for r in runs[1:]):
         cells = []
