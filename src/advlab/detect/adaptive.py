@@ -122,14 +122,25 @@ class JointLoss(TaskLoss):
     """The margin the adaptive PGD/APGD ascend on G's logits (see the module docstring); κ: the confidence.
 
     Success: misclassified and accepted, with margin ≥ κ when κ > 0.
+
+    ``confidence`` c > 0 gates the detector behind the classifier (the *confident-first* variant,
+    ``pgd-joint-hc`` in ``advlab evaluate``): the objective is the classifier's own margin (best
+    other real logit − true logit; targeted: target − best other) capped at c, plus, once that margin
+    has reached c, G's margin. An example is first driven deep into a wrong class, then the detector
+    is attacked from there. G's margin alone sends an example that is misclassified but rejected
+    back along −∇D, which near the decision boundary (where a detector such as LID on the softmax
+    peaks) points back across it: the attack then straddles the boundary and stays rejected. The
+    success rule is the same (misclassified and accepted).
     """
 
     task = "classification"
 
-    def __init__(self, kappa: float = 0.0) -> None:
+    def __init__(self, kappa: float = 0.0, confidence: float = 0.0) -> None:
         if not float(kappa) >= 0:
             raise ValueError(f"kappa: expected a number >= 0, got {kappa!r}")
-        self.kappa = float(kappa)
+        if not float(confidence) >= 0:
+            raise ValueError(f"confidence: expected a number >= 0, got {confidence!r}")
+        self.kappa, self.confidence = float(kappa), float(confidence)
 
     def margin(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
         """Uncapped margin: > 0 iff the attack has succeeded (ties aside)."""
@@ -141,10 +152,20 @@ class JointLoss(TaskLoss):
         best_other = real.scatter(1, y[:, None], float("-inf")).amax(dim=1)
         return best_other - torch.maximum(true, out[:, -1])
 
+    @staticmethod
+    def classifier_margin(out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
+        """The classifier's own margin from G's real logits: best other − true (targeted: target − best other)."""
+        lab, other = _split(out[:, :-1], y if target is None else target)
+        return other - lab if target is None else lab - other
+
     def objective(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
-        """The margin capped at κ (a point beyond the confidence pulls no further)."""
+        """The margin capped at κ (a point beyond the confidence pulls no further); gated by ``confidence``."""
         m = self.margin(out, y, target)
-        return m.clamp(max=self.kappa) if self.kappa > 0 else m
+        m = m.clamp(max=self.kappa) if self.kappa > 0 else m
+        if self.confidence <= 0:
+            return m
+        cls = self.classifier_margin(out, y, target)
+        return cls.clamp(max=self.confidence) + torch.where(cls >= self.confidence, m, torch.zeros_like(m))
 
     def success(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
         """Misclassified and accepted (and, with κ > 0, by a margin of at least κ)."""
@@ -189,19 +210,24 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, attack:
 
 def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                     attack: AdaptiveAttack = "pgd", *, target: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None, kappa: float = 0.0, threshold: float | None = None,
-                    scale: float = 1.0, eot_samples: int | None = None, **params: Any) -> AttackResult:
+                    generator: torch.Generator | None = None, kappa: float = 0.0, confidence: float = 0.0,
+                    threshold: float | None = None, scale: float = 1.0, eot_samples: int | None = None,
+                    **params: Any) -> AttackResult:
     """Attack ``model`` and ``detector`` jointly (C&W 2017); ``success``: misclassified and accepted.
 
     ``attack``: ``"pgd"`` / ``"apgd"`` (bounded, :class:`JointLoss` through the shared loops, EOT
     over ``eot_samples`` draws for a randomized detector, default 10) or ``"cw"`` (the L2
     Carlini–Wagner attack on G; with ``threat.eps = inf`` unbounded, returning the clean image where
-    it fails). ``kappa`` > 0 is the high-confidence variant. ``params`` go to the attack (e.g.
-    ``steps``, ``restarts``, ``binary_search_steps``). A ``target`` (classes < K) needs a targeted
-    ``threat`` (``ThreatModel(..., targeted=True)``), as every attack. The success is re-scored on the returned
-    points by one forward pass of G (one draw for a randomized detector).
+    it fails). ``kappa`` > 0 is the high-confidence variant; ``confidence`` > 0 (PGD/APGD only) the
+    confident-first loss of :class:`JointLoss` (the classifier's margin to c first, then G's).
+    ``params`` go to the attack (e.g. ``steps``, ``restarts``, ``binary_search_steps``). A ``target``
+    (classes < K) needs a targeted ``threat`` (``ThreatModel(..., targeted=True)``), as every attack.
+    The success is re-scored on the returned points by one forward pass of G (one draw for a
+    randomized detector).
     """
     _check_inputs(x, y, threat, attack)
+    if attack == "cw" and confidence:
+        raise ValueError("confidence: the confident-first loss is for pgd and apgd; cw takes kappa")
     joint = Joint(model, detector, threshold=threshold, scale=scale)
     if attack == "cw":
         victim: nn.Module = joint if target is not None else TrueClassMerged(joint, y)
@@ -213,8 +239,8 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
         run = pgd if attack == "pgd" else apgd
         if joint.randomized and attack == "pgd":  # a success seen on one draw is no success on the next: never
             params = {**params, "early_stop": False}  # freeze an example on it, keep ascending every step
-        x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=JointLoss(kappa), grad_fn=grad_fn,
-                    **params).x_adv
+        x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=JointLoss(kappa, confidence),
+                    grad_fn=grad_fn, **params).x_adv
     with torch.no_grad():
         success = JointLoss(kappa).success(joint(x_adv), y, target)
     return AttackResult(x_adv.detach(), success)

@@ -9,6 +9,11 @@ detector, after the planned attacks, evaluate adds (as it adds ``pgd-adaptive`` 
 
 * ``pgd-joint`` — PGD on G (the evaluation's PGD parameters; EOT over the detector's draws when it
   is randomized) at every ε of the sweep, where PGD has the evaluation's norm;
+* ``pgd-joint-hc`` — the same PGD with the confident-first loss (``confidence`` = :data:`CONFIDENCE`
+  logits, :class:`advlab.detect.adaptive.JointLoss`): each example is first driven to a classifier
+  margin of c, then G's margin is ascended from there. Where the detector peaks at the decision
+  boundary (LID with the softmax layer), ``pgd-joint`` straddles the boundary and stays rejected,
+  while this one crosses it (docs/defenses.md, "inside evaluate");
 * ``cw-joint`` — the unbounded Carlini–Wagner L2 attack on G (the evaluation's CW parameters),
   once, scored at every ε of the L2 sweep, when ``cw`` is among the evaluation's attacks: its
   median L2 is the distortion that fools classifier and detector together, next to ``cw``'s.
@@ -28,13 +33,18 @@ from advlab.evaluation.respond import add_cost
 from advlab.evaluation.run import JOINT, Run
 from advlab.results.plan import DEFAULT_EPS, Job
 
+CONFIDENCE = 10.0  # pgd-joint-hc: the classifier margin (logits) reached before the detector is attacked
+
 
 def joint_jobs(config: dict[str, Any]) -> list[Job]:
     """The joint attacks of an evaluation with a detector (see the module docstring)."""
     norm, sweep = config["norm"], tuple(config["eps"])
     jobs = []
     if norm in get_attack("pgd").norms:
-        jobs += [Job("pgd", norm, float(e), sweep, label="pgd-joint") for e in sweep if 0 < e < math.inf]
+        budgets = [float(e) for e in sweep if 0 < e < math.inf]
+        jobs += [Job("pgd", norm, e, sweep, label="pgd-joint") for e in budgets]
+        jobs += [Job("pgd", norm, e, sweep, label="pgd-joint-hc", params=(("confidence", CONFIDENCE),))
+                 for e in budgets]
     if "cw" in config["attacks"]:
         jobs.append(Job("cw", "l2", math.inf, sweep if norm == "l2" else DEFAULT_EPS["l2"], label="cw-joint"))
     return jobs
@@ -49,4 +59,4 @@ def add_joint(run: Run) -> None:
     add_cost(run, "adaptive vs detector", time.perf_counter() - t0)
 
 
-__all__ = ["JOINT", "add_joint", "joint_jobs"]
+__all__ = ["CONFIDENCE", "JOINT", "add_joint", "joint_jobs"]
