@@ -24,6 +24,11 @@ untargeted, on G with the rejection logit merged into the true class's
 (:class:`TrueClassMerged`: ``G_y ← max(G_y, G_{K+1})``, K logits, so CW's own untargeted f6 and
 success rule mean exactly "a real class ≠ y wins and the detector accepts").
 
+With ``confidence`` c > 0 (:class:`JointLoss`) the attack is *confident-first*: the classifier's
+own margin is ascended up to c before G's margin counts, so an example crosses the decision
+boundary before the detector pulls on it (needed against LID with its softmax layer, whose score
+pulls a correctly classified example back toward confidence in its true class).
+
 A randomized detector (MC dropout) makes G random: PGD and APGD then average ``eot_samples``
 gradient draws (EOT, :func:`advlab.attacks.adaptive.eot_bpda`, default 10); CW takes one draw per
 step, so with κ = 0 it ends on the boundary where another draw may reject: use κ > 0 against such a
@@ -127,10 +132,12 @@ class JointLoss(TaskLoss):
     ``pgd-joint-hc`` in ``advlab evaluate``): the objective is the classifier's own margin (best
     other real logit − true logit; targeted: target − best other) capped at c, plus, once that margin
     has reached c, G's margin. An example is first driven deep into a wrong class, then the detector
-    is attacked from there. G's margin alone sends an example that is misclassified but rejected
-    back along −∇D, which near the decision boundary (where a detector such as LID on the softmax
-    peaks) points back across it: the attack then straddles the boundary and stays rejected. The
-    success rule is the same (misclassified and accepted).
+    is attacked from there. Why: on a correctly classified but rejected input G's margin is the
+    classifier's margin minus ``scale · (D − τ)``; where the score falls as the classifier grows
+    more confident (LID with the softmax layer: its LID shrinks as the softmax nears a one-hot),
+    −∇D points back toward the true class, and the two terms balance at a point that is still
+    correct and rejected (lenet-mnist: 93 % of the examples after 20 steps, none misclassified;
+    docs/defenses.md, "inside evaluate"). The success rule is the same (misclassified and accepted).
     """
 
     task = "classification"

@@ -11,9 +11,10 @@ detector, after the planned attacks, evaluate adds (as it adds ``pgd-adaptive`` 
   is randomized) at every ε of the sweep, where PGD has the evaluation's norm;
 * ``pgd-joint-hc`` — the same PGD with the confident-first loss (``confidence`` = :data:`CONFIDENCE`
   logits, :class:`advlab.detect.adaptive.JointLoss`): each example is first driven to a classifier
-  margin of c, then G's margin is ascended from there. Where the detector peaks at the decision
-  boundary (LID with the softmax layer), ``pgd-joint`` straddles the boundary and stays rejected,
-  while this one crosses it (docs/defenses.md, "inside evaluate");
+  margin of c, then G's margin is ascended from there. Where the detector's score falls as the
+  classifier grows more confident (LID with the softmax layer), ``pgd-joint`` settles on inputs that
+  are still correct and rejected, while this one crosses the boundary first (docs/defenses.md,
+  "inside evaluate");
 * ``cw-joint`` — the unbounded Carlini–Wagner L2 attack on G (the evaluation's CW parameters),
   once, scored at every ε of the L2 sweep, when ``cw`` is among the evaluation's attacks: its
   median L2 is the distortion that fools classifier and detector together, next to ``cw``'s.
