@@ -239,9 +239,24 @@ def test_confident_first_pgd_bypasses_lid_fitted_on_boundary_examples(digits, di
     assert torch.equal(confident(), xc)  # the same seed, the same points
 
 
+def test_confident_first_cw_fools_classifier_and_detector(digits, digits_mlp):
+    det = _lid_on_boundary_examples(digits, digits_mlp)
+    x, y = digits[2][:40], digits[3][:40]
+    r = adaptive_attack(digits_mlp, det, x, y, L2, "cw", confidence=5.0, steps=50, binary_search_steps=4)
+    with torch.no_grad():
+        fooled = (digits_mlp(r.x_adv).argmax(1) != y) & ~det.reject(r.x_adv)
+        margin = JointLoss.classifier_margin(Joint(digits_mlp, det)(r.x_adv), y, None)
+    assert torch.equal(r.success, fooled) and r.success.float().mean() >= 0.9
+    assert bool((margin[r.success] >= 5.0 - 1e-4).all())  # it stops only once fooled by the confidence
+    assert torch.equal(r.x_adv[~r.success], x[~r.success])
+
+
 def test_confidence_is_checked(fitted, digits, digits_mlp):
     x, y = digits[2][:4], digits[3][:4]
     with pytest.raises(ValueError, match="confidence"):
         JointLoss(confidence=-1.0)
-    with pytest.raises(ValueError, match="confidence: the confident-first loss is for pgd and apgd"):
-        adaptive_attack(digits_mlp, fitted["net"], x, y, L2, "cw", confidence=5.0)
+    with pytest.raises(ValueError, match="confidence: expected a number >= 0"):
+        adaptive_attack(digits_mlp, fitted["net"], x, y, L2, "cw", confidence=-1.0)
+    with pytest.raises(ValueError, match="confidence: the confident-first CW is untargeted"):
+        adaptive_attack(digits_mlp, fitted["net"], x, y, ThreatModel("l2", float("inf"), targeted=True), "cw",
+                        target=(y + 1) % 10, confidence=5.0)

@@ -256,6 +256,7 @@ def test_the_joint_attacks_join_the_rows_next_to_the_zero_knowledge_ones(tmp_pat
     assert joint.defended_acc is not None and zero.defended_acc is not None
     assert rows[("pgd-joint-hc", "linf", 0.3)].defended_acc is not None  # the confident-first variant
     assert ("cw-joint", "l2", 1.0) in rows  # the unbounded CW on the joint model, scored on the L2 sweep
+    assert ("cw-joint-hc", "l2", 1.0) in rows
     md = (render_report(tmp_path)[0]).read_text()
     assert "## Zero-knowledge vs adaptive" in md
     assert "| pgd-joint | 0.3 (linf) |" in md and "| pgd-joint-hc | 0.3 (linf) |" in md

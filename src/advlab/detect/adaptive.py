@@ -24,7 +24,8 @@ untargeted, on G with the rejection logit merged into the true class's
 (:class:`TrueClassMerged`: ``G_y ← max(G_y, G_{K+1})``, K logits, so CW's own untargeted f6 and
 success rule mean exactly "a real class ≠ y wins and the detector accepts").
 
-With ``confidence`` c > 0 (:class:`JointLoss`) the attack is *confident-first*: the classifier's
+With ``confidence`` c > 0 (:class:`JointLoss`; for CW, :class:`TrueClassMerged`) the attack is
+*confident-first*: the classifier's
 own margin is ascended up to c before G's margin counts, so an example crosses the decision
 boundary before the detector pulls on it (needed against LID with its softmax layer, whose score
 pulls a correctly classified example back toward confidence in its true class).
@@ -186,11 +187,16 @@ class TrueClassMerged(nn.Module):
     Bound to the labels ``y`` of one batch (called on that batch only: a one-line error otherwise),
     it turns "misclassified and accepted" into plain untargeted misclassification, so an untargeted
     minimal attack (CW) runs on it unchanged.
+
+    With ``confidence`` c > 0 (confident-first, as :class:`JointLoss`): column y ← G_y + c while the
+    classifier's margin (best other − G_y) is below c, and max(G_y + c, G_{K+1}) once it is not, so
+    the detector pulls only on inputs already misclassified by c, and "misclassified" on this model
+    means misclassified by c *and* accepted (stricter than the success it is re-scored on).
     """
 
-    def __init__(self, joint: Joint, y: torch.Tensor) -> None:
+    def __init__(self, joint: Joint, y: torch.Tensor, confidence: float = 0.0) -> None:
         super().__init__()
-        self.joint, self.y = joint, y
+        self.joint, self.y, self.confidence = joint, y, float(confidence)
         self.randomized = joint.randomized
         self.eval()
 
@@ -200,8 +206,13 @@ class TrueClassMerged(nn.Module):
             raise ValueError(f"TrueClassMerged: bound to a batch of {len(self.y)} labels, called on {len(x)} inputs")
         out: torch.Tensor = self.joint(x)
         real, extra = out[:, :-1], out[:, -1]
-        true = real.gather(1, self.y[:, None]).squeeze(1)
-        return real.scatter(1, self.y[:, None], torch.maximum(true, extra)[:, None])
+        true, other = _split(real, self.y)
+        if self.confidence > 0:
+            raised = true + self.confidence
+            col = torch.where(other - true >= self.confidence, torch.maximum(raised, extra), raised)
+        else:
+            col = torch.maximum(true, extra)
+        return real.scatter(1, self.y[:, None], col[:, None])
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, attack: str) -> None:
@@ -225,19 +236,21 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
     ``attack``: ``"pgd"`` / ``"apgd"`` (bounded, :class:`JointLoss` through the shared loops, EOT
     over ``eot_samples`` draws for a randomized detector, default 10) or ``"cw"`` (the L2
     Carlini–Wagner attack on G; with ``threat.eps = inf`` unbounded, returning the clean image where
-    it fails). ``kappa`` > 0 is the high-confidence variant; ``confidence`` > 0 (PGD/APGD only) the
-    confident-first loss of :class:`JointLoss` (the classifier's margin to c first, then G's).
+    it fails). ``kappa`` > 0 is the high-confidence variant; ``confidence`` > 0 the confident-first
+    attack (:class:`JointLoss`, and for an untargeted CW :class:`TrueClassMerged`: the classifier's
+    margin to c first, then G's).
     ``params`` go to the attack (e.g. ``steps``, ``restarts``, ``binary_search_steps``). A ``target``
     (classes < K) needs a targeted ``threat`` (``ThreatModel(..., targeted=True)``), as every attack.
     The success is re-scored on the returned points by one forward pass of G (one draw for a
     randomized detector).
     """
     _check_inputs(x, y, threat, attack)
-    if attack == "cw" and confidence:
-        raise ValueError("confidence: the confident-first loss is for pgd and apgd; cw takes kappa")
+    JointLoss(kappa, confidence)  # (checks both)
+    if attack == "cw" and confidence and target is not None:
+        raise ValueError("confidence: the confident-first CW is untargeted; a targeted cw takes kappa")
     joint = Joint(model, detector, threshold=threshold, scale=scale)
     if attack == "cw":
-        victim: nn.Module = joint if target is not None else TrueClassMerged(joint, y)
+        victim: nn.Module = joint if target is not None else TrueClassMerged(joint, y, confidence)
         with fast_views(target is not None):  # (the merged model answers only its own batch, not a probe)
             x_adv = cw(victim, x, y, threat, target=target, generator=generator, kappa=kappa, **params).x_adv
     else:

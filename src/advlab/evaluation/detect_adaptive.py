@@ -17,7 +17,11 @@ detector, after the planned attacks, evaluate adds (as it adds ``pgd-adaptive`` 
   "inside evaluate");
 * ``cw-joint`` — the unbounded Carlini–Wagner L2 attack on G (the evaluation's CW parameters),
   once, scored at every ε of the L2 sweep, when ``cw`` is among the evaluation's attacks: its
-  median L2 is the distortion that fools classifier and detector together, next to ``cw``'s.
+  median L2 is the distortion that fools classifier and detector together, next to ``cw``'s;
+* ``cw-joint-hc`` — the same CW, confident-first (:class:`advlab.detect.adaptive.TrueClassMerged`
+  with ``confidence`` = :data:`CONFIDENCE`): it stops only where the classifier is fooled by c
+  logits and the detector accepts, so its L2 is an upper bound on the distortion needed, for a
+  detector on which ``cw-joint`` stalls as ``pgd-joint`` does.
 
 Their rows are scored like every other row (the model's own prediction, the stored detector
 decision), so the report shows each attack's zero-knowledge defended accuracy next to the adaptive one.
@@ -34,7 +38,7 @@ from advlab.evaluation.respond import add_cost
 from advlab.evaluation.run import JOINT, Run
 from advlab.results.plan import DEFAULT_EPS, Job
 
-CONFIDENCE = 10.0  # pgd-joint-hc: the classifier margin (logits) reached before the detector is attacked
+CONFIDENCE = 10.0  # pgd-joint-hc, cw-joint-hc: the classifier margin (logits) reached before the detector counts
 
 
 def joint_jobs(config: dict[str, Any]) -> list[Job]:
@@ -47,7 +51,9 @@ def joint_jobs(config: dict[str, Any]) -> list[Job]:
         jobs += [Job("pgd", norm, e, sweep, label="pgd-joint-hc", params=(("confidence", CONFIDENCE),))
                  for e in budgets]
     if "cw" in config["attacks"]:
-        jobs.append(Job("cw", "l2", math.inf, sweep if norm == "l2" else DEFAULT_EPS["l2"], label="cw-joint"))
+        l2 = sweep if norm == "l2" else DEFAULT_EPS["l2"]
+        jobs.append(Job("cw", "l2", math.inf, l2, label="cw-joint"))
+        jobs.append(Job("cw", "l2", math.inf, l2, label="cw-joint-hc", params=(("confidence", CONFIDENCE),)))
     return jobs
 
 
