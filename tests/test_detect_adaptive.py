@@ -184,3 +184,79 @@ def test_bad_inputs_get_one_line_errors(fitted, digits, digits_mlp):
         TrueClassMerged(Joint(digits_mlp, det), y)(digits[2][:2])
     with pytest.raises(ValueError, match="kappa"):
         JointLoss(-1.0)
+
+
+def test_confident_first_loss_gates_the_detector_behind_the_classifier_margin():
+    # G's logits: 3 real classes and the rejection logit; label 0
+    out = torch.tensor([[5.0, 1.0, 0.0, 9.0],     # correct and rejected: the classifier's margin only (−4)
+                        [0.0, 3.0, 1.0, 8.0],     # misclassified by 3 < c, rejected: still only the classifier's (3)
+                        [0.0, 12.0, 1.0, 14.0],   # margin 12 ≥ c = 10, rejected: c + G's margin (12 − 14 = −2)
+                        [0.0, 12.0, 1.0, 11.0]],  # margin 12 ≥ c, accepted: c + G's margin (12 − 11 = 1)
+                       requires_grad=True)
+    y = torch.zeros(4, dtype=torch.long)
+    loss = JointLoss(confidence=10.0)
+    obj = loss.objective(out, y, None)
+    assert obj.tolist() == [-4.0, 3.0, 8.0, 11.0]
+    (grad,) = torch.autograd.grad(obj.sum(), out)
+    assert grad[:2, 3].tolist() == [0.0, 0.0]  # below the confidence the detector pulls nothing
+    assert grad[2, 3] == -1.0
+    assert torch.equal(loss.success(out, y, None), torch.tensor([False, False, False, True]))
+    assert torch.equal(JointLoss().objective(out, y, None), JointLoss().margin(out, y, None))  # c = 0: G's margin
+    t = torch.tensor([2, 2, 2, 2])  # targeted: the classifier's margin toward the target
+    assert JointLoss.classifier_margin(out, y, t).tolist() == [-5.0, -2.0, -11.0, -11.0]
+
+
+def _lid_on_boundary_examples(digits, model):
+    """LID fitted against early-stopped PGD (examples left at the decision boundary), as ``advlab evaluate`` fits it."""
+    xtr, ytr = digits[0], digits[1]
+    xa = pgd(model, xtr[600:1000], ytr[600:1000], LINF, steps=20, step_size=0.03, early_stop=True,
+             generator=torch.Generator().manual_seed(1)).x_adv
+    noisy = (xtr[600:1000] + 0.3 * torch.randn(xa.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    det = make_detector("lid").fit(model, xtr[:600], xa, noisy, generator=torch.Generator().manual_seed(0))
+    det.calibrate(xtr[1000:1400], fpr=0.05)
+    return det
+
+
+def test_confident_first_pgd_bypasses_lid_fitted_on_boundary_examples(digits, digits_mlp):
+    det = _lid_on_boundary_examples(digits, digits_mlp)
+    x, y = digits[2][:100], digits[3][:100]
+    params = {"steps": 20, "step_size": 0.03, "early_stop": True}
+    zk = pgd(digits_mlp, x, y, LINF, generator=torch.Generator().manual_seed(2), **params).x_adv
+    plain = adaptive_attack(digits_mlp, det, x, y, LINF, "pgd", generator=torch.Generator().manual_seed(2), **params)
+
+    def confident() -> torch.Tensor:
+        r = adaptive_attack(digits_mlp, det, x, y, LINF, "pgd", confidence=10.0,
+                            generator=torch.Generator().manual_seed(2), **params)
+        with torch.no_grad():  # success is re-scored on the returned points: misclassified and accepted
+            assert torch.equal(r.success, (digits_mlp(r.x_adv).argmax(1) != y) & ~det.reject(r.x_adv))
+        assert float((r.x_adv - x).abs().max()) <= 0.3 + 1e-6
+        return r.x_adv
+
+    xc = confident()
+    zk_acc, plain_acc = defended_accuracy(digits_mlp, det, zk, y), defended_accuracy(digits_mlp, det, plain.x_adv, y)
+    hc_acc = defended_accuracy(digits_mlp, det, xc, y)
+    assert hc_acc < 0.10 and hc_acc < zk_acc and hc_acc <= plain_acc, (zk_acc, plain_acc, hc_acc)
+    assert torch.equal(confident(), xc)  # the same seed, the same points
+
+
+def test_confident_first_cw_fools_classifier_and_detector(digits, digits_mlp):
+    det = _lid_on_boundary_examples(digits, digits_mlp)
+    x, y = digits[2][:40], digits[3][:40]
+    r = adaptive_attack(digits_mlp, det, x, y, L2, "cw", confidence=5.0, steps=50, binary_search_steps=4)
+    with torch.no_grad():
+        fooled = (digits_mlp(r.x_adv).argmax(1) != y) & ~det.reject(r.x_adv)
+        margin = JointLoss.classifier_margin(Joint(digits_mlp, det)(r.x_adv), y, None)
+    assert torch.equal(r.success, fooled) and r.success.float().mean() >= 0.9
+    assert bool((margin[r.success] >= 5.0 - 1e-4).all())  # it stops only once fooled by the confidence
+    assert torch.equal(r.x_adv[~r.success], x[~r.success])
+
+
+def test_confidence_is_checked(fitted, digits, digits_mlp):
+    x, y = digits[2][:4], digits[3][:4]
+    with pytest.raises(ValueError, match="confidence"):
+        JointLoss(confidence=-1.0)
+    with pytest.raises(ValueError, match="confidence: expected a number >= 0"):
+        adaptive_attack(digits_mlp, fitted["net"], x, y, L2, "cw", confidence=-1.0)
+    with pytest.raises(ValueError, match="confidence: the confident-first CW is untargeted"):
+        adaptive_attack(digits_mlp, fitted["net"], x, y, ThreatModel("l2", float("inf"), targeted=True), "cw",
+                        target=(y + 1) % 10, confidence=5.0)

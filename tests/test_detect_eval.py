@@ -254,9 +254,12 @@ def test_the_joint_attacks_join_the_rows_next_to_the_zero_knowledge_ones(tmp_pat
     rows = {(r.attack, r.norm, r.eps): r for r in ev.rows}
     joint, zero = rows[("pgd-joint", "linf", 0.3)], rows[("pgd", "linf", 0.3)]
     assert joint.defended_acc is not None and zero.defended_acc is not None
+    assert rows[("pgd-joint-hc", "linf", 0.3)].defended_acc is not None  # the confident-first variant
     assert ("cw-joint", "l2", 1.0) in rows  # the unbounded CW on the joint model, scored on the L2 sweep
+    assert ("cw-joint-hc", "l2", 1.0) in rows
     md = (render_report(tmp_path)[0]).read_text()
-    assert "## Zero-knowledge vs adaptive" in md and "| pgd | 0.3 (linf) |" in md
+    assert "## Zero-knowledge vs adaptive" in md
+    assert "| pgd-joint | 0.3 (linf) |" in md and "| pgd-joint-hc | 0.3 (linf) |" in md
     seconds = {r.attack: r.seconds for r in ev.rows}
     again = run(digits_mlp, tmp_path, attacks=["pgd", "cw"], eps=[0.3], n=40, params={"cw": {"steps": 20}})
     assert {r.attack: r.seconds for r in again.rows} == seconds  # resumed: nothing re-run

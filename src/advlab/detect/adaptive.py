@@ -24,6 +24,12 @@ untargeted, on G with the rejection logit merged into the true class's
 (:class:`TrueClassMerged`: ``G_y ← max(G_y, G_{K+1})``, K logits, so CW's own untargeted f6 and
 success rule mean exactly "a real class ≠ y wins and the detector accepts").
 
+With ``confidence`` c > 0 (:class:`JointLoss`; for CW, :class:`TrueClassMerged`) the attack is
+*confident-first*: the classifier's
+own margin is ascended up to c before G's margin counts, so an example crosses the decision
+boundary before the detector pulls on it (needed against LID with its softmax layer, whose score
+pulls a correctly classified example back toward confidence in its true class).
+
 A randomized detector (MC dropout) makes G random: PGD and APGD then average ``eot_samples``
 gradient draws (EOT, :func:`advlab.attacks.adaptive.eot_bpda`, default 10); CW takes one draw per
 step, so with κ = 0 it ends on the boundary where another draw may reject: use κ > 0 against such a
@@ -122,14 +128,27 @@ class JointLoss(TaskLoss):
     """The margin the adaptive PGD/APGD ascend on G's logits (see the module docstring); κ: the confidence.
 
     Success: misclassified and accepted, with margin ≥ κ when κ > 0.
+
+    ``confidence`` c > 0 gates the detector behind the classifier (the *confident-first* variant,
+    ``pgd-joint-hc`` in ``advlab evaluate``): the objective is the classifier's own margin (best
+    other real logit − true logit; targeted: target − best other) capped at c, plus, once that margin
+    has reached c, G's margin. An example is first driven deep into a wrong class, then the detector
+    is attacked from there. Why: on a correctly classified but rejected input G's margin is the
+    classifier's margin minus ``scale · (D − τ)``; where the score falls as the classifier grows
+    more confident (LID with the softmax layer: its LID shrinks as the softmax nears a one-hot),
+    −∇D points back toward the true class, and the two terms balance at a point that is still
+    correct and rejected (lenet-mnist: 93 % of the examples after 20 steps, none misclassified;
+    docs/defenses.md, "inside evaluate"). The success rule is the same (misclassified and accepted).
     """
 
     task = "classification"
 
-    def __init__(self, kappa: float = 0.0) -> None:
+    def __init__(self, kappa: float = 0.0, confidence: float = 0.0) -> None:
         if not float(kappa) >= 0:
             raise ValueError(f"kappa: expected a number >= 0, got {kappa!r}")
-        self.kappa = float(kappa)
+        if not float(confidence) >= 0:
+            raise ValueError(f"confidence: expected a number >= 0, got {confidence!r}")
+        self.kappa, self.confidence = float(kappa), float(confidence)
 
     def margin(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
         """Uncapped margin: > 0 iff the attack has succeeded (ties aside)."""
@@ -141,10 +160,20 @@ class JointLoss(TaskLoss):
         best_other = real.scatter(1, y[:, None], float("-inf")).amax(dim=1)
         return best_other - torch.maximum(true, out[:, -1])
 
+    @staticmethod
+    def classifier_margin(out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
+        """The classifier's own margin from G's real logits: best other − true (targeted: target − best other)."""
+        lab, other = _split(out[:, :-1], y if target is None else target)
+        return other - lab if target is None else lab - other
+
     def objective(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
-        """The margin capped at κ (a point beyond the confidence pulls no further)."""
+        """The margin capped at κ (a point beyond the confidence pulls no further); gated by ``confidence``."""
         m = self.margin(out, y, target)
-        return m.clamp(max=self.kappa) if self.kappa > 0 else m
+        m = m.clamp(max=self.kappa) if self.kappa > 0 else m
+        if self.confidence <= 0:
+            return m
+        cls = self.classifier_margin(out, y, target)
+        return cls.clamp(max=self.confidence) + torch.where(cls >= self.confidence, m, torch.zeros_like(m))
 
     def success(self, out: torch.Tensor, y: Rows, target: Rows | None) -> torch.Tensor:
         """Misclassified and accepted (and, with κ > 0, by a margin of at least κ)."""
@@ -158,11 +187,16 @@ class TrueClassMerged(nn.Module):
     Bound to the labels ``y`` of one batch (called on that batch only: a one-line error otherwise),
     it turns "misclassified and accepted" into plain untargeted misclassification, so an untargeted
     minimal attack (CW) runs on it unchanged.
+
+    With ``confidence`` c > 0 (confident-first, as :class:`JointLoss`): column y ← G_y + c while the
+    classifier's margin (best other − G_y) is below c, and max(G_y + c, G_{K+1}) once it is not, so
+    the detector pulls only on inputs already misclassified by c, and "misclassified" on this model
+    means misclassified by c *and* accepted (stricter than the success it is re-scored on).
     """
 
-    def __init__(self, joint: Joint, y: torch.Tensor) -> None:
+    def __init__(self, joint: Joint, y: torch.Tensor, confidence: float = 0.0) -> None:
         super().__init__()
-        self.joint, self.y = joint, y
+        self.joint, self.y, self.confidence = joint, y, float(confidence)
         self.randomized = joint.randomized
         self.eval()
 
@@ -172,8 +206,13 @@ class TrueClassMerged(nn.Module):
             raise ValueError(f"TrueClassMerged: bound to a batch of {len(self.y)} labels, called on {len(x)} inputs")
         out: torch.Tensor = self.joint(x)
         real, extra = out[:, :-1], out[:, -1]
-        true = real.gather(1, self.y[:, None]).squeeze(1)
-        return real.scatter(1, self.y[:, None], torch.maximum(true, extra)[:, None])
+        true, other = _split(real, self.y)
+        if self.confidence > 0:
+            raised = true + self.confidence
+            col = torch.where(other - true >= self.confidence, torch.maximum(raised, extra), raised)
+        else:
+            col = torch.maximum(true, extra)
+        return real.scatter(1, self.y[:, None], col[:, None])
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, attack: str) -> None:
@@ -189,22 +228,29 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, attack:
 
 def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                     attack: AdaptiveAttack = "pgd", *, target: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None, kappa: float = 0.0, threshold: float | None = None,
-                    scale: float = 1.0, eot_samples: int | None = None, **params: Any) -> AttackResult:
+                    generator: torch.Generator | None = None, kappa: float = 0.0, confidence: float = 0.0,
+                    threshold: float | None = None, scale: float = 1.0, eot_samples: int | None = None,
+                    **params: Any) -> AttackResult:
     """Attack ``model`` and ``detector`` jointly (C&W 2017); ``success``: misclassified and accepted.
 
     ``attack``: ``"pgd"`` / ``"apgd"`` (bounded, :class:`JointLoss` through the shared loops, EOT
     over ``eot_samples`` draws for a randomized detector, default 10) or ``"cw"`` (the L2
     Carlini–Wagner attack on G; with ``threat.eps = inf`` unbounded, returning the clean image where
-    it fails). ``kappa`` > 0 is the high-confidence variant. ``params`` go to the attack (e.g.
-    ``steps``, ``restarts``, ``binary_search_steps``). A ``target`` (classes < K) needs a targeted
-    ``threat`` (``ThreatModel(..., targeted=True)``), as every attack. The success is re-scored on the returned
-    points by one forward pass of G (one draw for a randomized detector).
+    it fails). ``kappa`` > 0 is the high-confidence variant; ``confidence`` > 0 the confident-first
+    attack (:class:`JointLoss`, and for an untargeted CW :class:`TrueClassMerged`: the classifier's
+    margin to c first, then G's).
+    ``params`` go to the attack (e.g. ``steps``, ``restarts``, ``binary_search_steps``). A ``target``
+    (classes < K) needs a targeted ``threat`` (``ThreatModel(..., targeted=True)``), as every attack.
+    The success is re-scored on the returned points by one forward pass of G (one draw for a
+    randomized detector).
     """
     _check_inputs(x, y, threat, attack)
+    JointLoss(kappa, confidence)  # (checks both)
+    if attack == "cw" and confidence and target is not None:
+        raise ValueError("confidence: the confident-first CW is untargeted; a targeted cw takes kappa")
     joint = Joint(model, detector, threshold=threshold, scale=scale)
     if attack == "cw":
-        victim: nn.Module = joint if target is not None else TrueClassMerged(joint, y)
+        victim: nn.Module = joint if target is not None else TrueClassMerged(joint, y, confidence)
         with fast_views(target is not None):  # (the merged model answers only its own batch, not a probe)
             x_adv = cw(victim, x, y, threat, target=target, generator=generator, kappa=kappa, **params).x_adv
     else:
@@ -213,8 +259,8 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
         run = pgd if attack == "pgd" else apgd
         if joint.randomized and attack == "pgd":  # a success seen on one draw is no success on the next: never
             params = {**params, "early_stop": False}  # freeze an example on it, keep ascending every step
-        x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=JointLoss(kappa), grad_fn=grad_fn,
-                    **params).x_adv
+        x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=JointLoss(kappa, confidence),
+                    grad_fn=grad_fn, **params).x_adv
     with torch.no_grad():
         success = JointLoss(kappa).success(joint(x_adv), y, target)
     return AttackResult(x_adv.detach(), success)

@@ -34,7 +34,8 @@ from advlab.threat import ThreatModel
 
 # the C&W 2017 joint attacks an evaluation with a detector adds (advlab.evaluation.detect_adaptive):
 # row name → the attack advlab.detect.adaptive.adaptive_attack runs on classifier and detector together
-JOINT: dict[str, Literal["pgd", "apgd", "cw"]] = {"pgd-joint": "pgd", "cw-joint": "cw"}
+JOINT: dict[str, Literal["pgd", "apgd", "cw"]] = {"pgd-joint": "pgd", "pgd-joint-hc": "pgd", "cw-joint": "cw",
+                                                  "cw-joint-hc": "cw"}
 
 
 @dataclass

@@ -70,26 +70,29 @@ def detector_html(meta: dict[str, Any] | None) -> str:
             f"<p>{html.escape(COLUMNS_TEXT)}</p>")
 
 
-JOINT_SUFFIX = "-joint"  # the C&W 2017 joint attacks evaluate adds with a detector (pgd-joint, cw-joint)
-ADAPTIVE_HEAD = ["attack", "ε (norm)", "defended, zero-knowledge", "defended, adaptive", "Acc@1, zero-knowledge",
-                 "Acc@1, adaptive", "median norm, zero-knowledge", "median norm, adaptive"]
+# the C&W 2017 joint attacks evaluate adds with a detector: pgd-joint, pgd-joint-hc, cw-joint
+JOINT_SUFFIX = "-joint"
+ADAPTIVE_HEAD = ["adaptive attack", "ε (norm)", "defended, zero-knowledge", "defended, adaptive",
+                 "Acc@1, zero-knowledge", "Acc@1, adaptive", "median norm, zero-knowledge", "median norm, adaptive"]
 ADAPTIVE_TEXT = (
     "Zero-knowledge: the attack ignores the detector. Adaptive: the same attack on Carlini & Wagner's (2017) joint "
-    "model of classifier and detector (`ATTACK-joint` rows; success = misclassified and accepted). Median norm: of "
+    "model of classifier and detector (`ATTACK-joint` rows, and `pgd-joint-hc`: the classifier driven to a margin of "
+    "10 logits first, then the joint model; success = misclassified and accepted). Median norm: of "
     "the successful examples, in the row's norm (for cw, the L2 that fools the classifier, and for cw-joint both)."
 )
 
 
 def adaptive_rows(rows: list[Row]) -> list[list[str]]:
-    """Each joint attack's row next to its zero-knowledge attack's row at the same norm and ε."""
+    """Each joint row (``ATTACK-joint[-variant]``) next to its zero-knowledge attack's row at the same norm and ε."""
     by = {(r.attack, r.norm, r.eps): r for r in rows}
     out = []
     for r in rows:
-        base = by.get((r.attack.removesuffix(JOINT_SUFFIX), r.norm, r.eps)) if r.attack.endswith(JOINT_SUFFIX) else None
+        family, sep, _variant = r.attack.partition(JOINT_SUFFIX)
+        base = by.get((family, r.norm, r.eps)) if sep and family else None
         if base is None:
             continue
         med = f"median_{r.norm}"
-        out.append([base.attack, eps_label(r), fmt(base.defended_acc), fmt(r.defended_acc), fmt(base.acc1_adv),
+        out.append([r.attack, eps_label(r), fmt(base.defended_acc), fmt(r.defended_acc), fmt(base.acc1_adv),
                     fmt(r.acc1_adv), fmt(getattr(base, med)), fmt(getattr(r, med))])
     return out
 
