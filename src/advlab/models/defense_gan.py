@@ -31,8 +31,8 @@ from advlab.models.transform import Transform, int_arg
 
 PAPER = ("Samangouei, Kabkab, Chellappa 2018, Defense-GAN: Protecting Classifiers Against Adversarial Attacks "
          "Using Generative Models, https://arxiv.org/abs/1805.06605")
-STEPS = 100  # L: gradient steps per restart (the paper's MNIST setting is L = 200)
-RESTARTS = 5  # R: random restarts (the paper's R = 10)
+STEPS = 200  # L: gradient steps per restart (Samangouei et al.'s MNIST setting)
+RESTARTS = 10  # R: random restarts (Samangouei et al.'s MNIST setting)
 LR = 0.1  # Adam's step on z
 CHUNK = 256  # inputs projected at once (CHUNK × R rows in one tensor)
 
