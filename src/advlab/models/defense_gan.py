@@ -7,8 +7,12 @@ with the smallest final error gives z*, and the classifier sees G(z*) instead of
 
 Here the descent is Adam (lr 0.1, elementwise, so the rows of a batch stay independent), batched
 over inputs × restarts in one tensor. ``wrap_defense(model, "defensegan")`` uses the shipped
-generator ``wgan-mnist`` (:mod:`advlab.models.gan`) with L = :data:`STEPS`, R = :data:`RESTARTS`;
-``"defensegan:L"`` changes L.
+generator ``wgan-mnist`` (:mod:`advlab.models.gan`) with L = :data:`STEPS`, R = :data:`RESTARTS`
+(Samangouei et al.'s MNIST setting, L = 200, R = 10); ``"defensegan:L"`` changes L.
+
+The paper's two classifiers: *Defense-GAN-Orig*, trained on the images (any model wrapped here), and
+*Defense-GAN-Rec*, trained on the generator's projections of them (``advlab train --defense
+defensegan-rec``; shipped as ``lenet-mnist-defgan-rec``, which ``load_model`` returns behind the projection).
 
 As a transform it declares ``differentiable = False`` — its forward pass runs an inner
 optimisation, and the wrapper's autograd gradient is zero (the projection is attached to x with a
