@@ -185,3 +185,14 @@ def test_rec_classifier_refuses_bad_options_in_one_line(tmp_path, argv, message)
     assert run.returncode != 0
     assert run.stderr.strip().splitlines()[-1] == f"advlab train: error: {message}"
     assert not (tmp_path / "r.safetensors").exists()
+
+
+def test_shipped_rec_classifier_is_behind_the_papers_projection():
+    net = load_model("lenet-mnist-defgan-rec")
+    assert isinstance(net, Defended) and isinstance(net.transform, DefenseGAN)
+    assert (net.transform.steps, net.transform.restarts) == (200, 10)  # Samangouei et al.'s MNIST L and R
+    meta = net.advlab_meta
+    assert meta["command"].startswith("advlab train --model lenet --init lenet-mnist --defense defensegan-rec")
+    assert meta["defense"]["name"] == "defensegan-rec" and meta["acc1"] >= 0.95
+    plain = wrap_defense(load_model("lenet-mnist"), "defensegan")
+    assert (plain.transform.steps, plain.transform.restarts) == (200, 10)
