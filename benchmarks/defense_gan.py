@@ -215,7 +215,7 @@ def _gen_line(name: str) -> str:
             f"{meta['train_seconds']:.0f} s wall on one thread of the shared 2-core machine.")
 
 
-def _rec_line() -> str:
+def _rec_line(rec: dict[str, Any]) -> str:
     meta = load_model(REC).advlab_meta
     d = meta["defense"]
     return (f"Classifiers: **Orig** = `lenet-mnist` (trained on the MNIST images); **Rec** = `{REC}` "
@@ -225,8 +225,16 @@ def _rec_line() -> str:
             f"{meta['train_seconds']:.0f} s training; Acc@1 {meta['acc1']:.4f} on {meta['acc1_on']}). The paper trains "
             f"its Rec classifier on the reconstructions of the whole training set; here {d['images']} images, for "
             f"time. Each variant is attacked through its own classifier (PGD and FGSM are crafted on it, BPDA "
-            f"differentiates it). Rec's latent-attack rows and checks were not run: it does not reach the transfer "
-            f"bar either, so it claims nothing the Orig rows do not already show.")
+            f"differentiates it, the latent attack differentiates it through G)." + _rec_missing(rec))
+
+
+def _rec_missing(rec: dict[str, Any]) -> str:
+    """Which of Rec's stages were not run, and why (it does not reach the transfer bar)."""
+    missing = [s for s in ("latent", "latent_margin", "checks") if s not in rec]
+    if not missing:
+        return ""
+    return (f" Not run for Rec: {', '.join(missing)} — it does not reach the transfer bar either, so it claims "
+            f"nothing the Orig rows do not already show.")
 
 
 def report(rs: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -243,7 +251,7 @@ def report(rs: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"Command: `{COMMAND}` (run here as several processes, `--variant orig|rec --only STAGES`, then the command "
         f"itself, which reads their cached records, draws the figure and writes this section) · {environment()} · "
         f"first {orig['clean']['n']} MNIST test images.", "",
-        _gen_line(args.generator), "", _rec_line(), "",
+        _gen_line(args.generator), "", _rec_line(rs.get("rec", {})), "",
         f"**One fixed projection throughout: L = {STEPS} Adam steps (lr {LR:g}) on ‖G(z) − x‖² × R = {RESTARTS} "
         f"random restarts** (Samangouei et al.'s MNIST setting), best restart kept (`wrap_defense(model, "
         f"\"defensegan\")`; `load_model(\"{REC}\")` returns the Rec classifier behind it). Mean projection distance of "
