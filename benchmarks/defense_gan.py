@@ -23,8 +23,8 @@ classifier. Stages, each cached in benchmarks/results/defense_gan/ (orig) or def
 * figure    — docs/figures/defense-gan.png (8 images, the Orig variant; not cached).
 
 `--variant V --only a,b` runs some stages of one variant and stops (processes can share the work); the
-full command runs what is not cached — every stage for orig, FULL["rec"] for rec (Rec does not reach the
-transfer bar either, so its adaptive rows beyond BPDA are not run) — draws the figure and writes the ``defense-gan``
+full command runs what is not cached — every stage for orig, FULL["rec"] for rec (all but bare_cw, whose
+scale figure is the bare lenet-mnist's) — draws the figure and writes the ``defense-gan``
 section of docs/defenses.md (benchmarks/defense_gan_report.py).
 """
 
@@ -71,7 +71,7 @@ VARIANTS = {"orig": ("lenet-mnist", RESULTS / "defense_gan"), "rec": (REC, RESUL
 FIGURES = ROOT / "docs" / "figures"
 COMMAND = "python benchmarks/defense_gan.py --threads 1"
 EPS = 0.3
-FULL = {"rec": ("clean", "transfer", "transfer_fgsm", "bpda", "carried")}  # the stages the full command measures for Rec
+FULL = {"rec": ("clean", "transfer", "transfer_fgsm", "bpda", "latent", "latent_margin", "carried", "checks")}  # Rec's
 OTHERS = ("mlp-mnist", "googlenet-mnist")  # independent classifiers that read the purified images in `carried`
 
 
