@@ -153,3 +153,46 @@ def test_cli_trains_a_generator_and_refuses_bad_options(tmp_path):
                           "-o", "steps=3", "--out", str(tmp_path / "h.safetensors")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "wgan takes iterations, n_critic, gp_weight, latent_dim, hidden, arch, channels, got steps" in bad.stderr
+
+
+def test_rec_classifier_trains_on_projections_and_loads_behind_the_projection(tmp_path):
+    out = tmp_path / "rec.safetensors"
+    run = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "lenet", "--init", "lenet-mnist",
+                          "--defense", "defensegan-rec", "-o", "images=32", "-o", "test_images=8", "-o", "steps=3",
+                          "--epochs", "1", "--lr", "1e-3", "--threads", "1", "--no-progress", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Acc@1" in run.stdout and "projections of the first 8 test images" in run.stdout
+    net = load_model(out)
+    assert isinstance(net, Defended) and isinstance(net.transform, DefenseGAN)
+    assert net.transform.steps == 3 and net.defense_spec == "defensegan:3"
+    meta = net.advlab_meta
+    assert meta["defense"]["name"] == "defensegan-rec" and meta["defense"]["images"] == 32
+    assert meta["defense"]["restarts"] == net.transform.restarts and meta["init"] == "lenet-mnist"
+    assert tensor_digest(net.model) != tensor_digest(load_model("lenet-mnist"))  # it was trained
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-o", "images=0"], "-o/--option: images must be a positive integer, got 0"),
+    (["-o", "rounds=2"], "-o/--option: defensegan-rec takes images, test_images, steps, got rounds"),
+    (["--dataset", "digits"], "defensegan: the generator makes 1×28×28 images, got inputs of shape 1×8×8"),
+    (["--init", "mlp-mnist"], "--init: mlp-mnist is a 'mlp', not 'lenet'"),
+])
+def test_rec_classifier_refuses_bad_options_in_one_line(tmp_path, argv, message):
+    run = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "lenet", "--defense", "defensegan-rec",
+                          "-o", "images=4", "-o", "test_images=2", "-o", "steps=1", *argv,
+                          "--out", str(tmp_path / "r.safetensors")], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == f"advlab train: error: {message}"
+    assert not (tmp_path / "r.safetensors").exists()
+
+
+def test_shipped_rec_classifier_is_behind_the_papers_projection():
+    net = load_model("lenet-mnist-defgan-rec")
+    assert isinstance(net, Defended) and isinstance(net.transform, DefenseGAN)
+    assert (net.transform.steps, net.transform.restarts) == (200, 10)  # Samangouei et al.'s MNIST L and R
+    meta = net.advlab_meta
+    assert meta["command"].startswith("advlab train --model lenet --init lenet-mnist --defense defensegan-rec")
+    assert meta["defense"]["name"] == "defensegan-rec" and meta["acc1"] >= 0.95
+    plain = wrap_defense(load_model("lenet-mnist"), "defensegan")
+    assert (plain.transform.steps, plain.transform.restarts) == (200, 10)

@@ -14,7 +14,7 @@ from advlab._checks import check_out_file
 from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
-from advlab.commands.train_gan import GAN_MODELS, run_gan
+from advlab.commands.train_gan import GAN_MODELS, REC_DEFENSE, run_gan, run_rec
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
 from advlab.models import architecture_task, check_input_shape, create_model, load_model, save_checkpoint
@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--defense", default="none",
                    help="training defense: none, adversarial, pgd, fast, trades, negative, parseval, gradnorm, "
                         "ibp, crown-ibp, gaussian-noise, distill (see `advlab defenses`); or an input "
-                        "transformation to train behind, e.g. thermometer:16")
+                        "transformation to train behind, e.g. thermometer:16; or defensegan-rec (Defense-GAN-Rec: "
+                        "trained on the generator's projections)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="defense option (JSON value), e.g. -o eps=0.3 -o steps=10 -o attack=pgd")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.model in GAN_MODELS:  # a generator (Defense-GAN's), not a classifier
         return run_gan(args)
+    if args.defense == REC_DEFENSE:  # Defense-GAN-Rec: trained on the generator's projections
+        return run_rec(args, device)
     info = dataset_info(args.dataset)
     task = _task(args, info.tasks)
     train = load_dataset(args.dataset, "train", root=args.data_dir, task=task)

@@ -7,8 +7,12 @@ with the smallest final error gives z*, and the classifier sees G(z*) instead of
 
 Here the descent is Adam (lr 0.1, elementwise, so the rows of a batch stay independent), batched
 over inputs × restarts in one tensor. ``wrap_defense(model, "defensegan")`` uses the shipped
-generator ``wgan-mnist`` (:mod:`advlab.models.gan`) with L = :data:`STEPS`, R = :data:`RESTARTS`;
-``"defensegan:L"`` changes L.
+generator ``wgan-mnist`` (:mod:`advlab.models.gan`) with L = :data:`STEPS`, R = :data:`RESTARTS`
+(Samangouei et al.'s MNIST setting, L = 200, R = 10); ``"defensegan:L"`` changes L.
+
+The paper's two classifiers: *Defense-GAN-Orig*, trained on the images (any model wrapped here), and
+*Defense-GAN-Rec*, trained on the generator's projections of them (``advlab train --defense
+defensegan-rec``; shipped as ``lenet-mnist-defgan-rec``, which ``load_model`` returns behind the projection).
 
 As a transform it declares ``differentiable = False`` — its forward pass runs an inner
 optimisation, and the wrapper's autograd gradient is zero (the projection is attached to x with a
@@ -31,8 +35,8 @@ from advlab.models.transform import Transform, int_arg
 
 PAPER = ("Samangouei, Kabkab, Chellappa 2018, Defense-GAN: Protecting Classifiers Against Adversarial Attacks "
          "Using Generative Models, https://arxiv.org/abs/1805.06605")
-STEPS = 100  # L: gradient steps per restart (the paper's MNIST setting is L = 200)
-RESTARTS = 5  # R: random restarts (the paper's R = 10)
+STEPS = 200  # L: gradient steps per restart (Samangouei et al.'s MNIST setting)
+RESTARTS = 10  # R: random restarts (Samangouei et al.'s MNIST setting)
 LR = 0.1  # Adam's step on z
 CHUNK = 256  # inputs projected at once (CHUNK × R rows in one tensor)
 
