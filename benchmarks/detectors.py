@@ -181,13 +181,13 @@ def _minibatch_lids(model: torch.nn.Module, layers: list[int], groups: list[torc
     return [torch.cat(o) for o in out]
 
 
-def lid_protocol(model: torch.nn.Module, layers: list[int], test_set: dict[str, Any]) -> float:
+def lid_protocol(model: torch.nn.Module, layers: list[int], test_set: dict[str, Any], k: int = 20) -> float:
     """ROC-AUC (%) of LID fitted and scored as Ma et al.'s code does, on the test images themselves.
 
     Features from paired minibatches (:func:`_minibatch_lids`), logistic regression on the first 80%
     of each group (normal, noisy, adversarial; blocks of 100), AUC on the remaining 20%.
     """
-    clean, noisy, adv = _minibatch_lids(model, layers, [test_set["clean"], test_set["noisy"], test_set["adv"]])
+    clean, noisy, adv = _minibatch_lids(model, layers, [test_set["clean"], test_set["noisy"], test_set["adv"]], k)
     cut = int(len(clean) * 0.008) * 100
     train = torch.cat([clean[:cut], noisy[:cut], adv[:cut]])
     labels = torch.cat([torch.zeros(2 * cut), torch.ones(cut)])
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     specs = dict(SPECS)
     specs.update({name: name for name in sorted(DETECTORS) if name not in ("kdbu", "lid") and not name.startswith("test")})
     if args.detectors:
-        specs = {label: specs[label] for label in args.detectors.split(",")}
+        specs = {label: specs.get(label, label) for label in args.detectors.split(",")}  # a label or a detector spec
     rows: list[dict[str, Any]] = []
     per_layer: dict[str, dict[str, float]] = {}
     options = {"eps": args.eps, "noise": args.noise, "positives": args.positives}
@@ -234,8 +234,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      median_noisy_l2=test_set["median_noisy_l2"], noise_sigma=test_set["noise_sigma"],
                      fooled_rate=test_set["fooled_rate"])
             if spec.startswith("lid") and args.lid_protocol:
-                layers = make_detector(spec).fit(model, x_clean[:200], fit_set["adv"][:10]).layers.tolist()
-                r["lid_protocol"] = lid_protocol(model, layers, test_set)
+                det = make_detector(spec).fit(model, x_clean[:200], fit_set["adv"][:10])
+                r["lid_protocol"] = lid_protocol(model, det.layers.tolist(), test_set, det.k)
             rows.append(r)
             print(f"{attack:9s} {label:6s} AUC {r['auc']:.2f} (vs clean {r['auc_clean']:.2f}) fit {r['fit_s']:.0f} s "
                   f"score {r['score_per_s']:.0f}/s", flush=True)
@@ -255,7 +255,8 @@ def main() -> None:
     p.add_argument("--eps", type=float, default=0.3, help="ε of the L∞ attacks (Ma et al.'s code: 0.4)")
     p.add_argument("--noise", choices=["l2", *NOISE], default="l2", help="noisy negatives: per-image L2, or a code's σ")
     p.add_argument("--positives", choices=["successful", "all"], default="successful")
-    p.add_argument("--detectors", default="", help="comma-separated row labels (default: all)")
+    p.add_argument("--detectors", default="", help="comma-separated row labels or detector specs (default: all)")
+    p.add_argument("--tag", default="", help="names a run whose settings repeat another's (its own results file)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = ROOT / "benchmarks" / "results" / f"detectors{variant_name(vars(args))}.json"

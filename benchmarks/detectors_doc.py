@@ -9,6 +9,7 @@ are the papers'-network tables.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ def variant_name(args: dict[str, Any]) -> str:
     """The results-file suffix of a run's settings: "" for Feinman et al.'s defaults, else e.g. ``-eps0.4-noise-ma``."""
     parts = [f"eps{args['eps']:g}" if args.get("eps", 0.3) != 0.3 else "",
              f"noise-{args['noise']}" if args.get("noise", "l2") != "l2" else "",
-             "pos-all" if args.get("positives", "successful") != "successful" else ""]
+             "pos-all" if args.get("positives", "successful") != "successful" else "", args.get("tag", "")]
     return "".join(f"-{p}" for p in parts if p)
 
 
@@ -29,7 +30,8 @@ def variant_label(args: dict[str, Any]) -> str:
     """A column header naming a run's settings."""
     noise = {"l2": "", "feinman": " · Feinman's noise σ", "ma": " · Ma's noise σ"}[args.get("noise", "l2")]
     pos = " · all positives" if args.get("positives", "successful") == "all" else ""
-    return f"ε {args.get('eps', 0.3):g}{noise}{pos}"
+    tag = f" · {args['tag']}" if args.get("tag") else ""
+    return f"ε {args.get('eps', 0.3):g}{noise}{pos}{tag}"
 
 
 def command(script: str, args: dict[str, Any], keys: list[str]) -> str:
@@ -39,7 +41,7 @@ def command(script: str, args: dict[str, Any], keys: list[str]) -> str:
         v = args.get(k)
         if v in (None, False, "") or DEFAULTS.get(k) == v:
             continue
-        opts.append(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}"))
+        opts.append(f"--{k.replace('_', '-')}" + ("" if v is True else f" {shlex.quote(str(v))}"))
     return f"PYTHONPATH=src python benchmarks/{script} " + " ".join(opts)
 
 
@@ -119,10 +121,10 @@ def _records(prefix: str) -> list[dict[str, Any]]:
 def _variants(main: dict[str, Any]) -> list[str]:
     """The settings table: lenet at each saved variant of the papers' code settings, next to the main table."""
     recs = sorted((r for r in _records("detectors-") if not r["file"].startswith("detectors-papernet")),
-                  key=lambda r: (r["args"]["eps"], r["args"]["noise"], r["args"]["positives"]))
+                  key=lambda r: (r["args"]["eps"], r["args"]["noise"], r["args"]["positives"], r["args"].get("tag", "")))
     if not recs:
         return []
-    keys = ["threads", "n", "n_fit", "clean", "attacks", "eps", "noise", "positives", "lid_protocol", "detectors"]
+    keys = ["threads", "n", "n_fit", "clean", "attacks", "eps", "noise", "positives", "lid_protocol", "detectors", "tag"]
     lines = ["", "**The papers' code settings on lenet-mnist** (each column one run of `benchmarks/detectors.py`; "
              "otherwise the protocol above; AUC %, normal + noisy vs adversarial):", ""]
     lines += [f"- {variant_label(r['args'])}: `{command('detectors.py', r['args'], keys)}` · {r['environment']} · "
@@ -177,7 +179,8 @@ def _papernet() -> list[str]:
     recs = _records("detectors-papernet")
     if not recs:
         return []
-    keys = ["threads", "n", "clean", "recipe", "epochs", "train_n", "eps", "noise", "positives", "detectors"]
+    keys = ["threads", "n", "n_fit", "clean", "recipe", "epochs", "train_n", "eps", "noise", "positives", "detectors",
+            "lid_protocol"]
     lines = ["", "**The papers' network.** Feinman et al.'s MNIST CNN (conv 64-conv 64-max-pool-dropout-dense "
              "128-dropout-dense 10) rebuilt in torch; BU samples its own two dropout layers; `--clean` clean "
              "training images, `--n` more attacked for fitting, `--n` test images; otherwise the protocol above. "
@@ -185,10 +188,18 @@ def _papernet() -> list[str]:
              "recipe\": their released code's training — Keras initialisation (Glorot-uniform, zero biases), "
              "Adadelta (lr 1.0, ρ 0.95), batch 128, shuffled, no augmentation, inputs shifted to [−0.5, 0.5] inside "
              "the network as Ma et al.'s code feeds them (ε stays in [0, 1] units).", ""]
+    train = RESULTS / "papernet-papers-training.json"
+    if train.exists():
+        t = json.loads(train.read_text())
+        lines += [f"Training by the papers' recipe: `{t['command']}` · {t['environment']} · per epoch (seconds, test "
+                  "Acc@1): " + ", ".join(f"{e['epoch']}: {e['seconds']:.0f} s, {e['acc1']:.4f}" for e in t["log"])
+                  + f" — {len(t['log'])} of the 50 epochs of Ma et al.'s README (20 in Feinman's code) fitted in the ~30 min "
+                  f"allowed; {t['note']}.", ""]
     for r in recs:
         a = r["args"]
         lines.append(f"- {_papernet_label(a)}: `{command('detectors_papernet.py', a, keys)}` · {r['environment']} · "
-                     f"{r['seconds'] / 60:.1f} min · test Acc@1 {r['acc1']:.4f}")
+                     f"{r['seconds'] / 60:.1f} min · test Acc@1 {r['acc1']:.4f}"
+                     + (" · **partial**: stopped at the deadline after the attacks listed" if r.get("partial") else ""))
     cols = [{(x["detector"], x["attack"]): x for x in r["rows"]} for r in recs]
     pairs = list(dict.fromkeys(k for c in cols for k in c))
     lines += ["", "| attack | detector | " + " | ".join(_papernet_label(r["args"]) for r in recs) + " | paper % |",
@@ -197,6 +208,13 @@ def _papernet() -> list[str]:
         paper = next((c[(det, att)]["paper"] for c in cols if (det, att) in c), None)
         lines.append(f"| {att} | {det} | " + " | ".join(_fmt(c.get((det, att), {}).get("auc")) for c in cols)
                      + f" | {_fmt(paper)} |")
+        if any(c.get((det, att), {}).get("lid_protocol") is not None for c in cols):
+            lines.append(f"| {att} | {det}, Ma et al.'s protocol | "
+                         + " | ".join(_fmt(c.get((det, att), {}).get("lid_protocol")) for c in cols) + " | — |")
+    for r in recs:
+        if r.get("per_layer"):
+            lines += ["", f"Single-layer LID ROC-AUC % on the papers' network, {_papernet_label(r['args'])}:", "",
+                      *_layer_table(r["per_layer"])[2:]]
     lines += ["", "Median top-1 softmax of the test positives: " + "; ".join(
         f"{_papernet_label(r['args'])}: " + ", ".join(f"{x['attack']} {x['adv_conf']:.3f}" for x in r["rows"]
                                                      if x["detector"] == r["rows"][0]["detector"]) for r in recs) + "."]
@@ -281,9 +299,24 @@ def _notes(record: dict[str, Any]) -> list[str]:
            if r["paper"] is not None and abs(r["auc"] - r["paper"]) > 5]
     conf = {a: auc[("KD", a)]["adv_conf"] for d, a in auc if d == "KD"}
     t = [r["dropout_train_s"] for r in record["rows"] if r["dropout_train_s"] > 0] or [0.0]
-    return ["**Differences over 5 points:** " + (", ".join(big) if big else "none") + ".", "", *NOTES,
+    return ["**Differences over 5 points:** " + (", ".join(big) if big else "none") + ".", "",
+            "**The same under each paper's own code settings** (lenet, settings table, k = 20): Ma et al.'s figures (KD, "
+            "BU, LID) at ε 0.4 with their noise σ and all positives: " + _gaps("detectors-eps0.4-noise-ma-pos-all.json",
+                                                                              {"KD", "BU", "LID"})
+            + "; Feinman et al.'s (KD+BU) at ε 0.3 with his noise σ: " + _gaps("detectors-noise-feinman.json", {"KD+BU"})
+            + ".", "", *NOTES,
             "", "Training BU's dropout variant (5 epochs on the clean set, inside each BU / KD+BU fit): median "
             f"{sorted(t)[len(t) // 2]:.0f} s over {len(t)} fits. Median top-1 softmax of the positives: " + ", ".join(f"{a} {c:.3f}" for a, c in conf.items()) + "."]
+
+
+def _gaps(file: str, detectors: set[str]) -> str:
+    """The (detector, attack) pairs of a saved run that differ from the paper's figure by more than 5 points."""
+    path = RESULTS / file
+    if not path.exists():
+        return "not run"
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["detector"] in detectors and r["paper"] is not None]
+    big = [f"{r['detector']} {r['attack']} ({r['auc'] - r['paper']:+.1f})" for r in rows if abs(r["auc"] - r["paper"]) > 5]
+    return (", ".join(big) if big else "none") + f" ({len(rows) - len(big)} of {len(rows)} within 5)"
 
 
 def _layer_table(per_layer: dict[str, dict[str, float]]) -> list[str]:

@@ -40,7 +40,8 @@ from advlab.metrics import clean_accuracy
 from advlab.train import TrainConfig, fit
 
 SPECS = {"KD": "kdbu:use=kd", "BU": "kdbu:use=bu", "KD+BU": "kdbu", "LID": "lid",
-         "KD (σ 3.79)": "kdbu:use=kd:bandwidth=3.7926"}  # Ma et al.'s code's MNIST bandwidth (Feinman's: 1.20)
+         "KD (σ 3.79)": "kdbu:use=kd:bandwidth=3.7926",  # Ma et al.'s code's MNIST bandwidth (Feinman's: 1.20)
+         "LID (k 80)": "lid:k=80"}  # k: the code's default is 20; its output paths name a grid search over k
 
 
 class _Centre(nn.Module):
@@ -110,11 +111,13 @@ def train_papers_way(epochs: int, n: int) -> tuple[nn.Module, list[dict[str, flo
             continue
         start = time.perf_counter()
         net.train()
-        for i in range(0, n, 128):
-            idx = order[i : i + 128]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xtr[idx]), ytr[idx]).backward()
-            opt.step()
+        with torch.random.fork_rng():
+            torch.manual_seed(epoch)  # the dropout masks (the checkpoints measured on 2026-12-07 predate this seed)
+            for i in range(0, n, 128):
+                idx = order[i : i + 128]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xtr[idx]), ytr[idx]).backward()
+                opt.step()
         net.eval()
         log.append({"epoch": epoch, "seconds": time.perf_counter() - start, "acc1": clean_accuracy(net, xte, yte)[0]})
         print(f"papers' recipe: epoch {epoch} {log[-1]['seconds']:.0f} s, test Acc@1 {log[-1]['acc1']:.4f}", flush=True)
@@ -156,16 +159,19 @@ def network(args: argparse.Namespace) -> tuple[nn.Module, float, float, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Fit and score each detector per attack on the papers' network."""
+    start = time.perf_counter()
     net, acc, train_s, tag = network(args)
     print(f"paper net: test Acc@1 {acc:.4f}, trained in {train_s:.0f} s", flush=True)
     xtr, ytr = load_dataset("mnist", "train")
     xte, yte = load_dataset("mnist", "test")
     x_clean = xtr[: args.clean]
-    x_fit, y_fit = xtr[args.clean : args.clean + args.n], ytr[args.clean : args.clean + args.n]
+    n_fit = args.n_fit or args.n
+    x_fit, y_fit = xtr[args.clean : args.clean + n_fit], ytr[args.clean : args.clean + n_fit]
     specs = {label: SPECS[label] for label in args.detectors.split(",")} if args.detectors else SPECS
     options = {"eps": args.eps, "noise": args.noise, "positives": args.positives}
     rows, per_layer = [], {}
-    for attack in ("fgsm", "bim-a", "bim-b"):
+    attacks = args.attacks.split(",")
+    for attack in attacks:
         fit_set = bench.sets(net, attack, "train", x_fit, y_fit, tag=tag, **options)
         test_set = bench.sets(net, attack, "test", xte[: args.n], yte[: args.n], tag=tag, **options)
         if args.lid_protocol:
@@ -177,12 +183,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      paper=bench.PAPER.get((label, attack)), median_l2=test_set["median_l2"],
                      fooled_rate=test_set["fooled_rate"], n_correct_test=test_set["n_correct"])
             if spec.startswith("lid") and args.lid_protocol:
-                layers = make_detector(spec).fit(net, x_clean[:200], fit_set["adv"][:10]).layers.tolist()
-                r["lid_protocol"] = bench.lid_protocol(net, layers, test_set)
+                det = make_detector(spec).fit(net, x_clean[:200], fit_set["adv"][:10])
+                r["lid_protocol"] = bench.lid_protocol(net, det.layers.tolist(), test_set, det.k)
             rows.append(r)
             print(f"{attack:6s} {label:6s} AUC {r['auc']:.2f} (paper {r['paper']}) {r.get('lid_protocol', '')}", flush=True)
+        save({"environment": environment(), "args": vars(args), "acc1": acc, "train_s": train_s, "rows": rows,
+              "per_layer": per_layer, "seconds": time.perf_counter() - start, "partial": attack != attacks[-1]})
     return {"environment": environment(), "args": vars(args), "acc1": acc, "train_s": train_s, "rows": rows,
             "per_layer": per_layer}
+
+
+def save(record: dict[str, Any]) -> None:
+    """Write the record to benchmarks/results/detectors-papernet[-papers-<E>ep][-<settings>].json."""
+    a = record["args"]
+    suffix = "" if a["recipe"] == "adam" else f"-papers-{a['epochs']}ep"
+    out = bench.ROOT / "benchmarks" / "results" / f"detectors-papernet{suffix}{variant_name(a)}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:
@@ -190,6 +206,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=500, help="test images, and training images attacked for fitting")
     p.add_argument("--clean", type=int, default=10000)
+    p.add_argument("--attacks", default="fgsm,bim-a,bim-b", help="in the order run (a record is saved after each)")
+    p.add_argument("--n-fit", type=int, default=0, help="training images attacked for fitting (default: --n)")
     p.add_argument("--recipe", choices=["adam", "papers"], default="adam",
                    help="adam: advlab.train.fit; papers: their code's Keras init + Adadelta, inputs centred")
     p.add_argument("--epochs", type=int, default=1)
@@ -208,9 +226,7 @@ def main() -> None:
     start = time.perf_counter()
     record = run(args)
     record["seconds"] = time.perf_counter() - start
-    suffix = "" if args.recipe == "adam" else f"-papers-{args.epochs}ep"
-    out = bench.ROOT / "benchmarks" / "results" / f"detectors-papernet{suffix}{variant_name(vars(args))}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    save(record)
 
 
 if __name__ == "__main__":
