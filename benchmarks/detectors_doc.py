@@ -297,7 +297,7 @@ NOTES = [
     "in the table).",
     "- **KD on FGSM (+8.4) and BIM-B (−18.1).** The budget explains 8 of BIM-B's 18 points (88.52 at ε 0.4, "
     "88.90 with Ma et al.'s noise; −9.7 from 98.61) and none of FGSM's (84.4–86.5 at ε 0.4, still +6 to +8 over "
-    "78.12). On the papers' network, KD (σ 1.20) scores 90.29 / 85.05 on FGSM / BIM-B at ε 0.3 and 91.39 / 91.78 at ε 0.4 (BIM-B −6.8 from 98.61, FGSM +13 over 78.12); Ma et al.'s own bandwidth σ = 3.79 gives 95.67 (FGSM) and 79.89 (BIM-B), further from both figures. Feinman et al.'s own KD+BU figures are matched at ε 0.3 (−2.3 / +0.7 / +1.1) with our "
+    "78.12). On the papers' network, KD (σ 1.20) scores 90.29 / 85.05 on FGSM / BIM-B at ε 0.3 and 91.39 / 91.78 at ε 0.4 (BIM-B −6.8 from 98.61, FGSM +13 over 78.12); Ma et al.'s own bandwidth σ = 3.79 gives 95.67 (FGSM) and 79.89 (BIM-B), further from both figures; KD on BIM-A is below Ma et al.'s 98.14 on both networks (lenet 95.05, the papers' network 91.62 at ε 0.4). Feinman et al.'s own KD+BU figures are matched at ε 0.3 (−2.3 / +0.7 / +1.1) with our "
     "per-image noise; with his preset noise σ, whose clipped copies carry the adversarial L2 (FGSM 6.25 vs "
     "6.17), FGSM's KD+BU falls to 85.13 (−5.4), BIM-A 97.94 and BIM-B 81.36 stay within 1. The FGSM KD gaps "
     "stay unexplained.",
