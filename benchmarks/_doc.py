@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from datetime import datetime, timezone
@@ -41,3 +42,12 @@ def write_section(key: str, body: str, doc: Path = DOC, header: str = HEADER) ->
 def write_defenses_section(key: str, body: str) -> None:
     """:func:`write_section` into docs/defenses.md (the robust-training and masking measurements)."""
     write_section(key, body, DEFENSES_DOC, DEFENSES_HEADER)
+
+
+def publish_defenses(key: str, body: str, record: Path, res: dict, write: bool = True) -> None:
+    """Print ``body``; unless ``write`` is false, save ``res`` as JSON to ``record`` and ``body`` as section ``key`` of docs/defenses.md."""
+    print(body)
+    if write:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(res, indent=1))
+        write_defenses_section(key, body)

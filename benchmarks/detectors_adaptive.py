@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DEFENSES_DOC, DEFENSES_HEADER, environment, write_section
+from _doc import environment, publish_defenses
 
 import advlab
 from advlab.attacks import get_attack
@@ -388,12 +388,7 @@ def main() -> None:
         command = ("python benchmarks/detectors_adaptive.py " + " ".join(sys.argv[1:])).strip()
         res = merge(res, out, command) if args.merge else {**res, "commands": [(command, res["environment"],
                                                                               res["seconds"])]}
-    body = report(res)
-    print(body)
-    if not args.no_write:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1))
-        write_section("detectors-adaptive", body, DEFENSES_DOC, DEFENSES_HEADER)
+    publish_defenses("detectors-adaptive", report(res), out, res, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DEFENSES_DOC, DEFENSES_HEADER, environment, write_section
+from _doc import environment, publish_defenses
 
 import advlab
 from advlab.attacks import pgd
@@ -383,12 +383,7 @@ def main() -> None:
                 res["trace"] = trace_joint(Path(tmp) / "lid", args.n)
                 res["sweep"] = confidence_sweep(Path(tmp) / "lid", args.n)
         res["seconds"] = time.perf_counter() - t0
-    body = report(res)
-    print(body)
-    if not args.no_write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=1))
-        write_section("detectors-evaluate", body, DEFENSES_DOC, DEFENSES_HEADER)
+    publish_defenses("detectors-evaluate", report(res), path, res, write=not args.no_write)
 
 
 if __name__ == "__main__":
