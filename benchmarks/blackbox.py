@@ -184,21 +184,16 @@ def part_matrix(n: int = 1000) -> None:
                      "matrix": json.loads((out / "transfer.json").read_text())})
 
 
-def part_doc() -> None:
-    """Write the "Black-box" section of docs/benchmarks.md from the result files of the other parts."""
-    import sys
+def _load(part: str) -> dict | None:
+    """A part's result file, or None where the part has not run."""
+    f = RESULTS / f"blackbox-{part}.json"
+    return json.loads(f.read_text()) if f.exists() else None
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _doc import write_section
 
-    def load(part: str) -> dict | None:
-        f = RESULTS / f"blackbox-{part}.json"
-        return json.loads(f.read_text()) if f.exists() else None
-
-    lines = ["## Black-box and transfer attacks (issue 5)", "",
-             "Shipped lenet-mnist, seed 0; each part is `python benchmarks/blackbox.py PART` and writes "
-             "`benchmarks/results/blackbox-PART.json`; `python benchmarks/blackbox.py doc` rewrites this section.", ""]
-    sq, sq2 = load("square"), load("square-l2")
+def _square_lines() -> list[str]:
+    """The Square Attack table."""
+    lines: list[str] = []
+    sq, sq2 = _load("square"), _load("square-l2")
     if sq:
         lines += ["### Square Attack (score-based)", "",
                   "| norm, ε | images | queries budget | Acc@1 clean | Acc@1 under attack | success | mean / median "
@@ -210,7 +205,13 @@ def part_doc() -> None:
                              f"{r['mean_queries_successful']:.1f} / {r['median_queries_successful']:.0f} | "
                              f"{r['seconds']} |")
         lines.append("")
-    hsj = load("hsj")
+    return lines
+
+
+def _hsj_lines() -> list[str]:
+    """HopSkipJump next to DeepFool and CW."""
+    lines: list[str] = []
+    hsj = _load("hsj")
     if hsj:
         lines += ["### HopSkipJump (decision-based) vs DeepFool and CW, same images", "",
                   f"First {hsj['n']} test images, L2, unbounded (minimal perturbation). Medians over the images the "
@@ -223,7 +224,13 @@ def part_doc() -> None:
                 lines.append(f"| {name} {r['params'] or ''} | {r['success_rate']:.3f} | {r['median_l2_successful']:.3f} "
                              f"| {r['mean_l2_successful']:.3f} | {mq} | {r['seconds']} |")
         lines.append("")
-    sub = load("substitute")
+    return lines
+
+
+def _substitute_lines() -> list[str]:
+    """The substitute transfer attack."""
+    lines: list[str] = []
+    sub = _load("substitute")
     if sub:
         lines += ["### Substitute (Papernot et al. 2017) transfer attack", "",
                   f"Seed set: {sub['seed_images']} test images from index 5000 on (disjoint from the evaluated first "
@@ -242,7 +249,13 @@ def part_doc() -> None:
                   "version it misclassifies. Without the light adversarial training of the substitute (`python "
                   "benchmarks/blackbox.py substitute-plain`; earlier runs) PGD transfer was 0.32–0.43 with the same "
                   "budget.", ""]
-    mat = load("matrix")
+    return lines
+
+
+def _matrix_lines() -> list[str]:
+    """The transferability matrix."""
+    lines: list[str] = []
+    mat = _load("matrix")
     if mat:
         m = mat["matrix"]
         lines += ["### Transferability matrix", "", f"`{mat['command']}` ({mat['seconds']} s); rows: source (crafted "
@@ -252,6 +265,20 @@ def part_doc() -> None:
         for src, row in zip(m["sources"], m["success"], strict=True):
             lines.append(f"| {src} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in row) + " |")
         lines.append("")
+    return lines
+
+
+def part_doc() -> None:
+    """Write the "Black-box" section of docs/benchmarks.md from the result files of the other parts."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _doc import write_section
+
+    lines = ["## Black-box and transfer attacks (issue 5)", "",
+             "Shipped lenet-mnist, seed 0; each part is `python benchmarks/blackbox.py PART` and writes "
+             "`benchmarks/results/blackbox-PART.json`; `python benchmarks/blackbox.py doc` rewrites this section.", ""]
+    lines += _square_lines() + _hsj_lines() + _substitute_lines() + _matrix_lines()
     write_section("blackbox", "\n".join(lines))
 
 
