@@ -236,6 +236,46 @@ def available(lib: str) -> str | None:
         return None
 
 
+def _plan(cases: list[Case], versions: dict, ctx: Ctx, n_all: int) -> tuple[list, list]:
+    """The (case, library, n, runner) jobs to time, and the (case, library, why) pairs skipped."""
+    jobs, skipped = [], []
+    for case in cases:
+        for lib in LIBRARIES:
+            if lib not in case.runners:
+                if case.compare_to is None:  # variants (early stop, channels_last) name only who runs them
+                    skipped.append((case.key, lib, "has no such attack" if versions[lib] else "not installed"))
+                continue
+            if versions[lib] is None:
+                skipped.append((case.key, lib, "not installed"))
+                continue
+            n = min(n_all, case.n_cap.get(lib, n_all))
+            jobs.append((case, lib, n, case.runners[lib](ctx)))
+    return jobs, skipped
+
+
+def _rows(jobs: list, cases: list[Case], median: dict, times: dict, scores: dict, prints: dict, floor_ips: float,
+          view_ratio: float) -> list[dict]:
+    """One row per job: median time, speed, determinism, scores, efficiency against the floor, advlab's speed-up."""
+    rows = []
+    for case, lib, n, _ in jobs:
+        t = median[case.key, lib]
+        row = {"case": case.key, "attack": case.label, "library": lib, "n": n, "seconds": t,
+               "times": times[case.key, lib], "images_per_s": n / t,
+               "deterministic": len(prints[case.key, lib]) == 1, **scores[case.key, lib]}
+        if case.grad_steps:
+            row["floor_efficiency"] = n * case.grad_steps / t / floor_ips
+            if lib == "advlab":  # against the same pass as advlab runs it
+                row["view_floor_efficiency"] = row["floor_efficiency"] * view_ratio
+        rows.append(row)
+    by = {(r["case"], r["library"]): r for r in rows}
+    for row in rows:  # advlab ÷ peer speed, per image (n may differ)
+        case = next(c for c in cases if c.key == row["case"])
+        ref = by.get((case.compare_to or case.key, "advlab"))
+        if row["library"] != "advlab" and ref:
+            row["advlab_speedup"] = (row["seconds"] / row["n"]) / (ref["seconds"] / ref["n"])
+    return rows
+
+
 def run(args, case_list: list[Case] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     x_all, y_all = advlab.load_dataset("mnist", "test")
@@ -246,19 +286,7 @@ def run(args, case_list: list[Case] | None = None) -> dict:
     ctx = Ctx(model, tuple(x_all.shape[1:]), nb_classes, len(x_all))
     versions = {lib: available(lib) for lib in LIBRARIES}
     cases = [c for c in (case_list or CASES) if not args.only or c.key in args.only]
-    jobs = []  # (case, lib, n, runner)
-    skipped = []
-    for case in cases:
-        for lib in LIBRARIES:
-            if lib not in case.runners:
-                if case.compare_to is None:  # variants (early stop, channels_last) name only who runs them
-                    skipped.append((case.key, lib, "has no such attack" if versions[lib] else "not installed"))
-                continue
-            if versions[lib] is None:
-                skipped.append((case.key, lib, "not installed"))
-                continue
-            n = min(len(x_all), case.n_cap.get(lib, len(x_all)))
-            jobs.append((case, lib, n, case.runners[lib](ctx)))
+    jobs, skipped = _plan(cases, versions, ctx, len(x_all))
 
     times: dict[tuple[str, str], list[float]] = {(c.key, lib): [] for c, lib, _, _ in jobs}
     scores: dict[tuple[str, str], dict] = {}
@@ -291,23 +319,8 @@ def run(args, case_list: list[Case] | None = None) -> dict:
     floor_s = statistics.median(floors)
     floor_ips = len(x_all) / floor_s
     view_floor_s = statistics.median(view_floors)
-    rows = []
-    for case, lib, n, _ in jobs:
-        t = statistics.median(times[case.key, lib])
-        row = {"case": case.key, "attack": case.label, "library": lib, "n": n, "seconds": t,
-               "times": times[case.key, lib], "images_per_s": n / t,
-               "deterministic": len(prints[case.key, lib]) == 1, **scores[case.key, lib]}
-        if case.grad_steps:
-            row["floor_efficiency"] = n * case.grad_steps / t / floor_ips
-            if lib == "advlab":  # against the same pass as advlab runs it
-                row["view_floor_efficiency"] = row["floor_efficiency"] * view_floor_s / floor_s
-        rows.append(row)
-    by = {(r["case"], r["library"]): r for r in rows}
-    for row in rows:  # advlab ÷ peer speed, per image (n may differ)
-        case = next(c for c in cases if c.key == row["case"])
-        ref = by.get((case.compare_to or case.key, "advlab"))
-        if row["library"] != "advlab" and ref:
-            row["advlab_speedup"] = (row["seconds"] / row["n"]) / (ref["seconds"] / ref["n"])
+    rows = _rows(jobs, cases, {k: statistics.median(v) for k, v in times.items()}, times, scores, prints,
+                 floor_ips, view_floor_s / floor_s)
     clean = predict_logits(model, x_all)
     return {
         "model": args.model, "n": len(x_all), "repeats": args.repeats, "threads": args.threads, "seed": SEED,
