@@ -210,22 +210,28 @@ def report(res: dict, targets: list[tuple[str, bool]]) -> str:
     if obs:
         lines += ["", "Observations:", ""] + [f"- {s}" for s in obs]
     if rob:
-        lines += ["", f"### On the adversarially trained `{rob['model']}` (first {rob['n']} images, "
-                  f"{rob['repeats']} repeat(s))", "", "Matched settings:", ""]
-        lines += [f"- {c.label}: {rob['settings'][c.key]}" for c in ROBUST_CASES if c.key in rob["settings"]]
-        lines += ["", *table(rob), ""]
-        for key, what in (("autoattack", "10 iterations, as torchattacks ships AutoAttack-standard"),
-                          ("autoattack-100", "100 iterations, as the original AutoAttack")):
-            a, t = _get(rob, key, "advlab"), _get(rob, key, "torchattacks")
-            if a and t:
-                lines.append(f"- {what}: robust accuracy advlab APGD ensemble {a['acc1']:.3f} vs torchattacks "
-                             f"{t['acc1']:.3f} ({100 * (a['acc1'] - t['acc1']):+.1f} points); advlab "
-                             f"{_per_image(t) / _per_image(a):.2f}× torchattacks' speed per image.")
-        a, p40 = _get(rob, "autoattack-100", "advlab"), _get(rob, "pgd", "advlab")
-        if a and p40:
-            lines.append(f"- The 100-iteration ensemble's robust accuracy {a['acc1']:.3f} is "
-                         f"{'≤' if a['acc1'] <= p40['acc1'] else '>'} PGD-40's {p40['acc1']:.3f} on the same images.")
+        lines += _robust_lines(rob)
     return "\n".join(lines)
+
+
+def _robust_lines(rob: dict) -> list[str]:
+    """The robust model's subsection: its settings, its table and the AutoAttack comparisons."""
+    lines = ["", f"### On the adversarially trained `{rob['model']}` (first {rob['n']} images, "
+             f"{rob['repeats']} repeat(s))", "", "Matched settings:", ""]
+    lines += [f"- {c.label}: {rob['settings'][c.key]}" for c in ROBUST_CASES if c.key in rob["settings"]]
+    lines += ["", *table(rob), ""]
+    for key, what in (("autoattack", "10 iterations, as torchattacks ships AutoAttack-standard"),
+                      ("autoattack-100", "100 iterations, as the original AutoAttack")):
+        a, t = _get(rob, key, "advlab"), _get(rob, key, "torchattacks")
+        if a and t:
+            lines.append(f"- {what}: robust accuracy advlab APGD ensemble {a['acc1']:.3f} vs torchattacks "
+                         f"{t['acc1']:.3f} ({100 * (a['acc1'] - t['acc1']):+.1f} points); advlab "
+                         f"{_per_image(t) / _per_image(a):.2f}× torchattacks' speed per image.")
+    a, p40 = _get(rob, "autoattack-100", "advlab"), _get(rob, "pgd", "advlab")
+    if a and p40:
+        lines.append(f"- The 100-iteration ensemble's robust accuracy {a['acc1']:.3f} is "
+                     f"{'≤' if a['acc1'] <= p40['acc1'] else '>'} PGD-40's {p40['acc1']:.3f} on the same images.")
+    return lines
 
 
 def _json_safe(v):
