@@ -96,9 +96,13 @@ def iterative_gradient(
     ``l1_sparsity=None`` the exact maximiser of the linearised loss (:func:`linear_l1_step`).
 
     With ``early_stop`` an example stops at the first iterate the model misclassifies (or
-    classifies as the target) — the same robust accuracy for less work. Each restart attacks
-    only the examples no earlier restart has broken.
+    classifies as the target) — the same robust accuracy for less work. On a model that declares
+    itself ``randomized`` (each call draws new randomness: random resizing, MC dropout, a
+    detector's draws) ``early_stop`` is ignored: a success seen on one draw is no success on the
+    next, so freezing an example there would leave it weaker than the attack could make it. Each
+    restart attacks only the examples no earlier restart has broken.
     """
+    early_stop = early_stop and not bool(getattr(model, "randomized", False))
     run = _Run(model, threat, objective(loss, y, target), success_on_rows(y, target, loss), steps, step_size,
                early_stop, l1_sparsity, grad_fn)
     x = x.detach()
@@ -261,7 +265,8 @@ def pgd(
     gradient steps, L1 steepest sparse steps (``l1_sparsity`` of the coordinates); projection onto
     the ε-ball ∩ bounds after every step. Targeted or not; white-box. ``step_size`` defaults to
     2.5·ε/steps; ``restarts`` re-runs from new random starts on the examples still robust;
-    ``early_stop`` freezes examples once fooled (identical robust accuracy, less work). Cost per
+    ``early_stop`` freezes examples once fooled (identical robust accuracy, less work; ignored on a
+    model that declares itself ``randomized``). Cost per
     restart: ``steps`` forward + backward passes, plus 1 forward to score.
     """
     return iterative_gradient(

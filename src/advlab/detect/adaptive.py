@@ -257,8 +257,6 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
         samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if joint.randomized else 1)
         grad_fn = eot_bpda(samples) if samples > 1 else loss_grad
         run = pgd if attack == "pgd" else apgd
-        if joint.randomized and attack == "pgd":  # a success seen on one draw is no success on the next: never
-            params = {**params, "early_stop": False}  # freeze an example on it, keep ascending every step
         x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=JointLoss(kappa, confidence),
                     grad_fn=grad_fn, **params).x_adv
     with torch.no_grad():
