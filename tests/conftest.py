@@ -44,3 +44,7 @@ def digits_ckpt(tmp_path, digits_mlp):
         "arch_kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64, "mean": 0.3, "std": 0.4},
     })
     return path
+
+
+# The bad-input catalogue's ``files`` fixture (what a user might hand advlab), shared by its three test files.
+from bad_input_helpers import files  # noqa: E402, F401
