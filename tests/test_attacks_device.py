@@ -21,7 +21,8 @@ import torch
 
 from advlab import ThreatModel
 from advlab.attacks import ModelInTrainingMode, choose_targets, get_attack, is_adversarial
-from test_attacks_contract import ATTACK_NORMS, ATTACKS, EPS, TOL, AnyShapeNet, run, small_budget, threat_for
+from attack_contract_helpers import ATTACK_NORMS, ATTACKS, EPS, TOL, run, threat_for
+from test_attacks_contract import AnyShapeNet, small_budget
 
 N_META = 8  # examples per meta run: the point is the device of every tensor, not statistics
 

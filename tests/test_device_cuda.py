@@ -16,15 +16,8 @@ import torch
 
 from advlab._device import setup_cuda_determinism
 from advlab.attacks import get_attack, is_adversarial
-from test_attacks_contract import (
-    ATTACK_NORMS,
-    FIXED_BUDGET_MAX_ACC,
-    MINIMAL_MIN_SUCCESS,
-    TOL,
-    run,
-    small_budget,
-    threat_for,
-)
+from attack_contract_helpers import ATTACK_NORMS, FIXED_BUDGET_MAX_ACC, MINIMAL_MIN_SUCCESS, TOL, run, threat_for
+from test_attacks_contract import small_budget
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 N = 48
