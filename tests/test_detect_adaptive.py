@@ -10,35 +10,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advlab.attacks import pgd
-from advlab.detect import Detector, make_detector
+from advlab.detect import make_detector
 from advlab.detect.adaptive import Joint, JointLoss, TrueClassMerged, adaptive_attack, defended_accuracy, joint_success
 from advlab.detect.base import DETECTORS, register_detector
 from advlab.threat import ThreatModel
+from test_detect_base import _Distance as _BaseDistance
 
 LINF = ThreatModel("linf", 0.3)
 L2 = ThreatModel("l2", float("inf"))
 
 
-class _Distance(Detector):
-    """The test double of tests/test_detect_base.py: distance of the logits from the clean mean logits."""
+class _Distance(_BaseDistance):
+    """tests/test_detect_base.py's double (distance of the logits from the clean mean logits), plus noise."""
 
     name = "test-adaptive-distance"
 
     def __init__(self, noise: float = 0.0) -> None:
         super().__init__()
         self.noise = noise
-        self.register_buffer("centre", torch.zeros(0))
         self.gen = torch.Generator().manual_seed(0)
 
-    def fit(self, model, x_clean, x_adv, x_noisy=None, *, generator=None):  # type: ignore[no-untyped-def]
-        self.bind(model)
-        with torch.no_grad():
-            self.centre = model(x_clean).mean(0)
-        return self
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = (self.model(x) - self.centre).norm(dim=1)
+        d = super().forward(x)
         return d + self.noise * torch.randn(d.shape, generator=self.gen) if self.noise else d
+
+    def config(self) -> dict[str, float]:
+        return {"noise": self.noise}
 
 
 class _Noisy(_Distance):

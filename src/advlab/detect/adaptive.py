@@ -155,9 +155,7 @@ class JointLoss(TaskLoss):
         if target is not None:
             lab, other = _split(out, target)
             return lab - other
-        real = out[:, :-1]
-        true = real.gather(1, y[:, None]).squeeze(1)
-        best_other = real.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+        true, best_other = _split(out[:, :-1], y)
         return best_other - torch.maximum(true, out[:, -1])
 
     @staticmethod
