@@ -68,6 +68,7 @@ from advlab.models.gan import load_generator
 ROOT = Path(__file__).resolve().parent.parent
 REC = "lenet-mnist-defgan-rec"
 VARIANTS = {"orig": ("lenet-mnist", RESULTS / "defense_gan"), "rec": (REC, RESULTS / "defense_gan_rec")}
+SUFFIX = {"adam": "", "momentum": "_momentum"}  # --projection momentum caches in defense_gan_momentum/, ...
 FIGURES = ROOT / "docs" / "figures"
 COMMAND = "python benchmarks/defense_gan.py --threads 1"
 EPS = 0.3
@@ -308,7 +309,7 @@ def _stages(name: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tenso
     """The variant's bare classifier, its defended model and its stages (name → thunk)."""
     loaded = load_model(name)
     bare = loaded.model if isinstance(loaded, Defended) else loaded
-    net = Defended(bare, DefenseGAN(args.generator)).eval()  # = wrap_defense(bare, "defensegan") for wgan-mnist
+    net = Defended(bare, DefenseGAN(args.generator, optimizer=args.projection)).eval()  # = wrap_defense(bare, spec)
     m = args.n_adaptive
     stages = {
         "clean": lambda: stage_clean(bare, net, x, y),
@@ -339,6 +340,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--check-queries", type=int, default=20)
     p.add_argument("--fresh", action="store_true", help="recompute every stage")
     p.add_argument("--generator", default="wgan-mnist", help="generator name or path (default the shipped one)")
+    p.add_argument("--projection", choices=list(SUFFIX), default="adam",
+                   help="the projection's descent: adam (advlab's) or momentum (the authors' released code); "
+                        "momentum caches in defense_gan_momentum/ and defense_gan_rec_momentum/")
     p.add_argument("--no-doc", action="store_true", help="print the section, do not write docs/defenses.md")
     return p.parse_args()
 
@@ -352,6 +356,7 @@ def main() -> None:
     rs: dict[str, dict[str, Any]] = {}
     for v in variants:
         name, cache = VARIANTS[v]
+        cache = cache.with_name(cache.name + SUFFIX[args.projection])
         bare, net, stages = _stages(name, args, x, y)
         todo = args.only.split(",") if args.only else [*FULL.get(v, stages), "figure"]
         for stage in todo:
