@@ -102,7 +102,7 @@ def defensegan_latent(
 ) -> AttackResult:
     """Athalye et al. 2018 §5.3: search Defense-GAN's generator range for a close, misclassified G(z).
 
-    Starts from the projection z* of x (the defense's own L, R and lr; starting points from
+    Starts from the projection z* of x (the defense's own L, R, optimizer and lr; starting points from
     ``generator``), then ``binary_search_steps`` rounds of ``steps`` Adam steps on z, each at a
     per-example constant c. Returns the closest G(z) the classifier misclassifies (by ≥ κ), the
     clean image where none was found; success is the defended model's prediction on the answer
@@ -112,8 +112,7 @@ def defensegan_latent(
     f, transform = defense_gan_parts(model)
     g = transform.generator
     x = x.detach()
-    z0 = torch.cat([project(g, x[i:i + 256], steps=transform.steps, restarts=transform.restarts,
-                            lr=transform.lr, rng=generator)[1] for i in range(0, len(x), 256)])
+    z0 = torch.cat([project(g, x[i:i + 256], rng=generator, **transform.options())[1] for i in range(0, len(x), 256)])
     n = len(x)
     best = (x.clone(), torch.full((n,), math.inf, device=x.device))
     const = torch.full((n,), float(initial_const), device=x.device)

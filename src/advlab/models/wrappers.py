@@ -35,7 +35,7 @@ from torch import nn
 
 from advlab._checks import suggest
 from advlab._device import draw
-from advlab.models.defense_gan import DefenseGAN
+from advlab.models.defense_gan import OPTIMIZERS, STEPS, DefenseGAN
 from advlab.models.transform import Transform, int_arg
 from advlab.physical import jpeg
 
@@ -252,9 +252,16 @@ def declared_input_shape(model: object) -> tuple[int, ...] | None:
     return out
 
 
-def _defense_gan(steps: int | None = None) -> Transform:
-    """Defense-GAN on the shipped ``wgan-mnist`` generator, L = ``steps`` (default ``defense_gan.STEPS``)."""
-    return DefenseGAN() if steps is None else DefenseGAN(steps=steps)
+def _defense_gan(arg: str | None = None) -> Transform:
+    """Defense-GAN on the shipped ``wgan-mnist`` generator; ``arg``: L, OPTIMIZER or OPTIMIZER:L (``momentum:200``)."""
+    if arg is None:
+        return DefenseGAN()
+    colon = ":" in arg
+    opt, steps = arg.split(":", 1) if colon else ("", arg) if arg.isdigit() else (arg, "")
+    if not ((opt in OPTIMIZERS or not (opt or colon)) and (steps.isdigit() or not (steps or colon))):
+        raise ValueError(f"defense: defensegan takes L, OPTIMIZER or OPTIMIZER:L (L an integer, OPTIMIZER one of "
+                         f"{', '.join(map(repr, OPTIMIZERS))}), got {arg!r}")
+    return DefenseGAN(steps=int(steps) if steps else STEPS, optimizer=opt or "adam")
 
 
 TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
@@ -264,7 +271,7 @@ TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
     "gaussian": (GaussianSmoothing, float),
     "jpeg": (JPEG, int),
     "thermometer": (Thermometer, int),
-    "defensegan": (_defense_gan, int),
+    "defensegan": (_defense_gan, str),
 }
 
 
