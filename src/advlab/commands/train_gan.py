@@ -35,7 +35,7 @@ from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
 
 GAN_MODELS = ("wgan",)
 REC_DEFENSE = "defensegan-rec"
-_OPTIONS = ("iterations", "n_critic", "gp_weight", "latent_dim", "hidden", "arch", "channels")
+_OPTIONS = ("iterations", "n_critic", "gp_weight", "latent_dim", "hidden", "arch", "channels", "bn")
 _REC_OPTIONS = {"images": 5000, "test_images": 1000, "steps": STEPS}
 
 
@@ -54,6 +54,10 @@ def gan_config(args: argparse.Namespace) -> GanConfig:
         v = getattr(config, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"-o/--option: {name} must be a positive integer, got {v!r}")
+    if not isinstance(config.bn, bool):
+        raise ValueError(f"-o/--option: bn must be true or false, got {config.bn!r}")
+    if config.arch != "mlp" and not config.bn:
+        raise ValueError("-o/--option: bn=false is an option of the mlp generator only")
     if not isinstance(config.gp_weight, (int, float)) or config.gp_weight < 0:
         raise ValueError(f"-o/--option: gp_weight must be a number >= 0, got {config.gp_weight!r}")
     return config

@@ -50,16 +50,21 @@ class Generator(nn.Module):
         out_shape: The image shape C×H×W.
     """
 
-    def __init__(self, latent_dim: int = 64, hidden: int = 512, out_shape: tuple[int, ...] = (1, 28, 28)) -> None:
+    def __init__(self, latent_dim: int = 64, hidden: int = 512, out_shape: tuple[int, ...] = (1, 28, 28),
+                 bn: bool = True) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
+        self.bn = bool(bn)
         self.out_shape = tuple(int(s) for s in out_shape)
         n_out = 1
         for s in self.out_shape:
             n_out *= s
+        def norm() -> list[nn.Module]:
+            return [nn.BatchNorm1d(hidden)] if self.bn else []
+
         self.net = nn.Sequential(
-            nn.Linear(self.latent_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(self.latent_dim, hidden), *norm(), nn.ReLU(),
+            nn.Linear(hidden, hidden), *norm(), nn.ReLU(),
             nn.Linear(hidden, n_out), nn.Sigmoid(),
         )
 
@@ -155,6 +160,7 @@ class GanConfig:
     seed: int = 0
     arch: str = "mlp"
     channels: int = 32
+    bn: bool = True  # the MLP generator's batch norm (Samangouei et al.'s config: USE_BN False)
 
 
 @dataclass
@@ -229,14 +235,17 @@ def _networks(cfg: GanConfig, shape: tuple[int, ...]) -> tuple[Generator | ConvG
     """A fresh generator and critic of ``cfg.arch`` for images of ``shape`` (C×H×W)."""
     if cfg.arch == "conv":
         return ConvGenerator(cfg.latent_dim, cfg.channels, shape), ConvCritic(shape, cfg.channels)
-    return Generator(cfg.latent_dim, cfg.hidden, shape), Critic(shape, cfg.hidden)
+    return Generator(cfg.latent_dim, cfg.hidden, shape, bn=cfg.bn), Critic(shape, cfg.hidden)
 
 
 def _arch_kwargs(g: Generator | ConvGenerator, config: GanConfig) -> dict[str, Any]:
     """The checkpoint's ``arch_kwargs``: enough to rebuild the generator (``arch`` absent = MLP)."""
     if isinstance(g, ConvGenerator):
         return {"arch": "conv", "latent_dim": g.latent_dim, "channels": g.channels, "out_shape": list(g.out_shape)}
-    return {"latent_dim": g.latent_dim, "hidden": config.hidden, "out_shape": list(g.out_shape)}
+    kw: dict[str, Any] = {"latent_dim": g.latent_dim, "hidden": config.hidden, "out_shape": list(g.out_shape)}
+    if not g.bn:
+        kw["bn"] = False  # absent = with batch norm, as every checkpoint before the option
+    return kw
 
 
 def _build(kw: dict[str, Any]) -> Generator | ConvGenerator:
@@ -246,7 +255,7 @@ def _build(kw: dict[str, Any]) -> Generator | ConvGenerator:
         return ConvGenerator(int(kw["latent_dim"]), int(kw["channels"]), shape)
     if kw.get("arch", "mlp") != "mlp":
         raise ValueError(f"unknown arch {kw['arch']!r}")
-    return Generator(int(kw["latent_dim"]), int(kw["hidden"]), shape)
+    return Generator(int(kw["latent_dim"]), int(kw["hidden"]), shape, bn=bool(kw.get("bn", True)))
 
 
 def _train_loop(g: nn.Module, d: nn.Module, x: torch.Tensor, cfg: GanConfig, progress: bool) -> list[dict[str, float]]:
