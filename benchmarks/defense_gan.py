@@ -347,10 +347,16 @@ def _args() -> argparse.Namespace:
                    help="the projection's descent: adam (advlab's) or momentum (the authors' released code); "
                         "momentum caches in defense_gan_momentum/ and defense_gan_rec_momentum/")
     p.add_argument("--no-doc", action="store_true", help="print the section, do not write docs/defenses.md")
+    p.add_argument("--cache", default=None, help="directory of the stages' records (default by variant and "
+                   "--projection); required with another --generator, whose records must not mix with the shipped one's")
     args = p.parse_args()
     if args.projection != "adam" and not args.only:
         p.error("--projection momentum needs --only STAGES (the section reports the shipped Adam projection and "
                 "reads the momentum records from their own directory)")
+    if args.generator != "wgan-mnist" and not (args.cache and args.only):
+        p.error("--generator other than wgan-mnist needs --cache DIR and --only STAGES (its records are not the section's)")
+    if args.cache and args.variant == "both":
+        p.error("--cache needs one --variant (orig or rec)")
     return args
 
 
@@ -363,7 +369,7 @@ def main() -> None:
     rs: dict[str, dict[str, Any]] = {}
     for v in variants:
         name, cache = VARIANTS[v]
-        cache = cache.with_name(cache.name + SUFFIX[args.projection])
+        cache = Path(args.cache) if args.cache else cache.with_name(cache.name + SUFFIX[args.projection])
         bare, net, stages = _stages(name, args, x, y)
         todo = args.only.split(",") if args.only else [*FULL.get(v, stages), "figure"]
         for stage in todo:
