@@ -28,12 +28,18 @@ CONV_COMMAND = ("advlab train --model wgan --dataset mnist -o arch=conv -o chann
 REF_COMMAND = ("python benchmarks/defense_gan.py --threads 1 --variant orig --only clean,transfer,transfer_fgsm,carried "
                "--projection momentum")
 REF_DIR = "defense_gan_momentum"
+NOBN_COMMAND = ("advlab train --model wgan --dataset mnist -o iterations=5000 -o bn=false --batch-size 64 --lr 1e-4 "
+                "--seed 0 --threads 1 --no-progress --out wgan-mnist-nobn.safetensors")
+NOBN_MEASURE = ("python benchmarks/defense_gan.py --threads 1 --variant orig --only clean,transfer --generator "
+                "wgan-mnist-nobn.safetensors --cache benchmarks/results/defense_gan_nobn")
 # what was measured besides this section's table: (label, records directory)
 TRIED = (
     ("MLP generator, L = 100, R = 5, Orig (lenet-mnist)", "defense_gan_l100r5"),
     ("convolutional generator (`" + CONV_COMMAND + "`, 785 s wall), L = 100, R = 5, Orig", "defense_gan_conv"),
     ("MLP generator, the authors' released projection (momentum SGD 0.7, lr 10 on the per-image mean squared "
      "error, z₀ ~ N(0, I/64), L = 200, R = 10; `" + REF_COMMAND + "`), Orig", REF_DIR),
+    ("MLP generator without batch norm, as the authors' config (USE_BN False; `" + NOBN_COMMAND + "`, 379 s wall), "
+     "L = 200, R = 10, Adam; `" + NOBN_MEASURE + "`, Orig", "defense_gan_nobn"),
 )
 
 
