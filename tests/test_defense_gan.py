@@ -152,7 +152,7 @@ def test_cli_trains_a_generator_and_refuses_bad_options(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "advlab", "train", "--model", "wgan", "--dataset", "digits",
                           "-o", "steps=3", "--out", str(tmp_path / "h.safetensors")],
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "wgan takes iterations, n_critic, gp_weight, latent_dim, hidden, arch, channels, got steps" in bad.stderr
+    assert bad.returncode != 0 and "wgan takes iterations, n_critic, gp_weight, latent_dim, hidden, arch, channels, bn, got steps" in bad.stderr
 
 
 def test_rec_classifier_trains_on_projections_and_loads_behind_the_projection(tmp_path):
