@@ -256,12 +256,15 @@ def _defense_gan(arg: str | None = None) -> Transform:
     """Defense-GAN on the shipped ``wgan-mnist`` generator; ``arg``: L, OPTIMIZER or OPTIMIZER:L (``momentum:200``)."""
     if arg is None:
         return DefenseGAN()
-    colon = ":" in arg
-    opt, steps = arg.split(":", 1) if colon else ("", arg) if arg.isdigit() else (arg, "")
-    if not ((opt in OPTIMIZERS or not (opt or colon)) and (steps.isdigit() or not (steps or colon))):
+    parts = arg.split(":")
+    if len(parts) == 1:
+        opt, steps = ("adam", arg) if arg.isdigit() else (arg, str(STEPS))
+    else:
+        opt, steps = parts[0], ":".join(parts[1:])
+    if opt not in OPTIMIZERS or not steps.isdigit():
         raise ValueError(f"defense: defensegan takes L, OPTIMIZER or OPTIMIZER:L (L an integer, OPTIMIZER one of "
                          f"{', '.join(map(repr, OPTIMIZERS))}), got {arg!r}")
-    return DefenseGAN(steps=int(steps) if steps else STEPS, optimizer=opt or "adam")
+    return DefenseGAN(steps=int(steps), optimizer=opt)
 
 
 TRANSFORMS: dict[str, tuple[Callable[..., Transform], type]] = {
