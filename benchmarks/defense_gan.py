@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFENSES_DOC, DEFENSES_HEADER, environment, write_section
 from defense_gan_report import (
     NAMES,
+    OTHERS,
     RESULTS,
     TRIED,
     athalye_text,
@@ -75,7 +76,6 @@ FIGURES = ROOT / "docs" / "figures"
 COMMAND = "python benchmarks/defense_gan.py --threads 1"
 EPS = 0.3
 FULL = {"rec": ("clean", "transfer", "transfer_fgsm", "bpda", "latent", "latent_margin", "carried", "checks")}  # Rec's
-OTHERS = ("mlp-mnist", "googlenet-mnist")  # independent classifiers that read the purified images in `carried`
 
 
 def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:

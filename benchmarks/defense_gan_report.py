@@ -22,7 +22,7 @@ ATHALYE_EPS = 0.005
 ATHALYE_ACC = 0.55
 MSE_L2, RMS_L2 = math.sqrt(ATHALYE_EPS * PIXELS), ATHALYE_EPS * math.sqrt(PIXELS)
 NAMES = {"orig": "Orig", "rec": "Rec"}
-OTHERS = ("mlp-mnist", "googlenet-mnist")
+OTHERS = ("mlp-mnist", "googlenet-mnist")  # independent classifiers that read the purified images in `carried`
 CONV_COMMAND = ("advlab train --model wgan --dataset mnist -o arch=conv -o channels=16 -o latent_dim=128 "
                 "-o iterations=3000 --batch-size 64 --lr 1e-4 --seed 0 --threads 1 --no-progress --out wgan-conv.safetensors")
 REF_COMMAND = ("python benchmarks/defense_gan.py --threads 1 --variant orig --only clean,transfer,transfer_fgsm,carried "
@@ -211,8 +211,9 @@ def reference_text(adam: dict[str, Any]) -> str:
     c = r.get("carried")
     carried = "" if c is None else (
         f" Its failures are the same kind: on the first {c['n']} images {c['wrong_is_attack_label']:.0%} of its "
-        f"{c['wrong']} wrong purified labels are the attack's own (`mlp-mnist` reads the same projections at "
-        f"{c['mlp-mnist']['on_projection']:.3f}, `googlenet-mnist` at {c['googlenet-mnist']['on_projection']:.3f}).")
+        f"{c['wrong']} wrong purified labels are the attack's own ("
+        + ", ".join(f"`{k}`{' reads the same projections' if i == 0 else ''} at {c[k]['on_projection']:.3f}"
+                    for i, k in enumerate(OTHERS)) + ").")
     return (f"The projection's optimiser, isolated: the authors' released code (github.com/kabkabm/defensegan, "
             f"models/gan.py `reconstruct`) descends by momentum SGD (momentum 0.7, lr 10 on the per-image mean squared "
             f"error in [0, 1], the same scale as advlab's; its ×0.1 decay never fires, its global step is a variable "
@@ -257,6 +258,6 @@ def budget_text(r: dict[str, Any], cw_: dict[str, Any]) -> str:
             f"and succeeds within {MSE_L2:.2f} on {within(MSE_L2):.1%}, within {RMS_L2:.2f} on {within(RMS_L2):.1%}.")
 
 
-__all__ = ["ATHALYE_ACC", "ATHALYE_EPS", "MSE_L2", "NAMES", "RESULTS", "RMS_L2", "TRIED", "at_budget", "athalye_text",
+__all__ = ["ATHALYE_ACC", "ATHALYE_EPS", "MSE_L2", "NAMES", "OTHERS", "RESULTS", "RMS_L2", "TRIED", "at_budget", "athalye_text",
            "base_acc", "budget_text", "carried_text", "checks_text", "kept_text", "latent_text", "load_records",
            "reference_text", "table", "tried_line"]

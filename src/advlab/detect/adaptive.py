@@ -204,12 +204,12 @@ class TrueClassMerged(nn.Module):
             raise ValueError(f"TrueClassMerged: bound to a batch of {len(self.y)} labels, called on {len(x)} inputs")
         out: torch.Tensor = self.joint(x)
         real, extra = out[:, :-1], out[:, -1]
-        true, other = _split(real, self.y)
         if self.confidence > 0:
+            true, other = _split(real, self.y)
             raised = true + self.confidence
             col = torch.where(other - true >= self.confidence, torch.maximum(raised, extra), raised)
-        else:
-            col = torch.maximum(true, extra)
+        else:  # (CW calls this every step: no best-other column where none is needed)
+            col = torch.maximum(real.gather(1, self.y[:, None]).squeeze(1), extra)
         return real.scatter(1, self.y[:, None], col[:, None])
 
 
@@ -243,7 +243,7 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
     randomized detector).
     """
     _check_inputs(x, y, threat, attack)
-    JointLoss(kappa, confidence)  # (checks both)
+    loss = JointLoss(kappa, confidence)  # (checks both; the PGD/APGD loss)
     if attack == "cw" and confidence and target is not None:
         raise ValueError("confidence: the confident-first CW is untargeted; a targeted cw takes kappa")
     joint = Joint(model, detector, threshold=threshold, scale=scale)
@@ -255,7 +255,7 @@ def adaptive_attack(model: nn.Module, detector: Detector, x: torch.Tensor, y: to
         samples = eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if joint.randomized else 1)
         grad_fn = eot_bpda(samples) if samples > 1 else loss_grad
         run = pgd if attack == "pgd" else apgd
-        x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=JointLoss(kappa, confidence),
+        x_adv = run(joint, x, y, threat, target=target, generator=generator, loss=loss,
                     grad_fn=grad_fn, **params).x_adv
     with torch.no_grad():
         success = JointLoss(kappa).success(joint(x_adv), y, target)

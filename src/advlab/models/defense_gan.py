@@ -116,20 +116,20 @@ def project(generator: nn.Module, x: torch.Tensor, *, steps: int = STEPS, restar
     start = _starts(d, n, restarts, optimizer, init_std, rng, z0, x.device)
     target = x.detach().unsqueeze(0).expand(restarts, *x.shape).reshape(restarts * n, *x.shape[1:])
     z = start.reshape(restarts * n, d).clone().requires_grad_(True)
+    mean = None  # Adam: the sum of squares; momentum: the per-image mean (1 / pixels)
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam([z], lr=LR if lr is None else lr)
-        scale = 1.0
     else:
         opt = torch.optim.SGD([z], lr=REF_LR if lr is None else lr, momentum=REF_MOMENTUM)
-        scale = 1.0 / max(1, x[0].numel())  # the per-image mean, not the sum
+        mean = 1.0 / max(1, x[0].numel())
     last = None
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             out = generator(z)
             err = (out - target).flatten(1).pow(2).sum(1)
             opt.zero_grad(set_to_none=True)
-            (err.sum() * scale).backward()
-            if optimizer == "momentum":  # the reference returns the image this step started from
+            (err.sum() if mean is None else err.sum() * mean).backward()
+            if mean is not None and step == steps - 1:  # the reference returns the image its last step started from
                 last = (out.detach(), z.detach().clone(), err.detach())
             opt.step()
     with torch.no_grad():
