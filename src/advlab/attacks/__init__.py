@@ -39,6 +39,7 @@ from advlab.attacks.random_search import square
 from advlab.attacks.registry import (
     AttackInfo,
     AttackResult,
+    NoInputGradient,
     get_attack,
     list_attacks,
     register_attack,
@@ -58,6 +59,7 @@ __all__ = [
     "DetectionLoss",
     "FastViewSkipped",
     "ModelInTrainingMode",
+    "NoInputGradient",
     "Patch",
     "PatchScore",
     "SegmentationLoss",

@@ -36,7 +36,7 @@ from advlab._checks import NonNegFloat, PositiveInt
 from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER
 from advlab.attacks.gradient import GRADIENT_NORMS
 from advlab.attacks.losses import Loss, ce_loss
-from advlab.attacks.registry import AttackResult, get_attack, register_attack
+from advlab.attacks.registry import AttackResult, NoInputGradient, get_attack, register_attack
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -45,6 +45,7 @@ UNHEALTHY_SHARE = 0.1  # a gradient is unhealthy when at least this share of inp
 SUM_RTOL = 1e-3  # rows summing to the same value within this (relative): probabilities, not logits
 MAX_BREAKS = 3  # stand-ins placed before giving up
 TINY = 1e-30  # floor of a probability before its logarithm
+OUTPUT = "(output)"  # the module of a stand-in at the model's output itself (no submodule has this name)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class Fix:
         """E.g. ``identity from the input to net's input``."""
         if self.kind == "enable-grad":
             return f"autograd switched on inside {self.module}"
-        return f"identity from {self.source or 'the input'} to {self.module}'s input"
+        to = "the model's output" if self.module == OUTPUT else f"{self.module}'s input"
+        return f"identity from {self.source or 'the input'} to {to}"
 
 
 @dataclass
@@ -152,11 +154,13 @@ def _submodules(model: Any) -> dict[str, nn.Module]:
 
 
 @contextmanager
-def _hooks(mods: dict[str, nn.Module], fixes: list[Fix], x: torch.Tensor, trace: _Trace | None) -> Iterator[None]:
+def _hooks(mods: dict[str, nn.Module], fixes: list[Fix], x: torch.Tensor,
+           trace: _Trace | None) -> Iterator[dict[str, torch.Tensor]]:
     """Place the stand-ins of ``fixes`` (and record a trace) for the forward passes inside the block.
 
     Only a trace hooks every submodule; an attack's forward pass (no trace) hooks the stand-ins'
-    modules and their sources alone, and nothing at all where there is no stand-in.
+    modules and their sources alone, and nothing at all where there is no stand-in. Yields the
+    sources' outputs as they are captured (for a stand-in at the model's output).
     """
     captured: dict[str, torch.Tensor] = {"": x}
     handles = []
@@ -192,7 +196,7 @@ def _hooks(mods: dict[str, nn.Module], fixes: list[Fix], x: torch.Tensor, trace:
 
         handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
     try:
-        yield
+        yield captured
     finally:
         for h in handles:
             h.remove()
@@ -200,8 +204,12 @@ def _hooks(mods: dict[str, nn.Module], fixes: list[Fix], x: torch.Tensor, trace:
 
 def _logits(model: Model, mods: dict[str, nn.Module], x: torch.Tensor, fixes: list[Fix], probabilities: bool,
             trace: _Trace | None = None) -> torch.Tensor:
-    with _hooks(mods, fixes, x, trace):
+    with _hooks(mods, fixes, x, trace) as captured:
         out = model(x)
+    at_output = [f.source for f in fixes if f.module == OUTPUT]
+    if at_output and torch.is_grad_enabled():
+        s = captured[at_output[0]]
+        out = out.detach() + (s - s.detach()).to(out.dtype)
     return torch.log(out.clamp_min(TINY)) if probabilities else out
 
 
@@ -220,7 +228,7 @@ def _next_fix(model: Model, x: torch.Tensor, y: torch.Tensor, fixes: list[Fix], 
         except RuntimeError:
             return False, None
         if not z.requires_grad:
-            return False, _cut_fix(trace, xr)
+            return False, _cut_fix(trace, xr) or _output_fix(trace, z)
         want: list[torch.Tensor] = [xr] + [u for u in trace.inputs if u is not None and u.requires_grad]
         grads = torch.autograd.grad(ce_loss(z, y).sum(), want, allow_unused=True)
     if not unhealthy(grads[0]):
@@ -254,6 +262,19 @@ def _cut_fix(trace: _Trace, x: torch.Tensor) -> Fix | None:
     for name, u in zip(trace.names, trace.inputs, strict=True):
         if u is not None and not _connected(u):
             return _identity_fix(trace, x, name, u)
+    return None
+
+
+def _output_fix(trace: _Trace, z: torch.Tensor) -> Fix | None:
+    """Straight-through into the model's output from the latest connected submodule output of its shape.
+
+    For a break after the last submodule (numpy or ``.detach()`` on the logits inside ``forward``),
+    where no submodule's input is cut off.
+    """
+    for src in reversed(trace.order):
+        s = trace.outputs[src]
+        if _connected(s) and s.shape == z.shape:
+            return Fix(OUTPUT, "identity", src)
     return None
 
 
@@ -333,7 +354,14 @@ def pgd_bpda(
     restart, and four probing passes.
     """
     adaptive = get_attack("pgd-adaptive").fn  # (its undecorated function: the inputs are checked already)
-    return adaptive(auto_bpda(model, x, y), x, y, threat, target=target, generator=generator, steps=steps,
+    view = auto_bpda(model, x, y)
+    if view.found.leaves_autograd and leaves_autograd(view.bpda, x[:PROBE_N]):
+        raise NoInputGradient(
+            "pgd-bpda: the model's output leaves autograd where no stand-in fits (inside its forward itself, "
+            f"after its last submodule; stand-ins found: {view.found.describe()}), so no gradient reaches the "
+            "input; wrap the non-differentiable step in a submodule or declare it (differentiable = False and a "
+            "bpda() stand-in), or use a black-box attack (square, hopskipjump)")
+    return adaptive(view, x, y, threat, target=target, generator=generator, steps=steps,
                     step_size=step_size, restarts=restarts, loss=loss, eot_samples=eot_samples, early_stop=early_stop)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from advlab.attacks import get_attack
+from advlab.attacks import NoInputGradient, get_attack
 from advlab.attacks.adaptive import needs_bpda, needs_eot
 from advlab.attacks.autobpda import PROBE_N, returns_probabilities
 from advlab.evaluation.checks import MARGIN
@@ -139,13 +139,20 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: flo
         if step is HSJ and not any(code in COMPARISONS for code in left):
             continue
         t0 = time.perf_counter()
-        run.add_jobs([step.job(run.config["norm"], eps)])
+        job = step.job(run.config["norm"], eps)
+        try:
+            run.add_jobs([job])
+        except NoInputGradient as e:  # (pgd-bpda found no route around the break: the next steps still run)
+            run.forget_added(job)
+            why, ran = f"{why}; not run: {e}", False
+        else:
+            ran = True
         after = _own_accuracy(run, idx, eps)
         records.append({"step": step.label, "attack": step.attack, "params": dict(step.params), "why": why,
                         "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": after,
-                        "seconds": round(time.perf_counter() - t0, 2)})
+                        "seconds": round(time.perf_counter() - t0, 2), "ran": ran})
         own = after
-        if step is BPDA:
+        if step is BPDA and ran:
             routed |= ROUTES
         if step is SQUARE:
             routed.add("GM09")

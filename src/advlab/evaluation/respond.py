@@ -41,7 +41,8 @@ ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE, APGD-DLR, APGD-T and Square st
 ENSEMBLE_BORDERLINE = 0.25
 ENSEMBLE = "apgd-ensemble"
 WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
-                     "the black-box, transfer and automatic-BPDA attacks were")
+                     "the escalation's transfer, automatic-BPDA and black-box attacks stand in for them where "
+                     "they can run (see its steps)")
 
 
 def add_cost(run: Run, phase: str, seconds: float) -> None:

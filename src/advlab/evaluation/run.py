@@ -191,6 +191,15 @@ class Run:
         self.store.set_meta("added_params", params)
         self.jobs(jobs)
 
+    def forget_added(self, job: Job) -> None:
+        """Take back an added job that could not run (kept where any of its batches was stored)."""
+        if self.store.done_batches(job.key):
+            return
+        self.store.set_meta("added", [d for d in self.store.get_meta("added") or [] if Job.from_dict(d).key != job.key])
+        params = self.store.get_meta("added_params") or {}
+        params.pop(job.key, None)
+        self.store.set_meta("added_params", params)
+
     def put_partial(self, name: str, idx: torch.Tensor, x_adv: torch.Tensor, eps: float, minimal: bool,
                     seconds: float = 0.0) -> dict[str, Any]:
         """Store an attack that ran on the examples ``idx`` only (a check's); returns its meta entry."""

@@ -48,12 +48,29 @@ def _import(module: str, spec: str) -> object:
             sys.modules[name] = mod
             loader.loader.exec_module(mod)
             return mod
-        return importlib.import_module(module)
+        return _import_dotted(module)
     except ValueError:
         raise
     except Exception as e:  # the module's own failure, in one line
         text = " ".join(str(e).split())[:200]
         raise ValueError(f"model: {spec}: cannot import {module} ({type(e).__name__}: {text})") from None
+
+
+def _import_dotted(module: str) -> object:
+    """``importlib.import_module``, falling back on the current folder as ``python -m`` would.
+
+    The ``advlab`` console script does not put the current folder on ``sys.path`` (``python -m
+    advlab`` and ``torchrun -m advlab`` do), so a module beside the user is looked for there too when
+    it is found nowhere else: the folder is appended, after the installed packages, never before them.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(module)
 
 
 def _keys_text(keys: list[str]) -> str:
