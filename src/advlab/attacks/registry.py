@@ -34,6 +34,7 @@ import torch
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import prepare
+from advlab.attacks.guard import check_io
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
@@ -186,7 +187,7 @@ class AttackInfo:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         bound = self.bind(params)
-        net, logits = prepare(model, x)
+        net, logits = prepare(check_io(model, x), x)
         self.check_outputs(logits, y, target, task=task)
         try:
             return self.fn(net, x, y, threat, target=target, generator=generator, **bound)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
+from advlab.attacks.guard import check_io
 from advlab.attacks.registry import check_finite_logits
 from advlab.detect.adaptive import adaptive_attack
 from advlab.detect.base import Detector
@@ -59,7 +60,8 @@ class Run:
     detector: Detector | None = None  # the reject option: each input's score and decision are stored too
 
     def __post_init__(self) -> None:
-        self.net = inference_view(self.net)  # warns once for a model in training mode
+        # warns once for a model in training mode, and for one whose forward changes its input in place
+        self.net = check_io(inference_view(self.net), self.x)
 
     @property
     def batch_size(self) -> int:

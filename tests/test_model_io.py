@@ -1,0 +1,81 @@
+"""A user's model that returns something other than logits, or changes its input in place (advlab.attacks.guard)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advlab import evaluate
+from advlab.attacks import get_attack
+from advlab.attacks.guard import InputCopy, ModelChangesInput, check_io
+from advlab.threat import ThreatModel
+
+LINF = ThreatModel("linf", 0.3)
+
+
+class InPlaceNormalise(nn.Module):
+    """The digits MLP behind a normalisation written in place on the caller's tensor (and undone inside)."""
+
+    randomized = False  # a declared flag, read through the copy
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.sub_(0.5).mul_(2.0)
+        return self.mlp(x / 2.0 + 0.5)
+
+
+class LogitsAndProbabilities(nn.Module):
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.mlp(x)
+        return z, z.softmax(1)
+
+
+def test_an_in_place_forward_gets_a_copy_and_the_plain_models_numbers(digits, digits_mlp):
+    _, _, x, y = digits
+    x, y = x[:100].clone(), y[:100]
+    before = x.clone()
+    model = InPlaceNormalise(digits_mlp).eval()
+    with pytest.warns(ModelChangesInput, match="changes its input in place"):
+        got = get_attack("pgd")(model, x, y, LINF, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)  # the caller's images are untouched
+    want = get_attack("pgd")(digits_mlp, x, y, LINF, generator=torch.Generator().manual_seed(0))
+    assert float((got.x_adv - want.x_adv).abs().max()) <= 1e-5
+    assert torch.equal(got.success, want.success)
+    assert float((got.x_adv - x).abs().max()) <= 0.3 + 1e-6
+
+
+def test_the_evaluation_of_an_in_place_forward_is_the_plain_models(digits, digits_mlp):
+    _, _, x, y = digits
+    kw = {"n": 60, "progress": False, "checks": False, "ensemble": False}
+    with pytest.warns(ModelChangesInput):
+        ev = evaluate(InPlaceNormalise(digits_mlp).eval(), (x, y), ["fgsm", "pgd"], [0.1, 0.3], **kw)
+    ref = evaluate(digits_mlp, (x, y), ["fgsm", "pgd"], [0.1, 0.3], **kw)
+    assert [(r.attack, r.eps, r.acc1_clean, r.acc1_adv) for r in ev.rows] == [
+        (r.attack, r.eps, r.acc1_clean, r.acc1_adv) for r in ref.rows]
+
+
+def test_the_copy_reads_the_models_declarations_through(digits_mlp):
+    wrapped = InputCopy(InPlaceNormalise(digits_mlp).eval())
+    assert wrapped.randomized is False and not wrapped.training
+    assert check_io(wrapped, torch.rand(2, 1, 8, 8)) is wrapped  # checked once, not wrapped twice
+
+
+def test_an_honest_model_is_returned_as_it_is(digits_mlp):
+    assert check_io(digits_mlp, torch.rand(3, 1, 8, 8)) is digits_mlp
+
+
+def test_a_model_that_returns_a_tuple_fails_in_one_line(digits, digits_mlp):
+    _, _, x, y = digits
+    model = LogitsAndProbabilities(digits_mlp).eval()
+    for call in (lambda: get_attack("fgsm")(model, x[:8], y[:8], LINF),
+                 lambda: evaluate(model, (x, y), ["fgsm"], [0.3], n=20, progress=False)):
+        with pytest.raises(ValueError, match=r"^model: LogitsAndProbabilities returns a tuple, not a tensor of logits"):
+            call()
