@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from advlab import evaluate
 from advlab.attacks import get_attack
-from advlab.attacks.guard import InputCopy, ModelChangesInput, check_io
+from advlab.attacks.guard import InputCast, InputCopy, ModelChangesInput, ModelDtype, check_io
 from advlab.threat import ThreatModel
 
 LINF = ThreatModel("linf", 0.3)
@@ -79,3 +81,27 @@ def test_a_model_that_returns_a_tuple_fails_in_one_line(digits, digits_mlp):
                  lambda: evaluate(model, (x, y), ["fgsm"], [0.3], n=20, progress=False)):
         with pytest.raises(ValueError, match=r"^model: LogitsAndProbabilities returns a tuple, not a tensor of logits"):
             call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("attack", ["pgd", "square"])
+def test_a_model_in_another_dtype_is_attacked_through_a_cast(dtype, attack, digits, digits_mlp):
+    _, _, x, y = digits
+    x, y = x[:60], y[:60]
+    model = copy.deepcopy(digits_mlp).to(dtype)
+    kw = {"max_queries": 200} if attack == "square" else {}
+    with pytest.warns(ModelDtype, match=f"computes in {dtype}"):
+        r = get_attack(attack)(model, x, y, LINF, generator=torch.Generator().manual_seed(0), **kw)
+    assert r.x_adv.dtype == torch.float32 and float((r.x_adv - x).abs().max()) <= 0.3 + 1e-6
+    with torch.no_grad():
+        fooled = model(r.x_adv.to(dtype)).argmax(1) != y
+    assert torch.equal(r.success, fooled)  # success is the model's own reading, in its own dtype
+    assert float(r.success.float().mean()) > 0.5
+    assert next(model.parameters()).dtype == dtype  # the model is left as it is
+
+
+def test_the_cast_returns_logits_in_the_images_dtype(digits_mlp):
+    wrapped = InputCast(copy.deepcopy(digits_mlp).double(), torch.float64)
+    x = torch.rand(4, 1, 8, 8)
+    assert wrapped(x).dtype == torch.float32
+    assert torch.allclose(wrapped(x), digits_mlp(x), atol=1e-5)

@@ -34,8 +34,12 @@ class ModelChangesInput(UserWarning):
     """The model's forward changes its input in place: advlab hands it a copy of each input."""
 
 
-class InputCopy(nn.Module):
-    """``model`` called on a copy of its input; the model's own attributes (``bpda``, flags) read through."""
+class ModelDtype(UserWarning):
+    """The model computes in another floating dtype than the images: advlab casts its inputs and logits."""
+
+
+class _Adapter(nn.Module):
+    """``model`` behind a change of how it is called; the model's own attributes (``bpda``, flags) read through."""
 
     _advlab_io_checked = True
 
@@ -44,9 +48,6 @@ class InputCopy(nn.Module):
         self.model = model
         self.training = model.training
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        return self.model(x.clone(), *args, **kwargs)
-
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
@@ -54,13 +55,52 @@ class InputCopy(nn.Module):
             return getattr(self._modules["model"], name)
 
 
+class InputCopy(_Adapter):
+    """``model`` called on a copy of its input (its forward changes its input in place)."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        return self.model(x.clone(), *args, **kwargs)
+
+
+class InputCast(_Adapter):
+    """``model`` called on its input cast to ``dtype`` (a new tensor), its logits cast back to the input's dtype."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__(model)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        out = self.model(x.to(self.dtype, copy=True), *args, **kwargs)
+        return out.to(x.dtype) if isinstance(out, torch.Tensor) else out
+
+
+def _run(model: nn.Module, x: torch.Tensor) -> Any:
+    """The model's output on ``x`` under forked random streams and no autograd, or the exception it raised."""
+    try:
+        with rng_sandbox(x.device), torch.no_grad():
+            return model(x)
+    except Exception as e:  # (the caller decides: try another dtype, or leave it to the attack)
+        return e
+
+
+def _own_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (else buffer), or None."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
 def check_io(model: Any, x: torch.Tensor) -> Any:
-    """``model``, or :class:`InputCopy` of it where its forward changes its input in place.
+    """``model``, or an adapter of it that keeps the contract an attack relies on.
 
     Runs a copy of ``model`` once on a copy of ``x[:2]`` (once per model: a model found to keep the
-    contract is remembered, weakly). Anything that is not an ``nn.Module``
-    (a BlackBox, a function), a model that cannot be copied, or one whose copy raises on the
-    probe is returned as it is: the attack then meets the problem and reports it.
+    contract is remembered, weakly). Where that raises and the model's parameters are of another
+    floating dtype than ``x`` (``model.double()``, ``model.bfloat16()``) and the probe cast to it
+    runs, the model is run through :class:`InputCast` (a :class:`ModelDtype` warning). Where its
+    forward changes its input, through :class:`InputCopy`. Anything that is not an ``nn.Module``
+    (a BlackBox, a function), a model that cannot be copied, or one whose copy still raises is
+    returned as it is: the attack then meets the problem and reports it.
 
     Raises:
         ValueError: The model's output is not a tensor of logits.
@@ -68,19 +108,29 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     if (not isinstance(model, nn.Module) or getattr(model, "_advlab_io_checked", False) or model in _HONEST
             or len(x) == 0):
         return model
-    probe = x[:2].detach()
-    given = probe.clone()
+    probe, name = x[:2].detach(), type(model).__name__
     try:
         copied = Tree().module(model, "")
-        with rng_sandbox(probe.device), torch.no_grad():
-            out = copied(given)
-    except Exception:  # (the model's own failure: reported by the attack, where it has context)
+    except Exception:  # (copying is the fast view's business too: it reports it)
         return model
-    name = type(model).__name__
+    given = probe.clone()
+    out = _run(copied, given)
+    dtype = _own_dtype(model)
+    if isinstance(out, Exception) and probe.is_floating_point() and dtype is not None and dtype != probe.dtype:
+        given = probe.to(dtype, copy=True)
+        out = _run(copied, given)
+        if not isinstance(out, Exception):
+            warnings.warn(f"advlab: {name} computes in {dtype}, the images are {probe.dtype}; advlab casts every "
+                          f"input to {dtype} and the logits back", ModelDtype, stacklevel=_caller_level())
+            model = InputCast(model, dtype)  # (a new tensor per call: an in-place forward changes only it)
+    if isinstance(out, Exception):
+        return model
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"model: {name} returns a {type(out).__name__}, not a tensor of logits; give advlab a "
                          "model whose forward returns the logits alone (for example a wrapper returning "
                          "model(x)[0], or model(x).logits)")
+    if isinstance(model, InputCast):
+        return model
     if not torch.equal(given, probe):
         warnings.warn(f"advlab: {name}'s forward changes its input in place; advlab hands it a copy of every "
                       "input (write x = x - mean, not x.sub_(mean), to silence this)", ModelChangesInput,
@@ -90,4 +140,4 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     return model
 
 
-__all__ = ["InputCopy", "ModelChangesInput", "check_io"]
+__all__ = ["InputCast", "InputCopy", "ModelChangesInput", "ModelDtype", "check_io"]
