@@ -105,3 +105,15 @@ def test_the_cast_returns_logits_in_the_images_dtype(digits_mlp):
     x = torch.rand(4, 1, 8, 8)
     assert wrapped(x).dtype == torch.float32
     assert torch.allclose(wrapped(x), digits_mlp(x), atol=1e-5)
+
+
+def test_a_single_logit_binary_classifier_is_told_how_to_be_attacked(digits, digits_mlp):
+    _, _, x, y = digits
+
+    class IsZero(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            z = digits_mlp(t)
+            return z[:, :1] - z[:, 1:].logsumexp(1, keepdim=True)
+
+    with pytest.raises(ValueError, match=r"for this model's 1 outputs, .*return torch\.cat\(\[-z, z\], 1\)"):
+        get_attack("pgd")(IsZero().eval(), x[:8], (y[:8] == 0).long(), LINF)
