@@ -117,3 +117,14 @@ def test_a_single_logit_binary_classifier_is_told_how_to_be_attacked(digits, dig
 
     with pytest.raises(ValueError, match=r"for this model's 1 outputs, .*return torch\.cat\(\[-z, z\], 1\)"):
         get_attack("pgd")(IsZero().eval(), x[:8], (y[:8] == 0).long(), LINF)
+
+
+def test_logits_that_are_not_a_matrix_are_refused_in_one_line(digits, digits_mlp):
+    _, _, x, y = digits
+
+    class Spatial(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return digits_mlp(t)[:, :, None, None]
+
+    with pytest.raises(ValueError, match=r"^model: returns outputs of shape \(2, 10, 1, 1\) .*z\.flatten\(1\)"):
+        get_attack("fgsm")(Spatial().eval(), x[:8], y[:8], LINF)

@@ -242,8 +242,12 @@ class AttackInfo:
     def check_outputs(self, logits: torch.Tensor | None, labels: torch.Tensor, target: torch.Tensor | None, *,
                       task: str | None = None) -> None:
         """Check the model's logits on a couple of the inputs (computed on copies; None: skipped) against the labels."""
-        if logits is None or (task or self.task) != "classification" or logits.dim() != 2:
+        if logits is None or (task or self.task) != "classification":
             return
+        if logits.dim() != 2:
+            squeeze = logits.dim() > 2 and all(n == 1 for n in logits.shape[2:])
+            raise ValueError(f"model: returns outputs of shape {tuple(logits.shape)} for {len(logits)} images; a "
+                             "classifier must return N×K logits" + (" (flatten them: z.flatten(1))" if squeeze else ""))
         check_finite_logits(logits, "on the attacked inputs")
         check_class_range("y", labels, logits.shape[1])
         if target is not None:
