@@ -48,9 +48,9 @@ def test_a_model_that_leaves_autograd_is_evaluated_not_crashed_on(make, digits, 
     assert set(ev.meta["skipped"]["jobs"]) == {"fgsm|linf|0.3", "pgd|linf|0.3"}
     assert "GM09" in ev.meta["skipped"]["why"]  # ... and the evaluation says why
     assert [c["code"] for c in ev.checks if c["fired"]] == ["GM09"]
-    assert "pgd-bpda" in attacks
-    last = ev.meta["escalation"][-1]  # it stops once the black box ran or nothing on the subset is left
-    assert last["step"] == "square-5000" or last["subset_acc1_after"] == 0
+    assert {r.eps for r in ev.rows if r.attack == "pgd-bpda"} == set(EPS)  # over the sweep, in their place
+    steps = ev.meta["escalation"]  # it stops once the black box ran or nothing on the subset is left
+    assert not steps or steps[-1]["step"] == "square-5000" or steps[-1]["subset_acc1_after"] == 0
     undefended = _eval(digits_mlp, digits, attacks=["pgd"], checks=False, ensemble=False)
     assert abs(_row(ev, "worst-case").acc1_adv - _row(undefended, "worst-case").acc1_adv) <= 0.05
 
@@ -123,7 +123,8 @@ def test_report_says_what_was_added_why_and_what_it_cost(tmp_path, digits, digit
     md, html = render_report(tmp_path / "run")
     text = md.read_text()
     assert "white-box rows not computed | pgd | GM09" in text
-    assert "escalation: pgd-bpda" in text and "## Where the worst case came from" in text
+    assert "over the sweep: pgd-bpda | PGD through the automatic stand-in" in text
+    assert "## Where the worst case came from" in text
     assert "## Cost" in text and "The checks and the escalation took" in text
     assert 'id="added"' in html.read_text() and 'id="costs"' in html.read_text()
 

@@ -93,7 +93,8 @@ def test_pgd_bpda_routes_through_numpy_on_the_logits(digits, digits_mlp):
 
 def test_the_evaluation_goes_on_past_a_break_no_stand_in_fits(digits, digits_mlp):
     _, _, x, y = digits
-    ev = evaluate(NumpyHead(digits_mlp).eval(), (x, y), ["noise", "pgd"], [0.3], n=60, progress=False, check_n=40)
+    # (a small ε: the sweep's Square leaves the subset unbroken, so the escalation reaches pgd-bpda)
+    ev = evaluate(NumpyHead(digits_mlp).eval(), (x, y), ["noise", "pgd"], [0.02], n=60, progress=False, check_n=40)
     steps = {s["step"]: s for s in ev.meta["escalation"]}
     assert not steps["pgd-bpda"]["ran"] and "not run: pgd-bpda:" in steps["pgd-bpda"]["why"]
     attacks = {r.attack for r in ev.rows}
@@ -114,3 +115,29 @@ def test_a_module_beside_the_user_imports_from_the_current_folder(tmp_path, monk
     assert sys.path[-1] == str(tmp_path)  # after the installed packages, never before them
     with pytest.raises(ValueError, match="cannot import no_such_module_here"):
         load_factory("no_such_module_here:make")
+
+
+def test_a_model_that_leaves_autograd_gets_pgd_bpda_over_the_whole_sweep(digits, digits_mlp):
+    _, _, x, y = digits
+    kw = {"n": 120, "progress": False, "check_n": 40}
+    ev = evaluate(NumpyTemperature(digits_mlp).eval(), (x, y), ["pgd"], [0.1, 0.3], **kw)
+    assert ev.meta["skipped"]["jobs"] == ["pgd|linf|0.1", "pgd|linf|0.3"]
+    bpda = {r.eps: r.acc1_adv for r in ev.rows if r.attack == "pgd-bpda"}
+    assert sorted(bpda) == [0.1, 0.3]  # a row at every ε, not only the largest
+    assert [s["step"] for s in ev.meta["escalation"]].count("pgd-bpda") == 0  # (not run twice at the largest)
+    twin = evaluate(digits_mlp, (x, y), ["pgd-adaptive"], [0.1, 0.3], checks=False, ensemble=False, **kw)
+    for r in twin.rows:
+        if r.attack == "pgd-adaptive":
+            assert abs(bpda[r.eps] - r.acc1_adv) <= 0.05, (r.eps, bpda[r.eps], r.acc1_adv)
+
+
+def test_without_a_route_square_runs_over_the_sweep(tmp_path, digits, digits_mlp):
+    from advlab.report.render import render_report
+
+    _, _, x, y = digits
+    ev = evaluate(NumpyHead(digits_mlp).eval(), (x, y), ["pgd"], [0.1, 0.3], n=40, progress=False, check_n=20,
+                  out=tmp_path / "run")
+    assert sorted(r.eps for r in ev.rows if r.attack == "square") == [0.1, 0.3]
+    md, _ = render_report(tmp_path / "run")
+    text = md.read_text()
+    assert "over the sweep: square | pgd-bpda: the model's output leaves autograd where no stand-in fits" in text

@@ -327,6 +327,17 @@ def auto_bpda(model: Model, x: torch.Tensor, y: torch.Tensor) -> AutoBPDA:
     return AutoBPDA(model, probe(model, x, y))
 
 
+def route(model: Model, x: torch.Tensor, y: torch.Tensor) -> tuple[AutoBPDA, str | None]:
+    """:func:`auto_bpda`'s view, and why no gradient reaches the input through it (None where one does)."""
+    view = auto_bpda(model, x, y)
+    if not (view.found.leaves_autograd and leaves_autograd(view.bpda, x[:PROBE_N])):
+        return view, None
+    return view, ("pgd-bpda: the model's output leaves autograd where no stand-in fits (inside its forward itself, "
+                  f"after its last submodule; stand-ins found: {view.found.describe()}), so no gradient reaches the "
+                  "input; wrap the non-differentiable step in a submodule or declare it (differentiable = False "
+                  "and a bpda() stand-in), or use a black-box attack (square, hopskipjump)")
+
+
 @register_attack("pgd-bpda", kind="white-box", norms=GRADIENT_NORMS, targeted=True, paper=PAPER, adaptive=True)
 def pgd_bpda(
     model: Model,
@@ -354,16 +365,23 @@ def pgd_bpda(
     restart, and four probing passes.
     """
     adaptive = get_attack("pgd-adaptive").fn  # (its undecorated function: the inputs are checked already)
-    view = auto_bpda(model, x, y)
-    if view.found.leaves_autograd and leaves_autograd(view.bpda, x[:PROBE_N]):
-        raise NoInputGradient(
-            "pgd-bpda: the model's output leaves autograd where no stand-in fits (inside its forward itself, "
-            f"after its last submodule; stand-ins found: {view.found.describe()}), so no gradient reaches the "
-            "input; wrap the non-differentiable step in a submodule or declare it (differentiable = False and a "
-            "bpda() stand-in), or use a black-box attack (square, hopskipjump)")
+    view, why_not = route(model, x, y)
+    if why_not is not None:
+        raise NoInputGradient(why_not)
     return adaptive(view, x, y, threat, target=target, generator=generator, steps=steps,
                     step_size=step_size, restarts=restarts, loss=loss, eot_samples=eot_samples, early_stop=early_stop)
 
 
-__all__ = ["AutoBPDA", "Fix", "Probe", "auto_bpda", "is_random", "leaves_autograd", "pgd_bpda", "probe",
-           "returns_probabilities", "unhealthy"]
+__all__ = [
+    "AutoBPDA",
+    "Fix",
+    "Probe",
+    "auto_bpda",
+    "is_random",
+    "leaves_autograd",
+    "pgd_bpda",
+    "probe",
+    "returns_probabilities",
+    "route",
+    "unhealthy",
+]

@@ -129,10 +129,15 @@ def plan_steps(run: Run, leaves_autograd: bool) -> list[tuple[Step, str]]:
 def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: float,
              leaves_autograd: bool) -> list[dict[str, Any]]:
     """Run the escalation's steps at ``eps`` until every fired check is answered; returns their records."""
-    routed = declared_routes(run.net) if run.store.get_meta("adaptive") else set()
+    swept = run.store.get_meta("adaptive") or []
+    routed = declared_routes(run.net) if swept else set()
+    if BPDA.attack in swept:  # (a model that leaves autograd: pgd-bpda ran over the sweep already)
+        routed |= ROUTES
     records: list[dict[str, Any]] = []
     own = _own_accuracy(run, idx, eps)  # (then carried from step to step: only a step changes it)
     for step, why in plan_steps(run, leaves_autograd):
+        if step.attack in swept and not step.params:
+            continue
         left = unanswered(checks, own, routed)
         if not left or own == 0.0:
             break

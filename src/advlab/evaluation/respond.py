@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from advlab.attacks import get_attack
-from advlab.attacks.autobpda import PROBE_N, leaves_autograd
+from advlab.attacks.autobpda import PROBE_N, leaves_autograd, route
 from advlab.evaluation.checks import CHECKS, check_model
 from advlab.evaluation.defaults import ADAPTIVE, attack_params
 from advlab.evaluation.escalation import escalate
@@ -40,9 +40,10 @@ ENSEMBLE_RESTARTS = 2  # restarts of its APGD-CE, APGD-DLR, APGD-T and Square st
 # the fraction of the examples it leaves robust, closest margin first, that get ENSEMBLE_RESTARTS more Square runs
 ENSEMBLE_BORDERLINE = 0.25
 ENSEMBLE = "apgd-ensemble"
+BPDA_SWEEP, SQUARE_SWEEP = "pgd-bpda", "square"  # the sweep's adaptive attack for a model that leaves autograd
 WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
-                     "the escalation's transfer, automatic-BPDA and black-box attacks stand in for them where "
-                     "they can run (see its steps)")
+                     f"{BPDA_SWEEP} runs over the sweep in their place ({SQUARE_SWEEP} where no stand-in routes "
+                     "around the break), then the escalation's transfer and black-box attacks")
 
 
 def add_cost(run: Run, phase: str, seconds: float) -> None:
@@ -81,16 +82,35 @@ def run_checks_once(run: Run, check_n: int) -> tuple[list[dict[str, Any]], torch
     return results, torch.tensor(store.get_meta("check_subset") or [], dtype=torch.long)
 
 
+def sweep_attack(run: Run, cut: bool) -> list[str]:
+    """The adaptive attack run over the whole sweep.
+
+    ``pgd-adaptive``; for a model that leaves autograd ``pgd-bpda``, or ``square`` where no stand-in
+    routes a gradient around the break (none for L0/L1).
+    """
+    if not cut:
+        return [ADAPTIVE]
+    _, why_not = route(run.net, run.x[:PROBE_N], run.y[:PROBE_N])
+    if why_not is None:
+        return [BPDA_SWEEP]
+    run.store.set_meta("adaptive_why", why_not)
+    return [SQUARE_SWEEP] if run.config["norm"] in get_attack(SQUARE_SWEEP).norms else []
+
+
 def adaptive_and_escalation(run: Run, results: list[dict[str, Any]], idx: torch.Tensor) -> None:
-    """``pgd-adaptive`` over the sweep (where the model has gradients), then the escalation at the largest ε."""
+    """The adaptive attack over the sweep (:func:`sweep_attack`), then the escalation at the largest ε."""
     config, store = run.config, run.store
     cut = bool((store.get_meta("skipped") or {}).get("leaves_autograd"))
     t0 = time.perf_counter()
-    if ADAPTIVE not in config["attacks"] and not cut:
-        jobs = plan_jobs([ADAPTIVE], config["norm"], config["eps"])
-        store.set_meta("adaptive", [ADAPTIVE])
-        store.set_meta("adaptive_params", {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
-        run.jobs(jobs)
+    if ADAPTIVE not in config["attacks"]:
+        chosen = store.get_meta("adaptive")
+        if chosen is None:  # (decided once: a resumed run finishes the same jobs)
+            chosen = sweep_attack(run, cut)
+            jobs = plan_jobs(chosen, config["norm"], config["eps"])
+            store.set_meta("adaptive_params",
+                           {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
+            store.set_meta("adaptive", chosen)
+        run.jobs(plan_jobs(chosen, config["norm"], config["eps"]))
     if store.get_meta("escalation") is None:
         store.set_meta("escalation", escalate(run, results, idx, max(config["eps"]), cut))
     add_cost(run, "escalation", time.perf_counter() - t0)

@@ -56,6 +56,11 @@ def added_section(meta: dict[str, Any]) -> Section | None:
     if skipped.get("jobs"):
         names = ", ".join(key_names(skipped["jobs"]))
         rows.append(["white-box rows not computed", names, str(skipped.get("why")), "—", "—"])
+        if meta.get("adaptive"):
+            how = meta.get("adaptive_why") or ("PGD through the automatic stand-in (BPDA) found from the "
+                                               "model's behaviour")
+            rows.append([f"over the sweep: {', '.join(meta['adaptive'])}", how, "in place of the white-box rows", "—",
+                         "—"])
     for s in meta.get("escalation") or []:
         rows.append([f"escalation: {s['step']}", s["why"], "unanswered: " + ", ".join(s["unanswered_before"]),
                      f"{s['subset_acc1_before']:.3f} → {s['subset_acc1_after']:.3f}", f"{s['seconds']:.1f}"])
