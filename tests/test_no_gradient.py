@@ -141,3 +141,11 @@ def test_without_a_route_square_runs_over_the_sweep(tmp_path, digits, digits_mlp
     md, _ = render_report(tmp_path / "run")
     text = md.read_text()
     assert "over the sweep: square | pgd-bpda: the model's output leaves autograd where no stand-in fits" in text
+
+
+def test_pgd_bpda_asked_for_by_name_runs_once_over_the_sweep(digits, digits_mlp):
+    _, _, x, y = digits
+    ev = evaluate(NumpyTemperature(digits_mlp).eval(), (x, y), ["pgd-bpda", "fgsm"], [0.1, 0.3], n=40,
+                  progress=False, check_n=20)
+    assert ev.meta["skipped"]["jobs"] == ["fgsm|linf|0.1", "fgsm|linf|0.3"]  # only the plain white-box attack
+    assert sorted(r.eps for r in ev.rows if r.attack == "pgd-bpda") == [0.1, 0.3]  # each ε once

@@ -40,7 +40,7 @@ from advlab.evaluation.run import Run
 from advlab.models import read_metadata
 from advlab.models.zoo import WEIGHTS_DIR, list_pretrained
 from advlab.results.aggregate import worst_case
-from advlab.results.plan import Job
+from advlab.results.plan import Job, plan_jobs
 
 COMPARISONS = ("GM03", "GM04", "GM05")  # checks whose attack's accuracy is compared with the white-box one
 ROUTES = {"GM01", "GM02", "GM06", "GM07", "GM08"}  # answered by attacking through a stand-in
@@ -129,8 +129,11 @@ def plan_steps(run: Run, leaves_autograd: bool) -> list[tuple[Step, str]]:
 def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: float,
              leaves_autograd: bool) -> list[dict[str, Any]]:
     """Run the escalation's steps at ``eps`` until every fired check is answered; returns their records."""
-    swept = run.store.get_meta("adaptive") or []
-    routed = declared_routes(run.net) if swept else set()
+    adaptive = run.store.get_meta("adaptive") or []
+    routed = declared_routes(run.net) if adaptive else set()
+    skipped = set((run.store.get_meta("skipped") or {}).get("jobs", []))
+    swept = set(adaptive) | {j.attack for j in plan_jobs(run.config["attacks"], run.config["norm"],
+                                                         run.config["eps"]) if j.key not in skipped}
     if BPDA.attack in swept:  # (a model that leaves autograd: pgd-bpda ran over the sweep already)
         routed |= ROUTES
     records: list[dict[str, Any]] = []

@@ -58,7 +58,11 @@ def white_box_cut(run: Run, jobs: list[Job]) -> list[Job]:
     skipped = run.store.get_meta("skipped")
     if skipped is None:
         cut = isinstance(run.net, nn.Module) and leaves_autograd(run.net, run.x[:PROBE_N])
-        keys = [j.key for j in jobs if cut and get_attack(j.attack).needs_grad]
+        # (pgd-bpda asked for by name runs where a stand-in routes around the break)
+        keep = cut and any(j.attack == BPDA_SWEEP for j in jobs) and route(run.net, run.x[:PROBE_N],
+                                                                            run.y[:PROBE_N])[1] is None
+        keys = [j.key for j in jobs
+                if cut and get_attack(j.attack).needs_grad and not (keep and j.attack == BPDA_SWEEP)]
         skipped = {"jobs": keys, "why": WHITE_BOX_SKIPPED if cut else None, "leaves_autograd": bool(cut)}
         run.store.set_meta("skipped", skipped)
     return [j for j in jobs if j.key not in set(skipped["jobs"])]
@@ -105,7 +109,7 @@ def adaptive_and_escalation(run: Run, results: list[dict[str, Any]], idx: torch.
     if ADAPTIVE not in config["attacks"]:
         chosen = store.get_meta("adaptive")
         if chosen is None:  # (decided once: a resumed run finishes the same jobs)
-            chosen = sweep_attack(run, cut)
+            chosen = [a for a in sweep_attack(run, cut) if a not in config["attacks"]]  # (no row twice)
             jobs = plan_jobs(chosen, config["norm"], config["eps"])
             store.set_meta("adaptive_params",
                            {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
