@@ -1,8 +1,8 @@
 """What a user's model must give back, checked before advlab relies on it: logits, and its input left alone.
 
-A model written for training or serving need not keep the contract an attack relies on. Two ways
-it breaks it silently are caught here, on a copy of the model and two of the attacked images,
-under forked random streams (the model and the caller's RNGs are untouched):
+A model written for training or serving need not keep the contract an attack relies on. Three ways
+it breaks it are caught here, on a copy of the model and two of the attacked images, under forked
+random streams (the model and the caller's RNGs are untouched):
 
 * **Its output is not a tensor** (a tuple of logits and auxiliary outputs, a dict, a Hugging Face
   output object): a one-line ``ValueError`` says what it returned and how to pass the logits,
@@ -13,6 +13,9 @@ under forked random streams (the model and the caller's RNGs are untouched):
   model is run through :class:`InputCopy`, which hands it a copy of each input, with a
   :class:`ModelChangesInput` warning: the numbers are then those of the function the model
   computes on a fresh input.
+* **It computes in another floating dtype** (``model.double()``, ``model.bfloat16()``) and fails
+  on the images' float32: it is run through :class:`InputCast` (inputs cast to its dtype, logits
+  back), with a :class:`ModelDtype` warning.
 """
 
 from __future__ import annotations
