@@ -149,3 +149,11 @@ def test_pgd_bpda_asked_for_by_name_runs_once_over_the_sweep(digits, digits_mlp)
                   progress=False, check_n=20)
     assert ev.meta["skipped"]["jobs"] == ["fgsm|linf|0.1", "fgsm|linf|0.3"]  # only the plain white-box attack
     assert sorted(r.eps for r in ev.rows if r.attack == "pgd-bpda") == [0.1, 0.3]  # each ε once
+
+
+@pytest.mark.parametrize("kw", [{"checks": False}, {"targeted": "random"}])
+def test_without_the_checks_the_skipped_rows_are_still_replaced(kw, digits, digits_mlp):
+    _, _, x, y = digits
+    ev = evaluate(NumpyTemperature(digits_mlp).eval(), (x, y), ["pgd"], [0.1, 0.3], n=40, progress=False, **kw)
+    assert ev.meta["skipped"]["jobs"] == ["pgd|linf|0.1", "pgd|linf|0.3"]
+    assert sorted(r.eps for r in ev.rows if r.attack == "pgd-bpda") == [0.1, 0.3]

@@ -43,7 +43,7 @@ ENSEMBLE = "apgd-ensemble"
 BPDA_SWEEP, SQUARE_SWEEP = "pgd-bpda", "square"  # the sweep's adaptive attack for a model that leaves autograd
 WHITE_BOX_SKIPPED = (f"GM09 {CHECKS['GM09'][1]}: the white-box attacks need an input gradient and were not run; "
                      f"{BPDA_SWEEP} runs over the sweep in their place ({SQUARE_SWEEP} where no stand-in routes "
-                     "around the break), then the escalation's transfer and black-box attacks")
+                     "around the break), and where the checks run, the escalation's transfer and black-box attacks")
 
 
 def add_cost(run: Run, phase: str, seconds: float) -> None:
@@ -101,20 +101,31 @@ def sweep_attack(run: Run, cut: bool) -> list[str]:
     return [SQUARE_SWEEP] if run.config["norm"] in get_attack(SQUARE_SWEEP).norms else []
 
 
+def leaves(run: Run) -> bool:
+    """Whether the run's model was found to leave autograd (its white-box jobs skipped)."""
+    return bool((run.store.get_meta("skipped") or {}).get("leaves_autograd"))
+
+
+def run_sweep_attack(run: Run, cut: bool) -> None:
+    """Run :func:`sweep_attack` over the sweep (decided once: a resumed run finishes the same jobs)."""
+    config, store = run.config, run.store
+    if ADAPTIVE in config["attacks"]:
+        return
+    chosen = store.get_meta("adaptive")
+    if chosen is None:
+        chosen = [a for a in sweep_attack(run, cut) if a not in config["attacks"]]  # (no row twice)
+        jobs = plan_jobs(chosen, config["norm"], config["eps"])
+        store.set_meta("adaptive_params", {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
+        store.set_meta("adaptive", chosen)
+    run.jobs(plan_jobs(chosen, config["norm"], config["eps"]))
+
+
 def adaptive_and_escalation(run: Run, results: list[dict[str, Any]], idx: torch.Tensor) -> None:
     """The adaptive attack over the sweep (:func:`sweep_attack`), then the escalation at the largest ε."""
     config, store = run.config, run.store
-    cut = bool((store.get_meta("skipped") or {}).get("leaves_autograd"))
+    cut = leaves(run)
     t0 = time.perf_counter()
-    if ADAPTIVE not in config["attacks"]:
-        chosen = store.get_meta("adaptive")
-        if chosen is None:  # (decided once: a resumed run finishes the same jobs)
-            chosen = [a for a in sweep_attack(run, cut) if a not in config["attacks"]]  # (no row twice)
-            jobs = plan_jobs(chosen, config["norm"], config["eps"])
-            store.set_meta("adaptive_params",
-                           {j.key: attack_params(get_attack(j.attack), j, run.params) for j in jobs})
-            store.set_meta("adaptive", chosen)
-        run.jobs(plan_jobs(chosen, config["norm"], config["eps"]))
+    run_sweep_attack(run, cut)
     if store.get_meta("escalation") is None:
         store.set_meta("escalation", escalate(run, results, idx, max(config["eps"]), cut))
     add_cost(run, "escalation", time.perf_counter() - t0)
@@ -148,11 +159,19 @@ def add_ensemble(run: Run) -> None:
 
 
 def respond(run: Run, checks: bool, check_n: int) -> None:
-    """The checks (and, if any fired, the adaptive attack and the escalation), then the ensemble if needed."""
+    """The checks (and, if any fired, the adaptive attack and the escalation), then the ensemble if needed.
+
+    Without the checks, a model that leaves autograd still gets its sweep attack in place of the
+    white-box rows it lost.
+    """
     if checks:
         results, idx = run_checks_once(run, check_n)
         if any(r["fired"] for r in results):
             adaptive_and_escalation(run, results, idx)
+    elif leaves(run):  # (no checks, e.g. a targeted evaluation: its skipped rows are still replaced)
+        t0 = time.perf_counter()
+        run_sweep_attack(run, True)
+        add_cost(run, "escalation", time.perf_counter() - t0)
     add_ensemble(run)
 
 
