@@ -157,3 +157,36 @@ def test_without_the_checks_the_skipped_rows_are_still_replaced(kw, digits, digi
     ev = evaluate(NumpyTemperature(digits_mlp).eval(), (x, y), ["pgd"], [0.1, 0.3], n=40, progress=False, **kw)
     assert ev.meta["skipped"]["jobs"] == ["pgd|linf|0.1", "pgd|linf|0.3"]
     assert sorted(r.eps for r in ev.rows if r.attack == "pgd-bpda") == [0.1, 0.3]
+
+
+class NumpyBetweenChildren(nn.Module):
+    """A numpy clip between two children of a model that is itself wrapped (the break is two levels down)."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.front, self.net = nn.Flatten(0, 0), mlp  # (Flatten(0, 0): a child that passes its input through)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.from_numpy(np.clip(self.front(x).detach().numpy(), 0.0, 1.0))
+        return self.net(h)
+
+
+class Wrapped(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.model = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def test_a_break_between_the_children_of_a_wrapped_model_gets_the_identity_there(digits, digits_mlp):
+    _, _, x, y = digits
+    x, y = x[:200], y[:200]
+    model = Wrapped(NumpyBetweenChildren(digits_mlp)).eval()
+    found = probe(model, x, y)
+    assert found.healed and [(f.module, f.kind, f.source) for f in found.fixes] == [
+        ("model.net", "identity", "model.front")]  # not autograd switched on around it, three times over
+    got = get_attack("pgd-bpda")(model, x, y, LINF, generator=torch.Generator().manual_seed(0))
+    ref = get_attack("pgd-adaptive")(digits_mlp, x, y, LINF, generator=torch.Generator().manual_seed(0))
+    assert abs(_acc(model, got.x_adv, y) - _acc(digits_mlp, ref.x_adv, y)) <= 0.05

@@ -228,7 +228,7 @@ def _next_fix(model: Model, x: torch.Tensor, y: torch.Tensor, fixes: list[Fix], 
         except RuntimeError:
             return False, None
         if not z.requires_grad:
-            return False, _cut_fix(trace, xr) or _output_fix(trace, z)
+            return False, _cut_fix(trace, xr, fixes) or _output_fix(trace, z)
         want: list[torch.Tensor] = [xr] + [u for u in trace.inputs if u is not None and u.requires_grad]
         grads = torch.autograd.grad(ce_loss(z, y).sum(), want, allow_unused=True)
     if not unhealthy(grads[0]):
@@ -239,7 +239,7 @@ def _next_fix(model: Model, x: torch.Tensor, y: torch.Tensor, fixes: list[Fix], 
             continue
         if not _connected(u) or id(u) in healthy_inputs:
             return False, _identity_fix(trace, xr, name, u)
-    return False, _cut_fix(trace, xr)
+    return False, _cut_fix(trace, xr, fixes)
 
 
 def _identity_fix(trace: _Trace, x: torch.Tensor, name: str, u: torch.Tensor) -> Fix | None:
@@ -253,13 +253,26 @@ def _identity_fix(trace: _Trace, x: torch.Tensor, name: str, u: torch.Tensor) ->
     return Fix(name, "identity", "") if u.shape == x.shape else None
 
 
-def _cut_fix(trace: _Trace, x: torch.Tensor) -> Fix | None:
-    """Autograd on inside the first submodule whose input is connected and output is not."""
-    for name, u in zip(trace.names, trace.inputs, strict=True):
-        out = trace.outputs.get(name)
-        if _connected(u) and out is not None and not _connected(out):
-            return Fix(name, "enable-grad")
-    for name, u in zip(trace.names, trace.inputs, strict=True):
+def _cut_fix(trace: _Trace, x: torch.Tensor, fixes: list[Fix]) -> Fix | None:
+    """Where the output is cut off: a stand-in at the innermost submodule whose input is connected and output is not.
+
+    Inside it, a child whose input is cut off (numpy between two children of a wrapped model) gets
+    the identity; otherwise autograd is switched on inside it (a ``torch.no_grad()`` block). Without
+    such a submodule, the first submodule whose input is cut off gets the identity. A submodule
+    already given a stand-in is not given another.
+    """
+    done = {f.module for f in fixes}
+    pairs = [(n, u) for n, u in zip(trace.names, trace.inputs, strict=True) if n not in done]
+    cut = [n for n, u in pairs if _connected(u) and (o := trace.outputs.get(n)) is not None and not _connected(o)]
+    inner = [n for n in cut if not any(m.startswith(n + ".") for m in cut)]
+    for name in inner[:1]:
+        for child, u in pairs:
+            if child.startswith(name + ".") and u is not None and not _connected(u):
+                fix = _identity_fix(trace, x, child, u)
+                if fix is not None:
+                    return fix
+        return Fix(name, "enable-grad")
+    for name, u in pairs:
         if u is not None and not _connected(u):
             return _identity_fix(trace, x, name, u)
     return None

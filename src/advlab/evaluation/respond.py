@@ -90,13 +90,15 @@ def sweep_attack(run: Run, cut: bool) -> list[str]:
     """The adaptive attack run over the whole sweep.
 
     ``pgd-adaptive``; for a model that leaves autograd ``pgd-bpda``, or ``square`` where no stand-in
-    routes a gradient around the break (none for L0/L1).
+    routes a healthy gradient around the break (none for L0/L1).
     """
     if not cut:
         return [ADAPTIVE]
-    _, why_not = route(run.net, run.x[:PROBE_N], run.y[:PROBE_N])
-    if why_not is None:
+    view, why_not = route(run.net, run.x[:PROBE_N], run.y[:PROBE_N])
+    if why_not is None and view.found.healed:
         return [BPDA_SWEEP]
+    why_not = why_not or (f"{BPDA_SWEEP}: the stand-ins found ({view.found.describe()}) leave the input gradient zero "
+                          "or not finite on many inputs")
     run.store.set_meta("adaptive_why", why_not)
     return [SQUARE_SWEEP] if run.config["norm"] in get_attack(SQUARE_SWEEP).norms else []
 
