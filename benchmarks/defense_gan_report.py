@@ -147,12 +147,16 @@ def carried_text(c: dict[str, Any]) -> str:
             f"purified images read by classifiers the attack never saw: {others}. " + parts_text())
 
 
+def _record(path: Path) -> dict[str, Any] | None:
+    """A single benchmark record (JSON), None where it has not been measured."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def parts_text() -> str:
-    """What the projection's move is made of (benchmarks/defense_gan_parts.py), or the earlier reading without it."""
-    path = RESULTS / "defense_gan" / "parts.json"
-    if not path.exists():
-        return "So the projection keeps a part of δ aimed at lenet's own decision boundary."
-    p = json.loads(path.read_text())
+    """What the projection's move is made of (benchmarks/defense_gan_parts.py); empty before it is measured."""
+    p = _record(RESULTS / "defense_gan" / "parts.json")
+    if p is None:
+        return ""
     a, q = p["acc1"], p["c_quantiles"]
     reads = "; ".join(f"`{k}` {v['P(x) + c·δ']:.3f} / {v['P(x) + r']:.3f} / {v['P(x + δ)']:.3f}" for k, v in a.items())
     return (f"What the projection carries is not δ itself (`python benchmarks/defense_gan_parts.py --threads 1 --n "
@@ -205,10 +209,9 @@ def tried_line(label: str, r: dict[str, Any]) -> str:
 
 def kept_text() -> str:
     """The measured share of the perturbation each generator carries through (benchmarks/defense_gan_kept.py)."""
-    path = RESULTS / "defense_gan_conv" / "kept.json"
-    if not path.exists():
+    k = _record(RESULTS / "defense_gan_conv" / "kept.json")
+    if k is None:
         return ""
-    k = json.loads(path.read_text())
     mlp, conv = k["mlp"], k["conv"]
     return (f"A closer fit keeps more of the perturbation: with L = 100, R = 5 on the first {k['n']} images "
             f"(`python benchmarks/defense_gan_kept.py --threads 1 --conv wgan-conv.safetensors`) the projection of "

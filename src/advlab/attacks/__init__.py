@@ -29,6 +29,7 @@ from advlab.attacks.fastview import (
     keep_train_mode,
 )
 from advlab.attacks.gradient import bim, fgsm, pgd
+from advlab.attacks.guard import NoInputGradient
 from advlab.attacks.latent import defensegan_latent
 from advlab.attacks.linearised import deepfool
 from advlab.attacks.losses import is_adversarial, loss_grad, margin_loss
@@ -39,7 +40,6 @@ from advlab.attacks.random_search import square
 from advlab.attacks.registry import (
     AttackInfo,
     AttackResult,
-    NoInputGradient,
     get_attack,
     list_attacks,
     register_attack,

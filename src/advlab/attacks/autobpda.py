@@ -35,8 +35,9 @@ from torch import nn
 from advlab._checks import NonNegFloat, PositiveInt
 from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER
 from advlab.attacks.gradient import GRADIENT_NORMS
+from advlab.attacks.guard import NoInputGradient, leaves_autograd
 from advlab.attacks.losses import Loss, ce_loss
-from advlab.attacks.registry import AttackResult, NoInputGradient, get_attack, register_attack
+from advlab.attacks.registry import AttackResult, get_attack, register_attack
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -74,6 +75,7 @@ class Probe:
     probabilities: bool = False
     fixes: list[Fix] = field(default_factory=list)
     healed: bool = True  # the gradient through the stand-ins is healthy
+    reached: bool = True  # a gradient reaches the input through the stand-ins at all (healthy or not)
 
     @property
     def masked(self) -> bool:
@@ -90,20 +92,6 @@ class Probe:
         if not self.healed:
             parts.append("no stand-in restored the gradient")
         return "; ".join(parts) or "nothing to route around"
-
-
-def leaves_autograd(model: Model, x: torch.Tensor) -> bool:
-    """Whether ``model``'s output is cut off from its input in the autograd graph (or refuses a grad input)."""
-    xr = x.detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            out = model(xr)
-            if not out.requires_grad:
-                return True
-            (g,) = torch.autograd.grad(out.float().sum(), xr, allow_unused=True)
-    except RuntimeError:
-        return True
-    return g is None
 
 
 def is_random(model: Model, x: torch.Tensor) -> bool:
@@ -218,28 +206,28 @@ def _connected(t: torch.Tensor | None) -> bool:
 
 
 def _next_fix(model: Model, x: torch.Tensor, y: torch.Tensor, fixes: list[Fix], probabilities: bool
-              ) -> tuple[bool, Fix | None]:
-    """(gradient healthy, the next stand-in to place) from one traced forward and backward pass."""
+              ) -> tuple[bool, Fix | None, bool]:
+    """(gradient healthy, the next stand-in to place, the input reached at all) from one traced forward and backward."""
     xr = x.detach().clone().requires_grad_(True)
     trace = _Trace()
     with torch.enable_grad():
         try:
             z = _logits(model, _submodules(model), xr, fixes, probabilities, trace)
         except RuntimeError:
-            return False, None
+            return False, None, False
         if not z.requires_grad:
-            return False, _cut_fix(trace, xr, fixes) or _output_fix(trace, z)
+            return False, _cut_fix(trace, xr, fixes) or _output_fix(trace, z), False
         want: list[torch.Tensor] = [xr] + [u for u in trace.inputs if u is not None and u.requires_grad]
         grads = torch.autograd.grad(ce_loss(z, y).sum(), want, allow_unused=True)
     if not unhealthy(grads[0]):
-        return True, None
+        return True, None, True
     healthy_inputs = {id(u) for u, g in zip(want[1:], grads[1:], strict=True) if not unhealthy(g)}
     for name, u in zip(trace.names, trace.inputs, strict=True):
         if u is None or any(f.module == name for f in fixes):
             continue
         if not _connected(u) or id(u) in healthy_inputs:
-            return False, _identity_fix(trace, xr, name, u)
-    return False, _cut_fix(trace, xr, fixes)
+            return False, _identity_fix(trace, xr, name, u), grads[0] is not None
+    return False, _cut_fix(trace, xr, fixes), grads[0] is not None
 
 
 def _identity_fix(trace: _Trace, x: torch.Tensor, name: str, u: torch.Tensor) -> Fix | None:
@@ -297,16 +285,16 @@ def probe(model: Model, x: torch.Tensor, y: torch.Tensor) -> Probe:
     p = Probe(leaves_autograd=leaves_autograd(model, x), random=is_random(model, x),
               probabilities=returns_probabilities(model, x))
     fixes: list[Fix] = []
-    healthy, fix = _next_fix(model, x, y, fixes, False)
+    healthy, fix, reached = _next_fix(model, x, y, fixes, False)
     p.unhealthy = not healthy and not p.leaves_autograd
     if p.probabilities and not healthy:
-        healthy, fix = _next_fix(model, x, y, fixes, True)
+        healthy, fix, reached = _next_fix(model, x, y, fixes, True)
     else:
         p.probabilities = False
     while not healthy and fix is not None and len(fixes) < MAX_BREAKS:
         fixes.append(fix)
-        healthy, fix = _next_fix(model, x, y, fixes, p.probabilities)
-    p.fixes, p.healed = fixes, healthy
+        healthy, fix, reached = _next_fix(model, x, y, fixes, p.probabilities)
+    p.fixes, p.healed, p.reached = fixes, healthy, reached
     return p
 
 
@@ -343,7 +331,7 @@ def auto_bpda(model: Model, x: torch.Tensor, y: torch.Tensor) -> AutoBPDA:
 def route(model: Model, x: torch.Tensor, y: torch.Tensor) -> tuple[AutoBPDA, str | None]:
     """:func:`auto_bpda`'s view, and why no gradient reaches the input through it (None where one does)."""
     view = auto_bpda(model, x, y)
-    if not (view.found.leaves_autograd and leaves_autograd(view.bpda, x[:PROBE_N])):
+    if view.found.reached or not view.found.leaves_autograd:  # (reached: the probe's last pass, stand-ins kept)
         return view, None
     return view, ("pgd-bpda: the model's output leaves autograd where no stand-in fits (inside its forward itself, "
                   f"after its last submodule; stand-ins found: {view.found.describe()}), so no gradient reaches the "
@@ -391,7 +379,6 @@ __all__ = [
     "Probe",
     "auto_bpda",
     "is_random",
-    "leaves_autograd",
     "pgd_bpda",
     "probe",
     "returns_probabilities",

@@ -30,7 +30,39 @@ from torch import nn
 from advlab.attacks.fastview import _caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox
 
-_HONEST: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models found to keep the contract (checked once)
+# models checked once: those found to keep the contract, and the adapters made for those that do not
+_CHECKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+class NoInputGradient(RuntimeError):
+    """A gradient attack met a model whose output does not depend on its input in autograd.
+
+    Raised in place of autograd's own "element 0 of tensors does not require grad" when the model's
+    ``forward`` leaves autograd (numpy, Pillow, ``.detach()`` or ``torch.no_grad()`` inside it), and
+    by ``pgd-bpda`` when no stand-in routes a gradient around such a break.
+    """
+
+
+def no_gradient_message(name: str) -> str:
+    """The one-line error of a gradient attack on a model whose output leaves autograd."""
+    return (f"{name}: the model's output does not depend on its input in autograd (numpy, Pillow, .detach() or "
+            "torch.no_grad() inside its forward), so a gradient attack has nothing to follow; use a black-box "
+            "attack (square, hopskipjump), a transfer attack, or pgd-bpda, which routes around such a break "
+            "where it sits at a submodule's input")
+
+
+def leaves_autograd(model: Any, x: torch.Tensor) -> bool:
+    """Whether ``model``'s output is cut off from its input in the autograd graph (or refuses a grad input)."""
+    xr = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            out = model(xr)
+            if not out.requires_grad:
+                return True
+            (g,) = torch.autograd.grad(out.float().sum(), xr, allow_unused=True)
+    except RuntimeError:
+        return True
+    return g is None
 
 
 class ModelChangesInput(UserWarning):
@@ -44,12 +76,11 @@ class ModelDtype(UserWarning):
 class _Adapter(nn.Module):
     """``model`` behind a change of how it is called; the model's own attributes (``bpda``, flags) read through."""
 
-    _advlab_io_checked = True
-
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.training = model.training
+        _CHECKED.add(self)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -108,8 +139,7 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     Raises:
         ValueError: The model's output is not a tensor of logits.
     """
-    if (not isinstance(model, nn.Module) or getattr(model, "_advlab_io_checked", False) or model in _HONEST
-            or len(x) == 0):
+    if not isinstance(model, nn.Module) or model in _CHECKED or len(x) == 0:
         return model
     probe, name = x[:2].detach(), type(model).__name__
     try:
@@ -139,8 +169,9 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
                       "input (write x = x - mean, not x.sub_(mean), to silence this)", ModelChangesInput,
                       stacklevel=_caller_level())
         return InputCopy(model)
-    _HONEST.add(model)
+    _CHECKED.add(model)
     return model
 
 
-__all__ = ["InputCast", "InputCopy", "ModelChangesInput", "ModelDtype", "check_io"]
+__all__ = ["InputCast", "InputCopy", "ModelChangesInput", "ModelDtype", "NoInputGradient", "check_io",
+           "leaves_autograd", "no_gradient_message"]

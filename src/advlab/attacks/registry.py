@@ -34,39 +34,11 @@ import torch
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import prepare
-from advlab.attacks.guard import check_io
+from advlab.attacks.guard import NoInputGradient, check_io, leaves_autograd, no_gradient_message
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
 AttackKind = Literal["white-box", "score-based", "decision-based", "transfer", "baseline"]
-
-
-class NoInputGradient(RuntimeError):
-    """A gradient attack met a model whose output does not depend on its input in autograd.
-
-    Raised in place of autograd's own "element 0 of tensors does not require grad" when the model's
-    ``forward`` leaves autograd (numpy, Pillow, ``.detach()`` or ``torch.no_grad()`` inside it), and
-    by ``pgd-bpda`` when no stand-in routes a gradient around such a break.
-    """
-
-
-def _cut_off(model: Any, x: torch.Tensor) -> bool:
-    """Whether ``model``'s output on two of ``x`` is cut off from them in autograd."""
-    xr = x[:2].detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            out = model(xr)
-    except Exception:  # the model fails here for its own reason: not this diagnosis
-        return False
-    return isinstance(out, torch.Tensor) and not out.requires_grad
-
-
-def no_gradient_message(name: str) -> str:
-    """The one-line error of a gradient attack on a model whose output leaves autograd."""
-    return (f"{name}: the model's output does not depend on its input in autograd (numpy, Pillow, .detach() or "
-            "torch.no_grad() inside its forward), so a gradient attack has nothing to follow; use a black-box "
-            "attack (square, hopskipjump), a transfer attack, or pgd-bpda, which routes around such a break "
-            "where it sits at a submodule's input")
 Budget = Literal["fixed", "minimal", "unbounded"]
 P = ParamSpec("P")
 # The parameters every attack takes besides its own keyword parameters.
@@ -193,7 +165,7 @@ class AttackInfo:
             return self.fn(net, x, y, threat, target=target, generator=generator, **bound)
         except RuntimeError as e:
             if (self.needs_grad and not isinstance(e, NoInputGradient) and "does not require grad" in str(e)
-                    and _cut_off(net, x)):
+                    and leaves_autograd(net, x[:2])):
                 raise NoInputGradient(no_gradient_message(self.name)) from e
             raise
 

@@ -23,8 +23,8 @@ import torch
 from advlab._deprecation import warn_renamed
 from advlab.attacks import get_attack, inference_view
 from advlab.attacks.autobpda import PROBE_N
-from advlab.attacks.autobpda import leaves_autograd as cut_from_autograd
 from advlab.attacks.gradient import steepest_step
+from advlab.attacks.guard import leaves_autograd as cut_from_autograd
 from advlab.attacks.losses import ce_loss, loss_grad
 from advlab.threat import Norm, ThreatModel
 

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from advlab.attacks import get_attack
-from advlab.attacks.autobpda import PROBE_N, leaves_autograd, route
+from advlab.attacks.autobpda import PROBE_N, route
+from advlab.attacks.guard import leaves_autograd
 from advlab.evaluation.checks import CHECKS, check_model
 from advlab.evaluation.defaults import ADAPTIVE, attack_params
 from advlab.evaluation.escalation import escalate

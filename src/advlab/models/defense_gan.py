@@ -77,6 +77,11 @@ def check_options(optimizer: str, lr: float | None, init_std: float | None) -> t
     return optimizer, None if lr is None else float(lr), None if init_std is None else float(init_std)
 
 
+def default_lr(optimizer: str) -> float:
+    """The step on z when none is given: :data:`LR` for Adam, :data:`REF_LR` for the reference's momentum SGD."""
+    return LR if optimizer == "adam" else REF_LR
+
+
 def _starts(d: int, n: int, restarts: int, optimizer: str, init_std: float | None, rng: torch.Generator | None,
             z0: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """R×N×d starting points: ``z0`` if given, else N(0, init_std²·I) (default std 1 for Adam, 1/√d for momentum)."""
@@ -117,10 +122,11 @@ def project(generator: nn.Module, x: torch.Tensor, *, steps: int = STEPS, restar
     target = x.detach().unsqueeze(0).expand(restarts, *x.shape).reshape(restarts * n, *x.shape[1:])
     z = start.reshape(restarts * n, d).clone().requires_grad_(True)
     mean = None  # Adam: the sum of squares; momentum: the per-image mean (1 / pixels)
+    step_size = default_lr(optimizer) if lr is None else lr
     if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam([z], lr=LR if lr is None else lr)
+        opt: torch.optim.Optimizer = torch.optim.Adam([z], lr=step_size)
     else:
-        opt = torch.optim.SGD([z], lr=REF_LR if lr is None else lr, momentum=REF_MOMENTUM)
+        opt = torch.optim.SGD([z], lr=step_size, momentum=REF_MOMENTUM)
         mean = 1.0 / max(1, x[0].numel())
     last = None
     with torch.enable_grad():
@@ -170,7 +176,7 @@ class DefenseGAN(Transform):
         self.steps = int_arg("defensegan", "steps", steps, 1)
         self.restarts = int_arg("defensegan", "restarts", restarts, 1)
         self.optimizer, lr, self.init_std = check_options(optimizer, lr, init_std)
-        self.lr = lr if lr is not None else (LR if self.optimizer == "adam" else REF_LR)
+        self.lr = lr if lr is not None else default_lr(self.optimizer)
         g.eval()
         g.requires_grad_(False)
         self.generator = g
@@ -205,4 +211,4 @@ class DefenseGAN(Transform):
 
 
 __all__ = ["CHUNK", "LR", "OPTIMIZERS", "PAPER", "REF_LR", "REF_MOMENTUM", "RESTARTS", "STEPS", "DefenseGAN",
-           "Generator", "check_options", "project"]
+           "Generator", "check_options", "default_lr", "project"]
