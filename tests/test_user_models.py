@@ -140,3 +140,24 @@ def test_evaluate_onnx_end_to_end_equals_torch_rows(lenet_onnx, tmp_path, capsys
         rows[name] = json.loads((out / "results.json").read_text())
     keys = ("attack", "eps", "n", "acc1_adv", "acc1_clean", "success_rate", "median_linf", "mean_queries")
     assert [[r[k] for k in keys] for r in rows["torch"]] == [[r[k] for k in keys] for r in rows["onnx"]]
+
+
+
+def test_a_file_factory_resumes_in_a_new_process(tmp_path):
+    """The class's module name is part of the store's model identity: a second process must find the same model."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mine.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Mine(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        torch.manual_seed(0)\n"
+        "        self.fc = nn.Linear(64, 10)\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+        "\n\ndef make():\n    return Mine()\n")
+    cmd = [sys.executable, "-m", "advlab", "evaluate", "--model", f"{tmp_path / 'mine.py'}:make", "--dataset", "digits",
+           "--attacks", "fgsm", "--eps", "0.1", "--n", "20", "--no-checks", "--no-progress", "--threads", "1",
+           "--out", str(tmp_path / "out")]
+    for seed in ("1", "2"):  # str hashes differ between these two processes
+        done = subprocess.run(cmd, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert "holds results of another model" not in done.stderr

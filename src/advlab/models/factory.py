@@ -10,6 +10,7 @@ safetensors file only, loaded strictly: pickle files (``.pt``, ``.pth``, ``.ckpt
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -40,7 +41,9 @@ def _import(module: str, spec: str) -> object:
             path = Path(module)
             if not path.is_file():
                 raise ValueError(f"model: {spec}: file {path} does not exist")
-            name = f"advlab_factory_{abs(hash(path.resolve()))}"
+            # (a digest, not hash(): str hashes are salted per process, and the name is part of the model's
+            # identity in the results store, so a resumed run or another torchrun rank must find the same one)
+            name = f"advlab_factory_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
             loader = importlib.util.spec_from_file_location(name, path)
             if loader is None or loader.loader is None:
                 raise ValueError(f"model: {spec}: cannot load {path} as a Python module")
