@@ -121,7 +121,10 @@ def plan_steps(run: Run, leaves_autograd: bool) -> list[tuple[Step, str]]:
     steps.append((BPDA, "automatic BPDA/EOT through the stage that loses the gradient"))
     if run.config["norm"] in ("linf", "l2"):
         steps.append((SQUARE, "score-based, full budget"))
-    if run.config["norm"] in ("linf", "l2") and (leaves_autograd or returns_probabilities(run.net, run.x[:PROBE_N])):
+    # (a model advlab reads through LogProbabilities still returns probabilities itself: they may be saturated)
+    scores_only = getattr(run.net, "returns_probabilities", False) is True or returns_probabilities(run.net,
+                                                                                                      run.x[:PROBE_N])
+    if run.config["norm"] in ("linf", "l2") and (leaves_autograd or scores_only):
         steps.append((HSJ, "decision-based: the scores may carry nothing"))
     return steps
 
