@@ -6,11 +6,22 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from advlab import evaluate
 from advlab.attacks import get_attack
-from advlab.attacks.guard import InputCast, InputCopy, ModelChangesInput, ModelDtype, check_io
+from advlab.attacks.guard import (
+    InputCast,
+    InputCopy,
+    LogProbabilities,
+    ModelChangesInput,
+    ModelDtype,
+    ModelReturnsProbabilities,
+    check_io,
+    is_probabilities,
+)
 from advlab.threat import ThreatModel
 
 LINF = ThreatModel("linf", 0.3)
@@ -128,3 +139,73 @@ def test_logits_that_are_not_a_matrix_are_refused_in_one_line(digits, digits_mlp
 
     with pytest.raises(ValueError, match=r"^model: returns outputs of shape \(2, 10, 1, 1\) .*z\.flatten\(1\)"):
         get_attack("fgsm")(Spatial().eval(), x[:8], y[:8], LINF)
+
+
+class Softmaxed(nn.Module):
+    """A classifier whose forward ends in a softmax, times ``scale``."""
+
+    def __init__(self, net: nn.Module, scale: float = 1.0) -> None:
+        super().__init__()
+        self.net, self.scale = net, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.net(x).softmax(1)
+
+
+@pytest.mark.parametrize("attack", ["deepfool", "cw"])
+def test_a_model_that_returns_probabilities_is_attacked_through_their_log(attack, digits, digits_mlp):
+    _, _, x, y = digits
+    x, y = x[:100], y[:100]
+    model = Softmaxed(digits_mlp).eval()
+    threat = ThreatModel("l2", float("inf"))
+    with pytest.warns(ModelReturnsProbabilities, match="returns probabilities"):
+        got = get_attack(attack)(model, x, y, threat)
+    want = get_attack(attack)(digits_mlp, x, y, threat)
+    with torch.no_grad():
+        fooled = model(got.x_adv).argmax(1) != y
+    assert torch.equal(got.success, fooled)  # scored on the model's own output
+    norms = (got.x_adv - x).flatten(1).norm(dim=1)[got.success]
+    ref = (want.x_adv - x).flatten(1).norm(dim=1)[want.success]
+    # the logits' margins: the same success and (nearly) the same minimal norms as on the logits
+    assert float(got.success.float().mean()) >= float(want.success.float().mean()) - 0.02
+    assert abs(float(norms.median()) - float(ref.median())) <= 0.05 * float(ref.median())
+
+
+def test_the_log_of_probabilities_has_the_models_prediction(digits_mlp):
+    x = torch.rand(16, 1, 8, 8)
+    model = Softmaxed(digits_mlp).eval()
+    with pytest.warns(ModelReturnsProbabilities):
+        wrapped = check_io(model, x)
+    assert isinstance(wrapped, LogProbabilities) and wrapped.returns_probabilities is True
+    with torch.no_grad():
+        assert torch.equal(wrapped(x).argmax(1), model(x).argmax(1))
+        assert torch.allclose(wrapped(x), digits_mlp(x).log_softmax(1), atol=1e-5)
+
+
+def test_a_scaled_softmax_is_left_to_the_checks(digits_mlp):
+    model = Softmaxed(digits_mlp, scale=1e4).eval()
+    assert check_io(model, torch.rand(4, 1, 8, 8)) is model
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(2, 20), st.integers(1, 8), st.floats(0.1, 30.0), st.integers(0, 2**31 - 1))
+def test_softmax_rows_are_probabilities_and_logits_are_not(k, n, scale, seed):
+    z = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * scale
+    assert is_probabilities(z.softmax(1))
+    assert not is_probabilities(z) or bool((z >= 0).all())  # logits only when they happen to be a distribution
+    assert not is_probabilities(z.softmax(1) * 2)
+
+
+def test_a_model_that_does_not_read_the_images_is_named_under_the_table(digits, digits_mlp):
+    _, _, x, y = digits
+
+    class Uint8Input(nn.Module):  # expects pixel values 0..255, is given [0, 1]
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return digits_mlp(t / 255.0)
+
+    kw = {"n": 100, "progress": False, "checks": False, "ensemble": False}
+    ev = evaluate(Uint8Input().eval(), (x, y), ["fgsm"], [0.1], **kw)
+    assert ev.meta["chance"] is not None and "no better than always answering" in ev.meta["chance"]
+    assert f"⚠ {ev.meta['chance']}" in str(ev)
+    honest = evaluate(digits_mlp, (x, y), ["fgsm"], [0.1], **kw)
+    assert honest.meta["chance"] is None and "⚠ clean" not in str(honest)

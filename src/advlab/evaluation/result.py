@@ -59,6 +59,8 @@ class Evaluation:
 
     def __str__(self) -> str:
         text = format_table(self.rows, markdown=False)
+        if self.meta.get("chance"):
+            text += f"\n⚠ {self.meta['chance']}"
         if self.config.get("targeted"):
             left_out = self.config.get("untargetable") or []
             text += (f"\nTargeted ({self.config['targeted']}): success = classified as the target"

@@ -152,5 +152,31 @@ class TransferRecord:
         return json.dumps(asdict(self), indent=2)
 
 
-__all__ = ["CONTRACT_KEYS", "DETECT_KEYS", "DIGEST_ROWS", "Row", "TransferRecord", "data_fingerprint", "environment",
-           "model_fingerprint"]
+CHANCE_MIN_N = 20  # fewer clean examples say nothing about chance
+CHANCE_MARGIN = 0.02  # clean Acc@1 within this of a constant answer's is "no better than chance"
+
+
+def chance_note(clean: dict[str, torch.Tensor]) -> str | None:
+    """A warning where the clean Acc@1 is no better than always answering the most frequent label, else None.
+
+    Such a model does not read the images at all (pixels in another range or layout than it expects,
+    normalisation applied twice or never, labels in another order), and every attacked number beside it
+    is meaningless; ``clean`` is :meth:`~advlab.results.store.Store.clean`'s dict.
+    """
+    labels, n = clean["label"], len(clean["label"])
+    if n < CHANCE_MIN_N:
+        return None
+    acc = float(clean["top1"].float().mean())
+    majority = float(torch.bincount(labels).max()) / n
+    if acc > majority + CHANCE_MARGIN:
+        return None
+    answers = torch.bincount(clean["pred"].clamp_min(0))
+    return (f"clean Acc@1 {acc:.3f} is no better than always answering the most frequent label ({majority:.3f} of "
+            f"these {n} examples), and the model answers {int(answers.argmax())} on {float(answers.max()) / n:.0%} "
+            "of them: it does not read these images. Does it expect another input range or layout? advlab feeds the "
+            "images as the dataset gives them (pixels in [0, 1] for its datasets and folders), and normalisation "
+            "belongs inside the model")
+
+
+__all__ = ["CHANCE_MARGIN", "CONTRACT_KEYS", "DETECT_KEYS", "DIGEST_ROWS", "Row", "TransferRecord", "chance_note",
+           "data_fingerprint", "environment", "model_fingerprint"]
