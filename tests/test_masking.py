@@ -271,3 +271,20 @@ def test_cli_trains_a_thermometer_network_and_load_model_rewraps_it(tmp_path):
     x, y = load_dataset("digits", "test")
     assert _acc(model, x, y) == pytest.approx(model.advlab_meta["acc1"], abs=1e-6)
     assert _acc(model, x, y) > 0.85
+
+
+def test_a_gradient_check_also_marks_cw_at_its_largest_l2_budget(digits, digits_mlp):
+    """CW's L2 sweep beside an L∞ evaluation: a vanishing gradient misleads it too, so its row carries the flag."""
+    _, _, x, y = digits
+    wrapped = wrap_defense(digits_mlp, "bitdepth:2")
+    ev = evaluate(wrapped, (x, y), ["fgsm", "cw"], [0.1, 0.3], n=60, check_n=40, progress=False,
+                         ensemble=False, params={"cw": {"steps": 10, "binary_search_steps": 2}})
+    fired = {c["code"]: c["message"] for c in ev.checks if c["fired"]}
+    assert "GM06" in fired, fired
+    cw = [r for r in ev.rows if r.attack == "cw"]
+    largest = max(r.eps for r in cw)
+    for r in cw:
+        want = {fired[c] for c in fired if c in {"GM01", "GM02", "GM06", "GM07", "GM08", "GM09"}} if r.eps == largest else set()
+        assert set(r.warnings) == want, (r.eps, r.warnings)
+    fgsm_top = next(r for r in ev.rows if r.attack == "fgsm" and r.eps == 0.3)
+    assert set(fgsm_top.warnings) == set(fired.values())

@@ -24,6 +24,10 @@ from advlab.results.plan import Job, plan_jobs
 from advlab.results.records import Row
 from advlab.results.store import Store
 
+# The checks about the model's gradients (zero, random, not raising the loss, cut off; attacks that fail at
+# any budget): they bear on a gradient attack at every norm. GM03-GM05 compare attacks at the sweep's norm.
+GRADIENT_CHECKS = frozenset({"GM01", "GM02", "GM06", "GM07", "GM08", "GM09"})
+
 Outcome = dict[str, torch.Tensor]
 # the store's bookkeeping lives on the CPU, whatever torch's default device is
 CPU = torch.device("cpu")
@@ -113,7 +117,22 @@ def _attribute(worst: dict[float, WorstCase], name: str, e: float, s: _Scored, n
     w.seconds += s.seconds
 
 
-def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[str],
+def _row_warnings(config: dict[str, Any], job: Job, e: float | None, budgets: list[float | None],
+                  fired: list[dict[str, Any]]) -> list[str]:
+    """The fired checks' messages a row carries.
+
+    At the sweep's largest ε, every one; on a row of another norm (CW's L2 sweep beside an L∞
+    evaluation), at its own largest budget, those about the model's gradients.
+    """
+    if not fired or not get_attack(job.attack).maskable:
+        return []
+    if job.norm == config["norm"]:
+        return [c["message"] for c in fired] if e == max(config["eps"]) else []
+    largest = max((b for b in budgets if b is not None), default=None)
+    return [c["message"] for c in fired if c["code"] in GRADIENT_CHECKS] if e is not None and e == largest else []
+
+
+def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[dict[str, Any]],
               worst: dict[float, WorstCase], d: Detected | None = None) -> list[Row]:
     """One job's rows (one per ε for a minimal attack); adds its outcomes to ``worst``."""
     config, clean = table.config, table.clean
@@ -124,8 +143,7 @@ def _job_rows(table: _Table, job: Job, o: Outcome, seconds: float, fired: list[s
         s = _Scored(*outcome_at_eps(o["adv"], o[job.norm], scored_eps, o["top1"], o["top5"],
                                     clean["top1"], clean["top5"]), seconds)
         row = table.row(job.name, job.norm, e, s, o)
-        if fired and get_attack(job.attack).maskable and e == max(config["eps"]) and job.norm == config["norm"]:
-            row.warnings = list(fired)
+        row.warnings = _row_warnings(config, job, e, budgets, fired) or row.warnings
         rows.append(row)
         if d is not None and table.detect is not None:
             within = o["adv"] if scored_eps is None else _within(o, job.norm, scored_eps)
@@ -153,7 +171,7 @@ def _rows_and_worst(store: Store, config: dict[str, Any], checks: bool = True
                     ) -> tuple[list[Row], dict[float, WorstCase], _Table]:
     table = _Table(config, store.clean())
     table.detect = clean_detected(store, table.n) if config.get("detector") else None
-    fired = [c["message"] for c in (store.get_meta("checks") or []) if c["fired"]]
+    fired = [c for c in (store.get_meta("checks") or []) if c["fired"]]
     rows: list[Row] = []
     worst: dict[float, WorstCase] = {}
     for job in stored_jobs(store, config):
