@@ -264,3 +264,16 @@ def test_a_model_in_training_mode_that_cannot_be_copied_is_refused_not_attacked(
     model.eval()  # the way out the message names: the model itself is attacked (its fast view cannot be built)
     with pytest.warns(FastViewSkipped, match="copying it raised RuntimeError: this list cannot be copied"):
         assert get_attack("pgd")(model, x, y, ThreatModel("linf", 0.1), steps=2).x_adv.shape == x.shape
+
+
+def test_wrapping_a_model_leaves_its_submodules_modes_alone(bn_net):
+    """wrap_defense and the device wrapper take their model's flag; they never set its submodules' modes."""
+    from advlab._device import OnDevice
+    from advlab.models import wrap_defense
+
+    mixed = copy.deepcopy(bn_net).eval()
+    mixed.bn.train()  # the top module in eval mode, one submodule in training mode
+    before = {n: m.training for n, m in mixed.named_modules()}
+    for wrapped in (wrap_defense(mixed, "bitdepth:3"), OnDevice(mixed, torch.device("cpu"))):
+        assert wrapped.training is False
+        assert {n: m.training for n, m in mixed.named_modules()} == before

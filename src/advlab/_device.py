@@ -142,6 +142,7 @@ class OnDevice(torch.nn.Module):
         super().__init__()
         self.model = model
         self.device = device
+        self.training = model.training  # (its model's flag only, not its submodules': a new module is in training mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``model(x)`` computed on ``device``, returned on ``x``'s device."""

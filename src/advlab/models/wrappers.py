@@ -215,7 +215,10 @@ class Defended(nn.Module):
         self.differentiable = transform.differentiable
         self.advlab_meta = dict(getattr(model, "advlab_meta", {}))
         self.defense_spec = transform.spec
-        self.train(model.training)  # the wrapper is in its classifier's mode (a new module would be in training)
+        # The wrapper and its transform in the classifier's mode (a new module would be in training); the
+        # classifier's own submodules are left as they are (train() would set every one of them).
+        self.training = model.training
+        transform.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out: torch.Tensor = self.model(self.transform(x))
@@ -316,7 +319,8 @@ def wrap_defense(model: nn.Module, spec: str) -> Defended:
             "`advlab train --defense thermometer` and load it by name instead"
         )
     wrapped = Defended(model, transform)
-    wrapped.eval()
+    wrapped.training = False  # an eval-mode wrapper; the model's own submodules keep their modes
+    transform.eval()
     return wrapped
 
 
