@@ -176,6 +176,9 @@ def _bad(tmp_path: Path, case: str) -> str:
         write_folder(tmp_path / "u", per_class=2)
         (tmp_path / "u" / "cat" / "000.png").write_bytes(b"not a png")
         return f"folder:{tmp_path / 'u'}:size=8"
+    if case == "channels":
+        write_folder(tmp_path / "c", per_class=1)
+        return f"folder:{tmp_path / 'c'}:size=8:channels=2"
     if case == "no-size":
         write_folder(tmp_path / "s", per_class=1)
         return f"folder:{tmp_path / 's'}"
@@ -193,6 +196,7 @@ def _bad(tmp_path: Path, case: str) -> str:
     ("no-images", r"^folder: class folder .*zebra has no images"),
     ("unreadable", r"^folder: cannot read image .*000\.png \(UnidentifiedImageError"),
     ("no-size", r"^dataset: .*give the image size, e\.g\. folder:.*:size=224"),
+    ("channels", r"^dataset: .*channels must be 1 \(greyscale\) or 3 \(RGB\), got 2"),
     ("missing-y", r"^npz: .* lacks array\(s\) y \(has: x\)"),
     ("shape", r"^npz: .*x must be N×C×H×W, N×H×W×C or N×H×W, got shape \(3, 4, 4, 4, 1\)"),
     ("range", r"^npz: .*float x must lie in \[0, 1\], got values in \[2, 2\]"),
@@ -232,3 +236,20 @@ def test_evaluate_certify_on_a_folder(folder, tmp_path, capsys):
     import re
 
     assert re.search(r"^ibp\s+linf\s+0\.01\s+[01]\.\d{3}\s+[01]\.\d{3}", capsys.readouterr().out, re.M)
+
+
+def test_a_greyscale_model_reads_a_folder_in_greyscale(tmp_path, capsys):
+    """The channels follow the model's declared input shape (lenet-mnist: 1×28×28) unless the spec names them."""
+    x, y = load_dataset("mnist")
+    for i in range(20):
+        d = tmp_path / "digits" / str(int(y[i]))
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[i, 0].numpy() * 255).round().astype(np.uint8), "L").convert("RGB").save(d / f"{i:02d}.png")
+    imgs, _ = open_images(f"folder:{tmp_path / 'digits'}", size=(1, 28, 28))
+    assert tuple(imgs[0].shape) == (1, 28, 28)
+    first = int((y[:20] == y[:20].min()).nonzero()[0])  # the folder's image 0: the smallest label's first file
+    assert float((imgs[0] - x[first]).abs().max()) <= 0.5 / 255 + 1e-6  # the grey PNG read back as it was written
+    assert tuple(open_images(f"folder:{tmp_path / 'digits'}:channels=3", size=(1, 28, 28))[0][0].shape) == (3, 28, 28)
+    rc = main(["evaluate", "--dataset", f"folder:{tmp_path / 'digits'}", "--attacks", "fgsm", "--eps", "0.3",
+               "--no-checks", "--no-progress", "--threads", "1", "--out", str(tmp_path / "out")])
+    assert rc == 0 and "folder:" in capsys.readouterr().out

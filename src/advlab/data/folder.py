@@ -2,10 +2,11 @@
 
 A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
 
-* ``folder:PATH[:size=S][:resize=R][:per_class=K][:workers=W]`` — ``PATH/CLASS/IMAGE`` files;
-  classes sorted by folder name are labels 0, 1, …; files sorted by name within a class (only the
-  first ``K`` of each class with ``per_class``: a subset that covers every class). Each image is
-  opened with Pillow, converted to RGB, resized (shorter side to ``R``, default ``S``) and
+* ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:workers=W]`` — ``PATH/CLASS/IMAGE``
+  files; classes sorted by folder name are labels 0, 1, …; files sorted by name within a class (only
+  the first ``K`` of each class with ``per_class``: a subset that covers every class). Each image is
+  opened with Pillow, converted to RGB (``C`` = 3) or greyscale (``C`` = 1; ``C`` comes from the
+  option or the model's declared input shape, default 3), resized (shorter side to ``R``, default ``S``) and
   centre-cropped to S×S (:func:`~advlab.data.source.resize_crop`; ImageNet's usual evaluation is
   ``size=224:resize=256``), values in [0, 1]. ``S`` comes from the option or, when the caller
   knows it, the model's declared input shape. Images are read when indexed (never all at once);
@@ -35,7 +36,8 @@ from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-OPTION = re.compile(r"^(size|resize|per_class|workers)=(\d+)$")
+OPTION = re.compile(r"^(size|resize|channels|per_class|workers)=(\d+)$")
+MODES = {1: "L", 3: "RGB"}  # channels → the Pillow mode an image is converted to
 RANGE_ROWS = 4096  # rows of a float npz checked for [0, 1] at a time
 
 
@@ -54,19 +56,22 @@ def parse_spec(spec: str) -> tuple[str, Path, dict[str, int]]:
     while len(parts) > 1 and (m := OPTION.match(parts[-1])):
         options[m.group(1)] = int(m.group(2))
         parts.pop()
-    folder_only = sorted(set(options) & {"size", "resize", "per_class"})
+    folder_only = sorted(set(options) & {"size", "resize", "channels", "per_class"})
     if kind == "npz" and folder_only:
         raise ValueError(f"dataset: {spec!r}: {'=, '.join(folder_only)}= is a folder option (npz images are as stored)")
     zero = [k for k in ("size", "resize", "per_class") if options.get(k) == 0]
     if zero:
         raise ValueError(f"dataset: {spec!r}: {zero[0]} must be a positive integer")
+    if options.get("channels", 3) not in MODES:
+        raise ValueError(f"dataset: {spec!r}: channels must be 1 (greyscale) or 3 (RGB), got {options['channels']}")
     return kind, Path(":".join(parts)), options
 
 
 class FolderSource(ImageSource):
     """The images of an ImageFolder tree, each decoded with Pillow when read."""
 
-    def __init__(self, root: Path, size: int, resize: int | None = None, per_class: int | None = None) -> None:
+    def __init__(self, root: Path, size: int, resize: int | None = None, per_class: int | None = None,
+                 channels: int = 3) -> None:
         if not root.is_dir():
             why = "is not a directory" if root.exists() else "does not exist"
             raise ValueError(f"folder: {root} {why}")
@@ -85,20 +90,21 @@ class FolderSource(ImageSource):
         self.root, self.classes, self.files = root, classes, files
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.n = len(files)
-        self.item_shape = (3, size, size)
+        self.item_shape = (channels, size, size)
+        self.mode = MODES[channels]
         self.resize = resize
 
     def load(self, i: int) -> torch.Tensor:
-        """Image ``i``: RGB, resized and centre-cropped, float32 in [0, 1]."""
+        """Image ``i``: RGB or greyscale, resized and centre-cropped, float32 in [0, 1]."""
         from PIL import Image, UnidentifiedImageError
 
         path = self.files[i]
         try:
             with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                arr = np.asarray(im.convert(self.mode), dtype=np.uint8)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ValueError(f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
-        img = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+        img = torch.from_numpy(arr.copy()).reshape(*arr.shape[:2], -1).permute(2, 0, 1).float().div_(255.0)
         return resize_crop(img, self.item_shape[1], self.resize)
 
 
@@ -206,9 +212,11 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
     """A ``folder:`` or ``npz:`` spec as a lazy image set and its int64 labels.
 
     Args:
-        spec: ``folder:PATH[:size=S][:resize=R][:per_class=K][:workers=W]`` or ``npz:PATH[:workers=W]``.
+        spec: ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:workers=W]`` or
+            ``npz:PATH[:workers=W]``.
         size: A folder's image side when the spec gives none; a C×H×W shape (a model's declared input
-            shape) gives its side when square, else nothing.
+            shape) gives its side when square, else nothing, and its channels (1 or 3) when the spec
+            gives none.
         n: Keep the first ``n`` images only.
         bounds: Check every kept image against these bounds, in one streamed pass
             (:func:`~advlab._checks.check_image_batches`).
@@ -221,7 +229,9 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
     """
     kind, path, options = parse_spec(spec)
     workers = options.get("workers", 0)
+    declared = 3
     if size is not None and not isinstance(size, int):
+        declared = size[0] if len(size) == 3 and size[0] in MODES else 3
         size = size[-1] if len(size) >= 2 and size[-1] == size[-2] else None
     source: FolderSource | NpzSource
     if kind == "folder":
@@ -231,7 +241,8 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
                              "(the model declares no input shape)")
         if options.get("resize", side) < side:
             raise ValueError(f"dataset: {spec!r}: resize ({options['resize']}) must be at least size ({side})")
-        source = FolderSource(path, side, options.get("resize"), options.get("per_class"))
+        source = FolderSource(path, side, options.get("resize"), options.get("per_class"),
+                              options.get("channels", declared))
     else:
         source = NpzSource(path)
     if source.n == 0:
