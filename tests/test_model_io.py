@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from advlab.attacks.guard import (
     InputCast,
     InputCopy,
     LogProbabilities,
+    ModelBatchDependent,
     ModelChangesInput,
     ModelDtype,
     ModelReturnsProbabilities,
@@ -209,3 +211,54 @@ def test_a_model_that_does_not_read_the_images_is_named_under_the_table(digits, 
     assert f"⚠ {ev.meta['chance']}" in str(ev)
     honest = evaluate(digits_mlp, (x, y), ["fgsm"], [0.1], **kw)
     assert honest.meta["chance"] is None and "⚠ clean" not in str(honest)
+
+
+class BatchStatsNet(nn.Module):
+    """A conv net with BatchNorm; traced in training mode, its batch statistics are baked into the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_a_model_whose_output_depends_on_the_batch_is_named(digits):
+    _, _, x, _ = digits
+    traced = torch.jit.trace(BatchStatsNet().train(), torch.rand(4, 1, 8, 8)).eval()  # flags say eval; the graph not
+    with pytest.warns(ModelBatchDependent, match="changes with the other images of its batch"):
+        check_io(traced, x[:8])
+    honest = torch.jit.trace(BatchStatsNet().eval(), torch.rand(4, 1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_io(honest, x[:8]) is honest
+
+
+def test_a_random_model_is_not_taken_for_a_batch_dependent_one(digits, digits_mlp):
+    _, _, x, _ = digits
+
+    class AlwaysDropout(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return digits_mlp(nn.functional.dropout(t, 0.3, training=True))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelBatchDependent)
+        check_io(AlwaysDropout().eval(), x[:8])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_torchscript_model_from_a_factory_is_evaluated(tmp_path, digits, digits_mlp):
+    from advlab.models.factory import load_factory
+
+    torch.jit.trace(copy.deepcopy(digits_mlp), torch.rand(2, 1, 8, 8)).save(str(tmp_path / "mlp.pt"))
+    (tmp_path / "ts.py").write_text(f"import torch\n\n\ndef make():\n    return torch.jit.load({str(tmp_path / 'mlp.pt')!r})\n")
+    model = load_factory(f"{tmp_path / 'ts.py'}:make")  # (requires_grad_ is not a ScriptModule method)
+    assert not any(p.requires_grad for p in model.parameters())
+    _, _, x, y = digits
+    kw = {"n": 60, "progress": False, "checks": False, "ensemble": False}
+    got = evaluate(model, (x, y), ["fgsm"], [0.3], **kw)
+    want = evaluate(digits_mlp, (x, y), ["fgsm"], [0.3], **kw)
+    assert [r.acc1_adv for r in got.rows] == [r.acc1_adv for r in want.rows]

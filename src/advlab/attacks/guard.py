@@ -26,6 +26,11 @@ random streams (the model and the caller's RNGs are untouched):
   Wagner attacked defensive distillation), with a :class:`ModelReturnsProbabilities` warning.
   Rows that sum to another constant (``c · softmax``, a deliberately saturated output) are not
   changed: the gradient-masking checks flag those.
+* **Its output for one image depends on the other images of the batch** (BatchNorm on batch
+  statistics baked into a model traced in training mode, where no flag can switch it): every
+  number then depends on the batch size and order. Nothing can be adapted; a
+  :class:`ModelBatchDependent` warning says so. (A module left in training mode is not this case:
+  advlab runs an eval-mode copy of it, see :func:`~advlab.attacks.fastview.inference_view`.)
 """
 
 from __future__ import annotations
@@ -85,6 +90,10 @@ class ModelDtype(UserWarning):
 
 class ModelReturnsProbabilities(UserWarning):
     """The model returns probabilities (a softmax): advlab attacks their logarithm, which has the logits' margins."""
+
+
+class ModelBatchDependent(UserWarning):
+    """The model's output for one image changes with the other images of its batch (batch statistics)."""
 
 
 PROBABILITY_ATOL = 1e-3  # |row sum − 1| within this on every probe row (float32 softmax: ~1e-7·classes)
@@ -201,6 +210,7 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
         raise ValueError(f"model: {name} returns a {type(out).__name__}, not a tensor of logits; give advlab a "
                          "model whose forward returns the logits alone (for example a wrapper returning "
                          "model(x)[0], or model(x).logits)")
+    _warn_if_batch_dependent(copied, given if isinstance(model, InputCast) else probe, out, name)
     adapted = model if isinstance(model, InputCast) else _input_left_alone(model, given, probe, name)
     if is_probabilities(out):
         warnings.warn(f"advlab: {name} returns probabilities (its rows are non-negative and sum to 1); advlab "
@@ -210,6 +220,27 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     if adapted is model:
         _CHECKED.add(model)
     return adapted
+
+
+def _warn_if_batch_dependent(copied: nn.Module, probe: torch.Tensor, out: torch.Tensor, name: str) -> None:
+    """A :class:`ModelBatchDependent` warning where image 0's output changes when image 1 is replaced.
+
+    Nothing is concluded for a model in training mode (advlab attacks an eval-mode copy of it), a
+    single image, or a model whose two calls on the same batch differ (a random one).
+    """
+    if len(probe) < 2 or any(m.training for m in copied.modules()) or out.dim() != 2:
+        return
+    again = _run(copied, probe.clone())
+    other = probe.clone()
+    other[1:] = probe[1:].flip(-1).flip(-2)  # (another image in the same range: rotated by 180°)
+    moved = _run(copied, other)
+    if not (isinstance(again, torch.Tensor) and isinstance(moved, torch.Tensor) and torch.equal(again[:1], out[:1])):
+        return
+    if torch.equal(moved[1:], out[1:]) or torch.allclose(moved[:1], out[:1], rtol=1e-5, atol=1e-6):
+        return  # (image 1 made no difference to the model, or none to image 0)
+    warnings.warn(f"advlab: {name}'s output for one image changes with the other images of its batch (BatchNorm "
+                  "on batch statistics, e.g. traced in training mode?): every number depends on the batch size and "
+                  "order; evaluate the model in eval mode", ModelBatchDependent, stacklevel=_caller_level())
 
 
 def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor, name: str) -> nn.Module:
@@ -222,5 +253,6 @@ def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor
     return InputCopy(model)
 
 
-__all__ = ["InputCast", "InputCopy", "LogProbabilities", "ModelChangesInput", "ModelDtype", "ModelReturnsProbabilities",
-           "NoInputGradient", "check_io", "is_probabilities", "leaves_autograd", "no_gradient_message"]
+__all__ = ["InputCast", "InputCopy", "LogProbabilities", "ModelBatchDependent", "ModelChangesInput", "ModelDtype",
+           "ModelReturnsProbabilities", "NoInputGradient", "check_io", "is_probabilities", "leaves_autograd",
+           "no_gradient_message"]

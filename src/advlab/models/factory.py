@@ -151,7 +151,8 @@ def load_factory(spec: str, weights: str | os.PathLike[str] | None = None, *, fr
         load_weights(model, weights)
     model.eval()
     if freeze:
-        model.requires_grad_(False)
+        for p in model.parameters():  # (per tensor: a ScriptModule has no requires_grad_)
+            p.requires_grad_(False)
     return model
 
 
