@@ -262,3 +262,23 @@ def test_a_torchscript_model_from_a_factory_is_evaluated(tmp_path, digits, digit
     got = evaluate(model, (x, y), ["fgsm"], [0.3], **kw)
     want = evaluate(digits_mlp, (x, y), ["fgsm"], [0.3], **kw)
     assert [r.acc1_adv for r in got.rows] == [r.acc1_adv for r in want.rows]
+
+
+def test_images_in_another_dtype_than_a_checked_model_are_cast_for_it(digits, digits_mlp):
+    """The check is per image dtype: float32 images first, then numpy's float64 on the same model."""
+    _, _, x, y = digits
+    x, y = x[:40], y[:40]
+    model = copy.deepcopy(digits_mlp)
+    get_attack("fgsm")(model, x, y, LINF)  # checked for float32
+    with pytest.warns(ModelDtype, match="computes in torch.float32, the images are torch.float64"):
+        r = get_attack("pgd")(model, x.double(), y, LINF, generator=torch.Generator().manual_seed(0))
+    assert r.x_adv.dtype == torch.float64 and float((r.x_adv - x.double()).abs().max()) <= 0.3 + 1e-9
+    with torch.no_grad():
+        assert torch.equal(r.success, model(r.x_adv.float()).argmax(1) != y)
+
+
+def test_an_input_that_requires_grad_raises_no_torch_warning(digits, digits_mlp):
+    _, _, x, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_attack("fgsm")(digits_mlp, x[:8].clone().requires_grad_(True), y[:8], LINF)

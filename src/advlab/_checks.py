@@ -77,7 +77,7 @@ def check_images(arg: str, x: object, bounds: tuple[float, float] | None = None)
         raise ValueError(f"{arg}: contains NaN")
     if bounds is not None:
         lo, hi = bounds
-        xmin, xmax = float(x.min()), float(x.max())
+        xmin, xmax = float(x.detach().min()), float(x.detach().max())
         if xmin < lo or xmax > hi:
             raise ValueError(
                 f"{arg}: values must lie in the bounds [{lo}, {hi}], got range [{xmin:.4g}, {xmax:.4g}]"

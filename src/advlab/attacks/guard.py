@@ -45,8 +45,9 @@ from torch import nn
 from advlab.attacks.fastview import _caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox
 
-# models checked once: those found to keep the contract, and the adapters made for those that do not
-_CHECKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+# Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
+# ones): those found to keep it, with the dtypes seen; the adapters made for the others (None: any dtype).
+_CHECKED: weakref.WeakKeyDictionary[nn.Module, set[torch.dtype] | None] = weakref.WeakKeyDictionary()
 
 
 class NoInputGradient(RuntimeError):
@@ -106,7 +107,7 @@ class _Adapter(nn.Module):
         super().__init__()
         self.model = model
         self.training = model.training
-        _CHECKED.add(self)
+        _CHECKED[self] = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -175,8 +176,8 @@ def _own_dtype(model: nn.Module) -> torch.dtype | None:
 def check_io(model: Any, x: torch.Tensor) -> Any:
     """``model``, or an adapter of it that keeps the contract an attack relies on.
 
-    Runs a copy of ``model`` once on a copy of ``x[:2]`` (once per model: a model found to keep the
-    contract is remembered, weakly). Where that raises and the model's parameters are of another
+    Runs a copy of ``model`` once on a copy of ``x[:2]`` (once per model and image dtype: a model found
+    to keep the contract is remembered, weakly). Where that raises and the model's parameters are of another
     floating dtype than ``x`` (``model.double()``, ``model.bfloat16()``) and the probe cast to it
     runs, the model is run through :class:`InputCast` (a :class:`ModelDtype` warning). Where its
     forward changes its input, through :class:`InputCopy`. Where it returns probabilities, through
@@ -187,7 +188,8 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     Raises:
         ValueError: The model's output is not a tensor of logits.
     """
-    if not isinstance(model, nn.Module) or model in _CHECKED or len(x) == 0:
+    seen = _CHECKED.get(model, set()) if isinstance(model, nn.Module) else None
+    if seen is None or x.dtype in seen or len(x) == 0:
         return model
     probe, name = x[:2].detach(), type(model).__name__
     try:
@@ -217,8 +219,8 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
                       "attacks their logarithm, which has the logits' margins (return the logits to silence this)",
                       ModelReturnsProbabilities, stacklevel=_caller_level())
         adapted = LogProbabilities(adapted)
-    if adapted is model:
-        _CHECKED.add(model)
+    if adapted is model and not isinstance(model, _Adapter):
+        _CHECKED.setdefault(model, set()).add(x.dtype)  # type: ignore[union-attr]
     return adapted
 
 
