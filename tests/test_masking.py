@@ -288,3 +288,35 @@ def test_a_gradient_check_also_marks_cw_at_its_largest_l2_budget(digits, digits_
         assert set(r.warnings) == want, (r.eps, r.warnings)
     fgsm_top = next(r for r in ev.rows if r.attack == "fgsm" and r.eps == 0.3)
     assert set(fgsm_top.warnings) == set(fired.values())
+
+
+class _ZeroGradRound(torch.autograd.Function):
+    """Rounding to 8 bits with a zero backward: a user's quantisation that declares nothing."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: ANN001, ANN205, D102
+        return (x * 255).round() / 255
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: ANN001, ANN205, D102
+        return torch.zeros_like(g)
+
+
+def test_what_the_escalation_finds_at_the_largest_eps_is_carried_to_the_smaller_ones(digits, digits_mlp):
+    _, _, x, y = digits
+
+    class Rounded(torch.nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return digits_mlp(_ZeroGradRound.apply(t))
+
+    kw = {"n": 100, "check_n": 40, "progress": False, "ensemble": False}
+    ev = evaluate(Rounded().eval(), (x, y), ["fgsm", "pgd"], [0.1, 0.3], **kw)
+    ref = evaluate(digits_mlp, (x, y), ["fgsm", "pgd"], [0.1, 0.3], **kw)
+
+    def worst(e, at):
+        return next(r.acc1_adv for r in e.rows if r.attack.startswith("worst-case") and r.eps == at)
+
+    carried = [s for s in ev.meta["escalation"] if s.get("swept")]
+    assert carried and carried[0]["swept"] == [0.1], ev.meta["escalation"]
+    naive = next(r.acc1_adv for r in ev.rows if r.attack == "pgd" and r.eps == 0.1)
+    assert worst(ev, 0.1) <= worst(ref, 0.1) + 0.1 < naive  # the smaller ε's headline is the honest one too

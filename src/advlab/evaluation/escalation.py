@@ -19,8 +19,10 @@ subset; a gradient check (GM01, GM02, GM06, GM07, GM08) once a step that routes 
 (``pgd-bpda``, or ``pgd-adaptive`` on a model that declares BPDA/EOT) has run; GM09 (no autograd
 at all) once ``pgd-bpda`` and ``square-5000`` have both run. It stops
 when every check is answered, nothing on the subset is left to break, or every step has run.
-Each step is a row of its own; the store's meta ``escalation`` records why each ran, its subset
-Acc@1 and its time.
+A step that lowered the subset's Acc@1 by more than the margin then runs at the sweep's other ε
+too (:func:`carry_over_sweep`): what fooled the evaluation at the largest ε fooled it at the
+smaller ones as well. Each step is a row of its own; the store's meta ``escalation`` records why
+each ran, its subset Acc@1, the ε it was carried to and its time.
 """
 
 from __future__ import annotations
@@ -167,8 +169,26 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: flo
             routed |= ROUTES
         if step is SQUARE:
             routed.add("GM09")
+    carry_over_sweep(run, records, eps)
     return records
 
 
-__all__ = ["COMPARISONS", "ROUTES", "Step", "declared_routes", "escalate", "plan_steps", "surrogate_for",
-           "unanswered"]
+def carry_over_sweep(run: Run, records: list[dict[str, Any]], eps: float) -> None:
+    """Run each step that lowered the subset's Acc@1 by more than :data:`MARGIN` at the sweep's other ε too.
+
+    The escalation looks at the largest ε only; a step that broke what the evaluation's attacks had
+    not (a transfer attack past a gradient that vanishes) would leave the smaller ε's worst case as
+    wrong as it found the largest one's. Each record of a carried step lists those ε (``swept``).
+    """
+    others = [e for e in run.config["eps"] if e != eps]
+    for r in records:
+        if not others or not r["ran"] or r["subset_acc1_after"] >= r["subset_acc1_before"] - MARGIN:
+            continue
+        step = Step(r["step"], r["attack"], tuple(r["params"].items()))
+        t0 = time.perf_counter()
+        run.add_jobs([step.job(run.config["norm"], e) for e in others])
+        r["swept"], r["seconds"] = others, round(r["seconds"] + time.perf_counter() - t0, 2)
+
+
+__all__ = ["COMPARISONS", "ROUTES", "Step", "carry_over_sweep", "declared_routes", "escalate", "plan_steps",
+           "surrogate_for", "unanswered"]

@@ -78,7 +78,9 @@ def stored_jobs(store: Store, config: dict[str, Any]) -> list[Job]:
     skipped = set((store.get_meta("skipped") or {}).get("jobs", []))
     jobs = [j for j in plan_jobs(config["attacks"], config["norm"], config["eps"]) if j.key not in skipped]
     jobs += plan_jobs(store.get_meta("adaptive") or [], config["norm"], config["eps"])
-    return jobs + [Job.from_dict(d) for d in store.get_meta("added") or []]
+    added = [Job.from_dict(d) for d in store.get_meta("added") or []]
+    first = {j.name: i for i, j in reversed(list(enumerate(added)))}  # (a step carried over the sweep after
+    return jobs + sorted(added, key=lambda j: (first[j.name], j.eps))  # its largest ε: its rows by ε)
 
 
 @dataclass
