@@ -294,11 +294,11 @@ class _ZeroGradRound(torch.autograd.Function):
     """Rounding to 8 bits with a zero backward: a user's quantisation that declares nothing."""
 
     @staticmethod
-    def forward(ctx, x):  # noqa: ANN001, ANN205, D102
+    def forward(ctx, x):
         return (x * 255).round() / 255
 
     @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205, D102
+    def backward(ctx, g):
         return torch.zeros_like(g)
 
 
