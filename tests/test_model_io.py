@@ -282,3 +282,24 @@ def test_an_input_that_requires_grad_raises_no_torch_warning(digits, digits_mlp)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_attack("fgsm")(digits_mlp, x[:8].clone().requires_grad_(True), y[:8], LINF)
+
+
+@pytest.mark.parametrize(("attack", "threat"), [("deepfool", ThreatModel("l2", float("inf"))),
+                                                ("jsma", ThreatModel("l0", 10.0))])
+def test_a_model_whose_backward_cannot_keep_its_graph_gets_fresh_passes(attack, threat, digits, digits_mlp,
+                                                                        monkeypatch):
+    """torch.compile's backward refuses retain_graph; the attacks that reuse one graph recompute it instead."""
+    _, _, x, y = digits
+    x, y = x[:30], y[:30]
+    want = get_attack(attack)(digits_mlp, x, y, threat)
+    real = torch.autograd.grad
+
+    def compiled_like(*args, **kwargs):
+        if kwargs.get("retain_graph"):
+            raise RuntimeError("This backward function was compiled with non-empty donated buffers which requires "
+                               "create_graph=False and retain_graph=False")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", compiled_like)
+    got = get_attack(attack)(digits_mlp, x, y, threat)
+    assert torch.equal(got.x_adv, want.x_adv) and torch.equal(got.success, want.success)

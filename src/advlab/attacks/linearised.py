@@ -8,6 +8,7 @@ from typing import Annotated
 import torch
 
 from advlab._checks import NonNegFloat, PositiveInt, Range
+from advlab.attacks.losses import several_gradients
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
@@ -36,11 +37,13 @@ def _class_gradients(
         k = min(candidates, logits.shape[1]) - 1
         cls = others.topk(k, dim=1).indices  # N×k candidate classes
         f = logits.gather(1, cls) - z_true  # N×k, negative while the label still wins
-        grads = []
-        for j in range(k):
-            (g,) = torch.autograd.grad(f[:, j].sum(), xr, retain_graph=j < k - 1)
-            grads.append(g)
+        grads = several_gradients(model, xr, logits, [_margin_sum(cls[:, j], labels) for j in range(k)])
     return logits.detach(), f.detach(), torch.stack(grads, dim=1)  # N×k×C×H×W
+
+
+def _margin_sum(cls: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map logits ↦ Σ_n (Z_cls − Z_y), one class per example."""
+    return lambda z: (z.gather(1, cls[:, None]) - z.gather(1, labels[:, None])).sum()
 
 
 @register_attack("deepfool", kind="white-box", norms=("l2", "linf"), targeted=False, budget="minimal", paper=PAPER)

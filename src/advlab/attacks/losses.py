@@ -143,3 +143,27 @@ def loss_grad(
         loss = loss_fn(logits, labels)
         (grad,) = torch.autograd.grad(loss.sum(), xr)
     return loss.detach(), grad.detach(), logits.detach()
+
+
+def several_gradients(model: Callable[[torch.Tensor], torch.Tensor], xr: torch.Tensor, logits: torch.Tensor,
+                      scalars: list[Callable[[torch.Tensor], torch.Tensor]]) -> list[torch.Tensor]:
+    """``∂ s(logits) / ∂xr`` for each ``s``, through the graph of ``logits = model(xr)`` kept between them.
+
+    A model whose backward cannot keep its graph (``torch.compile`` donates its buffers and refuses
+    ``retain_graph``) gets one fresh forward pass for each scalar left, with the same result.
+    """
+    grads: list[torch.Tensor] = []
+    for j, s in enumerate(scalars):
+        try:
+            (g,) = torch.autograd.grad(s(logits), xr, retain_graph=j < len(scalars) - 1)
+        except RuntimeError as e:
+            if "retain_graph" not in str(e):
+                raise
+            for rest in scalars[j:]:
+                x2 = xr.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(rest(model(x2)), x2)
+                grads.append(g)
+            return grads
+        grads.append(g)
+    return grads

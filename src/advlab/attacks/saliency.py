@@ -42,7 +42,7 @@ from typing import Literal
 import torch
 
 from advlab._checks import Fraction
-from advlab.attacks.losses import is_adversarial
+from advlab.attacks.losses import is_adversarial, several_gradients
 from advlab.attacks.registry import AttackResult, register_attack
 from advlab.threat import ThreatModel
 
@@ -158,8 +158,8 @@ class _Map:
                 (g,) = torch.autograd.grad(logits.log_softmax(dim=1).gather(1, cls[:, None]).sum(), xr)
                 a = sign * g.flatten(1) * w
                 return logits.detach(), a, a
-            (g_cls,) = torch.autograd.grad(logits.gather(1, cls[:, None]).sum(), xr, retain_graph=True)
-            (g_all,) = torch.autograd.grad(logits.sum(), xr)
+            g_cls, g_all = several_gradients(model, xr, logits, [lambda z: z.gather(1, cls[:, None]).sum(),
+                                                                 lambda z: z.sum()])
         g_cls = g_cls.flatten(1)
         return logits.detach(), sign * g_cls * w, -sign * (g_all.flatten(1) - g_cls) * w
 
