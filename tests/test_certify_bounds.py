@@ -231,3 +231,37 @@ def test_shipped_certified_model_verifies_at_0_1():
     model = load_model("cnn-mnist-ibp01")
     x, y = load_dataset("mnist", "test")
     assert float(verified(model, x, y, 0.1, method="ibp", batch_size=1000).float().mean()) >= 0.95
+
+
+@pytest.mark.parametrize("last", [nn.Softmax(dim=1), nn.LogSoftmax(dim=-1), "softmax", "log_softmax"])
+def test_a_final_softmax_is_left_out_of_the_chain(last, digits_mlp, digits):
+    """Softmax keeps each row's order: the certificate of the model behind it is the logits' own."""
+
+    class Ends(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = digits_mlp
+            self.last = last if isinstance(last, nn.Module) else None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.net(x)
+            return self.last(z) if self.last is not None else getattr(z, str(last))(1)
+
+    _, _, x, y = digits
+    x, y = x[:50], y[:50]
+    for method in ("ibp", "crown"):
+        want = margin_lower_bounds(digits_mlp, x, y, 0.05, method=method)
+        assert torch.equal(margin_lower_bounds(Ends().eval(), x, y, 0.05, method=method), want)
+
+
+def test_a_softmax_that_is_not_last_is_refused(digits_mlp):
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = digits_mlp
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 1e4 * self.net(x).softmax(1)
+
+    with pytest.raises(ValueError, match=r"unsupported layer 'softmax'"):
+        build_chain(Scaled().eval(), (1, 8, 8))

@@ -5,7 +5,9 @@ advlab's networks are not ``nn.Sequential`` (LeNet-5 is ``norm`` → ``features`
 layer and :class:`advlab.models.nets.Normalize` is a leaf, and the traced graph must be a single
 chain (each operation's input is the previous one's output). Supported: Linear, Conv2d, ReLU,
 Flatten / ``flatten(1)``, BatchNorm1d/2d in eval mode, AvgPool2d, MaxPool2d, Normalize,
-Identity and Dropout in eval mode. Anything else is a one-line ``ValueError`` naming the layer.
+Identity and Dropout in eval mode; a softmax or log-softmax over the classes as the very last
+operation is left out (it keeps each row's order, so the certified prediction is the logits' one).
+Anything else is a one-line ``ValueError`` naming the layer.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ LEAVES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.BatchNorm1d, nn.BatchNor
 _Step = tuple[torch.fx.Node, tuple[int, ...], tuple[int, ...]]
 _RELU_FUNCS = (F.relu, torch.relu, torch.nn.functional.relu)
 _FLATTEN_FUNCS = (torch.flatten,)
+_SOFTMAX_FUNCS = (F.softmax, torch.softmax, F.log_softmax, torch.log_softmax)
 
 
 class _Tracer(torch.fx.Tracer):
@@ -143,6 +146,9 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
                 raise ValueError("certify: the model's output is not the last layer's output")
             break
         _check_args(node, prev)
+        if len(shape) == 1 and _final_softmax(node, modules):
+            prev = node  # (the logits before it decide the same class)
+            continue
         op = _node_op(node, modules, shape, x)  # x is on the model's device: the op's constants follow it
         with torch.no_grad():
             x = op.forward(x)
@@ -150,6 +156,19 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
         shape = steps[-1][2]
         prev = node
     return steps
+
+
+def _final_softmax(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` is a softmax or log-softmax over dimension 1 whose only use is the model's output."""
+    if [u.op for u in node.users] != ["output"]:
+        return False
+    if node.op == "call_module":
+        m = modules[str(node.target)]
+        return isinstance(m, (nn.Softmax, nn.LogSoftmax)) and m.dim in (1, -1)
+    is_softmax = (node.op == "call_function" and node.target in _SOFTMAX_FUNCS) or (
+        node.op == "call_method" and node.target in ("softmax", "log_softmax"))
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    return is_softmax and dim in (1, -1)
 
 
 def build_chain(model: nn.Module, in_shape: tuple[int, ...]) -> list[Op]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from advlab.attacks.guard import LogProbabilities
 from advlab.certify.methods import (
     DETERMINISTIC,
     Method,
@@ -88,7 +89,10 @@ def certify_step(run: Any, worst: dict[float, Any]) -> list[dict[str, Any]]:
         return list(stored)
     methods = [parse_method(label, run.config["norm"]) for label in labels]
     x = run.x.materialise() if isinstance(run.x, Images) else run.x  # (the bounds need the images as one tensor)
-    rows = certify_rows(run.net, x, run.y, worst, methods, run.config)
+    # (a model that returns probabilities is attacked through LogProbabilities; its certificates are the
+    # model's own, whose final softmax the chain leaves out)
+    net = run.net.model if isinstance(run.net, LogProbabilities) else run.net
+    rows = certify_rows(net, x, run.y, worst, methods, run.config)
     run.store.set_meta("certified", rows)
     return rows
 
