@@ -265,3 +265,57 @@ def test_a_softmax_that_is_not_last_is_refused(digits_mlp):
 
     with pytest.raises(ValueError, match=r"unsupported layer 'softmax'"):
         build_chain(Scaled().eval(), (1, 8, 8))
+
+
+class _FunctionalNet(nn.Module):
+    """A user's net in the functional style: F.max_pool2d / F.avg_pool2d and a view that keeps the batch."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 4 * 4, 10)
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 1, 8, 8)
+        h = nn.functional.relu(self.conv(x))
+        h = nn.functional.max_pool2d(h, 2) if self.how != "avg" else nn.functional.avg_pool2d(h, 2)
+        if self.how == "size":
+            h = h.view(h.size(0), -1)
+        elif self.how == "shape":
+            h = h.reshape(h.shape[0], -1)
+        elif self.how == "tuple":
+            h = torch.reshape(h, (h.size(0), -1))
+        else:
+            h = h.view(-1, 64)
+        return self.fc(h)
+
+
+@pytest.mark.parametrize("how", ["size", "shape", "tuple", "fixed", "avg"])
+def test_functional_pools_and_reshapes_are_read_like_their_modules(how, digits):
+    net = _FunctionalNet(how).eval()
+    pool = nn.AvgPool2d(2) if how == "avg" else nn.MaxPool2d(2)
+    twin = nn.Sequential(net.conv, nn.ReLU(), pool, nn.Flatten(), net.fc).eval()
+    _, _, x, y = digits
+    x, y = x[:40], y[:40]
+    with torch.no_grad():
+        h = x
+        for op in build_chain(net, (1, 8, 8)):
+            h = op.forward(h)
+        assert torch.equal(h, net(x))
+    for method in ("ibp", "crown"):  # (the leading view is one more interval step: equal up to rounding)
+        got, want = (margin_lower_bounds(m, x, y, 0.03, method=method) for m in (net, twin))
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_reshape_that_mixes_examples_is_refused():
+    class Mixer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.reshape(-1, 128))  # two 8×8 images per row
+
+    with pytest.raises(ValueError, match=r"unsupported layer 'reshape'"):
+        build_chain(Mixer(), (1, 8, 8))

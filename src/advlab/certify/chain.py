@@ -4,7 +4,8 @@ advlab's networks are not ``nn.Sequential`` (LeNet-5 is ``norm`` → ``features`
 ``.flatten(1)`` → ``classifier``), so the forward code is traced symbolically: every standard
 layer and :class:`advlab.models.nets.Normalize` is a leaf, and the traced graph must be a single
 chain (each operation's input is the previous one's output). Supported: Linear, Conv2d, ReLU,
-Flatten / ``flatten(1)``, BatchNorm1d/2d in eval mode, AvgPool2d, MaxPool2d, Normalize,
+Flatten / ``flatten(1)`` / an example's ``view`` or ``reshape`` (``x.view(x.size(0), -1)``), BatchNorm1d/2d
+in eval mode, AvgPool2d and MaxPool2d (modules or ``F.max_pool2d`` / ``F.avg_pool2d``), Normalize,
 Identity and Dropout in eval mode; a softmax or log-softmax over the classes as the very last
 operation is left out (it keeps each row's order, so the certified prediction is the logits' one).
 Anything else is a one-line ``ValueError`` naming the layer.
@@ -12,6 +13,7 @@ Anything else is a one-line ``ValueError`` naming the layer.
 
 from __future__ import annotations
 
+import math
 import operator
 import weakref
 from typing import Any
@@ -40,6 +42,7 @@ _Step = tuple[torch.fx.Node, tuple[int, ...], tuple[int, ...]]
 _RELU_FUNCS = (F.relu, torch.relu, torch.nn.functional.relu)
 _FLATTEN_FUNCS = (torch.flatten,)
 _SOFTMAX_FUNCS = (F.softmax, torch.softmax, F.log_softmax, torch.log_softmax)
+_POOL_FUNCS: dict[Any, type[nn.Module]] = {F.max_pool2d: nn.MaxPool2d, F.avg_pool2d: nn.AvgPool2d}
 
 
 class _Tracer(torch.fx.Tracer):
@@ -95,11 +98,24 @@ def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, 
     raise _unsupported(name, type(m).__name__)
 
 
-def _function_op(node: torch.fx.Node, shape: tuple[int, ...]) -> Op:
-    """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1))."""
+def _function_op(node: torch.fx.Node, shape: tuple[int, ...], dev: torch.device) -> Op:
+    """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1), view / reshape, pools)."""
     target = node.target
+    if node.op == "call_function" and target in _POOL_FUNCS:
+        try:
+            pool = _POOL_FUNCS[target](*node.args[1:], **node.kwargs)
+        except TypeError as e:
+            raise _unsupported(node.name, f"{node.op} {_pool_name(target)} ({e})") from None
+        with torch.no_grad():
+            pooled = tuple(pool(torch.zeros(1, *shape)).shape[1:])
+        return _module_op(node.name, pool, shape, pooled, dev)
     if (node.op == "call_function" and target in _RELU_FUNCS) or (node.op == "call_method" and target == "relu"):
         return ReLUOp(node.name, shape)
+    if (node.op == "call_method" and target in ("view", "reshape")) or (
+            node.op == "call_function" and target is torch.reshape):
+        reshaped = _reshaped(node, shape)
+        if reshaped is not None:
+            return FlattenOp(node.name, shape, reshaped)
     is_flatten = (node.op == "call_function" and target in _FLATTEN_FUNCS) or (node.op == "call_method" and \
         target == "flatten")
     if is_flatten:
@@ -113,12 +129,55 @@ def _function_op(node: torch.fx.Node, shape: tuple[int, ...]) -> Op:
     raise _unsupported(node.name, f"{node.op} {what}")
 
 
+def _pool_name(target: object) -> str:
+    """A pooling function's name (``F.max_pool2d`` is a dispatch wrapper named ``fn``)."""
+    names: dict[Any, str] = {F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d"}
+    return names.get(target, str(target))
+
+
+def _batch_size(node: object, prev: torch.fx.Node) -> bool:
+    """Whether ``node`` is ``prev.size(0)`` or ``prev.shape[0]`` (the batch size, as a reshape's first dimension)."""
+    if not isinstance(node, torch.fx.Node):
+        return False
+    if node.op == "call_method" and node.target == "size":
+        return bool(node.args[:1] == (prev,) and (node.args[1:] or (node.kwargs.get("dim"),)) == (0,))
+    base = node.args[0] if node.op == "call_function" and node.target is operator.getitem else None
+    return bool(isinstance(base, torch.fx.Node) and base.op == "call_function" and base.target is getattr
+                and base.args == (prev, "shape") and node.args[1] == 0)
+
+
+def _reshaped(node: torch.fx.Node, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Each example's shape after a ``view`` / ``reshape`` node that keeps the batch dimension, else None."""
+    dims: tuple[Any, ...] = tuple(node.args[1:] if node.op == "call_method" else node.args[1:2])
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    first, rest = (dims[0], dims[1:]) if dims else (None, ())
+    src = node.args[0]
+    if not isinstance(src, torch.fx.Node) or not (first == -1 or _batch_size(first, src)) or not all(
+            type(d) is int for d in rest):
+        return None
+    ints: tuple[int, ...] = rest
+    n, free = math.prod(shape), [i for i, d in enumerate(ints) if d == -1]
+    known = math.prod(d for d in ints if d != -1)
+    if len(free) > 1 or known <= 0 or n % known or (not free and known != n) or (first == -1 and free):
+        return None
+    return tuple(n // known if d == -1 else d for d in ints)
+
+
 def _check_args(node: torch.fx.Node, prev: torch.fx.Node) -> None:
     """The node's only tensor input is the previous node's output (a chain, no branches)."""
-    nodes = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+    nodes = [a for a in _node_args(node) if not _batch_size(a, prev)]
     if nodes != [prev]:
         raise ValueError(f"certify: unsupported layer {node.name!r} ({node.op} {node.target}): not a chain "
                          "(inputs other than the previous layer's output: branches, residuals or attributes)")
+
+
+def _node_args(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The nodes among ``node``'s arguments, one level into tuples and lists (a reshape's dimensions)."""
+    flat: list[object] = []
+    for a in (*node.args, *node.kwargs.values()):
+        flat += list(a) if isinstance(a, (tuple, list)) else [a]
+    return [a for a in flat if isinstance(a, torch.fx.Node)]
 
 
 # Per model and input shape: each layer's traced node with its input and output shapes. Only the
@@ -141,6 +200,9 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
             prev = node
             continue
         assert prev is not None
+        if _batch_size(node, prev) or (node.op == "call_function" and node.target is getattr
+                                       and node.args == (prev, "shape")):
+            continue  # (read by the reshape that follows: not a layer)
         if node.op == "output":
             if node.args[0] is not prev:
                 raise ValueError("certify: the model's output is not the last layer's output")
@@ -183,7 +245,7 @@ def build_chain(model: nn.Module, in_shape: tuple[int, ...]) -> list[Op]:
         if node.op == "call_module":
             ops.append(_module_op(str(node.target), modules[str(node.target)], shape, out, dev))
         else:
-            ops.append(_function_op(node, shape))
+            ops.append(_function_op(node, shape, dev))
     return ops
 
 
@@ -200,5 +262,5 @@ def _node_op(node: torch.fx.Node, modules: dict[str, nn.Module], shape: tuple[in
             out: Any = m(x)
         return _module_op(str(node.target), m, shape, tuple(out.shape[1:]), x.device)
     if node.op in ("call_function", "call_method"):
-        return _function_op(node, shape)
+        return _function_op(node, shape, x.device)
     raise _unsupported(node.name, f"{node.op} {node.target}")

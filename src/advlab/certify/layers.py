@@ -201,19 +201,19 @@ class ScaleShiftOp(AffineOp):
 
 
 class FlattenOp(AffineOp):
-    """``flatten(1)``: a reshape."""
+    """``flatten(1)``, or each example's ``view`` / ``reshape`` to ``out_shape``: the same numbers, same order."""
 
-    def __init__(self, name: str, in_shape: tuple[int, ...]) -> None:
-        super().__init__(name, in_shape, (math.prod(in_shape),))
+    def __init__(self, name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__(name, in_shape, out_shape or (math.prod(in_shape),))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x.flatten(1)
+        return x.reshape(len(x), *self.out_shape)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x.flatten(1)
+        return x.reshape(len(x), *self.out_shape)
 
     def abs_linear(self, r: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return r.flatten(1)
+        return r.reshape(len(r), *self.out_shape)
 
     def transpose(self, a: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return a.reshape(*a.shape[:2], *self.in_shape)
