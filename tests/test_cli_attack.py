@@ -32,3 +32,15 @@ def test_attack_command_unknown_attack_one_line():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "did you mean 'deepfool'" in proc.stderr
+
+
+def test_attack_command_on_a_factory_model_reads_mnist_as_evaluate_does(tmp_path):
+    """A factory model records no dataset: `advlab attack` falls back on mnist, as `advlab evaluate` does."""
+    from advlab.cli import main
+
+    (tmp_path / "mine.py").write_text("import torch\nfrom torch import nn\n\n\ndef make():\n    torch.manual_seed(0)\n"
+                                      "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    out = tmp_path / "out"
+    rc = main(["attack", "--model", f"{tmp_path / 'mine.py'}:make", "--attack", "fgsm", "--n", "8", "--out", str(out)])
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["dataset"] == "mnist"

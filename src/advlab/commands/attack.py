@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--model", default="lenet-mnist", help="pretrained name, checkpoint path, package.module:factory "
                    "(or file.py:factory) or an .onnx file")
     p.add_argument("--weights", default=None, help="a factory model's .safetensors state dict")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset; or folder:PATH[:size=S] / "
-                   "npz:PATH (only the first n images are read)")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset, else mnist; or "
+                   "folder:PATH[:size=S] / npz:PATH (only the first n images are read)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attack", required=True)
     p.add_argument("--norm", default=None, choices=NORMS, help="default: the attack's first norm")
@@ -72,13 +72,11 @@ def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
     return out
 
 
-def model_dataset(model: object, name: str, dataset: str | None) -> str:
-    """``dataset`` if given, else the one the model's metadata names; a one-line error if neither says."""
+def model_dataset(model: object, dataset: str | None) -> str:
+    """``dataset`` if given, else the one the model's metadata names, else ``"mnist"`` (as ``advlab evaluate``)."""
     meta = getattr(model, "advlab_meta", None) or getattr(model, "meta", None) or {}
     found = dataset or meta.get("dataset")
-    if not isinstance(found, str):
-        raise ValueError(f"--dataset: {name} records no dataset; name one (mnist or digits)")
-    return found
+    return found if isinstance(found, str) else "mnist"
 
 
 def _threat(args: argparse.Namespace, info: AttackInfo) -> tuple[str, ThreatModel]:
@@ -101,7 +99,7 @@ def run_attack(args: argparse.Namespace) -> int:
     norm, threat = _threat(args, info)
     device = use_device(args)
     model = load_model(args.model, weights=args.weights)
-    dataset = model_dataset(model, args.model, args.dataset)
+    dataset = model_dataset(model, args.dataset)
     if is_spec(dataset) and args.data_dir is None:  # your images: read only the first n
         images, y = open_images(dataset, size=declared_input_shape(model), n=args.n)
         x = images[:]
@@ -123,7 +121,7 @@ def run_attack(args: argparse.Namespace) -> int:
     logits = predict_logits(model, res.x_adv)
     clean = predict_logits(model, x)
     summary = {
-        "attack": info.name, "model": args.model, "norm": norm, "eps": threat.eps, "n": len(y),
+        "attack": info.name, "model": args.model, "dataset": dataset, "norm": norm, "eps": threat.eps, "n": len(y),
         "targeted": args.targeted, "acc1_clean": acc_at_k(clean, y, 1), "acc5_clean": acc_at_k(clean, y, 5),
         "acc1_adv": acc_at_k(logits, y, 1), "acc5_adv": acc_at_k(logits, y, 5),
         "success_rate": float(res.success.float().mean()), "seconds": seconds, "seed": args.seed,
