@@ -319,3 +319,11 @@ def test_a_reshape_that_mixes_examples_is_refused():
 
     with pytest.raises(ValueError, match=r"unsupported layer 'reshape'"):
         build_chain(Mixer(), (1, 8, 8))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_torchscript_model_is_refused_in_one_line_naming_the_way_out(digits_mlp):
+    scripted = torch.jit.trace(copy.deepcopy(digits_mlp).eval(), torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"^certify: .* is a TorchScript model, .*certify the nn\.Module") as err:
+        build_chain(scripted, (1, 8, 8))
+    assert "\n" not in str(err.value)

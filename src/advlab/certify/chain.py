@@ -59,6 +59,10 @@ def _unsupported(name: str, what: str) -> ValueError:
 
 def trace(model: nn.Module) -> torch.fx.Graph:
     """The model's forward graph with supported layers as leaves (ValueError when it cannot be traced)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(f"certify: {type(model).__name__} is a TorchScript model, which torch.fx cannot read as a "
+                         "chain of layers; certify the nn.Module it was scripted or traced from (randomized "
+                         "smoothing needs no chain)")
     try:
         return _Tracer().trace(model)
     except Exception as e:
