@@ -303,3 +303,19 @@ def test_a_model_whose_backward_cannot_keep_its_graph_gets_fresh_passes(attack, 
     monkeypatch.setattr(torch.autograd, "grad", compiled_like)
     got = get_attack(attack)(digits_mlp, x, y, threat)
     assert torch.equal(got.x_adv, want.x_adv) and torch.equal(got.success, want.success)
+
+
+def test_what_advlab_adapted_in_the_model_is_in_the_report(tmp_path, digits, digits_mlp):
+    """The warnings reach a terminal; the report keeps them ("The model as advlab ran it")."""
+    from advlab.report import render_report
+
+    _, _, x, y = digits
+    with pytest.warns(ModelReturnsProbabilities):
+        ev = evaluate(Softmaxed(digits_mlp).eval(), (x, y), ["fgsm"], [0.3], n=40, progress=False, checks=False,
+                      out=tmp_path / "run")
+    assert [n.split(":")[0] for n in ev.meta["model_notes"]] == ["ModelReturnsProbabilities"]
+    md, page = render_report(tmp_path / "run")
+    assert "## The model as advlab ran it" in md.read_text() and "returns probabilities" in md.read_text()
+    assert 'id="model-notes"' in page.read_text()
+    honest = evaluate(digits_mlp, (x, y), ["fgsm"], [0.3], n=40, progress=False, checks=False, out=tmp_path / "h")
+    assert honest.meta["model_notes"] is None

@@ -89,7 +89,8 @@ class Evaluation:
             atomic_write_text(d / "checks.json", json.dumps(self.checks, indent=2) + "\n")
 
 
-META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset", "certified", "detector")
+META_KEYS = ("escalation", "ensemble", "costs", "skipped", "added", "check_subset", "certified", "detector",
+             "model_notes")
 
 
 def evaluation_meta(store: Store) -> dict[str, Any]:

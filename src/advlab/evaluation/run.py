@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
+from advlab.attacks.fastview import _caller_level
 from advlab.attacks.guard import check_io
 from advlab.attacks.registry import check_finite_logits
 from advlab.detect.adaptive import adaptive_attack
@@ -60,8 +62,19 @@ class Run:
     detector: Detector | None = None  # the reject option: each input's score and decision are stored too
 
     def __post_init__(self) -> None:
-        # warns once for a model in training mode, and for one whose forward changes its input in place
-        self.net = check_io(inference_view(self.net), self.x)
+        # Warns for a model in training mode, one whose forward changes its input in place, one in another
+        # dtype, one that returns probabilities or depends on its batch; what advlab adapted is also kept
+        # for the report (the store's meta "model_notes"), where the warnings on a terminal do not reach.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.net = check_io(inference_view(self.net), self.x)
+        notes = []
+        for w in caught:
+            warnings.warn(w.message, stacklevel=_caller_level())
+            if w.category.__module__.startswith("advlab."):
+                notes.append(f"{w.category.__name__}: {w.message}")
+        if notes:
+            self.store.set_meta("model_notes", notes)
 
     @property
     def batch_size(self) -> int:

@@ -59,7 +59,8 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)  # escalation, ensemble, costs, skipped (the store's meta)
 
 
-RESPONSE_META = ("escalation", "ensemble", "costs", "skipped", "certified", "detector", "adaptive", "adaptive_why")
+RESPONSE_META = ("escalation", "ensemble", "costs", "skipped", "certified", "detector", "adaptive", "adaptive_why",
+                 "model_notes")
 
 
 def successful_outcomes(store: Store, config: dict[str, Any]) -> list[tuple[Job, dict[str, torch.Tensor]]]:

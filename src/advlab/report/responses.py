@@ -101,9 +101,21 @@ def cost_section(meta: dict[str, Any]) -> Section | None:
     return Section("Cost", text, ["phase", "time (s)", "share"], rows, "costs")
 
 
+def model_section(meta: dict[str, Any]) -> Section | None:
+    """How advlab ran the model (its warnings when the run was made: an eval-mode copy, a cast, log p, ...)."""
+    notes = meta.get("model_notes") or []
+    if not notes:
+        return None
+    rows = [[kind, text.removeprefix("advlab: ")] for kind, _, text in (n.partition(": ") for n in notes)]
+    return Section("The model as advlab ran it", "What advlab adapted, or could not, in the model it was given "
+                   "(docs/evaluation.md, \"Your own models, your own images, a GPU\"); every number above is of "
+                   "the model as run.", ["warning", "what"], rows, "model-notes")
+
+
 def sections(meta: dict[str, Any], rows: Sequence[Row]) -> list[Section]:
     """The sections that have something to say."""
-    return [s for s in (added_section(meta), worst_section(rows), cost_section(meta)) if s is not None]
+    return [s for s in (model_section(meta), added_section(meta), worst_section(rows), cost_section(meta))
+            if s is not None]
 
 
 def responses_markdown(meta: dict[str, Any], rows: Sequence[Row]) -> list[str]:
@@ -120,4 +132,4 @@ def responses_html(meta: dict[str, Any], rows: Sequence[Row]) -> str:
                    f"{html_table(s.head, s.rows, s.table_id)}" for s in sections(meta, rows))
 
 
-__all__ = ["Section", "ensemble_version", "responses_html", "responses_markdown", "sections"]
+__all__ = ["Section", "ensemble_version", "model_section", "responses_html", "responses_markdown", "sections"]
