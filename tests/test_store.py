@@ -14,6 +14,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from advlab._io import LOCK_NAME
 from advlab.cli import build_parser, main
@@ -196,7 +198,9 @@ def config_of(tmp_path, toml, *flags):
 @pytest.mark.parametrize(("toml", "flags", "match"), [
     ("eps = [true]\n", [], r": eps: expected budgets .*, got \[True\]"),
     ("eps = [0.1, false]\n", [], r": eps: expected budgets"),
-    ('eps = "0.1,x"\n', [], r"--eps: expected a comma-separated list, got '0.1,x'"),
+    ('eps = "0.1,x"\n', [], r"--eps: expected a number or a fraction like 8/255, got 'x'"),
+    ('eps = "8/0"\n', [], r"--eps: expected a number or a fraction like 8/255, got '8/0'"),
+    ("", ["--eps", "-0.1"], r"^--eps: expected a budget ≥ 0, got '-0.1'$"),
     ('checks = "no"\n', [], r": checks: expected true or false, got 'no'"),
     ("checks = 0\n", [], r": checks: expected true or false, got 0"),
     ("n = 0\n", [], r": n: expected an integer >= 1, got 0"),
@@ -309,3 +313,17 @@ def test_results_are_saved_before_the_report_is_rendered(tmp_path, digits_ckpt, 
     assert (out / "results.csv").exists() and not (out / LOCK_NAME).exists()
     saved = json.loads((out / "config.json").read_text())["evaluation"]
     assert saved["model_fingerprint"]["class"] == "advlab.models.nets.MLP" and saved["data_fingerprint"]["digest"]
+
+
+def test_budgets_are_numbers_or_fractions_as_torchattacks_users_write_them(tmp_path):
+    cfg = config_of(tmp_path, "", "--eps", "8/255, 0.1,16/255")
+    assert cfg["eps"] == [8 / 255, 0.1, 16 / 255]
+    assert config_of(tmp_path, 'eps = "4/255"\n')["eps"] == [4 / 255]
+
+
+@given(st.integers(0, 10_000), st.integers(1, 10_000))
+def test_a_fraction_is_its_quotient(num, den):
+    from advlab._checks import parse_budget
+
+    assert parse_budget("--eps", f"{num}/{den}") == num / den
+    assert parse_budget("--eps", repr(num / den)) == num / den

@@ -45,6 +45,28 @@ def check_nonneg(arg: str, value: float) -> float:
     return float(value)
 
 
+def parse_budget(arg: str, text: str) -> float:
+    """A budget as the command line gives it: a number (``0.03``, ``inf``) or a fraction (``8/255``); ≥ 0."""
+    num, slash, den = str(text).strip().partition("/")
+    try:
+        value = float(num) / float(den) if slash else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{arg}: expected a number or a fraction like 8/255, got {text!r}") from None
+    if not value >= 0:
+        raise ValueError(f"{arg}: expected a budget ≥ 0, got {text!r}")
+    return value
+
+
+def budget_type(text: str) -> float:
+    """:func:`parse_budget` as an argparse ``type`` (its message in argparse's own error line)."""
+    import argparse
+
+    try:
+        return parse_budget("--eps", text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--eps: ")) from None
+
+
 def check_positive_int(arg: str, value: int) -> int:
     """Check that ``value`` is an integer >= 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:

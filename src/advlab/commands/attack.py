@@ -10,7 +10,7 @@ from typing import Any, cast
 import torch
 from safetensors.torch import save
 
-from advlab._checks import check_out_dir
+from advlab._checks import budget_type, check_out_dir
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
 from advlab.commands.device import add_device_argument, use_device
@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attack", required=True)
     p.add_argument("--norm", default=None, choices=NORMS, help="default: the attack's first norm")
-    p.add_argument("--eps", type=float, default=None, help="budget (default 0.3 L∞ / 2.0 L2; inf for minimal attacks)")
+    p.add_argument("--eps", type=budget_type, default=None,
+                   help="budget, a number or a fraction like 8/255 (default 0.3 L∞ / 2.0 L2; inf for minimal attacks)")
     p.add_argument("--targeted", choices=("random", "least-likely"), default=None)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._checks import parse_budget
 from advlab._io import atomic_write_text
 from advlab.certify.methods import METHOD_NORMS, Method, certified_masks, check_certifiable, parse_methods
 from advlab.commands.device import add_device_argument, use_device
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "smoothing:sigma=0.5:n=10000 (default ibp)")
     p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="the ball's norm (default linf)")
     p.add_argument("--seed", type=int, default=0, help="seed of smoothing's noise (default 0)")
-    p.add_argument("--eps", default="0.1", help="comma-separated radii (default 0.1)")
+    p.add_argument("--eps", default="0.1", help="comma-separated radii, numbers or fractions like 8/255 (default 0.1)")
     p.add_argument("--dataset", default=None, help="test split to certify (default: the model's, else mnist)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
@@ -46,12 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _parse_eps(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--eps: expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not v >= 0 for v in values):
-        raise ValueError(f"--eps: expected numbers ≥ 0, got {text!r}")
+    values = [parse_budget("--eps", v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"--eps: expected comma-separated numbers or fractions like 8/255, got {text!r}")
     return values
 
 

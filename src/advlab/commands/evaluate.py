@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tomllib
 import torch
 
+from advlab._checks import parse_budget
 from advlab._device import DEVICE_CHOICES
 from advlab._io import atomic_write_text, locked_directory
 from advlab.commands.device import device_for
@@ -48,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(DEFAULT_ATTACKS)}; "
                    f"--norm l0: {','.join(NORM_ATTACKS['l0'])})")
-    p.add_argument("--eps", default=None, help="comma-separated budgets (default per norm, see docs/evaluation.md)")
+    p.add_argument("--eps", default=None, help="comma-separated budgets, numbers or fractions like 8/255 "
+                   "(default per norm, see docs/evaluation.md)")
     p.add_argument("--norm", default=None, choices=("linf", "l2", "l1", "l0"),
                    help="default linf (l0: eps counts changed input elements)")
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
@@ -142,15 +145,16 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def _items(name: str, v: Any, cast: type) -> list[Any] | None:
+def _items(name: str, v: Any, cast: Callable[[Any], Any]) -> list[Any] | None:
     """A list, a number or a comma-separated string as a list of ``cast`` values (validated types only)."""
     if v is None:
         return None
     items = v if isinstance(v, list) else [v] if _is_number(v) else [s.strip() for s in str(v).split(",") if s.strip()]
     try:
         return [cast(s) for s in items]
-    except ValueError:
-        raise ValueError(f"{name}: expected a comma-separated list, got {v!r}") from None
+    except ValueError as e:  # (a cast's own message where it names the flag, e.g. a budget's)
+        text = str(e) if str(e).startswith(f"{name}:") else f"{name}: expected a comma-separated list, got {v!r}"
+        raise ValueError(text) from None
 
 
 def default_threads() -> int:
@@ -175,7 +179,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
             check_value(f"--{key.replace('_', '-')}", key, v)
             cfg[key] = v
     cfg["attacks"] = _items("--attacks", cfg["attacks"], str)
-    cfg["eps"] = _items("--eps", cfg["eps"], float)
+    cfg["eps"] = _items("--eps", cfg["eps"], lambda t: parse_budget("--eps", t))
     if cfg["out"] is None:
         suffix = f"-{str(cfg['defense']).replace(':', '')}" if cfg["defense"] else ""
         suffix += f"-{Path(str(cfg['detector']).split(':')[0]).stem}" if cfg["detector"] else ""

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from advlab._checks import check_out_dir, check_out_file
+from advlab._checks import budget_type, check_out_dir, check_out_file
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import get_attack
 from advlab.commands.device import add_device_argument, use_device
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--attack", default="pgd", help="white-box attack run on each source")
     p.add_argument("--norm", default="linf", choices=NORMS)
-    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--eps", type=budget_type, default=0.3, help="budget, a number or a fraction like 8/255")
     p.add_argument("--steps", type=int, default=None, help="attack iterations (if it takes steps)")
     p.add_argument("--n", type=int, default=1000, help="first N MNIST test images (default 1000)")
     p.add_argument("--seed", type=int, default=0)
