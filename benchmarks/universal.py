@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import environment, write_section
 
 from advlab import ThreatModel
+from advlab._checks import parse_budget
 from advlab.attacks import pgd, universal_patch, universal_perturbation, universal_score
 from advlab.attacks.adversarial_patch import Patch, patch_success
 from advlab.data import load_dataset
@@ -86,12 +87,8 @@ def class_index(spec: str) -> int:
 
 
 def budgets(spec: str) -> list[float]:
-    """Comma-separated budgets; each a number or a fraction ``a/b``."""
-    out = []
-    for item in filter(None, spec.split(",")):
-        num, _, den = item.partition("/")
-        out.append(float(num) / float(den or 1))
-    return out
+    """Comma-separated budgets; each a number or a fraction ``a/b`` (advlab's own parser)."""
+    return [parse_budget("budget", item) for item in filter(None, spec.split(","))]
 
 
 def random_perturbation(norm: str, eps: float, shape: torch.Size, seed: int) -> torch.Tensor:
