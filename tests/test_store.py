@@ -200,7 +200,7 @@ def config_of(tmp_path, toml, *flags):
     ("eps = [0.1, false]\n", [], r": eps: expected budgets"),
     ('eps = "0.1,x"\n', [], r"--eps: expected a number or a fraction like 8/255, got 'x'"),
     ('eps = "8/0"\n', [], r"--eps: expected a number or a fraction like 8/255, got '8/0'"),
-    ("", ["--eps", "-0.1"], r"^--eps: expected a budget ≥ 0, got '-0.1'$"),
+    ("", ["--eps", "-0.1"], r"^--eps: expected a number >= 0, got -0.1$"),
     ('checks = "no"\n', [], r": checks: expected true or false, got 'no'"),
     ("checks = 0\n", [], r": checks: expected true or false, got 0"),
     ("n = 0\n", [], r": n: expected an integer >= 1, got 0"),

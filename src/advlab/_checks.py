@@ -52,9 +52,7 @@ def parse_budget(arg: str, text: str) -> float:
         value = float(num) / float(den) if slash else float(num)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"{arg}: expected a number or a fraction like 8/255, got {text!r}") from None
-    if not value >= 0:
-        raise ValueError(f"{arg}: expected a budget ≥ 0, got {text!r}")
-    return value
+    return check_nonneg(arg, value)  # (inf passes: a minimal attack's budget)
 
 
 def budget_type(text: str) -> float:
