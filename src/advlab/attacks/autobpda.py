@@ -35,7 +35,7 @@ from torch import nn
 from advlab._checks import NonNegFloat, PositiveInt
 from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER
 from advlab.attacks.gradient import GRADIENT_NORMS
-from advlab.attacks.guard import NoInputGradient, leaves_autograd
+from advlab.attacks.guard import NoInputGradient, leaves_autograd, row_sums
 from advlab.attacks.losses import Loss, ce_loss
 from advlab.attacks.registry import AttackResult, get_attack, register_attack
 from advlab.threat import ThreatModel
@@ -103,9 +103,8 @@ def is_random(model: Model, x: torch.Tensor) -> bool:
 def returns_probabilities(model: Model, x: torch.Tensor) -> bool:
     """Whether every output row is non-negative and all rows have the same sum (a softmax, maybe scaled)."""
     with torch.no_grad():
-        out = model(x).double()
-    sums = out.sum(dim=1)
-    return bool((out >= 0).all()) and bool(torch.allclose(sums, sums[0].expand_as(sums), rtol=SUM_RTOL)) and bool(
+        sums = row_sums(model(x))
+    return sums is not None and bool(torch.allclose(sums, sums[0].expand_as(sums), rtol=SUM_RTOL)) and bool(
         sums[0] > 0)
 
 

@@ -145,6 +145,12 @@ class LogProbabilities(_Adapter):
         return out.clamp_min(torch.finfo(out.dtype).tiny).log()
 
 
+def row_sums(out: torch.Tensor) -> torch.Tensor | None:
+    """Each row's sum (in float64) where every entry of ``out`` is ≥ 0, else None (not a distribution's rows)."""
+    o = out.double()
+    return o.sum(dim=1) if bool((o >= 0).all()) else None
+
+
 def is_probabilities(out: torch.Tensor) -> bool:
     """Whether ``out`` (N×K, K ≥ 2) is rows of probabilities: non-negative, each summing to 1 within tolerance.
 
@@ -152,8 +158,15 @@ def is_probabilities(out: torch.Tensor) -> bool:
     """
     if out.dim() != 2 or out.shape[1] < 2 or not out.is_floating_point() or len(out) == 0:
         return False
-    o = out.double()
-    return bool((o >= 0).all()) and bool(((o.sum(1) - 1).abs() <= PROBABILITY_ATOL).all())
+    sums = row_sums(out)
+    return sums is not None and bool(((sums - 1).abs() <= PROBABILITY_ATOL).all())
+
+
+def unadapted(net: Any) -> Any:
+    """The model under the adapters :func:`check_io` put around it (itself where there are none)."""
+    while isinstance(net, _Adapter):
+        net = net.model
+    return net
 
 
 def _run(model: nn.Module, x: torch.Tensor) -> Any:
@@ -257,4 +270,4 @@ def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor
 
 __all__ = ["InputCast", "InputCopy", "LogProbabilities", "ModelBatchDependent", "ModelChangesInput", "ModelDtype",
            "ModelReturnsProbabilities", "NoInputGradient", "check_io", "is_probabilities", "leaves_autograd",
-           "no_gradient_message"]
+           "no_gradient_message", "row_sums", "unadapted"]

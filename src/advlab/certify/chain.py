@@ -146,8 +146,13 @@ def _batch_size(node: object, prev: torch.fx.Node) -> bool:
     if node.op == "call_method" and node.target == "size":
         return bool(node.args[:1] == (prev,) and (node.args[1:] or (node.kwargs.get("dim"),)) == (0,))
     base = node.args[0] if node.op == "call_function" and node.target is operator.getitem else None
-    return bool(isinstance(base, torch.fx.Node) and base.op == "call_function" and base.target is getattr
-                and base.args == (prev, "shape") and node.args[1] == 0)
+    return _shape_of(base, prev) and bool(node.args[1] == 0)
+
+
+def _shape_of(node: object, prev: torch.fx.Node) -> bool:
+    """Whether ``node`` is ``prev.shape``."""
+    return bool(isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target is getattr
+                and node.args == (prev, "shape"))
 
 
 def _reshaped(node: torch.fx.Node, shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -204,8 +209,7 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
             prev = node
             continue
         assert prev is not None
-        if _batch_size(node, prev) or (node.op == "call_function" and node.target is getattr
-                                       and node.args == (prev, "shape")):
+        if _batch_size(node, prev) or _shape_of(node, prev):
             continue  # (read by the reshape that follows: not a layer)
         if node.op == "output":
             if node.args[0] is not prev:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from advlab.attacks.guard import LogProbabilities
+from advlab.attacks.guard import unadapted
 from advlab.certify.methods import (
     DETERMINISTIC,
     Method,
@@ -89,10 +89,9 @@ def certify_step(run: Any, worst: dict[float, Any]) -> list[dict[str, Any]]:
         return list(stored)
     methods = [parse_method(label, run.config["norm"]) for label in labels]
     x = run.x.materialise() if isinstance(run.x, Images) else run.x  # (the bounds need the images as one tensor)
-    # (a model that returns probabilities is attacked through LogProbabilities; its certificates are the
-    # model's own, whose final softmax the chain leaves out)
-    net = run.net.model if isinstance(run.net, LogProbabilities) else run.net
-    rows = certify_rows(net, x, run.y, worst, methods, run.config)
+    # (the certificates are the model's own, not those of the adapters the attacks call it through: a
+    # final softmax, which LogProbabilities reads the log of, the chain leaves out)
+    rows = certify_rows(unadapted(run.net), x, run.y, worst, methods, run.config)
     run.store.set_meta("certified", rows)
     return rows
 

@@ -41,11 +41,11 @@ from advlab.evaluation.checks import MARGIN
 from advlab.evaluation.run import Run
 from advlab.models import read_metadata
 from advlab.models.zoo import WEIGHTS_DIR, list_pretrained
-from advlab.results.aggregate import worst_case
+from advlab.results.aggregate import GRADIENT_CHECKS, worst_case
 from advlab.results.plan import Job, plan_jobs
 
 COMPARISONS = ("GM03", "GM04", "GM05")  # checks whose attack's accuracy is compared with the white-box one
-ROUTES = {"GM01", "GM02", "GM06", "GM07", "GM08"}  # answered by attacking through a stand-in
+ROUTES = set(GRADIENT_CHECKS - {"GM09"})  # answered by attacking through a stand-in
 # GM09 (no autograd at all: every white-box row is missing) is answered once the stand-in *and* the
 # full-budget black-box attack have run
 
@@ -103,7 +103,7 @@ def unanswered(checks: list[dict[str, Any]], own_acc: float, routed: set[str]) -
             continue
         if c["code"] in COMPARISONS and c.get("value") is not None and c["value"] < own_acc - MARGIN:
             left.append(c["code"])
-        elif c["code"] in ROUTES | {"GM09"} and c["code"] not in routed:
+        elif c["code"] in GRADIENT_CHECKS and c["code"] not in routed:
             left.append(c["code"])
     return left
 
@@ -142,6 +142,7 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: flo
     if BPDA.attack in swept:  # (a model that leaves autograd: pgd-bpda ran over the sweep already)
         routed |= ROUTES
     records: list[dict[str, Any]] = []
+    ran_steps: list[tuple[Step, dict[str, Any]]] = []
     own = _own_accuracy(run, idx, eps)  # (then carried from step to step: only a step changes it)
     for step, why in plan_steps(run, leaves_autograd):
         if step.attack in swept and not step.params:
@@ -164,16 +165,18 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: flo
         records.append({"step": step.label, "attack": step.attack, "params": dict(step.params), "why": why,
                         "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": after,
                         "seconds": round(time.perf_counter() - t0, 2), "ran": ran})
+        if ran:
+            ran_steps.append((step, records[-1]))
         own = after
         if step is BPDA and ran:
             routed |= ROUTES
         if step is SQUARE:
             routed.add("GM09")
-    carry_over_sweep(run, records, eps)
+    carry_over_sweep(run, ran_steps, eps)
     return records
 
 
-def carry_over_sweep(run: Run, records: list[dict[str, Any]], eps: float) -> None:
+def carry_over_sweep(run: Run, ran_steps: list[tuple[Step, dict[str, Any]]], eps: float) -> None:
     """Run each step that lowered the subset's Acc@1 by more than :data:`MARGIN` at the sweep's other ε too.
 
     The escalation looks at the largest ε only; a step that broke what the evaluation's attacks had
@@ -181,10 +184,9 @@ def carry_over_sweep(run: Run, records: list[dict[str, Any]], eps: float) -> Non
     wrong as it found the largest one's. Each record of a carried step lists those ε (``swept``).
     """
     others = [e for e in run.config["eps"] if e != eps]
-    for r in records:
-        if not others or not r["ran"] or r["subset_acc1_after"] >= r["subset_acc1_before"] - MARGIN:
+    for step, r in ran_steps:
+        if not others or r["subset_acc1_after"] >= r["subset_acc1_before"] - MARGIN:
             continue
-        step = Step(r["step"], r["attack"], tuple(r["params"].items()))
         t0 = time.perf_counter()
         run.add_jobs([step.job(run.config["norm"], e) for e in others])
         r["swept"], r["seconds"] = others, round(r["seconds"] + time.perf_counter() - t0, 2)

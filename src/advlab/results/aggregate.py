@@ -79,8 +79,8 @@ def stored_jobs(store: Store, config: dict[str, Any]) -> list[Job]:
     jobs = [j for j in plan_jobs(config["attacks"], config["norm"], config["eps"]) if j.key not in skipped]
     jobs += plan_jobs(store.get_meta("adaptive") or [], config["norm"], config["eps"])
     added = [Job.from_dict(d) for d in store.get_meta("added") or []]
-    first = {j.name: i for i, j in reversed(list(enumerate(added)))}  # (a step carried over the sweep after
-    return jobs + sorted(added, key=lambda j: (first[j.name], j.eps))  # its largest ε: its rows by ε)
+    names = list(dict.fromkeys(j.name for j in added))  # (an escalation step carried over the sweep after its
+    return jobs + sorted(added, key=lambda j: (names.index(j.name), j.eps))  # largest ε: its rows by ε)
 
 
 @dataclass
