@@ -21,6 +21,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -264,11 +265,14 @@ def load_state(path: str | os.PathLike[str], model: nn.Module) -> None:
 
 
 def tensor_digest(model: nn.Module) -> str:
-    """A SHA-256 over the model's state, for comparing weights bit for bit."""
+    """A SHA-256 over the model's state, for comparing weights bit for bit.
+
+    Each tensor enters as its raw bytes (through uint8, so a dtype NumPy lacks, such as bfloat16, is read too).
+    """
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
