@@ -1,6 +1,6 @@
 """What a user's model must give back, checked before advlab relies on it: logits, and its input left alone.
 
-A model written for training or serving need not keep the contract an attack relies on. Three ways
+A model written for training or serving need not keep the contract an attack relies on. The ways
 it breaks it are caught here, on a copy of the model and two of the attacked images, under forked
 random streams (the model and the caller's RNGs are untouched):
 
@@ -13,9 +13,13 @@ random streams (the model and the caller's RNGs are untouched):
   model is run through :class:`InputCopy`, which hands it a copy of each input, with a
   :class:`ModelChangesInput` warning: the numbers are then those of the function the model
   computes on a fresh input.
+* **It returns one number per image** (a binary classifier's single logit or sigmoid, shape N or
+  N×1): whether 0 or 0.5 separates the classes cannot be read from it, so a one-line
+  ``ValueError`` says how to return two columns.
 * **It computes in another floating dtype** (``model.double()``, ``model.bfloat16()``) and fails
   on the images' float32: it is run through :class:`InputCast` (inputs cast to its dtype, logits
-  back), with a :class:`ModelDtype` warning.
+  back), with a :class:`ModelDtype` warning. A float16 model (cast or not) is also run through
+  :class:`ScaledGradient`, so that its small gradients do not underflow.
 * **It returns probabilities** (a softmax at the end of ``forward``: non-negative rows that sum to
   1): every attack would read them as logits, so cross-entropy is taken of a softmax of
   probabilities, whose gradient nearly vanishes, and DeepFool's and Carlini–Wagner's margins are
@@ -135,6 +139,57 @@ class InputCast(_Adapter):
         return out.to(x.dtype) if isinstance(out, torch.Tensor) else out
 
 
+class ScaledGradient(_Adapter):
+    """``model`` (computing in float16) with its output cast to the input's dtype and its gradients scaled per example.
+
+    A gradient reaching a float16 model from a float32 loss is cast to float16 on its way in, where an
+    example's cross-entropy gradient (1e-8 for a confident prediction) underflows to zero: the attack
+    would see no gradient where the model has one (half of lenet-mnist's test images in float16). Each
+    example's output gradient is scaled by a power of two to a largest magnitude in [1, 2) and divided
+    by it again at the input: exact but for float16's own rounding, as in mixed-precision training's
+    loss scaling. Values are unchanged (the logits are only cast).
+    """
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        if not (torch.is_grad_enabled() and x.is_floating_point()):
+            out = self.model(x, *args, **kwargs)
+            return out.to(x.dtype) if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+        scale: list[torch.Tensor] = []
+        x = x.view_as(x)  # (an alias whose gradient the hook unscales: the caller's tensor carries no hook)
+        if x.requires_grad:
+            x.register_hook(lambda g: g / rows_like(scale[0], g) if scale else g)  # type: ignore[no-untyped-call]
+        out = self.model(x, *args, **kwargs)
+        if not (isinstance(out, torch.Tensor) and out.is_floating_point()):
+            return out
+        out = out.to(x.dtype)
+        if out.requires_grad and x.requires_grad:
+            out.register_hook(lambda g: _scaled(g, scale))  # type: ignore[no-untyped-call]
+        return out
+
+
+def narrower_exponent(dtype: torch.dtype, than: torch.dtype) -> bool:
+    """Whether floating ``dtype`` underflows before both ``than`` and float32 do (float16: its gradients vanish)."""
+    if not (dtype.is_floating_point and than.is_floating_point):
+        return False
+    tiny = torch.finfo(dtype).tiny
+    return tiny > torch.finfo(than).tiny and tiny > torch.finfo(torch.float32).tiny
+
+
+def rows_like(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-row vector shaped to broadcast against ``like``."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _scaled(g: torch.Tensor, scale: list[torch.Tensor]) -> torch.Tensor:
+    """The output's gradient, each row scaled by a power of two to a largest magnitude in [1, 2) (kept in ``scale``)."""
+    peak = g.detach().flatten(1).abs().amax(dim=1) if g.dim() > 1 else g.detach().abs().reshape(-1)
+    if len(peak) != len(g):
+        return g
+    s = torch.where(peak > 0, torch.exp2(-torch.floor(torch.log2(peak.clamp_min(torch.finfo(g.dtype).tiny)))), 1.0)
+    scale[:] = [s]
+    return g * rows_like(s, g)
+
+
 class LogProbabilities(_Adapter):
     """``log model(x)``: log-probabilities from a model that returns probabilities (clamped at the dtype's tiny)."""
 
@@ -160,6 +215,14 @@ def is_probabilities(out: torch.Tensor) -> bool:
         return False
     sums = row_sums(out)
     return sums is not None and bool(((sums - 1).abs() <= PROBABILITY_ATOL).all())
+
+
+def one_output_message(name: str, shape: tuple[int, ...]) -> str:
+    """The one-line error for a model with one output per image (a binary classifier's single logit or sigmoid)."""
+    shown = "(N,)" if len(shape) == 1 else f"(N, {', '.join(str(d) for d in shape[1:])})"
+    return (f"model: {name} returns one number per image (shape {shown}), not a score per class; advlab attacks a "
+            "binary classifier as two classes: from a single logit z return torch.stack([-z, z], 1) (z of shape "
+            "(N,)), from a sigmoid p return torch.stack([1 - p, p], 1)")
 
 
 def unadapted(net: Any) -> Any:
@@ -225,8 +288,15 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
         raise ValueError(f"model: {name} returns a {type(out).__name__}, not a tensor of logits; give advlab a "
                          "model whose forward returns the logits alone (for example a wrapper returning "
                          "model(x)[0], or model(x).logits)")
+    if out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1):
+        raise ValueError(one_output_message(name, tuple(out.shape)))
     _warn_if_batch_dependent(copied, given if isinstance(model, InputCast) else probe, out, name)
     adapted = model if isinstance(model, InputCast) else _input_left_alone(model, given, probe, name)
+    if probe.is_floating_point() and any(narrower_exponent(d, probe.dtype) for d in (out.dtype, dtype) if d):
+        warnings.warn(f"advlab: {name} computes in {out.dtype if out.dtype != probe.dtype else dtype}, whose small "
+                      "gradients underflow; advlab scales each example's gradient through it (and back)",
+                      ModelDtype, stacklevel=_caller_level())
+        adapted = ScaledGradient(adapted)
     if is_probabilities(out):
         warnings.warn(f"advlab: {name} returns probabilities (its rows are non-negative and sum to 1); advlab "
                       "attacks their logarithm, which has the logits' margins (return the logits to silence this)",
@@ -268,6 +338,21 @@ def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor
     return InputCopy(model)
 
 
-__all__ = ["InputCast", "InputCopy", "LogProbabilities", "ModelBatchDependent", "ModelChangesInput", "ModelDtype",
-           "ModelReturnsProbabilities", "NoInputGradient", "check_io", "is_probabilities", "leaves_autograd",
-           "no_gradient_message", "row_sums", "unadapted"]
+__all__ = [
+    "InputCast",
+    "InputCopy",
+    "LogProbabilities",
+    "ModelBatchDependent",
+    "ModelChangesInput",
+    "ModelDtype",
+    "ModelReturnsProbabilities",
+    "NoInputGradient",
+    "ScaledGradient",
+    "check_io",
+    "is_probabilities",
+    "leaves_autograd",
+    "no_gradient_message",
+    "one_output_message",
+    "row_sums",
+    "unadapted",
+]

@@ -267,8 +267,8 @@ def check_class_range(arg: str, labels: torch.Tensor, num_classes: int | None, w
             raise ValueError(f"{arg}: labels must be class indices >= 0, got range [{lo}, {hi}]")
     elif lo < 0 or hi >= num_classes:
         what = what or f"this model's {num_classes} outputs"
-        hint = ("; a binary classifier with one logit z is attacked as two classes: return torch.cat([-z, z], 1) "
-                "(or [0, z]) from its forward" if num_classes == 1 else "")
+        hint = ("; a binary classifier is attacked as two classes: from a single logit z return "
+                "torch.cat([-z, z], 1), from a sigmoid p torch.cat([1 - p, p], 1)" if num_classes == 1 else "")
         raise ValueError(f"{arg}: labels must be in [0, {num_classes}) for {what}, got range [{lo}, {hi}]{hint}")
 
 
