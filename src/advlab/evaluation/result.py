@@ -59,8 +59,8 @@ class Evaluation:
 
     def __str__(self) -> str:
         text = format_table(self.rows, markdown=False)
-        if self.meta.get("chance"):
-            text += f"\n⚠ {self.meta['chance']}"
+        for note in self.meta.get("notes") or []:
+            text += f"\n⚠ {note}"
         if self.config.get("targeted"):
             left_out = self.config.get("untargetable") or []
             text += (f"\nTargeted ({self.config['targeted']}): success = classified as the target"

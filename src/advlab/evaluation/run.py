@@ -107,6 +107,7 @@ class Run:
         if len(bad):
             check_finite_logits(logits, f"on {len(bad)} of {n} clean inputs (first: example {int(bad[0])}); "
                                         "advlab does not score a model whose outputs are not numbers")
+        self.store.set_meta("classes", int(logits.shape[1]))
         self.store.put_clean(self.y, topk_correct(logits, self.y, 1), topk_correct(logits, self.y, 5),
                              logits.argmax(1), logits.softmax(dim=1).amax(dim=1))
 

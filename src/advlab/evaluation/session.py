@@ -20,7 +20,7 @@ from advlab.evaluation.result import Evaluation, evaluation_meta
 from advlab.evaluation.run import Run
 from advlab.results.aggregate import aggregate
 from advlab.results.plan import Job
-from advlab.results.records import chance_note, environment
+from advlab.results.records import environment, table_notes
 from advlab.results.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def finish_run(run: Run, s: Settings, keep: bool) -> Evaluation | DenseEvaluatio
     rows, worst = aggregate(store, run.config)
     if run.config.get("certify"):
         certify_step(run, worst)
-    meta = {**evaluation_meta(store), "chance": chance_note(store.clean())}
+    meta = {**evaluation_meta(store), "notes": table_notes(store.clean(), store.get_meta("classes"))}
     return Evaluation(rows, run.config, store.path if keep else None, store.get_meta("environment"),
                       store.get_meta("checks") or [], store.get_meta("checks_skipped"), worst=worst, meta=meta)
 

@@ -29,7 +29,7 @@ from advlab.report.settings import (
 from advlab.report.tables import format_comparison, format_table, head_and_cells
 from advlab.results.aggregate import compute_rows, stored_jobs
 from advlab.results.plan import Job
-from advlab.results.records import Row, chance_note
+from advlab.results.records import Row, table_notes
 from advlab.results.store import Store
 
 if TYPE_CHECKING:
@@ -144,10 +144,11 @@ def read_report(directory: Path) -> Report:
         config["effective_params"] = {**config.get("effective_params", {}), **(store.get_meta("adaptive_params") or {}),
                                       **(store.get_meta("added_params") or {})}
         rows = compute_rows(store, config)
+        notes = table_notes(store.clean(), store.get_meta("classes"))
         report = Report(config, rows, store.get_meta("environment") or {}, store.get_meta("command"),
                         store.get_meta("checks") or [], store.get_meta("checks_skipped"),
                         figures(store, config, rows), jobs=stored_jobs(store, config),
-                        meta={**{k: store.get_meta(k) for k in RESPONSE_META}, "chance": chance_note(store.clean())})
+                        meta={**{k: store.get_meta(k) for k in RESPONSE_META}, "notes": notes})
     finally:
         store.close()
     base = directory / "baseline" / "results.sqlite"
@@ -201,7 +202,7 @@ def markdown(report: Report) -> str:
         f"# Robustness report: {c['model']} on {c['dataset']}", "",
         *md_table(["setting", "value"], setting_rows(c, report.command)),
         "", "## Results", "", LEGEND_MD, "", format_table(report.rows, markdown=True), "",
-        *([f"**⚠ {report.meta['chance']}**", ""] if report.meta.get("chance") else []),
+        *[line for note in report.meta.get("notes") or [] for line in (f"**⚠ {note}**", "")],
         *detector_markdown(report.meta.get("detector")), *adaptive_markdown(report.rows),
         *certified_markdown(report.meta.get("certified")),
     ]
@@ -271,7 +272,7 @@ def html_page(report: Report) -> str:
 {html_table(["setting", "value"], setting_rows(c, report.command), "settings")}
 <h2>Results</h2>
 {results_html(report.rows)}
-{f'<p class="warn"><b>⚠ {html.escape(report.meta["chance"])}</b></p>' if report.meta.get("chance") else ""}
+{"".join(f'<p class="warn"><b>⚠ {html.escape(note)}</b></p>' for note in report.meta.get("notes") or [])}
 <p>Acc@1/Acc@5 w/ = under attack, w/o = clean; success = share of correctly classified examples the attack
 misclassifies; norm medians over successful examples; minimal-perturbation attacks are scored at every ε;
 worst-case = broken by any bounded attack.</p>

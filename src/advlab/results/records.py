@@ -178,5 +178,18 @@ def chance_note(clean: dict[str, torch.Tensor]) -> str | None:
             "belongs inside the model")
 
 
+def top5_note(classes: int | None) -> str | None:
+    """A note where the model has 5 classes or fewer, so that Acc@5 counts every class; else None."""
+    if classes is None or classes > 5:
+        return None
+    return (f"the model has {classes} classes, so Acc@5 counts every class and is 1 by definition; read Acc@1 "
+            "(Acc@5 says something from 6 classes on)")
+
+
+def table_notes(clean: dict[str, torch.Tensor], classes: int | None) -> list[str]:
+    """The notes printed under a robustness table: :func:`chance_note` and :func:`top5_note`, where they apply."""
+    return [n for n in (chance_note(clean), top5_note(classes)) if n]
+
+
 __all__ = ["CHANCE_MARGIN", "CONTRACT_KEYS", "DETECT_KEYS", "DIGEST_ROWS", "Row", "TransferRecord", "chance_note",
-           "data_fingerprint", "environment", "model_fingerprint"]
+           "data_fingerprint", "environment", "model_fingerprint", "table_notes", "top5_note"]
