@@ -2,8 +2,10 @@
 
 A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
 
-* ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:workers=W]`` — ``PATH/CLASS/IMAGE``
-  files; classes sorted by folder name are labels 0, 1, …; files sorted by name within a class (only
+* ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:labels=names][:workers=W]`` —
+  ``PATH/CLASS/IMAGE`` files; classes sorted by folder name are labels 0, 1, … (torchvision's
+  ImageFolder rule; with ``labels=names`` class folders named by numbers are those labels, and a
+  :class:`FolderLabels` warning says where the two rules differ); files sorted by name within a class (only
   the first ``K`` of each class with ``per_class``: a subset that covers every class). Each image is
   opened with Pillow, converted to RGB (``C`` = 3) or greyscale (``C`` = 1; ``C`` comes from the
   option or the model's declared input shape, default 3), resized (shorter side to ``R``, default ``S``) and
@@ -12,7 +14,9 @@ A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
   knows it, the model's declared input shape. Images are read when indexed (never all at once);
   ``W`` DataLoader workers decode whole-set passes in parallel (default 0).
 * ``npz:PATH`` — a NumPy ``.npz`` with ``x`` (N×C×H×W or N×H×W×C, or N×H×W for one channel;
-  uint8 0–255 or float in [0, 1]) and ``y`` (N integer labels). An uncompressed file
+  uint8 0–255 or float in [0, 1]) and ``y`` (N integer labels, or N one-hot rows). Where there is
+  no ``x`` and ``y``, ``x_test`` and ``y_test`` are read (Keras' dataset files, such as its
+  ``mnist.npz``: their test split), else ``images`` and ``labels``. An uncompressed file
   (``numpy.savez``) is memory-mapped — read from disk when indexed; a compressed one
   (``numpy.savez_compressed``) cannot be, and is loaded into memory in its stored dtype.
 
@@ -24,9 +28,11 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +42,10 @@ from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-OPTION = re.compile(r"^(size|resize|channels|per_class|workers)=(\d+)$")
+OPTION = re.compile(r"^(?:(size|resize|channels|per_class|workers)=(\d+)|(labels)=(names|sorted))$")
+# The arrays read from an .npz, in this order: advlab's own names, Keras' dataset files (mnist.npz: the test
+# split), and the spelled-out names.
+KEY_PAIRS = (("x", "y"), ("x_test", "y_test"), ("images", "labels"))
 MODES = {1: "L", 3: "RGB"}  # channels → the Pillow mode an image is converted to
 RANGE_ROWS = 4096  # rows of a float npz checked for [0, 1] at a time
 
@@ -46,17 +55,21 @@ def is_spec(name: str) -> bool:
     return isinstance(name, str) and name.split(":", 1)[0] in KINDS and ":" in name
 
 
-def parse_spec(spec: str) -> tuple[str, Path, dict[str, int]]:
+class FolderLabels(UserWarning):
+    """A folder's classes are named by numbers that are not their labels (their positions in sorted order)."""
+
+
+def parse_spec(spec: str) -> tuple[str, Path, dict[str, Any]]:
     """``"folder:PATH:size=224"`` → ``("folder", Path(PATH), {"size": 224})`` (a path may contain ``:``)."""
     kind, _, rest = spec.partition(":")
     if kind not in KINDS or not rest:
         raise ValueError(f"dataset: expected folder:PATH or npz:PATH, got {spec!r}")
     parts = rest.split(":")
-    options: dict[str, int] = {}
+    options: dict[str, Any] = {}
     while len(parts) > 1 and (m := OPTION.match(parts[-1])):
-        options[m.group(1)] = int(m.group(2))
+        options.update({m.group(1): int(m.group(2))} if m.group(1) else {m.group(3): m.group(4)})
         parts.pop()
-    folder_only = sorted(set(options) & {"size", "resize", "channels", "per_class"})
+    folder_only = sorted(set(options) & {"size", "resize", "channels", "per_class", "labels"})
     if kind == "npz" and folder_only:
         raise ValueError(f"dataset: {spec!r}: {'=, '.join(folder_only)}= is a folder option (npz images are as stored)")
     zero = [k for k in ("size", "resize", "per_class") if options.get(k) == 0]
@@ -71,7 +84,7 @@ class FolderSource(ImageSource):
     """The images of an ImageFolder tree, each decoded with Pillow when read."""
 
     def __init__(self, root: Path, size: int, resize: int | None = None, per_class: int | None = None,
-                 channels: int = 3) -> None:
+                 channels: int = 3, labels_by: str = "sorted") -> None:
         if not root.is_dir():
             why = "is not a directory" if root.exists() else "does not exist"
             raise ValueError(f"folder: {root} {why}")
@@ -80,7 +93,7 @@ class FolderSource(ImageSource):
             raise ValueError(f"folder: {root} has no class folders (expected {root}/CLASS/IMAGE files)")
         files: list[Path] = []
         labels: list[int] = []
-        for k, c in enumerate(classes):
+        for k, c in zip(class_labels(root, classes, labels_by), classes, strict=True):
             found = sorted(p for p in (root / c).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise ValueError(f"folder: class folder {root / c} has no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -106,6 +119,27 @@ class FolderSource(ImageSource):
             raise ValueError(f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
         img = torch.from_numpy(arr.copy()).reshape(*arr.shape[:2], -1).permute(2, 0, 1).float().div_(255.0)
         return resize_crop(img, self.item_shape[1], self.resize)
+
+
+def class_labels(root: Path, classes: list[str], labels_by: str) -> list[int]:
+    """Each class folder's label: its position in sorted order, or (``labels_by="names"``) its name read as a number.
+
+    With positions (torchvision's ImageFolder rule), folders named by numbers that differ from their
+    positions (a class missing, or "10" sorted before "2") get a :class:`FolderLabels` warning.
+    """
+    numbers = [int(c) if c.isdecimal() else None for c in classes]
+    if labels_by == "names":
+        if None in numbers:
+            bad = classes[numbers.index(None)]
+            raise ValueError(f"folder: {root}: labels=names needs class folders named by numbers 0, 1, …, got {bad!r}")
+        return [int(v) for v in numbers if v is not None]
+    moved = [(c, k) for k, (c, v) in enumerate(zip(classes, numbers, strict=True)) if v is not None and v != k]
+    if moved and None not in numbers:
+        c, k = moved[0]
+        warnings.warn(f"folder: {root}: the class folders are named by numbers, but a folder's label is its position "
+                      f"in sorted order (as torchvision's ImageFolder reads it): folder {c!r} is label {k}; if the "
+                      "names are the labels, add :labels=names to the spec", FolderLabels, stacklevel=4)
+    return list(range(len(classes)))
 
 
 def _member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarray:
@@ -137,20 +171,33 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
         raise ValueError(f"npz: {path} is not a .npz file ({e})") from None
     with zf:
         names = {n.removesuffix(".npy") for n in zf.namelist()}
-        missing = [k for k in ("x", "y") if k not in names]
-        if missing:
+        pair = next((p for p in KEY_PAIRS if set(p) <= names), None)
+        if pair is None:
             has = ", ".join(sorted(names)) or "none"
-            raise ValueError(f"npz: {path} lacks array(s) {', '.join(missing)} (has: {has})")
-        mapped = zf.getinfo("x.npy").compress_type == zipfile.ZIP_STORED
-        x = _member_memmap(path, zf, "x.npy") if mapped else None
+            raise ValueError(f"npz: {path} lacks array(s) {', '.join(k for k in ('x', 'y') if k not in names)} "
+                             f"(has: {has}; also read: {', '.join(f'{a} and {b}' for a, b in KEY_PAIRS[1:])})")
+        xk, yk = pair
+        mapped = zf.getinfo(f"{xk}.npy").compress_type == zipfile.ZIP_STORED
+        x = _member_memmap(path, zf, f"{xk}.npy") if mapped else None
     with np.load(path, allow_pickle=False) as data:
         try:
-            y = np.asarray(data["y"])
+            y = np.asarray(data[yk])
             if x is None:
-                x = np.asarray(data["x"])
+                x = np.asarray(data[xk])
         except ValueError as e:  # object arrays need pickle
             raise ValueError(f"npz: {path}: {e}") from None
-    return x, y, mapped
+    return x, _class_indices(y, path), mapped
+
+
+def _class_indices(y: np.ndarray, path: Path) -> np.ndarray:
+    """``y`` as integer labels: one-hot rows (N×K of 0s and one 1, Keras' ``to_categorical``) become their index."""
+    if y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "iuf" and len(y):
+        one = (y == 1).sum(axis=1) == 1
+        if bool(one.all()) and bool(((y == 0) | (y == 1)).all()):
+            return np.asarray(y.argmax(axis=1))
+        raise ValueError(f"npz: {path}: y of shape {y.shape} is not one-hot (each row one 1, the rest 0); "
+                         "give N integer labels")
+    return y
 
 
 class NpzSource(ImageSource):
@@ -212,7 +259,7 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
     """A ``folder:`` or ``npz:`` spec as a lazy image set and its int64 labels.
 
     Args:
-        spec: ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:workers=W]`` or
+        spec: ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:labels=names][:workers=W]`` or
             ``npz:PATH[:workers=W]``.
         size: A folder's image side when the spec gives none; a C×H×W shape (a model's declared input
             shape) gives its side when square, else nothing, and its channels (1 or 3) when the spec
@@ -242,7 +289,7 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
         if options.get("resize", side) < side:
             raise ValueError(f"dataset: {spec!r}: resize ({options['resize']}) must be at least size ({side})")
         source = FolderSource(path, side, options.get("resize"), options.get("per_class"),
-                              options.get("channels", declared))
+                              options.get("channels", declared), options.get("labels", "sorted"))
     else:
         source = NpzSource(path)
     if source.n == 0:
@@ -255,4 +302,5 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
     return images, labels
 
 
-__all__ = ["IMAGE_SUFFIXES", "KINDS", "FolderSource", "NpzSource", "is_spec", "open_images", "parse_spec"]
+__all__ = ["IMAGE_SUFFIXES", "KINDS", "FolderLabels", "FolderSource", "NpzSource", "is_spec", "open_images",
+           "parse_spec"]
