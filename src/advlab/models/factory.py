@@ -4,8 +4,9 @@ The factory is any callable that takes no arguments and returns an ``nn.Module``
 images in pixel space ([0, 1], N×C×H×W) to logits — any normalisation (mean/std) belongs inside
 the module, since the threat model's ε is measured in pixels. The module part is an importable
 module name (``mypkg.nets``) or a ``.py`` file path (``nets/resnet.py:make``). Weights come from a
-safetensors file only, loaded strictly: pickle files (``.pt``, ``.pth``, ``.ckpt``, ``.bin``,
-``.pkl``) are refused, as loading one runs code.
+safetensors file only, loaded strictly (a wrapper's state dict, whose keys all carry one prefix
+such as DDP's ``module.``, is read as the model's own, with a warning): pickle files (``.pt``,
+``.pth``, ``.ckpt``, ``.bin``, ``.pkl``) are refused, as loading one runs code.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import importlib.util
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from advlab.attacks.fastview import _caller_level
 from advlab.models.checkpoint import state_differences
 
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|.+\.py):(?P<name>[A-Za-z_]\w*)$")
@@ -103,6 +106,7 @@ def load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"weights: {path} is not a safetensors file ({e})") from None
     own = model.state_dict()
+    state = _without_wrapper_prefix(state, set(own), path)
     missing, unexpected, bad = state_differences({k: tuple(v.shape) for k, v in own.items()},
                                                  {k: tuple(v.shape) for k, v in state.items()})
     if missing or unexpected:
@@ -114,6 +118,40 @@ def load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
         raise ValueError(f"weights: {path}: {len(bad)} tensor(s) of another shape, e.g. {k} is "
                          f"{tuple(state[k].shape)} in the file and {tuple(own[k].shape)} in the model")
     model.load_state_dict(state, strict=True)
+
+
+class WeightsRenamed(UserWarning):
+    """A weights file's keys carry one prefix more or fewer than the model's (DDP's ``module.``, ``_orig_mod.``)."""
+
+
+def _without_wrapper_prefix(state: dict[str, torch.Tensor], own: set[str], path: Path) -> dict[str, torch.Tensor]:
+    """``state`` with its keys renamed where they are the model's own under one dotted prefix more or fewer.
+
+    A state dict saved from a wrapper carries the wrapper's attribute in every key (``module.`` from
+    DistributedDataParallel or DataParallel, ``_orig_mod.`` from ``torch.compile``, ``model.`` from a
+    training module); a model built inside a wrapper has one the file lacks. Only a rename that makes
+    the two key sets equal is made (then shapes are checked as ever), with a :class:`WeightsRenamed` warning.
+    """
+    keys = set(state)
+    if keys == own or not keys or not own:
+        return state
+    for extra, fewer in ((keys, own), (own, keys)):
+        prefix = _common_prefix(extra)
+        if prefix and {k[len(prefix):] for k in extra} == fewer:
+            renamed = ({k[len(prefix):]: v for k, v in state.items()} if extra is keys
+                       else {prefix + k: v for k, v in state.items()})
+            how = (f"carries the prefix {prefix!r}, which the model's keys lack (a wrapper's state dict); advlab "
+                   "strips it" if extra is keys
+                   else f"lacks the prefix {prefix!r}, which the model's keys carry; advlab adds it")
+            warnings.warn(f"weights: {path.name}: every key {how}", WeightsRenamed, stacklevel=_caller_level())
+            return renamed
+    return state
+
+
+def _common_prefix(keys: set[str]) -> str | None:
+    """The dotted prefix (``"module."``) every key starts with, or None."""
+    first = {k.split(".", 1)[0] for k in keys}
+    return f"{first.pop()}." if len(first) == 1 and all("." in k for k in keys) else None
 
 
 def load_factory(spec: str, weights: str | os.PathLike[str] | None = None, *, freeze: bool = True) -> nn.Module:
@@ -170,4 +208,4 @@ def _call(factory: Callable[[], object], spec: str) -> nn.Module:
     return model
 
 
-__all__ = ["FACTORY_SPEC", "PICKLE_SUFFIXES", "is_factory_spec", "load_factory", "load_weights"]
+__all__ = ["FACTORY_SPEC", "PICKLE_SUFFIXES", "WeightsRenamed", "is_factory_spec", "load_factory", "load_weights"]

@@ -1,7 +1,9 @@
 """ONNX models as black boxes: ``load_onnx("model.onnx")`` runs them with onnxruntime (an optional extra).
 
 Install with ``pip install 'advlab[onnx]'``. The model must map float32 images N×C×H×W in
-pixel space ([0, 1]; normalisation inside the graph) to logits N×K, with a dynamic batch axis.
+pixel space ([0, 1]; normalisation inside the graph) to logits N×K. A graph exported with a fixed
+batch size (``torch.onnx.export`` without ``dynamic_axes``) is fed batches of exactly that size,
+the last one filled up with copies of its last image.
 advlab sees it only through its predictions — a :class:`~advlab.models.blackbox.BlackBox` — so
 score- and decision-based attacks (``square``, ``hopskipjump``, …) run on it; gradient attacks
 do not. :func:`export_onnx` writes a torch model in that form.
@@ -53,7 +55,7 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optim
     """An ONNX model as a :class:`~advlab.models.blackbox.BlackBox` returning logits.
 
     Args:
-        path: The ``.onnx`` file (one float32 input N×C×H×W with a dynamic batch axis, logits out).
+        path: The ``.onnx`` file (one float32 input N×C×H×W, logits out; a fixed N is fed batches of N).
         threads: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``).
         optimization: onnxruntime's graph optimisation level: ``"all"`` (default), ``"basic"``
             or ``"none"`` (fused kernels may round differently from torch; see docs/benchmarks.md).
@@ -65,7 +67,8 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optim
     Raises:
         ImportError: onnxruntime is not installed (the ``onnx`` extra).
         FileNotFoundError: No such file.
-        ValueError: A file onnxruntime cannot load, or a graph without exactly one input.
+        ValueError: A file onnxruntime cannot load, or a graph without exactly one input (and, when
+            called, images of a shape the graph does not take).
     """
     p = Path(path)
     if not p.is_file():
@@ -77,16 +80,44 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optim
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise ValueError(f"model: {p} has {len(inputs)} inputs; advlab feeds one (the images)")
-    name = inputs[0].name
+    name, shape = inputs[0].name, inputs[0].shape
+    fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        try:
+            return np.asarray(sess.run(None, {name: x})[0])
+        except Exception as e:  # onnxruntime's own error types, in one line
+            text = " ".join(str(e).split())[:240]
+            raise ValueError(f"model: {p.name} fails on images of shape {tuple(x.shape)}; its input is {name} of "
+                             f"shape {[d if isinstance(d, int) else str(d) for d in shape]} "
+                             f"({type(e).__name__}: {text})") from None
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0])
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if fixed is None or len(x) == fixed:
+            return run(x)
+        return _in_fixed_batches(run, x, fixed)
 
     predict.__name__ = p.name
     meta = {"onnx": str(p), "input": name, "input_shape": [d if isinstance(d, int) else str(d)
                                                            for d in inputs[0].shape],
             "threads": n_threads, "optimization": optimization}
     return BlackBox(predict, output="logits", input_format="numpy", batch_size=batch_size, name=p.name, meta=meta)
+
+
+def _in_fixed_batches(run: Any, x: np.ndarray, size: int) -> np.ndarray:
+    """``run`` on ``x`` in batches of exactly ``size`` (a graph exported with a fixed batch axis).
+
+    The last batch is filled up with copies of its last image, whose outputs are dropped.
+    """
+    outs = []
+    for i in range(0, max(len(x), 1), size):
+        part = x[i : i + size] if len(x) else np.zeros((1, *x.shape[1:]), dtype=x.dtype)
+        k = min(len(part), len(x))
+        if len(part) < size:
+            part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+        outs.append(run(part)[:k])
+    return np.concatenate(outs)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], in_shape: tuple[int, ...], *,
