@@ -186,7 +186,8 @@ def _bad(tmp_path: Path, case: str) -> str:
               "shape": {"x": np.zeros((3, 4, 4, 4, 1), np.float32), "y": np.zeros(3, np.int64)},
               "range": {"x": np.full((3, 1, 4, 4), 2.0, np.float32), "y": np.zeros(3, np.int64)},
               "labels": {"x": np.zeros((3, 1, 4, 4), np.float32), "y": np.zeros(2, np.int64)},
-              "dtype": {"x": np.zeros((3, 1, 4, 4), np.int32), "y": np.zeros(3, np.int64)}}[case]
+              "dtype": {"x": np.zeros((3, 1, 4, 4), np.int32), "y": np.zeros(3, np.int64)},
+              "soft-labels": {"x": np.zeros((3, 1, 4, 4), np.float32), "y": np.full((3, 2), 0.5)}}[case]
     np.savez(tmp_path / "bad.npz", **arrays)  # type: ignore[arg-type]
     return f"npz:{tmp_path / 'bad.npz'}"
 
@@ -197,7 +198,7 @@ def _bad(tmp_path: Path, case: str) -> str:
     ("unreadable", r"^folder: cannot read image .*000\.png \(UnidentifiedImageError"),
     ("no-size", r"^dataset: .*give the image size, e\.g\. folder:.*:size=224"),
     ("channels", r"^dataset: .*channels must be 1 \(greyscale\) or 3 \(RGB\), got 2"),
-    ("missing-y", r"^npz: .* lacks array\(s\) y \(has: x\)"),
+    ("missing-y", r"^npz: .* lacks array\(s\) y \(has: x; also read: x_test and y_test, images and labels\)"),
     ("shape", r"^npz: .*x must be N×C×H×W, N×H×W×C or N×H×W, got shape \(3, 4, 4, 4, 1\)"),
     ("range", r"^npz: .*float x must lie in \[0, 1\], got values in \[2, 2\]"),
     ("labels", r"^npz: .*y must be 3 integer labels \(one per image\), got shape \(2,\)"),
@@ -208,6 +209,43 @@ def test_bad_inputs_fail_in_one_line(tmp_path, case, message):
     with pytest.raises(ValueError, match=message) as err:
         load_dataset(spec)  # (reads every image)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["keras", "named", "one-hot"])
+def test_npz_files_as_other_tools_write_them(tmp_path, layout):
+    """Keras' dataset files (x_test/y_test beside the training split), images/labels, one-hot labels: same images."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 5, 5), dtype=np.uint8)
+    y = np.array([0, 2, 1, 2, 0, 1])
+    arrays = {"keras": {"x_train": x[::-1].copy(), "y_train": y[::-1].copy(), "x_test": x, "y_test": y},
+              "named": {"images": x, "labels": y},
+              "one-hot": {"x": x, "y": np.eye(3, dtype=np.float32)[y]}}[layout]
+    np.savez(tmp_path / "d.npz", **arrays)  # type: ignore[arg-type]
+    np.savez(tmp_path / "ref.npz", x=x, y=y)
+    got, ref = load_dataset(f"npz:{tmp_path / 'd.npz'}"), load_dataset(f"npz:{tmp_path / 'ref.npz'}")
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]) and got[1].tolist() == y.tolist()
+
+
+def test_folders_named_by_numbers_that_are_not_their_positions_are_named(tmp_path):
+    """A class missing from a folder named 0..9 shifts every later label (ImageFolder's rule): warned, or read by name."""
+    from advlab.data.folder import FolderLabels
+
+    root = write_folder(tmp_path / "digits", per_class=2, classes=("0", "1", "3"))
+    with pytest.warns(FolderLabels, match=r"folder '3' is label 2; if the names are the labels, add :labels=names"):
+        _, by_position = load_dataset(f"folder:{root}:size=8")
+    assert by_position.tolist() == [0, 0, 1, 1, 2, 2]
+    _, by_name = load_dataset(f"folder:{root}:size=8:labels=names")
+    assert by_name.tolist() == [0, 0, 1, 1, 3, 3]
+    assert parse_spec(f"folder:{root}:labels=names:size=8")[2] == {"labels": "names", "size": 8}
+    named = write_folder(tmp_path / "named", per_class=1)
+    with pytest.raises(ValueError, match=r"labels=names needs class folders named by numbers 0, 1, …, got 'cat'"):
+        load_dataset(f"folder:{named}:size=8:labels=names")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FolderLabels)
+        load_dataset(f"folder:{named}:size=8")  # (names that are not numbers: nothing to warn about)
+        load_dataset(f"folder:{write_folder(tmp_path / 'full', per_class=1, classes=('0', '1', '2'))}:size=8")
 
 
 def test_spec_parsing_and_split():

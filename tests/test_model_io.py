@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import pytest
@@ -113,23 +114,67 @@ def test_a_model_in_another_dtype_is_attacked_through_a_cast(dtype, attack, digi
     assert next(model.parameters()).dtype == dtype  # the model is left as it is
 
 
+class HalfInside(nn.Module):
+    """A user's float16 model: casts its input itself, returns float16 logits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(net).half()
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.net(t.half())
+
+
+def _input_grad(model: object, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    xr = x.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(xr).float(), y, reduction="sum")  # type: ignore[operator]
+    return torch.autograd.grad(loss, xr)[0]
+
+
+@pytest.fixture(scope="module")
+def lenet_200():
+    from advlab.data import load_dataset
+    from advlab.models import load_model
+
+    x, y = load_dataset("mnist")
+    return load_model("lenet-mnist"), x[:200], y[:200]
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_float16_models_small_gradients_do_not_vanish(inside, lenet_200):
+    """float16 underflows the cross-entropy gradient of confident examples to 0; advlab scales it through and back."""
+    net, x, y = lenet_200
+    model = HalfInside(net) if inside else copy.deepcopy(net).half()
+    raw = _input_grad(HalfInside(net), x, y)  # (the underflow this guards against: on about half of the images)
+    assert int((raw.flatten(1).abs().amax(1) == 0).sum()) > 50
+    with pytest.warns(ModelDtype, match="whose small gradients underflow"):
+        adapted = check_io(model, x)
+    g, g32 = _input_grad(adapted, x, y), _input_grad(net, x, y)
+    assert int((g.flatten(1).abs().amax(1) == 0).sum()) == 0
+    assert float(nn.functional.cosine_similarity(g.flatten(1), g32.flatten(1)).median()) > 0.99
+    with torch.no_grad():  # (values: only cast)
+        assert torch.equal(adapted(x), model(x.half()).float())
+    rates = [float(get_attack("fgsm")(m, x, y, ThreatModel("linf", 0.2)).success.float().mean()) for m in (model, net)]
+    assert abs(rates[0] - rates[1]) < 0.03, rates
+
+
+def test_a_bfloat16_model_is_evaluated_and_fingerprinted(digits, digits_mlp):
+    """NumPy has no bfloat16: the weights' digest (the results store's identity of the model) reads raw bytes."""
+    from advlab.models.checkpoint import tensor_digest
+
+    _, _, x, y = digits
+    bf = copy.deepcopy(digits_mlp).bfloat16()
+    assert tensor_digest(bf) != tensor_digest(digits_mlp)
+    with pytest.warns(ModelDtype):
+        ev = evaluate(bf, (x, y), ["fgsm"], [0.1], n=40, progress=False, checks=False, ensemble=False)
+    assert ev.rows[0].acc1_clean > 0.9
+
+
 def test_the_cast_returns_logits_in_the_images_dtype(digits_mlp):
     wrapped = InputCast(copy.deepcopy(digits_mlp).double(), torch.float64)
     x = torch.rand(4, 1, 8, 8)
     assert wrapped(x).dtype == torch.float32
     assert torch.allclose(wrapped(x), digits_mlp(x), atol=1e-5)
-
-
-def test_a_single_logit_binary_classifier_is_told_how_to_be_attacked(digits, digits_mlp):
-    _, _, x, y = digits
-
-    class IsZero(nn.Module):
-        def forward(self, t: torch.Tensor) -> torch.Tensor:
-            z = digits_mlp(t)
-            return z[:, :1] - z[:, 1:].logsumexp(1, keepdim=True)
-
-    with pytest.raises(ValueError, match=r"for this model's 1 outputs, .*return torch\.cat\(\[-z, z\], 1\)"):
-        get_attack("pgd")(IsZero().eval(), x[:8], (y[:8] == 0).long(), LINF)
 
 
 def test_logits_that_are_not_a_matrix_are_refused_in_one_line(digits, digits_mlp):
@@ -207,10 +252,54 @@ def test_a_model_that_does_not_read_the_images_is_named_under_the_table(digits, 
 
     kw = {"n": 100, "progress": False, "checks": False, "ensemble": False}
     ev = evaluate(Uint8Input().eval(), (x, y), ["fgsm"], [0.1], **kw)
-    assert ev.meta["chance"] is not None and "no better than always answering" in ev.meta["chance"]
-    assert f"⚠ {ev.meta['chance']}" in str(ev)
+    (note,) = ev.meta["notes"]
+    assert "no better than always answering" in note and f"⚠ {note}" in str(ev)
     honest = evaluate(digits_mlp, (x, y), ["fgsm"], [0.1], **kw)
-    assert honest.meta["chance"] is None and "⚠ clean" not in str(honest)
+    assert honest.meta["notes"] == [] and "⚠" not in str(honest)
+
+
+def test_acc5_of_a_model_with_five_classes_or_fewer_is_named_under_the_table(digits, digits_mlp):
+    """Acc@5 of a 3-class model is 1 by definition: the table says so instead of letting it read as robustness."""
+    _, _, x, y = digits
+    keep = y < 3
+    three = nn.Sequential(digits_mlp, Columns(3)).eval()
+    kw = {"n": 60, "progress": False, "checks": False, "ensemble": False}
+    ev = evaluate(three, (x[keep], y[keep]), ["fgsm"], [0.3], **kw)
+    assert all(r.acc5_adv == 1.0 for r in ev.rows)
+    assert any("the model has 3 classes, so Acc@5 counts every class" in n for n in ev.meta["notes"])
+    assert "Acc@5 counts every class" in str(ev)
+    ten = evaluate(digits_mlp, (x, y), ["fgsm"], [0.3], **kw)
+    assert not any("Acc@5" in n for n in ten.meta["notes"])
+
+
+class Columns(nn.Module):
+    """The first ``k`` logits."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, : self.k]
+
+
+@pytest.mark.parametrize("shape", ["(N,)", "(N, 1)"])
+def test_a_model_with_one_output_per_image_gets_a_one_line_error(digits, digits_mlp, shape):
+    """A binary classifier's single logit (or sigmoid) is refused in one line that says how to give two columns."""
+    _, _, x, y = digits
+
+    class OneLogit(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            z = digits_mlp(t)
+            z = z[:, 1] - z[:, 0]
+            return z if shape == "(N,)" else z[:, None]
+
+    kw = {"n": 20, "progress": False, "checks": False, "ensemble": False}
+    for call in (lambda: evaluate(OneLogit().eval(), (x, (y > 0).long()), ["fgsm"], [0.1], **kw),
+                 lambda: get_attack("pgd")(OneLogit().eval(), x[:4], (y[:4] > 0).long(), ThreatModel("linf", 0.1))):
+        with pytest.raises(ValueError, match=r"returns one number per image \(shape " + re.escape(shape)) as e:
+            call()
+        assert "\n" not in str(e.value) and "torch.stack([1 - p, p], 1)" in str(e.value)
 
 
 class BatchStatsNet(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,28 @@ def test_weights_are_loaded_strictly(tmp_path):
     save_file({**state, "4.bias": torch.zeros(3)}, str(shaped))
     with pytest.raises(ValueError, match=r"1 tensor\(s\) of another shape, e\.g\. 4\.bias is \(3,\) in the file"):
         load_model("factory_models:make_tiny", weights=shaped)
+
+
+@pytest.mark.parametrize(("prefix", "side"), [("module.", "file"), ("_orig_mod.", "file"), ("net.", "model")])
+def test_a_wrappers_state_dict_is_read_as_the_models_own(tmp_path, prefix, side):
+    """DDP's module., torch.compile's _orig_mod. (or a model built inside a wrapper): one prefix more or fewer."""
+    from advlab.models.factory import WeightsRenamed, load_weights
+    from factory_models import make_tiny
+
+    state = {k: v + 1.0 for k, v in make_tiny().state_dict().items()}
+    w = tmp_path / "w.safetensors"
+    save_file({(prefix + k if side == "file" else k): v for k, v in state.items()}, str(w))
+    net = make_tiny() if side == "file" else torch.nn.Module()
+    if side == "model":
+        net.net = make_tiny()  # type: ignore[assignment]
+    with pytest.warns(WeightsRenamed, match=f"every key (carries|lacks) the prefix '{re.escape(prefix)}'"):
+        load_weights(net, w)
+    got = net.state_dict()
+    assert all(torch.equal(got[(k if side == "file" else prefix + k)], v) for k, v in state.items())
+    half = tmp_path / "half.safetensors"  # (a prefix on some keys only is not a wrapper's: refused as before)
+    save_file({(prefix + k if i % 2 else k): v for i, (k, v) in enumerate(state.items())}, str(half))
+    with pytest.raises(ValueError, match="does not fit the model"):
+        load_weights(make_tiny() if side == "file" else net, half)
 
 
 @pytest.mark.parametrize(("spec", "weights", "message"), [
@@ -100,6 +123,28 @@ def test_onnx_is_a_blackbox_with_torch_logits(lenet_onnx, mnist8):
     assert torch.allclose(got, ref, atol=1e-4) and torch.equal(got.argmax(1), ref.argmax(1))
     with pytest.raises(FileNotFoundError, match=r"^model: ONNX file .*nope\.onnx does not exist$"):
         load_model(str(lenet_onnx.parent / "nope.onnx"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_an_onnx_graph_with_a_fixed_batch_is_fed_batches_of_that_size(lenet_onnx, mnist8, tmp_path):
+    """torch.onnx.export without dynamic_axes fixes N: advlab fills the last batch up and drops what it added."""
+    x, y = mnist8
+    fixed = tmp_path / "fixed3.onnx"
+    torch.onnx.export(load_model("lenet-mnist"), (torch.zeros(3, 1, 28, 28),), str(fixed), dynamo=False,
+                      input_names=["x"], output_names=["logits"])
+    box, ref = load_model(str(fixed)), load_model(str(lenet_onnx))
+    assert box.meta["input_shape"][0] == 3
+    for n in (8, 3, 1):  # (8 = 3 + 3 + 2: the last batch filled up)
+        assert torch.equal(torch.as_tensor(box.fn(x[:n].numpy())), torch.as_tensor(ref.fn(x[:n].numpy())))
+    threat = ThreatModel("linf", 0.3)
+    a = get_attack("square")(ref, x, y, threat, generator=torch.Generator().manual_seed(0))
+    b = get_attack("square")(box, x, y, threat, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+    rgb = torch.zeros(4, 3, 28, 28).numpy()
+    with pytest.raises(ValueError, match=r"^model: fixed3\.onnx fails on images of shape \(3, 3, 28, 28\); its "
+                                         r"input is x of shape \[3, 1, 28, 28\] \(") as e:
+        box.fn(rgb)
+    assert "\n" not in str(e.value)
 
 
 def test_onnx_square_matches_torch_under_a_seed(lenet_onnx, mnist8):
