@@ -248,6 +248,18 @@ def test_folders_named_by_numbers_that_are_not_their_positions_are_named(tmp_pat
         load_dataset(f"folder:{write_folder(tmp_path / 'full', per_class=1, classes=('0', '1', '2'))}:size=8")
 
 
+def test_a_folders_label_warning_reaches_the_report(tmp_path):
+    from advlab.data.folder import FolderLabels
+
+    root = write_folder(tmp_path / "gap", per_class=3, classes=("0", "2"))
+    out = tmp_path / "ev"
+    with pytest.warns(FolderLabels):
+        assert main(["evaluate", "--model", FACTORY, "--dataset", f"folder:{root}:size=16", "--attacks", "fgsm",
+                     "--eps", "0.1", "--no-checks", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## The model as advlab ran it" in md and "FolderLabels | folder: " in md and "folder '2' is label 1" in md
+
+
 def test_spec_parsing_and_split():
     assert parse_spec("folder:/a:b/c:size=224:workers=2") == ("folder", Path("/a:b/c"), {"size": 224, "workers": 2})
     with pytest.raises(ValueError, match="size= is a folder option"):

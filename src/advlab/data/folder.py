@@ -93,7 +93,14 @@ class FolderSource(ImageSource):
             raise ValueError(f"folder: {root} has no class folders (expected {root}/CLASS/IMAGE files)")
         files: list[Path] = []
         labels: list[int] = []
-        for k, c in zip(class_labels(root, classes, labels_by), classes, strict=True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FolderLabels)
+            ids = class_labels(root, classes, labels_by)
+        # (re-issued, and kept for the report: a terminal's warnings do not reach whoever reads it)
+        self.notes = [f"{w.category.__name__}: {w.message}" for w in caught]
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+        for k, c in zip(ids, classes, strict=True):
             found = sorted(p for p in (root / c).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise ValueError(f"folder: class folder {root / c} has no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -138,7 +145,7 @@ def class_labels(root: Path, classes: list[str], labels_by: str) -> list[int]:
         c, k = moved[0]
         warnings.warn(f"folder: {root}: the class folders are named by numbers, but a folder's label is its position "
                       f"in sorted order (as torchvision's ImageFolder reads it): folder {c!r} is label {k}; if the "
-                      "names are the labels, add :labels=names to the spec", FolderLabels, stacklevel=4)
+                      "names are the labels, add :labels=names to the spec", FolderLabels, stacklevel=2)
     return list(range(len(classes)))
 
 

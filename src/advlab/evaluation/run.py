@@ -73,6 +73,7 @@ class Run:
             warnings.warn(w.message, stacklevel=_caller_level())
             if w.category.__module__.startswith("advlab."):
                 notes.append(f"{w.category.__name__}: {w.message}")
+        notes += getattr(getattr(self.x, "source", None), "notes", [])  # (a folder's: FolderLabels)
         if notes:
             self.store.set_meta("model_notes", notes)
 

@@ -107,8 +107,8 @@ def model_section(meta: dict[str, Any]) -> Section | None:
     if not notes:
         return None
     rows = [[kind, text.removeprefix("advlab: ")] for kind, _, text in (n.partition(": ") for n in notes)]
-    return Section("The model as advlab ran it", "What advlab adapted, or could not, in the model it was given "
-                   "(docs/evaluation.md, \"Your own models, your own images, a GPU\"); every number above is of "
+    return Section("The model as advlab ran it", "What advlab adapted, or could not, in the model (and data) it was "
+                   "given (docs/evaluation.md, \"Your own models, your own images, a GPU\"); every number above is of "
                    "the model as run.", ["warning", "what"], rows, "model-notes")
 
 
