@@ -1,15 +1,36 @@
-"""Warnings for renamed things: a keyword, an option or a module path that moved.
+"""Warnings that point at the user's line: renamed things, and :func:`caller_level` for any warning.
 
-Old names keep working until advlab 0.3 and say so with a ``DeprecationWarning`` that points
-at the caller's line (the function call, or the ``import`` statement), not at advlab's own code.
+Old names (a keyword, an option or a module path that moved) keep working until advlab 0.3 and say
+so with a ``DeprecationWarning`` that points at the caller's line (the function call, or the
+``import`` statement), not at advlab's own code.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import types
 import warnings
 from typing import Any
 
 REMOVAL = "advlab 0.3"
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside advlab, so the warning points at the user's call."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and _ours(frame):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _ours(frame: types.FrameType) -> bool:
+    """Whether a frame runs advlab's code, or generated code advlab called (a dataclass's ``__init__``)."""
+    name = frame.f_code.co_filename
+    if name.startswith("<") and frame.f_back is not None:
+        name = frame.f_back.f_code.co_filename
+    return name.startswith(_PACKAGE + os.sep)
 
 
 def warn_renamed(owner: str, old: str, new: str, *, stacklevel: int = 3) -> None:
@@ -61,4 +82,4 @@ def alias_module(old: str, new: str) -> None:
     )
 
 
-__all__ = ["alias_module", "renamed_value", "warn_renamed"]
+__all__ = ["alias_module", "caller_level", "renamed_value", "warn_renamed"]

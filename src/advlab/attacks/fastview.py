@@ -20,9 +20,6 @@ copy that keeps the training flags, whose buffers are its own.
 
 from __future__ import annotations
 
-import os
-import sys
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,12 +30,12 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
+from advlab._deprecation import caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox, same
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 _ENABLED: ContextVar[bool] = ContextVar("advlab_fast_views", default=True)
 _KEEP_TRAIN: ContextVar[bool] = ContextVar("advlab_keep_train_mode", default=False)
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _HOOKS = {"_forward_hooks": "forward hooks", "_forward_pre_hooks": "forward pre-hooks",
           "_backward_hooks": "backward hooks", "_backward_pre_hooks": "backward pre-hooks"}
 
@@ -112,7 +109,7 @@ def inference_view(model: Any) -> Any:
     else:
         warnings.warn(f"advlab: {name} is in training mode: attacking an eval-mode copy (the model is left as it "
                       "is; call model.eval() to silence this, or use advlab.attacks.keep_train_mode() to attack "
-                      "its training-mode randomness)", ModelInTrainingMode, stacklevel=_caller_level())
+                      "its training-mode randomness)", ModelInTrainingMode, stacklevel=caller_level())
     return copied
 
 
@@ -182,7 +179,7 @@ def _view(model: Any, probe: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
         if view is not None:
             return view, logits
     warnings.warn(f"advlab: fast view of {type(model).__name__} not used ({reason}); attacking the model as given",
-                  FastViewSkipped, stacklevel=_caller_level())
+                  FastViewSkipped, stacklevel=caller_level())
     return model, logits
 
 
@@ -314,19 +311,3 @@ def _short(e: BaseException, limit: int = 120) -> str:
     """``Type: message`` on one line, shortened."""
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[: limit - 1] + '…' if len(text) > limit else text}".rstrip(": ")
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside advlab, so the warning points at the user's call."""
-    frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and _ours(frame):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _ours(frame: types.FrameType) -> bool:
-    """Whether a frame runs advlab's code, or generated code advlab called (a dataclass's ``__init__``)."""
-    name = frame.f_code.co_filename
-    if name.startswith("<") and frame.f_back is not None:
-        name = frame.f_back.f_code.co_filename
-    return name.startswith(_PACKAGE + os.sep)

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.attacks.fastview import _caller_level
+from advlab._deprecation import caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox
 
 # Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
@@ -280,7 +280,7 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
         out = _run(copied, given)
         if not isinstance(out, Exception):
             warnings.warn(f"advlab: {name} computes in {dtype}, the images are {probe.dtype}; advlab casts every "
-                          f"input to {dtype} and the logits back", ModelDtype, stacklevel=_caller_level())
+                          f"input to {dtype} and the logits back", ModelDtype, stacklevel=caller_level())
             model = InputCast(model, dtype)  # (a new tensor per call: an in-place forward changes only it)
     if isinstance(out, Exception):
         return model
@@ -295,12 +295,12 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     if probe.is_floating_point() and any(narrower_exponent(d, probe.dtype) for d in (out.dtype, dtype) if d):
         warnings.warn(f"advlab: {name} computes in {out.dtype if out.dtype != probe.dtype else dtype}, whose small "
                       "gradients underflow; advlab scales each example's gradient through it (and back)",
-                      ModelDtype, stacklevel=_caller_level())
+                      ModelDtype, stacklevel=caller_level())
         adapted = ScaledGradient(adapted)
     if is_probabilities(out):
         warnings.warn(f"advlab: {name} returns probabilities (its rows are non-negative and sum to 1); advlab "
                       "attacks their logarithm, which has the logits' margins (return the logits to silence this)",
-                      ModelReturnsProbabilities, stacklevel=_caller_level())
+                      ModelReturnsProbabilities, stacklevel=caller_level())
         adapted = LogProbabilities(adapted)
     if adapted is model and not isinstance(model, _Adapter):
         _CHECKED.setdefault(model, set()).add(x.dtype)  # type: ignore[union-attr]
@@ -325,7 +325,7 @@ def _warn_if_batch_dependent(copied: nn.Module, probe: torch.Tensor, out: torch.
         return  # (image 1 made no difference to the model, or none to image 0)
     warnings.warn(f"advlab: {name}'s output for one image changes with the other images of its batch (BatchNorm "
                   "on batch statistics, e.g. traced in training mode?): every number depends on the batch size and "
-                  "order; evaluate the model in eval mode", ModelBatchDependent, stacklevel=_caller_level())
+                  "order; evaluate the model in eval mode", ModelBatchDependent, stacklevel=caller_level())
 
 
 def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor, name: str) -> nn.Module:
@@ -334,7 +334,7 @@ def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor
         return model
     warnings.warn(f"advlab: {name}'s forward changes its input in place; advlab hands it a copy of every "
                   "input (write x = x - mean, not x.sub_(mean), to silence this)", ModelChangesInput,
-                  stacklevel=_caller_level())
+                  stacklevel=caller_level())
     return InputCopy(model)
 
 

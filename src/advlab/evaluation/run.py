@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from advlab._deprecation import caller_level
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
-from advlab.attacks.fastview import _caller_level
 from advlab.attacks.guard import check_io
 from advlab.attacks.registry import check_finite_logits
 from advlab.detect.adaptive import adaptive_attack
@@ -70,7 +70,7 @@ class Run:
             self.net = check_io(inference_view(self.net), self.x)
         notes = []
         for w in caught:
-            warnings.warn(w.message, stacklevel=_caller_level())
+            warnings.warn(w.message, stacklevel=caller_level())
             if w.category.__module__.startswith("advlab."):
                 notes.append(f"{w.category.__name__}: {w.message}")
         notes += getattr(getattr(self.x, "source", None), "notes", [])  # (a folder's: FolderLabels)

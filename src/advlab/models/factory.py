@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advlab.attacks.fastview import _caller_level
+from advlab._deprecation import caller_level
 from advlab.models.checkpoint import state_differences
 
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|.+\.py):(?P<name>[A-Za-z_]\w*)$")
@@ -143,7 +143,7 @@ def _without_wrapper_prefix(state: dict[str, torch.Tensor], own: set[str], path:
             how = (f"carries the prefix {prefix!r}, which the model's keys lack (a wrapper's state dict); advlab "
                    "strips it" if extra is keys
                    else f"lacks the prefix {prefix!r}, which the model's keys carry; advlab adds it")
-            warnings.warn(f"weights: {path.name}: every key {how}", WeightsRenamed, stacklevel=_caller_level())
+            warnings.warn(f"weights: {path.name}: every key {how}", WeightsRenamed, stacklevel=caller_level())
             return renamed
     return state
 
