@@ -33,3 +33,12 @@ def make_linear() -> nn.Module:
     """A certifiable MLP (Flatten, Linear, ReLU, Linear) for 3×16×16 images, 2 classes."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(768, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def make_digits_net() -> nn.Module:
+    """An MLP for 1×8×8 images, 10 classes, with its own (Kaiming) initialisation drawn from the global RNG."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    for m in net:
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+    return net

@@ -14,10 +14,12 @@ from advlab._checks import check_out_file
 from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
+from advlab.commands.train_factory import run_factory
 from advlab.commands.train_gan import GAN_MODELS, REC_DEFENSE, run_gan, run_rec
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
 from advlab.models import architecture_task, check_input_shape, create_model, load_model, save_checkpoint
+from advlab.models.factory import is_factory_spec
 from advlab.models.wrappers import TRANSFORMS, Defended, Thermometer, parse_defense
 from advlab.train import TrainConfig, TrainingDefense, TrainResult, checkpoint_meta, command_line, fit
 from advlab.train_dense import TASK_DEFENSES, task_defense
@@ -28,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train a model (optionally with a defense) and save a checkpoint")
     p.add_argument("--model", required=True,
                    help="architecture: lenet, googlenet, mlp, cnn; signnet (on signs); segnet or detnet "
-                        "(on mnist-scenes); wgan (a WGAN-GP generator for Defense-GAN)")
+                        "(on mnist-scenes); wgan (a WGAN-GP generator for Defense-GAN); or your factory "
+                        "package.module:factory (or file.py:factory), whose state dict is written to --out")
+    p.add_argument("--weights", default=None,
+                   help="a factory model's .safetensors state dict to start from (default: the factory's own)")
     p.add_argument("--dataset", default="mnist", help="mnist, digits, signs or mnist-scenes (default mnist)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST IDX files (default: offline copy)")
     p.add_argument("--epochs", type=int, default=10)
@@ -73,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.model in GAN_MODELS:  # a generator (Defense-GAN's), not a classifier
         return run_gan(args)
+    if is_factory_spec(args.model):  # the user's own network
+        return run_factory(args, device)
+    if args.weights:
+        raise ValueError("--weights: only read for a factory 'package.module:factory' (an architecture starts "
+                         "from --init CHECKPOINT)")
     if args.defense == REC_DEFENSE:  # Defense-GAN-Rec: trained on the generator's projections
         return run_rec(args, device)
     info = dataset_info(args.dataset)
