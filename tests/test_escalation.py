@@ -145,3 +145,26 @@ def test_a_run_killed_inside_the_ensemble_resumes_there(tmp_path, digits, digits
     monkeypatch.setattr(Store, "put_batch", real)
     ev = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True, out=tmp_path / "r")
     assert "apgd-ensemble" in {r.attack for r in ev.rows}
+
+
+class WholeForwardNoGrad(torch.nn.Module):
+    """A user's inference wrapper: ``@torch.no_grad()`` on the whole forward (no submodule to stand in for)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    @torch.no_grad()
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.net(t)
+
+
+def test_the_escalation_moves_down_the_sweep_where_the_largest_eps_is_all_broken(digits, digits_mlp):
+    """Square breaks the whole subset at ε 0.3, which says nothing about 0.05: the escalation runs where it can."""
+    sweep = [0.05, 0.1, 0.3]
+    ev = _eval(WholeForwardNoGrad(digits_mlp).eval(), digits, attacks=["fgsm", "pgd"], eps=sweep, ensemble=False)
+    steps = ev.meta["escalation"]
+    assert steps and steps[0]["eps"] < 0.3 and all(s["eps"] in sweep for s in steps)
+    undefended = _eval(digits_mlp, digits, attacks=["pgd"], eps=sweep, checks=False, ensemble=False)
+    for e in sweep:  # the headline at every ε is the white-box one (the model computes the same function)
+        assert abs(_row(ev, "worst-case", e).acc1_adv - _row(undefended, "worst-case", e).acc1_adv) <= 0.05, e

@@ -2,7 +2,8 @@
 
 A model that hides its gradients *without declaring it* (rounding, numpy, a saturated softmax in
 its ``forward``) gives ``pgd-adaptive`` nothing to route around. So after the adaptive attack the
-evaluation adds, at the sweep's largest ε, one step at a time and cheapest first:
+evaluation adds, one step at a time and cheapest first, each at the largest ε of the sweep at which
+the checks' subset is not all broken yet (:func:`escalation_eps`, read again before each step):
 
 1. ``transfer`` — PGD on a surrogate of the same task (the ``--baseline`` model if given, else a
    shipped model trained on the same dataset), the examples applied to the model;
@@ -18,10 +19,11 @@ within :data:`~advlab.evaluation.checks.MARGIN` of what that check's attack foun
 subset; a gradient check (GM01, GM02, GM06, GM07, GM08) once a step that routes around the gradient
 (``pgd-bpda``, or ``pgd-adaptive`` on a model that declares BPDA/EOT) has run; GM09 (no autograd
 at all) once ``pgd-bpda`` and ``square-5000`` have both run. It stops
-when every check is answered, nothing on the subset is left to break, or every step has run.
-A step that lowered the subset's Acc@1 by more than the margin then runs at the sweep's other ε
-too (:func:`carry_over_sweep`): what fooled the evaluation at the largest ε fooled it at the
-smaller ones as well. Each step is a row of its own; the store's meta ``escalation`` records why
+when every check is answered, nothing on the subset is left to break at any ε, or every step has
+run. A step that lowered the subset's Acc@1 by more than the margin then runs at the sweep's other ε
+too (:func:`carry_over_sweep`): what fooled the evaluation at one ε fooled it at the others as well.
+(At the largest ε a weak attack may have broken the whole subset already — Square on a model
+without autograd — which says nothing about the smaller ε: there the escalation moves down.) Each step is a row of its own; the store's meta ``escalation`` records why
 each ran, its subset Acc@1, the ε it was carried to and its time.
 """
 
@@ -95,6 +97,18 @@ def _own_accuracy(run: Run, idx: torch.Tensor, eps: float) -> float:
     return float(w.top1[idx].float().mean())
 
 
+def escalation_eps(run: Run, idx: torch.Tensor) -> float:
+    """Where the escalation runs: the largest ε of the sweep at which the subset is not all broken yet.
+
+    At the largest ε a weak attack may already break every example of the subset (Square on a model
+    without autograd), and nothing there is left to show that the smaller ε's worst cases are too
+    high; the largest ε still holding an unbroken example is where a step can show it (and be
+    carried to the others). Where every ε is broken: the largest.
+    """
+    sweep = sorted(run.config["eps"], reverse=True)
+    return float(next((e for e in sweep if _own_accuracy(run, idx, e) > 0.0), sweep[0]))
+
+
 def unanswered(checks: list[dict[str, Any]], own_acc: float, routed: set[str]) -> list[str]:
     """The fired checks the evaluation's own results do not yet answer (see the module docstring)."""
     left = []
@@ -131,9 +145,14 @@ def plan_steps(run: Run, leaves_autograd: bool) -> list[tuple[Step, str]]:
     return steps
 
 
-def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: float,
-             leaves_autograd: bool) -> list[dict[str, Any]]:
-    """Run the escalation's steps at ``eps`` until every fired check is answered; returns their records."""
+def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, leaves_autograd: bool) -> list[dict[str, Any]]:
+    """Run the escalation's steps until every fired check is answered; returns their records.
+
+    Each step runs at :func:`escalation_eps` as it stands before the step (the largest ε whose subset
+    is not all broken), then, where it lowered the subset's Acc@1, at the sweep's other ε
+    (:func:`carry_over_sweep`). It stops when every check is answered, the subset is broken at every
+    ε, or every step has run.
+    """
     adaptive = run.store.get_meta("adaptive") or []
     routed = declared_routes(run.net) if adaptive else set()
     skipped = set((run.store.get_meta("skipped") or {}).get("jobs", []))
@@ -142,46 +161,51 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, eps: flo
     if BPDA.attack in swept:  # (a model that leaves autograd: pgd-bpda ran over the sweep already)
         routed |= ROUTES
     records: list[dict[str, Any]] = []
-    ran_steps: list[tuple[Step, dict[str, Any]]] = []
-    own = _own_accuracy(run, idx, eps)  # (then carried from step to step: only a step changes it)
     for step, why in plan_steps(run, leaves_autograd):
         if step.attack in swept and not step.params:
             continue
+        eps = escalation_eps(run, idx)
+        own = _own_accuracy(run, idx, eps)
         left = unanswered(checks, own, routed)
         if not left or own == 0.0:
             break
         if step is HSJ and not any(code in COMPARISONS for code in left):
             continue
-        t0 = time.perf_counter()
-        job = step.job(run.config["norm"], eps)
-        try:
-            run.add_jobs([job])
-        except NoInputGradient as e:  # (pgd-bpda found no route around the break: the next steps still run)
-            run.forget_added(job)
-            why, ran = f"{why}; not run: {e}", False
-        else:
-            ran = True
-        after = _own_accuracy(run, idx, eps)
-        records.append({"step": step.label, "attack": step.attack, "params": dict(step.params), "why": why,
-                        "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": after,
-                        "seconds": round(time.perf_counter() - t0, 2), "ran": ran})
-        if ran:
-            ran_steps.append((step, records[-1]))
-        own = after
-        if step is BPDA and ran:
+        record = _run_step(run, step, why, eps, idx, left, own)
+        records.append(record)
+        if step is BPDA and record["ran"]:
             routed |= ROUTES
         if step is SQUARE:
             routed.add("GM09")
-    carry_over_sweep(run, ran_steps, eps)
     return records
+
+
+def _run_step(run: Run, step: Step, why: str, eps: float, idx: torch.Tensor, left: list[str],
+              own: float) -> dict[str, Any]:
+    """One escalation step at ``eps`` (then carried over the sweep where it helped), as its record."""
+    t0 = time.perf_counter()
+    job = step.job(run.config["norm"], eps)
+    try:
+        run.add_jobs([job])
+    except NoInputGradient as e:  # (pgd-bpda found no route around the break: the next steps still run)
+        run.forget_added(job)
+        why, ran = f"{why}; not run: {e}", False
+    else:
+        ran = True
+    record = {"step": step.label, "attack": step.attack, "params": dict(step.params), "why": why, "eps": eps,
+              "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": _own_accuracy(run, idx, eps),
+              "seconds": round(time.perf_counter() - t0, 2), "ran": ran}
+    if ran:
+        carry_over_sweep(run, [(step, record)], eps)
+    return record
 
 
 def carry_over_sweep(run: Run, ran_steps: list[tuple[Step, dict[str, Any]]], eps: float) -> None:
     """Run each step that lowered the subset's Acc@1 by more than :data:`MARGIN` at the sweep's other ε too.
 
-    The escalation looks at the largest ε only; a step that broke what the evaluation's attacks had
-    not (a transfer attack past a gradient that vanishes) would leave the smaller ε's worst case as
-    wrong as it found the largest one's. Each record of a carried step lists those ε (``swept``).
+    The escalation looks at one ε at a time; a step that broke what the evaluation's attacks had
+    not (a transfer attack past a gradient that vanishes) would leave the other ε's worst case as
+    wrong as it found this one's. Each record of a carried step lists those ε (``swept``).
     """
     others = [e for e in run.config["eps"] if e != eps]
     for step, r in ran_steps:
@@ -192,5 +216,6 @@ def carry_over_sweep(run: Run, ran_steps: list[tuple[Step, dict[str, Any]]], eps
         r["swept"], r["seconds"] = others, round(r["seconds"] + time.perf_counter() - t0, 2)
 
 
-__all__ = ["COMPARISONS", "ROUTES", "Step", "carry_over_sweep", "declared_routes", "escalate", "plan_steps",
+__all__ = ["COMPARISONS", "ROUTES", "Step", "carry_over_sweep", "declared_routes", "escalate", "escalation_eps",
+           "plan_steps",
            "surrogate_for", "unanswered"]

@@ -124,13 +124,13 @@ def run_sweep_attack(run: Run, cut: bool) -> None:
 
 
 def adaptive_and_escalation(run: Run, results: list[dict[str, Any]], idx: torch.Tensor) -> None:
-    """The adaptive attack over the sweep (:func:`sweep_attack`), then the escalation at the largest ε."""
-    config, store = run.config, run.store
+    """The adaptive attack over the sweep (:func:`sweep_attack`), then the escalation (at :func:`escalation_eps`)."""
+    store = run.store
     cut = leaves(run)
     t0 = time.perf_counter()
     run_sweep_attack(run, cut)
     if store.get_meta("escalation") is None:
-        store.set_meta("escalation", escalate(run, results, idx, max(config["eps"]), cut))
+        store.set_meta("escalation", escalate(run, results, idx, cut))
     add_cost(run, "escalation", time.perf_counter() - t0)
 
 

@@ -62,7 +62,8 @@ def added_section(meta: dict[str, Any]) -> Section | None:
             rows.append([f"over the sweep: {', '.join(meta['adaptive'])}", how, "in place of the white-box rows", "—",
                          "—"])
     for s in meta.get("escalation") or []:
-        swept = f"; carried to ε {', '.join(f'{e:g}' for e in s['swept'])}" if s.get("swept") else ""
+        swept = (f" (at ε {s['eps']:g})" if "eps" in s else "") + (
+            f"; carried to ε {', '.join(f'{e:g}' for e in s['swept'])}" if s.get("swept") else "")
         rows.append([f"escalation: {s['step']}", s["why"] + swept, "unanswered: " + ", ".join(s["unanswered_before"]),
                      f"{s['subset_acc1_before']:.3f} → {s['subset_acc1_after']:.3f}", f"{s['seconds']:.1f}"])
     ens = meta.get("ensemble") or {}
