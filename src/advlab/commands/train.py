@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from advlab._checks import check_out_file
-from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
 from advlab.commands.train_factory import run_factory
 from advlab.commands.train_gan import GAN_MODELS, REC_DEFENSE, run_gan, run_rec
+from advlab.commands.train_out import locked_out, train_config
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import DEFENSES, distill, list_training_defenses, make_training_defense
 from advlab.models import architecture_task, check_input_shape, create_model, load_model, save_checkpoint
@@ -103,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         defense = task_defense(task)
     else:
         defense = make_training_defense("none" if wrapper is not None else args.defense, **options)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         schedule=args.schedule)
+    config = train_config(args)
     if args.init:
         model = load_model(args.init)
         arch = getattr(model, "advlab_meta", {}).get("architecture")
@@ -115,10 +113,7 @@ def run(args: argparse.Namespace) -> int:
         model = create_model(args.model, **arch_kwargs)
     if wrapper is not None:
         model = Defended(model, wrapper)
-    out = Path(args.out)
-    writable_directory(out.parent, arg="out")
-    with locked_file(out.parent / f".{out.name}.lock", str(out), arg="out", command=command_line(),
-                     instead="another path"):
+    with locked_out(args):
         return fit_and_save(args, model, defense, config, train, test, arch_kwargs, options, device)
 
 

@@ -17,18 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from advlab._io import atomic_path, locked_file, writable_directory
+from advlab._io import atomic_path
 from advlab.commands.attack import parse_options
+from advlab.commands.train_out import locked_out, train_config
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import make_training_defense
 from advlab.models.factory import load_factory
 from advlab.models.wrappers import TRANSFORMS
-from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
+from advlab.train import checkpoint_meta, command_line, fit
 
 NEEDS_ARCHITECTURE = ("distill", "defensegan-rec")  # training defenses that build a model by architecture name
 META_KEY = "advlab_training"  # the safetensors metadata entry holding the settings and test metrics
@@ -47,12 +47,8 @@ def run_factory(args: argparse.Namespace, device: torch.device | None) -> int:
         torch.manual_seed(args.seed)  # (the factory's own initialisation, drawn the same way every run)
         model = load_factory(args.model, args.weights, freeze=False)
     _check_fits(model, args, train, info.num_classes)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         schedule=args.schedule)
-    out = Path(args.out)
-    writable_directory(out.parent, arg="out")
-    with locked_file(out.parent / f".{out.name}.lock", str(out), arg="out", command=command_line(),
-                     instead="another path"):
+    config = train_config(args)
+    with locked_out(args) as out:
         t0 = time.perf_counter()
         result = fit(model, train, test, config, defense=defense, progress=not args.no_progress, init_seed=False,
                      device=device)

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from advlab._io import locked_file, writable_directory
 from advlab.commands.attack import parse_options
+from advlab.commands.train_out import locked_out, train_config
 from advlab.data import dataset_info, load_dataset
 from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
 from advlab.models.defense_gan import CHUNK, STEPS, DefenseGAN
 from advlab.models.gan import ARCHS, GanConfig, save_generator, train_wgan_gp
 from advlab.models.wrappers import Defended
-from advlab.train import TrainConfig, checkpoint_meta, command_line, fit
+from advlab.train import checkpoint_meta, command_line, fit
 
 GAN_MODELS = ("wgan",)
 REC_DEFENSE = "defensegan-rec"
@@ -67,10 +66,7 @@ def run_gan(args: argparse.Namespace) -> int:
     """Train the generator on the dataset's training split and write it atomically."""
     config = gan_config(args)
     x, _ = load_dataset(args.dataset, "train", root=args.data_dir)
-    out = Path(args.out)
-    writable_directory(out.parent, arg="out")
-    with locked_file(out.parent / f".{out.name}.lock", str(out), arg="out", command=command_line(),
-                     instead="another path"):
+    with locked_out(args) as out:
         t0 = time.perf_counter()
         result = train_wgan_gp(x, config, progress=not args.no_progress)
         extra = {"name": args.name} if args.name else {}
@@ -126,12 +122,8 @@ def run_rec(args: argparse.Namespace, device: torch.device | None = None) -> int
     xt, yt = (t[:opts["test_images"]] for t in load_dataset(args.dataset, "test", root=args.data_dir))
     arch_kwargs = {"in_shape": list(info.shape), "num_classes": info.num_classes}
     model = _rec_model(args, arch_kwargs, x)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         schedule=args.schedule)
-    out = Path(args.out)
-    writable_directory(out.parent, arg="out")
-    with locked_file(out.parent / f".{out.name}.lock", str(out), arg="out", command=command_line(),
-                     instead="another path"):
+    config = train_config(args)
+    with locked_out(args) as out:
         t0 = time.perf_counter()
         px = project_all(transform, x, not args.no_progress, "projecting the training images")
         pt = project_all(transform, xt, not args.no_progress, "projecting the test images")

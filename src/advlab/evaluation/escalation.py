@@ -23,8 +23,9 @@ when every check is answered, nothing on the subset is left to break at any ε, 
 run. A step that lowered the subset's Acc@1 by more than the margin then runs at the sweep's other ε
 too (:func:`carry_over_sweep`): what fooled the evaluation at one ε fooled it at the others as well.
 (At the largest ε a weak attack may have broken the whole subset already — Square on a model
-without autograd — which says nothing about the smaller ε: there the escalation moves down.) Each step is a row of its own; the store's meta ``escalation`` records why
-each ran, its subset Acc@1, the ε it was carried to and its time.
+without autograd — which says nothing about the smaller ε: there the escalation moves down.) Each
+step is a row of its own; the store's meta ``escalation`` records why each ran, at which ε, its
+subset Acc@1, the ε it was carried to and its time.
 """
 
 from __future__ import annotations
