@@ -248,6 +248,22 @@ def test_folders_named_by_numbers_that_are_not_their_positions_are_named(tmp_pat
         load_dataset(f"folder:{write_folder(tmp_path / 'full', per_class=1, classes=('0', '1', '2'))}:size=8")
 
 
+def test_the_first_n_images_of_a_folder_that_leave_classes_out_are_named(tmp_path):
+    """--n takes a folder's first images in class order: 4 of 3 classes × 3 images cover 2 classes, and it says so."""
+    import warnings
+
+    from advlab.data.folder import FolderSubset
+
+    root = write_folder(tmp_path / "three", per_class=3, classes=("a", "b", "c"))
+    with pytest.warns(FolderSubset, match=r"the first 4 images cover 2 of the folder's 3 classes .*:per_class=K"):
+        _, labels = open_images(f"folder:{root}:size=8", n=4)
+    assert labels.tolist() == [0, 0, 0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FolderSubset)
+        open_images(f"folder:{root}:size=8", n=7)  # (every class in the first 7)
+        open_images(f"folder:{root}:size=8:per_class=1", n=3)
+
+
 def test_a_folders_label_warning_reaches_the_report(tmp_path):
     from advlab.data.folder import FolderLabels
 

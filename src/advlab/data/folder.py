@@ -5,8 +5,10 @@ A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
 * ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:labels=names][:workers=W]`` —
   ``PATH/CLASS/IMAGE`` files; classes sorted by folder name are labels 0, 1, … (torchvision's
   ImageFolder rule; with ``labels=names`` class folders named by numbers are those labels, and a
-  :class:`FolderLabels` warning says where the two rules differ); files sorted by name within a class (only
-  the first ``K`` of each class with ``per_class``: a subset that covers every class). Each image is
+  :class:`FolderLabels` warning says where the two rules differ; ``--n`` takes the first images in
+  this order, and a :class:`FolderSubset` warning says when they leave classes out); files sorted
+  by name within a class (only the first ``K`` of each class with ``per_class``: a subset that
+  covers every class). Each image is
   opened with Pillow, converted to RGB (``C`` = 3) or greyscale (``C`` = 1; ``C`` comes from the
   option or the model's declared input shape, default 3), resized (shorter side to ``R``, default ``S``) and
   centre-cropped to S×S (:func:`~advlab.data.source.resize_crop`; ImageNet's usual evaluation is
@@ -126,6 +128,21 @@ class FolderSource(ImageSource):
             raise ValueError(f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
         img = torch.from_numpy(arr.copy()).reshape(*arr.shape[:2], -1).permute(2, 0, 1).float().div_(255.0)
         return resize_crop(img, self.item_shape[1], self.resize)
+
+
+class FolderSubset(UserWarning):
+    """The first ``n`` images of a folder (in class order) leave some of its classes out."""
+
+
+def _warn_if_classes_left_out(source: FolderSource, labels: torch.Tensor, n: int) -> None:
+    """A :class:`FolderSubset` warning where the first ``n`` images cover fewer classes than the folder has."""
+    kept, total = len(torch.unique(labels[:n])), len(torch.unique(labels))
+    if kept == total:
+        return
+    message = (f"folder: the first {n} images cover {kept} of the folder's {total} classes (images are taken in "
+               f"class order); add :per_class=K to the spec for K images of every class")
+    source.notes.append(f"{FolderSubset.__name__}: {message}")
+    warnings.warn(message, FolderSubset, stacklevel=3)
 
 
 def class_labels(root: Path, classes: list[str], labels_by: str) -> list[int]:
@@ -303,11 +320,13 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
         raise ValueError(f"{kind}: {path} holds no images")
     images, labels = Images(source, num_workers=workers, name=f"{kind}:{os.fspath(path)}"), source.labels
     if n is not None:
+        if isinstance(source, FolderSource) and n < len(labels):
+            _warn_if_classes_left_out(source, labels, n)
         images, labels = images.subset(slice(0, n)), labels[:n]
     if bounds is not None:
         check_image_batches("data", images.iter_batches(), bounds)
     return images, labels
 
 
-__all__ = ["IMAGE_SUFFIXES", "KINDS", "FolderLabels", "FolderSource", "NpzSource", "is_spec", "open_images",
-           "parse_spec"]
+__all__ = ["IMAGE_SUFFIXES", "KINDS", "FolderLabels", "FolderSource", "FolderSubset", "NpzSource", "is_spec",
+           "open_images", "parse_spec"]
