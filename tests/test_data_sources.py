@@ -276,6 +276,23 @@ def test_a_folders_label_warning_reaches_the_report(tmp_path):
     assert "## The model as advlab ran it" in md and "FolderLabels | folder: " in md and "folder '2' is label 1" in md
 
 
+def test_a_folder_read_at_a_height_and_width(folder):
+    """size=HxW: each image scaled to cover H×W and centre-cropped (size=SxS is size=S, bit for bit)."""
+    x, _ = load_dataset(f"folder:{folder}:size=8x12")
+    assert tuple(x.shape[1:]) == (3, 8, 12) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    tall, _ = load_dataset(f"folder:{folder}:size=12x6")
+    assert tuple(tall.shape[1:]) == (3, 12, 6)
+    assert torch.equal(load_dataset(f"folder:{folder}:size=8x8")[0], load_dataset(f"folder:{folder}:size=8")[0])
+    assert parse_spec(f"folder:{folder}:size=8x12")[2] == {"size": (8, 12)}
+    img = torch.rand(3, 20, 24)  # (the same image 20×24 read at 10×12 is a plain downscale: nothing cropped)
+    got = resize_crop(img, (10, 12))
+    ref = torch.nn.functional.interpolate(img[None], size=(10, 12), mode="bilinear", align_corners=False,
+                                          antialias=True)[0].clamp(float(img.min()), float(img.max()))
+    assert torch.equal(got, ref)
+    with pytest.raises(ValueError, match=r"resize \(10\) must be at least size \(12\)"):
+        load_dataset(f"folder:{folder}:size=8x12:resize=10")
+
+
 def test_spec_parsing_and_split():
     assert parse_spec("folder:/a:b/c:size=224:workers=2") == ("folder", Path("/a:b/c"), {"size": 224, "workers": 2})
     with pytest.raises(ValueError, match="size= is a folder option"):

@@ -2,7 +2,7 @@
 
 A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
 
-* ``folder:PATH[:size=S][:resize=R][:channels=C][:per_class=K][:labels=names][:workers=W]`` —
+* ``folder:PATH[:size=S|HxW][:resize=R][:channels=C][:per_class=K][:labels=names][:workers=W]`` —
   ``PATH/CLASS/IMAGE`` files; classes sorted by folder name are labels 0, 1, … (torchvision's
   ImageFolder rule; with ``labels=names`` class folders named by numbers are those labels, and a
   :class:`FolderLabels` warning says where the two rules differ; ``--n`` takes the first images in
@@ -11,7 +11,8 @@ A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
   covers every class). Each image is
   opened with Pillow, converted to RGB (``C`` = 3) or greyscale (``C`` = 1; ``C`` comes from the
   option or the model's declared input shape, default 3), resized (shorter side to ``R``, default ``S``) and
-  centre-cropped to S×S (:func:`~advlab.data.source.resize_crop`; ImageNet's usual evaluation is
+  centre-cropped to S×S (or H×W, scaled to cover it: :func:`~advlab.data.source.resize_crop`;
+  ImageNet's usual evaluation is
   ``size=224:resize=256``), values in [0, 1]. ``S`` comes from the option or, when the caller
   knows it, the model's declared input shape. Images are read when indexed (never all at once);
   ``W`` DataLoader workers decode whole-set passes in parallel (default 0).
@@ -44,7 +45,7 @@ from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-OPTION = re.compile(r"^(?:(size|resize|channels|per_class|workers)=(\d+)|(labels)=(names|sorted))$")
+OPTION = re.compile(r"^(?:(size|resize|channels|per_class|workers)=(\d+)|(labels)=(names|sorted)|size=(\d+)x(\d+))$")
 # The arrays read from an .npz, in this order: advlab's own names, Keras' dataset files (mnist.npz: the test
 # split), and the spelled-out names.
 KEY_PAIRS = (("x", "y"), ("x_test", "y_test"), ("images", "labels"))
@@ -55,6 +56,11 @@ RANGE_ROWS = 4096  # rows of a float npz checked for [0, 1] at a time
 def is_spec(name: str) -> bool:
     """Whether ``name`` is a ``folder:`` or ``npz:`` spec rather than a dataset name."""
     return isinstance(name, str) and name.split(":", 1)[0] in KINDS and ":" in name
+
+
+def _sides(size: object) -> tuple[int, ...]:
+    """A size option's (height, width), or () where it is not a pair."""
+    return size if isinstance(size, tuple) else ()
 
 
 class FolderLabels(UserWarning):
@@ -69,12 +75,16 @@ def parse_spec(spec: str) -> tuple[str, Path, dict[str, Any]]:
     parts = rest.split(":")
     options: dict[str, Any] = {}
     while len(parts) > 1 and (m := OPTION.match(parts[-1])):
-        options.update({m.group(1): int(m.group(2))} if m.group(1) else {m.group(3): m.group(4)})
+        if m.group(5):  # size=HxW: a height and a width (a square size is one int, as ever)
+            h, w = int(m.group(5)), int(m.group(6))
+            options["size"] = h if h == w else (h, w)
+        else:
+            options.update({m.group(1): int(m.group(2))} if m.group(1) else {m.group(3): m.group(4)})
         parts.pop()
     folder_only = sorted(set(options) & {"size", "resize", "channels", "per_class", "labels"})
     if kind == "npz" and folder_only:
         raise ValueError(f"dataset: {spec!r}: {'=, '.join(folder_only)}= is a folder option (npz images are as stored)")
-    zero = [k for k in ("size", "resize", "per_class") if options.get(k) == 0]
+    zero = [k for k in ("size", "resize", "per_class") if options.get(k) == 0 or 0 in _sides(options.get(k))]
     if zero:
         raise ValueError(f"dataset: {spec!r}: {zero[0]} must be a positive integer")
     if options.get("channels", 3) not in MODES:
@@ -85,8 +95,8 @@ def parse_spec(spec: str) -> tuple[str, Path, dict[str, Any]]:
 class FolderSource(ImageSource):
     """The images of an ImageFolder tree, each decoded with Pillow when read."""
 
-    def __init__(self, root: Path, size: int, resize: int | None = None, per_class: int | None = None,
-                 channels: int = 3, labels_by: str = "sorted") -> None:
+    def __init__(self, root: Path, size: int | tuple[int, int], resize: int | None = None,
+                 per_class: int | None = None, channels: int = 3, labels_by: str = "sorted") -> None:
         if not root.is_dir():
             why = "is not a directory" if root.exists() else "does not exist"
             raise ValueError(f"folder: {root} {why}")
@@ -112,7 +122,9 @@ class FolderSource(ImageSource):
         self.root, self.classes, self.files = root, classes, files
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.n = len(files)
-        self.item_shape = (channels, size, size)
+        height, width = (size, size) if isinstance(size, int) else size
+        self.item_shape = (channels, height, width)
+        self.size = size
         self.mode = MODES[channels]
         self.resize = resize
 
@@ -127,7 +139,7 @@ class FolderSource(ImageSource):
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ValueError(f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
         img = torch.from_numpy(arr.copy()).reshape(*arr.shape[:2], -1).permute(2, 0, 1).float().div_(255.0)
-        return resize_crop(img, self.item_shape[1], self.resize)
+        return resize_crop(img, self.size, self.resize)
 
 
 class FolderSubset(UserWarning):
@@ -303,15 +315,16 @@ def open_images(spec: str, *, size: int | Sequence[int] | None = None, n: int | 
     declared = 3
     if size is not None and not isinstance(size, int):
         declared = size[0] if len(size) == 3 and size[0] in MODES else 3
-        size = size[-1] if len(size) >= 2 and size[-1] == size[-2] else None
+        size = (size[-1] if size[-1] == size[-2] else (int(size[-2]), int(size[-1]))) if len(size) >= 2 else None
     source: FolderSource | NpzSource
     if kind == "folder":
         side = options.get("size", size)
         if side is None:
             raise ValueError(f"dataset: {spec!r}: give the image size, e.g. folder:{path}:size=224 "
                              "(the model declares no input shape)")
-        if options.get("resize", side) < side:
-            raise ValueError(f"dataset: {spec!r}: resize ({options['resize']}) must be at least size ({side})")
+        largest = side if isinstance(side, int) else max(side)
+        if options.get("resize", largest) < largest:
+            raise ValueError(f"dataset: {spec!r}: resize ({options['resize']}) must be at least size ({largest})")
         source = FolderSource(path, side, options.get("resize"), options.get("per_class"),
                               options.get("channels", declared), options.get("labels", "sorted"))
     else:

@@ -156,7 +156,7 @@ class Images:
         return torch.cat(list(self.iter_batches(batch_size)))
 
 
-def resize_crop(img: torch.Tensor, size: int, resize: int | None = None) -> torch.Tensor:
+def resize_crop(img: torch.Tensor, size: int | tuple[int, int], resize: int | None = None) -> torch.Tensor:
     """Resize a C×H×W image (shorter side to ``resize``; bilinear, antialiased), then crop its centre to size×size.
 
     The usual ImageNet evaluation preprocessing (resize to 256, centre crop 224), done with
@@ -164,12 +164,16 @@ def resize_crop(img: torch.Tensor, size: int, resize: int | None = None) -> torc
 
     Args:
         img: A float C×H×W image.
-        size: The output side.
-        resize: The shorter side after resizing (default ``size``; at least ``size``).
+        size: The output side, or the output (height, width): then, without ``resize``, the image is
+            scaled to the smallest size that covers it (both sides at least theirs) before the crop.
+        resize: The shorter side after resizing (default ``size``; at least ``size``, or the larger
+            of height and width).
 
     Returns:
-        The C×size×size image.
+        The C×size×size (or C×height×width) image.
     """
+    if not isinstance(size, int):
+        return _resize_crop_rect(img, (int(size[0]), int(size[1])), resize)
     _, h, w = img.shape
     short = size if resize is None else resize
     if min(h, w) != short:
@@ -181,6 +185,21 @@ def resize_crop(img: torch.Tensor, size: int, resize: int | None = None) -> torc
         h, w = nh, nw
     top, left = (h - size) // 2, (w - size) // 2
     return img[:, top:top + size, left:left + size].contiguous()
+
+
+def _resize_crop_rect(img: torch.Tensor, size: tuple[int, int], resize: int | None) -> torch.Tensor:
+    """:func:`resize_crop` to a height × width: scaled to cover it (or shorter side to ``resize``), centre crop."""
+    th, tw = size
+    _, h, w = img.shape
+    scale = max(th / h, tw / w) if resize is None else resize / min(h, w)
+    if scale != 1.0:
+        nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+        lo, hi = float(img.min()), float(img.max())
+        img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                            antialias=nh < h or nw < w)[0].clamp_(lo, hi)
+        h, w = nh, nw
+    top, left = (h - th) // 2, (w - tw) // 2
+    return img[:, top:top + th, left:left + tw].contiguous()
 
 
 def stream_batches(x: torch.Tensor | Images, batch_size: int = 256) -> Iterator[torch.Tensor]:
