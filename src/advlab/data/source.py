@@ -172,25 +172,9 @@ def resize_crop(img: torch.Tensor, size: int | tuple[int, int], resize: int | No
     Returns:
         The C×size×size (or C×height×width) image.
     """
-    if not isinstance(size, int):
-        return _resize_crop_rect(img, (int(size[0]), int(size[1])), resize)
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     _, h, w = img.shape
-    short = size if resize is None else resize
-    if min(h, w) != short:
-        scale = short / min(h, w)
-        nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
-        lo, hi = float(img.min()), float(img.max())
-        img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False,
-                            antialias=nh < h or nw < w)[0].clamp_(lo, hi)
-        h, w = nh, nw
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[:, top:top + size, left:left + size].contiguous()
-
-
-def _resize_crop_rect(img: torch.Tensor, size: tuple[int, int], resize: int | None) -> torch.Tensor:
-    """:func:`resize_crop` to a height × width: scaled to cover it (or shorter side to ``resize``), centre crop."""
-    th, tw = size
-    _, h, w = img.shape
+    # (for a square size this is the shorter side scaled to size, or to resize: max(S/h, S/w) = S/min(h, w))
     scale = max(th / h, tw / w) if resize is None else resize / min(h, w)
     if scale != 1.0:
         nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
