@@ -65,6 +65,11 @@ def budget_type(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--eps: ")) from None
 
 
+def error_text(e: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of an exception raised by code advlab called (a user's model, onnxruntime), on one line."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:limit]}"
+
+
 def check_positive_int(arg: str, value: int) -> int:
     """Check that ``value`` is an integer >= 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -21,6 +21,11 @@ NORMS: tuple[Norm, ...] = get_args(Norm)
 _BISECT_STEPS = 40
 
 
+def per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-example vector (N) shaped to broadcast against ``like`` (N×…)."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
 def distance(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-example distance between ``x`` and ``x_adv`` in ``norm`` (shape N)."""
     check_choice("norm", norm, NORMS)

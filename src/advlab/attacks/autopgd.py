@@ -42,7 +42,7 @@ from advlab.attacks.losses import (
 from advlab.attacks.random_search import square
 from advlab.attacks.registry import AttackResult, Renamed, register_attack
 from advlab.attacks.tasks import TaskLoss
-from advlab.threat import Norm, ThreatModel
+from advlab.threat import Norm, ThreatModel, per_row
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -143,7 +143,7 @@ def apgd_core(
         if len(active) == 0:
             break
         xa, xp = st.x_cur[active], st.x_prev[active]
-        step = _bshape(st.eta[active], xa) * steepest_step(st.grad[active], threat.norm, 1.0)
+        step = per_row(st.eta[active], xa) * steepest_step(st.grad[active], threat.norm, 1.0)
         z = threat.project(x[active], xa + step)
         if k > 0:
             z = threat.project(x[active], xa + momentum * (z - xa) + (1 - momentum) * (xa - xp))
@@ -157,10 +157,6 @@ def apgd_core(
         active = active[~hit]
     st.x_adv[~st.success] = st.x_best[~st.success]
     return st.x_adv, st.success
-
-
-def _bshape(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *[1] * (like.dim() - 1))
 
 
 @register_attack("apgd", kind="white-box", norms=APGD_NORMS, targeted=True, paper=PAPER)

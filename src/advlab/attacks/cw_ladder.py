@@ -23,16 +23,12 @@ from collections.abc import Callable
 import torch
 
 from advlab.attacks.cw_objectives import Objective, cw_objective, meets_kappa
+from advlab.threat import per_row
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 State = dict[str, torch.Tensor]
 _ADAM = (0.9, 0.999, 1e-8)  # β1, β2, ε of Adam, as in Carlini & Wagner's code
 _STALL = 0.9999  # early abort: an attempt ends once its objective has not fallen by 0.01% over steps/10
-
-
-def rows(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-example vector shaped to broadcast against ``like`` (N×…)."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 class Ladder(ABC):
@@ -131,10 +127,10 @@ class Ladder(ABC):
     def adam(self, s: State, grad: torch.Tensor, move: torch.Tensor, lr: float) -> None:
         """One Adam step on the rows ``move`` (per-row step counts for the bias corrections)."""
         b1, b2, eps = _ADAM
-        mv = rows(move, grad)
+        mv = per_row(move, grad)
         s["t"] = s["t"] + move.to(s["t"].dtype)
         s["it"] = s["it"] + move.to(s["it"].dtype)
-        t = rows(s["t"].clamp_min(1), grad)
+        t = per_row(s["t"].clamp_min(1), grad)
         s["m"] = torch.where(mv, s["m"] * b1 + grad * (1 - b1), s["m"])
         s["v"] = torch.where(mv, s["v"] * b2 + grad * grad * (1 - b2), s["v"])
         step = (s["m"] / (1 - b1**t)) / ((s["v"] / (1 - b2**t)).sqrt() + eps)
@@ -142,7 +138,7 @@ class Ladder(ABC):
 
     def restart(self, s: State, rows_: torch.Tensor) -> None:
         """A new attempt from the current point: Adam's moments and the counters reset."""
-        r = rows(rows_, s["w"])
+        r = per_row(rows_, s["w"])
         s["m"] = torch.where(r, 0.0, s["m"])
         s["v"] = torch.where(r, 0.0, s["v"])
         for key in ("t", "it"):

@@ -48,6 +48,7 @@ from torch import nn
 
 from advlab._deprecation import caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox
+from advlab.threat import per_row
 
 # Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
 # ones): those found to keep it, with the dtypes seen; the adapters made for the others (None: any dtype).
@@ -151,18 +152,16 @@ class ScaledGradient(_Adapter):
     """
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        if not (torch.is_grad_enabled() and x.is_floating_point()):
-            out = self.model(x, *args, **kwargs)
-            return out.to(x.dtype) if isinstance(out, torch.Tensor) and out.is_floating_point() else out
-        scale: list[torch.Tensor] = []
-        x = x.view_as(x)  # (an alias whose gradient the hook unscales: the caller's tensor carries no hook)
-        if x.requires_grad:
-            x.register_hook(lambda g: g / rows_like(scale[0], g) if scale else g)  # type: ignore[no-untyped-call]
+        scale: list[torch.Tensor] = []  # (set by the output's hook, read by the input's)
+        scaled = torch.is_grad_enabled() and x.requires_grad
+        if scaled:  # (through an alias: the caller's tensor carries no hook)
+            x = x.view_as(x)
+            x.register_hook(lambda g: g / per_row(scale[0], g) if scale else g)  # type: ignore[no-untyped-call]
         out = self.model(x, *args, **kwargs)
         if not (isinstance(out, torch.Tensor) and out.is_floating_point()):
             return out
         out = out.to(x.dtype)
-        if out.requires_grad and x.requires_grad:
+        if scaled and out.requires_grad:
             out.register_hook(lambda g: _scaled(g, scale))  # type: ignore[no-untyped-call]
         return out
 
@@ -175,19 +174,12 @@ def narrower_exponent(dtype: torch.dtype, than: torch.dtype) -> bool:
     return tiny > torch.finfo(than).tiny and tiny > torch.finfo(torch.float32).tiny
 
 
-def rows_like(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-row vector shaped to broadcast against ``like``."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _scaled(g: torch.Tensor, scale: list[torch.Tensor]) -> torch.Tensor:
     """The output's gradient, each row scaled by a power of two to a largest magnitude in [1, 2) (kept in ``scale``)."""
-    peak = g.detach().flatten(1).abs().amax(dim=1) if g.dim() > 1 else g.detach().abs().reshape(-1)
-    if len(peak) != len(g):
-        return g
+    peak = g.detach().flatten(1).abs().amax(dim=1)  # (N×K or more: one output per image is refused)
     s = torch.where(peak > 0, torch.exp2(-torch.floor(torch.log2(peak.clamp_min(torch.finfo(g.dtype).tiny)))), 1.0)
     scale[:] = [s]
-    return g * rows_like(s, g)
+    return g * per_row(s, g)
 
 
 class LogProbabilities(_Adapter):

@@ -42,7 +42,9 @@ _Step = tuple[torch.fx.Node, tuple[int, ...], tuple[int, ...]]
 _RELU_FUNCS = (F.relu, torch.relu, torch.nn.functional.relu)
 _FLATTEN_FUNCS = (torch.flatten,)
 _SOFTMAX_FUNCS = (F.softmax, torch.softmax, F.log_softmax, torch.log_softmax)
-_POOL_FUNCS: dict[Any, type[nn.Module]] = {F.max_pool2d: nn.MaxPool2d, F.avg_pool2d: nn.AvgPool2d}
+# (F.max_pool2d is a dispatch wrapper named ``fn``: its name for a message is kept beside its module)
+_POOL_FUNCS: dict[Any, tuple[type[nn.Module], str]] = {F.max_pool2d: (nn.MaxPool2d, "max_pool2d"),
+                                                       F.avg_pool2d: (nn.AvgPool2d, "avg_pool2d")}
 
 
 class _Tracer(torch.fx.Tracer):
@@ -106,10 +108,11 @@ def _function_op(node: torch.fx.Node, shape: tuple[int, ...], dev: torch.device)
     """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1), view / reshape, pools)."""
     target = node.target
     if node.op == "call_function" and target in _POOL_FUNCS:
+        module, pool_name = _POOL_FUNCS[target]
         try:
-            pool = _POOL_FUNCS[target](*node.args[1:], **node.kwargs)
+            pool = module(*node.args[1:], **node.kwargs)
         except TypeError as e:
-            raise _unsupported(node.name, f"{node.op} {_pool_name(target)} ({e})") from None
+            raise _unsupported(node.name, f"{node.op} {pool_name} ({e})") from None
         with torch.no_grad():
             pooled = tuple(pool(torch.zeros(1, *shape)).shape[1:])
         return _module_op(node.name, pool, shape, pooled, dev)
@@ -131,12 +134,6 @@ def _function_op(node: torch.fx.Node, shape: tuple[int, ...], dev: torch.device)
     if target in (operator.getitem,):
         what = "indexing"
     raise _unsupported(node.name, f"{node.op} {what}")
-
-
-def _pool_name(target: object) -> str:
-    """A pooling function's name (``F.max_pool2d`` is a dispatch wrapper named ``fn``)."""
-    names: dict[Any, str] = {F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d"}
-    return names.get(target, str(target))
 
 
 def _batch_size(node: object, prev: torch.fx.Node) -> bool:

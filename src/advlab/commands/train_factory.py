@@ -21,6 +21,7 @@ import time
 import torch
 from safetensors.torch import save_file
 
+from advlab._checks import error_text
 from advlab._io import atomic_path
 from advlab.commands.attack import parse_options
 from advlab.commands.train_out import locked_out, train_config
@@ -84,9 +85,8 @@ def _check_fits(model: torch.nn.Module, args: argparse.Namespace, train: tuple[t
         with torch.no_grad():
             out = model.eval()(probe)
     except Exception as e:  # the user's forward, in one line
-        text = " ".join(str(e).split())[:200]
         raise ValueError(f"--model: {args.model} fails on {args.dataset}'s images of shape "
-                         f"{tuple(probe.shape[1:])} ({type(e).__name__}: {text})") from None
+                         f"{tuple(probe.shape[1:])} ({error_text(e)})") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < classes:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"--model: {args.model} must return N×{classes} logits for {args.dataset}'s {classes} "

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from advlab._checks import check_image_batches
+from advlab._deprecation import caller_level
 from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
@@ -58,9 +59,9 @@ def is_spec(name: str) -> bool:
     return isinstance(name, str) and name.split(":", 1)[0] in KINDS and ":" in name
 
 
-def _sides(size: object) -> tuple[int, ...]:
-    """A size option's (height, width), or () where it is not a pair."""
-    return size if isinstance(size, tuple) else ()
+def _sides(value: object) -> tuple[object, ...]:
+    """An option's values: a size's (height, width), or the one value."""
+    return value if isinstance(value, tuple) else (value,)
 
 
 class FolderLabels(UserWarning):
@@ -84,7 +85,7 @@ def parse_spec(spec: str) -> tuple[str, Path, dict[str, Any]]:
     folder_only = sorted(set(options) & {"size", "resize", "channels", "per_class", "labels"})
     if kind == "npz" and folder_only:
         raise ValueError(f"dataset: {spec!r}: {'=, '.join(folder_only)}= is a folder option (npz images are as stored)")
-    zero = [k for k in ("size", "resize", "per_class") if options.get(k) == 0 or 0 in _sides(options.get(k))]
+    zero = [k for k in ("size", "resize", "per_class") if 0 in _sides(options.get(k))]
     if zero:
         raise ValueError(f"dataset: {spec!r}: {zero[0]} must be a positive integer")
     if options.get("channels", 3) not in MODES:
@@ -105,13 +106,10 @@ class FolderSource(ImageSource):
             raise ValueError(f"folder: {root} has no class folders (expected {root}/CLASS/IMAGE files)")
         files: list[Path] = []
         labels: list[int] = []
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FolderLabels)
-            ids = class_labels(root, classes, labels_by)
-        # (re-issued, and kept for the report: a terminal's warnings do not reach whoever reads it)
-        self.notes = [f"{w.category.__name__}: {w.message}" for w in caught]
-        for w in caught:
-            warnings.warn(w.message, w.category, stacklevel=3)
+        self.notes: list[str] = []  # (the warnings about the data, kept for the report)
+        ids, moved = class_labels(root, classes, labels_by)
+        if moved:
+            self.note(FolderLabels, moved)
         for k, c in zip(ids, classes, strict=True):
             found = sorted(p for p in (root / c).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
@@ -127,6 +125,11 @@ class FolderSource(ImageSource):
         self.size = size
         self.mode = MODES[channels]
         self.resize = resize
+
+    def note(self, category: type[UserWarning], message: str) -> None:
+        """Warn, and keep the warning for the report (a terminal's warnings do not reach whoever reads it)."""
+        self.notes.append(f"{category.__name__}: {message}")
+        warnings.warn(message, category, stacklevel=caller_level())
 
     def load(self, i: int) -> torch.Tensor:
         """Image ``i``: RGB or greyscale, resized and centre-cropped, float32 in [0, 1]."""
@@ -151,31 +154,31 @@ def _warn_if_classes_left_out(source: FolderSource, labels: torch.Tensor, n: int
     kept, total = len(torch.unique(labels[:n])), len(torch.unique(labels))
     if kept == total:
         return
-    message = (f"folder: the first {n} images cover {kept} of the folder's {total} classes (images are taken in "
-               f"class order); add :per_class=K to the spec for K images of every class")
-    source.notes.append(f"{FolderSubset.__name__}: {message}")
-    warnings.warn(message, FolderSubset, stacklevel=3)
+    source.note(FolderSubset, f"folder: the first {n} images cover {kept} of the folder's {total} classes (images "
+                              "are taken in class order); add :per_class=K to the spec for K images of every class")
 
 
-def class_labels(root: Path, classes: list[str], labels_by: str) -> list[int]:
+def class_labels(root: Path, classes: list[str], labels_by: str) -> tuple[list[int], str | None]:
     """Each class folder's label: its position in sorted order, or (``labels_by="names"``) its name read as a number.
 
     With positions (torchvision's ImageFolder rule), folders named by numbers that differ from their
-    positions (a class missing, or "10" sorted before "2") get a :class:`FolderLabels` warning.
+    positions (a class missing, or "10" sorted before "2") come back with the :class:`FolderLabels`
+    message that says so (else None).
     """
     numbers = [int(c) if c.isdecimal() else None for c in classes]
     if labels_by == "names":
         if None in numbers:
             bad = classes[numbers.index(None)]
             raise ValueError(f"folder: {root}: labels=names needs class folders named by numbers 0, 1, …, got {bad!r}")
-        return [int(v) for v in numbers if v is not None]
+        return [int(v) for v in numbers if v is not None], None
     moved = [(c, k) for k, (c, v) in enumerate(zip(classes, numbers, strict=True)) if v is not None and v != k]
-    if moved and None not in numbers:
-        c, k = moved[0]
-        warnings.warn(f"folder: {root}: the class folders are named by numbers, but a folder's label is its position "
-                      f"in sorted order (as torchvision's ImageFolder reads it): folder {c!r} is label {k}; if the "
-                      "names are the labels, add :labels=names to the spec", FolderLabels, stacklevel=2)
-    return list(range(len(classes)))
+    if not moved or None in numbers:
+        return list(range(len(classes))), None
+    c, k = moved[0]
+    return list(range(len(classes))), (
+        f"folder: {root}: the class folders are named by numbers, but a folder's label is its position in sorted "
+        f"order (as torchvision's ImageFolder reads it): folder {c!r} is label {k}; if the names are the labels, "
+        "add :labels=names to the spec")
 
 
 def _member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarray:

@@ -92,22 +92,27 @@ def surrogate_for(config: dict[str, Any]) -> str | None:
 
 def _own_accuracy(run: Run, idx: torch.Tensor, eps: float) -> float:
     """Acc@1 on the checks' subset of the evaluation's own attacks (the checks' attacks left out)."""
-    w = worst_case(run.store, run.config, checks=False).get(eps)
-    if w is None or len(idx) == 0:
-        return 1.0
-    return float(w.top1[idx].float().mean())
+    return _own_accuracies(run, idx).get(eps, 1.0)
 
 
-def escalation_eps(run: Run, idx: torch.Tensor) -> float:
-    """Where the escalation runs: the largest ε of the sweep at which the subset is not all broken yet.
+def _own_accuracies(run: Run, idx: torch.Tensor) -> dict[float, float]:
+    """:func:`_own_accuracy` at every ε of the sweep (the store's worst case read once)."""
+    worst = worst_case(run.store, run.config, checks=False)
+    return {e: float(w.top1[idx].float().mean()) if len(idx) else 1.0 for e, w in worst.items()}
+
+
+def escalation_eps(run: Run, idx: torch.Tensor) -> tuple[float, float]:
+    """Where the escalation runs, and the subset's Acc@1 there: the largest ε whose subset is not all broken yet.
 
     At the largest ε a weak attack may already break every example of the subset (Square on a model
     without autograd), and nothing there is left to show that the smaller ε's worst cases are too
     high; the largest ε still holding an unbroken example is where a step can show it (and be
     carried to the others). Where every ε is broken: the largest.
     """
+    own = _own_accuracies(run, idx)
     sweep = sorted(run.config["eps"], reverse=True)
-    return float(next((e for e in sweep if _own_accuracy(run, idx, e) > 0.0), sweep[0]))
+    eps = next((e for e in sweep if own.get(e, 1.0) > 0.0), sweep[0])
+    return float(eps), own.get(eps, 1.0)
 
 
 def unanswered(checks: list[dict[str, Any]], own_acc: float, routed: set[str]) -> list[str]:
@@ -165,8 +170,7 @@ def escalate(run: Run, checks: list[dict[str, Any]], idx: torch.Tensor, leaves_a
     for step, why in plan_steps(run, leaves_autograd):
         if step.attack in swept and not step.params:
             continue
-        eps = escalation_eps(run, idx)
-        own = _own_accuracy(run, idx, eps)
+        eps, own = escalation_eps(run, idx)
         left = unanswered(checks, own, routed)
         if not left or own == 0.0:
             break
@@ -197,26 +201,24 @@ def _run_step(run: Run, step: Step, why: str, eps: float, idx: torch.Tensor, lef
               "unanswered_before": left, "subset_acc1_before": own, "subset_acc1_after": _own_accuracy(run, idx, eps),
               "seconds": round(time.perf_counter() - t0, 2), "ran": ran}
     if ran:
-        carry_over_sweep(run, [(step, record)], eps)
+        carry_over_sweep(run, step, record)
     return record
 
 
-def carry_over_sweep(run: Run, ran_steps: list[tuple[Step, dict[str, Any]]], eps: float) -> None:
-    """Run each step that lowered the subset's Acc@1 by more than :data:`MARGIN` at the sweep's other ε too.
+def carry_over_sweep(run: Run, step: Step, record: dict[str, Any]) -> None:
+    """Run ``step`` at the sweep's other ε too where it lowered the subset's Acc@1 by more than :data:`MARGIN`.
 
     The escalation looks at one ε at a time; a step that broke what the evaluation's attacks had
     not (a transfer attack past a gradient that vanishes) would leave the other ε's worst case as
-    wrong as it found this one's. Each record of a carried step lists those ε (``swept``).
+    wrong as it found this one's. The step's record lists those ε (``swept``).
     """
-    others = [e for e in run.config["eps"] if e != eps]
-    for step, r in ran_steps:
-        if not others or r["subset_acc1_after"] >= r["subset_acc1_before"] - MARGIN:
-            continue
-        t0 = time.perf_counter()
-        run.add_jobs([step.job(run.config["norm"], e) for e in others])
-        r["swept"], r["seconds"] = others, round(r["seconds"] + time.perf_counter() - t0, 2)
+    others = [e for e in run.config["eps"] if e != record["eps"]]
+    if not others or record["subset_acc1_after"] >= record["subset_acc1_before"] - MARGIN:
+        return
+    t0 = time.perf_counter()
+    run.add_jobs([step.job(run.config["norm"], e) for e in others])
+    record["swept"], record["seconds"] = others, round(record["seconds"] + time.perf_counter() - t0, 2)
 
 
 __all__ = ["COMPARISONS", "ROUTES", "Step", "carry_over_sweep", "declared_routes", "escalate", "escalation_eps",
-           "plan_steps",
-           "surrogate_for", "unanswered"]
+           "plan_steps", "surrogate_for", "unanswered"]

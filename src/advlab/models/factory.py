@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from advlab._checks import error_text
 from advlab._deprecation import caller_level
 from advlab.models.checkpoint import state_differences
 
@@ -58,8 +59,7 @@ def _import(module: str, spec: str) -> object:
     except ValueError:
         raise
     except Exception as e:  # the module's own failure, in one line
-        text = " ".join(str(e).split())[:200]
-        raise ValueError(f"model: {spec}: cannot import {module} ({type(e).__name__}: {text})") from None
+        raise ValueError(f"model: {spec}: cannot import {module} ({error_text(e)})") from None
 
 
 def _import_dotted(module: str) -> object:
@@ -199,8 +199,7 @@ def _call(factory: Callable[[], object], spec: str) -> nn.Module:
     try:
         model = factory()
     except Exception as e:
-        text = " ".join(str(e).split())[:200]
-        raise ValueError(f"model: {spec}() failed ({type(e).__name__}: {text})") from None
+        raise ValueError(f"model: {spec}() failed ({error_text(e)})") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: {spec}() must return a torch.nn.Module, got {type(model).__name__}")
     if any(p.device != torch.device("cpu") for p in model.parameters()):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advlab._checks import error_text
 from advlab.models.blackbox import BlackBox
 
 ONNX_EXTRA = "onnxruntime is not installed: pip install 'advlab[onnx]' (or pip install onnxruntime)"
@@ -46,8 +47,7 @@ def _session(path: Path, threads: int, optimization: str) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own error types (InvalidGraph, Fail, ...), in one line
-        text = " ".join(str(e).split())[:200]
-        raise ValueError(f"model: {path} is not a model onnxruntime can run ({type(e).__name__}: {text})") from None
+        raise ValueError(f"model: {path} is not a model onnxruntime can run ({error_text(e)})") from None
 
 
 def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optimization: str = "all",
@@ -81,26 +81,22 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optim
     if len(inputs) != 1:
         raise ValueError(f"model: {p} has {len(inputs)} inputs; advlab feeds one (the images)")
     name, shape = inputs[0].name, inputs[0].shape
+    shown = [d if isinstance(d, int) else str(d) for d in shape]  # (a dynamic axis is named, e.g. 'n')
     fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
             return np.asarray(sess.run(None, {name: x})[0])
         except Exception as e:  # onnxruntime's own error types, in one line
-            text = " ".join(str(e).split())[:240]
             raise ValueError(f"model: {p.name} fails on images of shape {tuple(x.shape)}; its input is {name} of "
-                             f"shape {[d if isinstance(d, int) else str(d) for d in shape]} "
-                             f"({type(e).__name__}: {text})") from None
+                             f"shape {shown} ({error_text(e, 240)})") from None
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if fixed is None or len(x) == fixed:
-            return run(x)
-        return _in_fixed_batches(run, x, fixed)
+        return run(x) if fixed is None else _in_fixed_batches(run, x, fixed)
 
     predict.__name__ = p.name
-    meta = {"onnx": str(p), "input": name, "input_shape": [d if isinstance(d, int) else str(d)
-                                                           for d in inputs[0].shape],
+    meta = {"onnx": str(p), "input": name, "input_shape": shown,
             "threads": n_threads, "optimization": optimization}
     return BlackBox(predict, output="logits", input_format="numpy", batch_size=batch_size, name=p.name, meta=meta)
 

@@ -20,7 +20,7 @@ from typing import Any, overload
 import torch
 from torch import nn
 
-from advlab._checks import suggest
+from advlab._checks import error_text, suggest
 from advlab.models.blackbox import BlackBox
 from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
 from advlab.models.dense import DetNet, SegNet
@@ -181,9 +181,8 @@ def _build(path: Path, arch: str, kwargs: dict[str, Any], device: str) -> nn.Mod
         with torch.device(device):
             return create_model(arch, **kwargs)
     except Exception as e:  # the constructor's own complaint about its arguments
-        text = " ".join(str(e).split())[:200]
         raise CheckpointError(f"checkpoint: {path} has arch_kwargs that {arch} cannot take "
-                              f"({type(e).__name__}: {text})") from None
+                              f"({error_text(e)})") from None
 
 
 def _load_checkpoint(path: Path, freeze: bool) -> nn.Module:
