@@ -7,12 +7,15 @@ elements (for images, L0 counts changed elements: pixels × channels).
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 
 from advlab._checks import check_bounds, check_choice, check_nonneg
+from advlab._deprecation import caller_level
 from advlab._device import rng_device
 
 Norm = Literal["linf", "l2", "l1", "l0"]
@@ -168,6 +171,10 @@ def _l1_threshold(mag: torch.Tensor, r: torch.Tensor, outside: torch.Tensor) -> 
         k = min(dim, 4 * k)
 
 
+class BudgetBeyondBounds(UserWarning):
+    """An L∞ budget larger than the bounds' range: the ball holds every valid input (often ε in 0–255 units)."""
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """What the attacker may do: a norm, a budget ε, input bounds and whether it is targeted.
@@ -199,6 +206,11 @@ class ThreatModel:
         check_nonneg("eps", self.eps)
         object.__setattr__(self, "eps", float(self.eps))
         object.__setattr__(self, "bounds", check_bounds("bounds", self.bounds))
+        span = self.bounds[1] - self.bounds[0]
+        if self.norm == "linf" and span < self.eps < math.inf:
+            hint = "; a budget in 0–255 units? On [0, 1] images write it /255, e.g. 8/255" if span == 1 else ""
+            warnings.warn(f"advlab: eps {self.eps:g} is beyond the bounds' range for linf ({span:g}): every input "
+                          f"in the bounds is within reach{hint}", BudgetBeyondBounds, stacklevel=caller_level())
 
     @property
     def bounded(self) -> bool:

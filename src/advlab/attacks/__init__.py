@@ -11,7 +11,7 @@ in the import list below.
 from advlab.attacks.adaptive import eot_bpda, eot_grad_fn, pgd_adaptive
 from advlab.attacks.adversarial_patch import Patch, PatchScore, patch_success, universal_patch
 from advlab.attacks.autobpda import auto_bpda, pgd_bpda
-from advlab.attacks.autopgd import apgd, apgd_ensemble, apgd_t
+from advlab.attacks.autopgd import SquareSkipped, apgd, apgd_ensemble, apgd_t
 from advlab.attacks.baselines import noise, semantic
 from advlab.attacks.carlini_wagner import cw
 from advlab.attacks.carlini_wagner_l0 import cw_l0
@@ -63,6 +63,7 @@ __all__ = [
     "Patch",
     "PatchScore",
     "SegmentationLoss",
+    "SquareSkipped",
     "TaskLoss",
     "UniversalScore",
     "VanishingLoss",

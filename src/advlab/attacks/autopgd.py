@@ -21,6 +21,7 @@ accuracy is that of the full run; the work is less).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -28,6 +29,7 @@ from typing import Annotated
 import torch
 
 from advlab._checks import PositiveInt, Range
+from advlab._deprecation import caller_level
 from advlab.attacks.gradient import steepest_step
 from advlab.attacks.losses import (
     GradFn,
@@ -54,8 +56,12 @@ APGD_NORMS: tuple[Norm, ...] = ("linf", "l2")
 Candidates = Annotated[int, Range(2)]
 # n_targets counted the wrong classes tried; candidates counts the classes considered, the true one included
 _N_TARGETS = Renamed("candidates", lambda v: v + 1 if isinstance(v, int) and not isinstance(v, bool) else v)
-__all__ = ["apgd", "apgd_core", "apgd_ensemble", "apgd_t", "checkpoints", "dlr_loss", "dlr_targeted_loss",
-           "normalised_margin"]
+__all__ = ["SquareSkipped", "apgd", "apgd_core", "apgd_ensemble", "apgd_t", "checkpoints", "dlr_loss",
+           "dlr_targeted_loss", "normalised_margin"]
+
+
+class SquareSkipped(UserWarning):
+    """The APGD ensemble ran without its Square stage: the inputs are not images (Square's windows need H×W)."""
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -272,7 +278,7 @@ def apgd_ensemble(
     (z_y − max_{j≠y} z_j) / (z_π1 − z_π3), is smallest — gets ``restarts`` more Square runs (0:
     none, AutoAttack's behaviour). Everything before it draws the same randomness, so its result is
     never weaker than without it. Cost: at most ⌈borderline × robust⌉ × restarts × ``max_queries``
-    queries.
+    queries. On inputs that are not images (N×D), Square is left out (:class:`SquareSkipped`).
     """
     with torch.no_grad():
         success = model(x).argmax(1) != y
@@ -288,16 +294,26 @@ def apgd_ensemble(
         # APGD-T runs ``restarts`` times too, each on the examples the earlier runs left robust
         *[lambda xs, ys: apgd_t(model, xs, ys, threat, generator=generator, steps=steps, candidates=candidates,
                                 grad_fn=grad_fn)] * restarts,
-        sq,
+        *([sq] if (images := _images_or_warn(x)) else []),
     ]
     if dlr:
         stages.insert(1, lambda xs, ys: apgd(model, xs, ys, threat, generator=generator, steps=steps, loss="dlr",
                                              restarts=restarts, grad_fn=grad_fn))
     for stage in stages:
         out.run(model, stage, x, y, (~out.success).nonzero().squeeze(1))
-    if borderline > 0:
+    if borderline > 0 and images:
         out.run(model, sq, x, y, out.closest_robust(borderline))
     return AttackResult(out.x_adv, out.success, out.queries)
+
+
+def _images_or_warn(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a batch of images; a :class:`SquareSkipped` warning where it is not."""
+    if x.dim() == 4:
+        return True
+    warnings.warn(f"advlab: apgd-ensemble on inputs of shape {tuple(x.shape)}, not images N×C×H×W: Square (its "
+                  "black-box stage) needs an H×W grid and is left out; the worst case is APGD-CE's and APGD-T's",
+                  SquareSkipped, stacklevel=caller_level())
+    return False
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 
 from advlab._deprecation import caller_level
+from advlab.attacks.guard import shown_name
 from advlab.attacks.modulecopy import Tree, rng_sandbox, same
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -89,7 +90,7 @@ def inference_view(model: Any) -> Any:
     if (not isinstance(model, nn.Module) or getattr(model, "_advlab_inference", False)
             or not any(m.training for m in model.modules())):
         return model
-    name, keep = type(model).__name__, _KEEP_TRAIN.get()
+    name, keep = shown_name(model), _KEEP_TRAIN.get()
     scripted = next((n for n, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
     if scripted is not None:
         raise ValueError(f"model: {name} is in training mode and {scripted or 'it'} is a ScriptModule, which advlab "
@@ -178,7 +179,7 @@ def _view(model: Any, probe: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
         view, reason, logits = _probe(model, probe)
         if view is not None:
             return view, logits
-    warnings.warn(f"advlab: fast view of {type(model).__name__} not used ({reason}); attacking the model as given",
+    warnings.warn(f"advlab: fast view of {shown_name(model)} not used ({reason}); attacking the model as given",
                   FastViewSkipped, stacklevel=caller_level())
     return model, logits
 

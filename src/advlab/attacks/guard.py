@@ -48,6 +48,7 @@ from torch import nn
 
 from advlab._deprecation import caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox
+from advlab.models.blackbox import BlackBox
 from advlab.threat import per_row
 
 # Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
@@ -105,6 +106,11 @@ class ModelBatchDependent(UserWarning):
 PROBABILITY_ATOL = 1e-3  # |row sum − 1| within this on every probe row (float32 softmax: ~1e-7·classes)
 
 
+def shown_name(model: Any) -> str:
+    """The name of the user's model behind advlab's adapters (its class name)."""
+    return str(getattr(model, "_advlab_shown", None) or type(model).__name__)
+
+
 class _Adapter(nn.Module):
     """``model`` behind a change of how it is called; the model's own attributes (``bpda``, flags) read through."""
 
@@ -112,6 +118,8 @@ class _Adapter(nn.Module):
         super().__init__()
         self.model = model
         self.training = model.training
+        # (the user's model's name, for warnings about the adapter: it is what the user wrote)
+        self.__dict__["_advlab_shown"] = shown_name(model)
         _CHECKED[self] = None
 
     def __getattr__(self, name: str) -> Any:
@@ -209,6 +217,32 @@ def is_probabilities(out: torch.Tensor) -> bool:
     return sums is not None and bool(((sums - 1).abs() <= PROBABILITY_ATOL).all())
 
 
+def numpy_only_message(model: Any, x: torch.Tensor, white_box: bool) -> str | None:
+    """The one-line error for a plain function that fails on a torch tensor and runs on a numpy array, else None.
+
+    Called only after the function raised inside an attack, so a working function is never called more.
+    """
+    if isinstance(model, (nn.Module, BlackBox)) or not callable(model):
+        return None
+    probe = x[:2].detach()
+    for given, works in ((probe.clone(), False), (probe.cpu().numpy().copy(), True)):
+        try:
+            with torch.no_grad():
+                model(given)
+        except Exception:
+            if works:
+                return None
+        else:
+            if not works:
+                return None  # (it runs on a tensor: the attack's error is its own)
+    name = getattr(model, "__name__", type(model).__name__)
+    wrap = ("advlab.models.BlackBox(fn, output='logits' | 'probs' | 'labels', input_format='numpy')")
+    if white_box:
+        return (f"model: {name} takes numpy arrays, not torch tensors, so no gradient can pass through it; attack it "
+                f"with a black-box attack (square, hopskipjump) through {wrap}")
+    return f"model: {name} takes numpy arrays, not torch tensors; wrap it as {wrap}"
+
+
 def one_output_message(name: str, shape: tuple[int, ...]) -> str:
     """The one-line error for a model with one output per image (a binary classifier's single logit or sigmoid)."""
     shown = "(N,)" if len(shape) == 1 else f"(N, {', '.join(str(d) for d in shape[1:])})"
@@ -259,7 +293,7 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     seen = _CHECKED.get(model, set()) if isinstance(model, nn.Module) else None
     if seen is None or x.dtype in seen or len(x) == 0:
         return model
-    probe, name = x[:2].detach(), type(model).__name__
+    probe, name = x[:2].detach(), shown_name(model)
     try:
         copied = Tree().module(model, "")
     except Exception:  # (copying is the fast view's business too: it reports it)

@@ -34,7 +34,7 @@ import torch
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import prepare
-from advlab.attacks.guard import NoInputGradient, check_io, leaves_autograd, no_gradient_message
+from advlab.attacks.guard import NoInputGradient, check_io, leaves_autograd, no_gradient_message, numpy_only_message
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
@@ -163,10 +163,13 @@ class AttackInfo:
         self.check_outputs(logits, y, target, task=task)
         try:
             return self.fn(net, x, y, threat, target=target, generator=generator, **bound)
-        except RuntimeError as e:
-            if (self.needs_grad and not isinstance(e, NoInputGradient) and "does not require grad" in str(e)
-                    and leaves_autograd(net, x[:2])):
+        except Exception as e:
+            if (isinstance(e, RuntimeError) and self.needs_grad and not isinstance(e, NoInputGradient)
+                    and "does not require grad" in str(e) and leaves_autograd(net, x[:2])):
                 raise NoInputGradient(no_gradient_message(self.name)) from e
+            message = numpy_only_message(model, x, self.needs_grad)
+            if message is not None:
+                raise TypeError(message) from e
             raise
 
     def check_inputs(

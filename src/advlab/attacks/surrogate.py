@@ -19,7 +19,7 @@ from advlab.attacks.fastview import inference_view
 from advlab.attacks.gradient import GRADIENT_NORMS, default_step_size, iterative_gradient
 from advlab.attacks.losses import Loss
 from advlab.attacks.registry import AttackResult, register_attack
-from advlab.models import load_model
+from advlab.models import check_input_shape, load_model
 from advlab.models.blackbox import BlackBox, as_blackbox
 from advlab.threat import ThreatModel
 
@@ -63,6 +63,11 @@ def transfer(
     src = load_model(surrogate).to(x.device) if isinstance(surrogate, str) else surrogate
     if isinstance(src, BlackBox):
         raise ValueError(f"surrogate: expected a differentiable torch model, got the black box {surrogate!r}")
+    try:
+        check_input_shape(src, x, name=surrogate if isinstance(surrogate, str) else None, source="the attacked batch")
+    except ValueError as e:  # (the default surrogate, lenet-mnist, fits only MNIST-shaped images)
+        raise ValueError(f"surrogate: {str(e).removeprefix('model: ')}; pass surrogate= a model of this task's "
+                         "inputs") from None
     crafted = iterative_gradient(inference_view(src), x, y, threat, target=target, steps=steps,
                                  step_size=default_step_size(None, threat.eps, steps), random_start=True,
                                  loss=loss, generator=generator).x_adv

@@ -1,0 +1,139 @@
+"""What users of torchattacks and ART bring to the Python API: feature vectors, numpy predict functions,
+budgets in 0–255 units, probability models left in training mode."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from advlab.attacks import SquareSkipped, get_attack
+from advlab.attacks.fastview import ModelInTrainingMode
+from advlab.data import load_dataset
+from advlab.models import BlackBox, load_model
+from advlab.threat import BudgetBeyondBounds, ThreatModel
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_model("lenet-mnist")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_dataset("mnist", "test")
+    return x[:40], y[:40]
+
+
+class _Flat(torch.nn.Module):
+    """lenet-mnist behind a flat input: a model of 784 features, as a tabular model takes them."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.net(v.view(-1, 1, 28, 28))
+
+
+def test_the_ensemble_runs_on_feature_vectors_without_square(lenet, digits):
+    """AutoAttack's recipe on N×D inputs: the white-box stages, Square left out with a warning (it needs H×W)."""
+    x, y = digits
+    threat = ThreatModel("linf", 0.1)
+    flat = _Flat(lenet).eval()
+    with pytest.warns(SquareSkipped, match=r"shape \(40, 784\), not images .*Square .* left out"):
+        res = get_attack("apgd-ensemble")(flat, x.flatten(1), y, threat, generator=torch.Generator().manual_seed(0),
+                                          steps=20)
+    assert res.x_adv.shape == (40, 784) and int(res.queries.sum()) == 0
+    assert float((res.x_adv - x.flatten(1)).abs().max()) <= 0.1 + 1e-6
+    with torch.no_grad():
+        assert torch.equal(res.success, flat(res.x_adv).argmax(1) != y)
+    assert 0.2 <= float(res.success.float().mean()) < 1.0  # (APGD at 0.1 on lenet breaks about 2 in 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SquareSkipped)  # images: no warning
+        get_attack("apgd-ensemble")(lenet, x[:4], y[:4], threat, generator=torch.Generator().manual_seed(0), steps=5,
+                                    max_queries=20)
+
+
+def _numpy_predict(net):
+    def predict(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(a)).softmax(1).numpy()
+    return predict
+
+
+@pytest.mark.parametrize(("attack", "norm", "says"), [
+    ("square", "linf", r"^model: predict takes numpy arrays, not torch tensors; wrap it as "
+                       r"advlab\.models\.BlackBox\(fn, .*input_format='numpy'\)$"),
+    ("pgd", "linf", r"^model: predict takes numpy arrays, not torch tensors, so no gradient can pass through it; "
+                    r"attack it with a black-box attack"),
+])
+def test_a_numpy_predict_function_gets_the_wrapper_it_needs(lenet, digits, attack, norm, says):
+    """ART's habit: a predict function on numpy arrays. One line naming advlab's BlackBox, not numpy's TypeError."""
+    x, y = digits
+    with pytest.raises(TypeError, match=says) as err:
+        get_attack(attack)(_numpy_predict(lenet), x, y, ThreatModel(norm, 0.2))
+    assert "\n" not in str(err.value)
+    box = BlackBox(_numpy_predict(lenet), output="probs", input_format="numpy")  # the wrapper it names works
+    res = get_attack("square")(box, x, y, ThreatModel("linf", 0.2), generator=torch.Generator().manual_seed(0),
+                               max_queries=50)
+    assert res.success.any()
+
+
+def test_a_function_failing_on_its_own_keeps_its_error(lenet, digits):
+    """A torch function whose failure is its own (not numpy's input type) is not relabelled."""
+    x, y = digits
+
+    def broken(t: torch.Tensor) -> torch.Tensor:
+        raise KeyError("layer7")
+
+    with pytest.raises(KeyError, match="layer7"):
+        get_attack("square")(broken, x, y, ThreatModel("linf", 0.2), max_queries=10)
+
+
+def test_a_budget_in_pixel_units_on_unit_images_is_pointed_out():
+    """ε = 8 on [0, 1] images (torchattacks' eps=8/255 written without /255) reaches every image: said."""
+    with pytest.warns(BudgetBeyondBounds, match=r"eps 8 is beyond the bounds' range for linf \(1\).*8/255"):
+        ThreatModel("linf", 8)
+    with pytest.warns(BudgetBeyondBounds) as rec:
+        ThreatModel("linf", 300, bounds=(0, 255))
+    assert "8/255" not in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetBeyondBounds)
+        for threat in (("linf", 1.0), ("linf", 8 / 255), ("l2", 8.0), ("linf", float("inf")), ("l0", 20)):
+            ThreatModel(*threat)
+
+
+def test_warnings_name_the_users_model_not_advlabs_adapter(lenet, digits):
+    """A probability model left in training mode: both warnings name it, not advlab's LogProbabilities."""
+    x, y = digits
+
+    class Probs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = lenet
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.net(t).softmax(1)
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        get_attack("fgsm")(Probs(), x, y, ThreatModel("linf", 0.1))
+    training = [str(w.message) for w in rec if issubclass(w.category, ModelInTrainingMode)]
+    assert training and all(m.startswith("advlab: Probs is in training mode") for m in training)
+    assert not any("LogProbabilities" in str(w.message) for w in rec)
+
+
+def test_a_surrogate_of_other_inputs_is_refused_in_one_line(lenet, digits):
+    """transfer's default surrogate (lenet-mnist) on feature vectors, signnet on digits: named, not conv2d's error."""
+    x, y = digits
+    threat = ThreatModel("linf", 0.1)
+    with pytest.raises(ValueError, match=r"^surrogate: lenet-mnist expects 1×28×28 inputs .*pass surrogate="):
+        get_attack("transfer")(_Flat(lenet).eval(), x.flatten(1), y, threat)
+    with pytest.raises(ValueError, match=r"^surrogate: signnet-signs expects 3×48×48 inputs"):
+        get_attack("transfer")(lenet, x, y, threat, surrogate="signnet-signs")
+    res = get_attack("transfer")(_Flat(lenet).eval(), x.flatten(1), y, threat, surrogate=_Flat(lenet).eval(),
+                                 generator=torch.Generator().manual_seed(0))
+    assert res.success.any()
