@@ -6,9 +6,10 @@ layer and :class:`advlab.models.nets.Normalize` is a leaf, and the traced graph 
 chain (each operation's input is the previous one's output). Supported: Linear, Conv2d, ReLU,
 Flatten / ``flatten(1)`` / an example's ``view`` or ``reshape`` (``x.view(x.size(0), -1)``), BatchNorm1d/2d
 in eval mode, AvgPool2d and MaxPool2d (modules or ``F.max_pool2d`` / ``F.avg_pool2d``), Normalize,
-Identity and Dropout in eval mode; a softmax or log-softmax over the classes as the very last
-operation is left out (it keeps each row's order, so the certified prediction is the logits' one).
-Anything else is a one-line ``ValueError`` naming the layer.
+Identity and Dropout in eval mode, adding, subtracting, multiplying or dividing by a constant
+(``(x - self.mean) / self.std``: :mod:`advlab.certify.affine`); a softmax or log-softmax over the
+classes as the very last operation is left out (it keeps each row's order, so the certified
+prediction is the logits' one). Anything else is a one-line ``ValueError`` naming the layer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import operator
 import weakref
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -24,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab._device import module_device
+from advlab.attacks.modulecopy import rng_sandbox
+from advlab.certify.affine import FROZEN, NOT_CONSTANT, affine_op, constant
 from advlab.certify.layers import (
     ConvOp,
     FlattenOp,
@@ -56,7 +60,7 @@ class _Tracer(torch.fx.Tracer):
 
 def _unsupported(name: str, what: str) -> ValueError:
     return ValueError(f"certify: unsupported layer {name!r} ({what}); supported: Linear, Conv2d, ReLU, Flatten, "
-                      "BatchNorm (eval), AvgPool2d, MaxPool2d, Normalize, Identity, Dropout (eval)")
+                      "BatchNorm (eval), AvgPool2d, MaxPool2d, Normalize, Identity, Dropout (eval), +−×÷ by constants")
 
 
 def trace(model: nn.Module) -> torch.fx.Graph:
@@ -65,11 +69,40 @@ def trace(model: nn.Module) -> torch.fx.Graph:
         raise ValueError(f"certify: {type(model).__name__} is a TorchScript model, which torch.fx cannot read as a "
                          "chain of layers; certify the nn.Module it was scripted or traced from (randomized "
                          "smoothing needs no chain)")
+    # Tracing runs the forward's Python once: what it draws (torch.randn, random.uniform) would be frozen
+    # into the graph. Every generator is restored afterwards, and one drawn from names the model random.
+    with rng_sandbox(module_device(model)) as drawn_from:
+        graph, made = _trace_once(model)
+        drawn = drawn_from()
+    if drawn is not None:
+        raise ValueError(f"certify: {type(model).__name__}'s forward draws from {drawn} (torch.randn, "
+                         "random.uniform, …): bounds would hold for one draw only; certify the model without it, "
+                         "or use randomized smoothing")
+    FROZEN[model] = made
+    return graph
+
+
+def _trace_once(model: nn.Module) -> tuple[torch.fx.Graph, dict[str, torch.Tensor]]:
+    """One trace, and the tensors the forward made from constants (``torch.tensor([...])``), by name.
+
+    The tracer hangs those on the model as attributes; they are taken off it again (the model is never
+    changed), where the trace raised too.
+    """
+    before = {k: set(d) for k, d in _attr_dicts(model).items()}
     try:
-        return _Tracer().trace(model)
+        graph = _Tracer().trace(model)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"certify: cannot trace {type(model).__name__} into a chain of layers: {msg}") from None
+    finally:
+        added = {k: d.pop(k) for name, d in _attr_dicts(model).items() for k in set(d) - before[name]}
+    return graph, {k: v for k, v in added.items() if isinstance(v, torch.Tensor)}
+
+
+def _attr_dicts(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Where a module keeps its attributes: plain ones, buffers, parameters, submodules."""
+    return {"dict": model.__dict__, "buffers": model._buffers, "parameters": model._parameters,
+            "modules": model._modules}
 
 
 def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, ...], dev: torch.device) -> Op:
@@ -104,9 +137,12 @@ def _module_op(name: str, m: nn.Module, shape: tuple[int, ...], out: tuple[int, 
     raise _unsupported(name, type(m).__name__)
 
 
-def _function_op(node: torch.fx.Node, shape: tuple[int, ...], dev: torch.device) -> Op:
-    """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1), view / reshape, pools)."""
+def _function_op(node: torch.fx.Node, shape: tuple[int, ...], dev: torch.device, model: nn.Module) -> Op:
+    """The op for a ``call_function`` / ``call_method`` node (relu, flatten(1), view / reshape, pools, constants)."""
     target = node.target
+    affine = affine_op(node, shape, model, dev)
+    if affine is not None:
+        return affine
     if node.op == "call_function" and target in _POOL_FUNCS:
         module, pool_name = _POOL_FUNCS[target]
         try:
@@ -136,20 +172,27 @@ def _function_op(node: torch.fx.Node, shape: tuple[int, ...], dev: torch.device)
     raise _unsupported(node.name, f"{node.op} {what}")
 
 
-def _batch_size(node: object, prev: torch.fx.Node) -> bool:
-    """Whether ``node`` is ``prev.size(0)`` or ``prev.shape[0]`` (the batch size, as a reshape's first dimension)."""
+def _batch_size(node: object, chain: Collection[torch.fx.Node] | None) -> bool:
+    """Whether ``node`` is ``t.size(0)`` or ``t.shape[0]`` for a tensor ``t`` of the chain (any, if ``chain`` is None).
+
+    That is the batch size, as a reshape's first dimension: every tensor of a chain has it.
+    """
     if not isinstance(node, torch.fx.Node):
         return False
     if node.op == "call_method" and node.target == "size":
-        return bool(node.args[:1] == (prev,) and (node.args[1:] or (node.kwargs.get("dim"),)) == (0,))
+        return bool(_in(node.args[0], chain) and (node.args[1:] or (node.kwargs.get("dim"),)) == (0,))
     base = node.args[0] if node.op == "call_function" and node.target is operator.getitem else None
-    return _shape_of(base, prev) and bool(node.args[1] == 0)
+    return _shape_of(base, chain) and bool(node.args[1] == 0)
 
 
-def _shape_of(node: object, prev: torch.fx.Node) -> bool:
-    """Whether ``node`` is ``prev.shape``."""
+def _shape_of(node: object, chain: Collection[torch.fx.Node] | None) -> bool:
+    """Whether ``node`` is ``t.shape`` for a tensor ``t`` of the chain (any tensor where ``chain`` is None)."""
     return bool(isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target is getattr
-                and node.args == (prev, "shape"))
+                and node.args[1:] == ("shape",) and _in(node.args[0], chain))
+
+
+def _in(node: object, chain: Collection[torch.fx.Node] | None) -> bool:
+    return isinstance(node, torch.fx.Node) and (chain is None or node in chain)
 
 
 def _reshaped(node: torch.fx.Node, shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -159,7 +202,7 @@ def _reshaped(node: torch.fx.Node, shape: tuple[int, ...]) -> tuple[int, ...] | 
         dims = tuple(dims[0])
     first, rest = (dims[0], dims[1:]) if dims else (None, ())
     src = node.args[0]
-    if not isinstance(src, torch.fx.Node) or not (first == -1 or _batch_size(first, src)) or not all(
+    if not isinstance(src, torch.fx.Node) or not (first == -1 or _batch_size(first, None)) or not all(
             type(d) is int for d in rest):
         return None
     ints: tuple[int, ...] = rest
@@ -170,9 +213,9 @@ def _reshaped(node: torch.fx.Node, shape: tuple[int, ...]) -> tuple[int, ...] | 
     return tuple(n // known if d == -1 else d for d in ints)
 
 
-def _check_args(node: torch.fx.Node, prev: torch.fx.Node) -> None:
-    """The node's only tensor input is the previous node's output (a chain, no branches)."""
-    nodes = [a for a in _node_args(node) if not _batch_size(a, prev)]
+def _check_args(node: torch.fx.Node, prev: torch.fx.Node, chain: Collection[torch.fx.Node], model: nn.Module) -> None:
+    """The node's only tensor input, constants aside, is the previous node's output (a chain, no branches)."""
+    nodes = [a for a in _node_args(node) if not _batch_size(a, chain) and constant(a, model) is NOT_CONSTANT]
     if nodes != [prev]:
         raise ValueError(f"certify: unsupported layer {node.name!r} ({node.op} {node.target}): not a chain "
                          "(inputs other than the previous layer's output: branches, residuals or attributes)")
@@ -197,6 +240,7 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
     modules = dict(model.named_modules())
     steps: list[_Step] = []
     prev: torch.fx.Node | None = None
+    chain: set[torch.fx.Node] = set()
     shape, dev = tuple(in_shape), module_device(model)
     x = torch.zeros(1, *shape, device=dev)
     for node in graph.nodes:
@@ -204,24 +248,26 @@ def _plan(model: nn.Module, in_shape: tuple[int, ...]) -> list[_Step]:
             if prev is not None:
                 raise ValueError("certify: the model takes more than one input")
             prev = node
+            chain.add(node)
             continue
         assert prev is not None
-        if _batch_size(node, prev) or _shape_of(node, prev):
-            continue  # (read by the reshape that follows: not a layer)
+        if _batch_size(node, chain) or _shape_of(node, chain) or constant(node, model) is not NOT_CONSTANT:
+            continue  # (read by the reshape or the arithmetic that follows: not a layer)
         if node.op == "output":
             if node.args[0] is not prev:
                 raise ValueError("certify: the model's output is not the last layer's output")
             break
-        _check_args(node, prev)
+        _check_args(node, prev, chain, model)
         if len(shape) == 1 and _final_softmax(node, modules):
             prev = node  # (the logits before it decide the same class)
             continue
-        op = _node_op(node, modules, shape, x)  # x is on the model's device: the op's constants follow it
+        op = _node_op(node, model, modules, shape, x)  # x is on the model's device: the op's constants follow it
         with torch.no_grad():
             x = op.forward(x)
         steps.append((node, shape, tuple(x.shape[1:])))
         shape = steps[-1][2]
         prev = node
+        chain.add(node)
     return steps
 
 
@@ -250,11 +296,12 @@ def build_chain(model: nn.Module, in_shape: tuple[int, ...]) -> list[Op]:
         if node.op == "call_module":
             ops.append(_module_op(str(node.target), modules[str(node.target)], shape, out, dev))
         else:
-            ops.append(_function_op(node, shape, dev))
+            ops.append(_function_op(node, shape, dev, model))
     return ops
 
 
-def _node_op(node: torch.fx.Node, modules: dict[str, nn.Module], shape: tuple[int, ...], x: torch.Tensor) -> Op:
+def _node_op(node: torch.fx.Node, model: nn.Module, modules: dict[str, nn.Module], shape: tuple[int, ...],
+             x: torch.Tensor) -> Op:
     """The op of a node, its output shape found by running the layer once on ``x``.
 
     Never a layer whose forward changes state: BatchNorm and Dropout keep their shape and are not run.
@@ -267,5 +314,5 @@ def _node_op(node: torch.fx.Node, modules: dict[str, nn.Module], shape: tuple[in
             out: Any = m(x)
         return _module_op(str(node.target), m, shape, tuple(out.shape[1:]), x.device)
     if node.op in ("call_function", "call_method"):
-        return _function_op(node, shape, x.device)
+        return _function_op(node, shape, x.device, model)
     raise _unsupported(node.name, f"{node.op} {node.target}")

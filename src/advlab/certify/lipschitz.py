@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from advlab._device import module_device
+from advlab.certify.affine import FROZEN
 from advlab.certify.chain import LEAVES, trace
 from advlab.models.nets import Normalize
 
@@ -132,7 +133,12 @@ def _trace(model: nn.Module) -> fx.GraphModule:
         raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
     if isinstance(model, LEAVES) or not any(True for _ in model.children()):  # one layer: a chain of one
         model = nn.Sequential(model)
-    return fx.GraphModule(model, trace(model))
+    graph = trace(model)
+    made = FROZEN.get(model)
+    if made:
+        raise ValueError(f"lipschitz: unsupported operation: the forward makes a tensor ({next(iter(made))}) "
+                         "(only a chain of layers is supported)")
+    return fx.GraphModule(model, graph)
 
 
 def lipschitz_constant(model: nn.Module, in_shape: tuple[int, ...], *, max_entries: int = MAX_ENTRIES) -> float:

@@ -14,10 +14,8 @@ from advlab._checks import budget_type, check_out_dir
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
 from advlab.commands.device import add_device_argument, use_device
-from advlab.data import is_spec, load_dataset, open_images
+from advlab.commands.inputs import add_model_arguments, model_and_images
 from advlab.metrics import acc_at_k, predict_logits
-from advlab.models import check_input_shape, load_model
-from advlab.models.wrappers import declared_input_shape
 from advlab.report.figures import adversarial_grid
 from advlab.threat import NORMS, Norm, ThreatModel
 
@@ -29,12 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_list)
 
     p = sub.add_parser("attack", help="attack the first n test images and save x_adv and a PNG grid")
-    p.add_argument("--model", default="lenet-mnist", help="pretrained name, checkpoint path, package.module:factory "
-                   "(or file.py:factory) or an .onnx file")
-    p.add_argument("--weights", default=None, help="a factory model's .safetensors state dict")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset, else mnist; or "
-                   "folder:PATH[:size=S] / npz:PATH (only the first n images are read)")
-    p.add_argument("--data-dir", default=None)
+    add_model_arguments(p, model_default="lenet-mnist")
     p.add_argument("--attack", required=True)
     p.add_argument("--norm", default=None, choices=NORMS, help="default: the attack's first norm")
     p.add_argument("--eps", type=budget_type, default=None,
@@ -73,13 +66,6 @@ def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
     return out
 
 
-def model_dataset(model: object, dataset: str | None) -> str:
-    """``dataset`` if given, else the one the model's metadata names, else ``"mnist"`` (as ``advlab evaluate``)."""
-    meta = getattr(model, "advlab_meta", None) or getattr(model, "meta", None) or {}
-    found = dataset or meta.get("dataset")
-    return found if isinstance(found, str) else "mnist"
-
-
 def _threat(args: argparse.Namespace, info: AttackInfo) -> tuple[str, ThreatModel]:
     norm = args.norm or info.norms[0]
     eps = args.eps
@@ -99,15 +85,8 @@ def run_attack(args: argparse.Namespace) -> int:
     params = info.bind(parse_options(args.param))
     norm, threat = _threat(args, info)
     device = use_device(args)
-    model = load_model(args.model, weights=args.weights)
-    dataset = model_dataset(model, args.dataset)
-    if is_spec(dataset) and args.data_dir is None:  # your images: read only the first n
-        images, y = open_images(dataset, size=declared_input_shape(model), n=args.n)
-        x = images[:]
-    else:
-        x, y = load_dataset(dataset, "test", root=args.data_dir)
-    check_input_shape(model, x, name=args.model, source=dataset)
-    x, y = x[: args.n].to(device), y[: args.n].to(device)
+    model, dataset, x, y = model_and_images(args, args.n)
+    x, y = x.to(device), y.to(device)
     if isinstance(model, torch.nn.Module):  # loaded here, a fresh object: moving it changes nothing of the caller's
         model = model.to(device)
     gen = torch.Generator().manual_seed(args.seed)

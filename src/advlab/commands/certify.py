@@ -20,24 +20,21 @@ from advlab._checks import parse_budget
 from advlab._io import atomic_write_text
 from advlab.certify.methods import METHOD_NORMS, Method, certified_masks, check_certifiable, parse_methods
 from advlab.commands.device import add_device_argument, use_device
-from advlab.data import load_dataset
+from advlab.commands.inputs import add_model_arguments, model_and_images
 from advlab.metrics import clean_accuracy
-from advlab.models import load_model
 from advlab.train import command_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``certify`` sub-command."""
     p = sub.add_parser("certify", help="verified accuracy per ε (proven lower bound on robust accuracy)")
-    p.add_argument("--model", required=True, help="pretrained name or checkpoint path")
+    add_model_arguments(p, model_default=None)
     p.add_argument("--method", default="ibp",
                    help=f"comma-separated certification methods: {', '.join(METHOD_NORMS)}, with options as "
                         "smoothing:sigma=0.5:n=10000 (default ibp)")
     p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="the ball's norm (default linf)")
     p.add_argument("--seed", type=int, default=0, help="seed of smoothing's noise (default 0)")
     p.add_argument("--eps", default="0.1", help="comma-separated radii, numbers or fractions like 8/255 (default 0.1)")
-    p.add_argument("--dataset", default=None, help="test split to certify (default: the model's, else mnist)")
-    p.add_argument("--data-dir", default=None)
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -75,14 +72,10 @@ def run(args: argparse.Namespace) -> int:
     device = use_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    model, dataset, x, y = model_and_images(args, args.n)
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model: {args.model} is not a torch model; bound propagation needs its layers")
     model = model.to(device)  # loaded here: a fresh object
-    dataset = args.dataset or getattr(model, "advlab_meta", {}).get("dataset", "mnist")
-    x, y = load_dataset(dataset, "test", root=args.data_dir)
-    if args.n is not None:
-        x, y = x[: args.n], y[: args.n]
     x, y = x.to(device), y.to(device)
     check_certifiable(model, tuple(x.shape[1:]), methods)
     table = certify_table(model, x, y, methods, eps, args.norm, args.batch_size, args.seed)
