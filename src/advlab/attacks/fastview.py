@@ -154,7 +154,9 @@ def fast_view(model: Model, probe: torch.Tensor) -> Model:
 
     Deciding is done on copies, under forked RNGs (torch CPU and the probe's device, NumPy,
     ``random``): a plain copy (original layout) runs twice on ``probe`` (a couple of the attacked
-    images), then the same copy with ``channels_last`` weights once. The model itself is
+    images), then the same copy with ``channels_last`` weights once (where only that raises, as a
+    ``x.view(x.size(0), -1)`` after a convolution does on channels_last activations, the view keeps
+    the model's layout, with the detached clones). The model itself is
     returned, with a :class:`FastViewSkipped` warning naming the reason, when a submodule has
     forward or backward hooks (or global module hooks are set), when the forward changes the
     copy's state (attributes, containers, buffers, parameters, generators), when the model is
@@ -238,8 +240,15 @@ def _probe(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module | None, str
         stage = "building the channels_last view"
         tree.channels_last()
         stage = "running the channels_last view"
-        with rng_sandbox(probe.device), torch.no_grad():
-            got = view(probe)
+        try:
+            with rng_sandbox(probe.device), torch.no_grad():
+                got = view(probe)
+        except RuntimeError:  # (a step bound to the layout, as x.view(x.size(0), -1) after a conv: keep it)
+            stage = "running a copy of it"
+            tree = Tree()
+            view = tree.module(model, "")
+            with rng_sandbox(probe.device), torch.no_grad():
+                got = view(probe)
         if isinstance(got, torch.Tensor):
             _reorder(tree, view, probe, got)
     except Exception as e:  # reported to the user: the attack then runs on the model as given
