@@ -137,3 +137,88 @@ def test_a_surrogate_of_other_inputs_is_refused_in_one_line(lenet, digits):
     res = get_attack("transfer")(_Flat(lenet).eval(), x.flatten(1), y, threat, surrogate=_Flat(lenet).eval(),
                                  generator=torch.Generator().manual_seed(0))
     assert res.success.any()
+
+
+class _Counted(torch.utils.data.Dataset):
+    """A map-style dataset of (image, label) that counts the items read; ``targets`` like torchvision's."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, targets: bool = False) -> None:
+        self.x, self.y, self.reads = x, y, 0
+        if targets:
+            self.targets = y.tolist()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        self.reads += 1
+        return self.x[i].numpy(), int(self.y[i])  # (numpy images, as a transform may leave them)
+
+
+def _table(ev) -> list[tuple[str, float, float, float]]:
+    return [(r.attack, r.eps, r.acc1_adv, r.acc1_clean) for r in ev.rows]
+
+
+def test_evaluate_takes_a_torch_dataset_a_loader_and_numpy_arrays(lenet, digits):
+    """What a PyTorch user has (a test Dataset, a DataLoader, even shuffled) and an ART user (numpy arrays)."""
+    import advlab
+
+    x, y = digits
+    kw = {"attacks": ["fgsm"], "eps": [0.1], "checks": False, "progress": False}
+    want = _table(advlab.evaluate(lenet, (x, y), **kw))
+    data = torch.utils.data.TensorDataset(x, y)
+    loader = torch.utils.data.DataLoader(data, batch_size=7, shuffle=True)
+    for given in (data, loader, (x.numpy(), y.numpy()), _Counted(x, y)):
+        assert _table(advlab.evaluate(lenet, given, **kw)) == want
+    ev = advlab.evaluate(lenet, data, **kw)
+    assert ev.config["dataset"] == "torch:TensorDataset"
+
+
+def test_a_dataset_is_read_lazily_and_only_as_far_as_n(lenet, digits):
+    import advlab
+
+    x, y = digits
+    kw = {"attacks": ["fgsm"], "eps": [0.1], "checks": False, "progress": False, "n": 5}
+    big = _Counted(x.repeat(25, 1, 1, 1), y.repeat(25), targets=True)  # 1 000 items
+    ev = advlab.evaluate(lenet, big, **kw)
+    assert ev.config["n"] == 5 and big.reads <= 40  # (a few passes over 5 images; never the 1 000)
+    assert _table(ev) == _table(advlab.evaluate(lenet, (x[:5], y[:5]), **kw))
+
+
+class _Bad(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, how: str) -> None:
+        self.x, self.y, self.how = x, y, how
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> object:
+        if self.how == "augmented":
+            return (self.x[i] + 0.01 * torch.rand(1)).clamp(0, 1), int(self.y[i])
+        if self.how == "uint8":
+            return (self.x[i] * 255).to(torch.uint8), int(self.y[i])
+        return {"image": self.x[i], "label": int(self.y[i])}
+
+
+@pytest.mark.parametrize(("how", "says"), [
+    ("augmented", r"^data: _Bad returns another image each time item 0 is read \(a random transform left on\?\)"),
+    ("uint8", r"^data: _Bad's item 0 is an image of torch\.uint8; advlab needs float images in the bounds"),
+    ("dict", r"^data: _Bad's item 0 is a dict; advlab reads items \(image, label\)$"),
+])
+def test_a_dataset_advlab_cannot_read_faithfully_gets_one_line(lenet, digits, how, says):
+    import advlab
+
+    x, y = digits
+    with pytest.raises(ValueError, match=says):
+        advlab.evaluate(lenet, _Bad(x, y, how), attacks=["fgsm"], eps=[0.1], checks=False, progress=False)
+
+
+def test_an_iterable_dataset_is_refused_in_one_line(lenet):
+    import advlab
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(1, 28, 28), 0
+
+    with pytest.raises(TypeError, match=r"^data: Stream is an iterable-style dataset; advlab needs a map-style one"):
+        advlab.evaluate(lenet, Stream(), attacks=["fgsm"], eps=[0.1], checks=False, progress=False)

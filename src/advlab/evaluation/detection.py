@@ -34,6 +34,7 @@ from torch import nn
 from advlab._device import module_device
 from advlab.attacks import get_attack
 from advlab.data import dataset_info, is_spec, load_dataset
+from advlab.data.torch_dataset import is_torch_name
 from advlab.detect.base import DETECTORS, Detector, load_detector, make_detector, save_detector
 from advlab.evaluation.defaults import attack_params
 from advlab.metrics import predict_logits
@@ -122,7 +123,7 @@ def fit_split(n_train: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 def _train_split(dataset: str, data_dir: str | os.PathLike[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if dataset == "tensors" or is_spec(dataset):
+    if dataset == "tensors" or is_spec(dataset) or is_torch_name(dataset):
         raise ValueError("detector: fitting needs the training split of a dataset evaluated by name (e.g. "
                          f"'mnist'); {dataset!r} has none — give a fitted detector file instead")
     dataset_info(dataset)

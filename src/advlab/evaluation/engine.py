@@ -29,6 +29,7 @@ from advlab._device import OnDevice, place_model, resolve_device
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import is_spec
+from advlab.data.torch_dataset import Data, is_torch_name
 from advlab.detect.base import Detector
 from advlab.evaluation.certified import parse_methods, preflight_certify
 from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, attack_params, bind_params, choose_attacks
@@ -89,7 +90,8 @@ def check_compatible(net: nn.Module | BlackBox, dataset: str, y: torch.Tensor) -
     if not isinstance(meta, dict):
         return
     trained_on = meta.get("dataset")
-    if dataset != "tensors" and not is_spec(dataset) and isinstance(trained_on, str) and trained_on != dataset:
+    named = dataset != "tensors" and not is_spec(dataset) and not is_torch_name(dataset)
+    if named and isinstance(trained_on, str) and trained_on != dataset:
         raise ValueError(f"model: expected a model of {dataset}, got one trained on {trained_on}")
     classes = (meta.get("arch_kwargs") or {}).get("num_classes")
     if isinstance(classes, int):
@@ -227,7 +229,7 @@ SETTINGS = frozenset(f.name for f in dataclasses.fields(Settings))
 
 
 def evaluate(
-    model: nn.Module | BlackBox | str, data: str | tuple[torch.Tensor, torch.Tensor] | None = None,
+    model: nn.Module | BlackBox | str, data: Data = None,
     attacks: Sequence[str] | None = None, eps: Sequence[float] | None = None, *, norm: str = "linf",
     n: int | None = None, batch_size: int = 500, seed: int = 0, out: str | Path | None = None,
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
@@ -239,7 +241,7 @@ def evaluate(
 
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
-        data: A dataset name (its test split), ``(x, y)``, or None: the model's own (``evaluation.dense``: dense tasks).
+        data: A dataset name or spec, ``(x, y)`` tensors or arrays, a torch Dataset or DataLoader, or None: the model's.
         attacks: Registered names, each run once in order (default :data:`DEFAULT_ATTACKS`; a BlackBox: gradient-free).
         eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
         norm: The threat model's norm (an attack without it runs at its own first norm and sweep).
@@ -265,9 +267,9 @@ def evaluate(
             classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
         certify: Certificates after the attacks (``"default"``, ``"ibp,crown-ibp"``, a list): a checked row
             per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
-        device: Where the model computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is); a
-            caller's model is copied there, never moved; each batch is attacked there.
-        detector: The reject option (docs/evaluation.md): ``"kdbu"``, ``"NAME:PATH.safetensors"`` or a fitted Detector.
+        device: Where the model computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is; a caller's
+            model is copied there, never moved).
+        detector: The reject option (docs/evaluation.md): ``"kdbu"``, ``"NAME:PATH.safetensors"`` or a Detector.
 
     Returns:
         An :class:`Evaluation`: a row per (attack, ε), a ``worst-case`` row per ε; ``config`` holds

@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
 
 from advlab._checks import check_images, check_labels, check_positive_int
 from advlab.attacks.registry import TASKS
 from advlab.data import is_spec, load_dataset, open_images
+from advlab.data.torch_dataset import Data, dataset_images, is_torch_data
 from advlab.models.blackbox import BlackBox
 from advlab.models.wrappers import declared_input_shape
 
@@ -28,7 +30,7 @@ def model_dataset(net: nn.Module | BlackBox) -> str:
     return found if isinstance(found, str) else "mnist"
 
 
-def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor] | None, data_dir: str | os.PathLike[str] | None,
+def resolve_data(data: Data, data_dir: str | os.PathLike[str] | None,
                  n: int | None, bounds: tuple[float, float], model: object = None, task: str = "classification"
                  ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The first ``n`` examples (all if None) of a dataset's test split or of a tuple ``(x, y)``, and a name.
@@ -50,15 +52,21 @@ def resolve_data(data: str | tuple[torch.Tensor, torch.Tensor] | None, data_dir:
             raise ValueError(f"data: a folder or npz file holds class labels; a {task} model needs its task's labels")
         images, labels = open_images(data, size=declared_input_shape(model), n=n, bounds=bounds)
         return cast(torch.Tensor, images), check_labels("data", labels, len(images)), data
+    if is_torch_data(data):
+        if data_dir is not None or task != "classification":
+            raise ValueError("data: a torch Dataset is read as (image, class label) items, without data_dir")
+        images, labels = dataset_images(data, n, bounds)
+        return cast(torch.Tensor, images), check_labels("data", labels, len(images)), images.name
     if isinstance(data, str):
         x, y = load_dataset(data, "test", root=data_dir, task=None if task == "classification" else task)
         name = data
     elif isinstance(data, tuple) and len(data) == 2:
         if data_dir is not None:
             raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with tensors (x, y)")
-        (x, y), name = data, "tensors"
+        (x, y), name = tuple(torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in data), "tensors"
     else:
-        raise TypeError(f"data: expected a dataset name or a tuple (x, y) of tensors, got {type(data).__name__}")
+        raise TypeError(f"data: expected a dataset name, a tuple (x, y) of tensors or arrays, or a torch Dataset or "
+                        f"DataLoader, got {type(data).__name__}")
     if n is not None:
         x, y = x[:n], y[:n]
     check_images("data", x, bounds)

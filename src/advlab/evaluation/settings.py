@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from advlab._device import module_device
+from advlab.data.torch_dataset import Data
 from advlab.detect.base import Detector
 from advlab.evaluation.defaults import N_EXAMPLES
 from advlab.evaluation.detection import DetectorPlan
@@ -23,7 +24,7 @@ class Settings:
     """The arguments of :func:`evaluate` (documented there), with its defaults."""
 
     model: nn.Module | BlackBox | str
-    data: str | tuple[torch.Tensor, torch.Tensor] | None = None
+    data: Data = None
     attacks: Sequence[str] | None = None
     eps: Sequence[float] | None = None
     norm: str = "linf"

@@ -102,14 +102,22 @@ def threat_text(config: Mapping[str, Any]) -> str:
             f"[{value_text(float(lo))}, {value_text(float(hi))}], untargeted")
 
 
+def _data_text(dataset: str) -> str:
+    """What the evaluated examples are the first of."""
+    if dataset == "tensors":
+        return "the tensors given to advlab.evaluate"
+    if dataset.startswith("torch:"):
+        return f"the {dataset.removeprefix('torch:')} given to advlab.evaluate"
+    return f"the {dataset} test split"
+
+
 def setting_rows(config: Mapping[str, Any], command: str | None) -> list[list[str]]:
     """The run's settings as (setting, value) rows; configuration keys the report does not know appear by name."""
     checks = config.get("checks")
     rows = [
         ["model", str(config["model"])],
         ["data", f"the first {config['n']} examples of "
-                 + ("the tensors given to advlab.evaluate" if config["dataset"] == "tensors"
-                    else f"the {config['dataset']} test split")],
+                 + _data_text(str(config["dataset"]))],
         ["threat model", threat_text(config)],
         ["attacks", value_text(list(config["attacks"]))],
         ["seed", str(config["seed"])],
