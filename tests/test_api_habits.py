@@ -222,3 +222,59 @@ def test_an_iterable_dataset_is_refused_in_one_line(lenet):
 
     with pytest.raises(TypeError, match=r"^data: Stream is an iterable-style dataset; advlab needs a map-style one"):
         advlab.evaluate(lenet, Stream(), attacks=["fgsm"], eps=[0.1], checks=False, progress=False)
+
+
+class _Body(torch.nn.Module):
+    """lenet-mnist without its normalisation layer: a network trained on normalised inputs."""
+
+    def __init__(self, lenet: torch.nn.Module) -> None:
+        super().__init__()
+        self.features, self.classifier = lenet.features, lenet.classifier
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(t).flatten(1))
+
+
+def test_with_normalization_puts_the_statistics_inside_the_model(lenet, digits):
+    """torchattacks' set_normalization_used / ART's preprocessing: ε in pixels, attacks equal to lenet's own."""
+    from advlab.models import with_normalization
+
+    x, y = digits
+    body = _Body(lenet).eval()
+    net = with_normalization(body, 0.1307, 0.3081)
+    with torch.no_grad():
+        assert torch.equal(net(x), lenet(x))
+    runs = [get_attack("pgd")(m, x, y, ThreatModel("linf", 0.1), steps=10, generator=torch.Generator().manual_seed(0))
+            for m in (net, lenet)]
+    assert torch.equal(runs[0].x_adv, runs[1].x_adv)
+    assert not net.training and list(net.state_dict()) == [f"net.{k}" for k in body.state_dict()]
+
+
+def test_per_channel_statistics_certify_and_load_the_bare_networks_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    from advlab.certify import logit_bounds
+    from advlab.models import Normalize, Normalized
+    from advlab.models.factory import load_weights
+
+    torch.manual_seed(0)
+    bare = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 5))
+    net = Normalized(bare, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).eval()
+    x = torch.rand(6, 3, 8, 8)
+    lo, hi = logit_bounds(net, x, 0.02, method="crown")
+    pts = (x + (torch.rand(100, *x.shape) * 2 - 1) * 0.02).clamp(0, 1)
+    with torch.no_grad():
+        z = net(pts.flatten(0, 1)).view(100, 6, 5)
+    assert bool((z >= lo - 1e-5).all() and (z <= hi + 1e-5).all())
+    for keys in ("bare", "wrapped"):  # (a factory's --weights: the bare network's file, or the wrapper's)
+        state = {k: v + 1 for k, v in (bare if keys == "bare" else net).state_dict().items()}
+        w = tmp_path / f"{keys}.safetensors"
+        save_file(state, str(w))
+        fresh = Normalized(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                               torch.nn.Linear(144, 5)), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        load_weights(fresh, w)
+        assert torch.equal(fresh.net[0].weight, bare[0].weight + 1)
+    with pytest.raises(ValueError, match=r"^mean, std: one value per channel each, got 2 and 3$"):
+        Normalize((0.1, 0.2), (0.3, 0.3, 0.3))
+    with pytest.raises(ValueError, match=r"^std: every value must be non-zero$"):
+        Normalize(0.1, (1.0, 0.0))

@@ -27,6 +27,7 @@ from torch import nn
 from advlab._checks import error_text
 from advlab._deprecation import caller_level
 from advlab.models.checkpoint import state_differences
+from advlab.models.nets import Normalized
 
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|.+\.py):(?P<name>[A-Za-z_]\w*)$")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
@@ -105,6 +106,8 @@ def load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"weights: {path} is not a safetensors file ({e})") from None
+    if isinstance(model, Normalized) and set(state) == set(model.net.state_dict()):
+        model = model.net  # (the bare network's own weights, as trained on normalised inputs)
     own = model.state_dict()
     state = _without_wrapper_prefix(state, set(own), path)
     missing, unexpected, bad = state_differences({k: tuple(v.shape) for k, v in own.items()},

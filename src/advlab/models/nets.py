@@ -2,23 +2,78 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
 
 class Normalize(nn.Module):
-    """Per-channel (x - mean) / std as a layer, so that ε stays in pixel units."""
+    """(x - mean) / std as a layer, so that ε stays in pixel units: one mean and std, or one per channel.
+
+    Args:
+        mean: A number, or a sequence of one per channel (ImageNet's ``(0.485, 0.456, 0.406)``).
+        std: Likewise; every value non-zero.
+        persistent: Whether the statistics are in the state dict (they are in advlab's checkpoints).
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: float, std: float) -> None:
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float], *, persistent: bool = True) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
+        m, s = _statistic("mean", mean), _statistic("std", std)
+        if isinstance(m, list) and isinstance(s, list) and len(m) != len(s):
+            raise ValueError(f"mean, std: one value per channel each, got {len(m)} and {len(s)}")
+        if 0.0 in (s if isinstance(s, list) else [s]):
+            raise ValueError("std: every value must be non-zero")
+        # (checked as numbers: a model may be built on the meta device, where a tensor has no values)
+        for key, v in (("mean", m), ("std", s)):
+            self.register_buffer(key, torch.tensor(v).view(-1, 1, 1) if isinstance(v, list) else torch.tensor(v),
+                                 persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return (x - self.mean) / self.std
+
+
+def _statistic(name: str, value: float | Sequence[float]) -> float | list[float]:
+    """A number as a float, a sequence (one value per channel, broadcast over H×W) as a list of floats."""
+    values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    try:
+        out = [float(v) for v in values]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number or a sequence of numbers, got {value!r}") from None
+    if not out or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name}: expected finite numbers, got {value!r}")
+    return out[0] if values is not value else out
+
+
+class Normalized(nn.Module):
+    """A network trained on normalised inputs, taking pixels in [0, 1]: ``net(Normalize(mean, std)(x))``.
+
+    What torchattacks' ``set_normalization_used(mean, std)`` and ART's ``preprocessing=(mean, std)`` do: the
+    threat model stays in pixel units, and the normalisation is part of the model every attack, check and
+    certificate sees. The statistics are constants, not weights: the state dict is ``net``'s under
+    ``net.``, and a factory's ``--weights`` may be either that or the bare network's own.
+    """
+
+    def __init__(self, net: nn.Module, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net: expected a torch nn.Module, got {type(net).__name__}")
+        super().__init__()
+        self.norm = Normalize(mean, std, persistent=False).eval()
+        self.net = net
+        self.training = net.training  # (not .train(): that would set every submodule of the network)
+
+    def forward(self, x: torch.Tensor) -> Any:  # noqa: D102
+        return self.net(self.norm(x))
+
+
+def with_normalization(model: nn.Module, mean: float | Sequence[float], std: float | Sequence[float]) -> Normalized:
+    """``model`` behind ``(x - mean) / std``, one value or one per channel (a :class:`Normalized`)."""
+    return Normalized(model, mean, std)
 
 
 def _flat_dim(body: nn.Module, in_shape: tuple[int, int, int]) -> int:
