@@ -190,3 +190,26 @@ def test_a_break_between_the_children_of_a_wrapped_model_gets_the_identity_there
     got = get_attack("pgd-bpda")(model, x, y, LINF, generator=torch.Generator().manual_seed(0))
     ref = get_attack("pgd-adaptive")(digits_mlp, x, y, LINF, generator=torch.Generator().manual_seed(0))
     assert abs(_acc(model, got.x_adv, y) - _acc(digits_mlp, ref.x_adv, y)) <= 0.05
+
+
+class InferenceMode(nn.Module):
+    """Deployment code: the whole forward under ``@torch.inference_mode()``."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def test_a_forward_under_inference_mode_is_named_and_still_evaluated(digits, digits_mlp):
+    _, _, x, y = digits
+    model = InferenceMode(digits_mlp).eval()
+    with pytest.raises(NoInputGradient, match=r"torch\.inference_mode\(\) inside its forward"):
+        get_attack("pgd")(model, x[:20], y[:20], LINF)
+    ev = evaluate(model, (x[:60], y[:60]), attacks=["pgd"], eps=[0.3], progress=False)
+    worst = next(r for r in ev.rows if r.attack == "worst-case")
+    assert "pgd" not in {r.attack for r in ev.rows}  # (its row is replaced: it had no gradient to follow)
+    assert worst.acc1_adv < _acc(digits_mlp, x[:60], y[:60]) - 0.3  # the black-box steps still break it

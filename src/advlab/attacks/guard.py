@@ -67,10 +67,10 @@ class NoInputGradient(RuntimeError):
 
 def no_gradient_message(name: str) -> str:
     """The one-line error of a gradient attack on a model whose output leaves autograd."""
-    return (f"{name}: the model's output does not depend on its input in autograd (numpy, Pillow, .detach() or "
-            "torch.no_grad() inside its forward), so a gradient attack has nothing to follow; use a black-box "
-            "attack (square, hopskipjump), a transfer attack, or pgd-bpda, which routes around such a break "
-            "where it sits at a submodule's input")
+    return (f"{name}: the model's output does not depend on its input in autograd (numpy, Pillow, .detach(), "
+            "torch.no_grad() or torch.inference_mode() inside its forward), so a gradient attack has nothing to "
+            "follow; use a black-box attack (square, hopskipjump), a transfer attack, or pgd-bpda, which routes "
+            "around such a break where it sits at a submodule's input")
 
 
 def leaves_autograd(model: Any, x: torch.Tensor) -> bool:
