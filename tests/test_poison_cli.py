@@ -63,6 +63,7 @@ def test_feature_collision_runs(tmp_path):
     (["--attack", "badnets", "-o", "fraction=0.1", "--defense", "spectra"], "did you mean 'spectral'"),
     (["--attack", "badnets", "-o", "fraction=0.1", "--sweep", "0.1,x"], "--sweep"),
     (["--attack", "feature-collision", "-o", "fraction=0.01"], "base_class"),
+    (["--attack", "clean-label", "-o", "fraction=0.1"], "clean-label needs -o target=7"),
     (["--attack", "badnets", "-o", "fraction=0.1", "--defense", "spectral-robust", "-o", "trimm=0.1"],
      "did you mean 'trim'"),
     (["--attack", "badnets", "-o", "fraction=0.1", "--defense", "activation-clustering-robus"],
@@ -72,3 +73,18 @@ def test_bad_input_is_one_line(argv, needle, tmp_path, capsys):
     code = main([*BASE, *argv, "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+def test_your_network_is_poisoned_from_its_factory(tmp_path):
+    """ART poisons any classifier: --model FILE.py:FACTORY trains your network clean and poisoned, the same every run."""
+    from pathlib import Path
+
+    spec = f"{Path(__file__).resolve().parent / 'factory_models.py'}:make_digits_mlp"
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main([*BASE, "--attack", "badnets", "-o", "fraction=0.1", "--model", spec, "--out", str(out)]) == 0
+        runs.append(json.loads((out / "results.json").read_text()))
+    a, b = runs
+    assert a["setup"]["arch"] == spec and a["poisoned"]["asr"] > 0.5 > a["clean"]["asr"]
+    assert all(a[k][m] == b[k][m] for k in ("clean", "poisoned") for m in ("acc1", "asr"))  # (seconds differ)

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--attack", required=True, help=f"poisoning attack: {', '.join(ATTACKS)}")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="attack or defense option (JSON value), e.g. -o fraction=0.01 -o target=7 -o removal=0.15")
-    p.add_argument("--model", default="lenet", help="architecture trained clean and poisoned (default lenet)")
+    p.add_argument("--model", default="lenet", help="architecture trained clean and poisoned (default lenet), or your "
+                   "network's factory, package.module:factory or file.py:factory")
     p.add_argument("--dataset", default="mnist", help="mnist or digits (default mnist)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
@@ -61,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_out_dir("--out", args.out)
     attack_kw, defense_kw = split_options(args.attack, args.defense, parse_options(args.option, "-o/--option"))
-    if "fraction" not in attack_kw:
-        raise ValueError("-o/--option: name the poison fraction, e.g. -o fraction=0.01")
     check_param("fraction", Share, attack_kw["fraction"])
     sweep = parse_sweep(args.sweep)
     dataset_info(args.dataset)

@@ -27,7 +27,7 @@ from advlab.commands.attack import parse_options
 from advlab.commands.train_out import locked_out, train_config
 from advlab.data import dataset_info, load_dataset
 from advlab.defenses import make_training_defense
-from advlab.models.factory import load_factory
+from advlab.models.factory import seeded_factory
 from advlab.models.wrappers import TRANSFORMS
 from advlab.train import checkpoint_meta, command_line, fit
 
@@ -44,9 +44,7 @@ def run_factory(args: argparse.Namespace, device: torch.device | None) -> int:
     train = load_dataset(args.dataset, "train", root=args.data_dir)
     test = load_dataset(args.dataset, "test", root=args.data_dir)
     defense = make_training_defense(args.defense, **parse_options(args.option, "-o/--option"))
-    with torch.random.fork_rng():
-        torch.manual_seed(args.seed)  # (the factory's own initialisation, drawn the same way every run)
-        model = load_factory(args.model, args.weights, freeze=False)
+    model = seeded_factory(args.model, args.seed, args.weights)
     _check_fits(model, args, train, info.num_classes)
     config = train_config(args)
     with locked_out(args) as out:

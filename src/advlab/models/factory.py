@@ -123,6 +123,16 @@ def load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def seeded_factory(spec: str, seed: int, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """The factory's network, trainable, its own initialisation drawn under ``seed`` (the same every run).
+
+    The caller's random generators are left where they were.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return load_factory(spec, weights, freeze=False)
+
+
 class WeightsRenamed(UserWarning):
     """A weights file's keys carry one prefix more or fewer than the model's (DDP's ``module.``, ``_orig_mod.``)."""
 

@@ -24,6 +24,7 @@ from advlab._checks import suggest
 from advlab._device import module_device
 from advlab.data import dataset_info, load_dataset
 from advlab.models import create_model
+from advlab.models.factory import is_factory_spec, seeded_factory
 from advlab.models.features import penultimate_features
 from advlab.poison.backdoor import badnets, clean_label
 from advlab.poison.base import PoisonedData
@@ -84,6 +85,9 @@ class Setup:
 
 def train_on(setup: Setup, x: torch.Tensor, y: torch.Tensor, progress: bool = False) -> TrainResult:
     """A fresh model of the recipe's architecture trained on ``(x, y)`` and scored on the test split."""
+    if is_factory_spec(setup.arch):  # your network: its own initialisation, drawn under the recipe's seed
+        return fit(seeded_factory(setup.arch, setup.seed), (x, y), setup.test, setup.config(), progress=progress,
+                   device=setup.device, init_seed=False)
     info = dataset_info(setup.dataset)
     model = create_model(setup.arch, in_shape=info.shape, num_classes=info.num_classes)
     return fit(model, (x, y), setup.test, setup.config(), progress=progress, device=setup.device)
@@ -113,6 +117,12 @@ def split_options(attack: str, defense: str | None, options: dict[str, Any]) -> 
         else:
             raise ValueError(f"-o/--option: {attack}{' and ' + defense if defense else ''} take no option {key!r}"
                              f"{suggest(key, names_a + names_d)}; options: {', '.join(names_a + names_d)}")
+    params = inspect.signature(ATTACKS[attack]).parameters
+    needed = [n for n in names_a if n in params and params[n].default is inspect.Parameter.empty and n not in a_kw]
+    if needed:
+        examples = {"fraction": "0.01", "target": "7", "base_class": "3"}
+        raise ValueError(f"-o/--option: {attack} needs "
+                         f"{', '.join(f'-o {n}={examples.get(n, chr(8230))}' for n in needed)}")
     return a_kw, d_kw
 
 
