@@ -277,11 +277,13 @@ class _FunctionalNet(nn.Module):
         self.how = how
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.view(-1, 1, 8, 8)
+        x = x.view(-1, 1, 8, 8) if self.how != "tutorial" else (x - 0.3) / 0.4  # (PyTorch's tutorial normalises)
         h = nn.functional.relu(self.conv(x))
         h = nn.functional.max_pool2d(h, 2) if self.how != "avg" else nn.functional.avg_pool2d(h, 2)
         if self.how == "size":
             h = h.view(h.size(0), -1)
+        elif self.how == "tutorial":
+            h = h.view(x.size(0), -1)  # (the size of the input, not of h: the same batch)
         elif self.how == "shape":
             h = h.reshape(h.shape[0], -1)
         elif self.how == "tuple":
@@ -291,18 +293,20 @@ class _FunctionalNet(nn.Module):
         return self.fc(h)
 
 
-@pytest.mark.parametrize("how", ["size", "shape", "tuple", "fixed", "avg"])
+@pytest.mark.parametrize("how", ["size", "shape", "tuple", "fixed", "avg", "tutorial"])
 def test_functional_pools_and_reshapes_are_read_like_their_modules(how, digits):
+    """Also the tutorial's arithmetic normalisation, read as Normalize (tests/test_certify_user_models.py)."""
     net = _FunctionalNet(how).eval()
     pool = nn.AvgPool2d(2) if how == "avg" else nn.MaxPool2d(2)
-    twin = nn.Sequential(net.conv, nn.ReLU(), pool, nn.Flatten(), net.fc).eval()
+    norm = [Normalize(0.3, 0.4)] if how == "tutorial" else []
+    twin = nn.Sequential(*norm, net.conv, nn.ReLU(), pool, nn.Flatten(), net.fc).eval()
     _, _, x, y = digits
     x, y = x[:40], y[:40]
     with torch.no_grad():
         h = x
         for op in build_chain(net, (1, 8, 8)):
             h = op.forward(h)
-        assert torch.equal(h, net(x))
+        assert torch.equal(h, net(x)) if how != "tutorial" else torch.allclose(h, net(x), atol=1e-5)
     for method in ("ibp", "crown"):  # (the leading view is one more interval step: equal up to rounding)
         got, want = (margin_lower_bounds(m, x, y, 0.03, method=method) for m in (net, twin))
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)

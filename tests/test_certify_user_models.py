@@ -1,5 +1,6 @@
-"""Bound propagation on models as users write them: normalisation as arithmetic in ``forward``, the tutorial's
-``x.view(x.size(0), -1)``, tensors made in ``forward``; what draws at random is refused, and nothing is changed."""
+"""Bound propagation on models as users write them: normalisation as arithmetic in ``forward``, tensors made in
+``forward``; what draws at random is refused, and nothing is changed. (The PyTorch tutorial's ``(x - m) / s``
+and ``x.view(x.size(0), -1)``: tests/test_certify_bounds.py, with the other functional forms.)"""
 
 from __future__ import annotations
 
@@ -12,41 +13,11 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from advlab.certify import build_chain, input_box, logit_bounds, margin_lower_bounds
+from advlab.certify import build_chain, input_box, logit_bounds
 from advlab.cli import main
 from advlab.data import load_dataset
-from advlab.models.nets import Normalize
 
 HERE = Path(__file__).resolve().parent
-
-
-class _Tutorial(nn.Module):
-    """PyTorch's tutorial style: ``(x - mean) / std`` and ``x.view(x.size(0), -1)`` written in forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 4 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - 0.3) / 0.4
-        h = F.max_pool2d(F.relu(self.conv(x)), 2)
-        return self.fc(h.view(x.size(0), -1))  # (the size of the input, not of h: the same batch)
-
-
-def test_the_tutorials_arithmetic_and_view_read_as_normalize_and_flatten(digits):
-    net = _Tutorial().eval()
-    twin = nn.Sequential(Normalize(0.3, 0.4), net.conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), net.fc).eval()
-    _, _, x, y = digits
-    x, y = x[:40], y[:40]
-    with torch.no_grad():
-        h = x
-        for op in build_chain(net, (1, 8, 8)):
-            h = op.forward(h)
-        assert torch.allclose(h, net(x), atol=1e-5)
-    for method in ("ibp", "crown"):
-        got, want = (margin_lower_bounds(m, x, y, 0.03, method=method) for m in (net, twin))
-        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 class _Buffers(nn.Module):
