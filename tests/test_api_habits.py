@@ -278,3 +278,20 @@ def test_per_channel_statistics_certify_and_load_the_bare_networks_weights(tmp_p
         Normalize((0.1, 0.2), (0.3, 0.3, 0.3))
     with pytest.raises(ValueError, match=r"^std: every value must be non-zero$"):
         Normalize(0.1, (1.0, 0.0))
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("AutoAttack", "advlab's 'apgd-ensemble'"),
+    ("ProjectedGradientDescent", "advlab's 'pgd'"),
+    ("L2CarliniWagnerAttack", "advlab's 'cw' with ThreatModel('l2', ...)"),
+    ("LinfPGD", "advlab's 'pgd' with ThreatModel('linf', ...)"),
+    ("APGD-CE", "advlab's 'apgd', with loss='ce'"),
+    ("FAB", "(FAB itself is not in advlab)"),
+])
+def test_a_peer_librarys_attack_name_gets_advlabs(name, says):
+    """torchattacks', ART's and Foolbox's class names: the error says which advlab attack, and the norm it implies."""
+    with pytest.raises(ValueError, match=r"^attack: unknown attack .*from torchattacks, ART or Foolbox: ") as err:
+        get_attack(name)
+    assert says in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"did you mean 'pgd'"):  # (a typo still gets the close names)
+        get_attack("pgdd")

@@ -35,6 +35,7 @@ from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import prepare
 from advlab.attacks.guard import NoInputGradient, check_io, leaves_autograd, no_gradient_message, numpy_only_message
+from advlab.attacks.peer_names import peer_hint
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
@@ -350,9 +351,8 @@ def get_attack(name: str) -> AttackInfo:
     """Look an attack up by name; an unknown name fails with close-name suggestions."""
     key = name.lower()
     if key not in _REGISTRY:
-        raise ValueError(
-            f"attack: unknown attack {name!r}{suggest(key, _REGISTRY)}; known: {', '.join(sorted(_REGISTRY))}"
-        )
+        hint = peer_hint(name) or suggest(key, _REGISTRY)
+        raise ValueError(f"attack: unknown attack {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
 
 
