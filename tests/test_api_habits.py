@@ -295,3 +295,11 @@ def test_a_peer_librarys_attack_name_gets_advlabs(name, says):
     assert says in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"did you mean 'pgd'"):  # (a typo still gets the close names)
         get_attack("pgdd")
+
+
+def test_no_labels_says_how_to_attack_the_predictions(lenet, digits):
+    """ART's generate(x) without y attacks the model's predictions; advlab asks for them explicitly."""
+    x, _ = digits
+    with pytest.raises(TypeError, match=r"^y: .*got None; to attack the model's own predictions, as ART does "
+                                        r"without labels, pass model\(x\)\.argmax\(1\)$"):
+        get_attack("pgd")(lenet, x, None, ThreatModel("linf", 0.1))

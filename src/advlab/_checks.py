@@ -131,6 +131,9 @@ def check_image_batches(arg: str, batches: Iterable[torch.Tensor], bounds: tuple
 
 def check_labels(arg: str, y: object, n: int, num_classes: int | None = None) -> torch.Tensor:
     """Check a label vector: an integer tensor of shape (n,), values in [0, num_classes)."""
+    if y is None and arg == "y":  # (ART attacks the model's predictions when no labels are given)
+        raise TypeError("y: expected a torch.Tensor of int64 labels, got None; to attack the model's own "
+                        "predictions, as ART does without labels, pass model(x).argmax(1)")
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{arg}: expected a torch.Tensor of int64 labels, got {type(y).__name__}")
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
