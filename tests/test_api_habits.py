@@ -303,3 +303,19 @@ def test_no_labels_says_how_to_attack_the_predictions(lenet, digits):
     with pytest.raises(TypeError, match=r"^y: .*got None; to attack the model's own predictions, as ART does "
                                         r"without labels, pass model\(x\)\.argmax\(1\)$"):
         get_attack("pgd")(lenet, x, None, ThreatModel("linf", 0.1))
+
+
+@pytest.mark.parametrize(("attack", "param", "says"), [
+    ("pgd", "alpha", "torchattacks' alpha is advlab's step_size"),
+    ("pgd", "eps_step", "ART's eps_step is advlab's step_size"),
+    ("pgd", "nb_iter", "CleverHans' nb_iter is advlab's steps"),
+    ("cw", "confidence", "confidence is advlab's kappa"),
+    ("pgd", "eps", "the budget, the norm, the bounds and targeting are the ThreatModel's"),
+    ("pgd", "targeted", "ThreatModel('linf', eps, bounds=(lo, hi), targeted=True)"),
+])
+def test_a_peer_librarys_parameter_name_gets_advlabs(lenet, digits, attack, param, says):
+    x, y = digits
+    threat = ThreatModel("l2", float("inf")) if attack == "cw" else ThreatModel("linf", 0.1)
+    with pytest.raises(TypeError, match=rf"^{attack}: unexpected parameter\(s\) {param} \(") as err:
+        get_attack(attack)(lenet, x, y, threat, **{param: 1})
+    assert says in str(err.value)

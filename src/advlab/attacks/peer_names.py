@@ -9,6 +9,7 @@ peer's name: the algorithms differ in their details, so the user chooses advlab'
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # peer name (lower case, letters and digits only) → (advlab's attack, the norm the name implies or "")
 _SAME: dict[str, tuple[str, str]] = {
@@ -54,4 +55,29 @@ def peer_hint(name: str) -> str:
     return f"; from torchattacks, ART or Foolbox: advlab's {attack!r}{where}{kind}"
 
 
-__all__ = ["peer_hint"]
+# a peer's parameter name → advlab's, and whose name it is
+_PARAMS: dict[str, tuple[str, str]] = {
+    "alpha": ("step_size", "torchattacks'"), "eps_step": ("step_size", "ART's"),
+    "abs_stepsize": ("step_size", "Foolbox's"), "nb_iter": ("steps", "CleverHans'"), "max_iter": ("steps", "ART's"),
+    "max_iterations": ("steps", "Carlini and Wagner's"), "num_random_init": ("restarts", "ART's"),
+    "n_restarts": ("restarts", "AutoAttack's"), "confidence": ("kappa", "ART's and Carlini and Wagner's"),
+    "c": ("initial_const", "torchattacks'"), "learning_rate": ("lr", "ART's"),
+    "n_queries": ("max_queries", "AutoAttack's"), "max_eval": ("max_queries", "ART's"),
+}
+_THREAT = ("eps", "epsilon", "epsilons", "norm", "targeted", "clip_min", "clip_max")
+
+
+def peer_param_hint(name: str, known: Iterable[str]) -> str:
+    """What an unknown parameter is called in advlab, where it is a peer library's name for it, else ``""``."""
+    if name in _THREAT:
+        return (" (the budget, the norm, the bounds and targeting are the ThreatModel's: ThreatModel('linf', eps, "
+                "bounds=(lo, hi), targeted=True), passed as the attack's threat)")
+    if name == "rel_stepsize":
+        return " (Foolbox's rel_stepsize is advlab's step_size divided by ε)"
+    if name in _PARAMS and _PARAMS[name][0] in set(known):
+        new, whose = _PARAMS[name]
+        return f" ({whose} {name} is advlab's {new})"
+    return ""
+
+
+__all__ = ["peer_hint", "peer_param_hint"]

@@ -35,7 +35,7 @@ from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import prepare
 from advlab.attacks.guard import NoInputGradient, check_io, leaves_autograd, no_gradient_message, numpy_only_message
-from advlab.attacks.peer_names import peer_hint
+from advlab.attacks.peer_names import peer_hint, peer_param_hint
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
@@ -240,8 +240,8 @@ class AttackInfo:
             bound[key] = value
         unknown = sorted(k for k in bound if k not in self.parameters)
         if unknown:
-            raise TypeError(f"{self.name}: unexpected parameter(s) {', '.join(unknown)}"
-                            f"{suggest(unknown[0], self.parameters)}")
+            hint = peer_param_hint(unknown[0], self.parameters) or suggest(unknown[0], self.parameters)
+            raise TypeError(f"{self.name}: unexpected parameter(s) {', '.join(unknown)}{hint}")
         for key, value in bound.items():
             check_param(key, self.parameters[key][1], value)
         return bound
