@@ -203,12 +203,14 @@ def test_check_input_shape_names_model_shape_and_source(digits_ckpt, batch):
 @pytest.mark.parametrize(("call", "fragments"), [
     (lambda: load_dataset("mnist", "val"), ["split: expected one of 'train', 'test', got 'val'"]),
     (lambda: load_dataset("digits", "test", root="/tmp"), ["root: dataset 'digits' takes no data directory"]),
-    (lambda: load_dataset("cifar10"), ["dataset: unknown dataset 'cifar10'", "known: mnist, digits"]),
+    (lambda: load_dataset("cifar10"), ["dataset: unknown dataset 'cifar10'", "known: mnist, digits",
+                                       "your own images: folder:PATH"]),
     (lambda: load_dataset("mnist", "test", root="/no/such/dir"), ["does not exist"]),
     (lambda: create_model("resnet"), ["unknown architecture 'resnet'"]),
     (lambda: load_model("lenet-mnst"), ["did you mean 'lenet-mnist'"]),
+    (lambda: load_model("resnet18"), ["unknown model 'resnet18'", "your own network: package.module:factory"]),
     (lambda: BlackBox(lambda z: z, output="scores"), ["output: expected one of"]),
-], ids=["split", "digits-root", "dataset", "mnist-root", "architecture", "model", "blackbox-output"])
+], ids=["split", "digits-root", "dataset", "mnist-root", "architecture", "model", "own-model", "blackbox-output"])
 def test_api_names_and_paths(call, fragments):
     with pytest.raises((ValueError, FileNotFoundError)) as e:
         call()

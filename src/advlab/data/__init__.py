@@ -59,7 +59,8 @@ def dataset_info(name: str) -> DatasetInfo:
     """Facts about dataset ``name``; unknown names fail with suggestions."""
     if name not in DATASETS:
         raise ValueError(
-            f"dataset: unknown dataset {name!r}{suggest(name, DATASETS)}; known: {', '.join(DATASETS)}"
+            f"dataset: unknown dataset {name!r}{suggest(name, DATASETS)}; known: {', '.join(DATASETS)}; your own "
+            "images: folder:PATH (one folder per class) or npz:PATH (arrays x, y); nothing is downloaded"
         )
     return DATASETS[name]
 

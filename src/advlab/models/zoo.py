@@ -150,7 +150,8 @@ def _unknown_model(s: str, *, with_sklearn: bool) -> ValueError:
     if with_sklearn:
         known += f"; scikit-learn: {', '.join(SKLEARN_MODELS)}"
         names += list(SKLEARN_MODELS)
-    hint = ""
+    hint = ("; your own network: package.module:factory or file.py:factory (with --weights FILE.safetensors), "
+            "or an .onnx file; nothing is downloaded")
     if s in ARCHITECTURES:
         hint = f"; {s!r} is an architecture: use create_model({s!r}) or `advlab train --model {s}`"
     return ValueError(f"model: unknown model {s!r}{suggest(s, names)}; {known}{hint}")
