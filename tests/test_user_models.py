@@ -147,6 +147,35 @@ def test_an_onnx_graph_with_a_fixed_batch_is_fed_batches_of_that_size(lenet_onnx
     assert "\n" not in str(e.value)
 
 
+class _ChannelsLast(torch.nn.Module):
+    """lenet-mnist taking N×H×W×C (``"NHWC"``) or N×H×W (``"NHW"``), as Keras and TensorFlow exports do."""
+
+    def __init__(self, layout: str) -> None:
+        super().__init__()
+        self.net, self.layout = load_model("lenet-mnist"), layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 3, 1, 2) if self.layout == "NHWC" else x[:, None])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("layout", ["NHWC", "NHW"])
+def test_an_onnx_graph_taking_channels_last_is_fed_that_layout(layout, lenet_onnx, mnist8, tmp_path):
+    """A Keras/TensorFlow export takes N×H×W×C: advlab's N×C×H×W images are transposed for it, not refused."""
+    pytest.importorskip("onnxruntime")
+    x, y = mnist8
+    path = tmp_path / f"{layout}.onnx"
+    shape = (1, 28, 28, 1) if layout == "NHWC" else (1, 28, 28)
+    torch.onnx.export(_ChannelsLast(layout).eval(), (torch.zeros(*shape),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    box, ref = load_model(str(path)), load_model(str(lenet_onnx))
+    assert box.meta["layout"] == layout and ref.meta["layout"] == "NCHW"
+    assert torch.equal(torch.as_tensor(box.fn(x.numpy())), torch.as_tensor(ref.fn(x.numpy())))
+    threat = ThreatModel("linf", 0.3)
+    a, b = (get_attack("square")(m, x, y, threat, generator=torch.Generator().manual_seed(0)) for m in (ref, box))
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+
+
 def test_onnx_square_matches_torch_under_a_seed(lenet_onnx, mnist8):
     """At ε 0.3 Square's steps are accepted by clear loss changes, so ~1e-6 logit differences change nothing.
 

@@ -3,7 +3,9 @@
 Install with ``pip install 'advlab[onnx]'``. The model must map float32 images N×C×H×W in
 pixel space ([0, 1]; normalisation inside the graph) to logits N×K. A graph exported with a fixed
 batch size (``torch.onnx.export`` without ``dynamic_axes``) is fed batches of exactly that size,
-the last one filled up with copies of its last image.
+the last one filled up with copies of its last image. A graph that takes its images channels-last
+(N×H×W×C, as Keras and TensorFlow exports do) or greyscale without a channel axis (N×H×W) is fed
+advlab's N×C×H×W images transposed or squeezed to that layout (``box.meta["layout"]``).
 advlab sees it only through its predictions — a :class:`~advlab.models.blackbox.BlackBox` — so
 score- and decision-based attacks (``square``, ``hopskipjump``, …) run on it; gradient attacks
 do not. :func:`export_onnx` writes a torch model in that form.
@@ -91,14 +93,34 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optim
             raise ValueError(f"model: {p.name} fails on images of shape {tuple(x.shape)}; its input is {name} of "
                              f"shape {shown} ({error_text(e, 240)})") from None
 
+    layout = _layout(shape)
+
     def predict(x: np.ndarray) -> np.ndarray:
+        if layout == "NHWC" and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        elif layout == "NHW" and x.ndim == 4 and x.shape[1] == 1:
+            x = x[:, 0]
         x = np.ascontiguousarray(x, dtype=np.float32)
         return run(x) if fixed is None else _in_fixed_batches(run, x, fixed)
 
     predict.__name__ = p.name
-    meta = {"onnx": str(p), "input": name, "input_shape": shown,
+    meta = {"onnx": str(p), "input": name, "input_shape": shown, "layout": layout,
             "threads": n_threads, "optimization": optimization}
     return BlackBox(predict, output="logits", input_format="numpy", batch_size=batch_size, name=p.name, meta=meta)
+
+
+def _layout(shape: list[Any]) -> str:
+    """How the graph takes images: ``"NCHW"`` (advlab's own), ``"NHWC"`` or ``"NHW"``.
+
+    NHWC: Keras and TensorFlow exports, channels last (1 or 3 of them after two spatial sides). NHW: greyscale
+    without a channel axis.
+    """
+    spatial = [d for d in shape[1:3] if isinstance(d, int)]
+    if len(shape) == 4 and shape[3] in (1, 3) and spatial and min(spatial) > 4 and shape[1] not in (1, 3):
+        return "NHWC"
+    if len(shape) == 3 and all(isinstance(d, int) and d > 4 for d in shape[1:]):
+        return "NHW"
+    return "NCHW"
 
 
 def _in_fixed_batches(run: Any, x: np.ndarray, size: int) -> np.ndarray:
