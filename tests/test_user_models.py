@@ -176,6 +176,25 @@ def test_an_onnx_graph_taking_channels_last_is_fed_that_layout(layout, lenet_onn
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_an_onnx_graph_ending_in_a_softmax_is_read_through_its_log(lenet_onnx, tmp_path):
+    """Keras exports end in a softmax: read as logits, its saturated rows left Square weaker (0.925 vs 0.975)."""
+    pytest.importorskip("onnxruntime")
+    x, y = load_dataset("mnist", "test")
+    x, y = x[:200], y[:200]
+    path = tmp_path / "soft.onnx"
+    torch.onnx.export(torch.nn.Sequential(load_model("lenet-mnist"), torch.nn.Softmax(dim=1)).eval(),
+                      (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    box, ref = load_model(str(path)), load_model(str(lenet_onnx))
+    got, want = torch.as_tensor(box.fn(x[:8].numpy())), torch.as_tensor(ref.fn(x[:8].numpy()))
+    assert torch.allclose(got - got.logsumexp(1, keepdim=True), want.log_softmax(1), atol=1e-3)
+    threat = ThreatModel("linf", 0.2)
+    a, b = (get_attack("square")(m, x, y, threat, generator=torch.Generator().manual_seed(0), max_queries=1000)
+            for m in (box, ref))
+    assert int(a.success.sum()) == int(b.success.sum()) == 195  # (the logits' own count, 0.975)
+
+
 def test_onnx_square_matches_torch_under_a_seed(lenet_onnx, mnist8):
     """At ε 0.3 Square's steps are accepted by clear loss changes, so ~1e-6 logit differences change nothing.
 
