@@ -319,3 +319,20 @@ def test_a_peer_librarys_parameter_name_gets_advlabs(lenet, digits, attack, para
     with pytest.raises(TypeError, match=rf"^{attack}: unexpected parameter\(s\) {param} \(") as err:
         get_attack(attack)(lenet, x, y, threat, **{param: 1})
     assert says in str(err.value)
+
+
+def test_a_black_box_declared_logits_that_returns_probabilities_is_read_through_the_log(lenet, digits):
+    """ART's predict returns probabilities; declared output='logits', they are read as their log, with one warning."""
+    from advlab.models.blackbox import ModelReturnsProbabilities
+
+    x, y = digits
+    box = BlackBox(_numpy_predict(lenet), output="logits", input_format="numpy")
+    right = BlackBox(_numpy_predict(lenet), output="probs", input_format="numpy")
+    threat = ThreatModel("linf", 0.2)
+    with pytest.warns(ModelReturnsProbabilities, match=r"^advlab: predict returns probabilities .* output='logits'"):
+        a = get_attack("square")(box, x, y, threat, generator=torch.Generator().manual_seed(0), max_queries=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelReturnsProbabilities)  # (once per box; none when declared)
+        box.scores(x[:2])
+        b = get_attack("square")(right, x, y, threat, generator=torch.Generator().manual_seed(0), max_queries=300)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)

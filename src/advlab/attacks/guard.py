@@ -48,7 +48,7 @@ from torch import nn
 
 from advlab._deprecation import caller_level
 from advlab.attacks.modulecopy import Tree, rng_sandbox
-from advlab.models.blackbox import BlackBox
+from advlab.models.blackbox import BlackBox, ModelReturnsProbabilities
 from advlab.threat import per_row
 
 # Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
@@ -93,10 +93,6 @@ class ModelChangesInput(UserWarning):
 
 class ModelDtype(UserWarning):
     """The model computes in another floating dtype than the images: advlab casts its inputs and logits."""
-
-
-class ModelReturnsProbabilities(UserWarning):
-    """The model returns probabilities (a softmax): advlab attacks their logarithm, which has the logits' margins."""
 
 
 class ModelBatchDependent(UserWarning):

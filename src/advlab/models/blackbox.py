@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -35,10 +36,23 @@ import numpy as np
 import torch
 
 from advlab._checks import check_choice, check_positive_int
+from advlab._deprecation import caller_level
 
 Output = Literal["logits", "probs", "labels"]
 OUTPUTS: tuple[str, ...] = ("logits", "probs", "labels")
 InputFormat = Literal["torch", "numpy"]
+
+
+class ModelReturnsProbabilities(UserWarning):
+    """The model returns probabilities (a softmax): advlab attacks their logarithm, which has the logits' margins."""
+
+
+def probability_rows(out: torch.Tensor) -> bool:
+    """Whether every row of an N×K float output is non-negative and sums to 1 within 1e-3 (a softmax's rows)."""
+    if out.dim() != 2 or out.shape[1] < 2 or not out.is_floating_point() or not len(out):
+        return False
+    o = out.double()
+    return bool((o >= 0).all() and ((o.sum(dim=1) - 1).abs() <= 1e-3).all())
 
 
 class QueryBudgetExceeded(RuntimeError):
@@ -93,6 +107,7 @@ class BlackBox:
         self.meta: dict[str, Any] = dict(meta or {})
         self.total_queries = 0
         self.calls = 0
+        self._said_probabilities = False
 
     @property
     def has_scores(self) -> bool:
@@ -133,6 +148,14 @@ class BlackBox:
         s = self._forward(x).float()
         if s.dim() != 2:
             raise ValueError(f"fn: expected scores of shape N×K, got shape {tuple(s.shape)}")
+        if self.output == "logits" and probability_rows(s):
+            if not self._said_probabilities:  # (declared logits, given a softmax's rows: ART's predict returns them)
+                self._said_probabilities = True
+                warnings.warn(f"advlab: {self.name} returns probabilities (its rows are non-negative and sum to 1) "
+                              "though output='logits'; advlab reads their logarithm, which has the logits' margins "
+                              "(give output='probs' to silence this)", ModelReturnsProbabilities,
+                              stacklevel=caller_level())
+            return s.clamp_min(1e-30).log()
         return s.clamp_min(1e-30).log() if self.output == "probs" else s
 
     def labels(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,4 +247,5 @@ def as_blackbox(model: Any, *, output: Output = "logits") -> BlackBox:
     return BlackBox(model, output=output, input_format="torch")
 
 
-__all__ = ["OUTPUTS", "BlackBox", "QueryBudgetExceeded", "QuerySession", "as_blackbox"]
+__all__ = ["OUTPUTS", "BlackBox", "ModelReturnsProbabilities", "QueryBudgetExceeded", "QuerySession", "as_blackbox",
+           "probability_rows"]

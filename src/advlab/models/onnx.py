@@ -6,9 +6,10 @@ batch size (``torch.onnx.export`` without ``dynamic_axes``) is fed batches of ex
 the last one filled up with copies of its last image. A graph that takes its images channels-last
 (N×H×W×C, as Keras and TensorFlow exports do) or greyscale without a channel axis (N×H×W) is fed
 advlab's N×C×H×W images transposed or squeezed to that layout (``box.meta["layout"]``). A graph ending
-in a softmax returns probabilities, which the box returns as their logarithm: the log has the
-logits' margins, where the probabilities saturate (Square on lenet-mnist behind a softmax breaks as
-many images as on its logits; read as they are, fewer).
+in a softmax returns probabilities, which the black box's scores read as their logarithm, with a
+``ModelReturnsProbabilities`` warning: the log has the logits' margins, where the probabilities
+saturate (Square on lenet-mnist behind a softmax breaks as many images as on its logits; read as
+they are, fewer).
 advlab sees it only through its predictions — a :class:`~advlab.models.blackbox.BlackBox` — so
 score- and decision-based attacks (``square``, ``hopskipjump``, …) run on it; gradient attacks
 do not. :func:`export_onnx` writes a torch model in that form.
@@ -104,22 +105,12 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None, optim
         elif layout == "NHW" and x.ndim == 4 and x.shape[1] == 1:
             x = x[:, 0]
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = run(x) if fixed is None else _in_fixed_batches(run, x, fixed)
-        if _probability_rows(out):  # (a softmax at the end of the graph: its log has the logits' margins)
-            return np.asarray(np.log(np.maximum(out, np.finfo(out.dtype).tiny)))
-        return out
+        return run(x) if fixed is None else _in_fixed_batches(run, x, fixed)
 
     predict.__name__ = p.name
     meta = {"onnx": str(p), "input": name, "input_shape": shown, "layout": layout,
             "threads": n_threads, "optimization": optimization}
     return BlackBox(predict, output="logits", input_format="numpy", batch_size=batch_size, name=p.name, meta=meta)
-
-
-def _probability_rows(out: np.ndarray) -> bool:
-    """Whether every row of an N×K float output is non-negative and sums to 1 (within 1e-3): a softmax's."""
-    if out.ndim != 2 or out.shape[1] < 2 or not np.issubdtype(out.dtype, np.floating) or not len(out):
-        return False
-    return bool((out >= 0).all() and (np.abs(out.sum(axis=1, dtype=np.float64) - 1) <= 1e-3).all())
 
 
 def _layout(shape: list[Any]) -> str:
