@@ -336,3 +336,14 @@ def test_a_black_box_declared_logits_that_returns_probabilities_is_read_through_
         box.scores(x[:2])
         b = get_attack("square")(right, x, y, threat, generator=torch.Generator().manual_seed(0), max_queries=300)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+
+
+def test_the_worst_case_names_a_check_attack_that_broke_more(lenet, digits):
+    """With FGSM alone, the checks' own PGD breaks more on its subset: the worst case says so, not "[fgsm]"."""
+    import advlab
+
+    ev = advlab.evaluate(lenet, digits, attacks=["fgsm"], eps=[0.1], check_n=30, progress=False)
+    fgsm = next(r for r in ev.rows if r.attack == "fgsm")
+    worst = next(r for r in ev.rows if r.attack == "worst-case")
+    assert worst.acc1_adv < fgsm.acc1_adv and worst.strongest == "fgsm + checks' pgd"
+    assert "| worst-case [fgsm + checks' pgd] |" in ev.to_markdown()

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 LEGEND_MD = (
     "Acc@1/Acc@5 w/ = under attack, w/o = clean. success = share of correctly classified examples the "
     "attack misclassifies. Norm medians are over successful examples. Minimal-perturbation attacks run once "
-    "and are scored at every ε. `worst-case` counts an example as broken if any bounded attack broke it."
+    "and are scored at every ε. `worst-case` counts an example as broken if any bounded attack broke it, "
+    "the gradient-masking checks' own attacks on their subset included; its bracket names the strongest row "
+    "and any check attack that broke more."
 )
 CHECKS_DOC = "See docs/warnings.md for what each check means and what to do."
 
