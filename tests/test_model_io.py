@@ -21,6 +21,7 @@ from advlab.attacks.guard import (
     ModelBatchDependent,
     ModelChangesInput,
     ModelDtype,
+    ModelOutputObject,
     ModelReturnsProbabilities,
     check_io,
     is_probabilities,
@@ -95,6 +96,38 @@ def test_a_model_that_returns_a_tuple_fails_in_one_line(digits, digits_mlp):
                  lambda: evaluate(model, (x, y), ["fgsm"], [0.3], n=20, progress=False)):
         with pytest.raises(ValueError, match=r"^model: LogitsAndProbabilities returns a tuple, not a tensor of logits"):
             call()
+
+
+class _Output:
+    """A Hugging Face style output object: the logits as a field, beside other fields."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits, self.hidden_states = logits, None
+
+
+class OutputObject(nn.Module):
+    def __init__(self, net: nn.Module, as_dict: bool) -> None:
+        super().__init__()
+        self.net, self.as_dict = net, as_dict
+
+    def forward(self, pixel_values: torch.Tensor) -> object:
+        z = self.net(pixel_values)
+        return {"logits": z, "loss": None} if self.as_dict else _Output(z)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_an_output_object_with_logits_is_attacked_through_its_logits(as_dict, digits, digits_mlp):
+    """Hugging Face image classifiers return ImageClassifierOutput(logits=...) (or a dict): the same attack."""
+    _, _, x, y = digits
+    model = OutputObject(digits_mlp, as_dict).eval()
+    with pytest.warns(ModelOutputObject, match=r"^advlab: OutputObject returns an output object \((dict|_Output)\)"):
+        got = get_attack("pgd")(model, x[:60], y[:60], LINF, generator=torch.Generator().manual_seed(0))
+    want = get_attack("pgd")(digits_mlp, x[:60], y[:60], LINF, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got.x_adv, want.x_adv) and torch.equal(got.success, want.success)
+    kw = {"n": 60, "progress": False, "checks": False}
+    with pytest.warns(ModelOutputObject):
+        ev = evaluate(model, (x, y), ["fgsm"], [0.3], **kw)
+    assert [r.acc1_adv for r in ev.rows] == [r.acc1_adv for r in evaluate(digits_mlp, (x, y), ["fgsm"], [0.3], **kw).rows]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

@@ -41,50 +41,26 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from advlab._deprecation import caller_level
+from advlab.attacks.input_errors import (
+    NoInputGradient,
+    leaves_autograd,
+    no_gradient_message,
+    one_output_message,
+)
 from advlab.attacks.modulecopy import Tree, rng_sandbox
-from advlab.models.blackbox import BlackBox, ModelReturnsProbabilities
+from advlab.models.blackbox import ModelReturnsProbabilities
 from advlab.threat import per_row
 
 # Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
 # ones): those found to keep it, with the dtypes seen; the adapters made for the others (None: any dtype).
 _CHECKED: weakref.WeakKeyDictionary[nn.Module, set[torch.dtype] | None] = weakref.WeakKeyDictionary()
-
-
-class NoInputGradient(RuntimeError):
-    """A gradient attack met a model whose output does not depend on its input in autograd.
-
-    Raised in place of autograd's own "element 0 of tensors does not require grad" when the model's
-    ``forward`` leaves autograd (numpy, Pillow, ``.detach()`` or ``torch.no_grad()`` inside it), and
-    by ``pgd-bpda`` when no stand-in routes a gradient around such a break.
-    """
-
-
-def no_gradient_message(name: str) -> str:
-    """The one-line error of a gradient attack on a model whose output leaves autograd."""
-    return (f"{name}: the model's output does not depend on its input in autograd (numpy, Pillow, .detach(), "
-            "torch.no_grad() or torch.inference_mode() inside its forward), so a gradient attack has nothing to "
-            "follow; use a black-box attack (square, hopskipjump), a transfer attack, or pgd-bpda, which routes "
-            "around such a break where it sits at a submodule's input")
-
-
-def leaves_autograd(model: Any, x: torch.Tensor) -> bool:
-    """Whether ``model``'s output is cut off from its input in the autograd graph (or refuses a grad input)."""
-    xr = x.detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            out = model(xr)
-            if not out.requires_grad:
-                return True
-            (g,) = torch.autograd.grad(out.float().sum(), xr, allow_unused=True)
-    except RuntimeError:
-        return True
-    return g is None
 
 
 class ModelChangesInput(UserWarning):
@@ -186,6 +162,23 @@ def _scaled(g: torch.Tensor, scale: list[torch.Tensor]) -> torch.Tensor:
     return g * per_row(s, g)
 
 
+class LogitsField(_Adapter):
+    """``model(x).logits`` (or ``["logits"]``): the logits of a model that returns an output object (Hugging Face)."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        return logits_field(self.model(x, *args, **kwargs))
+
+
+def logits_field(out: Any) -> Any:
+    """``out.logits`` or ``out["logits"]`` where it is a tensor (an output object's logits), else None."""
+    found = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    return found if isinstance(found, torch.Tensor) else None
+
+
+class ModelOutputObject(UserWarning):
+    """The model returns an output object with a ``logits`` field: advlab attacks that field."""
+
+
 class LogProbabilities(_Adapter):
     """``log model(x)``: log-probabilities from a model that returns probabilities (clamped at the dtype's tiny)."""
 
@@ -211,40 +204,6 @@ def is_probabilities(out: torch.Tensor) -> bool:
         return False
     sums = row_sums(out)
     return sums is not None and bool(((sums - 1).abs() <= PROBABILITY_ATOL).all())
-
-
-def numpy_only_message(model: Any, x: torch.Tensor, white_box: bool) -> str | None:
-    """The one-line error for a plain function that fails on a torch tensor and runs on a numpy array, else None.
-
-    Called only after the function raised inside an attack, so a working function is never called more.
-    """
-    if isinstance(model, (nn.Module, BlackBox)) or not callable(model):
-        return None
-    probe = x[:2].detach()
-    for given, works in ((probe.clone(), False), (probe.cpu().numpy().copy(), True)):
-        try:
-            with torch.no_grad():
-                model(given)
-        except Exception:
-            if works:
-                return None
-        else:
-            if not works:
-                return None  # (it runs on a tensor: the attack's error is its own)
-    name = getattr(model, "__name__", type(model).__name__)
-    wrap = ("advlab.models.BlackBox(fn, output='logits' | 'probs' | 'labels', input_format='numpy')")
-    if white_box:
-        return (f"model: {name} takes numpy arrays, not torch tensors, so no gradient can pass through it; attack it "
-                f"with a black-box attack (square, hopskipjump) through {wrap}")
-    return f"model: {name} takes numpy arrays, not torch tensors; wrap it as {wrap}"
-
-
-def one_output_message(name: str, shape: tuple[int, ...]) -> str:
-    """The one-line error for a model with one output per image (a binary classifier's single logit or sigmoid)."""
-    shown = "(N,)" if len(shape) == 1 else f"(N, {', '.join(str(d) for d in shape[1:])})"
-    return (f"model: {name} returns one number per image (shape {shown}), not a score per class; advlab attacks a "
-            "binary classifier as two classes: from a single logit z return torch.stack([-z, z], 1) (z of shape "
-            "(N,)), from a sigmoid p return torch.stack([1 - p, p], 1)")
 
 
 def unadapted(net: Any) -> Any:
@@ -279,7 +238,8 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     floating dtype than ``x`` (``model.double()``, ``model.bfloat16()``) and the probe cast to it
     runs, the model is run through :class:`InputCast` (a :class:`ModelDtype` warning). Where its
     forward changes its input, through :class:`InputCopy`. Where it returns probabilities, through
-    :class:`LogProbabilities` (a :class:`ModelReturnsProbabilities` warning). Anything that is not an ``nn.Module``
+    :class:`LogProbabilities` (a :class:`ModelReturnsProbabilities` warning). Where it returns an output object
+    with a ``logits`` field, through :class:`LogitsField`. Anything that is not an ``nn.Module``
     (a BlackBox, a function), a model that cannot be copied, or one whose copy still raises is
     returned as it is: the attack then meets the problem and reports it.
 
@@ -307,9 +267,7 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     if isinstance(out, Exception):
         return model
     if not isinstance(out, torch.Tensor):
-        raise ValueError(f"model: {name} returns a {type(out).__name__}, not a tensor of logits; give advlab a "
-                         "model whose forward returns the logits alone (for example a wrapper returning "
-                         "model(x)[0], or model(x).logits)")
+        return _output_object(model, out, name, x)
     if out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1):
         raise ValueError(one_output_message(name, tuple(out.shape)))
     _warn_if_batch_dependent(copied, given if isinstance(model, InputCast) else probe, out, name)
@@ -327,6 +285,19 @@ def check_io(model: Any, x: torch.Tensor) -> Any:
     if adapted is model and not isinstance(model, _Adapter):
         _CHECKED.setdefault(model, set()).add(x.dtype)  # type: ignore[union-attr]
     return adapted
+
+
+def _output_object(model: nn.Module, out: Any, name: str, x: torch.Tensor) -> Any:
+    """A model returning an object with a ``logits`` field, as :class:`LogitsField` (checked); else one line."""
+    if logits_field(out) is None:
+        raise ValueError(f"model: {name} returns a {type(out).__name__}, not a tensor of logits; give advlab a "
+                         "model whose forward returns the logits alone (for example a wrapper returning "
+                         "model(x)[0], or model(x).logits)")
+    warnings.warn(f"advlab: {name} returns an output object ({type(out).__name__}); advlab attacks its logits",
+                  ModelOutputObject, stacklevel=caller_level())
+    field = LogitsField(model)
+    _CHECKED.pop(field, None)  # (checked now, as the model it stands for)
+    return check_io(field, x)
 
 
 def _warn_if_batch_dependent(copied: nn.Module, probe: torch.Tensor, out: torch.Tensor, name: str) -> None:
@@ -364,9 +335,11 @@ __all__ = [
     "InputCast",
     "InputCopy",
     "LogProbabilities",
+    "LogitsField",
     "ModelBatchDependent",
     "ModelChangesInput",
     "ModelDtype",
+    "ModelOutputObject",
     "ModelReturnsProbabilities",
     "NoInputGradient",
     "ScaledGradient",

@@ -34,7 +34,13 @@ import torch
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
 from advlab.attacks.fastview import prepare
-from advlab.attacks.guard import NoInputGradient, check_io, leaves_autograd, no_gradient_message, numpy_only_message
+from advlab.attacks.guard import check_io
+from advlab.attacks.input_errors import (
+    NoInputGradient,
+    leaves_autograd,
+    no_gradient_message,
+    numpy_only_message,
+)
 from advlab.attacks.peer_names import peer_hint, peer_param_hint
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel

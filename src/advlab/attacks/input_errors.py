@@ -1,0 +1,81 @@
+"""The one-line errors of a model an attack cannot differentiate or call: no input gradient, numpy input, one output.
+
+Kept apart from :mod:`advlab.attacks.guard` (the adapters), which re-exports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab.models.blackbox import BlackBox
+
+
+class NoInputGradient(RuntimeError):
+    """A gradient attack met a model whose output does not depend on its input in autograd.
+
+    Raised in place of autograd's own "element 0 of tensors does not require grad" when the model's
+    ``forward`` leaves autograd (numpy, Pillow, ``.detach()`` or ``torch.no_grad()`` inside it), and
+    by ``pgd-bpda`` when no stand-in routes a gradient around such a break.
+    """
+
+
+def no_gradient_message(name: str) -> str:
+    """The one-line error of a gradient attack on a model whose output leaves autograd."""
+    return (f"{name}: the model's output does not depend on its input in autograd (numpy, Pillow, .detach(), "
+            "torch.no_grad() or torch.inference_mode() inside its forward), so a gradient attack has nothing to "
+            "follow; use a black-box attack (square, hopskipjump), a transfer attack, or pgd-bpda, which routes "
+            "around such a break where it sits at a submodule's input")
+
+
+def leaves_autograd(model: Any, x: torch.Tensor) -> bool:
+    """Whether ``model``'s output is cut off from its input in the autograd graph (or refuses a grad input)."""
+    xr = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            out = model(xr)
+            if not out.requires_grad:
+                return True
+            (g,) = torch.autograd.grad(out.float().sum(), xr, allow_unused=True)
+    except RuntimeError:
+        return True
+    return g is None
+
+
+def numpy_only_message(model: Any, x: torch.Tensor, white_box: bool) -> str | None:
+    """The one-line error for a plain function that fails on a torch tensor and runs on a numpy array, else None.
+
+    Called only after the function raised inside an attack, so a working function is never called more.
+    """
+    if isinstance(model, (nn.Module, BlackBox)) or not callable(model):
+        return None
+    probe = x[:2].detach()
+    for given, works in ((probe.clone(), False), (probe.cpu().numpy().copy(), True)):
+        try:
+            with torch.no_grad():
+                model(given)
+        except Exception:
+            if works:
+                return None
+        else:
+            if not works:
+                return None  # (it runs on a tensor: the attack's error is its own)
+    name = getattr(model, "__name__", type(model).__name__)
+    wrap = ("advlab.models.BlackBox(fn, output='logits' | 'probs' | 'labels', input_format='numpy')")
+    if white_box:
+        return (f"model: {name} takes numpy arrays, not torch tensors, so no gradient can pass through it; attack it "
+                f"with a black-box attack (square, hopskipjump) through {wrap}")
+    return f"model: {name} takes numpy arrays, not torch tensors; wrap it as {wrap}"
+
+
+def one_output_message(name: str, shape: tuple[int, ...]) -> str:
+    """The one-line error for a model with one output per image (a binary classifier's single logit or sigmoid)."""
+    shown = "(N,)" if len(shape) == 1 else f"(N, {', '.join(str(d) for d in shape[1:])})"
+    return (f"model: {name} returns one number per image (shape {shown}), not a score per class; advlab attacks a "
+            "binary classifier as two classes: from a single logit z return torch.stack([-z, z], 1) (z of shape "
+            "(N,)), from a sigmoid p return torch.stack([1 - p, p], 1)")
+
+
+__all__ = ["NoInputGradient", "leaves_autograd", "no_gradient_message", "numpy_only_message", "one_output_message"]
