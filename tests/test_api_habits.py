@@ -197,6 +197,8 @@ class _Bad(torch.utils.data.Dataset):
             return (self.x[i] + 0.01 * torch.rand(1)).clamp(0, 1), int(self.y[i])
         if self.how == "uint8":
             return (self.x[i] * 255).to(torch.uint8), int(self.y[i])
+        if self.how == "sizes":
+            return self.x[i][:, : 28 - i % 2], int(self.y[i])
         return {"image": self.x[i], "label": int(self.y[i])}
 
 
@@ -204,6 +206,7 @@ class _Bad(torch.utils.data.Dataset):
     ("augmented", r"^data: _Bad returns another image each time item 0 is read \(a random transform left on\?\)"),
     ("uint8", r"^data: _Bad's item 0 is an image of torch\.uint8; advlab needs float images in the bounds"),
     ("dict", r"^data: _Bad's item 0 is a dict; advlab reads items \(image, label\)$"),
+    ("sizes", r"^data: _Bad's item 1 is an image of shape \(1, 27, 28\), item 0's is \(1, 28, 28\)"),
 ])
 def test_a_dataset_advlab_cannot_read_faithfully_gets_one_line(lenet, digits, how, says):
     import advlab

@@ -69,6 +69,10 @@ class DatasetSource(ImageSource):
         if not t.is_floating_point():
             raise ValueError(f"data: {self.name}'s item {i} is an image of {t.dtype}; advlab needs float images in "
                              "the bounds (a ToTensor-like step that scales to [0, 1])")
+        shape = getattr(self, "item_shape", None)
+        if shape is not None and tuple(t.shape) != shape:
+            raise ValueError(f"data: {self.name}'s item {i} is an image of shape {tuple(t.shape)}, item 0's is "
+                             f"{shape}; an evaluation batches them: resize them to one size in its transforms")
         return t.detach().to("cpu", torch.float32)
 
     def labels(self, n: int) -> torch.Tensor:
