@@ -35,9 +35,10 @@ from torch import nn
 from advlab._checks import NonNegFloat, PositiveInt
 from advlab.attacks.adaptive import DEFAULT_EOT_SAMPLES, PAPER
 from advlab.attacks.gradient import GRADIENT_NORMS
-from advlab.attacks.guard import NoInputGradient, leaves_autograd, row_sums
+from advlab.attacks.input_errors import NoInputGradient, leaves_autograd
 from advlab.attacks.losses import Loss, ce_loss
 from advlab.attacks.registry import AttackResult, get_attack, register_attack
+from advlab.models.blackbox import row_sums
 from advlab.threat import ThreatModel
 
 Model = Callable[[torch.Tensor], torch.Tensor]

@@ -55,7 +55,7 @@ from advlab.attacks.input_errors import (
     one_output_message,
 )
 from advlab.attacks.modulecopy import Tree, rng_sandbox
-from advlab.models.blackbox import ModelReturnsProbabilities
+from advlab.models.blackbox import PROBABILITY_ATOL, ModelReturnsProbabilities, is_probabilities, row_sums
 from advlab.threat import per_row
 
 # Models checked once per image dtype (a float32 model keeps the contract for float32 images, not float64
@@ -73,9 +73,6 @@ class ModelDtype(UserWarning):
 
 class ModelBatchDependent(UserWarning):
     """The model's output for one image changes with the other images of its batch (batch statistics)."""
-
-
-PROBABILITY_ATOL = 1e-3  # |row sum − 1| within this on every probe row (float32 softmax: ~1e-7·classes)
 
 
 def shown_name(model: Any) -> str:
@@ -187,23 +184,6 @@ class LogProbabilities(_Adapter):
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         out = self.model(x, *args, **kwargs)
         return out.clamp_min(torch.finfo(out.dtype).tiny).log()
-
-
-def row_sums(out: torch.Tensor) -> torch.Tensor | None:
-    """Each row's sum (in float64) where every entry of ``out`` is ≥ 0, else None (not a distribution's rows)."""
-    o = out.double()
-    return o.sum(dim=1) if bool((o >= 0).all()) else None
-
-
-def is_probabilities(out: torch.Tensor) -> bool:
-    """Whether ``out`` (N×K, K ≥ 2) is rows of probabilities: non-negative, each summing to 1 within tolerance.
-
-    The tolerance is :data:`PROBABILITY_ATOL`.
-    """
-    if out.dim() != 2 or out.shape[1] < 2 or not out.is_floating_point() or len(out) == 0:
-        return False
-    sums = row_sums(out)
-    return sums is not None and bool(((sums - 1).abs() <= PROBABILITY_ATOL).all())
 
 
 def unadapted(net: Any) -> Any:
@@ -332,6 +312,7 @@ def _input_left_alone(model: nn.Module, given: torch.Tensor, probe: torch.Tensor
 
 
 __all__ = [
+    "PROBABILITY_ATOL",
     "InputCast",
     "InputCopy",
     "LogProbabilities",

@@ -63,7 +63,7 @@ def numpy_only_message(model: Any, x: torch.Tensor, white_box: bool) -> str | No
             if not works:
                 return None  # (it runs on a tensor: the attack's error is its own)
     name = getattr(model, "__name__", type(model).__name__)
-    wrap = ("advlab.models.BlackBox(fn, output='logits' | 'probs' | 'labels', input_format='numpy')")
+    wrap = "advlab.models.BlackBox(fn, output='logits' | 'probs' | 'labels', input_format='numpy')"
     if white_box:
         return (f"model: {name} takes numpy arrays, not torch tensors, so no gradient can pass through it; attack it "
                 f"with a black-box attack (square, hopskipjump) through {wrap}")

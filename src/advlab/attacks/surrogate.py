@@ -63,11 +63,11 @@ def transfer(
     src = load_model(surrogate).to(x.device) if isinstance(surrogate, str) else surrogate
     if isinstance(src, BlackBox):
         raise ValueError(f"surrogate: expected a differentiable torch model, got the black box {surrogate!r}")
-    try:
-        check_input_shape(src, x, name=surrogate if isinstance(surrogate, str) else None, source="the attacked batch")
-    except ValueError as e:  # (the default surrogate, lenet-mnist, fits only MNIST-shaped images)
-        raise ValueError(f"surrogate: {str(e).removeprefix('model: ')}; pass surrogate= a model of this task's "
-                         "inputs") from None
+    try:  # (the default surrogate, lenet-mnist, fits only MNIST-shaped images)
+        check_input_shape(src, x, name=surrogate if isinstance(surrogate, str) else None, source="the attacked batch",
+                          arg="surrogate")
+    except ValueError as e:
+        raise ValueError(f"{e}; pass surrogate= a model of this task's inputs") from None
     crafted = iterative_gradient(inference_view(src), x, y, threat, target=target, steps=steps,
                                  step_size=default_step_size(None, threat.eps, steps), random_start=True,
                                  loss=loss, generator=generator).x_adv

@@ -47,10 +47,10 @@ class DatasetSource(ImageSource):
         self.dataset, self.name, self.n = dataset, name, len(dataset)
         if self.n == 0:
             raise ValueError(f"data: {name} holds no items")
-        first = self.load(0)
+        first = self._image(0)
         if first.dim() != 3:
             raise ValueError(f"data: {name}'s images must be C×H×W, got shape {tuple(first.shape)} for item 0")
-        if not torch.equal(first, self.load(0)):
+        if not torch.equal(first, self._image(0)):
             raise ValueError(f"data: {name} returns another image each time item 0 is read (a random transform "
                              "left on?); an evaluation needs fixed images: use the test split's transforms")
         self.item_shape = (int(first.shape[0]), int(first.shape[1]), int(first.shape[2]))
@@ -63,17 +63,22 @@ class DatasetSource(ImageSource):
                              "(image, label)")
         return got[0], got[1]
 
-    def load(self, i: int) -> torch.Tensor:  # noqa: D102
+    def _image(self, i: int) -> torch.Tensor:
+        """Item ``i``'s image as a float32 CPU tensor (a tensor or anything numpy reads)."""
         img = self.item(i)[0]
         t = torch.as_tensor(np.asarray(img)) if not isinstance(img, torch.Tensor) else img
         if not t.is_floating_point():
             raise ValueError(f"data: {self.name}'s item {i} is an image of {t.dtype}; advlab needs float images in "
                              "the bounds (a ToTensor-like step that scales to [0, 1])")
-        shape = getattr(self, "item_shape", None)
-        if shape is not None and tuple(t.shape) != shape:
-            raise ValueError(f"data: {self.name}'s item {i} is an image of shape {tuple(t.shape)}, item 0's is "
-                             f"{shape}; an evaluation batches them: resize them to one size in its transforms")
         return t.detach().to("cpu", torch.float32)
+
+    def load(self, i: int) -> torch.Tensor:  # noqa: D102
+        t = self._image(i)
+        if tuple(t.shape) != self.item_shape:
+            raise ValueError(f"data: {self.name}'s item {i} is an image of shape {tuple(t.shape)}, item 0's is "
+                             f"{self.item_shape}; an evaluation batches them: resize them to one size in its "
+                             "transforms")
+        return t
 
     def labels(self, n: int) -> torch.Tensor:
         """The first ``n`` labels: the dataset's ``targets`` where it has as many, else each item's."""

@@ -47,12 +47,25 @@ class ModelReturnsProbabilities(UserWarning):
     """The model returns probabilities (a softmax): advlab attacks their logarithm, which has the logits' margins."""
 
 
-def probability_rows(out: torch.Tensor) -> bool:
-    """Whether every row of an N×K float output is non-negative and sums to 1 within 1e-3 (a softmax's rows)."""
-    if out.dim() != 2 or out.shape[1] < 2 or not out.is_floating_point() or not len(out):
-        return False
+PROBABILITY_ATOL = 1e-3  # |row sum − 1| within this on every row (float32 softmax: ~1e-7·classes)
+
+
+def row_sums(out: torch.Tensor) -> torch.Tensor | None:
+    """Each row's sum (in float64) where every entry of ``out`` is ≥ 0, else None (not a distribution's rows)."""
     o = out.double()
-    return bool((o >= 0).all() and ((o.sum(dim=1) - 1).abs() <= 1e-3).all())
+    return o.sum(dim=1) if bool((o >= 0).all()) else None
+
+
+def is_probabilities(out: torch.Tensor) -> bool:
+    """Whether ``out`` (N×K, K ≥ 2) is rows of probabilities: non-negative, each summing to 1 within tolerance.
+
+    The tolerance is :data:`PROBABILITY_ATOL`. Read by the white-box guard on a probe and by a
+    :class:`BlackBox` declared ``output="logits"`` on its first scores.
+    """
+    if out.dim() != 2 or out.shape[1] < 2 or not out.is_floating_point() or len(out) == 0:
+        return False
+    sums = row_sums(out)
+    return sums is not None and bool(((sums - 1).abs() <= PROBABILITY_ATOL).all())
 
 
 class QueryBudgetExceeded(RuntimeError):
@@ -107,7 +120,7 @@ class BlackBox:
         self.meta: dict[str, Any] = dict(meta or {})
         self.total_queries = 0
         self.calls = 0
-        self._said_probabilities = False
+        self._probabilities: bool | None = None  # (output="logits" found to return a softmax's rows; None: not seen)
 
     @property
     def has_scores(self) -> bool:
@@ -148,15 +161,16 @@ class BlackBox:
         s = self._forward(x).float()
         if s.dim() != 2:
             raise ValueError(f"fn: expected scores of shape N×K, got shape {tuple(s.shape)}")
-        if self.output == "logits" and probability_rows(s):
-            if not self._said_probabilities:  # (declared logits, given a softmax's rows: ART's predict returns them)
-                self._said_probabilities = True
+        if self.output == "logits" and self._probabilities is None and len(s):
+            # decided once, on the first scores (not on every query of an attack's loop): declared logits,
+            # given a softmax's rows, as ART's predict functions return
+            self._probabilities = is_probabilities(s)
+            if self._probabilities:
                 warnings.warn(f"advlab: {self.name} returns probabilities (its rows are non-negative and sum to 1) "
                               "though output='logits'; advlab reads their logarithm, which has the logits' margins "
                               "(give output='probs' to silence this)", ModelReturnsProbabilities,
                               stacklevel=caller_level())
-            return s.clamp_min(1e-30).log()
-        return s.clamp_min(1e-30).log() if self.output == "probs" else s
+        return s.clamp_min(1e-30).log() if self.output == "probs" or self._probabilities else s
 
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted labels (int64, shape N)."""
@@ -247,5 +261,5 @@ def as_blackbox(model: Any, *, output: Output = "logits") -> BlackBox:
     return BlackBox(model, output=output, input_format="torch")
 
 
-__all__ = ["OUTPUTS", "BlackBox", "ModelReturnsProbabilities", "QueryBudgetExceeded", "QuerySession", "as_blackbox",
-           "probability_rows"]
+__all__ = ["OUTPUTS", "PROBABILITY_ATOL", "BlackBox", "ModelReturnsProbabilities", "QueryBudgetExceeded",
+           "QuerySession", "as_blackbox", "is_probabilities", "row_sums"]

@@ -271,7 +271,8 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in shape)
 
 
-def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None, source: str = "the data") -> None:
+def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None, source: str = "the data",
+                      arg: str = "model") -> None:
     """Refuse images whose shape differs from the one the model's checkpoint declares (``in_shape``).
 
     Models without that metadata (built in memory, black boxes) pass: nothing is known about them.
@@ -281,6 +282,7 @@ def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None
         x: The images, N×C×H×W.
         name: The model's name for the message (default: the name in its metadata, else its class).
         source: Where the images come from, e.g. ``"mnist"``.
+        arg: What the message names (``"surrogate"`` for a transfer attack's source model).
 
     Raises:
         ValueError: One line, e.g. ``model: lenet-digits expects 1×8×8 inputs (its checkpoint's
@@ -292,7 +294,7 @@ def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None
         return
     meta = getattr(model, "advlab_meta", {})
     label = name or meta.get("name") or type(model).__name__
-    raise ValueError(f"model: {label} expects {_shape_text(expected)} inputs (its checkpoint's in_shape), "
+    raise ValueError(f"{arg}: {label} expects {_shape_text(expected)} inputs (its checkpoint's in_shape), "
                      f"got {_shape_text(got)} images from {source}")
 
 

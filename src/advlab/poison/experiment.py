@@ -121,8 +121,8 @@ def split_options(attack: str, defense: str | None, options: dict[str, Any]) -> 
     needed = [n for n in names_a if n in params and params[n].default is inspect.Parameter.empty and n not in a_kw]
     if needed:
         examples = {"fraction": "0.01", "target": "7", "base_class": "3"}
-        raise ValueError(f"-o/--option: {attack} needs "
-                         f"{', '.join(f'-o {n}={examples.get(n, chr(8230))}' for n in needed)}")
+        wanted = [f"-o {n}={examples.get(n, '…')}" for n in needed]
+        raise ValueError(f"-o/--option: {attack} needs {', '.join(wanted)}")
     return a_kw, d_kw
 
 

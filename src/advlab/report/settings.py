@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab.data.torch_dataset import PREFIX, is_torch_name
 from advlab.results.plan import Job
 
 NORM_LABEL = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
@@ -106,8 +107,8 @@ def _data_text(dataset: str) -> str:
     """What the evaluated examples are the first of."""
     if dataset == "tensors":
         return "the tensors given to advlab.evaluate"
-    if dataset.startswith("torch:"):
-        return f"the {dataset.removeprefix('torch:')} given to advlab.evaluate"
+    if is_torch_name(dataset):
+        return f"the {dataset.removeprefix(PREFIX)} given to advlab.evaluate"
     return f"the {dataset} test split"
 
 
