@@ -6,11 +6,12 @@ A spec is ``KIND:PATH`` with optional ``:key=value`` options at the end:
   ``PATH/CLASS/IMAGE`` files; classes sorted by folder name are labels 0, 1, … (torchvision's
   ImageFolder rule; with ``labels=names`` class folders named by numbers are those labels, and a
   :class:`FolderLabels` warning says where the two rules differ; ``--n`` takes the first images in
-  this order, and a :class:`FolderSubset` warning says when they leave classes out); files sorted
-  by name within a class (only the first ``K`` of each class with ``per_class``: a subset that
-  covers every class). Each image is
-  opened with Pillow, converted to RGB (``C`` = 3) or greyscale (``C`` = 1; ``C`` comes from the
-  option or the model's declared input shape, default 3), resized (shorter side to ``R``, default ``S``) and
+  this order, and a :class:`FolderSubset` warning says when they leave classes out); a class's files,
+  its subfolders' included and hidden ones left out, sorted by their path below its folder (only the
+  first ``K`` of each class with ``per_class``: a subset that covers every class). Each image is
+  opened with Pillow (16-bit images scaled, not clipped: :mod:`advlab.data.pixels`), converted to RGB
+  (``C`` = 3) or greyscale (``C`` = 1; ``C`` comes from the option or the model's declared input shape,
+  default 3), resized (shorter side to ``R``, default ``S``) and
   centre-cropped to S×S (or H×W, scaled to cover it: :func:`~advlab.data.source.resize_crop`;
   ImageNet's usual evaluation is
   ``size=224:resize=256``), values in [0, 1]. ``S`` comes from the option or, when the caller
@@ -42,10 +43,10 @@ import torch
 
 from advlab._checks import check_image_batches
 from advlab._deprecation import caller_level
+from advlab.data.pixels import IMAGE_SUFFIXES, decode, image_files
 from advlab.data.source import Images, ImageSource, resize_crop
 
 KINDS = ("folder", "npz")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 OPTION = re.compile(r"^(?:(size|resize|channels|per_class|workers)=(\d+)|(labels)=(names|sorted)|size=(\d+)x(\d+))$")
 # The arrays read from an .npz, in this order: advlab's own names, Keras' dataset files (mnist.npz: the test
 # split), and the spelled-out names.
@@ -111,7 +112,7 @@ class FolderSource(ImageSource):
         if moved:
             self.note(FolderLabels, moved)
         for k, c in zip(ids, classes, strict=True):
-            found = sorted(p for p in (root / c).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(root / c)
             if not found:
                 raise ValueError(f"folder: class folder {root / c} has no images ({', '.join(IMAGE_SUFFIXES)})")
             found = found[:per_class]
@@ -132,16 +133,18 @@ class FolderSource(ImageSource):
         warnings.warn(message, category, stacklevel=caller_level())
 
     def load(self, i: int) -> torch.Tensor:
-        """Image ``i``: RGB or greyscale, resized and centre-cropped, float32 in [0, 1]."""
+        """Image ``i``: RGB or greyscale, resized and centre-cropped, float32 in [0, 1] (16-bit images: /65 535)."""
         from PIL import Image, UnidentifiedImageError
 
         path = self.files[i]
         try:
             with Image.open(path) as im:
-                arr = np.asarray(im.convert(self.mode), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+                img = decode(im, self.mode, path)
+        except (OSError, UnidentifiedImageError) as e:
             raise ValueError(f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
-        img = torch.from_numpy(arr.copy()).reshape(*arr.shape[:2], -1).permute(2, 0, 1).float().div_(255.0)
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith("folder: ") else
+                             f"folder: cannot read image {path} ({type(e).__name__}: {e})") from None
         return resize_crop(img, self.size, self.resize)
 
 
