@@ -259,7 +259,7 @@ def test_duplicate_attacks_run_once(tmp_path, digits_ckpt, digits_mlp, data):
     ({"attacks": ["pgd"], "params": {"pgd": {"steps": 0}}}, ValueError, r"steps"),
     ({"params": {"pgd-adaptive": {"eot_samples": -1}}, "checks": True}, ValueError, r"eot_samples"),
     ({"eps": [True]}, TypeError, r"eps: expected numbers, got True \(bool\)"),
-    ({"attacks": "fgsm"}, TypeError, r"attacks: expected a sequence of attack names, got str"),
+    ({"attacks": 5}, TypeError, r"attacks: expected attack names, got int"),
     ({"seed": -1}, ValueError, r"seed: expected an integer >= 0, got -1"),
     ({"checks": "no"}, TypeError, r"checks: expected True or False, got 'no'"),
     ({"bounds": (0.0, 0.5)}, ValueError, r"data: values must lie in the bounds \[0.0, 0.5\]"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import math
+import numbers
 import os
 import tempfile
 import types
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import numpy as np
 import torch
 
 
@@ -36,13 +38,24 @@ def check_choice(arg: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def check_nonneg(arg: str, value: float) -> float:
-    """Check that ``value`` is a finite number >= 0."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{arg}: expected a number >= 0, got {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{arg}: expected a number >= 0, got {value}")
+def as_number(arg: str, value: object, what: str = "a number") -> float:
+    """A Python, NumPy or 0-d tensor number as a float; a tensor of several values fails in one line."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{arg}: expected {what}, got a{' tensor' if isinstance(value, torch.Tensor) else 'n array'} "
+                        f"of shape {tuple(value.shape)} (one budget per threat model: one ThreatModel per value)")
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{arg}: expected {what}, got {type(value).__name__}")
     return float(value)
+
+
+def check_nonneg(arg: str, value: float) -> float:
+    """Check that ``value`` is a number >= 0 (``inf`` allowed); NumPy scalars and 0-d tensors count as numbers."""
+    number = as_number(arg, value, "a number >= 0")
+    if math.isnan(number) or number < 0:
+        raise ValueError(f"{arg}: expected a number >= 0, got {number:g}")
+    return number
 
 
 def parse_budget(arg: str, text: str) -> float:
@@ -88,12 +101,27 @@ def check_bounds(arg: str, bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
+def range_hint(lo: float, hi: float, bounds: tuple[float, float]) -> str:
+    """What images outside [0, 1] most likely are: 0–255 pixels, or images a transform already normalised."""
+    if tuple(bounds) != (0.0, 1.0) or hi <= 1:
+        return ""
+    if lo >= 0 and 2 < hi <= 255:
+        return " (pixels in 0–255? divide the images by 255, or give bounds=(0, 255))"
+    if lo < 0:
+        return (" (images already normalised, as a Normalize transform does? The threat model is in pixel space: "
+                "give images in [0, 1] and put the normalisation in the model, "
+                "advlab.models.with_normalization(model, mean, std))")
+    return ""
+
+
 def check_images(arg: str, x: object, bounds: tuple[float, float] | None = None) -> torch.Tensor:
     """Check an image batch: a floating tensor N×C×H×W (or N×D), finite, inside ``bounds``."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{arg}: expected a torch.Tensor, got {type(x).__name__}")
+        hint = f" (torch.from_numpy({arg}))" if isinstance(x, np.ndarray) and arg.isidentifier() else ""
+        raise TypeError(f"{arg}: expected a torch.Tensor, got {type(x).__name__}{hint}")
     if not x.is_floating_point():
-        raise ValueError(f"{arg}: expected a floating-point tensor, got dtype {x.dtype}")
+        hint = " (8-bit images: x.float() / 255)" if x.dtype == torch.uint8 else ""
+        raise ValueError(f"{arg}: expected a floating-point tensor, got dtype {x.dtype}{hint}")
     if x.dim() < 2:
         raise ValueError(f"{arg}: expected a batch N×C×H×W (or N×D), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
@@ -104,9 +132,8 @@ def check_images(arg: str, x: object, bounds: tuple[float, float] | None = None)
         lo, hi = bounds
         xmin, xmax = float(x.detach().min()), float(x.detach().max())
         if xmin < lo or xmax > hi:
-            raise ValueError(
-                f"{arg}: values must lie in the bounds [{lo}, {hi}], got range [{xmin:.4g}, {xmax:.4g}]"
-            )
+            raise ValueError(f"{arg}: values must lie in the bounds [{lo}, {hi}], got range [{xmin:.4g}, {xmax:.4g}]"
+                             + range_hint(xmin, xmax, (lo, hi)))
     return x
 
 
@@ -125,7 +152,7 @@ def check_image_batches(arg: str, batches: Iterable[torch.Tensor], bounds: tuple
         raise ValueError(f"{arg}: expected a non-empty set of images, got none")
     if bounds is not None and (lo < bounds[0] or hi > bounds[1]):
         raise ValueError(f"{arg}: values must lie in the bounds [{bounds[0]}, {bounds[1]}], "
-                         f"got range [{lo:.4g}, {hi:.4g}]")
+                         f"got range [{lo:.4g}, {hi:.4g}]" + range_hint(lo, hi, bounds))
     return n
 
 
@@ -134,17 +161,36 @@ def check_labels(arg: str, y: object, n: int, num_classes: int | None = None) ->
     if y is None and arg == "y":  # (ART attacks the model's predictions when no labels are given)
         raise TypeError("y: expected a torch.Tensor of int64 labels, got None; to attack the model's own "
                         "predictions, as ART does without labels, pass model(x).argmax(1)")
+    v = "y" if arg == "data" else arg  # (the name the hints use for the labels)
+    if isinstance(y, np.ndarray):  # (ART's labels)
+        y = torch.from_numpy(np.ascontiguousarray(y))
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{arg}: expected a torch.Tensor of int64 labels, got {type(y).__name__}")
+        hint = (f"; torch.full(({n},), {v})" if isinstance(y, int) and not isinstance(y, bool)
+                else f"; torch.tensor({v})" if isinstance(y, (list, tuple)) else "")
+        raise TypeError(f"{arg}: expected a torch.Tensor of int64 labels, got {type(y).__name__}{hint}")
+    if y.dim() == 2 and y.shape[0] == n and y.shape[1] > 1:
+        y = _one_hot_indices(arg, v, y)
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"{arg}: expected integer labels, got dtype {y.dtype}")
+        whole = y.is_floating_point() and bool((y == y.round()).all())
+        raise ValueError(f"{arg}: expected integer labels, got dtype {y.dtype}"
+                         + (f" ({v}.long() if they are class indices)" if whole else ""))
     if y.shape != (n,):
-        raise ValueError(f"{arg}: expected shape ({n},) to match the batch, got {tuple(y.shape)}")
+        hint = f" ({v}.view(-1))" if y.numel() == n and n > 0 else ""
+        raise ValueError(f"{arg}: expected shape ({n},) to match the batch, got {tuple(y.shape)}{hint}")
     if num_classes is not None and n > 0 and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(
             f"{arg}: labels must be in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]"
         )
     return y.long()
+
+
+def _one_hot_indices(arg: str, v: str, y: torch.Tensor) -> torch.Tensor:
+    """The class indices of one-hot rows (ART's and Keras' labels); any other N×K matrix fails in one line."""
+    binary = (y == 0) | (y == 1)
+    if bool(binary.all()) and bool((y.sum(dim=1) == 1).all()):
+        return y.argmax(dim=1)
+    raise ValueError(f"{arg}: expected class indices (N) or one-hot rows (N×K), got an N×K matrix of "
+                     f"{y.shape[1]} columns that is not one-hot; scores or soft labels: {v}.argmax(1)")
 
 
 def _existing_ancestor(path: Path) -> Path:

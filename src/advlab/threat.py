@@ -8,13 +8,14 @@ elements (for images, L0 counts changed elements: pixels × channels).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 
-from advlab._checks import check_bounds, check_choice, check_nonneg
+from advlab._checks import check_bounds, check_nonneg, suggest
 from advlab._deprecation import caller_level
 from advlab._device import rng_device
 
@@ -22,6 +23,30 @@ Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[Norm, ...] = get_args(Norm)
 
 _BISECT_STEPS = 40
+
+# The peers' spellings of the norms (torchattacks' "Linf"/"L2", ART's and CleverHans' np.inf/2/1, "inf").
+_NORM_WORDS = {"inf": "linf", "l_inf": "linf", "l-inf": "linf", "linfinity": "linf", "l_2": "l2", "l_1": "l1",
+               "l_0": "l0"}
+_NORM_NUMBERS = {math.inf: "linf", 2.0: "l2", 1.0: "l1", 0.0: "l0"}
+
+
+def canonical_norm(norm: object, arg: str = "norm") -> Norm:
+    """The norm as advlab names it, from any of its peers' spellings; anything else fails in one line.
+
+    Example:
+        >>> [canonical_norm(v) for v in ("Linf", "L2", float("inf"), 1)]
+        ['linf', 'l2', 'linf', 'l1']
+    """
+    if isinstance(norm, str):
+        key: object = _NORM_WORDS.get(norm.strip().lower(), norm.strip().lower())
+    elif isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        key = _NORM_NUMBERS.get(float(norm), norm)
+    else:
+        key = norm
+    if key not in NORMS:
+        raise ValueError(f"{arg}: expected one of {', '.join(map(repr, NORMS))} (or 'Linf', 'L2', np.inf, 2, 1, 0), "
+                         f"got {norm!r}{suggest(str(key), NORMS)}")
+    return key
 
 
 def per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -31,7 +56,7 @@ def per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def distance(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-example distance between ``x`` and ``x_adv`` in ``norm`` (shape N)."""
-    check_choice("norm", norm, NORMS)
+    norm = canonical_norm(norm)
     d = (x_adv - x).flatten(1)
     if norm == "linf":
         return d.abs().amax(dim=1)
@@ -128,7 +153,7 @@ def project_balls(d: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor
     result into the input bounds afterwards keeps it inside the ball: clipping x + d into a box
     that contains x never makes any |d_j| larger.
     """
-    check_choice("norm", norm, NORMS)
+    norm = canonical_norm(norm)
     r = eps.to(d.dtype)[:, None]
     if norm == "linf":
         return torch.maximum(torch.minimum(d, r), -r)
@@ -202,9 +227,8 @@ class ThreatModel:
     targeted: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("norm", self.norm, NORMS)
-        check_nonneg("eps", self.eps)
-        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "norm", canonical_norm(self.norm))
+        object.__setattr__(self, "eps", check_nonneg("eps", self.eps))
         object.__setattr__(self, "bounds", check_bounds("bounds", self.bounds))
         span = self.bounds[1] - self.bounds[0]
         if self.norm == "linf" and span < self.eps < math.inf:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from advlab._checks import Fraction, PositiveFloat, PositiveInt, check_images, check_labels, check_param
 from advlab._device import draw
+from advlab._grad_mode import with_autograd
 from advlab.attacks.fastview import inference_view, prepare
 from advlab.attacks.patch import Placement, optimise_patch
 from advlab.metrics import predict_logits
@@ -123,6 +124,7 @@ def nominal_width(size_fraction: float, size: tuple[int, int], share: float, sca
     return math.sqrt(size_fraction * size[0] * size[1] / share) / scale_max
 
 
+@with_autograd
 def universal_patch(
     model: Model,
     x: torch.Tensor,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from advlab.models.blackbox import BlackBox
+from advlab.models.wrappers import declared_input_shape
 
 
 class NoInputGradient(RuntimeError):
@@ -79,3 +80,36 @@ def one_output_message(name: str, shape: tuple[int, ...]) -> str:
 
 
 __all__ = ["NoInputGradient", "leaves_autograd", "no_gradient_message", "numpy_only_message", "one_output_message"]
+
+
+def _layout_hint(got: tuple[int, ...], takes: tuple[int, ...]) -> str:
+    """How images of item shape ``got`` become the ``takes`` (C×H×W) a model takes, where a layout explains it."""
+    if len(takes) == 3 and got == (takes[1], takes[2], takes[0]):
+        return " (channels-last: x.permute(0, 3, 1, 2))"
+    if len(takes) == 3 and takes[0] == 1 and got == takes[1:]:
+        return " (no channel axis: x.unsqueeze(1))"
+    if got == takes[1:] or (len(got) == len(takes) + 1 and got[1:] == takes):
+        return " (one image needs a batch axis: x[None])" if got == takes[1:] else ""
+    return ""
+
+
+def layout_message(model: Any, x: torch.Tensor, error: Exception) -> str | None:
+    """The one-line error of a model that failed on images laid out otherwise than it takes them; None if unknown.
+
+    A model whose checkpoint declares its input shape is compared with it; any other model is only suspected of a
+    layout mistake when it raised a RuntimeError on channels-last (N×H×W×C) or channel-less (N×H×W) images.
+    """
+    takes, got = declared_input_shape(model), tuple(x.shape[1:])
+    if takes is not None and got != takes:
+        return (f"x: the model takes images of {'×'.join(map(str, takes))} (its checkpoint's in_shape), got a batch of "
+                f"shape {tuple(x.shape)}{_layout_hint(got, takes)}")
+    if takes is not None or not isinstance(error, RuntimeError):
+        return None
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if x.dim() == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return (f"x: the model failed on a batch of shape {tuple(x.shape)}, which looks channels-last (N×H×W×C); "
+                f"advlab passes images as N×C×H×W: x.permute(0, 3, 1, 2) (the model said: {first})")
+    if x.dim() == 3 and "channel" in first:
+        return (f"x: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
+                f"are N×1×H×W: x.unsqueeze(1) (the model said: {first})")
+    return None

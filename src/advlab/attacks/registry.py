@@ -33,10 +33,12 @@ import torch
 
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
+from advlab._grad_mode import autograd_on, normal
 from advlab.attacks.fastview import prepare
 from advlab.attacks.guard import check_io
 from advlab.attacks.input_errors import (
     NoInputGradient,
+    layout_message,
     leaves_autograd,
     no_gradient_message,
     numpy_only_message,
@@ -160,13 +162,25 @@ class AttackInfo:
         generator: torch.Generator | None = None,
         **params: Any,
     ) -> AttackResult:
-        """Check the inputs, bind the parameters, and run the attack on the fast view of ``model``."""
+        """Check the inputs, bind the parameters, and run the attack on the fast view of ``model`` (in autograd)."""
+        with autograd_on():
+            return self._run(model, normal(x), normal(y), threat, target=normal(target), generator=generator,
+                             **params)
+
+    def _run(self, model: Any, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
+             target: torch.Tensor | None, generator: torch.Generator | None, **params: Any) -> AttackResult:
         task = task_of(params.get("loss")) or self.task
         y, target = self.check_inputs(model, x, y, threat, target, task=task)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         bound = self.bind(params)
-        net, logits = prepare(check_io(model, x), x)
+        try:
+            net, logits = prepare(check_io(model, x), x)
+        except Exception as e:
+            layout = layout_message(model, x, e)
+            if layout is not None:
+                raise ValueError(layout) from e
+            raise
         self.check_outputs(logits, y, target, task=task)
         try:
             return self.fn(net, x, y, threat, target=target, generator=generator, **bound)
@@ -177,6 +191,9 @@ class AttackInfo:
             message = numpy_only_message(model, x, self.needs_grad)
             if message is not None:
                 raise TypeError(message) from e
+            layout = layout_message(model, x, e)
+            if layout is not None:
+                raise ValueError(layout) from e
             raise
 
     def check_inputs(
@@ -360,6 +377,14 @@ def get_attack(name: str) -> AttackInfo:
         hint = peer_hint(name) or suggest(key, _REGISTRY)
         raise ValueError(f"attack: unknown attack {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
+
+
+def registered_as(obj: object) -> AttackInfo | None:
+    """The registry entry of an attack given as its AttackInfo or its function (``advlab.attacks.pgd``); else None."""
+    if isinstance(obj, AttackInfo):
+        return obj
+    inner = getattr(obj, "__wrapped__", None)
+    return next((info for info in _REGISTRY.values() if inner is not None and info.fn is inner), None)
 
 
 def list_attacks(pattern: str = "*", task: str | None = "classification") -> list[str]:

@@ -47,6 +47,7 @@ from advlab._checks import (
     check_positive_int,
 )
 from advlab._device import draw
+from advlab._grad_mode import with_autograd
 from advlab.attacks.fastview import inference_view
 from advlab.attacks.stickers import (
     BARS,
@@ -147,6 +148,7 @@ def _start(sign: torch.Tensor, init: Init, g: torch.Generator | None) -> torch.T
     return draw(torch.rand, sign[:3].shape, generator=g, device=sign.device)
 
 
+@with_autograd
 def rp2(model: Model, sign: torch.Tensor, target: int, *, backgrounds: torch.Tensor, mask: torch.Tensor | None = None,
         distribution: TransformDistribution | None = None, steps: PositiveInt = 300,
         samples_per_step: PositiveInt = 32, lr: NonNegFloat = 0.05, lambda_norm: NonNegFloat = 0.002,
@@ -211,6 +213,7 @@ def _score(problem: _Problem, image: torch.Tensor, criterion: str, g: torch.Gene
     return (grad * (problem.sign[:3] - image)).sum(0)
 
 
+@with_autograd
 def find_mask(model: Model, sign: torch.Tensor, target: int, *, backgrounds: torch.Tensor, share: Fraction = 0.095,
               block: PositiveInt = 4, shrink: Fraction = 0.85, steps_per_round: PositiveInt = 25,
               lambda_l1: NonNegFloat = 0.002, distribution: TransformDistribution | None = None,

@@ -46,6 +46,7 @@ import torch
 
 from advlab._checks import Fraction, NonNegFloat, PositiveInt, check_images, check_labels, check_param
 from advlab._device import draw
+from advlab._grad_mode import with_autograd
 from advlab.attacks.fastview import attack_view, inference_view
 from advlab.attacks.registry import get_attack
 from advlab.metrics import acc_at_k, fooling_rate, predict_logits
@@ -77,6 +78,7 @@ def apply_universal(x: torch.Tensor, v: torch.Tensor, bounds: tuple[float, float
     return (x + v.to(x.dtype)).clamp(*bounds)
 
 
+@with_autograd
 def universal_perturbation(
     model: Model,
     x: torch.Tensor,
@@ -152,6 +154,7 @@ def _fooled(net: Model, x: torch.Tensor, ref: torch.Tensor, v: torch.Tensor,
     return predict_logits(net, apply_universal(x, v, bounds)).argmax(dim=1) != ref
 
 
+@with_autograd
 def universal_score(model: Model, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
                     bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 1000) -> UniversalScore:
     """The fooling rate, accuracy and clean accuracy of ``v`` on the images ``x`` with labels ``y``.

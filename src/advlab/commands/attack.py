@@ -14,7 +14,7 @@ from advlab._checks import budget_type, check_out_dir
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
 from advlab.commands.device import add_device_argument, use_device
-from advlab.commands.inputs import add_model_arguments, model_and_images
+from advlab.commands.inputs import add_model_arguments, model_and_images, norm_word
 from advlab.metrics import acc_at_k, predict_logits
 from advlab.report.figures import adversarial_grid
 from advlab.threat import NORMS, Norm, ThreatModel
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("attack", help="attack the first n test images and save x_adv and a PNG grid")
     add_model_arguments(p, model_default="lenet-mnist")
     p.add_argument("--attack", required=True)
-    p.add_argument("--norm", default=None, choices=NORMS, help="default: the attack's first norm")
+    p.add_argument("--norm", default=None, type=norm_word, choices=NORMS, help="default: the attack's first norm")
     p.add_argument("--eps", type=budget_type, default=None,
                    help="budget, a number or a fraction like 8/255 (default 0.3 L∞ / 2.0 L2; inf for minimal attacks)")
     p.add_argument("--targeted", choices=("random", "least-likely"), default=None)

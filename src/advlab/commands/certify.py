@@ -20,7 +20,7 @@ from advlab._checks import parse_budget
 from advlab._io import atomic_write_text
 from advlab.certify.methods import METHOD_NORMS, Method, certified_masks, check_certifiable, parse_methods
 from advlab.commands.device import add_device_argument, use_device
-from advlab.commands.inputs import add_model_arguments, model_and_images
+from advlab.commands.inputs import add_model_arguments, model_and_images, norm_word
 from advlab.metrics import clean_accuracy
 from advlab.train import command_line
 
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--method", default="ibp",
                    help=f"comma-separated certification methods: {', '.join(METHOD_NORMS)}, with options as "
                         "smoothing:sigma=0.5:n=10000 (default ibp)")
-    p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="the ball's norm (default linf)")
+    p.add_argument("--norm", default="linf", type=norm_word, choices=("linf", "l2"),
+                   help="the ball's norm (default linf)")
     p.add_argument("--seed", type=int, default=0, help="seed of smoothing's noise (default 0)")
     p.add_argument("--eps", default="0.1", help="comma-separated radii, numbers or fractions like 8/255 (default 0.1)")
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")

@@ -17,6 +17,7 @@ from advlab._checks import parse_budget
 from advlab._device import DEVICE_CHOICES
 from advlab._io import atomic_write_text, locked_directory
 from advlab.commands.device import device_for
+from advlab.commands.inputs import norm_word
 from advlab.evaluation import DEFAULT_ATTACKS
 from advlab.evaluation.defaults import NORM_ATTACKS
 from advlab.evaluation.distributed import current_world, launched_size
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    f"--norm l0: {','.join(NORM_ATTACKS['l0'])})")
     p.add_argument("--eps", default=None, help="comma-separated budgets, numbers or fractions like 8/255 "
                    "(default per norm, see docs/evaluation.md)")
-    p.add_argument("--norm", default=None, choices=("linf", "l2", "l1", "l0"),
+    p.add_argument("--norm", default=None, type=norm_word, choices=("linf", "l2", "l1", "l0"),
                    help="default linf (l0: eps counts changed input elements)")
     p.add_argument("--n", type=int, default=None, help="first n test examples (default all)")
     p.add_argument("--batch-size", type=int, default=None, help="default 500")

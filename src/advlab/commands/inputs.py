@@ -15,6 +15,7 @@ import torch
 from advlab.data import is_spec, load_dataset, open_images
 from advlab.models import check_input_shape, load_model
 from advlab.models.wrappers import declared_input_shape
+from advlab.threat import canonical_norm
 
 MODEL_HELP = "pretrained name, checkpoint path, package.module:factory (or file.py:factory) or an .onnx file"
 WEIGHTS_HELP = "a factory model's .safetensors state dict"
@@ -54,3 +55,11 @@ def model_and_images(args: argparse.Namespace, n: int | None) -> tuple[Any, str,
 
 
 __all__ = ["add_model_arguments", "model_and_images", "model_dataset"]
+
+
+def norm_word(text: str) -> str:
+    """``--norm`` as advlab names it, from a peer's spelling (``Linf``, ``L2``, ``inf``); else as given."""
+    try:
+        return canonical_norm(text)
+    except ValueError:
+        return text

@@ -12,6 +12,7 @@ from advlab._checks import budget_type, check_out_dir, check_out_file
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab.attacks import get_attack
 from advlab.commands.device import add_device_argument, use_device
+from advlab.commands.inputs import norm_word
 from advlab.data import HALF_SPLIT_SEED, dataset_info, load_dataset
 from advlab.evaluation.transfer import transfer_matrix
 from advlab.models import check_input_shape, create_model, load_model, save_checkpoint
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="comma-separated: shipped names, checkpoint paths, sklearn-logreg (target only)",
     )
     p.add_argument("--attack", default="pgd", help="white-box attack run on each source")
-    p.add_argument("--norm", default="linf", choices=NORMS)
+    p.add_argument("--norm", default="linf", type=norm_word, choices=NORMS)
     p.add_argument("--eps", type=budget_type, default=0.3, help="budget, a number or a fraction like 8/255")
     p.add_argument("--steps", type=int, default=None, help="attack iterations (if it takes steps)")
     p.add_argument("--n", type=int, default=1000, help="first N MNIST test images (default 1000)")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from advlab._checks import check_choice, check_nonneg, check_positive_int
+from advlab._grad_mode import with_autograd
 from advlab.detect.base import Detector, register_detector
 from advlab.detect.dropout import dropout_layers, mc_softmax, train_dropout_variant, uncertainty, with_dropout
 from advlab.detect.logistic import LogisticRegression, fit_regression
@@ -162,6 +163,7 @@ class KernelDensityUncertainty(Detector):
         return torch.stack(cols, 1)
 
     # -- fitting -----------------------------------------------------------------------------------
+    @with_autograd
     def fit(self, model: nn.Module, x_clean: torch.Tensor, x_adv: torch.Tensor, x_noisy: torch.Tensor | None = None,
             *, generator: torch.Generator | None = None) -> KernelDensityUncertainty:
         """Keep the reference features, train the dropout variant if needed, fit the regression."""

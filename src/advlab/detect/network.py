@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab._grad_mode import with_autograd
 from advlab.detect.base import Detector, register_detector
 from advlab.models.features import layer_outputs
 from advlab.threat import ThreatModel
@@ -139,6 +140,7 @@ class NetworkDetector(Detector):
         out: torch.Tensor = self.head(self._standardise(self.activations(x)))
         return out.flatten(1).mean(1)
 
+    @with_autograd
     def fit(self, model: nn.Module, x_clean: torch.Tensor, x_adv: torch.Tensor, x_noisy: torch.Tensor | None = None,
             *, generator: torch.Generator | None = None) -> NetworkDetector:
         """Train the subnetwork on ``x_clean`` (0) vs ``x_adv`` (1); ``x_noisy`` joins the clean side if given."""

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from advlab.attacks import AttackInfo, get_attack, list_attacks
+from advlab.attacks.registry import registered_as
 from advlab.models.blackbox import BlackBox
 from advlab.results.plan import Job
 
@@ -62,19 +63,29 @@ def default_attacks(net: nn.Module | BlackBox, norm: str = "linf") -> tuple[str,
     return blackbox_attacks() if isinstance(net, BlackBox) else NORM_ATTACKS.get(norm, DEFAULT_ATTACKS)
 
 
-def choose_attacks(attacks: Sequence[str] | None, net: nn.Module | BlackBox, norm: str = "linf") -> list[str]:
+def _attack_name(a: object) -> str:
+    """A registered attack's name, given as its name, its AttackInfo or its function (``advlab.attacks.pgd``)."""
+    info = get_attack(a) if isinstance(a, str) else registered_as(a)
+    if info is None:
+        raise TypeError(f"attacks: expected attack names, got {type(a).__name__}"
+                        + ("; an attack of your own runs once it is registered (advlab.attacks.register_attack)"
+                           if callable(a) else ""))
+    return info.name
+
+
+def choose_attacks(attacks: str | Sequence[object] | None, net: nn.Module | BlackBox, norm: str = "linf") -> list[str]:
     """Registry names of the attacks, each once, in the order first given; the defaults depend on the model.
 
-    Unknown names fail with suggestions; a repeated name (``fgsm,fgsm``) runs once, so no row is duplicated.
+    An attack is given by its name, its :class:`AttackInfo` or its registered function (``advlab.attacks.pgd``);
+    one string may name several (``"fgsm,pgd"``, as the command line takes them). Unknown names fail with
+    suggestions; a repeated name (``fgsm,fgsm``) runs once, so no row is duplicated.
     """
-    if attacks is None:
-        attacks = default_attacks(net, norm)
-    if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence):
-        raise TypeError(f"attacks: expected a sequence of attack names, got {type(attacks).__name__}")
-    for a in attacks:
-        if not isinstance(a, str):
-            raise TypeError(f"attacks: expected attack names, got {a!r} ({type(a).__name__})")
-    names = list(dict.fromkeys(get_attack(a).name for a in attacks))
+    given: object = default_attacks(net, norm) if attacks is None else attacks
+    if isinstance(given, str):
+        given = [a.strip() for a in given.split(",") if a.strip()]
+    if registered_as(given) is not None or not isinstance(given, Sequence) or isinstance(given, bytes):
+        given = [given]
+    names = list(dict.fromkeys(_attack_name(a) for a in given))
     if not names:
         raise ValueError("attacks: expected at least one attack name")
     return names

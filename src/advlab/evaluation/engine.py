@@ -26,6 +26,7 @@ from torch import nn
 
 from advlab._checks import check_bounds, check_choice, check_labels, check_positive_int
 from advlab._device import OnDevice, place_model, resolve_device
+from advlab._grad_mode import autograd_on, normal
 from advlab._io import locked_directory
 from advlab.attacks import get_attack
 from advlab.data import is_spec
@@ -48,7 +49,7 @@ from advlab.models.sklearn import SKLEARN_MODELS
 from advlab.results.plan import DEFAULT_EPS, Job, plan_jobs
 from advlab.results.records import data_fingerprint, model_fingerprint
 from advlab.results.store import ConfigMismatchError
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, canonical_norm
 
 NORMS = ("linf", "l2", "l1", "l0")
 CHECK_NORMS = ("linf", "l2")  # the gradient-masking checks run for these threat models
@@ -109,7 +110,7 @@ def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs:
 
 def check_settings(s: Settings) -> None:
     """The scalar settings' types and ranges, each a one-line error naming the argument."""
-    check_choice("norm", s.norm, NORMS)
+    s.norm = canonical_norm(s.norm)
     check_bounds("bounds", s.bounds)
     if s.targeted is not None:
         check_choice("targeted", s.targeted, TARGETED)
@@ -221,8 +222,11 @@ def _run_in(p: Plan, s: Settings, directory: Path, keep: bool) -> Evaluation | D
 
 
 def execute(s: Settings) -> Evaluation | DenseEvaluation:
-    """Plan (validating everything), then run the plan."""
-    return run_plan(plan(s), s)
+    """Plan (validating everything), then run the plan, with inference mode off (:mod:`advlab._grad_mode`)."""
+    with autograd_on():
+        if isinstance(s.data, tuple):
+            s.data = tuple(normal(part) for part in s.data)
+        return run_plan(plan(s), s)
 
 
 SETTINGS = frozenset(f.name for f in dataclasses.fields(Settings))
@@ -230,7 +234,7 @@ SETTINGS = frozenset(f.name for f in dataclasses.fields(Settings))
 
 def evaluate(
     model: nn.Module | BlackBox | str, data: Data = None,
-    attacks: Sequence[str] | None = None, eps: Sequence[float] | None = None, *, norm: str = "linf",
+    attacks: str | Sequence[Any] | None = None, eps: float | Sequence[float] | None = None, *, norm: str = "linf",
     n: int | None = None, batch_size: int = 500, seed: int = 0, out: str | Path | None = None,
     params: dict[str, dict[str, Any]] | None = None, bounds: tuple[float, float] = (0.0, 1.0), progress: bool = True,
     force: bool = False, model_name: str | None = None, data_dir: str | None = None, command: str | None = None,
@@ -242,9 +246,10 @@ def evaluate(
     Args:
         model: A torch model (logits), a pretrained name / checkpoint path, or a scoring ``BlackBox``.
         data: A dataset name or spec, ``(x, y)`` tensors or arrays, a torch Dataset or DataLoader, or None: the model's.
-        attacks: Registered names, each run once in order (default :data:`DEFAULT_ATTACKS`; a BlackBox: gradient-free).
-        eps: The budget sweep for ``norm`` (default: ``DEFAULT_EPS[norm]``).
-        norm: The threat model's norm (an attack without it runs at its own first norm and sweep).
+        attacks: Names, infos or functions (``"fgsm,pgd"``), each run once (default :data:`DEFAULT_ATTACKS`; BlackBox:
+            gradient-free).
+        eps: The budget sweep for ``norm``, or one budget (default: ``DEFAULT_EPS[norm]``).
+        norm: The norm (``"Linf"``, ``np.inf`` too; an attack without it runs at its own first norm and sweep).
         n: Evaluate the first ``n`` examples (default: all).
         batch_size: Examples per batch; the store records each finished batch.
         seed: The evaluation seed; each batch's generator is derived from (seed, attack, ε, batch).
@@ -257,9 +262,8 @@ def evaluate(
         data_dir: Directory of IDX files for MNIST (default: the offline copy).
         command: The command line, recorded with the results.
         examples_per_job: (x, x_adv) pairs of each attack kept for the figures.
-        checks: Run the gradient-masking checks on ``check_n`` correctly classified inputs at the
-            largest ε; one that fires adds ``pgd-adaptive`` and the escalation (docs/warnings.md).
-            A BlackBox's checks are skipped, and recorded as skipped.
+        checks: Run the gradient-masking checks on ``check_n`` correctly classified inputs at the largest ε; one
+            that fires adds ``pgd-adaptive`` and the escalation (docs/warnings.md); a BlackBox's: skipped, as recorded.
         check_n: Subset size of the checks.
         ensemble: The APGD ensemble at the largest ε where Acc@1 > 0.05 (default: with the default attacks).
         surrogate: The escalation's transfer surrogate (default: a shipped model of the dataset).
@@ -267,8 +271,7 @@ def evaluate(
             classified as the target (:mod:`advlab.evaluation.targeting`); None: untargeted.
         certify: Certificates after the attacks (``"default"``, ``"ibp,crown-ibp"``, a list): a checked row
             per (method, ε) in ``Evaluation.meta["certified"]`` (:mod:`advlab.evaluation.certified`).
-        device: Where the model computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is; a caller's
-            model is copied there, never moved).
+        device: Where it computes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``; None: where it is); copied, never moved.
         detector: The reject option (docs/evaluation.md): ``"kdbu"``, ``"NAME:PATH.safetensors"`` or a Detector.
 
     Returns:

@@ -7,6 +7,7 @@ planning (:mod:`advlab.evaluation.dense`), so both check their inputs the same w
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from typing import cast
@@ -73,13 +74,22 @@ def resolve_data(data: Data, data_dir: str | os.PathLike[str] | None,
     return x, check_labels("data", y, len(x)) if task == "classification" else TASKS[task]("data", y, x), name
 
 
-def validate_eps(norm: str, eps: Sequence[float], bounds: tuple[float, float]) -> tuple[float, ...]:
-    """The sweep sorted and without repeats; each budget a number ≥ 0 (and, for L∞, within the bounds' range)."""
-    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
-        raise TypeError(f"eps: expected a sequence of numbers, got {type(eps).__name__}")
+def validate_eps(norm: str, eps: float | Sequence[float] | torch.Tensor | np.ndarray,
+                 bounds: tuple[float, float]) -> tuple[float, ...]:
+    """The sweep sorted and without repeats; each budget a number ≥ 0 (and, for L∞, within the bounds' range).
+
+    One number (or a 0-d or 1-d tensor or array) is a sweep of its values.
+    """
+    sweep: object = eps
+    if isinstance(sweep, numbers.Real) and not isinstance(sweep, bool):  # one budget: a sweep of one
+        sweep = [sweep]
+    if isinstance(sweep, (torch.Tensor, np.ndarray)) and sweep.ndim <= 1:
+        sweep = sweep.reshape(-1).tolist()
+    if isinstance(sweep, (str, bytes)) or not isinstance(sweep, Sequence):
+        raise TypeError(f"eps: expected a number or a sequence of numbers, got {type(eps).__name__}")
     out = []
     span = bounds[1] - bounds[0]
-    for e in eps:
+    for e in sweep:
         if isinstance(e, (bool, str, bytes)):
             raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})")
         try:

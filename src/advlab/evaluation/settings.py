@@ -25,8 +25,8 @@ class Settings:
 
     model: nn.Module | BlackBox | str
     data: Data = None
-    attacks: Sequence[str] | None = None
-    eps: Sequence[float] | None = None
+    attacks: str | Sequence[Any] | None = None
+    eps: float | Sequence[float] | None = None
     norm: str = "linf"
     n: int | None = None
     batch_size: int = 500

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._grad_mode import with_autograd
 from advlab.models.gan import Generator, load_generator
 from advlab.models.transform import Transform, int_arg
 
@@ -94,6 +95,7 @@ def _starts(d: int, n: int, restarts: int, optimizer: str, init_std: float | Non
     return (torch.randn(restarts, n, d, generator=rng) * std).to(device)
 
 
+@with_autograd
 def project(generator: nn.Module, x: torch.Tensor, *, steps: int = STEPS, restarts: int = RESTARTS,
             lr: float | None = None, rng: torch.Generator | None = None, optimizer: str = "adam",
             init_std: float | None = None, z0: torch.Tensor | None = None,
