@@ -199,13 +199,30 @@ class _Bad(torch.utils.data.Dataset):
             return (self.x[i] * 255).to(torch.uint8), int(self.y[i])
         if self.how == "sizes":
             return self.x[i][:, : 28 - i % 2], int(self.y[i])
-        return {"image": self.x[i], "label": int(self.y[i])}
+        if self.how == "dict":
+            return {"picture": self.x[i], "label": int(self.y[i])}
+        keys = ("pixel_values", "labels") if self.how == "hf" else ("image", "label")
+        return {keys[0]: self.x[i], keys[1]: torch.tensor(int(self.y[i]))}
+
+
+def test_dict_items_are_read_by_their_keys(lenet, digits):
+    """A dataset of dicts (Hugging Face's pixel_values / labels, or image / label): the tuples' table."""
+    import advlab
+
+    x, y = digits
+    kw = {"n": 12, "progress": False, "checks": False, "ensemble": False}
+    want = advlab.evaluate(lenet, (x, y), ["fgsm"], [0.1], **kw).rows
+    for how in ("hf", "plain"):
+        loader = torch.utils.data.DataLoader(_Bad(x, y, how), batch_size=5)
+        got = advlab.evaluate(lenet, loader, ["fgsm"], [0.1], **kw).rows
+        assert [(r.acc1_clean, r.acc1_adv) for r in got] == [(r.acc1_clean, r.acc1_adv) for r in want]
 
 
 @pytest.mark.parametrize(("how", "says"), [
     ("augmented", r"^data: _Bad returns another image each time item 0 is read \(a random transform left on\?\)"),
     ("uint8", r"^data: _Bad's item 0 is an image of torch\.uint8; advlab needs float images in the bounds"),
-    ("dict", r"^data: _Bad's item 0 is a dict; advlab reads items \(image, label\)$"),
+    ("dict", r"^data: _Bad's item 0 is a dict with keys picture, label; advlab reads its image from one of "
+             r"pixel_values, image, img, .* and its label from one of labels, label, target"),
     ("sizes", r"^data: _Bad's item 1 is an image of shape \(1, 27, 28\), item 0's is \(1, 28, 28\)"),
 ])
 def test_a_dataset_advlab_cannot_read_faithfully_gets_one_line(lenet, digits, how, says):
@@ -315,6 +332,12 @@ def test_no_labels_says_how_to_attack_the_predictions(lenet, digits):
     ("cw", "confidence", "confidence is advlab's kappa"),
     ("pgd", "eps", "the budget, the norm, the bounds and targeting are the ThreatModel's"),
     ("pgd", "targeted", "ThreatModel('linf', eps, bounds=(lo, hi), targeted=True)"),
+    ("pgd", "eps_iter", "CleverHans' eps_iter is advlab's step_size"),
+    ("pgd", "rand_init", "CleverHans' rand_init is advlab's random_start"),
+    ("deepfool", "nb_candidate", "ART's nb_candidate is advlab's candidates"),
+    ("pgd", "batch_size", "an attack takes the batch it is given; to run over a dataset in batches use "
+                          "advlab.evaluate, whose batch_size splits the images"),
+    ("square", "verbose", "whose progress=True shows a progress bar"),
 ])
 def test_a_peer_librarys_parameter_name_gets_advlabs(lenet, digits, attack, param, says):
     x, y = digits

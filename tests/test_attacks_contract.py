@@ -177,7 +177,8 @@ def test_bad_inputs_raise_one_line_errors(name, digits_mlp, batch):
         one_line_error(call(tt=ThreatModel(unsupported[0], 1.0)), rf"threat.norm: {name} supports")
     targeted = ThreatModel(threat.norm, threat.eps, targeted=True)
     if info.targeted:
-        one_line_error(call(tt=targeted), r"target: targeted threat model needs target labels")
+        one_line_error(call(tt=targeted), r"target: a targeted threat model needs target=, the target labels, "
+                                          r"with y the true ones \(ART takes targets as y")
     else:
         one_line_error(call(tt=targeted), r"has no targeted mode")
     with pytest.raises(TypeError, match=rf"^{name}: unexpected parameter\(s\) no_such_option$"):

@@ -63,6 +63,8 @@ _PARAMS: dict[str, tuple[str, str]] = {
     "n_restarts": ("restarts", "AutoAttack's"), "confidence": ("kappa", "ART's and Carlini and Wagner's"),
     "c": ("initial_const", "torchattacks'"), "learning_rate": ("lr", "ART's"),
     "n_queries": ("max_queries", "AutoAttack's"), "max_eval": ("max_queries", "ART's"),
+    "eps_iter": ("step_size", "CleverHans'"), "rand_init": ("random_start", "CleverHans'"),
+    "nb_candidate": ("candidates", "ART's"),
 }
 _THREAT = ("eps", "epsilon", "epsilons", "norm", "targeted", "clip_min", "clip_max")
 
@@ -72,6 +74,10 @@ def peer_param_hint(name: str, known: Iterable[str]) -> str:
     if name in _THREAT:
         return (" (the budget, the norm, the bounds and targeting are the ThreatModel's: ThreatModel('linf', eps, "
                 "bounds=(lo, hi), targeted=True), passed as the attack's threat)")
+    if name in ("batch_size", "verbose"):
+        what = "batch_size splits the images" if name == "batch_size" else "progress=True shows a progress bar"
+        return (f" (an attack takes the batch it is given; to run over a dataset in batches use advlab.evaluate, "
+                f"whose {what})")
     if name == "rel_stepsize":
         return " (Foolbox's rel_stepsize is advlab's step_size divided by ε)"
     if name in _PARAMS and _PARAMS[name][0] in set(known):

@@ -226,9 +226,8 @@ class AttackInfo:
             if not self.targeted:
                 raise ValueError(f"threat.targeted: {self.name} has no targeted mode")
             if target is None:
-                raise ValueError(
-                    "target: targeted threat model needs target labels (see advlab.attacks.choose_targets)"
-                )
+                raise ValueError("target: a targeted threat model needs target=, the target labels, with y the true "
+                                 "ones (ART takes targets as y; advlab.attacks.choose_targets draws some)")
             targets = TASKS[task]("target", target, xt)
             if classes:
                 check_class_range("target", targets, None)

@@ -1,7 +1,8 @@
 """Your PyTorch dataset as an evaluation's images: a map-style ``Dataset`` or a ``DataLoader`` over one.
 
 ``advlab.evaluate(model, test_set)`` takes what a PyTorch user already has: a dataset whose item ``i`` is
-``(image, label)`` (a C×H×W float tensor in the bounds, as the test transforms leave it, and an int), or a
+``(image, label)`` (a C×H×W float tensor in the bounds, as the test transforms leave it, and an int; or a dict
+with such an image and label under keys such as ``pixel_values`` and ``labels``), or a
 ``DataLoader`` over such a dataset (its dataset is read in order: batching, shuffling and workers are the
 evaluation's own). The images stay lazy (:class:`~advlab.data.source.Images`): read when indexed and streamed
 for whole-set passes. The labels are the dataset's ``targets`` where it has them (torchvision's datasets
@@ -11,6 +12,7 @@ transform left on) is refused: clean and adversarial images would not be the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -23,6 +25,10 @@ from advlab.data.source import Images, ImageSource
 # What an evaluation takes as its data (advlab.evaluate's ``data``)
 Data: TypeAlias = "str | tuple[Any, Any] | Dataset[Any] | DataLoader[Any] | None"
 
+
+# The keys of a dict item's image and label, first found first (Hugging Face's, torchvision's, and the short ones)
+IMAGE_KEYS = ("pixel_values", "image", "img", "images", "input", "inputs", "x")
+LABEL_KEYS = ("labels", "label", "target", "targets", "y", "class")
 
 PREFIX = "torch:"  # how an evaluation names such data: torch:TYPE (no test split by that name)
 
@@ -56,8 +62,16 @@ class DatasetSource(ImageSource):
         self.item_shape = (int(first.shape[0]), int(first.shape[1]), int(first.shape[2]))
 
     def item(self, i: int) -> tuple[Any, Any]:
-        """Item ``i`` as (image, label)."""
+        """Item ``i`` as (image, label); a dict item's by its keys (Hugging Face's ``pixel_values`` / ``labels``)."""
         got = self.dataset[i]
+        if isinstance(got, Mapping):
+            image = next((k for k in IMAGE_KEYS if k in got), None)
+            label = next((k for k in LABEL_KEYS if k in got), None)
+            if image is None or label is None:
+                raise ValueError(f"data: {self.name}'s item {i} is a dict with keys {', '.join(map(str, got))}; "
+                                 f"advlab reads its image from one of {', '.join(IMAGE_KEYS)} and its label from "
+                                 f"one of {', '.join(LABEL_KEYS)}")
+            return got[image], got[label]
         if not isinstance(got, (tuple, list)) or len(got) < 2:
             raise ValueError(f"data: {self.name}'s item {i} is a {type(got).__name__}; advlab reads items "
                              "(image, label)")
