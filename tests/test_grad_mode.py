@@ -30,9 +30,13 @@ def digits():
     return x[:16], y[:16]
 
 
+SHORT = {"cw": {"steps": 20, "binary_search_steps": 2}, "square": {"max_queries": 100}}  # (a test's budget)
+
+
 def _run(attack: str, model, x, y):
     threat = ThreatModel("l2", float("inf")) if attack in ("cw", "deepfool") else ThreatModel("linf", 0.1)
-    return get_attack(attack)(model, x, y, threat, generator=torch.Generator().manual_seed(0)).x_adv
+    return get_attack(attack)(model, x, y, threat, generator=torch.Generator().manual_seed(0),
+                              **SHORT.get(attack, {})).x_adv
 
 
 @pytest.mark.parametrize("mode", MODES)
