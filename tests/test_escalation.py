@@ -140,11 +140,13 @@ def test_a_run_killed_inside_the_ensemble_resumes_there(tmp_path, digits, digits
         return real(self, key, *a, **kw)
 
     monkeypatch.setattr(Store, "put_batch", dies_in_the_ensemble)
+    kw = {"attacks": ["fgsm"], "eps": [0.03], "checks": False, "ensemble": True, "out": tmp_path / "r",
+          "params": {"apgd-ensemble": {"max_queries": 300}}}  # (the resume is under test, not Square's budget)
     with pytest.raises(KeyboardInterrupt):
-        _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True, out=tmp_path / "r")
+        _eval(digits_mlp, digits, **kw)
     monkeypatch.setattr(Store, "put_batch", real)
-    ev = _eval(digits_mlp, digits, attacks=["fgsm"], eps=[0.03], checks=False, ensemble=True, out=tmp_path / "r")
-    assert "apgd-ensemble" in {r.attack for r in ev.rows}
+    ev = _eval(digits_mlp, digits, **kw)
+    assert "apgd-ensemble" in {r.attack for r in ev.rows} and ev.meta["ensemble"]["params"]["max_queries"] == 300
 
 
 class WholeForwardNoGrad(torch.nn.Module):
