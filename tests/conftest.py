@@ -6,12 +6,24 @@ import pytest
 import torch
 
 from advlab.data import load_dataset
-from advlab.models import create_model
+from advlab.models import create_model, load_model
 from advlab.train import TrainConfig, fit
 
 # One thread per test process: the models here are tiny, and several threads on a busy
 # 2-core machine spin against each other (measured: 3 s with 1 thread vs 110 s with 2 under load).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def lenet():
+    """The shipped lenet-mnist, as users load it (advlab never changes a model it attacks)."""
+    return load_model("lenet-mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """MNIST's test split (x, y), from the package data."""
+    return load_dataset("mnist", "test")
 
 
 @pytest.fixture(scope="session")

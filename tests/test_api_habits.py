@@ -11,19 +11,13 @@ import torch
 
 from advlab.attacks import SquareSkipped, get_attack
 from advlab.attacks.fastview import ModelInTrainingMode
-from advlab.data import load_dataset
-from advlab.models import BlackBox, load_model
+from advlab.models import BlackBox
 from advlab.threat import BudgetBeyondBounds, ThreatModel
 
 
 @pytest.fixture(scope="module")
-def lenet():
-    return load_model("lenet-mnist")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_dataset("mnist", "test")
+def digits(mnist_test):
+    x, y = mnist_test
     return x[:40], y[:40]
 
 

@@ -34,11 +34,6 @@ from bad_input_helpers import one_line_message, save_checkpoint_raw
 
 
 @pytest.fixture(scope="module")
-def lenet():
-    return load_model("lenet-mnist")
-
-
-@pytest.fixture(scope="module")
 def batch():
     x, y = load_dataset("mnist", "test")
     return x[:4].clone(), y[:4].clone()

@@ -10,8 +10,6 @@ import torch
 
 import advlab
 from advlab.attacks import get_attack, universal_perturbation
-from advlab.data import load_dataset
-from advlab.models import load_model
 from advlab.models.defense_gan import project
 from advlab.models.gan import Generator
 from advlab.threat import ThreatModel
@@ -20,13 +18,8 @@ MODES = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad}
 
 
 @pytest.fixture(scope="module")
-def lenet():
-    return load_model("lenet-mnist")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_dataset("mnist", "test")
+def digits(mnist_test):
+    x, y = mnist_test
     return x[:16], y[:16]
 
 

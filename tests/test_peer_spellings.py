@@ -13,21 +13,14 @@ from torch import nn
 
 import advlab
 from advlab.attacks import get_attack
-from advlab.data import load_dataset
-from advlab.models import load_model
 from advlab.threat import ThreatModel, canonical_norm, distance
 
 KW = {"progress": False, "checks": False, "ensemble": False}
 
 
 @pytest.fixture(scope="module")
-def lenet():
-    return load_model("lenet-mnist")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_dataset("mnist", "test")
+def digits(mnist_test):
+    x, y = mnist_test
     return x[:24], y[:24]
 
 
