@@ -157,3 +157,36 @@ def test_a_model_of_other_classes_is_refused(tmp_path, capsys):
     spec = f"{HERE / 'factory_models.py'}:make_tiny"  # 3×16×16 → 2 classes
     assert main(["physical", "--attack", "pgd", "--model", spec, "--out", str(tmp_path / "x")]) == 2
     assert "--model: expected a classifier of the 12 signs classes" in capsys.readouterr().err
+
+
+class GainedRedBlue(RedBlue):
+    """RedBlue with a parameter, so that a factory's --weights has something to load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.gain
+
+
+def gained_red_blue() -> nn.Module:
+    """A factory whose network needs its weights file."""
+    return GainedRedBlue().eval()
+
+
+def test_a_factory_model_takes_its_weights_as_the_other_commands_do(tmp_path, capsys):
+    """``advlab physical --model FILE.py:factory --weights W.safetensors``, as attack, evaluate and certify take it."""
+    from safetensors.torch import save_file
+
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    save_file({"gain": torch.tensor(1.0)}, good)
+    save_file({"other": torch.tensor(1.0)}, bad)
+    argv = ["physical", "--attack", "pgd", "--model", f"{HERE / 'test_physical_cmd.py'}:gained_red_blue",
+            "-o", "steps=1", "--draws", "1", "--backgrounds", "1", "--train-backgrounds", "2", "--widths", "40",
+            "--angles", "0", "--lights", "1", "--threads", "1"]
+    assert main([*argv, "--weights", str(good), "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--weights", str(bad), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.safetensors" in err and err.count("\n") == 1, err

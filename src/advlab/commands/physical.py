@@ -24,6 +24,7 @@ from advlab._checks import check_out_dir
 from advlab._io import locked_directory
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
+from advlab.commands.inputs import MODEL_HELP, WEIGHTS_HELP
 from advlab.data import load_dataset
 from advlab.data.sign_art import SIGN_CLASSES, all_signs
 from advlab.evaluation.inputs import model_dataset
@@ -44,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="rp2 (a sticker crafted with EOT; the single-view PGD baseline runs next to it) or pgd on the "
                         "lab grid; patch (universal patch), uap (universal perturbation) or print-photo on images")
     p.add_argument("--model", default="signnet-signs", help="the classifier (default signnet-signs; the lab grid "
-                                                            "needs a classifier of the signs)")
+                                                            "needs a classifier of the signs): " + MODEL_HELP)
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--craft", type=int, default=2000, help="patch/uap: crafting images from the training split "
                                                           "(default 2000)")
     p.add_argument("--n", type=int, default=1000, help="patch/uap/print-photo: held-out test images (default 1000)")
@@ -108,7 +110,7 @@ def _counts_and_model(args: argparse.Namespace, flags: tuple[str, ...]) -> tuple
     if args.threads:
         torch.set_num_threads(args.threads)
     device = use_device(args)
-    return device, load_model(args.model).to(device)
+    return device, load_model(args.model, weights=args.weights).to(device)
 
 
 def run_images(args: argparse.Namespace) -> int:
