@@ -194,3 +194,27 @@ def test_images_outside_the_unit_range_are_named_for_what_they_most_likely_are(l
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"got range \[0\.001, 1\.001\]$"):  # (a rounding overshoot: no guess)
         get_attack("fgsm")(lenet, x + 1e-3, y, ThreatModel("linf", 0.1))
+
+
+class _ChannelsLast(torch.utils.data.Dataset):
+    """A dataset whose transform left its images H×W×C (Albumentations without ToTensorV2, Keras arrays)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.x[i].permute(1, 2, 0).numpy(), int(self.y[i])
+
+
+def test_evaluate_names_a_channels_last_layout_for_tensors_arrays_and_datasets(lenet, digits):
+    x, y = digits
+    nhwc = x.permute(0, 2, 3, 1)
+    for data, says in (((nhwc, y), r"\(channels-last: x\.permute\(0, 3, 1, 2\)\)$"),
+                       ((nhwc.numpy(), y.numpy()), r"\(channels-last: x\.permute\(0, 3, 1, 2\)\)$"),
+                       (_ChannelsLast(x, y), r"\(channels-last: each image to C×H×W in the dataset's transform")):
+        with pytest.raises(ValueError, match=r"^model: .* expects 1×28×28 inputs \(its checkpoint's in_shape\), got "
+                                             r"28×28×1 images from .*" + says):
+            advlab.evaluate(lenet, data, ["fgsm"], [0.1], **KW)

@@ -12,6 +12,7 @@ from torch import nn
 
 from advlab.models.blackbox import BlackBox
 from advlab.models.wrappers import declared_input_shape
+from advlab.models.zoo import layout_hint
 
 
 class NoInputGradient(RuntimeError):
@@ -82,17 +83,6 @@ def one_output_message(name: str, shape: tuple[int, ...]) -> str:
 __all__ = ["NoInputGradient", "leaves_autograd", "no_gradient_message", "numpy_only_message", "one_output_message"]
 
 
-def _layout_hint(got: tuple[int, ...], takes: tuple[int, ...]) -> str:
-    """How images of item shape ``got`` become the ``takes`` (C×H×W) a model takes, where a layout explains it."""
-    if len(takes) == 3 and got == (takes[1], takes[2], takes[0]):
-        return " (channels-last: x.permute(0, 3, 1, 2))"
-    if len(takes) == 3 and takes[0] == 1 and got == takes[1:]:
-        return " (no channel axis: x.unsqueeze(1))"
-    if got == takes[1:] or (len(got) == len(takes) + 1 and got[1:] == takes):
-        return " (one image needs a batch axis: x[None])" if got == takes[1:] else ""
-    return ""
-
-
 def layout_message(model: Any, x: torch.Tensor, error: Exception) -> str | None:
     """The one-line error of a model that failed on images laid out otherwise than it takes them; None if unknown.
 
@@ -102,7 +92,7 @@ def layout_message(model: Any, x: torch.Tensor, error: Exception) -> str | None:
     takes, got = declared_input_shape(model), tuple(x.shape[1:])
     if takes is not None and got != takes:
         return (f"x: the model takes images of {'×'.join(map(str, takes))} (its checkpoint's in_shape), got a batch of "
-                f"shape {tuple(x.shape)}{_layout_hint(got, takes)}")
+                f"shape {tuple(x.shape)}{layout_hint(got, takes)}")
     if takes is not None or not isinstance(error, RuntimeError):
         return None
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
