@@ -218,3 +218,15 @@ def test_evaluate_names_a_channels_last_layout_for_tensors_arrays_and_datasets(l
         with pytest.raises(ValueError, match=r"^model: .* expects 1×28×28 inputs \(its checkpoint's in_shape\), got "
                                              r"28×28×1 images from .*" + says):
             advlab.evaluate(lenet, data, ["fgsm"], [0.1], **KW)
+
+
+@pytest.mark.filterwarnings("ignore::advlab.attacks.FastViewSkipped")
+@pytest.mark.parametrize(("layout", "says"), [
+    (lambda x: x.repeat(1, 3, 1, 1).permute(0, 2, 3, 1), r"^data: the model failed on a batch of shape \(24, 28, 28, 3\), "
+                                                         r"which looks channels-last .* x\.permute\(0, 3, 1, 2\)"),
+])
+def test_evaluate_names_the_layout_a_model_that_declares_nothing_failed_on(digits, layout, says):
+    x, y = digits
+    with pytest.raises(ValueError, match=says) as e:
+        advlab.evaluate(_Grey(3).eval(), (layout(x), y), ["fgsm"], [0.1], **KW)
+    assert "\n" not in str(e.value)

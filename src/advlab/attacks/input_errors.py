@@ -83,7 +83,7 @@ def one_output_message(name: str, shape: tuple[int, ...]) -> str:
 __all__ = ["NoInputGradient", "leaves_autograd", "no_gradient_message", "numpy_only_message", "one_output_message"]
 
 
-def layout_message(model: Any, x: torch.Tensor, error: Exception) -> str | None:
+def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str | None:
     """The one-line error of a model that failed on images laid out otherwise than it takes them; None if unknown.
 
     A model whose checkpoint declares its input shape is compared with it; any other model is only suspected of a
@@ -91,15 +91,15 @@ def layout_message(model: Any, x: torch.Tensor, error: Exception) -> str | None:
     """
     takes, got = declared_input_shape(model), tuple(x.shape[1:])
     if takes is not None and got != takes:
-        return (f"x: the model takes images of {'×'.join(map(str, takes))} (its checkpoint's in_shape), got a batch of "
-                f"shape {tuple(x.shape)}{layout_hint(got, takes)}")
+        return (f"{arg}: the model takes images of {'×'.join(map(str, takes))} (its checkpoint's in_shape), got a "
+                f"batch of shape {tuple(x.shape)}{layout_hint(got, takes)}")
     if takes is not None or not isinstance(error, RuntimeError):
         return None
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if x.dim() == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        return (f"x: the model failed on a batch of shape {tuple(x.shape)}, which looks channels-last (N×H×W×C); "
+    if len(x.shape) == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)}, which looks channels-last (N×H×W×C); "
                 f"advlab passes images as N×C×H×W: x.permute(0, 3, 1, 2) (the model said: {first})")
-    if x.dim() == 3 and "channel" in first:
-        return (f"x: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
+    if len(x.shape) == 3 and "channel" in first:
+        return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
                 f"are N×1×H×W: x.unsqueeze(1) (the model said: {first})")
     return None

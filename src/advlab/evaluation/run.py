@@ -26,6 +26,7 @@ from advlab._deprecation import caller_level
 from advlab._device import module_device
 from advlab.attacks import AttackInfo, AttackResult, get_attack, inference_view
 from advlab.attacks.guard import check_io
+from advlab.attacks.input_errors import layout_message
 from advlab.attacks.registry import check_finite_logits
 from advlab.detect.adaptive import adaptive_attack
 from advlab.detect.base import Detector
@@ -102,8 +103,14 @@ class Run:
     def clean_predictions(self) -> None:
         """Store the clean predictions; non-finite logits end the run."""
         n = len(self.y)
-        with torch.no_grad():
-            logits = predict_logits(self.net, self.x, self.batch_size)
+        try:
+            with torch.no_grad():
+                logits = predict_logits(self.net, self.x, self.batch_size)
+        except Exception as e:  # (a layout the model does not take: named, with the permutation)
+            layout = layout_message(self.net, self.x, e, "data")
+            if layout is None:
+                raise
+            raise ValueError(layout) from e
         bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()
         if len(bad):
             check_finite_logits(logits, f"on {len(bad)} of {n} clean inputs (first: example {int(bad[0])}); "
