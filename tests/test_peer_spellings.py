@@ -230,3 +230,18 @@ def test_evaluate_names_the_layout_a_model_that_declares_nothing_failed_on(digit
     with pytest.raises(ValueError, match=says) as e:
         advlab.evaluate(_Grey(3).eval(), (layout(x), y), ["fgsm"], [0.1], **KW)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    (lambda x, y: (x, np.array([str(int(v)) for v in y])),
+     r"^data: expected class indices \(labels in the model's class order\), got an array of strings \('7', "),
+    (lambda x, y: (x.numpy().astype(object), y), r"^data: expected numeric images in the bounds, got an array of "
+                                                  r"Python objects"),
+])
+def test_arrays_of_strings_or_objects_are_refused_naming_what_they_hold(lenet, digits, data, says):
+    """Class names as labels (a CSV's column), or an object array: not torch's list of the dtypes it converts."""
+    x, y = digits
+    with pytest.raises(TypeError, match=says):
+        advlab.evaluate(lenet, data(x, y), ["fgsm"], [0.1], **KW)
+    with pytest.raises(TypeError, match=r"^y: expected class indices"):
+        get_attack("fgsm")(lenet, x, np.array([str(int(v)) for v in y]), ThreatModel("linf", 0.1))

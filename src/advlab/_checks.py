@@ -50,6 +50,15 @@ def as_number(arg: str, value: object, what: str = "a number") -> float:
     return float(value)
 
 
+def array_tensor(arg: str, a: np.ndarray, what: str) -> torch.Tensor:
+    """A NumPy array as a tensor; an array of strings or objects fails in one line saying what was expected."""
+    if a.dtype.kind not in "biuf":
+        kind = {"U": "strings", "S": "bytes", "O": "Python objects"}.get(a.dtype.kind, str(a.dtype))
+        first = ", ".join(repr(v) for v in a.reshape(-1)[:3].tolist())
+        raise TypeError(f"{arg}: expected {what}, got an array of {kind} ({first}, …)")
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
 def check_nonneg(arg: str, value: float) -> float:
     """Check that ``value`` is a number >= 0 (``inf`` allowed); NumPy scalars and 0-d tensors count as numbers."""
     number = as_number(arg, value, "a number >= 0")
@@ -163,7 +172,7 @@ def check_labels(arg: str, y: object, n: int, num_classes: int | None = None) ->
                         "predictions, as ART does without labels, pass model(x).argmax(1)")
     v = "y" if arg == "data" else arg  # (the name the hints use for the labels)
     if isinstance(y, np.ndarray):  # (ART's labels)
-        y = torch.from_numpy(np.ascontiguousarray(y))
+        y = array_tensor(v, y, "class indices (labels in the model's class order)")
     if not isinstance(y, torch.Tensor):
         hint = (f"; torch.full(({n},), {v})" if isinstance(y, int) and not isinstance(y, bool)
                 else f"; torch.tensor({v})" if isinstance(y, (list, tuple)) else "")

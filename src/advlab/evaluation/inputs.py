@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab._checks import check_images, check_labels, check_positive_int
+from advlab._checks import array_tensor, check_images, check_labels, check_positive_int
 from advlab.attacks.registry import TASKS
 from advlab.data import is_spec, load_dataset, open_images
 from advlab.data.torch_dataset import Data, dataset_images, is_torch_data
@@ -64,7 +64,9 @@ def resolve_data(data: Data, data_dir: str | os.PathLike[str] | None,
     elif isinstance(data, tuple) and len(data) == 2:
         if data_dir is not None:
             raise ValueError(f"data_dir: only read for a dataset name, got {os.fspath(data_dir)!r} with tensors (x, y)")
-        (x, y), name = tuple(torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in data), "tensors"
+        wants = ("numeric images in the bounds", "class indices (labels in the model's class order)")
+        (x, y), name = tuple(array_tensor("data", a, want) if isinstance(a, np.ndarray) else a
+                             for a, want in zip(data, wants, strict=True)), "tensors"
     else:
         raise TypeError(f"data: expected a dataset name, a tuple (x, y) of tensors or arrays, or a torch Dataset or "
                         f"DataLoader, got {type(data).__name__}")
