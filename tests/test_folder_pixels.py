@@ -52,8 +52,9 @@ def test_a_float_image_in_the_unit_range_is_read_as_it_is_and_any_other_is_refus
 
 
 def test_images_in_subfolders_are_found_and_hidden_files_are_not(tmp_path):
-    """torchvision's ImageFolder finds a class's images in its subfolders; macOS' ._NAME resource forks and
-    .ipynb_checkpoints are not images."""
+    """torchvision's ImageFolder finds a class's images in its subfolders (in its order: the folders' paths
+    sorted, the class folder's own files first); macOS' ._NAME resource forks and .ipynb_checkpoints are not
+    images."""
     rng = np.random.default_rng(2)
 
     def png(path: Path) -> None:
@@ -68,7 +69,7 @@ def test_images_in_subfolders_are_found_and_hidden_files_are_not(tmp_path):
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     images, labels = open_images(f"folder:{tmp_path}:size=8")
     rel = [p.relative_to(tmp_path).as_posix() for p in images.source.files]
-    assert rel == ["cat/2019/c.png", "cat/2019/deep/d.png", "cat/a.png", "cat/b.png", "dog/x.png"]
+    assert rel == ["cat/a.png", "cat/b.png", "cat/2019/c.png", "cat/2019/deep/d.png", "dog/x.png"]  # ImageFolder's
     assert labels.tolist() == [0, 0, 0, 0, 1] and images.source.classes == ["cat", "dog"]
     assert torch.stack([images[i] for i in range(5)]).shape == (5, 3, 8, 8)
 

@@ -43,8 +43,9 @@ def as_number(arg: str, value: object, what: str = "a number") -> float:
     if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
         value = value.item()
     if isinstance(value, (torch.Tensor, np.ndarray)):
+        hint = " (one budget per threat model: one ThreatModel per value)" if arg == "eps" else ""
         raise TypeError(f"{arg}: expected {what}, got a{' tensor' if isinstance(value, torch.Tensor) else 'n array'} "
-                        f"of shape {tuple(value.shape)} (one budget per threat model: one ThreatModel per value)")
+                        f"of shape {tuple(value.shape)}{hint}")
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{arg}: expected {what}, got {type(value).__name__}")
     return float(value)

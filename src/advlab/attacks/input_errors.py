@@ -80,9 +80,6 @@ def one_output_message(name: str, shape: tuple[int, ...]) -> str:
             "(N,)), from a sigmoid p return torch.stack([1 - p, p], 1)")
 
 
-__all__ = ["NoInputGradient", "leaves_autograd", "no_gradient_message", "numpy_only_message", "one_output_message"]
-
-
 def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str | None:
     """The one-line error of a model that failed on images laid out otherwise than it takes them; None if unknown.
 
@@ -103,3 +100,7 @@ def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str 
         return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
                 f"are N×1×H×W: x.unsqueeze(1) (the model said: {first})")
     return None
+
+
+__all__ = ["NoInputGradient", "layout_message", "leaves_autograd", "no_gradient_message", "numpy_only_message",
+           "one_output_message"]

@@ -20,18 +20,19 @@ SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder``, in its subfolders too (as torchvision's ImageFolder finds them).
+    """The image files under ``folder``, in its subfolders too, in the order torchvision's ImageFolder lists them.
 
-    Sorted by their path below ``folder``, so a flat folder keeps its files' name order. Hidden files and
-    folders (a name starting with ``.``: ``.ipynb_checkpoints``, macOS' ``._NAME.jpg`` resource forks) are
-    not images and are left out.
+    That order is the folders' paths sorted as strings (``folder`` itself first), and each folder's files
+    sorted by name, so a flat folder keeps its files' name order. Hidden files and folders (a name
+    starting with ``.``: ``.ipynb_checkpoints``, macOS' ``._NAME.jpg`` resource forks) are not images and
+    are left out.
     """
     found = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(root).relative_to(folder).parts
-        found += [(*rel, f) for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
-    return [folder.joinpath(*parts) for parts in sorted(found)]
+        found.append((root, sorted(f for f in files if not f.startswith(".") and Path(f).suffix.lower() in
+                                   IMAGE_SUFFIXES)))
+    return [Path(root) / f for root, names in sorted(found) for f in names]
 
 
 def _wide(im: Any, path: Path) -> np.ndarray | None:
