@@ -245,3 +245,14 @@ def test_arrays_of_strings_or_objects_are_refused_naming_what_they_hold(lenet, d
         advlab.evaluate(lenet, data(x, y), ["fgsm"], [0.1], **KW)
     with pytest.raises(TypeError, match=r"^y: expected class indices"):
         get_attack("fgsm")(lenet, x, np.array([str(int(v)) for v in y]), ThreatModel("linf", 0.1))
+
+
+def test_an_evaluation_budget_in_pixel_units_says_how_to_write_it(lenet, digits, tmp_path, capsys):
+    """torchattacks' eps=8/255 written as 8: evaluate refuses it (every input would be in reach) and says /255."""
+    from advlab.cli import main
+
+    with pytest.raises(ValueError, match=r"^eps: 8\.0 is outside the bounds' range for linf \(at most 1\); a budget "
+                                         r"in 0–255 units\? write it /255, e\.g\. 8/255$"):
+        advlab.evaluate(lenet, digits, ["fgsm"], [8], **KW)
+    assert main(["evaluate", "--eps", "8", "--attacks", "fgsm", "--n", "10", "--out", str(tmp_path / "o")]) == 2
+    assert "write it /255, e.g. 8/255" in capsys.readouterr().err

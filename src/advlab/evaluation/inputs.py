@@ -101,7 +101,8 @@ def validate_eps(norm: str, eps: float | Sequence[float] | torch.Tensor | np.nda
         if math.isnan(e) or e < 0:
             raise ValueError(f"eps: expected numbers >= 0, got {e}")
         if norm == "linf" and e > span:
-            raise ValueError(f"eps: {e} is outside the bounds' range for linf (at most {span:g})")
+            hint = f"; a budget in 0–255 units? write it /255, e.g. {e:g}/255" if span == 1 and 2 <= e <= 255 else ""
+            raise ValueError(f"eps: {e} is outside the bounds' range for linf (at most {span:g}){hint}")
         out.append(e)
     if not out:
         raise ValueError("eps: expected at least one budget")
