@@ -33,7 +33,7 @@ import torch
 
 from advlab._checks import check_images, check_labels, check_param, suggest
 from advlab._deprecation import warn_renamed
-from advlab._grad_mode import autograd_on, normal
+from advlab._grad_mode import with_autograd
 from advlab.attacks.fastview import prepare
 from advlab.attacks.guard import check_io
 from advlab.attacks.input_errors import (
@@ -151,6 +151,7 @@ class AttackInfo:
         """Default keyword parameters, read from the signature."""
         return {k: default for k, (default, _) in self.parameters.items()}
 
+    @with_autograd
     def __call__(
         self,
         model: Any,
@@ -163,12 +164,6 @@ class AttackInfo:
         **params: Any,
     ) -> AttackResult:
         """Check the inputs, bind the parameters, and run the attack on the fast view of ``model`` (in autograd)."""
-        with autograd_on():
-            return self._run(model, normal(x), normal(y), threat, target=normal(target), generator=generator,
-                             **params)
-
-    def _run(self, model: Any, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
-             target: torch.Tensor | None, generator: torch.Generator | None, **params: Any) -> AttackResult:
         task = task_of(params.get("loss")) or self.task
         y, target = self.check_inputs(model, x, y, threat, target, task=task)
         if generator is not None and not isinstance(generator, torch.Generator):

@@ -154,7 +154,6 @@ def _fooled(net: Model, x: torch.Tensor, ref: torch.Tensor, v: torch.Tensor,
     return predict_logits(net, apply_universal(x, v, bounds)).argmax(dim=1) != ref
 
 
-@with_autograd
 def universal_score(model: Model, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
                     bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 1000) -> UniversalScore:
     """The fooling rate, accuracy and clean accuracy of ``v`` on the images ``x`` with labels ``y``.

@@ -54,12 +54,12 @@ def model_and_images(args: argparse.Namespace, n: int | None) -> tuple[Any, str,
     return model, dataset, x[:n], y[:n]
 
 
-__all__ = ["add_model_arguments", "model_and_images", "model_dataset"]
-
-
 def norm_word(text: str) -> str:
     """``--norm`` as advlab names it, from a peer's spelling (``Linf``, ``L2``, ``inf``); else as given."""
     try:
         return canonical_norm(text)
     except ValueError:
         return text
+
+
+__all__ = ["MODEL_HELP", "WEIGHTS_HELP", "add_model_arguments", "model_and_images", "model_dataset", "norm_word"]

@@ -51,7 +51,6 @@ from advlab.results.records import data_fingerprint, model_fingerprint
 from advlab.results.store import ConfigMismatchError
 from advlab.threat import ThreatModel, canonical_norm
 
-NORMS = ("linf", "l2", "l1", "l0")
 CHECK_NORMS = ("linf", "l2")  # the gradient-masking checks run for these threat models
 CHECKS_SKIPPED_BLACKBOX = "the model is a BlackBox and the gradient-masking checks need its gradients"
 

@@ -271,10 +271,14 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in shape)
 
 
-def layout_hint(got: tuple[int, ...], takes: tuple[int, ...]) -> str:
-    """How images of item shape ``got`` become the ``takes`` (C×H×W) a model takes, where a layout explains it."""
+def layout_hint(got: tuple[int, ...], takes: tuple[int, ...], items: bool = False) -> str:
+    """How images of item shape ``got`` become the ``takes`` (C×H×W) a model takes, where a layout explains it.
+
+    ``items``: the images are a dataset's items, which its transform makes C×H×W (not a batch to permute).
+    """
     if len(takes) == 3 and got == (takes[1], takes[2], takes[0]):
-        return " (channels-last: x.permute(0, 3, 1, 2))"
+        return (" (channels-last: each image to C×H×W in the dataset's transform (ToTensor))" if items
+                else " (channels-last: x.permute(0, 3, 1, 2))")
     if len(takes) == 3 and takes[0] == 1 and got == takes[1:]:
         return " (no channel axis: x.unsqueeze(1))"
     return " (one image needs a batch axis: x[None])" if got == takes[1:] else ""
@@ -303,9 +307,7 @@ def check_input_shape(model: object, x: torch.Tensor, *, name: str | None = None
         return
     meta = getattr(model, "advlab_meta", {})
     label = name or meta.get("name") or type(model).__name__
-    hint = layout_hint(got, expected)
-    if hint and source.startswith("torch:"):  # (a dataset's items: its transform makes them C×H×W)
-        hint = hint.replace("x.permute(0, 3, 1, 2)", "each image to C×H×W in the dataset's transform (ToTensor)")
+    hint = layout_hint(got, expected, items=source.startswith("torch:"))  # (torch:NAME: a Dataset's items)
     raise ValueError(f"{arg}: {label} expects {_shape_text(expected)} inputs (its checkpoint's in_shape), "
                      f"got {_shape_text(got)} images from {source}{hint}")
 

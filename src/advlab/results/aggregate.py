@@ -209,19 +209,20 @@ def aggregate(store: Store, config: dict[str, Any]) -> tuple[list[Row], dict[flo
             _set(row, {"clean_rejected": rows[0].clean_rejected,
                        "defended_acc": float(table.handled[e].double().mean())})
         at_e = [r for r in rows if r.eps == e and r.norm == config["norm"] and r.attack != "clean"]
-        if at_e:
-            row.strongest = _strongest(at_e, w.counts())
         row.broken_by = w.counts()
+        if at_e:
+            row.strongest = _strongest(at_e, row.broken_by)
         rows.append(row)
     return rows, worst
 
 
 def _strongest(at_e: list[Row], broken_by: dict[str, int]) -> str:
-    """The attack with the lowest Acc@1 among the rows, and the attacks without a row that broke more.
+    """The attack with the lowest Acc@1 among the rows, and the attacks without a row that broke any example.
 
-    The worst case also counts the gradient-masking checks' attacks on their subset: where one of them
-    broke an example no row's attack broke, the bracket names it (``fgsm + checks' pgd``), so the
-    worst case is never read as the named row's own figure.
+    The worst case also counts the gradient-masking checks' attacks on their subset: ``broken_by`` credits
+    each example to the first attack that broke it, rows first, so a check attack with a count broke an
+    example no row's attack broke, and the bracket names it (``fgsm + checks' pgd``): the worst case is never
+    read as the named row's own figure.
     """
     best = min(at_e, key=lambda r: r.acc1_adv).attack
     shown = {r.attack for r in at_e}
