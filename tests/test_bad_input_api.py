@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import advlab
-from advlab._checks import check_out_dir, check_out_file
+from advlab._paths import check_out_dir, check_out_file
 from advlab.attacks import get_attack
 from advlab.data import load_dataset
 from advlab.models import (

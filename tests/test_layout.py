@@ -20,7 +20,7 @@ PKG = SRC / "advlab"
 
 # Rooms, lowest first: (room, module prefixes). The longest matching prefix decides a module's room.
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("advlab._checks", "advlab._device", "advlab._io", "advlab._version", "advlab._deprecation", "advlab._grad_mode",
+    ("core", ("advlab._checks", "advlab._device", "advlab._io", "advlab._version", "advlab._deprecation", "advlab._grad_mode", "advlab._paths",
               "advlab.threat", "advlab.metrics", "advlab.metrics_dense")),
     ("physical", ("advlab.physical",)),
     ("data", ("advlab.data",)),

@@ -10,12 +10,9 @@ import collections.abc
 import difflib
 import math
 import numbers
-import os
-import tempfile
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import numpy as np
@@ -203,73 +200,6 @@ def _one_hot_indices(arg: str, v: str, y: torch.Tensor) -> torch.Tensor:
                      f"{y.shape[1]} columns that is not one-hot; scores or soft labels: {v}.argmax(1)")
 
 
-def _existing_ancestor(path: Path) -> Path:
-    """The path itself if it exists, else its nearest existing ancestor (``.`` for a relative path)."""
-    for p in (path, *path.parents):
-        if p.exists():
-            return p
-    return Path(".")
-
-
-def _probe_writable(arg: str, directory: Path, target: Path) -> None:
-    """Create and delete a temporary file in ``directory``; a one-line error if that fails."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        raise ValueError(f"{arg}: cannot write {target} ({e.strerror or e} in {directory})") from None
-
-
-def check_out_dir(arg: str, path: str | os.PathLike[str]) -> Path:
-    """Check that ``path`` can be an output directory, writing nothing that stays.
-
-    It must be an existing directory or not exist yet (it is then created later, with its
-    parents), and the directory itself or its nearest existing ancestor must accept a file
-    (probed with a temporary file, so a read-only file system is caught even for root).
-
-    Args:
-        arg: The argument's name for the error message (e.g. ``"--out"``).
-        path: The output directory.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        ValueError: ``path`` is a file, or a component of it is, or it is not writable.
-    """
-    path = Path(path)
-    base = _existing_ancestor(path)
-    if not base.is_dir():
-        where = "which is a file" if base == path else f"inside {base}, which is a file"
-        raise ValueError(f"{arg}: expected a directory, got {path}, {where}")
-    _probe_writable(arg, base, path)
-    return path
-
-
-def check_out_file(arg: str, path: str | os.PathLike[str]) -> Path:
-    """Check that ``path`` can be an output file (not a directory; its directory writable), writing nothing.
-
-    Args:
-        arg: The argument's name for the error message (e.g. ``"--out"``).
-        path: The output file (its directory may not exist yet).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        ValueError: ``path`` is a directory, a component of its directory is a file, or the
-            directory is not writable.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{arg}: expected a file path, got {path}, which is a directory")
-    base = _existing_ancestor(path.parent)
-    if not base.is_dir():
-        raise ValueError(f"{arg}: cannot write {path}: {base} is a file, not a directory")
-    _probe_writable(arg, base, path)
-    return path
-
-
 @dataclass(frozen=True)
 class Range:
     """A numeric range for a parameter, read from its annotation (``Annotated[int, Range(1)]``).
@@ -318,6 +248,31 @@ def _describe(hint: Any) -> str:
     if hint in names:
         return names[hint]
     return getattr(hint, "__name__", str(hint))
+
+
+def plain_number(hint: Any, value: object) -> object:
+    """``value`` as the Python number it holds where ``hint`` asks for a number and it is a NumPy scalar or 0-d tensor.
+
+    A sweep over ``np.arange`` or ``torch.linspace`` hands parameters as ``np.int64``, ``np.float32``
+    or 0-d tensors; the attack gets ``int`` / ``float`` (which results and records store as JSON).
+    Anything else, and anything where ``hint`` asks for no number, is returned as it is.
+    """
+    if not _wants_number(hint):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
+        return value.item()
+    if (isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
+            and (value.is_floating_point() or not (value.dtype == torch.bool or value.is_complex()))):
+        return value.item()
+    return value
+
+
+def _wants_number(hint: Any) -> bool:
+    if get_origin(hint) is Annotated:
+        return _wants_number(get_args(hint)[0])
+    if get_origin(hint) in (Union, types.UnionType):
+        return any(_wants_number(option) for option in get_args(hint))
+    return hint is int or hint is float
 
 
 def check_param(arg: str, hint: Any, value: Any) -> None:
@@ -381,10 +336,10 @@ def _type_fits(hint: Any, value: Any) -> bool:
 def _check_plain(arg: str, hint: Any, origin: Any, value: Any) -> None:
     if hint is bool:
         ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is int:  # (NumPy integers too: a sweep over np.arange)
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
     elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
         if ok and math.isnan(value):
             raise ValueError(f"{arg}: expected a number, got nan")
     elif origin is collections.abc.Callable or hint is collections.abc.Callable:

@@ -31,7 +31,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from advlab._checks import Fraction, PositiveFloat, PositiveInt, check_images, check_labels, check_param
+from advlab._checks import Fraction, PositiveFloat, PositiveInt, check_images, check_labels, check_param, plain_number
 from advlab._device import draw
 from advlab._grad_mode import with_autograd
 from advlab.attacks.fastview import inference_view, prepare
@@ -149,6 +149,7 @@ def universal_patch(
     under ``generator``; the model is never changed (it runs through the attacks' fast view).
     Cost: ``steps`` forward + backward passes on ``batch_size`` rendered images.
     """
+    target = plain_number(int, target)  # type: ignore[assignment]  # (a NumPy integer, a 0-d label tensor)
     _check(model, x, target, size_fraction=size_fraction, steps=steps, lr=lr, batch_size=batch_size,
            rotation=rotation, scale=scale, shape=shape, schedule=schedule, generator=generator)
     x = x.detach()

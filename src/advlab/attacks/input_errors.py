@@ -5,6 +5,8 @@ Kept apart from :mod:`advlab.attacks.guard` (the adapters), which re-exports the
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 from advlab.models.blackbox import BlackBox
 from advlab.models.wrappers import declared_input_shape
 from advlab.models.zoo import layout_hint
+from advlab.threat import canonical_norm
 
 
 class NoInputGradient(RuntimeError):
@@ -80,6 +83,24 @@ def one_output_message(name: str, shape: tuple[int, ...]) -> str:
             "(N,)), from a sigmoid p return torch.stack([1 - p, p], 1)")
 
 
+def threat_message(name: str, norms: Sequence[str], threat: object, params: Mapping[str, Any]) -> str:
+    """The one-line error of an attack called without a ThreatModel: no threat, or the budget where it goes.
+
+    ``params`` are the call's keywords: a peer's ``eps=`` / ``norm=`` among them goes into the example.
+    """
+    eps = params.get("eps", threat if isinstance(threat, numbers.Real) and not isinstance(threat, bool) else None)
+    norm: str = norms[0]
+    try:
+        norm = canonical_norm(params.get("norm", threat if isinstance(threat, str) else norm))
+    except (TypeError, ValueError):
+        pass
+    example = f"advlab.ThreatModel({norm!r}, eps={f'{eps:.6g}' if isinstance(eps, numbers.Real) else '...'})"
+    if threat is None:
+        return (f"{name}: missing its threat model, the fourth argument: {name}(model, x, y, {example}) (the "
+                "budget, the norm, the bounds and targeting are the ThreatModel's)")
+    return f"threat: expected a ThreatModel, got {type(threat).__name__}: {example}"
+
+
 def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str | None:
     """The one-line error of a model that failed on images laid out otherwise than it takes them; None if unknown.
 
@@ -103,4 +124,4 @@ def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str 
 
 
 __all__ = ["NoInputGradient", "layout_message", "leaves_autograd", "no_gradient_message", "numpy_only_message",
-           "one_output_message"]
+           "one_output_message", "threat_message"]

@@ -31,7 +31,7 @@ from typing import Any, Literal, ParamSpec, get_type_hints
 
 import torch
 
-from advlab._checks import check_images, check_labels, check_param, suggest
+from advlab._checks import check_images, check_labels, check_param, plain_number, suggest
 from advlab._deprecation import warn_renamed
 from advlab._grad_mode import with_autograd
 from advlab.attacks.fastview import prepare
@@ -42,6 +42,7 @@ from advlab.attacks.input_errors import (
     leaves_autograd,
     no_gradient_message,
     numpy_only_message,
+    threat_message,
 )
 from advlab.attacks.peer_names import peer_hint, peer_param_hint
 from advlab.models.blackbox import BlackBox
@@ -157,13 +158,15 @@ class AttackInfo:
         model: Any,
         x: torch.Tensor,
         y: torch.Tensor,
-        threat: ThreatModel,
+        threat: ThreatModel | None = None,
         *,
         target: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         **params: Any,
     ) -> AttackResult:
         """Check the inputs, bind the parameters, and run the attack on the fast view of ``model`` (in autograd)."""
+        if not isinstance(threat, ThreatModel):
+            raise TypeError(threat_message(self.name, self.norms, threat, params))
         task = task_of(params.get("loss")) or self.task
         y, target = self.check_inputs(model, x, y, threat, target, task=task)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -199,7 +202,7 @@ class AttackInfo:
         ``task``: whose label check applies (default the attack's; a task loss's task when one is given).
         """
         if not isinstance(threat, ThreatModel):
-            raise TypeError(f"threat: expected a ThreatModel, got {type(threat).__name__}")
+            raise TypeError(threat_message(self.name, self.norms, threat, {}))
         if threat.norm not in self.norms:
             raise ValueError(f"threat.norm: {self.name} supports {', '.join(self.norms)}, got {threat.norm!r}")
         if self.finite_eps and not threat.bounded:
@@ -260,6 +263,7 @@ class AttackInfo:
             hint = peer_param_hint(unknown[0], self.parameters) or suggest(unknown[0], self.parameters)
             raise TypeError(f"{self.name}: unexpected parameter(s) {', '.join(unknown)}{hint}")
         for key, value in bound.items():
+            bound[key] = value = plain_number(self.parameters[key][1], value)
             check_param(key, self.parameters[key][1], value)
         return bound
 

@@ -10,8 +10,9 @@ from typing import Any, cast
 import torch
 from safetensors.torch import save
 
-from advlab._checks import budget_type, check_out_dir
+from advlab._checks import budget_type
 from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab._paths import check_out_dir
 from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
 from advlab.commands.device import add_device_argument, use_device
 from advlab.commands.inputs import add_model_arguments, model_and_images, norm_word

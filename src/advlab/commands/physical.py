@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from advlab._checks import check_out_dir
 from advlab._io import locked_directory
+from advlab._paths import check_out_dir
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
 from advlab.commands.inputs import MODEL_HELP, WEIGHTS_HELP

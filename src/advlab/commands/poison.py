@@ -6,8 +6,8 @@ import argparse
 
 import torch
 
-from advlab._checks import check_out_dir
 from advlab._io import locked_directory
+from advlab._paths import check_out_dir
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
 from advlab.data import dataset_info

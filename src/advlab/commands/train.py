@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab._checks import check_out_file
+from advlab._paths import check_out_file
 from advlab.commands.attack import parse_options
 from advlab.commands.device import add_device_argument, use_device
 from advlab.commands.train_factory import run_factory

@@ -8,8 +8,9 @@ import time
 
 import torch
 
-from advlab._checks import budget_type, check_out_dir, check_out_file
+from advlab._checks import budget_type
 from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab._paths import check_out_dir, check_out_file
 from advlab.attacks import get_attack
 from advlab.commands.device import add_device_argument, use_device
 from advlab.commands.inputs import norm_word

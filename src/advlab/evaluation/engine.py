@@ -24,7 +24,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from advlab._checks import check_bounds, check_choice, check_labels, check_positive_int
+from advlab._checks import check_bounds, check_choice, check_labels, check_positive_int, plain_number
 from advlab._device import OnDevice, place_model, resolve_device
 from advlab._grad_mode import autograd_on, normal
 from advlab._io import locked_directory
@@ -110,6 +110,8 @@ def preflight(net: nn.Module | BlackBox, x: torch.Tensor, y: torch.Tensor, jobs:
 def check_settings(s: Settings) -> None:
     """The scalar settings' types and ranges, each a one-line error naming the argument."""
     s.norm = canonical_norm(s.norm)
+    for name in ("n", "batch_size", "check_n", "seed", "examples_per_job"):  # (np.int64 from a sweep: an int)
+        setattr(s, name, plain_number(int, getattr(s, name)))
     check_bounds("bounds", s.bounds)
     if s.targeted is not None:
         check_choice("targeted", s.targeted, TARGETED)

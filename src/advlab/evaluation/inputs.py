@@ -22,6 +22,7 @@ from advlab.data import is_spec, load_dataset, open_images
 from advlab.data.torch_dataset import Data, dataset_images, is_torch_data
 from advlab.models.blackbox import BlackBox
 from advlab.models.wrappers import declared_input_shape
+from advlab.threat import ThreatModel
 
 
 def model_dataset(net: nn.Module | BlackBox) -> str:
@@ -97,7 +98,9 @@ def validate_eps(norm: str, eps: float | Sequence[float] | torch.Tensor | np.nda
         try:
             e = float(e)
         except (TypeError, ValueError):
-            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__})") from None
+            hint = (f"; a ThreatModel's budget is eps={e.eps!r} with norm={e.norm!r}, evaluate's own argument"
+                    if isinstance(e, ThreatModel) else "")
+            raise TypeError(f"eps: expected numbers, got {e!r} ({type(e).__name__}){hint}") from None
         if math.isnan(e) or e < 0:
             raise ValueError(f"eps: expected numbers >= 0, got {e}")
         if norm == "linf" and e > span:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import torch
 
-from advlab._checks import Range, check_images, check_labels, check_param
+from advlab._checks import Range, check_images, check_labels, check_param, plain_number
 from advlab._device import draw
 
 # A share of a set, 0 and 1 included (the registry's ``Fraction`` excludes 0).
@@ -82,8 +82,13 @@ def check_data(x: object, y: object, num_classes: int | None = None) -> tuple[to
     ``num_classes`` defaults to the largest label + 1.
     """
     x = check_images("x", x, (0.0, 1.0))
+    shape = tuple(x.shape)
     if x.dim() != 4:
-        raise ValueError(f"x: expected images N×C×H×W, got shape {tuple(x.shape)}")
+        hint = " (grey images without a channel axis: x.unsqueeze(1))" if x.dim() == 3 else ""
+        raise ValueError(f"x: expected images N×C×H×W, got shape {shape}{hint}")
+    if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        raise ValueError(f"x: expected images N×C×H×W, got shape {shape}, which looks channels-last (N×H×W×C): "
+                         "x.permute(0, 3, 1, 2)")
     y = check_labels("y", y, len(x))
     classes = int(y.max()) + 1 if num_classes is None else num_classes
     check_param("num_classes", Annotated[int, Range(2)], classes)
@@ -93,6 +98,7 @@ def check_data(x: object, y: object, num_classes: int | None = None) -> tuple[to
 
 def check_class(arg: str, value: object, num_classes: int) -> int:
     """Check a class index (a target, a source) against the number of classes."""
+    value = plain_number(int, value)  # (a NumPy integer, or a 0-d tensor: y[i] of the labels)
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{arg}: expected a class index (an integer), got {type(value).__name__} {value!r}")
     if not 0 <= value < num_classes:

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from advlab._checks import check_param
+from advlab._checks import array_tensor, check_labels, check_param
 from advlab.poison.base import Share, poison_count
 
 PAPER_SPECTRAL = "Tran, Li, Madry 2018, Spectral Signatures in Backdoor Attacks, https://arxiv.org/abs/1811.00636"
@@ -44,12 +44,15 @@ class Detection:
     details: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # per class: each round's split
 
 
-def check_features(feats: torch.Tensor, y: torch.Tensor) -> None:
-    """One-line errors for features that are not N×D or labels that do not match them."""
+def check_features(feats: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features (N×D, tensor or NumPy array) and their labels (read as check_labels reads them), or one line."""
+    if isinstance(feats, np.ndarray):
+        feats = array_tensor("features", feats, "N×D feature vectors")
+    if not isinstance(feats, torch.Tensor):
+        raise TypeError(f"features: expected a torch.Tensor of N×D feature vectors, got {type(feats).__name__}")
     if feats.dim() != 2:
         raise ValueError(f"features: expected N×D feature vectors, got shape {tuple(feats.shape)}")
-    if y.shape != (len(feats),):
-        raise ValueError(f"y: expected shape ({len(feats)},) to match the features, got {tuple(y.shape)}")
+    return feats, check_labels("y", y, len(feats)).to(feats.device)
 
 
 def spectral_signatures(feats: torch.Tensor, y: torch.Tensor, *, removal: float = 0.15) -> Detection:
@@ -61,7 +64,7 @@ def spectral_signatures(feats: torch.Tensor, y: torch.Tensor, *, removal: float 
         removal: Share of each class removed, fixed in advance (default 0.15 = 1.5 × an assumed
             bound ε = 0.1 on the poisons' share of a class, Tran et al.'s rule).
     """
-    check_features(feats, y)
+    feats, y = check_features(feats, y)
     check_param("removal", Share, removal)
     f = feats.double()
     scores = torch.zeros(len(f), dtype=torch.float64, device=f.device)
@@ -105,7 +108,7 @@ def activation_clustering(feats: torch.Tensor, y: torch.Tensor, *, dims: int = 1
     """
     from sklearn.cluster import KMeans
 
-    check_features(feats, y)
+    feats, y = check_features(feats, y)
     check_param("max_share", Share, max_share)
     check_param("reduce", Literal["ica", "pca"], reduce)
     f = feats.double().cpu().numpy()  # scikit-learn reads NumPy: on the CPU; the result goes back to feats' device

@@ -238,7 +238,7 @@ def robust_spectral(feats: torch.Tensor, y: torch.Tensor, *, whiten_dims: int = 
             most half the sparser group's).
         min_separation: Least Fisher separation of a flagged group from the rest (0: not used).
     """
-    check_features(feats, y)
+    feats, y = check_features(feats, y)
     _check_robust(whiten_dims, trim, rounds, max_share, max_valley, min_separation)
     return _per_class(feats, y, _spectral_split, "spectral-robust", whiten_dims=whiten_dims, trim=trim,
                       rounds=rounds, max_share=max_share, max_valley=max_valley, min_separation=min_separation)
@@ -267,7 +267,7 @@ def robust_activation_clustering(feats: torch.Tensor, y: torch.Tensor, *, dims: 
         min_separation: Least Fisher separation of a flagged cluster from the rest (0: not used).
         seed: Seed of k-means.
     """
-    check_features(feats, y)
+    feats, y = check_features(feats, y)
     check_param("dims", PositiveInt, dims)
     _check_robust(whiten_dims, trim, rounds, max_share, max_valley, min_separation)
     check_param("seed", int, seed)
