@@ -32,7 +32,7 @@ from torch.nn.modules import module as _module
 
 from advlab._deprecation import caller_level
 from advlab.attacks.guard import shown_name
-from advlab.attacks.modulecopy import Tree, rng_sandbox, same
+from advlab.attacks.modulecopy import Tree, reads_training, rng_sandbox, same
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 _ENABLED: ContextVar[bool] = ContextVar("advlab_fast_views", default=True)
@@ -79,9 +79,12 @@ def inference_view(model: Any) -> Any:
 
     A torch model with any submodule in training mode is replaced by a copy of it (detached
     parameter clones, own buffers) whose submodules are in eval mode, with a
-    :class:`ModelInTrainingMode` warning; the model's own ``training`` flags, parameters and
-    buffers are never written. Under :func:`keep_train_mode` the copy keeps the training flags,
-    declares ``randomized = True`` and no warning is given. Anything else is returned as it is.
+    :class:`ModelInTrainingMode` warning, except for a wrapper made around an eval-mode model (some
+    submodules in eval mode, and none of those in training mode reads its flag:
+    :func:`~advlab.attacks.modulecopy.reads_training`; a container's flag changes nothing); the model's own
+    ``training`` flags, parameters and buffers are never written. Under :func:`keep_train_mode` the copy
+    keeps the training flags, declares ``randomized = True`` and no warning is given (unless none of
+    them is read: then it is the quiet eval-mode copy). Anything else is returned as it is.
 
     Raises:
         ValueError: The model is in training mode and cannot be copied (copying raised, or a
@@ -90,7 +93,11 @@ def inference_view(model: Any) -> Any:
     if (not isinstance(model, nn.Module) or getattr(model, "_advlab_inference", False)
             or not any(m.training for m in model.modules())):
         return model
-    name, keep = shown_name(model), _KEEP_TRAIN.get()
+    # (a wrapper built around an eval-mode model, nn.DataParallel(net) or nn.Sequential(normalize, net), is in
+    # training mode in name only where none of the modules in training mode reads its flag: copied quietly)
+    modes = [m.training for m in model.modules()]
+    quiet = not all(modes) and not any(reads_training(type(m)) for m in model.modules() if m.training)
+    name, keep = shown_name(model), _KEEP_TRAIN.get() and not quiet
     scripted = next((n for n, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
     if scripted is not None:
         raise ValueError(f"model: {name} is in training mode and {scripted or 'it'} is a ScriptModule, which advlab "
@@ -107,7 +114,7 @@ def inference_view(model: Any) -> Any:
     copied.__dict__["_advlab_inference"] = True
     if keep:
         copied.__dict__["randomized"] = True
-    else:
+    elif not quiet:
         warnings.warn(f"advlab: {name} is in training mode: attacking an eval-mode copy (the model is left as it "
                       "is; call model.eval() to silence this, or use advlab.attacks.keep_train_mode() to attack "
                       "its training-mode randomness)", ModelInTrainingMode, stacklevel=caller_level())

@@ -10,6 +10,7 @@ are built and probed with them.
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import types
 import weakref
@@ -225,9 +226,36 @@ def _np_state() -> tuple[Any, ...]:
     return tuple(np.random.get_state(legacy=True))  # noqa: NPY002 -- the global stream is what is guarded
 
 
+@functools.cache
+def reads_training(cls: type) -> bool:
+    """Whether a method of module class ``cls`` (or of a base class below ``nn.Module``) reads a ``training`` attribute.
+
+    Read from the bytecode (nested functions included), so it needs no source: ``nn.Dropout``,
+    ``nn.BatchNorm2d``, ``nn.RReLU`` and a user's ``F.dropout(x, p, self.training)`` read it;
+    ``nn.Sequential``, ``nn.DataParallel``, ``nn.Linear`` and a normalising layer do not, so their
+    training flag changes nothing they compute.
+    """
+    def names(code: types.CodeType) -> set[str]:
+        found = set(code.co_names)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                found |= names(const)
+        return found
+
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object):
+            continue
+        for value in vars(klass).values():
+            value = getattr(value, "__func__", value)
+            funcs = (value.fget, value.fset) if isinstance(value, property) else (value,)
+            if any("training" in names(f.__code__) for f in funcs if hasattr(f, "__code__")):
+                return True
+    return False
+
+
 def join(name: str, key: str) -> str:
     """A dotted attribute name below a module (``key`` alone at the root)."""
     return f"{name}.{key}" if name else key
 
 
-__all__ = ["Tree", "join", "rng_sandbox", "same", "tensors_equal"]
+__all__ = ["Tree", "join", "reads_training", "rng_sandbox", "same", "tensors_equal"]
