@@ -44,3 +44,29 @@ def test_attack_command_on_a_factory_model_reads_mnist_as_evaluate_does(tmp_path
     rc = main(["attack", "--model", f"{tmp_path / 'mine.py'}:make", "--attack", "fgsm", "--n", "8", "--out", str(out)])
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["dataset"] == "mnist"
+
+
+def test_every_command_takes_an_attacks_parameters_as_dash_o(tmp_path):
+    """``-o KEY=VALUE`` as poison and physical take it: attack's -o is its --param; evaluate's names the attack."""
+    from advlab.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--attack", "pgd", "--eps", "0.1", "--n", "8"]
+    assert main(["attack", *common, "--out", str(a), "-o", "steps=3"]) == 0
+    assert main(["attack", *common, "--out", str(b), "--param", "steps=3"]) == 0
+    assert (a / "x_adv.safetensors").read_bytes() == (b / "x_adv.safetensors").read_bytes()
+
+    toml = tmp_path / "eval.toml"
+    toml.write_text("[params.pgd]\nsteps = 40\nstep_size = 0.02\n")
+    run = ["evaluate", "--attacks", "pgd", "--eps", "0.1", "--n", "8", "--no-checks", "--no-progress"]
+    assert main([*run, "--out", str(tmp_path / "e"), "--config", str(toml), "-o", "PGD.steps=3"]) == 0
+    config = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert config["config"]["params"] == {"pgd": {"steps": 3, "step_size": 0.02}}  # (the flag over the config)
+
+
+def test_evaluates_dash_o_without_an_attack_fails_in_one_line(tmp_path, capsys):
+    from advlab.cli import main
+
+    assert main(["evaluate", "--attacks", "pgd", "--n", "8", "--out", str(tmp_path), "-o", "steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-o: expected ATTACK.KEY=VALUE, e.g. -o pgd.steps=100, got 'steps'" in err

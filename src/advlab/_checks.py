@@ -20,9 +20,12 @@ import torch
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
-    """Return a ``" (did you mean ...?)"`` suffix with close names, or ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    """Return a ``" (did you mean ...?)"`` suffix with close names (case aside: ``LeNet-MNIST``), or ``""``."""
+    by_lower: dict[str, str] = {}
+    for c in choices:
+        by_lower.setdefault(c.lower(), c)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(by_lower[c]) for c in close)}?)" if close else ""
 
 
 def check_choice(arg: str, value: str, choices: Sequence[str]) -> str:

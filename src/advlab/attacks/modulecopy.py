@@ -10,7 +10,6 @@ are built and probed with them.
 from __future__ import annotations
 
 import copy
-import functools
 import random
 import types
 import weakref
@@ -226,7 +225,9 @@ def _np_state() -> tuple[Any, ...]:
     return tuple(np.random.get_state(legacy=True))  # noqa: NPY002 -- the global stream is what is guarded
 
 
-@functools.cache
+_READS_TRAINING: dict[type, bool] = {}
+
+
 def reads_training(cls: type) -> bool:
     """Whether a method of module class ``cls`` (or of a base class below ``nn.Module``) reads a ``training`` attribute.
 
@@ -242,15 +243,17 @@ def reads_training(cls: type) -> bool:
                 found |= names(const)
         return found
 
-    for klass in cls.__mro__:
-        if klass in (nn.Module, object):
-            continue
-        for value in vars(klass).values():
-            value = getattr(value, "__func__", value)
-            funcs = (value.fget, value.fset) if isinstance(value, property) else (value,)
-            if any("training" in names(f.__code__) for f in funcs if hasattr(f, "__code__")):
-                return True
-    return False
+    if cls not in _READS_TRAINING:
+        codes = [getattr(f, "__code__", None) for klass in cls.__mro__ if klass not in (nn.Module, object)
+                 for value in vars(klass).values() for f in _functions(value)]
+        _READS_TRAINING[cls] = any("training" in names(c) for c in codes if isinstance(c, types.CodeType))
+    return _READS_TRAINING[cls]
+
+
+def _functions(value: object) -> tuple[object, ...]:
+    """The functions a class attribute holds: a method's (also static or class), a property's getter and setter."""
+    value = getattr(value, "__func__", value)
+    return (value.fget, value.fset) if isinstance(value, property) else (value,)
 
 
 def join(name: str, key: str) -> str:

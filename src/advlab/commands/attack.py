@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--targeted", choices=("random", "least-likely"), default=None)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="attack parameter (JSON value), e.g. --param steps=40 --param step_size=0.01")
+    p.add_argument("-o", "--option", "--param", dest="param", action="append", default=[], metavar="KEY=VALUE",
+                   help="attack parameter (JSON value), e.g. -o steps=40 -o step_size=0.01 (also --param, as the "
+                        "other commands' -o)")
     p.add_argument("--out", required=True)
     add_device_argument(p)
     p.set_defaults(func=run_attack)

@@ -16,6 +16,7 @@ import torch
 from advlab._checks import parse_budget
 from advlab._device import DEVICE_CHOICES
 from advlab._io import atomic_write_text, locked_directory
+from advlab.commands.attack import parse_options
 from advlab.commands.device import device_for
 from advlab.commands.inputs import norm_word
 from advlab.evaluation import DEFAULT_ATTACKS
@@ -60,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default 2; under torchrun OMP_NUM_THREADS, which torchrun sets to 1)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="an attack's parameter (JSON value), e.g. -o pgd.steps=100 -o cw.steps=200 (the TOML "
+                        "config's params table; given here, it overrides the config's)")
     p.add_argument("--config", default=None, help="TOML file with the same keys; flags override it")
     p.add_argument("--out", default=None, help="output directory (default runs/evaluate-MODEL)")
     p.add_argument("--force", action="store_true", help="replace results of a different configuration in --out")
@@ -165,6 +169,17 @@ def default_threads() -> int:
     return 2
 
 
+def with_options(params: dict[str, dict[str, Any]], options: list[str]) -> dict[str, dict[str, Any]]:
+    """The params table with ``-o ATTACK.KEY=VALUE`` options set in it (a new table; the attacks check the keys)."""
+    out = {attack: dict(values) for attack, values in params.items()}
+    for key, value in parse_options(options, "-o").items():
+        attack, dot, name = key.partition(".")
+        if not (dot and attack and name):
+            raise ValueError(f"-o: expected ATTACK.KEY=VALUE, e.g. -o pgd.steps=100, got {key!r}")
+        out.setdefault(attack.lower(), {})[name] = value
+    return out
+
+
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML config, then the flags; every value type-checked."""
     cfg: dict[str, Any] = {"model": "lenet-mnist", "weights": None, "dataset": None, "data_dir": None,
@@ -179,6 +194,7 @@ def effective_config(args: argparse.Namespace) -> dict[str, Any]:
         if v is not None:
             check_value(f"--{key.replace('_', '-')}", key, v)
             cfg[key] = v
+    cfg["params"] = with_options(cfg["params"], getattr(args, "option", None) or [])
     cfg["attacks"] = _items("--attacks", cfg["attacks"], str)
     cfg["eps"] = _items("--eps", cfg["eps"], lambda t: parse_budget("--eps", t))
     if cfg["out"] is None:
