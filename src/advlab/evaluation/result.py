@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -15,7 +16,7 @@ import torch
 from advlab._io import atomic_write_text
 from advlab.report.certified import certified_text
 from advlab.report.detection import detector_text
-from advlab.report.tables import format_table
+from advlab.report.tables import format_table, results_html
 from advlab.results.aggregate import WorstCase
 from advlab.results.plan import key_names
 from advlab.results.records import CONTRACT_KEYS, DETECT_KEYS, Row
@@ -57,6 +58,24 @@ class Evaluation:
         """The robustness table as Markdown."""
         return format_table(self.rows, markdown=True)
 
+    def __repr__(self) -> str:
+        """One line (a REPL's echo): what was evaluated and its worst case; ``print()`` gives the table."""
+        worst = [f"{r.acc1_adv:.3f} ({r.norm} {r.eps:g})" for r in self.rows
+                 if r.attack == "worst-case" and r.acc1_adv is not None and r.eps is not None]
+        found = f", worst-case Acc@1 {', '.join(worst)}" if worst else ""
+        return (f"<Evaluation of {self.config.get('model', '?')} on {self.config.get('dataset', '?')}: "
+                f"{len(self.rows)} rows{found}; print() for the table>")
+
+    def _repr_html_(self) -> str:
+        """The table in a notebook (Jupyter shows this for an evaluation left as a cell's value), notes below it."""
+        notes = [*(self.meta.get("notes") or []), *self._skipped()]
+        return results_html(self.rows) + "".join(f"<p>⚠ {html.escape(n)}</p>" for n in notes)
+
+    def _skipped(self) -> list[str]:
+        skipped = self.meta.get("skipped") or {}
+        return [f"Not computed: {', '.join(key_names(skipped['jobs']))} — {skipped.get('why')}"] if skipped.get(
+            "jobs") else []
+
     def __str__(self) -> str:
         text = format_table(self.rows, markdown=False)
         for note in self.meta.get("notes") or []:
@@ -69,9 +88,8 @@ class Evaluation:
             text += "\n" + detector_text(self.meta["detector"])
         if self.meta.get("certified"):
             text += "\n\n" + certified_text(self.meta["certified"])
-        skipped = self.meta.get("skipped") or {}
-        if skipped.get("jobs"):
-            text += f"\nNot computed: {', '.join(key_names(skipped['jobs']))} — {skipped.get('why')}"
+        for line in self._skipped():
+            text += f"\n{line}"
         return text
 
     def save(self, directory: str | Path) -> None:

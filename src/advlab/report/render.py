@@ -26,7 +26,7 @@ from advlab.report.settings import (
     params_note,
     setting_rows,
 )
-from advlab.report.tables import format_comparison, format_table, head_and_cells
+from advlab.report.tables import format_comparison, format_table, results_html
 from advlab.results.aggregate import compute_rows, stored_jobs
 from advlab.results.plan import Job
 from advlab.results.records import Row, table_notes
@@ -230,29 +230,6 @@ def checks_html(report: Report) -> str:
         "<p>See docs/warnings.md. When a check fires, pgd-adaptive (margin loss, BPDA, EOT) and the escalation "
         "(transfer, automatic BPDA/EOT, Square 5 000) run, and the worst-case rows name the strongest attack.</p>"
     )
-
-
-def warnings_cell(row: Row) -> str:
-    """A row's warnings as their check codes (``⚠ GM06, GM08``), the full messages in the cell's tooltip.
-
-    The messages themselves are in the checks table and under the Markdown table; in every row
-    they made the table several screens tall.
-    """
-    if not row.warnings:
-        return "<td></td>"
-    codes = ", ".join(w.split(" ", 1)[0] for w in row.warnings)
-    return f'<td title="{html.escape("; ".join(row.warnings))}">⚠ {html.escape(codes)}</td>'
-
-
-def results_html(rows: list[Row]) -> str:
-    """The results table of the page (id ``results``), warnings (check codes) in the last column."""
-    head, all_cells = head_and_cells(rows)
-    heads = "".join(f"<th>{h}</th>" for h in [*head, "warnings"])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cs) + warnings_cell(r) + "</tr>"
-        for r, cs in zip(rows, all_cells, strict=True)
-    )
-    return f'<div class="wide"><table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table></div>'
 
 
 def figures_html(report: Report) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 
@@ -75,6 +76,29 @@ def format_table(rows: Sequence[Row], markdown: bool, show_model: bool = False) 
         lines += ["| " + " | ".join(b) + " |" for b in body]
         return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
     return "\n".join([text_table(head, body), *notes])
+
+
+def warnings_cell(row: Row) -> str:
+    """A row's warnings as their check codes (``⚠ GM06, GM08``), the full messages in the cell's tooltip.
+
+    The messages themselves are in the checks table and under the Markdown table; in every row
+    they made the table several screens tall.
+    """
+    if not row.warnings:
+        return "<td></td>"
+    codes = ", ".join(w.split(" ", 1)[0] for w in row.warnings)
+    return f'<td title="{html.escape("; ".join(row.warnings))}">⚠ {html.escape(codes)}</td>'
+
+
+def results_html(rows: Sequence[Row]) -> str:
+    """The results table of the page (id ``results``), warnings (check codes) in the last column."""
+    head, all_cells = head_and_cells(rows)
+    heads = "".join(f"<th>{h}</th>" for h in [*head, "warnings"])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cs) + warnings_cell(r) + "</tr>"
+        for r, cs in zip(rows, all_cells, strict=True)
+    )
+    return f'<div class="wide"><table id="results"><thead><tr>{heads}</tr></thead>\n<tbody>{body}</tbody></table></div>'
 
 
 def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
