@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 import advlab
 
@@ -40,3 +41,16 @@ def test_the_notebook_table_escapes_and_keeps_the_notes(evaluation):
         assert "<p>⚠ a &lt;b&gt;note&lt;/b&gt; &amp; more</p>" in evaluation._repr_html_()
     finally:
         evaluation.meta["notes"] = []
+
+
+def test_an_attack_result_echoes_in_one_line(lenet, mnist_test):
+    """``res`` at a prompt: shape, dtype, successes and queries, not the whole batch of pixels."""
+    from advlab.attacks import pgd, square
+
+    x, y = mnist_test
+    threat = advlab.ThreatModel("linf", eps=0.1)
+    res = pgd(lenet, x[:8], y[:8], threat)
+    assert repr(res) == f"AttackResult(x_adv: float32 8×1×28×28, success {int(res.success.sum())}/8)"
+    boxed = square(lenet, x[:4], y[:4], threat, max_queries=20, generator=torch.Generator())
+    assert repr(boxed).endswith(f", mean queries {float(boxed.queries.double().mean()):.1f})")
+    assert "\n" not in repr(boxed) and "tensor(" not in repr(boxed)

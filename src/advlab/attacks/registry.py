@@ -45,6 +45,7 @@ from advlab.attacks.input_errors import (
     threat_message,
 )
 from advlab.attacks.peer_names import peer_hint, peer_param_hint
+from advlab.attacks.result import AttackResult as AttackResult  # (re-exported: its home until now)
 from advlab.models.blackbox import BlackBox
 from advlab.threat import Norm, ThreatModel
 
@@ -53,22 +54,6 @@ Budget = Literal["fixed", "minimal", "unbounded"]
 P = ParamSpec("P")
 # The parameters every attack takes besides its own keyword parameters.
 CALL_ARGS = ("model", "x", "y", "threat", "target", "generator")
-
-
-@dataclass
-class AttackResult:
-    """What an attack returns.
-
-    Attributes:
-        x_adv: The adversarial batch, always inside the bounds (and the ε-ball when bounded).
-        success: Per-example bool: the model's prediction on ``x_adv`` is wrong (untargeted) or
-            equals the target (targeted), as seen by the attack at its last query.
-        queries: Per-example model queries (int64), or ``None`` where the attack does not count.
-    """
-
-    x_adv: torch.Tensor
-    success: torch.Tensor
-    queries: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
