@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -19,7 +19,8 @@ from torch import nn
 from advlab._checks import array_tensor, check_images, check_labels, check_positive_int
 from advlab.attacks.registry import TASKS
 from advlab.data import is_spec, load_dataset, open_images
-from advlab.data.torch_dataset import Data, dataset_images, is_torch_data
+from advlab.data.folder import KEY_PAIRS
+from advlab.data.torch_dataset import IMAGE_KEYS, LABEL_KEYS, Data, dataset_images, is_torch_data
 from advlab.models.blackbox import BlackBox
 from advlab.models.wrappers import declared_input_shape
 from advlab.threat import ThreatModel
@@ -54,7 +55,8 @@ def resolve_data(data: Data, data_dir: str | os.PathLike[str] | None,
             raise ValueError(f"data: a folder or npz file holds class labels; a {task} model needs its task's labels")
         images, labels = open_images(data, size=declared_input_shape(model), n=n, bounds=bounds)
         return cast(torch.Tensor, images), check_labels("data", labels, len(images)), data
-    if is_torch_data(data):
+    data = readable_form(data)
+    if is_torch_data(data) or isinstance(data, list):
         if data_dir is not None or task != "classification":
             raise ValueError("data: a torch Dataset is read as (image, class label) items, without data_dir")
         images, labels = dataset_images(data, n, bounds)
@@ -69,12 +71,37 @@ def resolve_data(data: Data, data_dir: str | os.PathLike[str] | None,
         (x, y), name = tuple(array_tensor("data", a, want) if isinstance(a, np.ndarray) else a
                              for a, want in zip(data, wants, strict=True)), "tensors"
     else:
-        raise TypeError(f"data: expected a dataset name, a tuple (x, y) of tensors or arrays, or a torch Dataset or "
-                        f"DataLoader, got {type(data).__name__}")
+        once = " (an iterator is read once; advlab reads images again by position)" if isinstance(
+            data, Iterator) else ""
+        raise TypeError(f"data: expected a dataset name, a tuple (x, y) of tensors or arrays, a torch Dataset or "
+                        f"DataLoader, or a list of (image, label) pairs, got {type(data).__name__}{once}")
     if n is not None:
         x, y = x[:n], y[:n]
     check_images("data", x, bounds)
     return x, check_labels("data", y, len(x)) if task == "classification" else TASKS[task]("data", y, x), name
+
+
+def readable_form(data: Data) -> Data:
+    """Data as users also hand it, in the form advlab reads; anything else as it is.
+
+    ``[x, y]`` (two arrays) and a mapping of arrays (``{"x": x, "y": y}``, ``np.load("f.npz")``: the npz
+    source's key pairs, or Hugging Face's ``pixel_values`` / ``labels``) are the tuple ``(x, y)``; a
+    list of ``(image, label)`` pairs (``list(zip(x, y))``) is read as a map-style dataset.
+    """
+    if isinstance(data, Mapping):
+        pairs = (*KEY_PAIRS, *((i, lab) for i in IMAGE_KEYS for lab in LABEL_KEYS))
+        pair = next((p for p in pairs if p[0] in data and p[1] in data), None)
+        if pair is None:
+            raise ValueError(f"data: a mapping with keys {', '.join(map(str, data))}; advlab reads its images and "
+                             f"labels from {', '.join(f'{a}/{b}' for a, b in KEY_PAIRS)} or Hugging Face's "
+                             "pixel_values/labels")
+        return data[pair[0]], data[pair[1]]
+    if isinstance(data, list) and len(data) == 2 and all(isinstance(a, (torch.Tensor, np.ndarray)) for a in data):
+        return data[0], data[1]
+    if isinstance(data, list) and not (data and isinstance(data[0], (tuple, list, Mapping))):
+        raise TypeError("data: a list is read as (image, label) pairs (list(zip(x, y))) or as [x, y], got a list of "
+                        f"{type(data[0]).__name__ if data else 'nothing'}")
+    return data
 
 
 def validate_eps(norm: str, eps: float | Sequence[float] | torch.Tensor | np.ndarray,
