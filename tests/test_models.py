@@ -234,6 +234,22 @@ def test_old_module_paths_warn_and_give_the_same_objects(old, new, monkeypatch):
         assert getattr(alias, name) is getattr(module, name), name
 
 
+@pytest.mark.parametrize("name", ["apgd", "cw", "deepfool", "square", "hopskipjump"])
+def test_an_old_module_path_leaves_the_attack_of_its_name_in_place(name):
+    """``from advlab.attacks.cw import cw`` in old code: ``from advlab.attacks import cw`` is still the attack.
+
+    (The import system sets an imported module as its package's attribute; it used to replace the
+    attack for the rest of the process: "'module' object is not callable".) A fresh interpreter, as
+    the module may have been imported already in this one.
+    """
+    code = (f"import warnings; warnings.simplefilter('ignore')\nimport advlab.attacks.{name}\n"
+            f"from advlab.attacks.{name} import {name} as old\nfrom advlab.attacks import {name} as new\n"
+            "import advlab.attacks as package\n"
+            f"assert callable(new) and new is old is package.{name}, type(new)\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr[-500:]
+
+
 @pytest.mark.parametrize("name", ["lenet-mnist", "googlenet-mnist", "mlp-mnist"])
 def test_shipped_model_accuracy(name):
     if name not in list_pretrained():

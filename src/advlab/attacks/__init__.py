@@ -8,6 +8,9 @@ randomness), so no attack changes the model. Adding an attack is one new module 
 in the import list below.
 """
 
+import sys
+import types
+
 from advlab.attacks.adaptive import eot_bpda, eot_grad_fn, pgd_adaptive
 from advlab.attacks.adversarial_patch import Patch, PatchScore, patch_success, universal_patch
 from advlab.attacks.autobpda import auto_bpda, pgd_bpda
@@ -114,3 +117,22 @@ __all__ = [
     "universal_score",
     "vanishing",
 ]
+
+
+class _Package(types.ModuleType):
+    """``advlab.attacks`` itself: importing a deprecated alias module leaves the attack of its name in place.
+
+    ``from advlab.attacks.cw import cw`` (the old path) makes the import system set the module
+    ``advlab.attacks.cw`` as the package's attribute ``cw``, over the attack: every later ``from
+    advlab.attacks import cw`` in the process got a module ("'module' object is not callable"). The
+    attack stays; the alias module is still in ``sys.modules`` for imports from it.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        current = self.__dict__.get(name)
+        if isinstance(value, types.ModuleType) and callable(current) and not isinstance(current, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
