@@ -148,3 +148,33 @@ def test_a_wrapper_whose_flag_is_read_still_warns(lenet, batch):
     dropout_around = nn.Sequential(nn.Dropout(0.5), lenet)
     with pytest.warns(ModelInTrainingMode, match="Sequential is in training mode"):
         run_pgd(dropout_around, *batch)
+
+
+@pytest.fixture(scope="module")
+def certified_net():
+    return advlab.load_model("cnn-mnist-ibp01")
+
+
+@pytest.mark.parametrize("eps", [np.float32(0.1), torch.tensor(0.1), np.float64(0.1)])
+def test_certify_reads_a_sweeps_budget(certified_net, batch, eps):
+    from advlab.certify import verified
+
+    x, y = batch
+    want = verified(certified_net, x, y, 0.1)
+    assert torch.equal(verified(certified_net, x, y, eps), want)
+    assert torch.equal(verified(certified_net, x, y.numpy(), eps, method="IBP"), want)
+
+
+@pytest.mark.parametrize(("change", "error", "message"), [
+    (lambda x, y: (x.numpy(), y, {}), TypeError, r"^x: expected a torch\.Tensor, got ndarray \(torch\.from_numpy\(x\)\)$"),
+    (lambda x, y: (x * 255, y, {}), ValueError, r"^x: values must lie in the bounds \[0\.0, 1\.0\].*divide the images by 255"),
+    (lambda x, y: (x, y[:3], {}), ValueError, r"^y: expected shape \(12,\) to match the batch, got \(3,\)$"),
+    (lambda x, y: (x, y, {"method": "crwn"}), ValueError, r"got 'crwn' \(did you mean 'crown', 'crown-ibp'\?\)$"),
+    (lambda x, y: (x, y, {"method": None}), TypeError, r"^method: expected one of 'ibp', 'crown-ibp', 'crown', got NoneType$"),
+])
+def test_certify_refuses_in_one_line(certified_net, batch, change, error, message):
+    from advlab.certify import verified
+
+    x, y, kw = change(*batch)
+    with pytest.raises(error, match=message):
+        verified(certified_net, x, y, 0.1, **kw)

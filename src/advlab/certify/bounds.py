@@ -22,11 +22,12 @@ All bounds are computed for a batch of examples at once. The model is never chan
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 from torch import nn
 
+from advlab._checks import as_number, check_bounds, check_choice, check_images, check_labels
 from advlab.certify.chain import build_chain
 from advlab.certify.layers import FlattenOp, NonlinearOp, Op, Relaxation, ReLUOp, ScaleShiftOp
 
@@ -174,17 +175,20 @@ def chain_margins(ops: list[Op], box: Box, y: torch.Tensor, method: Method, *, b
     return crown
 
 
-def _check(model: nn.Module, x: torch.Tensor, eps: float, method: str) -> list[Op]:
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+def _check(model: nn.Module, x: object, eps: object, method: object, bounds: tuple[float, float]
+           ) -> tuple[list[Op], torch.Tensor, float, Method]:
+    """The chain, the images, ε and the method, checked (a NumPy or 0-d tensor ε, a method in any case)."""
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {type(method).__name__}")
+    method = check_choice("method", method.lower(), METHODS)
+    eps = as_number("eps", eps, "a finite number ≥ 0")
+    if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps: expected a finite number ≥ 0, got {eps!r}")
-    if x.ndim < 2 or not x.is_floating_point():
-        raise ValueError(f"x: expected a float batch N×…, got {tuple(x.shape)} {x.dtype}")
-    ops = build_chain(model, tuple(x.shape[1:]))
+    xt = check_images("x", x, check_bounds("bounds", bounds))
+    ops = build_chain(model, tuple(xt.shape[1:]))
     if not ops or len(ops[-1].out_shape) != 1:
         raise ValueError("certify: the model's output must be a batch of logit vectors (N×K)")
-    return ops
+    return ops, xt, eps, cast(Method, method)
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
@@ -211,9 +215,8 @@ def margin_lower_bounds(
         each bound is the larger of the method's and IBP's (on IBP-trained nets CROWN-IBP's final
         pass is sometimes the looser one).
     """
-    ops = _check(model, x, eps, method)
-    if y.shape != x.shape[:1]:
-        raise ValueError(f"y: expected shape ({len(x)},), got {tuple(y.shape)}")
+    ops, x, eps, method = _check(model, x, eps, method, bounds)
+    y = check_labels("y", y, len(x)).to(x.device)
     out = []
     with torch.no_grad():
         for sl in _batches(len(x), batch_size):
@@ -241,7 +244,7 @@ def logit_bounds(
 
     For ``"crown-ibp"``: IBP intermediate bounds and a CROWN pass for the logits.
     """
-    ops = _check(model, x, eps, method)
+    ops, x, eps, method = _check(model, x, eps, method, bounds)
     box = input_box(x, eps, bounds)
     with torch.no_grad():
         inter, relax = intermediate_bounds(ops, box, "crown" if method == "crown" else "ibp")
