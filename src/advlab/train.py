@@ -26,6 +26,7 @@ from advlab._version import __version__
 from advlab.data import dataset_info, half_indices, load_dataset
 from advlab.metrics import clean_accuracy
 from advlab.models import create_model
+from advlab.models.checkpoint import is_initial
 
 
 @dataclass
@@ -183,7 +184,7 @@ def fit(
     *,
     defense: TrainingDefense | None = None,
     progress: bool = True,
-    init_seed: bool = True,
+    init_seed: bool | None = None,
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and the given step function.
@@ -203,8 +204,11 @@ def fit(
         defense: What one batch contributes to the loss, the training set, and a hook after each
             optimiser step (see :mod:`advlab.defenses`); ``None`` is plain cross-entropy.
         progress: Show a progress bar with loss and accuracy.
-        init_seed: Whether the seeded RNG also re-initialises the model's parameters (set it to
-            False when fine-tuning an already trained model).
+        init_seed: Whether the seeded RNG also re-initialises the model's parameters. ``None``
+            (the default): only a network as :func:`~advlab.models.create_model` built it, untouched
+            since (so advlab's own training is the same whatever the caller's RNG); your own module, or
+            one whose weights were loaded or trained, keeps its weights (fine-tuning, adversarial
+            fine-tuning). ``True`` re-draws any model's parameters under the seed.
         device: Where to train (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, see
             :func:`advlab._device.resolve_device`); ``None``: where the model is.
 
@@ -220,7 +224,7 @@ def fit(
     start = time.perf_counter()
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(config.seed)
-        if init_seed:
+        if init_seed or (init_seed is None and is_initial(model)):
             _reset_parameters(model)
         history = _train(model.to(dev), defense, config, (x, y), total, dev, progress)
     model.eval()

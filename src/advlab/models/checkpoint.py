@@ -276,7 +276,26 @@ def tensor_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+INITIAL = "_advlab_initial_digest"  # where create_model records the digest of the weights it drew
+
+
+def mark_initial(model: nn.Module) -> nn.Module:
+    """Record that ``model``'s weights are the ones its constructor drew (:func:`is_initial` until they change).
+
+    A model built on the meta device (shapes only, as checkpoints are checked) holds no weights: not recorded.
+    """
+    if not any(t.is_meta for t in model.state_dict().values()):
+        model.__dict__[INITIAL] = tensor_digest(model)
+    return model
+
+
+def is_initial(model: nn.Module) -> bool:
+    """Whether ``model`` still holds the weights :func:`mark_initial` recorded (not loaded over, not trained)."""
+    recorded = model.__dict__.get(INITIAL)
+    return recorded is not None and recorded == tensor_digest(model)
+
+
 __all__ = [
-    "FORMAT", "CheckpointError", "check_arch_kwargs", "check_state", "load_state", "read_metadata",
-    "save_checkpoint", "tensor_digest", "tensor_shapes",
+    "FORMAT", "INITIAL", "CheckpointError", "check_arch_kwargs", "check_state", "is_initial", "load_state",
+    "mark_initial", "read_metadata", "save_checkpoint", "tensor_digest", "tensor_shapes",
 ]

@@ -22,7 +22,14 @@ from torch import nn
 
 from advlab._checks import error_text, suggest
 from advlab.models.blackbox import BlackBox
-from advlab.models.checkpoint import CheckpointError, check_arch_kwargs, check_state, load_state, read_metadata
+from advlab.models.checkpoint import (
+    CheckpointError,
+    check_arch_kwargs,
+    check_state,
+    load_state,
+    mark_initial,
+    read_metadata,
+)
 from advlab.models.dense import DetNet, SegNet
 from advlab.models.factory import is_factory_spec, load_factory
 from advlab.models.nets import MLP, LeNet5, SmallCNN, SmallGoogLeNet
@@ -126,7 +133,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             f"known: {', '.join(sorted(ARCHITECTURES))}"
         )
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    return ARCHITECTURES[name].build(**kwargs)
+    return mark_initial(ARCHITECTURES[name].build(**kwargs))  # (fit re-draws these under its seed)
 
 
 def _find_checkpoint(s: str) -> Path | None:
