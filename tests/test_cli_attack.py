@@ -70,3 +70,22 @@ def test_evaluates_dash_o_without_an_attack_fails_in_one_line(tmp_path, capsys):
     assert main(["evaluate", "--attacks", "pgd", "--n", "8", "--out", str(tmp_path), "-o", "steps=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "-o: expected ATTACK.KEY=VALUE, e.g. -o pgd.steps=100, got 'steps'" in err
+
+
+def test_an_options_fraction_is_its_quotient_as_the_eps_flags_read_it():
+    """``-o eps=8/255`` on train, ``-o pgd.step_size=1/255`` on evaluate: the number (it was refused as text)."""
+    from advlab.commands.attack import parse_options
+
+    got = parse_options(["eps=8/255", "step=1e-3/2", "loss=ce", "list=[1, 2]", "odd=1/0", "path=a/b"], "-o")
+    assert got == {"eps": 8 / 255, "step": 1e-3 / 2, "loss": "ce", "list": [1, 2], "odd": "1/0", "path": "a/b"}
+
+
+def test_train_takes_a_fractional_budget_as_an_option(tmp_path):
+    from advlab.cli import main
+
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--defense", "pgd", "-o",
+                 "eps=8/255", "-o", "steps=2", "--out", str(out), "--no-progress"]) == 0
+    from advlab.models.checkpoint import read_metadata
+
+    assert read_metadata(out)["defense"]["eps"] == 8 / 255

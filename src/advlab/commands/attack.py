@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any, cast
 
 import torch
 from safetensors.torch import save
 
-from advlab._checks import budget_type
+from advlab._checks import budget_type, parse_budget
 from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab._paths import check_out_dir
 from advlab.attacks import AttackInfo, choose_targets, get_attack, list_attacks
@@ -55,7 +56,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
-    """``["steps=40", "loss=ce"]`` → ``{"steps": 40, "loss": "ce"}`` (values parsed as JSON where they are)."""
+    """``["steps=40", "loss=ce", "eps=8/255"]`` → ``{"steps": 40, "loss": "ce", "eps": 0.0313…}``.
+
+    Values are parsed as JSON where they are, a fraction of numbers as its quotient, anything else kept as text.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -64,8 +68,21 @@ def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            out[key] = _fraction(value)
     return out
+
+
+FRACTION = re.compile(r"^\s*[0-9.]+(e[-+]?\d+)?\s*/\s*[0-9.]+(e[-+]?\d+)?\s*$", re.IGNORECASE)
+
+
+def _fraction(value: str) -> Any:
+    """``8/255`` as the number it is, as the --eps flags read budgets; any other text as it is."""
+    if FRACTION.match(value):
+        try:
+            return parse_budget("-o", value)
+        except ValueError:
+            return value
+    return value
 
 
 def _threat(args: argparse.Namespace, info: AttackInfo) -> tuple[str, ThreatModel]:
