@@ -57,7 +57,7 @@ def test_every_command_takes_an_attacks_parameters_as_dash_o(tmp_path):
     assert (a / "x_adv.safetensors").read_bytes() == (b / "x_adv.safetensors").read_bytes()
 
     toml = tmp_path / "eval.toml"
-    toml.write_text("[params.pgd]\nsteps = 40\nstep_size = 0.02\n")
+    toml.write_text("[params.pgd]\nsteps = 40\nstep_size = \"1/50\"\n")  # (a fraction as text: its quotient)
     run = ["evaluate", "--attacks", "pgd", "--eps", "0.1", "--n", "8", "--no-checks", "--no-progress"]
     assert main([*run, "--out", str(tmp_path / "e"), "--config", str(toml), "-o", "PGD.steps=3"]) == 0
     config = json.loads((tmp_path / "e" / "config.json").read_text())

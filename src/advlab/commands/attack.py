@@ -68,14 +68,14 @@ def parse_options(items: list[str], flag: str = "--param") -> dict[str, Any]:
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = _fraction(value)
+            out[key] = fraction(value)
     return out
 
 
 FRACTION = re.compile(r"^\s*[0-9.]+(e[-+]?\d+)?\s*/\s*[0-9.]+(e[-+]?\d+)?\s*$", re.IGNORECASE)
 
 
-def _fraction(value: str) -> Any:
+def fraction(value: str) -> Any:
     """``8/255`` as the number it is, as the --eps flags read budgets; any other text as it is."""
     if FRACTION.match(value):
         try:

@@ -16,7 +16,7 @@ import torch
 from advlab._checks import parse_budget
 from advlab._device import DEVICE_CHOICES
 from advlab._io import atomic_write_text, locked_directory
-from advlab.commands.attack import parse_options
+from advlab.commands.attack import fraction, parse_options
 from advlab.commands.device import device_for
 from advlab.commands.inputs import norm_word
 from advlab.evaluation import DEFAULT_ATTACKS
@@ -171,7 +171,8 @@ def default_threads() -> int:
 
 def with_options(params: dict[str, dict[str, Any]], options: list[str]) -> dict[str, dict[str, Any]]:
     """The params table with ``-o ATTACK.KEY=VALUE`` options set in it (a new table; the attacks check the keys)."""
-    out = {attack: dict(values) for attack, values in params.items()}
+    out = {attack: {k: fraction(v) if isinstance(v, str) else v for k, v in values.items()}  # (TOML: "1/255")
+           for attack, values in params.items()}
     for key, value in parse_options(options, "-o").items():
         attack, dot, name = key.partition(".")
         if not (dot and attack and name):
