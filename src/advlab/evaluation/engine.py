@@ -38,6 +38,7 @@ from advlab.evaluation.dense import DenseEvaluation, model_task, plan_dense
 from advlab.evaluation.detection import plan_detector
 from advlab.evaluation.distributed import current_world, run_sharded
 from advlab.evaluation.inputs import model_dataset, resolve_data, validate_eps
+from advlab.evaluation.memory import check_batch_memory
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
 from advlab.evaluation.session import attach_detector, finish_run, open_run_store, start_run
@@ -166,6 +167,8 @@ def plan(s: Settings) -> Plan:
     jobs = plan_jobs(attacks, s.norm, sweep)
     params = bind_params(s.params, jobs, plan_jobs([ADAPTIVE], s.norm, sweep) if checks else [])
     preflight(net, x, y, jobs, bounds, target)
+    if not blackbox and any(get_attack(j.attack).needs_grad for j in jobs):
+        check_batch_memory(net, x, s.batch_size)
     methods = parse_methods(s.certify, s.norm)
     preflight_certify(net, x, methods, target is not None)
     config: dict[str, Any] = {
