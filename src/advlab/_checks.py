@@ -23,8 +23,8 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     """Return a ``" (did you mean ...?)"`` suffix with close names (case aside: ``LeNet-MNIST``), or ``""``."""
     by_lower: dict[str, str] = {}
     for c in choices:
-        by_lower.setdefault(c.lower(), c)
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+        by_lower.setdefault(str(c).lower(), c)
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(repr(by_lower[c]) for c in close)}?)" if close else ""
 
 
