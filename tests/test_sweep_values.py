@@ -178,3 +178,16 @@ def test_certify_refuses_in_one_line(certified_net, batch, change, error, messag
     x, y, kw = change(*batch)
     with pytest.raises(error, match=message):
         verified(certified_net, x, y, 0.1, **kw)
+
+
+def test_evaluates_params_from_a_sweep_are_stored_as_plain_numbers(lenet, batch, tmp_path):
+    """``params={"pgd": {"steps": np.int64(5)}}`` ran into the store's JSON ("float32 is not JSON serializable")."""
+    x, y = batch
+    kw = {"attacks": ["pgd"], "eps": [0.1], "progress": False, "checks": False}
+    got = advlab.evaluate(lenet, (x, y), params={"pgd": {"steps": np.int64(5), "step_size": np.float32(0.5),
+                                                         "early_stop": np.bool_(False)}}, out=tmp_path / "a", **kw)
+    want = advlab.evaluate(lenet, (x, y), params={"pgd": {"steps": 5, "step_size": 0.5, "early_stop": False}},
+                           out=tmp_path / "b", **kw)
+    assert got.config["params"] == want.config["params"]
+    assert [type(v) for v in got.config["params"]["pgd"].values()] == [int, float, bool]
+    assert without_seconds(got.to_records()) == without_seconds(want.to_records())

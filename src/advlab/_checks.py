@@ -262,7 +262,7 @@ def plain_number(hint: Any, value: object) -> object:
     """
     if not _wants_number(hint):
         return value
-    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
         return value.item()
     if (isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
             and (value.is_floating_point() or not (value.dtype == torch.bool or value.is_complex()))):
@@ -275,7 +275,7 @@ def _wants_number(hint: Any) -> bool:
         return _wants_number(get_args(hint)[0])
     if get_origin(hint) in (Union, types.UnionType):
         return any(_wants_number(option) for option in get_args(hint))
-    return hint is int or hint is float
+    return hint is int or hint is float or hint is bool
 
 
 def check_param(arg: str, hint: Any, value: Any) -> None:

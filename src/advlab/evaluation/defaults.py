@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from advlab._checks import plain_number
 from advlab.attacks import AttackInfo, get_attack, list_attacks
 from advlab.attacks.registry import registered_as
 from advlab.models.blackbox import BlackBox
@@ -122,7 +123,7 @@ def bind_params(params: Mapping[str, Mapping[str, Any]] | None, jobs: Sequence[J
             if not isinstance(values, Mapping):
                 raise TypeError(f"params: expected a table of parameters for {name!r}, got {type(values).__name__}")
             get_attack(name).bind(values)
-            out[name] = dict(values)
+            out[name] = {k: plain_number(int | float | bool, v) for k, v in values.items()}  # (JSON: the store)
         for job in [*jobs, *extra]:
             info = get_attack(job.attack)
             info.bind(attack_params(info, job, out))
