@@ -5,6 +5,7 @@ sets; and a wrapper built around an eval-mode model, whose training flag changes
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -191,3 +192,28 @@ def test_evaluates_params_from_a_sweep_are_stored_as_plain_numbers(lenet, batch,
     assert got.config["params"] == want.config["params"]
     assert [type(v) for v in got.config["params"]["pgd"].values()] == [int, float, bool]
     assert without_seconds(got.to_records()) == without_seconds(want.to_records())
+
+
+@pytest.mark.parametrize(("takes", "shape", "fix"), [
+    (3, (6, 1, 12, 12), r"\(grey images as RGB: x\.repeat\(1, 3, 1, 1\)\)$"),
+    (1, (6, 3, 12, 12), r"\(colour images as grey: x\.mean\(1, keepdim=True\), or luminance weights"),
+    (3, (6, 4, 12, 12), r"\(RGBA images without alpha: x\[:, :3\]\)$"),
+])
+def test_images_with_another_channel_count_name_the_conversion(takes, shape, fix):
+    """Grey MNIST into an RGB network (or the reverse): one line with the conversion, no fast-view warning first."""
+    net = nn.Sequential(nn.Conv2d(takes, 4, 3), nn.Flatten(), nn.Linear(4 * 10 * 10, 10)).eval()
+    x, y = torch.rand(shape), torch.zeros(6, dtype=torch.long)
+    message = rf"the model's first convolution takes {takes}-channel images, the batch of shape {re.escape(str(shape))}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"^x: {message} has {shape[1]} " + fix):
+            pgd(net, x, y, LINF)
+        with pytest.raises(ValueError, match=rf"^data: {message}"):
+            advlab.evaluate(net, (x, y), attacks=["fgsm"], eps=[0.1], progress=False, checks=False)
+
+
+def test_a_deeper_layers_channel_mismatch_is_the_models_own_error():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(5, 4, 3), nn.Flatten()).eval()
+    with pytest.warns(UserWarning, match="fast view of Sequential not used"), pytest.raises(RuntimeError,
+                                                                                          match="expected input"):
+        pgd(net, torch.rand(4, 1, 12, 12), torch.zeros(4, dtype=torch.long), LINF)

@@ -32,6 +32,7 @@ from torch.nn.modules import module as _module
 
 from advlab._deprecation import caller_level
 from advlab.attacks.guard import shown_name
+from advlab.attacks.input_errors import wrong_channels
 from advlab.attacks.modulecopy import Tree, reads_training, rng_sandbox, same
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -259,6 +260,8 @@ def _probe(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module | None, str
         if isinstance(got, torch.Tensor):
             _reorder(tree, view, probe, got)
     except Exception as e:  # reported to the user: the attack then runs on the model as given
+        if stage == "running a copy of it" and wrong_channels(e, probe) is not None:
+            raise  # (the images' fault, not the copy's: the model fails on them too, and the caller names the fix)
         return None, f"{stage} raised {_short(e)}", first if isinstance(first, torch.Tensor) else None
     if logits is None or not isinstance(got, torch.Tensor):
         return None, f"its output is a {type(first).__name__}, not a tensor of logits", None

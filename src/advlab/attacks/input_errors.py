@@ -6,6 +6,7 @@ Kept apart from :mod:`advlab.attacks.guard` (the adapters), which re-exports the
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -101,11 +102,35 @@ def threat_message(name: str, norms: Sequence[str], threat: object, params: Mapp
     return f"threat: expected a ThreatModel, got {type(threat).__name__}: {example}"
 
 
+CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
+
+
+def wrong_channels(error: BaseException, x: Any) -> tuple[int, int] | None:
+    """(channels the model's first convolution takes, channels the images have) where that is what ``error`` says.
+
+    Only a convolution that names the images' own shape counts (a deeper layer's mismatch is the model's).
+    """
+    m = CHANNELS.search(str(error)) if isinstance(error, RuntimeError) else None
+    if m is None or tuple(int(d) for d in m.group(1).split(","))[1:] != tuple(x.shape[1:]):
+        return None  # (the batch size aside: the attacks probe their model on two of the images)
+    return int(m.group(2)), int(m.group(3))
+
+
+def channels_message(takes: int, has: int, shape: tuple[int, ...], arg: str = "x") -> str:
+    """The one-line error of images with another channel count than the model's first convolution takes."""
+    fix = {(3, 1): "grey images as RGB: x.repeat(1, 3, 1, 1)",
+           (1, 3): "colour images as grey: x.mean(1, keepdim=True), or luminance weights (0.299, 0.587, 0.114)",
+           (3, 4): "RGBA images without alpha: x[:, :3]"}.get((takes, has), "the model's own input")
+    return (f"{arg}: the model's first convolution takes {takes}-channel images, the batch of shape {shape} has {has} "
+            f"({fix})")
+
+
 def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str | None:
     """The one-line error of a model that failed on images laid out otherwise than it takes them; None if unknown.
 
     A model whose checkpoint declares its input shape is compared with it; any other model is only suspected of a
-    layout mistake when it raised a RuntimeError on channels-last (N×H×W×C) or channel-less (N×H×W) images.
+    layout mistake when it raised a RuntimeError on channels-last (N×H×W×C) or channel-less (N×H×W) images, or
+    its first convolution named another channel count than the images have (grey into RGB, or the reverse).
     """
     takes, got = declared_input_shape(model), tuple(x.shape[1:])
     if takes is not None and got != takes:
@@ -120,8 +145,9 @@ def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str 
     if len(x.shape) == 3 and "channel" in first:
         return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
                 f"are N×1×H×W: x.unsqueeze(1) (the model said: {first})")
-    return None
+    channels = wrong_channels(error, x)
+    return None if channels is None else channels_message(*channels, tuple(x.shape), arg)
 
 
 __all__ = ["NoInputGradient", "layout_message", "leaves_autograd", "no_gradient_message", "numpy_only_message",
-           "one_output_message", "threat_message"]
+           "one_output_message", "threat_message", "wrong_channels"]
