@@ -5,7 +5,6 @@ sets; and a wrapper built around an eval-mode model, whose training flag changes
 from __future__ import annotations
 
 import json
-import re
 import warnings
 
 import numpy as np
@@ -203,10 +202,10 @@ def test_images_with_another_channel_count_name_the_conversion(takes, shape, fix
     """Grey MNIST into an RGB network (or the reverse): one line with the conversion, no fast-view warning first."""
     net = nn.Sequential(nn.Conv2d(takes, 4, 3), nn.Flatten(), nn.Linear(4 * 10 * 10, 10)).eval()
     x, y = torch.rand(shape), torch.zeros(6, dtype=torch.long)
-    message = rf"the model's first convolution takes {takes}-channel images, the batch of shape {re.escape(str(shape))}"
+    message = rf"the model's first convolution takes {takes}-channel images, the images of {'×'.join(map(str, shape[1:]))}"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ValueError, match=rf"^x: {message} has {shape[1]} " + fix):
+        with pytest.raises(ValueError, match=rf"^x: {message} have {shape[1]} " + fix):
             pgd(net, x, y, LINF)
         with pytest.raises(ValueError, match=rf"^data: {message}"):
             advlab.evaluate(net, (x, y), attacks=["fgsm"], eps=[0.1], progress=False, checks=False)
@@ -217,3 +216,28 @@ def test_a_deeper_layers_channel_mismatch_is_the_models_own_error():
     with pytest.warns(UserWarning, match="fast view of Sequential not used"), pytest.raises(RuntimeError,
                                                                                           match="expected input"):
         pgd(net, torch.rand(4, 1, 12, 12), torch.zeros(4, dtype=torch.long), LINF)
+
+
+@pytest.mark.parametrize(("takes", "fix"), [
+    (3 * 144, r"grey images as RGB: x\.repeat\(1, 3, 1, 1\)$"),
+    (400, r"images of the size it was trained on$"),
+])
+def test_images_of_another_size_than_a_linear_model_takes_name_it(takes, fix):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(takes, 10)).eval()
+    x, y = torch.rand(6, 1, 12, 12), torch.zeros(6, dtype=torch.long)
+    message = rf"the model's first linear layer takes {takes} values per image, the images have 144 \(1×12×12\): "
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"^x: {message}" + fix):
+            pgd(net, x, y, LINF)
+
+
+def test_evaluate_without_data_says_that_it_read_mnist_for_a_model_that_names_no_dataset():
+    """``evaluate(my_cifar_net)``: the model's complaint, and that the data was MNIST because none was given."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    with pytest.raises(ValueError, match=r"^data: the model's first convolution takes 3-channel images, the images of "
+                                         r"1×28×28 have 1 .*; no data was given, so evaluate read mnist's test split "
+                                         r"\(the model records no dataset\): pass your images as data=\(x, y\)"):
+        advlab.evaluate(net, attacks=["fgsm"], eps=[0.1], n=4, progress=False, checks=False)
+    fits = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    assert advlab.evaluate(fits, attacks=["fgsm"], eps=[0.1], n=4, progress=False, checks=False).rows

@@ -32,7 +32,7 @@ from torch.nn.modules import module as _module
 
 from advlab._deprecation import caller_level
 from advlab.attacks.guard import shown_name
-from advlab.attacks.input_errors import wrong_channels
+from advlab.attacks.input_errors import images_mismatch
 from advlab.attacks.modulecopy import Tree, reads_training, rng_sandbox, same
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -260,7 +260,7 @@ def _probe(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module | None, str
         if isinstance(got, torch.Tensor):
             _reorder(tree, view, probe, got)
     except Exception as e:  # reported to the user: the attack then runs on the model as given
-        if stage == "running a copy of it" and wrong_channels(e, probe) is not None:
+        if stage == "running a copy of it" and images_mismatch(e, probe):
             raise  # (the images' fault, not the copy's: the model fails on them too, and the caller names the fix)
         return None, f"{stage} raised {_short(e)}", first if isinstance(first, torch.Tensor) else None
     if logits is None or not isinstance(got, torch.Tensor):

@@ -5,6 +5,7 @@ Kept apart from :mod:`advlab.attacks.guard` (the adapters), which re-exports the
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -121,8 +122,32 @@ def channels_message(takes: int, has: int, shape: tuple[int, ...], arg: str = "x
     fix = {(3, 1): "grey images as RGB: x.repeat(1, 3, 1, 1)",
            (1, 3): "colour images as grey: x.mean(1, keepdim=True), or luminance weights (0.299, 0.587, 0.114)",
            (3, 4): "RGBA images without alpha: x[:, :3]"}.get((takes, has), "the model's own input")
-    return (f"{arg}: the model's first convolution takes {takes}-channel images, the batch of shape {shape} has {has} "
-            f"({fix})")
+    return (f"{arg}: the model's first convolution takes {takes}-channel images, the images of "
+            f"{'×'.join(map(str, shape[1:]))} have {has} ({fix})")
+
+
+MATMUL = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+
+
+def wrong_size(error: BaseException, x: Any) -> str | None:
+    """Why images of another size than a model's first linear layer takes failed, where ``error`` says so.
+
+    A ``Flatten`` then ``Linear`` model: the error's inputs per image equal the images' values.
+    """
+    m = MATMUL.search(str(error)) if isinstance(error, RuntimeError) else None
+    values = math.prod(x.shape[1:])
+    if m is None or int(m.group(2)) != values or len(x.shape) < 3:
+        return None
+    takes = int(m.group(3))
+    fix = {3 * values: "grey images as RGB: x.repeat(1, 3, 1, 1)", values // 3: "colour images as grey: "
+           "x.mean(1, keepdim=True)"}.get(takes, "images of the size it was trained on")
+    return (f"the model's first linear layer takes {takes} values per image, the images have {values} "
+            f"({'×'.join(map(str, x.shape[1:]))}): {fix}")
+
+
+def images_mismatch(error: BaseException, x: Any) -> bool:
+    """Whether ``error`` is the model's first layer refusing the images themselves (channels, or values per image)."""
+    return wrong_channels(error, x) is not None or wrong_size(error, x) is not None
 
 
 def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str | None:
@@ -146,8 +171,21 @@ def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str 
         return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
                 f"are N×1×H×W: x.unsqueeze(1) (the model said: {first})")
     channels = wrong_channels(error, x)
-    return None if channels is None else channels_message(*channels, tuple(x.shape), arg)
+    if channels is not None:
+        return channels_message(*channels, tuple(x.shape), arg)
+    size = wrong_size(error, x)
+    return None if size is None else f"{arg}: {size}"
 
 
-__all__ = ["NoInputGradient", "layout_message", "leaves_autograd", "no_gradient_message", "numpy_only_message",
-           "one_output_message", "threat_message", "wrong_channels"]
+__all__ = [
+    "NoInputGradient",
+    "images_mismatch",
+    "layout_message",
+    "leaves_autograd",
+    "no_gradient_message",
+    "numpy_only_message",
+    "one_output_message",
+    "threat_message",
+    "wrong_channels",
+    "wrong_size",
+]

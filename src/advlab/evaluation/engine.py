@@ -37,7 +37,7 @@ from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, at
 from advlab.evaluation.dense import DenseEvaluation, model_task, plan_dense
 from advlab.evaluation.detection import plan_detector
 from advlab.evaluation.distributed import current_world, run_sharded
-from advlab.evaluation.inputs import model_dataset, resolve_data, validate_eps
+from advlab.evaluation.inputs import check_default_data, model_dataset, resolve_data, validate_eps
 from advlab.evaluation.memory import check_batch_memory
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
@@ -145,6 +145,7 @@ def plan(s: Settings) -> Plan:
     bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
     net = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
+    defaulted = s.data is None and "dataset" not in (getattr(net, "advlab_meta", None) or {})
     if s.data is None:  # the dataset the model was trained on, as its checkpoint records it (else MNIST)
         s = dataclasses.replace(s, data=model_dataset(net))
     task = model_task(net)
@@ -153,6 +154,8 @@ def plan(s: Settings) -> Plan:
             raise ValueError(f"detector: the reject option is for classifiers, got a {task} model")
         return plan_dense(s, cast(nn.Module, net), default_name, task)
     x, y, dataset = resolve_data(s.data, s.data_dir, s.n, bounds, net)
+    if defaulted:
+        check_default_data(net, x, dataset)
     check_compatible(net, dataset, y)
     check_input_shape(net, x, source=dataset)
     sweep = validate_eps(s.norm, s.eps if s.eps is not None else DEFAULT_EPS[s.norm], bounds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
 
@@ -16,7 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab._checks import array_tensor, check_images, check_labels, check_positive_int
+from advlab._checks import array_tensor, check_images, check_labels, check_positive_int, error_text
+from advlab._device import module_device
+from advlab.attacks import inference_view
+from advlab.attacks.input_errors import layout_message
 from advlab.attacks.registry import TASKS
 from advlab.data import is_spec, load_dataset, open_images
 from advlab.data.folder import KEY_PAIRS
@@ -31,6 +35,26 @@ def model_dataset(net: nn.Module | BlackBox) -> str:
     meta = getattr(net, "advlab_meta", None)
     found = meta.get("dataset") if isinstance(meta, dict) else None
     return found if isinstance(found, str) else "mnist"
+
+
+def check_default_data(net: nn.Module | BlackBox, x: torch.Tensor, dataset: str) -> None:
+    """Refuse, in one line, default data a model that names no dataset cannot take, saying that it was the default.
+
+    ``evaluate(model)`` without data reads MNIST for a model whose checkpoint records no dataset (a user's
+    network); where the model fails on two of those images, the error says so, not only what the model said.
+    """
+    if isinstance(net, BlackBox) or not isinstance(net, nn.Module):
+        return
+    probe = torch.as_tensor(x[:2]).to(module_device(net))
+    try:
+        with torch.no_grad(), torch.random.fork_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inference_view(net)(probe)
+    except Exception as e:
+        said = layout_message(net, probe, e, "data") or f"data: {error_text(e)}"
+        raise ValueError(f"{said}; no data was given, so evaluate read {dataset}'s test split (the model records no "
+                         "dataset): pass your images as data=(x, y), a Dataset, or --dataset folder:PATH / "
+                         "npz:PATH") from e
 
 
 def resolve_data(data: Data, data_dir: str | os.PathLike[str] | None,
@@ -139,4 +163,4 @@ def validate_eps(norm: str, eps: float | Sequence[float] | torch.Tensor | np.nda
     return tuple(sorted(set(out)))
 
 
-__all__ = ["model_dataset", "resolve_data", "validate_eps"]
+__all__ = ["check_default_data", "model_dataset", "resolve_data", "validate_eps"]
