@@ -241,3 +241,13 @@ def test_evaluate_without_data_says_that_it_read_mnist_for_a_model_that_names_no
         advlab.evaluate(net, attacks=["fgsm"], eps=[0.1], n=4, progress=False, checks=False)
     fits = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
     assert advlab.evaluate(fits, attacks=["fgsm"], eps=[0.1], n=4, progress=False, checks=False).rows
+
+
+def test_params_under_an_attacks_name_in_another_case_are_that_attacks(lenet, batch):
+    """``params={"PGD": {"steps": 3}}`` was checked against pgd, then never applied: PGD ran its 40 steps."""
+    kw = {"attacks": ["pgd"], "eps": [0.1], "progress": False, "checks": False}
+    got = advlab.evaluate(lenet, batch, params={"PGD": {"steps": 3}}, **kw)
+    assert got.config["params"] == {"pgd": {"steps": 3}}
+    assert got.config["effective_params"]["pgd|linf|0.1"]["steps"] == 3
+    with pytest.raises(ValueError, match=r"^params: two tables name pgd; give its parameters once$"):
+        advlab.evaluate(lenet, batch, params={"PGD": {"steps": 3}, "pgd": {"steps": 4}}, **kw)

@@ -171,8 +171,8 @@ def default_threads() -> int:
 
 def with_options(params: dict[str, dict[str, Any]], options: list[str]) -> dict[str, dict[str, Any]]:
     """The params table with ``-o ATTACK.KEY=VALUE`` options set in it (a new table; the attacks check the keys)."""
-    out = {attack: {k: fraction(v) if isinstance(v, str) else v for k, v in values.items()}  # (TOML: "1/255")
-           for attack, values in params.items()}
+    out = {attack.lower(): {k: fraction(v) if isinstance(v, str) else v for k, v in values.items()}  # ("1/255")
+           for attack, values in params.items()}  # (names lower-cased as -o's: [params.PGD] and -o pgd.x meet)
     for key, value in parse_options(options, "-o").items():
         attack, dot, name = key.partition(".")
         if not (dot and attack and name):

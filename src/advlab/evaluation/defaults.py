@@ -107,7 +107,8 @@ def bind_params(params: Mapping[str, Mapping[str, Any]] | None, jobs: Sequence[J
         extra: Jobs that may be added while running.
 
     Returns:
-        A copy of ``params`` (plain dicts), unchanged in content.
+        A copy of ``params`` (plain dicts) under the attacks' registered names (``"PGD"`` is pgd's), values as
+        plain numbers.
 
     Raises:
         TypeError, ValueError: The registry's one-line errors (unknown attack or parameter, bad value).
@@ -122,8 +123,11 @@ def bind_params(params: Mapping[str, Mapping[str, Any]] | None, jobs: Sequence[J
         for name, values in params.items():
             if not isinstance(values, Mapping):
                 raise TypeError(f"params: expected a table of parameters for {name!r}, got {type(values).__name__}")
-            get_attack(name).bind(values)
-            out[name] = {k: plain_number(int | float | bool, v) for k, v in values.items()}  # (JSON: the store)
+            info = get_attack(name)  # (its name as the jobs know it: "PGD" is pgd's parameters, not nobody's)
+            info.bind(values)
+            if info.name in out:
+                raise ValueError(f"params: two tables name {info.name}; give its parameters once")
+            out[info.name] = {k: plain_number(int | float | bool, v) for k, v in values.items()}  # (JSON: the store)
         for job in [*jobs, *extra]:
             info = get_attack(job.attack)
             info.bind(attack_params(info, job, out))
