@@ -251,3 +251,18 @@ def test_params_under_an_attacks_name_in_another_case_are_that_attacks(lenet, ba
     assert got.config["effective_params"]["pgd|linf|0.1"]["steps"] == 3
     with pytest.raises(ValueError, match=r"^params: two tables name pgd; give its parameters once$"):
         advlab.evaluate(lenet, batch, params={"PGD": {"steps": 3}, "pgd": {"steps": 4}}, **kw)
+
+
+def test_normalisation_statistics_in_0_255_units_are_named():
+    """mmcv's mean (123.675, 116.28, 103.53) on [0, 1] images: every input far outside the training range, silently."""
+    from advlab.models import NormalizationUnits, with_normalization
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.warns(NormalizationUnits, match=r"look like 0–255 units: for images in \[0, 1\] divide both by 255"):
+        with_normalization(net, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NormalizationUnits)
+        with_normalization(net, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        wrong = with_normalization(net, [0.5, 0.5], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"^with_normalization: 2 means and stds, one per channel, for images of 3 "):
+        wrong(torch.rand(2, 3, 8, 8))

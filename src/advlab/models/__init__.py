@@ -11,7 +11,16 @@
 
 from advlab.models.blackbox import BlackBox, QueryBudgetExceeded, QuerySession, as_blackbox
 from advlab.models.checkpoint import CheckpointError, load_state, read_metadata, save_checkpoint, tensor_digest
-from advlab.models.nets import MLP, LeNet5, Normalize, Normalized, SmallCNN, SmallGoogLeNet, with_normalization
+from advlab.models.nets import (
+    MLP,
+    LeNet5,
+    NormalizationUnits,
+    Normalize,
+    Normalized,
+    SmallCNN,
+    SmallGoogLeNet,
+    with_normalization,
+)
 from advlab.models.sklearn import load_sklearn_model
 from advlab.models.wrappers import Defended, parse_defense, wrap_defense
 from advlab.models.zoo import (
@@ -30,8 +39,8 @@ from advlab.models.zoo import (
 
 __all__ = [
     "ARCHITECTURES", "MLP", "WEIGHTS_DIR", "ArchInfo", "BlackBox", "CheckpointError", "Defended", "LeNet5",
-    "Normalize", "Normalized", "QueryBudgetExceeded", "QuerySession", "SmallCNN", "SmallGoogLeNet", "architecture_task",
-    "as_blackbox",
+    "NormalizationUnits", "Normalize", "Normalized", "QueryBudgetExceeded", "QuerySession", "SmallCNN",
+    "SmallGoogLeNet", "architecture_task", "as_blackbox",
     "check_input_shape", "create_model", "list_models", "list_pretrained", "load_model", "load_sklearn_model",
     "load_state", "parse_defense", "read_metadata", "register_model", "resolve_checkpoint", "save_checkpoint",
     "tensor_digest", "with_normalization", "wrap_defense",
