@@ -256,3 +256,12 @@ def test_an_evaluation_budget_in_pixel_units_says_how_to_write_it(lenet, digits,
         advlab.evaluate(lenet, digits, ["fgsm"], [8], **KW)
     assert main(["evaluate", "--eps", "8", "--attacks", "fgsm", "--n", "10", "--out", str(tmp_path / "o")]) == 2
     assert "write it /255, e.g. 8/255" in capsys.readouterr().err
+
+
+def test_a_rounding_slip_past_the_bounds_is_named_as_one(lenet):
+    """-1e-8 from un-normalising was taken for images a Normalize transform had normalised; now: clamp them."""
+    x, y = torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = -1e-8, torch.nextafter(torch.tensor(1.0), torch.tensor(2.0))
+    with pytest.raises(ValueError, match=r"got range \[-1e-08, 1\] \(off by 1e-07, float rounding\? "
+                                         r"x\.clamp\(0\.0, 1\.0\)\)$"):
+        get_attack("fgsm")(lenet, x, y, ThreatModel("linf", 0.1))

@@ -112,7 +112,10 @@ def check_bounds(arg: str, bounds: tuple[float, float]) -> tuple[float, float]:
 
 
 def range_hint(lo: float, hi: float, bounds: tuple[float, float]) -> str:
-    """What images outside [0, 1] most likely are: 0–255 pixels, or images a transform already normalised."""
+    """What images outside [0, 1] most likely are: rounding, 0–255 pixels, or images a transform already normalised."""
+    off = max(bounds[0] - lo, hi - bounds[1])
+    if 0 < off <= 1e-4 * (bounds[1] - bounds[0]):  # (float rounding, say of an un-normalisation: no layout guess)
+        return f" (off by {off:.1g}, float rounding? x.clamp({bounds[0]}, {bounds[1]}))"
     if tuple(bounds) != (0.0, 1.0) or hi <= 1:
         return ""
     if lo >= 0 and 2 < hi <= 255:
