@@ -127,6 +127,11 @@ def range_hint(lo: float, hi: float, bounds: tuple[float, float]) -> str:
     return ""
 
 
+def looks_channels_last(shape: Sequence[int]) -> bool:
+    """Whether a batch of this shape reads as N×H×W×C images: a last axis of 1, 3 or 4 channels, a second not."""
+    return len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4)
+
+
 def check_images(arg: str, x: object, bounds: tuple[float, float] | None = None) -> torch.Tensor:
     """Check an image batch: a floating tensor N×C×H×W (or N×D), finite, inside ``bounds``."""
     if not isinstance(x, torch.Tensor):
@@ -268,7 +273,7 @@ def plain_number(hint: Any, value: object) -> object:
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
         return value.item()
     if (isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
-            and (value.is_floating_point() or not (value.dtype == torch.bool or value.is_complex()))):
+            and value.dtype != torch.bool and not value.is_complex()):
         return value.item()
     return value
 

@@ -32,7 +32,7 @@ from torch.nn.modules import module as _module
 
 from advlab._deprecation import caller_level
 from advlab.attacks.guard import shown_name
-from advlab.attacks.input_errors import images_mismatch
+from advlab.attacks.input_errors import first_layer_message
 from advlab.attacks.modulecopy import Tree, reads_training, rng_sandbox, same
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -91,13 +91,15 @@ def inference_view(model: Any) -> Any:
         ValueError: The model is in training mode and cannot be copied (copying raised, or a
             submodule is a ScriptModule, whose state a copy would share).
     """
-    if (not isinstance(model, nn.Module) or getattr(model, "_advlab_inference", False)
-            or not any(m.training for m in model.modules())):
+    if not isinstance(model, nn.Module) or getattr(model, "_advlab_inference", False):
+        return model
+    modules = list(model.modules())
+    training = [m for m in modules if m.training]
+    if not training:
         return model
     # (a wrapper built around an eval-mode model, nn.DataParallel(net) or nn.Sequential(normalize, net), is in
     # training mode in name only where none of the modules in training mode reads its flag: copied quietly)
-    modes = [m.training for m in model.modules()]
-    quiet = not all(modes) and not any(reads_training(type(m)) for m in model.modules() if m.training)
+    quiet = len(training) < len(modules) and not any(reads_training(type(m)) for m in training)
     name, keep = shown_name(model), _KEEP_TRAIN.get() and not quiet
     scripted = next((n for n, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
     if scripted is not None:
@@ -120,6 +122,18 @@ def inference_view(model: Any) -> Any:
                       "is; call model.eval() to silence this, or use advlab.attacks.keep_train_mode() to attack "
                       "its training-mode randomness)", ModelInTrainingMode, stacklevel=caller_level())
     return copied
+
+
+@contextmanager
+def sandboxed_view(model: Any, device: torch.device) -> Iterator[Any]:
+    """:func:`inference_view` of ``model`` for a probe of the caller's own (a shape, a memory measure).
+
+    Its warnings are the attacks' to give, so they are left out here; every random stream the
+    model may draw from (torch's, ``device``'s, NumPy's, Python's) is restored after the block.
+    """
+    with rng_sandbox(device), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield inference_view(model)
 
 
 def attack_view(model: Any, x: torch.Tensor) -> Any:
@@ -260,7 +274,7 @@ def _probe(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module | None, str
         if isinstance(got, torch.Tensor):
             _reorder(tree, view, probe, got)
     except Exception as e:  # reported to the user: the attack then runs on the model as given
-        if stage == "running a copy of it" and images_mismatch(e, probe):
+        if stage == "running a copy of it" and first_layer_message(e, probe) is not None:
             raise  # (the images' fault, not the copy's: the model fails on them too, and the caller names the fix)
         return None, f"{stage} raised {_short(e)}", first if isinstance(first, torch.Tensor) else None
     if logits is None or not isinstance(got, torch.Tensor):

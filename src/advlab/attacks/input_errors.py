@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._checks import looks_channels_last
 from advlab.models.blackbox import BlackBox
 from advlab.models.wrappers import declared_input_shape
 from advlab.models.zoo import layout_hint
@@ -104,50 +105,35 @@ def threat_message(name: str, norms: Sequence[str], threat: object, params: Mapp
 
 
 CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
-
-
-def wrong_channels(error: BaseException, x: Any) -> tuple[int, int] | None:
-    """(channels the model's first convolution takes, channels the images have) where that is what ``error`` says.
-
-    Only a convolution that names the images' own shape counts (a deeper layer's mismatch is the model's).
-    """
-    m = CHANNELS.search(str(error)) if isinstance(error, RuntimeError) else None
-    if m is None or tuple(int(d) for d in m.group(1).split(","))[1:] != tuple(x.shape[1:]):
-        return None  # (the batch size aside: the attacks probe their model on two of the images)
-    return int(m.group(2)), int(m.group(3))
-
-
-def channels_message(takes: int, has: int, shape: tuple[int, ...], arg: str = "x") -> str:
-    """The one-line error of images with another channel count than the model's first convolution takes."""
-    fix = {(3, 1): "grey images as RGB: x.repeat(1, 3, 1, 1)",
-           (1, 3): "colour images as grey: x.mean(1, keepdim=True), or luminance weights (0.299, 0.587, 0.114)",
-           (3, 4): "RGBA images without alpha: x[:, :3]"}.get((takes, has), "the model's own input")
-    return (f"{arg}: the model's first convolution takes {takes}-channel images, the images of "
-            f"{'×'.join(map(str, shape[1:]))} have {has} ({fix})")
-
-
 MATMUL = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
 
 
-def wrong_size(error: BaseException, x: Any) -> str | None:
-    """Why images of another size than a model's first linear layer takes failed, where ``error`` says so.
+def first_layer_message(error: BaseException, x: Any) -> str | None:
+    """Why the model's first layer refused the images themselves, with the conversion; None if ``error`` says not.
 
-    A ``Flatten`` then ``Linear`` model: the error's inputs per image equal the images' values.
+    A convolution that names the images' own shape (the batch size aside: the attacks probe their model on two
+    of the images) and another channel count, or a ``Flatten``-then-``Linear`` model whose inputs per image
+    equal the images' values; a deeper layer's mismatch is the model's own.
     """
-    m = MATMUL.search(str(error)) if isinstance(error, RuntimeError) else None
-    values = math.prod(x.shape[1:])
-    if m is None or int(m.group(2)) != values or len(x.shape) < 3:
+    if not isinstance(error, RuntimeError):
         return None
-    takes = int(m.group(3))
-    fix = {3 * values: "grey images as RGB: x.repeat(1, 3, 1, 1)", values // 3: "colour images as grey: "
-           "x.mean(1, keepdim=True)"}.get(takes, "images of the size it was trained on")
-    return (f"the model's first linear layer takes {takes} values per image, the images have {values} "
-            f"({'×'.join(map(str, x.shape[1:]))}): {fix}")
-
-
-def images_mismatch(error: BaseException, x: Any) -> bool:
-    """Whether ``error`` is the model's first layer refusing the images themselves (channels, or values per image)."""
-    return wrong_channels(error, x) is not None or wrong_size(error, x) is not None
+    shape, text = tuple(x.shape[1:]), str(error)
+    if (m := CHANNELS.search(text)) and tuple(int(d) for d in m.group(1).split(","))[1:] == shape:
+        takes, has = int(m.group(2)), int(m.group(3))
+        fix = {(3, 1): "grey images as RGB: x.repeat(1, 3, 1, 1)",
+               (1, 3): "colour images as grey: x.mean(1, keepdim=True), or luminance weights (0.299, 0.587, 0.114)",
+               (3, 4): "RGBA images without alpha: x[:, :3]"}.get((takes, has), "the model's own input")
+        return (f"the model's first convolution takes {takes}-channel images, the images of "
+                f"{'×'.join(map(str, shape))} have {has} ({fix})")
+    values = math.prod(shape)
+    if (m := MATMUL.search(text)) and int(m.group(2)) == values and len(shape) >= 2:
+        takes = int(m.group(3))
+        fix = {3 * values: "grey images as RGB: x.repeat(1, 3, 1, 1)",
+               values // 3: "colour images as grey: x.mean(1, keepdim=True)"}.get(takes, "images of the size it was "
+                                                                                 "trained on")
+        return (f"the model's first linear layer takes {takes} values per image, the images have {values} "
+                f"({'×'.join(map(str, shape))}): {fix}")
+    return None
 
 
 def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str | None:
@@ -164,28 +150,23 @@ def layout_message(model: Any, x: Any, error: Exception, arg: str = "x") -> str 
     if takes is not None or not isinstance(error, RuntimeError):
         return None
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if len(x.shape) == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+    if looks_channels_last(x.shape):
         return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)}, which looks channels-last (N×H×W×C); "
                 f"advlab passes images as N×C×H×W: x.permute(0, 3, 1, 2) (the model said: {first})")
     if len(x.shape) == 3 and "channel" in first:
         return (f"{arg}: the model failed on a batch of shape {tuple(x.shape)} (N×H×W, no channel axis); grey images "
                 f"are N×1×H×W: x.unsqueeze(1) (the model said: {first})")
-    channels = wrong_channels(error, x)
-    if channels is not None:
-        return channels_message(*channels, tuple(x.shape), arg)
-    size = wrong_size(error, x)
-    return None if size is None else f"{arg}: {size}"
+    said = first_layer_message(error, x)
+    return None if said is None else f"{arg}: {said}"
 
 
 __all__ = [
     "NoInputGradient",
-    "images_mismatch",
+    "first_layer_message",
     "layout_message",
     "leaves_autograd",
     "no_gradient_message",
     "numpy_only_message",
     "one_output_message",
     "threat_message",
-    "wrong_channels",
-    "wrong_size",
 ]

@@ -37,7 +37,7 @@ from advlab.evaluation.defaults import ADAPTIVE, DEFAULT_ATTACKS, N_EXAMPLES, at
 from advlab.evaluation.dense import DenseEvaluation, model_task, plan_dense
 from advlab.evaluation.detection import plan_detector
 from advlab.evaluation.distributed import current_world, run_sharded
-from advlab.evaluation.inputs import check_default_data, model_dataset, resolve_data, validate_eps
+from advlab.evaluation.inputs import check_default_data, model_dataset, recorded_dataset, resolve_data, validate_eps
 from advlab.evaluation.memory import check_batch_memory
 from advlab.evaluation.respond import add_cost
 from advlab.evaluation.result import Evaluation
@@ -145,7 +145,7 @@ def plan(s: Settings) -> Plan:
     bounds = check_bounds("bounds", s.bounds)
     net, default_name = resolve_model(s.model)
     net = place(net, s.device, owned=isinstance(s.model, (str, os.PathLike)))
-    defaulted = s.data is None and "dataset" not in (getattr(net, "advlab_meta", None) or {})
+    defaulted = s.data is None and recorded_dataset(net) is None
     if s.data is None:  # the dataset the model was trained on, as its checkpoint records it (else MNIST)
         s = dataclasses.replace(s, data=model_dataset(net))
     task = model_task(net)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
 
@@ -19,7 +18,7 @@ from torch import nn
 
 from advlab._checks import array_tensor, check_images, check_labels, check_positive_int, error_text
 from advlab._device import module_device
-from advlab.attacks import inference_view
+from advlab.attacks.fastview import sandboxed_view
 from advlab.attacks.input_errors import layout_message
 from advlab.attacks.registry import TASKS
 from advlab.data import is_spec, load_dataset, open_images
@@ -30,11 +29,16 @@ from advlab.models.wrappers import declared_input_shape
 from advlab.threat import ThreatModel
 
 
-def model_dataset(net: nn.Module | BlackBox) -> str:
-    """The dataset a model's checkpoint records (``advlab_meta["dataset"]``), else ``"mnist"``."""
+def recorded_dataset(net: nn.Module | BlackBox) -> str | None:
+    """The dataset a model's checkpoint records (``advlab_meta["dataset"]``), or None."""
     meta = getattr(net, "advlab_meta", None)
     found = meta.get("dataset") if isinstance(meta, dict) else None
-    return found if isinstance(found, str) else "mnist"
+    return found if isinstance(found, str) else None
+
+
+def model_dataset(net: nn.Module | BlackBox) -> str:
+    """The dataset a model's checkpoint records (``advlab_meta["dataset"]``), else ``"mnist"``."""
+    return recorded_dataset(net) or "mnist"
 
 
 def check_default_data(net: nn.Module | BlackBox, x: torch.Tensor, dataset: str) -> None:
@@ -45,11 +49,11 @@ def check_default_data(net: nn.Module | BlackBox, x: torch.Tensor, dataset: str)
     """
     if isinstance(net, BlackBox) or not isinstance(net, nn.Module):
         return
-    probe = torch.as_tensor(x[:2]).to(module_device(net))
+    device = module_device(net)
+    probe = torch.as_tensor(x[:2]).to(device)
     try:
-        with torch.no_grad(), torch.random.fork_rng(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            inference_view(net)(probe)
+        with torch.no_grad(), sandboxed_view(net, device) as view:
+            view(probe)
     except Exception as e:
         said = layout_message(net, probe, e, "data") or f"data: {error_text(e)}"
         raise ValueError(f"{said}; no data was given, so evaluate read {dataset}'s test split (the model records no "
@@ -163,4 +167,4 @@ def validate_eps(norm: str, eps: float | Sequence[float] | torch.Tensor | np.nda
     return tuple(sorted(set(out)))
 
 
-__all__ = ["check_default_data", "model_dataset", "resolve_data", "validate_eps"]
+__all__ = ["check_default_data", "model_dataset", "recorded_dataset", "resolve_data", "validate_eps"]

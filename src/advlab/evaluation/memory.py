@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from advlab._deprecation import caller_level
-from advlab.attacks import inference_view
+from advlab._device import module_device
+from advlab.attacks.fastview import sandboxed_view
 
 GIB = 2**30
 # the saved tensors, plus what the backward pass allocates beside them: a plain forward and backward through a
@@ -68,23 +69,22 @@ def check_batch_memory(model: Any, x: torch.Tensor, batch_size: int) -> None:
     """
     if not isinstance(model, torch.nn.Module) or len(x) < 4:
         return
-    four = torch.as_tensor(x[:4])  # (a lazy folder's first images, read)
-    device = four.device
+    device = module_device(model)  # (where the attacks' batches go: a GPU model's memory is the GPU's)
     free = available_bytes(device)
     if free is None:
         return
-    try:  # (on the model as the attacks see it, under forked RNGs; a model this cannot run is the attacks' to refuse)
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            warnings.simplefilter("ignore")
-            net = inference_view(model)
+    four = torch.as_tensor(x[:4]).to(device)  # (a lazy folder's first images, read)
+    try:  # (a model this cannot run is the attacks' to refuse)
+        with sandboxed_view(model, device) as net:
             per_image = max(0, saved_bytes(net, four) - saved_bytes(net, four[:2])) / 2
     except Exception:
         return
-    need = BACKWARD_FACTOR * per_image * min(batch_size, len(x))
+    batch = min(batch_size, len(x))
+    need = BACKWARD_FACTOR * per_image * batch
     if need <= free / 2:
         return
-    fits = max(1, int(free / 2 / (BACKWARD_FACTOR * per_image))) if per_image else batch_size
-    text = (f"a gradient step on {min(batch_size, len(x))} images of {'×'.join(map(str, x.shape[1:]))} needs about "
+    fits = max(1, int(free / 2 / (BACKWARD_FACTOR * per_image)))
+    text = (f"a gradient step on {batch} images of {'×'.join(map(str, x.shape[1:]))} needs about "
             f"{need / GIB:.1f} GiB (the tensors the model saves for its backward pass, measured on 2 and 4 images); "
             f"{free / GIB:.1f} GiB {'are' if free != GIB else 'is'} available on {device}: --batch-size {fits} "
             f"(batch_size={fits}) fits in half of it")

@@ -70,15 +70,17 @@ class Normalized(nn.Module):
         self.net = net
         self.training = net.training  # (not .train(): that would set every submodule of the network)
         m, s = _statistic("mean", mean), _statistic("std", std)
-        if max(map(abs, m if isinstance(m, list) else [m])) > 1 or max(s if isinstance(s, list) else [s]) > 1:
+        means, stds = (m if isinstance(m, list) else [m]), (s if isinstance(s, list) else [s])
+        self.channels = len(means) if isinstance(m, list) and len(means) > 1 else None  # (checked in forward)
+        if max(map(abs, means)) > 1 or max(stds) > 1:
             warnings.warn(f"advlab: with_normalization's mean {m} and std {s} look like 0–255 units: for images in "
                           "[0, 1] divide both by 255 (a model that takes 0–255 pixels: keep them, with "
                           "bounds=(0, 255))", NormalizationUnits, stacklevel=caller_level())
 
     def forward(self, x: torch.Tensor) -> Any:  # noqa: D102
-        per_channel = self.norm.mean.dim() == 3 and not isinstance(x, torch.fx.Proxy)  # (fx: certify reads it)
-        if per_channel and x.dim() == 4 and x.shape[1] != len(self.norm.mean) and len(self.norm.mean) > 1:
-            raise ValueError(f"with_normalization: {len(self.norm.mean)} means and stds, one per channel, for "
+        if (self.channels is not None and not isinstance(x, torch.fx.Proxy)  # (fx: certify traces it)
+                and x.dim() == 4 and x.shape[1] != self.channels):
+            raise ValueError(f"with_normalization: {self.channels} means and stds, one per channel, for "
                              f"images of {x.shape[1]} channel(s) (shape {tuple(x.shape)})")
         return self.net(self.norm(x))
 

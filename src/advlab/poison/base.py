@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import torch
 
-from advlab._checks import Range, check_images, check_labels, check_param, plain_number
+from advlab._checks import Range, check_images, check_labels, check_param, looks_channels_last, plain_number
 from advlab._device import draw
 
 # A share of a set, 0 and 1 included (the registry's ``Fraction`` excludes 0).
@@ -86,7 +86,7 @@ def check_data(x: object, y: object, num_classes: int | None = None) -> tuple[to
     if x.dim() != 4:
         hint = " (grey images without a channel axis: x.unsqueeze(1))" if x.dim() == 3 else ""
         raise ValueError(f"x: expected images N×C×H×W, got shape {shape}{hint}")
-    if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+    if looks_channels_last(shape):
         raise ValueError(f"x: expected images N×C×H×W, got shape {shape}, which looks channels-last (N×H×W×C): "
                          "x.permute(0, 3, 1, 2)")
     y = check_labels("y", y, len(x))
