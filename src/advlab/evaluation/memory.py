@@ -73,7 +73,7 @@ def check_batch_memory(model: Any, x: torch.Tensor, batch_size: int) -> None:
     free = available_bytes(device)
     if free is None:
         return
-    four = torch.as_tensor(x[:4]).to(device)  # (a lazy folder's first images, read)
+    four = x[:4].to(device)  # (a lazy folder's first images, read; torch.as_tensor would take the default device)
     try:  # (a model this cannot run is the attacks' to refuse)
         with sandboxed_view(model, device) as net:
             per_image = max(0, saved_bytes(net, four) - saved_bytes(net, four[:2])) / 2
